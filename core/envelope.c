@@ -1,0 +1,360 @@
+#include "config.h"
+#include <string.h>
+#include <stdlib.h>
+#include <errno.h>
+#include "envelope.h"
+
+static const char *const field_names[F__COUNT] = {
+    [F_TYPE] = "type", [F_ID] = "id", [F_FROM] = "from", [F_TO] = "to",
+    [F_METHOD] = "method", [F_EVENT] = "event", [F_SERVICE_NAME] = "serviceName",
+    [F_METHODS] = "methods", [F_PARAMS] = "params", [F_PAYLOAD] = "payload",
+    [F_DATA] = "data", [F_ERROR] = "error", [F_STATUS] = "status",
+    [F_CONTEXT] = "context", [F_TOKEN] = "token", [F_ACK] = "ack",
+    [F_EVENTS] = "events", [F_SUBSCRIBE] = "subscribe", [F_VERSION] = "version",
+    [F_METADATA] = "metadata", [F_OP] = "op", [F_RESOURCE] = "resource",
+    [F_KEY] = "key", [F_QUERY] = "query", [F_TIMESTAMP] = "timestamp",
+};
+
+static const char *const type_names[LB_MSG__COUNT] = {
+    [LB_MSG_UNKNOWN] = "UNKNOWN", [LB_MSG_REGISTER] = "REGISTER",
+    [LB_MSG_REGISTER_ACK] = "REGISTER_ACK", [LB_MSG_CALL] = "CALL",
+    [LB_MSG_RESPONSE] = "RESPONSE", [LB_MSG_EMIT] = "EMIT", [LB_MSG_EVENT] = "EVENT",
+    [LB_MSG_ACK] = "ACK", [LB_MSG_SUBSCRIBE] = "SUBSCRIBE",
+    [LB_MSG_UNSUBSCRIBE] = "UNSUBSCRIBE", [LB_MSG_CRUD] = "CRUD",
+    [LB_MSG_HEARTBEAT] = "HEARTBEAT", [LB_MSG_ERROR] = "ERROR",
+};
+
+const char *lb_msg_type_name(enum lb_msg_type t)
+{
+    return (t > 0 && t < LB_MSG__COUNT) ? type_names[t] : "UNKNOWN";
+}
+
+const char *env_field_name(enum env_field f) { return field_names[f]; }
+
+int env_field_by_name(const char *name)
+{
+    for (int i = 0; i < F__COUNT; i++)
+        if (strcmp(field_names[i], name) == 0)
+            return i;
+    return -1;
+}
+
+/* ---- scanner ------------------------------------------------------- */
+
+struct scan {
+    const char *p, *end;
+    const char *err;
+};
+
+static inline void skip_ws(struct scan *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t'))
+        s->p++;
+}
+
+static inline int hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Validates one UTF-8 sequence starting at p (non-ASCII lead byte); returns
+ * its length or 0 if invalid (overlongs, surrogates, > U+10FFFF refused). */
+static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = p[0];
+    size_t n;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) n = 2;
+    else if (c == 0xE0) { n = 3; lo = 0xA0; }
+    else if (c >= 0xE1 && c <= 0xEC) n = 3;
+    else if (c == 0xED) { n = 3; hi = 0x9F; }
+    else if (c >= 0xEE && c <= 0xEF) n = 3;
+    else if (c == 0xF0) { n = 4; lo = 0x90; }
+    else if (c >= 0xF1 && c <= 0xF3) n = 4;
+    else if (c == 0xF4) { n = 4; hi = 0x8F; }
+    else return 0;
+    if ((size_t)(end - p) < n) return 0;
+    if (p[1] < lo || p[1] > hi) return 0;
+    for (size_t i = 2; i < n; i++)
+        if (p[i] < 0x80 || p[i] > 0xBF) return 0;
+    return n;
+}
+
+/* s->p is just past the opening quote. */
+static int scan_string(struct scan *s, struct env_val *out)
+{
+    const unsigned char *p = (const unsigned char *)s->p, *end = (const unsigned char *)s->end;
+    const unsigned char *start = p;
+    uint8_t escaped = 0;
+    while (p < end) {
+        unsigned char c = *p;
+        if (c == '"') {
+            if (out) {
+                out->p = (const char *)start;
+                out->n = (uint32_t)(p - start);
+                out->kind = J_STRING;
+                out->escaped = escaped;
+            }
+            s->p = (const char *)p + 1;
+            return 0;
+        }
+        if (c < 0x20) { s->err = "control character in string"; return -1; }
+        if (c == '\\') {
+            escaped = 1;
+            if (++p >= end) break;
+            switch (*p) {
+            case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+                p++;
+                break;
+            case 'u':
+                if (end - p < 5 || hexval(p[1]) < 0 || hexval(p[2]) < 0 || hexval(p[3]) < 0 ||
+                    hexval(p[4]) < 0) { s->err = "bad \\u escape"; return -1; }
+                p += 5;
+                break;
+            default:
+                s->err = "bad escape in string";
+                return -1;
+            }
+            continue;
+        }
+        if (c < 0x80) { p++; continue; }
+        size_t n = utf8_seq(p, end);
+        if (!n) { s->err = "invalid UTF-8 in string"; return -1; }
+        p += n;
+    }
+    s->err = "unterminated string";
+    return -1;
+}
+
+static int scan_number(struct scan *s)
+{
+    const char *p = s->p, *end = s->end;
+    if (p < end && *p == '-') p++;
+    if (p >= end) goto bad;
+    if (*p == '0') p++;
+    else if (*p >= '1' && *p <= '9') { while (p < end && *p >= '0' && *p <= '9') p++; }
+    else goto bad;
+    if (p < end && *p == '.') {
+        p++;
+        if (p >= end || *p < '0' || *p > '9') goto bad;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) p++;
+        if (p >= end || *p < '0' || *p > '9') goto bad;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    }
+    s->p = p;
+    return 0;
+bad:
+    s->err = "bad number";
+    return -1;
+}
+
+static int scan_literal(struct scan *s, const char *lit, size_t n)
+{
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n) != 0) {
+        s->err = "unexpected character";
+        return -1;
+    }
+    s->p += n;
+    return 0;
+}
+
+static int scan_value(struct scan *s, int depth, struct env_val *out);
+
+static int scan_container(struct scan *s, int depth, char close)
+{
+    if (depth >= ENV_MAX_DEPTH) { s->err = "nesting too deep"; return -1; }
+    s->p++; /* past [ or { */
+    skip_ws(s);
+    if (s->p < s->end && *s->p == close) { s->p++; return 0; }
+    for (;;) {
+        if (close == '}') {
+            skip_ws(s);
+            if (s->p >= s->end || *s->p != '"') { s->err = "expected member name"; return -1; }
+            s->p++;
+            if (scan_string(s, NULL)) return -1;
+            skip_ws(s);
+            if (s->p >= s->end || *s->p != ':') { s->err = "expected ':'"; return -1; }
+            s->p++;
+        }
+        if (scan_value(s, depth + 1, NULL)) return -1;
+        skip_ws(s);
+        if (s->p >= s->end) { s->err = "unterminated container"; return -1; }
+        if (*s->p == ',') { s->p++; continue; }
+        if (*s->p == close) { s->p++; return 0; }
+        s->err = close == '}' ? "expected ',' or '}'" : "expected ',' or ']'";
+        return -1;
+    }
+}
+
+static int scan_value(struct scan *s, int depth, struct env_val *out)
+{
+    skip_ws(s);
+    if (s->p >= s->end) { s->err = "unexpected end of input"; return -1; }
+    const char *start = s->p;
+    uint8_t kind;
+    switch (*s->p) {
+    case '"':
+        s->p++;
+        return scan_string(s, out);
+    case '{': kind = J_OBJECT; if (scan_container(s, depth, '}')) return -1; break;
+    case '[': kind = J_ARRAY;  if (scan_container(s, depth, ']')) return -1; break;
+    case 't': kind = J_TRUE;   if (scan_literal(s, "true", 4)) return -1; break;
+    case 'f': kind = J_FALSE;  if (scan_literal(s, "false", 5)) return -1; break;
+    case 'n': kind = J_NULL;   if (scan_literal(s, "null", 4)) return -1; break;
+    default:  kind = J_NUMBER; if (scan_number(s)) return -1; break;
+    }
+    if (out) {
+        out->p = start;
+        out->n = (uint32_t)(s->p - start);
+        out->kind = kind;
+        out->escaped = 0;
+    }
+    return 0;
+}
+
+/* Maps a member name to a known field; the switch on length keeps the
+ * common case to one or two memcmp calls. */
+static int known_field(const char *k, size_t n)
+{
+#define F(name, id) if (n == sizeof(name) - 1 && memcmp(k, name, n) == 0) return id
+    switch (n) {
+    case 2: F("id", F_ID); F("to", F_TO); F("op", F_OP); break;
+    case 3: F("ack", F_ACK); F("key", F_KEY); break;
+    case 4: F("type", F_TYPE); F("from", F_FROM); F("data", F_DATA); break;
+    case 5: F("event", F_EVENT); F("error", F_ERROR); F("token", F_TOKEN); F("query", F_QUERY); break;
+    case 6: F("method", F_METHOD); F("params", F_PARAMS); F("status", F_STATUS); F("events", F_EVENTS); break;
+    case 7: F("methods", F_METHODS); F("payload", F_PAYLOAD); F("context", F_CONTEXT); F("version", F_VERSION); break;
+    case 8: F("metadata", F_METADATA); F("resource", F_RESOURCE); break;
+    case 9: F("subscribe", F_SUBSCRIBE); F("timestamp", F_TIMESTAMP); break;
+    case 11: F("serviceName", F_SERVICE_NAME); break;
+    }
+#undef F
+    return -1;
+}
+
+static enum lb_msg_type type_from_string(const struct env_val *v)
+{
+    if (v->kind != J_STRING || v->escaped) return LB_MSG_UNKNOWN;
+    for (int t = 1; t < LB_MSG__COUNT; t++) {
+        size_t n = strlen(type_names[t]);
+        if (v->n == n && memcmp(v->p, type_names[t], n) == 0)
+            return (enum lb_msg_type)t;
+    }
+    return LB_MSG_UNKNOWN;
+}
+
+enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, const char **err)
+{
+    memset(e->f, 0, sizeof e->f);
+    e->frame = buf;
+    e->len = len;
+    e->type = LB_MSG_UNKNOWN;
+    struct scan s = { buf, buf + len, NULL };
+    skip_ws(&s);
+    if (s.p >= s.end || *s.p != '{') {
+        /* Still validate, so "not JSON" and "not an object" differ. */
+        struct scan t = s;
+        if (scan_value(&t, 0, NULL) == 0) { skip_ws(&t); if (t.p == t.end) { *err = "message is not a JSON object"; return ENV_NOT_OBJECT; } }
+        *err = t.err ? t.err : "not JSON";
+        return ENV_BAD_JSON;
+    }
+    s.p++;
+    skip_ws(&s);
+    if (s.p < s.end && *s.p == '}') {
+        s.p++;
+    } else {
+        for (;;) {
+            skip_ws(&s);
+            if (s.p >= s.end || *s.p != '"') { *err = "expected member name"; return ENV_BAD_JSON; }
+            s.p++;
+            struct env_val key;
+            if (scan_string(&s, &key)) { *err = s.err; return ENV_BAD_JSON; }
+            skip_ws(&s);
+            if (s.p >= s.end || *s.p != ':') { *err = "expected ':'"; return ENV_BAD_JSON; }
+            s.p++;
+            int fid = key.escaped ? -1 : known_field(key.p, key.n);
+            struct env_val v;
+            if (scan_value(&s, 1, &v)) { *err = s.err; return ENV_BAD_JSON; }
+            if (fid >= 0) {
+                if (e->f[fid].kind != J_NONE) {
+                    /* A second `from` or `to` could make the bus and the
+                     * recipient disagree about who sent what: refuse. */
+                    *err = "a member is given twice";
+                    e->type = e->f[F_TYPE].kind ? type_from_string(&e->f[F_TYPE]) : LB_MSG_UNKNOWN;
+                    return ENV_DUPLICATE;
+                }
+                e->f[fid] = v;
+            }
+            skip_ws(&s);
+            if (s.p >= s.end) { *err = "unterminated object"; return ENV_BAD_JSON; }
+            if (*s.p == ',') { s.p++; continue; }
+            if (*s.p == '}') { s.p++; break; }
+            *err = "expected ',' or '}'";
+            return ENV_BAD_JSON;
+        }
+    }
+    skip_ws(&s);
+    if (s.p != s.end) { *err = "trailing data after the JSON object"; return ENV_BAD_JSON; }
+    if (e->f[F_TYPE].kind == J_NONE) { *err = "missing \"type\""; return ENV_BAD_TYPE; }
+    e->type = type_from_string(&e->f[F_TYPE]);
+    if (e->type == LB_MSG_UNKNOWN) { *err = "unknown or non-string \"type\""; return ENV_BAD_TYPE; }
+    return ENV_OK;
+}
+
+int env_object_get(const struct env_val *obj, const char *key, struct env_val *out)
+{
+    if (obj->kind != J_OBJECT) return -1;
+    size_t klen = strlen(key);
+    struct scan s = { obj->p + 1, obj->p + obj->n, NULL };
+    skip_ws(&s);
+    if (s.p < s.end && *s.p == '}') return -1;
+    while (s.p < s.end) {
+        skip_ws(&s);
+        s.p++; /* opening quote; the frame was validated already */
+        struct env_val k;
+        if (scan_string(&s, &k)) return -1;
+        skip_ws(&s);
+        s.p++; /* ':' */
+        struct env_val v;
+        if (scan_value(&s, 1, &v)) return -1;
+        if (!k.escaped && k.n == klen && memcmp(k.p, key, klen) == 0) { *out = v; return 0; }
+        skip_ws(&s);
+        if (s.p < s.end && *s.p == ',') s.p++;
+        else break;
+    }
+    return -1;
+}
+
+int env_array_next(const struct env_val *arr, const char **cursor, struct env_val *out)
+{
+    if (arr->kind != J_ARRAY) return 0;
+    struct scan s = { *cursor ? *cursor : arr->p + 1, arr->p + arr->n, NULL };
+    skip_ws(&s);
+    if (s.p >= s.end || *s.p == ']') return 0;
+    if (*s.p == ',') { s.p++; }
+    if (scan_value(&s, 1, out)) return 0;
+    *cursor = s.p;
+    return 1;
+}
+
+int env_number_i64(const struct env_val *v, int64_t *out)
+{
+    if (v->kind != J_NUMBER || v->n >= 32) return -1;
+    char tmp[32];
+    memcpy(tmp, v->p, v->n);
+    tmp[v->n] = 0;
+    errno = 0;
+    char *end;
+    double d = strtod(tmp, &end);
+    if (errno || *end) return -1;
+    if (d < -9.2e18 || d > 9.2e18) return -1;
+    *out = (int64_t)d;
+    return 0;
+}

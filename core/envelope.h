@@ -1,0 +1,73 @@
+/*
+ * The envelope scanner: validates one JSON frame completely (strict RFC 8259,
+ * UTF-8 checked, nesting bounded) without allocating, and records where each
+ * known top-level member's value lies in the frame.  Values are never copied
+ * or decoded: the router forwards payloads as the sender wrote them.
+ *
+ * Why not jansson here: it builds a tree of heap nodes per message, which is
+ * the dominant cost on the hot path and useless when the payload is only
+ * passed through.  jansson is used everywhere else (REGISTER, system calls).
+ */
+#ifndef LB_ENVELOPE_H
+#define LB_ENVELOPE_H
+#include <stddef.h>
+#include <stdint.h>
+#include <lexbus/plugin.h>
+
+enum env_kind { J_NONE = 0, J_STRING, J_NUMBER, J_OBJECT, J_ARRAY, J_TRUE, J_FALSE, J_NULL };
+
+enum env_field {
+    F_TYPE, F_ID, F_FROM, F_TO, F_METHOD, F_EVENT, F_SERVICE_NAME, F_METHODS,
+    F_PARAMS, F_PAYLOAD, F_DATA, F_ERROR, F_STATUS, F_CONTEXT, F_TOKEN, F_ACK,
+    F_EVENTS, F_SUBSCRIBE, F_VERSION, F_METADATA, F_OP, F_RESOURCE, F_KEY,
+    F_QUERY, F_TIMESTAMP,
+    F__COUNT
+};
+
+/* A value inside the frame.  Strings: p/n are the characters between the
+ * quotes (still escaped if `escaped`); other kinds: the raw text. */
+struct env_val {
+    const char *p;
+    uint32_t n;
+    uint8_t kind;       /* enum env_kind; J_NONE = member absent */
+    uint8_t escaped;    /* string contains backslash escapes */
+};
+
+struct envelope {
+    const char *frame;
+    size_t len;
+    enum lb_msg_type type;
+    struct env_val f[F__COUNT];
+};
+
+#define ENV_MAX_DEPTH 64
+
+enum env_status { ENV_OK = 0, ENV_BAD_JSON, ENV_NOT_OBJECT, ENV_DUPLICATE, ENV_BAD_TYPE };
+
+/* Parses `len` bytes.  On failure *err points at a static description and
+ * whatever members were seen before the error stay recorded (so an `id`
+ * can still be echoed in the error). */
+enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, const char **err);
+
+/* Looks up `key` among the members of an object value (one level).  */
+int env_object_get(const struct env_val *obj, const char *key, struct env_val *out);
+
+/* Iterates the elements of an array value: *cursor starts NULL. Returns 1
+ * with *out set, 0 at the end. */
+int env_array_next(const struct env_val *arr, const char **cursor, struct env_val *out);
+
+/* Field name <-> enum (for lb_msg_field). */
+int env_field_by_name(const char *name);
+const char *env_field_name(enum env_field f);
+
+/* Numbers: parses an integer-valued J_NUMBER (fractions truncated).
+ * Returns 0, or -1 when not a number or out of range. */
+int env_number_i64(const struct env_val *v, int64_t *out);
+
+/* Equality of a string value with plain bytes (escapes compare unequal,
+ * since validated names never contain them). */
+static inline int env_str_eq(const struct env_val *v, const char *s, size_t n)
+{
+    return v->kind == J_STRING && !v->escaped && v->n == n && (n == 0 || __builtin_memcmp(v->p, s, n) == 0);
+}
+#endif

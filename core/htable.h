@@ -1,0 +1,25 @@
+/* Intrusive chained hash table: the caller embeds a struct ht_node in its
+ * own record, so inserting never allocates (the bucket array grows by
+ * doubling, amortised).  Keys are compared by a caller-supplied function. */
+#ifndef LB_HTABLE_H
+#define LB_HTABLE_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+struct ht_node { struct ht_node *next; uint64_t hash; };
+struct htable { struct ht_node **buckets; size_t mask; size_t count; };
+
+typedef bool (*ht_eq_fn)(const struct ht_node *node, const void *key);
+
+void ht_init(struct htable *t, size_t initial_pow2);
+void ht_free(struct htable *t);   /* frees the bucket array, not the nodes */
+void ht_insert(struct htable *t, struct ht_node *n, uint64_t hash);
+struct ht_node *ht_find(const struct htable *t, uint64_t hash, ht_eq_fn eq, const void *key);
+void ht_remove(struct htable *t, struct ht_node *n);
+
+/* Visits every node; the callback may remove the node it is given. */
+void ht_each(struct htable *t, void (*fn)(struct ht_node *n, void *ud), void *ud);
+#endif

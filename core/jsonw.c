@@ -1,0 +1,61 @@
+#include "config.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include "jsonw.h"
+#include "util.h"
+
+void jw_init(struct jw *w, size_t cap)
+{
+    w->buf = xmalloc(cap);
+    w->cap = cap;
+    w->len = 0;
+}
+
+void jw_free(struct jw *w) { free(w->buf); w->buf = NULL; w->cap = w->len = 0; }
+
+void jw_reserve(struct jw *w, size_t more)
+{
+    size_t need = w->len + more;
+    if (need <= w->cap) return;
+    size_t cap = w->cap ? w->cap : 256;
+    while (cap < need) cap *= 2;
+    w->buf = xrealloc(w->buf, cap);
+    w->cap = cap;
+}
+
+void jw_str(struct jw *w, const char *p, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    jw_reserve(w, n * 6 + 2);
+    char *o = w->buf + w->len;
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '"' || c == '\\') { *o++ = '\\'; *o++ = (char)c; }
+        else if (c == '\n') { *o++ = '\\'; *o++ = 'n'; }
+        else if (c == '\r') { *o++ = '\\'; *o++ = 'r'; }
+        else if (c == '\t') { *o++ = '\\'; *o++ = 't'; }
+        else if (c < 0x20) {
+            *o++ = '\\'; *o++ = 'u'; *o++ = '0'; *o++ = '0';
+            *o++ = hex[c >> 4]; *o++ = hex[c & 15];
+        } else *o++ = (char)c;
+    }
+    *o++ = '"';
+    w->len = (size_t)(o - w->buf);
+}
+
+void jw_cstr(struct jw *w, const char *s) { jw_str(w, s, strlen(s)); }
+
+void jw_u64(struct jw *w, uint64_t v)
+{
+    char tmp[24];
+    int i = 24;
+    do { tmp[--i] = (char)('0' + v % 10); v /= 10; } while (v);
+    jw_raw(w, tmp + i, (size_t)(24 - i));
+}
+
+void jw_i64(struct jw *w, int64_t v)
+{
+    if (v < 0) { jw_lit(w, "-"); jw_u64(w, (uint64_t)0 - (uint64_t)v); }
+    else jw_u64(w, (uint64_t)v);
+}

@@ -1,0 +1,169 @@
+#include "config.h"
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <stdio.h>
+#include <errno.h>
+#include <time.h>
+#include "util.h"
+
+void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) { fputs("lexbusd: out of memory\n", stderr); abort(); }
+    return p;
+}
+void *xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n ? n : 1, sz ? sz : 1);
+    if (!p) { fputs("lexbusd: out of memory\n", stderr); abort(); }
+    return p;
+}
+void *xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    if (!p) { fputs("lexbusd: out of memory\n", stderr); abort(); }
+    return p;
+}
+char *xstrndup(const char *s, size_t n)
+{
+    char *d = xmalloc(n + 1);
+    memcpy(d, s, n);
+    d[n] = 0;
+    return d;
+}
+char *xstrdup(const char *s) { return xstrndup(s, strlen(s)); }
+
+static uint64_t g_now_ms;
+
+void clock_tick(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    g_now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t now_ms(void)
+{
+    if (!g_now_ms)
+        clock_tick();
+    return g_now_ms;
+}
+
+uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* FNV-1a: names are short, so a simple byte loop beats anything fancier. */
+uint64_t hash_bytes(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) { h ^= s[i]; h *= 1099511628211ull; }
+    return h;
+}
+
+static bool name_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.' || c == '-' || c == '/' || c == '@';
+}
+
+bool valid_service_name(const char *p, size_t n)
+{
+    if (n == 0 || n > 128) return false;
+    for (size_t i = 0; i < n; i++) if (!name_char((unsigned char)p[i])) return false;
+    return true;
+}
+
+bool valid_method_name(const char *p, size_t n)
+{
+    if (n == 0 || n > 128) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!name_char((unsigned char)p[i]) && p[i] != ':') return false;
+    return true;
+}
+
+/* Segments separated by ':'; every segment non-empty; `wild` allows the
+ * pattern segments '*' anywhere and '>' last. */
+static bool valid_segments(const char *p, size_t n, bool wild)
+{
+    if (n == 0 || n > 255) return false;
+    size_t seg = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i == n || p[i] == ':') {
+            size_t len = i - seg;
+            if (len == 0) return false;
+            if (wild && len == 1 && (p[seg] == '*' || p[seg] == '>')) {
+                if (p[seg] == '>' && i != n) return false;
+            } else {
+                for (size_t k = seg; k < i; k++)
+                    if (!name_char((unsigned char)p[k])) return false;
+            }
+            seg = i + 1;
+        }
+    }
+    return true;
+}
+
+bool valid_event_name(const char *p, size_t n) { return valid_segments(p, n, false); }
+bool valid_event_pattern(const char *p, size_t n) { return valid_segments(p, n, true); }
+
+static int parse_number_suffix(const char *s, uint64_t *num, const char **suffix)
+{
+    if (!s || !*s) return -1;
+    errno = 0;
+    char *end;
+    if (*s == '-' || *s == '+') return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || errno) return -1;
+    while (*end == ' ') end++;
+    *num = v;
+    *suffix = end;
+    return 0;
+}
+
+int parse_size(const char *s, uint64_t *out)
+{
+    uint64_t v, mul = 1;
+    const char *suf;
+    if (parse_number_suffix(s, &v, &suf)) return -1;
+    if (!*suf) mul = 1;
+    else if (!strcasecmp(suf, "k") || !strcasecmp(suf, "kb") || !strcasecmp(suf, "kib")) mul = 1024;
+    else if (!strcasecmp(suf, "m") || !strcasecmp(suf, "mb") || !strcasecmp(suf, "mib")) mul = 1024 * 1024;
+    else if (!strcasecmp(suf, "g") || !strcasecmp(suf, "gb") || !strcasecmp(suf, "gib")) mul = 1024ull * 1024 * 1024;
+    else if (!strcasecmp(suf, "b")) mul = 1;
+    else return -1;
+    if (v > UINT64_MAX / mul) return -1;
+    *out = v * mul;
+    return 0;
+}
+
+int parse_duration_ms(const char *s, uint64_t *out)
+{
+    uint64_t v, mul;
+    const char *suf;
+    if (parse_number_suffix(s, &v, &suf)) return -1;
+    if (!*suf || !strcmp(suf, "s")) mul = 1000;
+    else if (!strcmp(suf, "ms")) mul = 1;
+    else if (!strcmp(suf, "m") || !strcmp(suf, "min")) mul = 60000;
+    else if (!strcmp(suf, "h")) mul = 3600000;
+    else return -1;
+    if (v > UINT64_MAX / mul) return -1;
+    *out = v * mul;
+    return 0;
+}
+
+int parse_bool(const char *s, bool *out)
+{
+    if (!strcasecmp(s, "yes") || !strcasecmp(s, "true") || !strcasecmp(s, "on") || !strcmp(s, "1")) {
+        *out = true; return 0;
+    }
+    if (!strcasecmp(s, "no") || !strcasecmp(s, "false") || !strcasecmp(s, "off") || !strcmp(s, "0")) {
+        *out = false; return 0;
+    }
+    return -1;
+}
