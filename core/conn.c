@@ -7,6 +7,7 @@
 #include <event2/buffer.h>
 #include <event2/listener.h>
 #include "conn.h"
+#include "frame.h"
 #include "router.h"
 #include "policy.h"
 #include "plugin_host.h"
@@ -143,42 +144,26 @@ int lb_conn_read_frames(struct lb_conn *c, struct evbuffer *in)
     if (c->dead) return -1;
     input_begin(c);
     while (!c->dead) {
-        size_t avail = evbuffer_get_length(in);
-        if (avail < LB_FRAME_HEADER) break;
         uint32_t n;
-        evbuffer_copyout(in, &n, sizeof n);
-        n = ntohl(n);
-        if (n == 0) {
+        enum frame_status st = frame_peek(in, g_bus.set.max_frame, &n);
+        if (st == FRAME_NEED_MORE) break;
+        if (st == FRAME_ZERO) {
             conn_send_error(c, NULL, LB_E_BAD_FRAME, "frame length is zero");
             conn_close(c, true, "zero-length frame");
             break;
         }
-        if (n > g_bus.set.max_frame) {
+        if (st == FRAME_TOO_LARGE) {
             /* The stream cannot be resynchronised after a bad length. */
-            conn_send_error(c, NULL, LB_E_PAYLOAD_TOO_LARGE,
-                            "frame length %u exceeds max_frame (%llu)", n,
-                            (unsigned long long)g_bus.set.max_frame);
+            conn_send_error(c, NULL, LB_E_PAYLOAD_TOO_LARGE, "frame length %u exceeds max_frame (%llu)",
+                            n, (unsigned long long)g_bus.set.max_frame);
             conn_close(c, true, "frame too large");
             break;
         }
-        if (avail < LB_FRAME_HEADER + (size_t)n) break;
         const char *p = (const char *)evbuffer_pullup(in, LB_FRAME_HEADER + (ssize_t)n);
         router_input(c, p + LB_FRAME_HEADER, n);
         evbuffer_drain(in, LB_FRAME_HEADER + (size_t)n);
     }
     return input_end(c);
-}
-
-int lb_frame_write(struct evbuffer *out, const struct iovec *iov, int iovcnt)
-{
-    size_t total = 0;
-    for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
-    if (total > UINT32_MAX) return -1;
-    uint32_t be = htonl((uint32_t)total);
-    if (evbuffer_add(out, &be, sizeof be)) return -1;
-    for (int i = 0; i < iovcnt; i++)
-        if (evbuffer_add(out, iov[i].iov_base, iov[i].iov_len)) return -1;
-    return 0;
 }
 
 /* ---- output -------------------------------------------------------- */

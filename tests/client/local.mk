@@ -1,0 +1,1 @@
+# Tests for client: filled in by the work on it.

@@ -1,0 +1,1 @@
+# Tests for fuzz: filled in by the work on it.

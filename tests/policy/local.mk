@@ -1,0 +1,1 @@
+# Tests for policy: filled in by the work on it.

@@ -1,0 +1,1 @@
+# Tests for tls: filled in by the work on it.

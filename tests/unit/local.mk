@@ -1,0 +1,1 @@
+# C unit tests of single core modules (see tests/unit/*.c).
