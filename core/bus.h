@@ -46,6 +46,7 @@ struct lb_conn {
     int refs;                    /* held by paused senders; freed at 0 when dead */
     bool dead;                   /* closed: no more input or output */
     bool in_input;               /* inside lb_conn_input: defer the free */
+    bool dirty;                  /* in g_bus.dirty: flush after this iteration */
     enum conn_state state;
     const struct lb_conn_ops *ops;
     void *tdata;
@@ -100,6 +101,8 @@ struct bus {
     size_t n_plugins;
 
     struct jw out;               /* scratch for building frames */
+    struct lb_conn **dirty;      /* connections with output to flush */
+    size_t n_dirty, cap_dirty;
     struct stats stats;
 
     struct event *sweep_timer;   /* heartbeats + slow consumers */

@@ -176,6 +176,15 @@ int conn_send(struct lb_conn *c, const char *p, size_t n, enum lb_msg_type t)
         conn_close(c, false, "send failed");
         return -1;
     }
+    if (c->ops->flush && !c->dirty) {
+        if (g_bus.n_dirty == g_bus.cap_dirty) {
+            g_bus.cap_dirty = g_bus.cap_dirty ? g_bus.cap_dirty * 2 : 256;
+            g_bus.dirty = xrealloc(g_bus.dirty, g_bus.cap_dirty * sizeof *g_bus.dirty);
+        }
+        g_bus.dirty[g_bus.n_dirty++] = c;
+        c->dirty = true;
+        conn_ref(c);
+    }
     c->msgs_out++;
     c->bytes_out += n + LB_FRAME_HEADER;
     g_bus.stats.msgs_out[t]++;
@@ -216,6 +225,22 @@ void conn_send_error(struct lb_conn *c, const struct env_val *id, const char *co
     stats_count_error(&g_bus.stats, code);
     log_debug("conn", "#%llu ERROR %s: %s", (unsigned long long)c->id, code, msg);
     conn_send(c, w->buf, w->len, LB_MSG_ERROR);
+}
+
+void conn_flush_dirty(void)
+{
+    /* Index loop: a failing flush may close a connection, which may send
+     * (and so append to this list). */
+    for (size_t i = 0; i < g_bus.n_dirty; i++) {
+        struct lb_conn *c = g_bus.dirty[i];
+        c->dirty = false;
+        if (!c->dead && c->ops && c->ops->flush) {
+            if (c->ops->flush(c->tdata) != 0) lb_conn_gone(c, "write failed");
+            else lb_conn_writable(c);
+        }
+        conn_unref(c);
+    }
+    g_bus.n_dirty = 0;
 }
 
 /* ---- back-pressure ------------------------------------------------- */

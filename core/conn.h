@@ -15,6 +15,8 @@ void conn_send_error(struct lb_conn *c, const struct env_val *id, const char *co
  * is backed up. */
 void conn_backpressure(struct lb_conn *sender, struct lb_conn *to);
 void conn_close(struct lb_conn *c, bool flush, const char *why);
+/* Writes out what this loop iteration queued (transports with a flush op). */
+void conn_flush_dirty(void);
 void conn_ref(struct lb_conn *c);
 void conn_unref(struct lb_conn *c);
 void conn_sweep_start(void);

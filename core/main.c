@@ -298,10 +298,12 @@ static void teardown(void)
     if (g_bus.sig_hup) event_free(g_bus.sig_hup);
     conn_sweep_stop();
     conn_close_all("exit");
+    conn_flush_dirty();   /* drops the references the list holds */
     plugins_unload_all();
     router_free();
     sysmethods_free();
     jw_free(&g_bus.out);
+    free(g_bus.dirty);
     for (size_t i = 0; i < g_n_retired; i++) conf_free(g_retired[i]);
     free(g_retired);
     conf_free(g_bus.conf);
@@ -367,7 +369,9 @@ int main(int argc, char **argv)
      * per wake-up, not once per message. Returns 1 when no events remain. */
     for (;;) {
         clock_tick();
-        if (event_base_loop(g_bus.base, EVLOOP_ONCE) != 0 || event_base_got_break(g_bus.base)) break;
+        int rc = event_base_loop(g_bus.base, EVLOOP_ONCE);
+        conn_flush_dirty();
+        if (rc != 0 || event_base_got_break(g_bus.base)) break;
     }
     log_info("bus", "stopped");
     if (daemon_mode) unlink(pid_file);

@@ -130,6 +130,13 @@ struct lb_conn_ops {
      * this call the host never touches tdata again; the transport must not
      * call lb_conn_* for this connection either. */
     void (*close)(void *tdata, bool flush);
+    /* Optional.  Write out what is queued, now.  The host calls it once
+     * per loop iteration for each connection that was sent something, so
+     * a burst of frames leaves in one write and a lone reply leaves
+     * without waiting for another poll.  Transports without it schedule
+     * their own writes.  Return 0, or -1 if the connection failed (the
+     * host then treats it as gone). */
+    int (*flush)(void *tdata);
 };
 
 /* Creates a connection after the accept hook of every policy plugin said

@@ -18,14 +18,18 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <event2/listener.h>
 #include <lexbus/plugin.h>
 #include <lexbus/protocol.h>
 
+/* One readv() takes up to this much.  libevent's evbuffer_read() would cap
+ * each read at 4 KiB and add an ioctl(FIONREAD) per call, so reads are
+ * done here directly into reserved evbuffer space. */
 #define READ_CHUNK (64 * 1024)
 #define FLUSH_TIMEOUT_S 5
 
@@ -40,33 +44,56 @@ struct unix_plugin {
 
 struct unix_conn {
     struct unix_plugin *up;
-    struct bufferevent *bev;
+    evutil_socket_t fd;
+    struct event rev, wev;        /* read / write readiness */
+    struct evbuffer *in, *out;
     struct lb_conn *conn;         /* NULL once the host has closed us */
+    bool wev_added;
     struct unix_conn *next;       /* in up->flushing */
     struct unix_conn **pprev;
 };
 
-static struct unix_plugin *g_up;  /* one instance: the section is unique */
+/* ---- plain socket I/O ---------------------------------------------- */
 
-/* ---- connection ops (called by the host) ---------------------------- */
-
-static int op_send(void *tdata, const struct iovec *iov, int iovcnt)
+/* Returns bytes read, 0 at EOF, -1 on error (EAGAIN: -2). */
+static ssize_t read_some(struct unix_conn *uc)
 {
-    struct unix_conn *uc = tdata;
-    return lb_frame_write(bufferevent_get_output(uc->bev), iov, iovcnt);
+    struct evbuffer_iovec vec[2];
+    int n = evbuffer_reserve_space(uc->in, READ_CHUNK, vec, 2);
+    if (n <= 0) return -1;
+    struct iovec iov[2];
+    for (int i = 0; i < n; i++) { iov[i].iov_base = vec[i].iov_base; iov[i].iov_len = vec[i].iov_len; }
+    ssize_t r = readv(uc->fd, iov, n);
+    if (r < 0) {
+        evbuffer_commit_space(uc->in, vec, 0);
+        return (errno == EAGAIN || errno == EINTR) ? -2 : -1;
+    }
+    size_t left = (size_t)r;
+    for (int i = 0; i < n; i++) {
+        size_t take = left < vec[i].iov_len ? left : vec[i].iov_len;
+        vec[i].iov_len = take;
+        left -= take;
+    }
+    evbuffer_commit_space(uc->in, vec, n);
+    return r;
 }
 
-static size_t op_pending(void *tdata)
+/* Writes what is queued; arms the write event if the socket is full.
+ * Returns 0, or -1 on a hard error. */
+static int write_out(struct unix_conn *uc)
 {
-    struct unix_conn *uc = tdata;
-    return evbuffer_get_length(bufferevent_get_output(uc->bev));
-}
-
-static void op_set_read(void *tdata, bool enabled)
-{
-    struct unix_conn *uc = tdata;
-    if (enabled) bufferevent_enable(uc->bev, EV_READ);
-    else bufferevent_disable(uc->bev, EV_READ);
+    while (evbuffer_get_length(uc->out) > 0) {
+        int w = evbuffer_write(uc->out, uc->fd);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EINTR) break;
+            return -1;
+        }
+        if (w == 0) break;
+    }
+    bool more = evbuffer_get_length(uc->out) > 0;
+    if (more && !uc->wev_added) { event_add(&uc->wev, NULL); uc->wev_added = true; }
+    else if (!more && uc->wev_added) { event_del(&uc->wev); uc->wev_added = false; }
+    return 0;
 }
 
 static void uc_free(struct unix_conn *uc)
@@ -75,27 +102,58 @@ static void uc_free(struct unix_conn *uc)
         *uc->pprev = uc->next;
         if (uc->next) uc->next->pprev = uc->pprev;
     }
-    bufferevent_free(uc->bev);
+    event_del(&uc->rev);
+    event_del(&uc->wev);
+    evbuffer_free(uc->in);
+    evbuffer_free(uc->out);
+    evutil_closesocket(uc->fd);
     free(uc);
 }
 
-static void flush_done_cb(struct bufferevent *bev, void *arg)
+/* ---- connection ops (called by the host) ---------------------------- */
+
+static int op_send(void *tdata, const struct iovec *iov, int iovcnt)
 {
-    (void)bev;
-    uc_free(arg);
+    struct unix_conn *uc = tdata;
+    return lb_frame_write(uc->out, iov, iovcnt);
 }
 
-static void flush_event_cb(struct bufferevent *bev, short what, void *arg)
+static size_t op_pending(void *tdata)
 {
-    (void)bev; (void)what;
-    uc_free(arg);   /* peer gone or flush timed out: nothing more to do */
+    struct unix_conn *uc = tdata;
+    return evbuffer_get_length(uc->out);
+}
+
+static void op_set_read(void *tdata, bool enabled)
+{
+    struct unix_conn *uc = tdata;
+    if (enabled) event_add(&uc->rev, NULL);
+    else event_del(&uc->rev);
+}
+
+static int op_flush(void *tdata)
+{
+    return write_out(tdata);
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    struct unix_conn *uc = arg;
+    if ((what & EV_TIMEOUT) || write_out(uc) != 0 || evbuffer_get_length(uc->out) == 0) {
+        uc_free(uc);   /* flushed, failed, or timed out: done */
+        return;
+    }
+    struct timeval tv = { FLUSH_TIMEOUT_S, 0 };
+    event_add(&uc->wev, &tv);
 }
 
 static void op_close(void *tdata, bool flush)
 {
     struct unix_conn *uc = tdata;
     uc->conn = NULL;
-    if (!flush || evbuffer_get_length(bufferevent_get_output(uc->bev)) == 0) {
+    event_del(&uc->rev);
+    if (!flush || write_out(uc) != 0 || evbuffer_get_length(uc->out) == 0) {
         uc_free(uc);
         return;
     }
@@ -105,40 +163,42 @@ static void op_close(void *tdata, bool flush)
     if (up->flushing) up->flushing->pprev = &uc->next;
     up->flushing = uc;
     uc->pprev = &up->flushing;
-    bufferevent_disable(uc->bev, EV_READ);
+    event_del(&uc->wev);
+    event_assign(&uc->wev, lb_event_base(up->ctx), uc->fd, EV_WRITE, flush_cb, uc);
     struct timeval tv = { FLUSH_TIMEOUT_S, 0 };
-    bufferevent_set_timeouts(uc->bev, NULL, &tv);
-    bufferevent_setcb(uc->bev, NULL, flush_done_cb, flush_event_cb, uc);
-    bufferevent_setwatermark(uc->bev, EV_WRITE, 0, 0);
+    event_add(&uc->wev, &tv);
 }
 
 static const struct lb_conn_ops unix_ops = {
     .send = op_send, .pending = op_pending, .set_read = op_set_read, .close = op_close,
+    .flush = op_flush,
 };
 
 /* ---- socket callbacks ---------------------------------------------- */
 
-static void read_cb(struct bufferevent *bev, void *arg)
+static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
+    (void)fd; (void)what;
     struct unix_conn *uc = arg;
-    lb_conn_read_frames(uc->conn, bufferevent_get_input(bev));
+    ssize_t r = read_some(uc);
+    if (r == -2) return;
+    if (r <= 0) {
+        lb_conn_gone(uc->conn, r == 0 ? "peer closed the connection" : strerror(errno));
+        return;   /* the host called op_close: uc is gone */
+    }
+    lb_conn_read_frames(uc->conn, uc->in);
 }
 
-static void write_cb(struct bufferevent *bev, void *arg)
+static void write_cb(evutil_socket_t fd, short what, void *arg)
 {
-    (void)bev;
+    (void)fd; (void)what;
     struct unix_conn *uc = arg;
+    if (write_out(uc) != 0) {
+        lb_conn_gone(uc->conn, strerror(errno));
+        return;
+    }
     /* The output queue drained: senders paused on us may resume. */
-    lb_conn_writable(uc->conn);
-}
-
-static void event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    (void)bev;
-    struct unix_conn *uc = arg;
-    const char *why = (what & BEV_EVENT_EOF) ? "peer closed the connection"
-                    : (what & BEV_EVENT_ERROR) ? strerror(EVUTIL_SOCKET_ERROR()) : "socket event";
-    lb_conn_gone(uc->conn, why);   /* the host calls op_close(false) */
+    if (evbuffer_get_length(uc->out) == 0) lb_conn_writable(uc->conn);
 }
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
@@ -159,24 +219,23 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     peer.address = addr;
 
     struct unix_conn *uc = calloc(1, sizeof *uc);
-    struct bufferevent *bev = uc ? bufferevent_socket_new(lb_event_base(up->ctx), fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
-    if (!bev) {
+    if (!uc || !(uc->in = evbuffer_new()) || !(uc->out = evbuffer_new())) {
         lb_log(up->ctx, LB_LOG_ERROR, "out of memory accepting a connection");
-        free(uc);
+        if (uc) { if (uc->in) evbuffer_free(uc->in); free(uc); }
         evutil_closesocket(fd);
         return;
     }
     uc->up = up;
-    uc->bev = bev;
+    uc->fd = fd;
+    struct event_base *base = lb_event_base(up->ctx);
+    event_assign(&uc->rev, base, fd, EV_READ | EV_PERSIST, read_cb, uc);
+    event_assign(&uc->wev, base, fd, EV_WRITE | EV_PERSIST, write_cb, uc);
     uc->conn = lb_conn_new(up->ctx, &unix_ops, uc, &peer);
     if (!uc->conn) {
-        bufferevent_free(bev);
-        free(uc);
+        uc_free(uc);
         return;
     }
-    bufferevent_set_max_single_read(bev, READ_CHUNK);
-    bufferevent_setcb(bev, read_cb, write_cb, event_cb, uc);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    event_add(&uc->rev, NULL);
 }
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
@@ -184,8 +243,7 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
     (void)l;
     struct unix_plugin *up = arg;
     int err = EVUTIL_SOCKET_ERROR();
-    /* EMFILE/ENFILE: the listener retries on the next wake-up; say so once
-     * per burst rather than stopping. */
+    /* EMFILE/ENFILE: the listener retries on the next wake-up. */
     lb_log(up->ctx, LB_LOG_WARN, "accept failed: %s", evutil_socket_error_to_string(err));
 }
 
@@ -239,7 +297,6 @@ static int unix_load(struct lb_plugin_ctx *ctx)
     if (!up) { lb_plugin_fail(ctx, "out of memory"); return -1; }
     up->ctx = ctx;
     lb_plugin_set_data(ctx, up);
-    g_up = up;
     if (prepare_path(up, path)) return -1;
     strcpy(sun.sun_path, path);
     /* Create the socket with the configured mode from the start: no window
@@ -274,7 +331,6 @@ static void unix_unload(struct lb_plugin_ctx *ctx)
     if (up->path) { unlink(up->path); free(up->path); }
     free(up);
     lb_plugin_set_data(ctx, NULL);
-    g_up = NULL;
 }
 
 static int unix_reload(struct lb_plugin_ctx *ctx)
