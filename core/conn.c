@@ -143,9 +143,24 @@ int lb_conn_read_frames(struct lb_conn *c, struct evbuffer *in)
 {
     if (c->dead) return -1;
     input_begin(c);
+    /* Walk the frames of the first contiguous chunk in place and drain
+     * once; only a frame split across chunks is pulled up (copied). */
     while (!c->dead) {
-        uint32_t n;
-        enum frame_status st = frame_peek(in, g_bus.set.max_frame, &n);
+        size_t contig = evbuffer_get_contiguous_space(in);
+        const char *base = (const char *)evbuffer_pullup(in, (ssize_t)contig);
+        size_t off = 0;
+        uint32_t n = 0;
+        enum frame_status st = FRAME_NEED_MORE;
+        while (!c->dead && contig - off >= LB_FRAME_HEADER) {
+            memcpy(&n, base + off, sizeof n);
+            n = ntohl(n);
+            if (n == 0 || n > g_bus.set.max_frame || contig - off - LB_FRAME_HEADER < n) break;
+            router_input(c, base + off + LB_FRAME_HEADER, n);
+            off += LB_FRAME_HEADER + (size_t)n;
+        }
+        if (off) evbuffer_drain(in, off);
+        if (c->dead) break;
+        st = frame_peek(in, g_bus.set.max_frame, &n);
         if (st == FRAME_NEED_MORE) break;
         if (st == FRAME_ZERO) {
             conn_send_error(c, NULL, LB_E_BAD_FRAME, "frame length is zero");
@@ -159,6 +174,7 @@ int lb_conn_read_frames(struct lb_conn *c, struct evbuffer *in)
             conn_close(c, true, "frame too large");
             break;
         }
+        /* A whole frame that spans chunks: make it contiguous. */
         const char *p = (const char *)evbuffer_pullup(in, LB_FRAME_HEADER + (ssize_t)n);
         router_input(c, p + LB_FRAME_HEADER, n);
         evbuffer_drain(in, LB_FRAME_HEADER + (size_t)n);

@@ -22,6 +22,23 @@ static struct jw g_fan;             /* frame sent to several recipients */
 static struct lb_conn **g_recips;   /* recipients of the current fan-out */
 static size_t g_n_recips, g_cap_recips;
 static uint64_t g_seq;              /* generated ids */
+static char g_idbuf[24] = "0";      /* last generated event id number, in decimal */
+static size_t g_idlen = 1;
+
+/* Event ids are "<node>-<n>": counting in decimal text avoids a division
+ * loop per message on the hot path. */
+static void next_event_id(void)
+{
+    size_t i = g_idlen;
+    while (i > 0 && g_idbuf[i - 1] == '9') g_idbuf[--i] = '0';
+    if (i == 0) {
+        memmove(g_idbuf + 1, g_idbuf, g_idlen);
+        g_idbuf[0] = '1';
+        g_idlen++;
+    } else {
+        g_idbuf[i - 1]++;
+    }
+}
 
 static void on_call_timeout(struct pending_call *pc);
 
@@ -592,6 +609,13 @@ static void collect_recipient(void *sub, void *ud)
     recips_push(c);
 }
 
+static void write_event_id(struct jw *w)
+{
+    jw_raw(w, g_bus.set.node, strlen(g_bus.set.node));
+    jw_lit(w, "-");
+    jw_raw(w, g_idbuf, g_idlen);
+}
+
 static void build_event(struct lb_conn *c, const struct lb_msg *m, bool broadcast)
 {
     const struct env_val *f = m->env.f;
@@ -599,7 +623,7 @@ static void build_event(struct lb_conn *c, const struct lb_msg *m, bool broadcas
     jw_reset(w);
     jw_lit(w, "{\"type\":\"EVENT\",\"id\":\"");
     if (f[F_ID].kind == J_STRING) jw_raw(w, f[F_ID].p, f[F_ID].n);
-    else { jw_raw(w, g_bus.set.node, strlen(g_bus.set.node)); jw_lit(w, "-"); jw_u64(w, ++g_seq); }
+    else { next_event_id(); write_event_id(w); }
     jw_lit(w, "\",\"event\":\"");
     jw_raw(w, f[F_EVENT].p, f[F_EVENT].n);
     jw_lit(w, "\",\"from\":\"");
@@ -621,7 +645,7 @@ static void send_ack(struct lb_conn *c, const struct lb_msg *m, const char *key,
     jw_lit(w, "{\"type\":\"ACK\",\"id\":\"");
     const struct env_val *id = &m->env.f[F_ID];
     if (id->kind == J_STRING) jw_raw(w, id->p, id->n);
-    else { jw_raw(w, g_bus.set.node, strlen(g_bus.set.node)); jw_lit(w, "-"); jw_u64(w, g_seq); }
+    else write_event_id(w);
     jw_lit(w, "\",\"");
     jw_raw(w, key, strlen(key));
     jw_lit(w, "\":");
