@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <event2/event.h>
 #include "bus.h"
 #include "conf.h"
@@ -280,6 +281,19 @@ static int daemonize(const char *pid_file)
     return 0;
 }
 
+/* Every connection is a descriptor: take the hard limit (as Redis does),
+ * so the default soft limit of 1024 does not cap a busy bus. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) return;
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+        log_debug("bus", "open-files limit raised from %llu to %llu", (unsigned long long)old,
+                  (unsigned long long)rl.rlim_max);
+}
+
 static void setup_signals(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -359,6 +373,7 @@ int main(int argc, char **argv)
     }
     const char *pid_file = pid_opt ? pid_opt : g_bus.set.pid_file ? g_bus.set.pid_file : "/tmp/lexbusd.pid";
     if (daemon_mode && daemonize(pid_file)) { teardown(); return 1; }
+    raise_fd_limit();
     setup_signals();
     conn_sweep_start();
     log_info("bus", "lexbusd %s node '%s' (%s mode) ready, %zu plugins, pid %ld", PACKAGE_VERSION,
