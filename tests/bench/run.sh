@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# lexbus vs NATS, Redis pub/sub and Mosquitto (MQTT), plus the floor (a bare
+# Unix socket), on this machine in one run.  Peers come from Debian's
+# packages (scripts/deps.sh --bench installs them) and listen on loopback /
+# Unix sockets in a temporary directory; everything is stopped on exit.
+#
+#   tests/bench/run.sh [--quick] [--out FILE.json]
+#
+# LEXBUSD and LBBENCH may point at prebuilt binaries; by default an
+# optimised, sanitizer-free build is made in _build-bench/.
+set -euo pipefail
+top="$(cd "$(dirname "$0")/../.." && pwd)"
+quick=0
+out="$top/bench-results.json"
+while (($#)); do
+  case "$1" in
+    --quick) quick=1 ;;
+    --out) out="$2"; shift ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+for tool in nats-server redis-server mosquitto python3; do
+  command -v "$tool" >/dev/null || { echo "run.sh: $tool not found: run scripts/deps.sh --bench" >&2; exit 1; }
+done
+
+if [[ -z "${LEXBUSD:-}" || -z "${LBBENCH:-}" ]]; then
+  bdir="$top/_build-bench"
+  if [[ ! -x "$top/configure" ]]; then (cd "$top" && autoreconf -fi >/dev/null); fi
+  mkdir -p "$bdir"
+  (cd "$bdir" && { [[ -f Makefile ]] || "$top/configure" -q CFLAGS="-O2 -g"; } && make -j"$(nproc)" >/dev/null)
+  LEXBUSD="$bdir/core/lexbusd"
+  LBBENCH="$bdir/tests/bench/lbbench"
+fi
+
+tmp="$(mktemp -d /tmp/lexbus-bench.XXXXXX)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT INT TERM
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_path() { for _ in $(seq 100); do [[ -S "$1" ]] && return 0; sleep 0.05; done; echo "run.sh: $1 never appeared" >&2; exit 1; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "run.sh: port $1 never opened" >&2; exit 1; }
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+printf '[bus]\nnode = bench\nlog_level = warn\n[plugin unix]\npath = %s/lexbus.sock\n' "$tmp" > "$tmp/bus.conf"
+"$LEXBUSD" -c "$tmp/bus.conf" 2>"$tmp/lexbusd.log" & lexbus_pid=$!; pids+=($lexbus_pid)
+nats_port=$(free_port)
+nats-server -a 127.0.0.1 -p "$nats_port" >"$tmp/nats.log" 2>&1 & pids+=($!)
+redis-server --port 0 --unixsocket "$tmp/redis.sock" --save '' --appendonly no >"$tmp/redis.log" 2>&1 & pids+=($!)
+# As root, mosquitto drops to its own user, which could not bind in $tmp.
+# max_queued_messages 0: no per-client cap (default 1000), else QoS 0
+# messages are dropped under a full window and the run is not lossless.
+printf 'listener 0 %s/mqtt.sock\nallow_anonymous true\nmax_queued_messages 0\n%s' "$tmp" "$( [[ $(id -u) -eq 0 ]] && echo 'user root' )" > "$tmp/mosquitto.conf"
+mosquitto -c "$tmp/mosquitto.conf" >"$tmp/mqtt.log" 2>&1 & pids+=($!)
+wait_path "$tmp/lexbus.sock"; wait_path "$tmp/redis.sock"; wait_path "$tmp/mqtt.sock"; wait_port "$nats_port"
+
+declare -A addr=(
+  [lexbus]="unix:$tmp/lexbus.sock" [nats]="tcp:127.0.0.1:$nats_port"
+  [redis]="unix:$tmp/redis.sock" [mqtt]="unix:$tmp/mqtt.sock" [floor]="none"
+)
+if ((quick)); then n_stream=100000; n_rtt=2000; n_fan=10000; n_idle=1000
+else n_stream=1000000; n_rtt=20000; n_fan=100000; n_idle=10000; fi
+
+results="$tmp/results.jsonl"
+: > "$results"
+run() { echo "  $*" >&2; "$LBBENCH" "$@" | tee -a "$results" >/dev/null; }
+echo "running (this takes a few minutes; --quick for a smoke run)" >&2
+for size in 16 128 1024; do
+  for p in lexbus nats redis mqtt floor; do run "$p" "${addr[$p]}" stream "$n_stream" "$size"; done
+done
+for p in lexbus nats redis mqtt floor; do run "$p" "${addr[$p]}" rtt "$n_rtt"; done
+for p in lexbus nats redis mqtt; do run "$p" "${addr[$p]}" fanout "$n_fan" 128 50; done
+rss_start=$(awk '/VmRSS/ {print $2}' /proc/$lexbus_pid/status)
+run lexbus "${addr[lexbus]}" idle "$n_idle" "$lexbus_pid"
+# Growth check: RSS after another full 1→1 run must not have grown.
+"$LBBENCH" lexbus "${addr[lexbus]}" stream "$n_stream" 128 >/dev/null
+rss_a=$(awk '/VmRSS/ {print $2}' /proc/$lexbus_pid/status)
+"$LBBENCH" lexbus "${addr[lexbus]}" stream "$n_stream" 128 >/dev/null
+rss_b=$(awk '/VmRSS/ {print $2}' /proc/$lexbus_pid/status)
+echo "{\"peer\":\"lexbus\",\"workload\":\"growth\",\"rss_start_kib\":$rss_start,\"rss_after_run_kib\":$rss_a,\"rss_after_second_run_kib\":$rss_b}" >> "$results"
+
+python3 "$top/tests/bench/report.py" "$results" "$out" "$quick"
