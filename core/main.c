@@ -366,6 +366,13 @@ int main(int argc, char **argv)
     router_init();
     system_service_init();
     if (plugins_load_all() != 0) { teardown(); return 1; }
+    if (g_bus.set.production && !g_policy.authenticate && !g_policy.authenticators) {
+        log_error("config", "%s: mode = production needs an authenticating plugin ([plugin tokens], or a "
+                  "transport that verifies client certificates such as [plugin tls-tcp] with "
+                  "require_client_cert = yes); refusing to start an open bus", g_bus.conf_path);
+        teardown();
+        return 1;
+    }
     if (g_check_only) {
         printf("%s: configuration OK (%zu plugins)\n", g_bus.conf_path, g_bus.n_plugins);
         teardown();

@@ -26,6 +26,12 @@ int lb_hooks_register(struct lb_plugin_ctx *ctx, const struct lb_hooks *hooks, v
     return 0;
 }
 
+void lb_declare_authenticator(struct lb_plugin_ctx *ctx)
+{
+    (void)ctx;
+    g_policy.authenticators++;
+}
+
 void policy_free(void)
 {
     free(g_hooks);

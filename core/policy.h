@@ -10,7 +10,7 @@ struct lb_msg {
     size_t claims_len;
 };
 
-struct policy_counts { size_t accept, authenticate, message, deliver, audit, closed; };
+struct policy_counts { size_t accept, authenticate, message, deliver, audit, closed, authenticators; };
 extern struct policy_counts g_policy;
 
 enum lb_verdict_kind policy_accept(struct lb_conn *c, struct lb_verdict *v);

@@ -322,7 +322,7 @@ static void handle_register(struct lb_conn *c, struct lb_msg *m)
         }
         if (c->peer.n_identity_names) {
             if (k != LB_ALLOW) c->auth = "mtls";
-        } else if (k != LB_ALLOW && g_policy.authenticate) {
+        } else if (k != LB_ALLOW && (g_policy.authenticate || g_bus.set.production)) {
             refuse(c, m, LB_E_UNAUTHENTICATED, -1,
                    "no credentials: REGISTER needs a broker token (\"token\") or a client certificate");
             return;

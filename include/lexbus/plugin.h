@@ -272,6 +272,12 @@ struct lb_hooks {
     void (*closed)(void *ud, struct lb_conn *c);
 };
 
+/* Declares that this plugin establishes identities without an authenticate
+ * hook (a transport that binds names from client certificates, say).  In
+ * `mode = production` lexbusd refuses to start unless some plugin
+ * authenticates, by hook or by this declaration. */
+void lb_declare_authenticator(struct lb_plugin_ctx *ctx);
+
 /* Registers this plugin's hooks (copied); `ud` is passed back to each. */
 int lb_hooks_register(struct lb_plugin_ctx *ctx, const struct lb_hooks *hooks, void *ud);
 

@@ -252,7 +252,7 @@ class Bus:
         check(ack.get("type") == "REGISTER_ACK", "REGISTER %s refused: %r" % (name, ack))
         return c
 
-    def signal(self, sig):
+    def send_signal(self, sig):
         self.proc.send_signal(sig)
 
     def stop(self, sig=signal.SIGTERM, timeout=10.0):

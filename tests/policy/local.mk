@@ -1,1 +1,3 @@
-# Tests for policy: filled in by the work on it.
+# Tests of the policy plugins (dev-bypass, tokens, ratelimit, audit).
+TESTS += policy/test_devbypass.py
+EXTRA_DIST += policy/test_devbypass.py
