@@ -10,11 +10,12 @@ PEERS = ["lexbus", "nats", "redis", "mqtt", "floor"]
 
 
 def pick(workload, key, **match):
+    """Per peer, the figure; with several rounds, the median round."""
     got = {}
     for r in rows:
         if r["workload"] == workload and all(r.get(k) == v for k, v in match.items()):
-            got[r["peer"]] = r[key]
-    return got
+            got.setdefault(r["peer"], []).append(r[key])
+    return {p: sorted(v)[len(v) // 2] for p, v in got.items()}
 
 
 def fmt(v):
@@ -33,7 +34,7 @@ for size in (16, 128, 1024):
     table.append(("1→1 %d B msgs/s" % size, pick("stream", "msgs_per_s", size=size), True))
     table.append(("1→1 %d B MB/s" % size, pick("stream", "mb_per_s", size=size), True))
 for q in ("p50_us", "p90_us", "p99_us", "p999_us"):
-    table.append(("RTT %s µs" % q.split("_")[0], pick("rtt", q), False))
+    table.append(("RTT %s µs (median of 5 rounds)" % q.split("_")[0], pick("rtt", q), False))
 table.append(("fan-out 50 deliveries/s", pick("fanout", "msgs_per_s"), True))
 
 hdr = "| workload | " + " | ".join(PEERS) + " | lexbus/NATS | lexbus/Redis |"
