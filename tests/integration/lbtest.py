@@ -204,8 +204,10 @@ class Bus:
         self.proc = None
         self.env = env
         self.clients = []
-        text = "[bus]\nnode = test-node\nlog_level = debug\nheartbeat = %s\ncall_timeout = %s\n%s\n" % (
-            heartbeat, call_timeout, bus)
+        text = "[bus]\nnode = test-node\n"
+        if "log_level" not in bus:
+            text += "log_level = debug\n"
+        text += "heartbeat = %s\ncall_timeout = %s\n%s\n" % (heartbeat, call_timeout, bus)
         if unix:
             text += "[plugin unix]\npath = %s\n" % self.sock
         text += plugins
