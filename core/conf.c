@@ -20,10 +20,14 @@ static char *trim(char *s)
 }
 
 /* A '#' or ';' starts a comment at the start of a line or after white
- * space, so values such as cipher lists keep their own characters. */
+ * space (outside quotes), so values such as cipher lists keep their own
+ * characters. */
 static void strip_comment(char *s)
 {
+    char quote = 0;
     for (char *p = s; *p; p++) {
+        if (quote) { if (*p == quote) quote = 0; continue; }
+        if ((*p == '"' || *p == '\'') && (p == s || isspace((unsigned char)p[-1]) || p[-1] == '=')) { quote = *p; continue; }
         if ((*p == '#' || *p == ';') && (p == s || isspace((unsigned char)p[-1]))) {
             *p = 0;
             return;

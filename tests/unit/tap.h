@@ -5,12 +5,14 @@
 
 static int tap_n, tap_failed;
 
+/* The condition is evaluated exactly once: checks may have side effects. */
 #define CHECK(cond, ...) do { \
+    int tap_ok_ = (cond) ? 1 : 0; \
     tap_n++; \
-    if (cond) { printf("ok %d - ", tap_n); } \
+    if (tap_ok_) { printf("ok %d - ", tap_n); } \
     else { tap_failed++; printf("not ok %d - ", tap_n); } \
     printf(__VA_ARGS__); printf("\n"); \
-    if (!(cond)) printf("#   failed at %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+    if (!tap_ok_) printf("#   failed at %s:%d: %s\n", __FILE__, __LINE__, #cond); \
 } while (0)
 
 static inline int tap_done(void)
