@@ -1,0 +1,144 @@
+/*
+ * liblexbus: the C client library for lexbus.
+ *
+ * A client is one connection to lexbusd registered under one service name.
+ * It runs on the caller's libevent event_base (every callback runs on that
+ * loop), or on a private one through the blocking helpers at the end of
+ * this file.  It re-connects by itself with exponential backoff and jitter,
+ * and re-registers its methods and subscriptions each time.
+ *
+ * Ownership, throughout:
+ *   - json_t arguments passed *to* the library are borrowed (the library
+ *     takes its own reference or copy) unless the comment says "stolen";
+ *   - json_t values passed *to your callbacks* are borrowed for the call:
+ *     json_incref() them to keep them;
+ *   - strings passed to callbacks are valid during the callback only;
+ *   - every struct the library returns is freed with the function named
+ *     next to it.
+ * Errors: functions return 0 or -1; asynchronous outcomes carry a
+ * struct lexbus_error with the protocol's code string (doc/protocol.md:
+ * SERVICE_NOT_FOUND, TIMEOUT, ..., and client-side CONNECTION_LOST,
+ * NOT_CONNECTED) and a message meant for people.
+ */
+#ifndef LEXBUS_CLIENT_H
+#define LEXBUS_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <jansson.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct event_base;
+struct lexbus_client;
+struct lexbus_reply;
+
+struct lexbus_error {
+    char code[32];
+    char message[256];
+};
+
+struct lexbus_options {
+    const char *url;            /* "unix:/path"; NULL: $LEXBUS_URL, else unix:/tmp/lexbus.sock */
+    const char *service;        /* name to register; NULL: "client-<pid>-<n>" */
+    const char *token;          /* broker token sent with REGISTER, CALL and EMIT; may be NULL */
+    bool no_reconnect;          /* default: reconnect forever */
+    unsigned reconnect_base_ms; /* first delay (default 100) */
+    unsigned reconnect_max_ms;  /* cap (default 30000) */
+    size_t max_frame;           /* largest frame accepted from the bus (default 16 MiB) */
+};
+
+/* ---- callbacks ------------------------------------------------------ */
+
+/* A call to one of your methods.  Answer exactly once, now or later, with
+ * lexbus_reply_ok / lexbus_reply_error (which free `reply`).  Not
+ * answering leaves the caller to its timeout. */
+typedef void (*lexbus_method_fn)(struct lexbus_client *c, const char *method, json_t *params,
+                                 struct lexbus_reply *reply, void *ud);
+/* An EVENT matching a pattern you subscribed to. */
+typedef void (*lexbus_event_fn)(struct lexbus_client *c, const char *event, const char *from,
+                                json_t *payload, void *ud);
+/* Outcome of a call: err == NULL and `result` on success. Called once. */
+typedef void (*lexbus_result_fn)(struct lexbus_client *c, const struct lexbus_error *err,
+                                 json_t *result, void *ud);
+/* Outcome of an EMIT with ack: recipients reached, or err. Called once. */
+typedef void (*lexbus_ack_fn)(struct lexbus_client *c, const struct lexbus_error *err,
+                              long delivered, void *ud);
+/* Connection state: ready = registered (true) or lost (false). */
+typedef void (*lexbus_state_fn)(struct lexbus_client *c, bool ready, const struct lexbus_error *why, void *ud);
+
+/* ---- life cycle ----------------------------------------------------- */
+
+/* Creates a client on `base` (borrowed; must outlive the client).  Does not
+ * connect yet.  Returns NULL on a bad URL or out of memory.  Free with
+ * lexbus_free. */
+struct lexbus_client *lexbus_new(struct event_base *base, const struct lexbus_options *opt);
+/* Starts connecting (and keeps re-connecting unless no_reconnect). */
+int lexbus_connect(struct lexbus_client *c);
+/* Closes the connection; every pending call and ack fails with
+ * NOT_CONNECTED.  No automatic reconnect after this. */
+void lexbus_disconnect(struct lexbus_client *c);
+/* Disconnects (if needed) and frees everything. */
+void lexbus_free(struct lexbus_client *c);
+bool lexbus_is_ready(const struct lexbus_client *c);
+const char *lexbus_service(const struct lexbus_client *c);   /* owned by the client */
+struct event_base *lexbus_base(const struct lexbus_client *c);
+void lexbus_on_state(struct lexbus_client *c, lexbus_state_fn fn, void *ud);
+
+/* ---- serving -------------------------------------------------------- */
+
+/* Offers `method` (copied).  May be called before or after connecting. */
+int lexbus_add_method(struct lexbus_client *c, const char *method, lexbus_method_fn fn, void *ud);
+/* Subscribes to an event pattern (`*` one segment, `>` the rest). */
+int lexbus_on(struct lexbus_client *c, const char *pattern, lexbus_event_fn fn, void *ud);
+/* Answers a call; `result` is stolen (may be NULL for JSON null). Frees reply. */
+void lexbus_reply_ok(struct lexbus_reply *r, json_t *result);
+/* Answers a call with an error. Frees reply. */
+void lexbus_reply_error(struct lexbus_reply *r, const char *code, const char *message);
+/* The context of the call being answered (borrowed; valid until the
+ * reply is sent). */
+json_t *lexbus_reply_context(const struct lexbus_reply *r);
+
+/* ---- calling and emitting ------------------------------------------- */
+
+/* Calls service.method with `params` (borrowed; NULL = {}).  `parent`, when
+ * non-NULL, is a call you are answering: the new call keeps its root and
+ * deadline and extends its chain (depth + 1).  timeout_ms 0 = 30000.
+ * The callback runs exactly once (result, bus error, TIMEOUT,
+ * CONNECTION_LOST or NOT_CONNECTED).  Returns 0, or -1 if not ready (the
+ * callback is then not called). */
+int lexbus_call(struct lexbus_client *c, const char *service, const char *method, json_t *params,
+                unsigned timeout_ms, const struct lexbus_reply *parent, lexbus_result_fn cb, void *ud);
+/* Emits `event` with `payload` (borrowed; NULL = null) to `to` (a service
+ * name, or NULL/"broadcast").  With cb, the bus acknowledges with the
+ * number of recipients.  Returns 0, or -1 if not ready. */
+int lexbus_emit(struct lexbus_client *c, const char *event, json_t *payload, const char *to,
+                lexbus_ack_fn cb, void *ud);
+
+/* ---- blocking helpers (a private event loop) ------------------------ */
+
+/* Connects and registers, waiting up to timeout_ms.  Returns a client that
+ * owns its event base (freed by lexbus_free), or NULL with *err set. */
+struct lexbus_client *lexbus_connect_blocking(const struct lexbus_options *opt, unsigned timeout_ms,
+                                              struct lexbus_error *err);
+/* Returns 0 with *result (a new reference: json_decref it), or -1 with *err. */
+int lexbus_call_blocking(struct lexbus_client *c, const char *service, const char *method, json_t *params,
+                         unsigned timeout_ms, json_t **result, struct lexbus_error *err);
+/* Emits and waits until the bus has routed it; with delivered != NULL, asks
+ * for an ack and stores the recipient count.  Returns 0 or -1 with *err. */
+int lexbus_emit_blocking(struct lexbus_client *c, const char *event, json_t *payload, const char *to,
+                         long *delivered, unsigned timeout_ms, struct lexbus_error *err);
+/* Runs the client's loop until lexbus_stop (for blocking-style servers). */
+int lexbus_run(struct lexbus_client *c);
+void lexbus_stop(struct lexbus_client *c);
+
+/* Delay before re-connect attempt `attempt` (0-based): min(base * 2^attempt,
+ * max) scaled by a random factor in [0.5, 1.0] (jitter), in ms. */
+unsigned lexbus_backoff_ms(unsigned base, unsigned max, unsigned attempt, unsigned random);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LEXBUS_CLIENT_H */

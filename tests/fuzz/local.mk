@@ -1,1 +1,9 @@
-# Tests for fuzz: filled in by the work on it.
+# The fuzz corpus, replayed through the parsers as regression tests.
+# Fuzzing proper: tests/fuzz/run.sh (libFuzzer).
+check_PROGRAMS += fuzz/replay_envelope fuzz/replay_conf
+TESTS += fuzz/replay_envelope fuzz/replay_conf
+fuzz_replay_envelope_SOURCES = fuzz/replay.c fuzz/fuzz_envelope.c ../core/envelope.c
+fuzz_replay_envelope_CPPFLAGS = $(AM_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/envelope"'
+fuzz_replay_conf_SOURCES = fuzz/replay.c fuzz/fuzz_conf.c ../core/conf.c ../core/util.c
+fuzz_replay_conf_CPPFLAGS = $(AM_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/conf"'
+EXTRA_DIST += fuzz/run.sh fuzz/corpus

@@ -1,0 +1,445 @@
+/*
+ * lexbus: the command-line tool, built on liblexbus.
+ *
+ * Exit codes (scripts may rely on them):
+ *   0 success, 1 the bus or the service answered with an error,
+ *   2 usage error, 3 cannot connect / connection lost, 4 timeout.
+ * Errors go to stderr as one JSON line: {"error":{"code":..,"message":..}}.
+ */
+#include "config.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <lexbus/client.h>
+#include <lexbus/protocol.h>
+
+enum { EXIT_OK = 0, EXIT_REMOTE = 1, EXIT_USAGE = 2, EXIT_CONN = 3, EXIT_TIMEOUT = 4 };
+
+static struct lexbus_options g_opt;
+static unsigned g_timeout_ms = 10000;
+
+static const char *const usage_main =
+    "usage: lexbus [--server unix:/path] [--timeout MS] [--token T] COMMAND [ARGS]\n"
+    "\n"
+    "Commands:\n"
+    "  call SERVICE METHOD [JSON]          call a method, print the result\n"
+    "  emit EVENT [JSON] [--to S] [--ack]  emit an event (--ack prints {\"delivered\":N})\n"
+    "  listen PATTERN...                   print one JSON line per matching event\n"
+    "  serve SERVICE METHOD -- CMD [ARG]   answer calls by running CMD (params on stdin)\n"
+    "  services                            list the services on the bus\n"
+    "  stats                               the bus's counters\n"
+    "\n"
+    "The bus: --server, else $LEXBUS_URL, else unix:" LB_DEFAULT_SOCKET ".\n"
+    "Exit codes: 0 ok, 1 error answer, 2 usage, 3 connection failure, 4 timeout.\n"
+    "Errors are printed on stderr as {\"error\":{\"code\":...,\"message\":...}}.\n"
+    "`lexbus COMMAND --help` describes each command.\n";
+
+static int fail(const char *code, const char *message)
+{
+    json_t *e = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
+    char *s = json_dumps(e, JSON_COMPACT);
+    fprintf(stderr, "%s\n", s);
+    free(s);
+    json_decref(e);
+    if (!strcmp(code, LB_E_TIMEOUT)) return EXIT_TIMEOUT;
+    if (!strcmp(code, LB_E_CONNECTION_LOST) || !strcmp(code, LB_E_NOT_CONNECTED)) return EXIT_CONN;
+    return EXIT_REMOTE;
+}
+
+static int usage_error(const char *cmd_usage, const char *why)
+{
+    fprintf(stderr, "lexbus: %s\n%s", why, cmd_usage);
+    return EXIT_USAGE;
+}
+
+static bool wants_help(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--")) break;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return true;
+    }
+    return false;
+}
+
+/* Parses a JSON argument; a bare word that is not JSON becomes a string. */
+static json_t *arg_json(const char *s)
+{
+    json_error_t je;
+    json_t *v = json_loads(s, JSON_DECODE_ANY, &je);
+    return v ? v : json_string(s);
+}
+
+static void print_json(json_t *v)
+{
+    char *s = json_dumps(v ? v : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+    printf("%s\n", s);
+    free(s);
+    fflush(stdout);
+}
+
+static struct lexbus_client *connect_or_fail(const char *service, int *rc)
+{
+    struct lexbus_error err;
+    struct lexbus_options o = g_opt;
+    o.service = service;
+    o.no_reconnect = true;
+    struct lexbus_client *c = lexbus_connect_blocking(&o, g_timeout_ms, &err);
+    if (!c) *rc = fail(err.code, err.message);
+    return c;
+}
+
+/* ---- call / services / stats ----------------------------------------- */
+
+static const char *const usage_call =
+    "usage: lexbus call SERVICE METHOD [JSON]\n"
+    "  Calls SERVICE.METHOD with JSON params (default {}) and prints the result.\n";
+
+static int do_call(const char *service, const char *method, const char *params)
+{
+    int rc = EXIT_OK;
+    struct lexbus_client *c = connect_or_fail(NULL, &rc);
+    if (!c) return rc;
+    json_t *p = params ? arg_json(params) : NULL, *result = NULL;
+    struct lexbus_error err;
+    if (lexbus_call_blocking(c, service, method, p, g_timeout_ms, &result, &err) == 0) print_json(result);
+    else rc = fail(err.code, err.message);
+    json_decref(p);
+    json_decref(result);
+    lexbus_free(c);
+    return rc;
+}
+
+static int cmd_call(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) { fputs(usage_call, stdout); return EXIT_OK; }
+    if (argc < 3 || argc > 4) return usage_error(usage_call, "call needs SERVICE METHOD [JSON]");
+    return do_call(argv[1], argv[2], argc == 4 ? argv[3] : NULL);
+}
+
+static int cmd_services(int argc, char **argv)
+{
+    if (wants_help(argc, argv) || argc != 1) {
+        fputs("usage: lexbus services\n  Lists the services registered on the bus.\n", argc == 1 ? stdout : stderr);
+        return argc == 1 ? EXIT_OK : EXIT_USAGE;
+    }
+    return do_call("lexbus", "services", NULL);
+}
+
+static int cmd_stats(int argc, char **argv)
+{
+    if (wants_help(argc, argv) || argc != 1) {
+        fputs("usage: lexbus stats\n  Prints the bus's counters.\n", argc == 1 ? stdout : stderr);
+        return argc == 1 ? EXIT_OK : EXIT_USAGE;
+    }
+    return do_call("lexbus", "stats", NULL);
+}
+
+/* ---- emit ------------------------------------------------------------- */
+
+static const char *const usage_emit =
+    "usage: lexbus emit EVENT [JSON] [--to SERVICE|broadcast] [--ack]\n"
+    "  Emits EVENT with the JSON payload (default null).  --to sends it to one\n"
+    "  instance of SERVICE; --ack waits for the count of recipients and prints\n"
+    "  {\"delivered\":N}.\n";
+
+static int cmd_emit(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) { fputs(usage_emit, stdout); return EXIT_OK; }
+    const char *event = NULL, *payload = NULL, *to = NULL;
+    bool ack = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--ack")) ack = true;
+        else if (!strcmp(argv[i], "--to") && i + 1 < argc) to = argv[++i];
+        else if (argv[i][0] == '-' && argv[i][1] == '-') return usage_error(usage_emit, "unknown option");
+        else if (!event) event = argv[i];
+        else if (!payload) payload = argv[i];
+        else return usage_error(usage_emit, "too many arguments");
+    }
+    if (!event) return usage_error(usage_emit, "emit needs EVENT");
+    int rc = EXIT_OK;
+    struct lexbus_client *c = connect_or_fail(NULL, &rc);
+    if (!c) return rc;
+    json_t *p = payload ? arg_json(payload) : NULL;
+    long delivered = 0;
+    struct lexbus_error err;
+    if (lexbus_emit_blocking(c, event, p, to, ack ? &delivered : NULL, g_timeout_ms, &err) != 0)
+        rc = fail(err.code, err.message);
+    else if (ack)
+        printf("{\"delivered\":%ld}\n", delivered);
+    json_decref(p);
+    lexbus_free(c);
+    return rc;
+}
+
+/* ---- listen ----------------------------------------------------------- */
+
+static void print_event(struct lexbus_client *c, const char *event, const char *from, json_t *payload, void *ud)
+{
+    (void)c; (void)ud;
+    json_t *line = json_pack("{s:s,s:s,s:O}", "event", event, "from", from, "payload", payload ? payload : json_null());
+    print_json(line);
+    json_decref(line);
+}
+
+static void stop_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig; (void)what;
+    event_base_loopbreak(arg);
+}
+
+static void listen_state(struct lexbus_client *c, bool ready, const struct lexbus_error *why, void *ud)
+{
+    (void)c; (void)ready; (void)ud;
+    if (!ready && why) fprintf(stderr, "lexbus listen: %s (%s); reconnecting\n", why->message, why->code);
+}
+
+static const char *const usage_listen =
+    "usage: lexbus listen PATTERN...\n"
+    "  Prints {\"event\":..,\"from\":..,\"payload\":..} for each matching event until\n"
+    "  interrupted.  '*' matches one segment, '>' the rest (post:*, content:>).\n"
+    "  Re-connects and re-subscribes if the bus restarts.\n";
+
+static int cmd_listen(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) { fputs(usage_listen, stdout); return EXIT_OK; }
+    if (argc < 2) return usage_error(usage_listen, "listen needs at least one PATTERN");
+    int rc = EXIT_OK;
+    struct lexbus_client *c = connect_or_fail(NULL, &rc);
+    if (!c) return rc;
+    for (int i = 1; i < argc; i++) lexbus_on(c, argv[i], print_event, NULL);
+    lexbus_on_state(c, listen_state, NULL);
+    struct event *si = evsignal_new(lexbus_base(c), SIGINT, stop_on_signal, lexbus_base(c));
+    struct event *st = evsignal_new(lexbus_base(c), SIGTERM, stop_on_signal, lexbus_base(c));
+    evsignal_add(si, NULL);
+    evsignal_add(st, NULL);
+    lexbus_run(c);
+    event_free(si);
+    event_free(st);
+    lexbus_free(c);
+    return EXIT_OK;
+}
+
+/* ---- serve ------------------------------------------------------------ */
+
+/* One running command: params go to its stdin, its stdout is the result. */
+struct job {
+    struct lexbus_reply *reply;
+    pid_t pid;
+    struct bufferevent *out, *err;
+    bool out_done, err_done, exited;
+    int status;
+    struct job *next;
+};
+
+static struct job *g_jobs;
+static char **g_cmd;
+
+static void job_finish(struct job *j)
+{
+    if (!(j->out_done && j->err_done && j->exited)) return;
+    struct evbuffer *ob = bufferevent_get_input(j->out), *eb = bufferevent_get_input(j->err);
+    size_t on = evbuffer_get_length(ob), en = evbuffer_get_length(eb);
+    char *o = malloc(on + 1), *e = malloc(en + 1);
+    evbuffer_remove(ob, o, on);
+    evbuffer_remove(eb, e, en);
+    o[on] = e[en] = 0;
+    if (WIFEXITED(j->status) && WEXITSTATUS(j->status) == 0) {
+        json_error_t je;
+        json_t *v = json_loads(o, JSON_DECODE_ANY, &je);
+        if (!v) {   /* not JSON: the text, without its final newline */
+            if (on && o[on - 1] == '\n') o[on - 1] = 0;
+            v = json_string(o);
+        }
+        lexbus_reply_ok(j->reply, v);
+    } else {
+        char msg[240];
+        snprintf(msg, sizeof msg, "%s %s %d: %.180s", g_cmd[0], WIFEXITED(j->status) ? "exited with" : "killed by signal",
+                 WIFEXITED(j->status) ? WEXITSTATUS(j->status) : WTERMSIG(j->status), e);
+        lexbus_reply_error(j->reply, LB_E_EXECUTION_FAILED, msg);
+    }
+    free(o);
+    free(e);
+    bufferevent_free(j->out);
+    bufferevent_free(j->err);
+    for (struct job **pp = &g_jobs; *pp; pp = &(*pp)->next) if (*pp == j) { *pp = j->next; break; }
+    free(j);
+}
+
+static void pipe_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)what;
+    struct job *j = arg;
+    if (bev == j->out) j->out_done = true;
+    else j->err_done = true;
+    job_finish(j);
+}
+
+static void pipe_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev; (void)arg;   /* data accumulates in the input buffer */
+}
+
+static void stdin_written(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) bufferevent_free(bev);
+}
+
+static void stdin_error(struct bufferevent *bev, short what, void *arg)
+{
+    (void)what; (void)arg;
+    bufferevent_free(bev);   /* the command closed its stdin early */
+}
+
+static void on_sigchld(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig; (void)what; (void)arg;
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (struct job *j = g_jobs; j; j = j->next) {
+            if (j->pid == pid) { j->exited = true; j->status = status; job_finish(j); break; }
+        }
+    }
+}
+
+static void serve_call(struct lexbus_client *c, const char *method, json_t *params, struct lexbus_reply *reply, void *ud)
+{
+    (void)method; (void)ud;
+    int in[2], out[2], err[2];
+    if (pipe(in) || pipe(out) || pipe(err)) { lexbus_reply_error(reply, LB_E_INTERNAL_ERROR, strerror(errno)); return; }
+    pid_t pid = fork();
+    if (pid < 0) { lexbus_reply_error(reply, LB_E_INTERNAL_ERROR, strerror(errno)); return; }
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        dup2(err[1], 2);
+        for (int fd = 3; fd < 256; fd++) close(fd);
+        execvp(g_cmd[0], g_cmd);
+        fprintf(stderr, "cannot run %s: %s", g_cmd[0], strerror(errno));
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+    /* The params go to stdin in the background; stdin closes once they are
+     * written, so the command sees EOF. */
+    char *p = json_dumps(params ? params : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+    struct job *j = calloc(1, sizeof *j);
+    j->reply = reply;
+    j->pid = pid;
+    struct event_base *base = lexbus_base(c);
+    evutil_make_socket_nonblocking(in[1]);
+    struct bufferevent *inb = bufferevent_socket_new(base, in[1], BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(inb, NULL, stdin_written, stdin_error, NULL);
+    bufferevent_write(inb, p, strlen(p));
+    bufferevent_write(inb, "\n", 1);
+    bufferevent_enable(inb, EV_WRITE);
+    free(p);
+    evutil_make_socket_nonblocking(out[0]);
+    evutil_make_socket_nonblocking(err[0]);
+    j->out = bufferevent_socket_new(base, out[0], BEV_OPT_CLOSE_ON_FREE);
+    j->err = bufferevent_socket_new(base, err[0], BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(j->out, pipe_read, NULL, pipe_event, j);
+    bufferevent_setcb(j->err, pipe_read, NULL, pipe_event, j);
+    bufferevent_enable(j->out, EV_READ);
+    bufferevent_enable(j->err, EV_READ);
+    j->next = g_jobs;
+    g_jobs = j;
+    on_sigchld(0, 0, NULL);   /* it may already have exited */
+}
+
+static const char *const usage_serve =
+    "usage: lexbus serve SERVICE METHOD -- COMMAND [ARGS...]\n"
+    "  Registers SERVICE with METHOD.  Each call runs COMMAND with the params\n"
+    "  as one JSON line on stdin; its stdout (JSON, or else a string) is the\n"
+    "  result.  A non-zero exit answers EXECUTION_FAILED with its stderr.\n"
+    "  Calls run concurrently; re-connects if the bus restarts.\n";
+
+static int cmd_serve(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) { fputs(usage_serve, stdout); return EXIT_OK; }
+    if (argc < 5 || strcmp(argv[3], "--") != 0) return usage_error(usage_serve, "serve needs SERVICE METHOD -- COMMAND");
+    g_cmd = argv + 4;
+    struct event_base *base = event_base_new();
+    struct lexbus_options o = g_opt;
+    o.service = argv[1];
+    struct lexbus_client *c = lexbus_new(base, &o);
+    if (!c) { event_base_free(base); return fail(LB_E_NOT_CONNECTED, "bad URL"); }
+    lexbus_add_method(c, argv[2], serve_call, NULL);
+    lexbus_on_state(c, listen_state, NULL);
+    struct event *sc = evsignal_new(base, SIGCHLD, on_sigchld, NULL);
+    struct event *si = evsignal_new(base, SIGINT, stop_on_signal, base);
+    struct event *st = evsignal_new(base, SIGTERM, stop_on_signal, base);
+    evsignal_add(sc, NULL);
+    evsignal_add(si, NULL);
+    evsignal_add(st, NULL);
+    lexbus_connect(c);
+    event_base_dispatch(base);
+    event_free(sc);
+    event_free(si);
+    event_free(st);
+    lexbus_free(c);
+    while (g_jobs) {   /* interrupted with commands still running */
+        struct job *j = g_jobs;
+        g_jobs = j->next;
+        kill(j->pid, SIGTERM);
+        bufferevent_free(j->out);
+        bufferevent_free(j->err);
+        free(j);
+    }
+    event_base_free(base);
+    return EXIT_OK;
+}
+
+/* ---- main ------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "server", required_argument, NULL, 's' },
+        { "timeout", required_argument, NULL, 't' },
+        { "token", required_argument, NULL, 'k' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    signal(SIGPIPE, SIG_IGN);
+    int o;
+    /* '+': stop at the command, whose own options follow it. */
+    while ((o = getopt_long(argc, argv, "+s:t:k:h", opts, NULL)) != -1) {
+        switch (o) {
+        case 's': g_opt.url = optarg; break;
+        case 't': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v <= 0) return usage_error(usage_main, "--timeout takes milliseconds");
+            g_timeout_ms = (unsigned)v;
+            break;
+        }
+        case 'k': g_opt.token = optarg; break;
+        case 'h': fputs(usage_main, stdout); return EXIT_OK;
+        default: fputs(usage_main, stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) return usage_error(usage_main, "no command given");
+    const char *cmd = argv[optind];
+    int cargc = argc - optind;
+    char **cargv = argv + optind;
+    if (!strcmp(cmd, "call")) return cmd_call(cargc, cargv);
+    if (!strcmp(cmd, "emit")) return cmd_emit(cargc, cargv);
+    if (!strcmp(cmd, "listen")) return cmd_listen(cargc, cargv);
+    if (!strcmp(cmd, "serve")) return cmd_serve(cargc, cargv);
+    if (!strcmp(cmd, "services")) return cmd_services(cargc, cargv);
+    if (!strcmp(cmd, "stats")) return cmd_stats(cargc, cargv);
+    if (!strcmp(cmd, "help")) { fputs(usage_main, stdout); return EXIT_OK; }
+    return usage_error(usage_main, "unknown command");
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Fuzzes the parsers with libFuzzer (clang), each target for N seconds:
+#   tests/fuzz/run.sh [SECONDS]        (default 60)
+# New interesting inputs are added to tests/fuzz/corpus/<target>/; a crash
+# leaves crash-* in the current directory and exits non-zero.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+top="$(cd "$here/../.." && pwd)"
+secs="${1:-60}"
+command -v clang >/dev/null || { echo "run.sh: clang is needed (apt-get install clang)" >&2; exit 1; }
+out="$(mktemp -d /tmp/lexbus-fuzz.XXXXXX)"
+echo '#define _GNU_SOURCE 1' > "$out/config.h"
+flags=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+       -I"$out" -I"$top/include" -I"$top/core")
+clang "${flags[@]}" -o "$out/fuzz_envelope" "$here/fuzz_envelope.c" "$top/core/envelope.c"
+clang "${flags[@]}" -o "$out/fuzz_conf" "$here/fuzz_conf.c" "$top/core/conf.c" "$top/core/util.c"
+for t in envelope conf; do
+  echo "== fuzz_$t for ${secs}s"
+  "$out/fuzz_$t" -max_total_time="$secs" -max_len=4096 -timeout=5 "$here/corpus/$t" 2>&1 | tail -3
+done
+rm -rf "$out"
