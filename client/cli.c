@@ -127,19 +127,15 @@ static int cmd_call(int argc, char **argv)
 
 static int cmd_services(int argc, char **argv)
 {
-    if (wants_help(argc, argv) || argc != 1) {
-        fputs("usage: lexbus services\n  Lists the services registered on the bus.\n", argc == 1 ? stdout : stderr);
-        return argc == 1 ? EXIT_OK : EXIT_USAGE;
-    }
+    if (wants_help(argc, argv)) { fputs("usage: lexbus services\n  Lists the services registered on the bus.\n", stdout); return EXIT_OK; }
+    if (argc != 1) return usage_error("usage: lexbus services\n", "services takes no arguments");
     return do_call("lexbus", "services", NULL);
 }
 
 static int cmd_stats(int argc, char **argv)
 {
-    if (wants_help(argc, argv) || argc != 1) {
-        fputs("usage: lexbus stats\n  Prints the bus's counters.\n", argc == 1 ? stdout : stderr);
-        return argc == 1 ? EXIT_OK : EXIT_USAGE;
-    }
+    if (wants_help(argc, argv)) { fputs("usage: lexbus stats\n  Prints the bus's counters.\n", stdout); return EXIT_OK; }
+    if (argc != 1) return usage_error("usage: lexbus stats\n", "stats takes no arguments");
     return do_call("lexbus", "stats", NULL);
 }
 
