@@ -290,26 +290,39 @@ static int prepare_path(struct unix_plugin *up, const char *path)
     return 0;
 }
 
-static int unix_load(struct lb_plugin_ctx *ctx)
+struct unix_settings { const char *path; long mode; long long backlog; };
+
+/* Reads and validates [plugin unix]; `path` is resolved against bus.conf. */
+static int read_settings(struct lb_plugin_ctx *ctx, struct unix_settings *st)
 {
     const char *path, *mode_s;
-    long long backlog;
     if (lb_conf_str(ctx, "path", LB_DEFAULT_SOCKET, &path) < 0 ||
         lb_conf_str(ctx, "mode", "0660", &mode_s) < 0 ||
-        lb_conf_int(ctx, "backlog", 4096, 1, 65535, &backlog) < 0)
+        lb_conf_int(ctx, "backlog", 4096, 1, 65535, &st->backlog) < 0)
         return -1;
     char *end;
-    long mode = strtol(mode_s, &end, 8);
-    if (end == mode_s || *end || mode < 0 || mode > 0777) {
+    st->mode = strtol(mode_s, &end, 8);
+    if (end == mode_s || *end || st->mode < 0 || st->mode > 0777) {
         lb_plugin_fail(ctx, "mode '%s' is not an octal file mode such as 0660", mode_s);
         return -1;
     }
-    path = lb_conf_path(ctx, path);
-    struct sockaddr_un sun = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof sun.sun_path) {
-        lb_plugin_fail(ctx, "path '%s' is longer than %zu bytes (the Unix socket limit)", path, sizeof sun.sun_path - 1);
+    st->path = lb_conf_path(ctx, path);
+    if (strlen(st->path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+        lb_plugin_fail(ctx, "path '%s' is longer than %zu bytes (the Unix socket limit)", st->path,
+                       sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
         return -1;
     }
+    return 0;
+}
+
+static int unix_load(struct lb_plugin_ctx *ctx)
+{
+    struct unix_settings st;
+    if (read_settings(ctx, &st) < 0) return -1;
+    const char *path = st.path;
+    long mode = st.mode;
+    long long backlog = st.backlog;
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
     if (lb_check_only(ctx)) return 0;
 
     struct unix_plugin *up = calloc(1, sizeof *up);
@@ -357,17 +370,13 @@ static void unix_unload(struct lb_plugin_ctx *ctx)
 
 static int unix_reload(struct lb_plugin_ctx *ctx)
 {
-    /* The socket cannot move without dropping clients: read the keys so
-     * they are validated, and keep serving where we are. */
-    const char *path, *mode_s;
-    long long backlog;
-    if (lb_conf_str(ctx, "path", LB_DEFAULT_SOCKET, &path) < 0 ||
-        lb_conf_str(ctx, "mode", "0660", &mode_s) < 0 ||
-        lb_conf_int(ctx, "backlog", 4096, 1, 65535, &backlog) < 0)
-        return -1;
+    /* The socket cannot move without dropping clients: validate the keys
+     * and keep serving where we are. */
+    struct unix_settings st;
+    if (read_settings(ctx, &st) < 0) return -1;
     struct unix_plugin *up = lb_plugin_data(ctx);
-    if (up && up->path && strcmp(lb_conf_path(ctx, path), up->path) != 0)
-        lb_log(ctx, LB_LOG_WARN, "path changed to %s: takes effect on restart (still serving %s)", path, up->path);
+    if (up && up->path && strcmp(st.path, up->path) != 0)
+        lb_log(ctx, LB_LOG_WARN, "path changed to %s: takes effect on restart (still serving %s)", st.path, up->path);
     return 0;
 }
 
