@@ -1,1 +1,3 @@
-# Tests for tls: filled in by the work on it.
+# The tls-tcp transport with certificates from scripts/gen-certs.sh.
+TESTS += tls/test_tls.py
+EXTRA_DIST += tls/test_tls.py
