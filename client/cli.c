@@ -28,7 +28,8 @@ static struct lexbus_options g_opt;
 static unsigned g_timeout_ms = 10000;
 
 static const char *const usage_main =
-    "usage: lexbus [--server unix:/path] [--timeout MS] [--token T] COMMAND [ARGS]\n"
+    "usage: lexbus [--server unix:/path|tls://host:port] [--ca F] [--cert F --key F] [--insecure]\n"
+    "              [--as NAME] [--timeout MS] [--token T] COMMAND [ARGS]\n"
     "\n"
     "Commands:\n"
     "  call SERVICE METHOD [JSON]          call a method, print the result\n"
@@ -39,6 +40,9 @@ static const char *const usage_main =
     "  stats                               the bus's counters\n"
     "\n"
     "The bus: --server, else $LEXBUS_URL, else unix:" LB_DEFAULT_SOCKET ".\n"
+    "tls://: --ca verifies the server (its name is checked), --cert/--key present a\n"
+    "client certificate (mutual TLS); --insecure skips verification (debugging only).\n"
+    "--as NAME registers under NAME (with mutual TLS: a name the certificate carries).\n"
     "Exit codes: 0 ok, 1 error answer, 2 usage, 3 connection failure, 4 timeout.\n"
     "Errors are printed on stderr as {\"error\":{\"code\":...,\"message\":...}}.\n"
     "`lexbus COMMAND --help` describes each command.\n";
@@ -90,7 +94,7 @@ static struct lexbus_client *connect_or_fail(const char *service, int *rc)
 {
     struct lexbus_error err;
     struct lexbus_options o = g_opt;
-    o.service = service;
+    if (service) o.service = service;
     o.no_reconnect = true;
     struct lexbus_client *c = lexbus_connect_blocking(&o, g_timeout_ms, &err);
     if (!c) *rc = fail(err.code, err.message);
@@ -405,6 +409,11 @@ int main(int argc, char **argv)
         { "server", required_argument, NULL, 's' },
         { "timeout", required_argument, NULL, 't' },
         { "token", required_argument, NULL, 'k' },
+        { "ca", required_argument, NULL, 'C' },
+        { "cert", required_argument, NULL, 'E' },
+        { "key", required_argument, NULL, 'K' },
+        { "insecure", no_argument, NULL, 'I' },
+        { "as", required_argument, NULL, 'A' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -422,6 +431,11 @@ int main(int argc, char **argv)
             break;
         }
         case 'k': g_opt.token = optarg; break;
+        case 'C': g_opt.tls_ca = optarg; break;
+        case 'E': g_opt.tls_cert = optarg; break;
+        case 'K': g_opt.tls_key = optarg; break;
+        case 'I': g_opt.tls_insecure = true; break;
+        case 'A': g_opt.service = optarg; break;
         case 'h': fputs(usage_main, stdout); return EXIT_OK;
         default: fputs(usage_main, stderr); return EXIT_USAGE;
         }

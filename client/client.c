@@ -15,7 +15,12 @@
 #include <unistd.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <lexbus/client.h>
 #include <lexbus/protocol.h>
 
@@ -48,7 +53,9 @@ struct lexbus_reply {
 struct lexbus_client {
     struct event_base *base;
     bool own_base;
-    char *path;
+    char *path;                  /* unix socket, or NULL for tls */
+    char *host, *port;           /* tls:// */
+    SSL_CTX *ssl_ctx;
     char *service;
     char *token;
     bool reconnect;
@@ -211,8 +218,32 @@ static int send_register(struct lexbus_client *c)
     return rc;
 }
 
+static int open_tls(struct lexbus_client *c)
+{
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
+    /* Resolution blocks briefly; numeric hosts and localhost do not. */
+    if (getaddrinfo(c->host, c->port, &hints, &ai) != 0 || !ai) return -1;
+    SSL *ssl = SSL_new(c->ssl_ctx);
+    if (!ssl) { freeaddrinfo(ai); return -1; }
+    X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+    unsigned char tmp[16];
+    bool is_ip = inet_pton(AF_INET, c->host, tmp) == 1 || inet_pton(AF_INET6, c->host, tmp) == 1;
+    if (is_ip) X509_VERIFY_PARAM_set1_ip_asc(vp, c->host);
+    else { SSL_set_tlsext_host_name(ssl, c->host); X509_VERIFY_PARAM_set1_host(vp, c->host, 0); }
+    c->bev = bufferevent_openssl_socket_new(c->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) { SSL_free(ssl); freeaddrinfo(ai); return -1; }
+    bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    int rc = bufferevent_socket_connect(c->bev, ai->ai_addr, (int)ai->ai_addrlen);
+    freeaddrinfo(ai);
+    if (rc != 0) { bufferevent_free(c->bev); c->bev = NULL; return -1; }
+    return 0;
+}
+
 static int open_socket(struct lexbus_client *c)
 {
+    if (!c->path) return open_tls(c);
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
     snprintf(sun.sun_path, sizeof sun.sun_path, "%s", c->path);
     c->bev = bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE);
@@ -223,6 +254,46 @@ static int open_socket(struct lexbus_client *c)
         bufferevent_free(c->bev);
         c->bev = NULL;
         return -1;
+    }
+    return 0;
+}
+
+/* tls://host:port or tls://[v6]:port; builds the client TLS context. */
+static int setup_tls(struct lexbus_client *c, const char *hostport, const struct lexbus_options *o)
+{
+    const char *colon;
+    if (hostport[0] == '[') {
+        const char *end = strchr(hostport, ']');
+        if (!end || end[1] != ':') return -1;
+        c->host = strndup(hostport + 1, (size_t)(end - hostport - 1));
+        colon = end + 1;
+    } else {
+        colon = strrchr(hostport, ':');
+        if (!colon || colon == hostport) return -1;
+        c->host = strndup(hostport, (size_t)(colon - hostport));
+    }
+    c->port = strdup(colon + 1);
+    if (!c->port[0] || strspn(c->port, "0123456789") != strlen(c->port)) return -1;
+    c->ssl_ctx = SSL_CTX_new(TLS_client_method());
+    if (!c->ssl_ctx) return -1;
+    SSL_CTX_set_min_proto_version(c->ssl_ctx, TLS1_2_VERSION);
+    if (o->tls_ca ? SSL_CTX_load_verify_locations(c->ssl_ctx, o->tls_ca, NULL) != 1
+                  : SSL_CTX_set_default_verify_paths(c->ssl_ctx) != 1) {
+        fprintf(stderr, "liblexbus: cannot load CA %s\n", o->tls_ca ? o->tls_ca : "(system)");
+        return -1;
+    }
+    if (o->tls_cert && (SSL_CTX_use_certificate_chain_file(c->ssl_ctx, o->tls_cert) != 1 ||
+                        SSL_CTX_use_PrivateKey_file(c->ssl_ctx, o->tls_key ? o->tls_key : o->tls_cert, SSL_FILETYPE_PEM) != 1)) {
+        fprintf(stderr, "liblexbus: cannot load client certificate %s / key %s\n", o->tls_cert,
+                o->tls_key ? o->tls_key : o->tls_cert);
+        return -1;
+    }
+    if (o->tls_insecure) {
+        fprintf(stderr, "liblexbus: WARNING: --insecure: the server's certificate is NOT verified; "
+                        "anyone on the path can impersonate the bus\n");
+        SSL_CTX_set_verify(c->ssl_ctx, SSL_VERIFY_NONE, NULL);
+    } else {
+        SSL_CTX_set_verify(c->ssl_ctx, SSL_VERIFY_PEER, NULL);
     }
     return 0;
 }
@@ -262,9 +333,17 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         send_register(c);
         return;
     }
-    char why[160];
-    snprintf(why, sizeof why, "%s", (what & BEV_EVENT_EOF) ? "the bus closed the connection"
-             : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    char why[200];
+    unsigned long tls_err = c->ssl_ctx ? ERR_get_error() : 0;
+    if (tls_err) {
+        char e[160];
+        ERR_error_string_n(tls_err, e, sizeof e);
+        snprintf(why, sizeof why, "TLS: %s", e);
+        ERR_clear_error();
+    } else {
+        snprintf(why, sizeof why, "%s", (what & BEV_EVENT_EOF) ? "the bus closed the connection"
+                 : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    }
     drop_connection(c, why);
 }
 
@@ -402,14 +481,27 @@ struct lexbus_client *lexbus_new(struct event_base *base, const struct lexbus_op
     if (opt) o = *opt;
     const char *url = o.url ? o.url : getenv("LEXBUS_URL");
     if (!url || !*url) url = DEFAULT_URL;
-    if (strncmp(url, "unix:", 5) != 0 || !url[5] || strlen(url + 5) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-        fprintf(stderr, "liblexbus: unsupported URL '%s' (use unix:/path)\n", url);
+    bool tls = strncmp(url, "tls://", 6) == 0;
+    if (!tls && (strncmp(url, "unix:", 5) != 0 || !url[5] ||
+                 strlen(url + 5) >= sizeof(((struct sockaddr_un *)0)->sun_path))) {
+        fprintf(stderr, "liblexbus: unsupported URL '%s' (use unix:/path or tls://host:port)\n", url);
         return NULL;
     }
     struct lexbus_client *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->base = base;
-    c->path = strdup(url + 5);
+    if (tls) {
+        if (setup_tls(c, url + 6, &o) != 0) {
+            fprintf(stderr, "liblexbus: bad tls:// URL or TLS settings: '%s'\n", url);
+            free(c->host);
+            free(c->port);
+            SSL_CTX_free(c->ssl_ctx);
+            free(c);
+            return NULL;
+        }
+    } else {
+        c->path = strdup(url + 5);
+    }
     char gen[64];
     snprintf(gen, sizeof gen, "client-%ld-%llu", (long)getpid(), ++n);
     c->service = strdup(o.service ? o.service : gen);
@@ -455,6 +547,9 @@ void lexbus_free(struct lexbus_client *c)
     while (c->methods) { struct method *m = c->methods; c->methods = m->next; free(m->name); free(m); }
     while (c->subs) { struct sub *s = c->subs; c->subs = s->next; free(s->pattern); free(s); }
     if (c->own_base) event_base_free(c->base);
+    SSL_CTX_free(c->ssl_ctx);
+    free(c->host);
+    free(c->port);
     free(c->path);
     free(c->service);
     free(c->token);
@@ -651,15 +746,15 @@ struct lexbus_client *lexbus_connect_blocking(const struct lexbus_options *opt, 
     struct wait w = { 0 };
     lexbus_on_state(c, wait_state, &w);
     if (lexbus_connect(c) != 0) {
-        set_err(err, LB_E_CONNECTION_LOST, "cannot connect to unix:%s", c->path);
+        set_err(err, LB_E_CONNECTION_LOST, "cannot connect to %s%s", c->path ? "unix:" : "tls://", c->path ? c->path : c->host);
         lexbus_free(c);
         return NULL;
     }
     /* A refused connect shows up as an event: catch it as a state change. */
     if (run_until(c, &w, timeout_ms ? timeout_ms : REGISTER_TIMEOUT_MS) != 0 || w.rc != 0) {
         if (w.done && w.err.code[0]) *err = w.err;
-        else if (!c->bev) set_err(err, LB_E_CONNECTION_LOST, "cannot connect to unix:%s: is lexbusd running?", c->path);
-        else set_err(err, LB_E_TIMEOUT, "no REGISTER_ACK from the bus at unix:%s", c->path);
+        else if (!c->bev) set_err(err, LB_E_CONNECTION_LOST, "cannot connect to %s: is lexbusd running?", c->path ? c->path : c->host);
+        else set_err(err, LB_E_TIMEOUT, "no REGISTER_ACK from the bus at %s", c->path ? c->path : c->host);
         lexbus_free(c);
         return NULL;
     }

@@ -41,13 +41,19 @@ struct lexbus_error {
 };
 
 struct lexbus_options {
-    const char *url;            /* "unix:/path"; NULL: $LEXBUS_URL, else unix:/tmp/lexbus.sock */
+    const char *url;            /* "unix:/path" or "tls://host:port"; NULL: $LEXBUS_URL, else unix:/tmp/lexbus.sock */
     const char *service;        /* name to register; NULL: "client-<pid>-<n>" */
     const char *token;          /* broker token sent with REGISTER, CALL and EMIT; may be NULL */
     bool no_reconnect;          /* default: reconnect forever */
     unsigned reconnect_base_ms; /* first delay (default 100) */
     unsigned reconnect_max_ms;  /* cap (default 30000) */
     size_t max_frame;           /* largest frame accepted from the bus (default 16 MiB) */
+    /* tls:// only.  The server's name (or IP) is verified against its
+     * certificate unless tls_insecure, which prints a warning. */
+    const char *tls_ca;         /* CA file; NULL: the system's trust store */
+    const char *tls_cert;       /* client certificate (mutual TLS), with tls_key */
+    const char *tls_key;
+    bool tls_insecure;          /* no verification: for debugging only */
 };
 
 /* ---- callbacks ------------------------------------------------------ */

@@ -156,6 +156,28 @@ def sighup_reloads_certificates_keeping_connections():
 
 
 @test
+def cli_over_tls_verifies_the_server_and_uses_client_certs():
+    cdir = certs("cli-user")
+    port = free_port()
+    with tls_bus(cdir, port) as bus:
+        base = ["--server", "tls://localhost:%d" % port, "--ca", os.path.join(cdir, "ca-cert.pem"),
+                "--cert", os.path.join(cdir, "cli-user-cert.pem"), "--key", os.path.join(cdir, "cli-user-key.pem")]
+        r = bus.cli(*(base + ["--as", "cli-user", "call", "lexbus", "ping"]))
+        check_eq(r.returncode, 0, "call over mutual TLS: " + r.stderr)
+        r = bus.cli(*(base + ["call", "lexbus", "ping"]))
+        check_eq(r.returncode, 1, "a name the certificate does not carry")
+        check("FORBIDDEN" in r.stderr, r.stderr)
+        ip = ["--server", "tls://127.0.0.1:%d" % port] + base[2:] + ["--as", "cli-user", "call", "lexbus", "ping"]
+        check_eq(bus.cli(*ip).returncode, 0, "server verified by its IP SAN")
+        other = certs()
+        r = bus.cli(*(["--server", "tls://localhost:%d" % port, "--ca", os.path.join(other, "ca-cert.pem")] + base[4:]
+                      + ["--as", "cli-user", "call", "lexbus", "ping"]))
+        check_eq(r.returncode, 3, "untrusted server certificate refused")
+        r = bus.cli(*(["--server", "tls://localhost:%d" % port, "--insecure"] + base[4:] + ["--as", "cli-user", "call", "lexbus", "ping"]))
+        check(r.returncode == 0 and "WARNING: --insecure" in r.stderr, "insecure works and warns: " + r.stderr)
+
+
+@test
 def bad_tls_config_stops_start_up():
     cdir = certs("svc-a")
     bus = Bus(start=False, plugins="[plugin tls-tcp]\nlisten = 127.0.0.1:1\ncert = %s/nope.pem\nkey = %s/localhost-key.pem\n" % (cdir, cdir))
