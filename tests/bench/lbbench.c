@@ -37,6 +37,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/ssl.h>
 
 #define SEQ_DIGITS 10
 #define BATCH (64 * 1024)
@@ -44,6 +45,35 @@
 #define WINDOW_BYTES (16 * 1024 * 1024)
 
 static const char *g_addr;
+static bool g_tls;                 /* lexbus-tls: TLS on the TCP socket */
+static SSL_CTX *g_ssl_ctx;
+static SSL *g_ssl[65536];          /* by file descriptor */
+
+static ssize_t io_write(int fd, const void *p, size_t n)
+{
+    if (fd < 65536 && g_ssl[fd]) {
+        int w = SSL_write(g_ssl[fd], p, (int)n);
+        if (w <= 0) { errno = EIO; return -1; }
+        return w;
+    }
+    return write(fd, p, n);
+}
+
+/* Reads what is available, including records OpenSSL already decrypted
+ * (poll() cannot see those). */
+static ssize_t io_read(int fd, void *p, size_t n)
+{
+    if (fd < 65536 && g_ssl[fd]) {
+        size_t got = 0;
+        do {
+            int r = SSL_read(g_ssl[fd], (char *)p + got, (int)(n - got));
+            if (r <= 0) return got ? (ssize_t)got : (r == 0 ? 0 : -1);
+            got += (size_t)r;
+        } while (got < n && SSL_pending(g_ssl[fd]) > 0);
+        return (ssize_t)got;
+    }
+    return read(fd, p, n);
+}
 
 static void die(const char *fmt, ...)
 {
@@ -67,7 +97,7 @@ static void write_all(int fd, const void *p, size_t n)
 {
     const char *c = p;
     while (n) {
-        ssize_t w = write(fd, c, n);
+        ssize_t w = io_write(fd, c, n);
         if (w < 0) {
             if (errno == EINTR) continue;
             die("write: %s", strerror(errno));
@@ -97,6 +127,14 @@ static int dial(const char *addr)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         if (connect(fd, (struct sockaddr *)&sin, sizeof sin)) die("connect %s: %s", addr, strerror(errno));
+        if (g_tls) {
+            /* Benchmark only: the server certificate is not verified. */
+            if (!g_ssl_ctx) g_ssl_ctx = SSL_CTX_new(TLS_client_method());
+            SSL *ssl = SSL_new(g_ssl_ctx);
+            SSL_set_fd(ssl, fd);
+            if (SSL_connect(ssl) != 1) die("TLS handshake with %s failed", addr);
+            g_ssl[fd] = ssl;
+        }
         return fd;
     }
     die("bad address %s (unix:/path or tcp:host:port)", addr);
@@ -121,7 +159,7 @@ struct rbuf { char *b; size_t len; };
 static ssize_t rb_fill(struct rbuf *r, int fd)
 {
     if (r->len == RBUF) die("message larger than the read buffer");
-    ssize_t n = read(fd, r->b + r->len, RBUF - r->len);
+    ssize_t n = io_read(fd, r->b + r->len, RBUF - r->len);
     if (n > 0) r->len += (size_t)n;
     return n;
 }
@@ -463,6 +501,7 @@ static int peer_connect(const struct peer *pr, const char *who)
 static void drain_nonblocking(int fd)
 {
     char tmp[65536];
+    if (fd < 65536 && g_ssl[fd]) return;   /* lexbus sends publishers nothing */
     while (recv(fd, tmp, sizeof tmp, MSG_DONTWAIT) > 0) {}
 }
 
@@ -597,7 +636,7 @@ static void run_stream(const struct peer *pr, long n, size_t size, int nsubs)
     waitpid(pid, NULL, 0);
     printf("{\"peer\":\"%s\",\"workload\":\"%s\",\"messages\":%ld,\"size\":%zu,\"subscribers\":%d,"
            "\"delivered\":%.0f,\"seconds\":%.4f,\"msgs_per_s\":%.0f,\"mb_per_s\":%.2f,\"order_errors\":%.0f,\"lost\":%.0f}\n",
-           pr->name, nsubs > 1 ? "fanout" : "stream", n, size, nsubs, r[0], r[1], r[0] / r[1],
+           g_tls ? "lexbus-tls" : pr->name, nsubs > 1 ? "fanout" : "stream", n, size, nsubs, r[0], r[1], r[0] / r[1],
            r[0] * (double)size / r[1] / 1e6, r[2], (double)n * nsubs - r[0]);
 }
 
@@ -743,7 +782,7 @@ static void run_rtt(const struct peer *pr, long n)
     else rtt_pubsub(pr, n, warm, lat);
     qsort(lat, (size_t)n, sizeof *lat, cmpd);
     printf("{\"peer\":\"%s\",\"workload\":\"rtt\",\"round_trips\":%ld,\"p50_us\":%.1f,\"p90_us\":%.1f,"
-           "\"p99_us\":%.1f,\"p999_us\":%.1f}\n", pr->name, n, lat[n / 2], lat[n * 9 / 10],
+           "\"p99_us\":%.1f,\"p999_us\":%.1f}\n", g_tls ? "lexbus-tls" : pr->name, n, lat[n / 2], lat[n * 9 / 10],
            lat[n * 99 / 100], lat[n * 999 / 1000]);
     free(lat);
 }
@@ -797,8 +836,10 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     const struct peer *pr = NULL;
+    const char *pname = argv[1];
+    if (!strcmp(pname, "lexbus-tls")) { g_tls = true; pname = "lexbus"; }
     for (size_t i = 0; i < sizeof peers / sizeof *peers; i++)
-        if (strcmp(peers[i].name, argv[1]) == 0) pr = &peers[i];
+        if (strcmp(peers[i].name, pname) == 0) pr = &peers[i];
     if (!pr) die("unknown peer %s", argv[1]);
     g_addr = argv[2];
     const char *w = argv[3];

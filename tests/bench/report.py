@@ -6,7 +6,7 @@ import sys
 
 src, out, quick = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 rows = [json.loads(l) for l in open(src) if l.strip()]
-PEERS = ["lexbus", "nats", "redis", "mqtt", "floor"]
+PEERS = ["lexbus", "lexbus-tls", "nats", "redis", "mqtt", "floor"]
 
 
 def pick(workload, key, **match):

@@ -47,7 +47,11 @@ wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-printf '[bus]\nnode = bench\nlog_level = warn\n[plugin unix]\npath = %s/lexbus.sock\n' "$tmp" > "$tmp/bus.conf"
+# lexbus over TLS too (the tls-tcp transport, certificates from gen-certs.sh).
+"$top/scripts/gen-certs.sh" --out "$tmp/certs" >/dev/null
+tls_port=$(free_port)
+printf '[bus]\nnode = bench\nlog_level = warn\n[plugin unix]\npath = %s/lexbus.sock\n[plugin tls-tcp]\nlisten = 127.0.0.1:%s\ncert = %s/certs/localhost-cert.pem\nkey = %s/certs/localhost-key.pem\n' \
+  "$tmp" "$tls_port" "$tmp" "$tmp" > "$tmp/bus.conf"
 "$LEXBUSD" -c "$tmp/bus.conf" 2>"$tmp/lexbusd.log" & lexbus_pid=$!; pids+=($lexbus_pid)
 nats_port=$(free_port)
 nats-server -a 127.0.0.1 -p "$nats_port" >"$tmp/nats.log" 2>&1 & pids+=($!)
@@ -62,6 +66,7 @@ wait_path "$tmp/lexbus.sock"; wait_path "$tmp/redis.sock"; wait_path "$tmp/mqtt.
 declare -A addr=(
   [lexbus]="unix:$tmp/lexbus.sock" [nats]="tcp:127.0.0.1:$nats_port"
   [redis]="unix:$tmp/redis.sock" [mqtt]="unix:$tmp/mqtt.sock" [floor]="none"
+  [lexbus-tls]="tcp:127.0.0.1:$tls_port"
 )
 if ((quick)); then n_stream=100000; n_rtt=2000; n_fan=10000; n_idle=1000
 else n_stream=1000000; n_rtt=20000; n_fan=100000; n_idle=10000; fi
@@ -72,12 +77,12 @@ run() { echo "  $*" >&2; "$LBBENCH" "$@" | tee -a "$results" >/dev/null; }
 echo "running (this takes a few minutes; --quick for a smoke run)" >&2
 want() { [[ -z "$only" || "$only" == "$1" ]]; }
 want stream && for size in 16 128 1024; do
-  for p in lexbus nats redis mqtt floor; do run "$p" "${addr[$p]}" stream "$n_stream" "$size"; done
+  for p in lexbus lexbus-tls nats redis mqtt floor; do run "$p" "${addr[$p]}" stream "$n_stream" "$size"; done
 done
 # Wake-up latency on a VM drifts over minutes: interleave rounds across the
 # peers so each sees the same conditions; the report takes the median round.
 want rtt && for round in 1 2 3 4 5; do
-  for p in lexbus nats redis mqtt floor; do run "$p" "${addr[$p]}" rtt "$((n_rtt / 5))"; done
+  for p in lexbus lexbus-tls nats redis mqtt floor; do run "$p" "${addr[$p]}" rtt "$((n_rtt / 5))"; done
 done
 want fanout && for p in lexbus nats redis mqtt; do run "$p" "${addr[$p]}" fanout "$n_fan" 128 50; done
 if want idle; then
