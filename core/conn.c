@@ -216,13 +216,9 @@ int conn_send(struct lb_conn *c, const char *p, size_t n, enum lb_msg_type t)
     return 0;
 }
 
-void conn_send_error(struct lb_conn *c, const struct env_val *id, const char *code, const char *fmt, ...)
+void conn_send_error_retry(struct lb_conn *c, const struct env_val *id, const char *code,
+                           long long retry_after_ms, const char *msg)
 {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     struct jw *w = &g_bus.out;
     jw_reset(w);
     jw_lit(w, "{\"type\":\"ERROR\"");
@@ -235,12 +231,23 @@ void conn_send_error(struct lb_conn *c, const struct env_val *id, const char *co
     jw_cstr(w, code);
     jw_lit(w, ",\"message\":");
     jw_cstr(w, msg);
+    if (retry_after_ms >= 0) { jw_lit(w, ",\"retryAfterMs\":"); jw_i64(w, retry_after_ms); }
     jw_lit(w, "},\"timestamp\":");
     jw_u64(w, now_ms());
     jw_lit(w, "}");
     stats_count_error(&g_bus.stats, code);
     log_debug("conn", "#%llu ERROR %s: %s", (unsigned long long)c->id, code, msg);
     conn_send(c, w->buf, w->len, LB_MSG_ERROR);
+}
+
+void conn_send_error(struct lb_conn *c, const struct env_val *id, const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    conn_send_error_retry(c, id, code, -1, msg);
 }
 
 void conn_flush_dirty(void)
@@ -367,7 +374,6 @@ void lb_conn_set_auth(struct lb_conn *c, const char *how) { c->auth = how; }
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what; (void)arg;
-    clock_tick();
     uint64_t now = now_ms();
     uint64_t silent_limit = 3 * g_bus.set.heartbeat_ms;
     struct list_head *pos, *tmp;

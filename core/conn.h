@@ -11,6 +11,9 @@ int conn_send(struct lb_conn *c, const char *p, size_t n, enum lb_msg_type t);
 /* ERROR frame; `id` may be NULL or an absent value. */
 void conn_send_error(struct lb_conn *c, const struct env_val *id, const char *code,
                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* ERROR with `retryAfterMs` in its error object (RATE_LIMITED). */
+void conn_send_error_retry(struct lb_conn *c, const struct env_val *id, const char *code,
+                           long long retry_after_ms, const char *message);
 /* After queueing a frame from `sender` to `to`: pause the sender if `to`
  * is backed up. */
 void conn_backpressure(struct lb_conn *sender, struct lb_conn *to);

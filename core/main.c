@@ -244,7 +244,6 @@ static void start_drain(const char *why)
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what; (void)arg;
-    clock_tick();
     if (sig == SIGHUP) {
         char err[1024];
         log_info("bus", "SIGHUP: reloading %s", g_bus.conf_path);
@@ -323,6 +322,7 @@ static void teardown(void)
     conf_free(g_bus.conf);
     settings_free(&g_bus.set);
     free(g_bus.conf_path);
+    clock_use_base(NULL);
     if (g_bus.base) event_base_free(g_bus.base);
     libevent_global_shutdown();
 }
@@ -348,7 +348,6 @@ int main(int argc, char **argv)
     char abs[PATH_MAX], err[1024];
     g_bus.conf_path = xstrdup(realpath(conf_path, abs) ? abs : conf_path);
     list_init(&g_bus.conns);
-    clock_tick();
     g_bus.started_ms = now_ms();
     jw_init(&g_bus.out, 4096);
 
@@ -363,6 +362,7 @@ int main(int argc, char **argv)
 
     g_bus.base = event_base_new();
     if (!g_bus.base) { log_error("bus", "cannot create the event loop"); teardown(); return 1; }
+    clock_use_base(g_bus.base);
     router_init();
     system_service_init();
     if (plugins_load_all() != 0) { teardown(); return 1; }
@@ -387,10 +387,9 @@ int main(int argc, char **argv)
              g_bus.set.node, g_bus.set.production ? "production" : "development", g_bus.n_plugins,
              (long)getpid());
 
-    /* One loop iteration at a time so the cached clock is refreshed once
-     * per wake-up, not once per message. Returns 1 when no events remain. */
+    /* One loop iteration at a time, so that output queued while handling
+     * this wake-up's events is flushed before polling again. */
     for (;;) {
-        clock_tick();
         int rc = event_base_loop(g_bus.base, EVLOOP_ONCE);
         conn_flush_dirty();
         if (rc != 0 || event_base_got_break(g_bus.base)) break;

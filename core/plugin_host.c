@@ -139,6 +139,18 @@ size_t lb_conf_list(struct lb_plugin_ctx *ctx, const char *key, const char *cons
     return n;
 }
 
+size_t lb_conf_keys(struct lb_plugin_ctx *ctx, const char *const **out)
+{
+    size_t n = ctx->sec ? ctx->sec->n : 0;
+    const char **v = n ? xcalloc(n, sizeof *v) : NULL;
+    for (size_t i = 0; i < n; i++) v[i] = ctx->sec->e[i].key;
+    if (v) own(ctx, v);
+    *out = v;
+    return n;
+}
+
+int lb_parse_duration_ms(const char *s, uint64_t *out_ms) { return parse_duration_ms(s, out_ms); }
+
 const char *lb_conf_path(struct lb_plugin_ctx *ctx, const char *path)
 {
     char *r = conf_resolve(g_bus.conf, path);

@@ -158,7 +158,7 @@ static void refuse(struct lb_conn *c, const struct lb_msg *m, const char *code,
     if (m->env.type == LB_MSG_CALL && id_ok) {
         router_call_error(c, id->p, id->n, code, retry_after_ms, "%s", msg);
     } else if (retry_after_ms >= 0) {
-        conn_send_error(c, id_ok ? id : NULL, code, "%s (retry after %lld ms)", msg, retry_after_ms);
+        conn_send_error_retry(c, id_ok ? id : NULL, code, retry_after_ms, msg);
     } else {
         conn_send_error(c, id_ok ? id : NULL, code, "%s", msg);
     }
@@ -564,7 +564,6 @@ static void handle_response(struct lb_conn *c, struct lb_msg *m)
 
 static void on_call_timeout(struct pending_call *pc)
 {
-    clock_tick();
     g_bus.stats.calls_timeouts++;
     router_call_error(pc->caller, pc->id, pc->id_len, LB_E_TIMEOUT, -1,
                       "no response from %.*s.%.*s within %llu ms", (int)pc->target_len, pc->target,

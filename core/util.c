@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <errno.h>
 #include <time.h>
+#include <sys/time.h>
+#include <event2/event.h>
 #include "util.h"
 
 void *xmalloc(size_t n)
@@ -34,20 +36,18 @@ char *xstrndup(const char *s, size_t n)
 }
 char *xstrdup(const char *s) { return xstrndup(s, strlen(s)); }
 
-static uint64_t g_now_ms;
+static struct event_base *g_clock_base;
 
-void clock_tick(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    g_now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+void clock_use_base(struct event_base *base) { g_clock_base = base; }
 
+/* Wall-clock ms.  Inside the loop, libevent's time cached when the poll
+ * returned: one clock read per wake-up, not per message, and never stale
+ * across a blocking wait. */
 uint64_t now_ms(void)
 {
-    if (!g_now_ms)
-        clock_tick();
-    return g_now_ms;
+    struct timeval tv;
+    if (!g_clock_base || event_base_gettimeofday_cached(g_clock_base, &tv) != 0) gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
 }
 
 uint64_t mono_us(void)

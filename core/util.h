@@ -11,9 +11,10 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 
-uint64_t now_ms(void);           /* wall clock, cached per loop iteration */
+struct event_base;
+uint64_t now_ms(void);           /* wall clock, cached per loop wake-up */
 uint64_t mono_us(void);          /* monotonic, not cached */
-void clock_tick(void);           /* refresh the cache (once per loop wakeup) */
+void clock_use_base(struct event_base *base);
 
 uint64_t hash_bytes(const void *p, size_t n);
 

@@ -8,7 +8,7 @@ pluginsdir = $(pkglibdir)/plugins
 
 # The build tree works without installing: lexbusd looks for
 # plugins/<name>/<name>.so, so expose the libtool output there.
-all-local:
+all-local: $(plugins_LTLIBRARIES)
 	@for so in $(plugins_LTLIBRARIES:.la=.so); do \
 	  test -f .libs/$$so && $(LN_S) -f .libs/$$so $$so || true; done
 clean-local:

@@ -83,6 +83,13 @@ int lb_conf_ms(struct lb_plugin_ctx *ctx, const char *key, uint64_t def_ms, uint
 /* A key that may repeat (e.g. several `listen` lines): the values in file
  * order.  Returns the count; *out is a host-owned array. */
 size_t lb_conf_list(struct lb_plugin_ctx *ctx, const char *key, const char *const **out);
+/* Every key of this plugin's section, in file order (host-owned array;
+ * a key that repeats appears each time).  For families of keys such as
+ * `limit.NAME`; reading them with the getters marks them known. */
+size_t lb_conf_keys(struct lb_plugin_ctx *ctx, const char *const **out);
+/* Parses a duration as bus.conf writes them ("500ms", "30s", "5m", "1h",
+ * a bare number = seconds).  Returns 0, or -1 if malformed. */
+int lb_parse_duration_ms(const char *s, uint64_t *out_ms);
 /* Resolves a path from the config relative to the directory of bus.conf.
  * Returns a host-owned string. */
 const char *lb_conf_path(struct lb_plugin_ctx *ctx, const char *path);

@@ -6,4 +6,5 @@ fuzz_replay_envelope_SOURCES = fuzz/replay.c fuzz/fuzz_envelope.c ../core/envelo
 fuzz_replay_envelope_CPPFLAGS = $(AM_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/envelope"'
 fuzz_replay_conf_SOURCES = fuzz/replay.c fuzz/fuzz_conf.c ../core/conf.c ../core/util.c
 fuzz_replay_conf_CPPFLAGS = $(AM_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/conf"'
+fuzz_replay_conf_LDADD = $(LIBEVENT_LIBS)
 EXTRA_DIST += fuzz/run.sh fuzz/corpus

@@ -1,3 +1,5 @@
 # Tests of the policy plugins (dev-bypass, tokens, ratelimit, audit).
 TESTS += policy/test_devbypass.py
 EXTRA_DIST += policy/test_devbypass.py
+TESTS += policy/test_ratelimit.py
+EXTRA_DIST += policy/test_ratelimit.py
