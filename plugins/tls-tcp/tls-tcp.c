@@ -63,12 +63,15 @@ struct tls_conn {
     struct tls_conn *next, **pprev;
 };
 
-static void log_ssl_errors(struct tls_plugin *tp, const char *what, const char *addr)
+static void log_ssl_errors(struct tls_plugin *tp, const char *what, const char *addr, SSL *ssl)
 {
     unsigned long e;
     char buf[256] = "";
     while ((e = ERR_get_error()) != 0) ERR_error_string_n(e, buf, sizeof buf);
-    lb_log(tp->ctx, LB_LOG_INFO, "%s %s: %s", what, addr, buf[0] ? buf : "connection closed");
+    /* The certificate check says why (expired, unknown CA, ...). */
+    long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    lb_log(tp->ctx, LB_LOG_INFO, "%s %s: %s%s%s", what, addr, buf[0] ? buf : "connection closed",
+           vr != X509_V_OK ? "; client certificate: " : "", vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
 }
 
 /* ---- SSL_CTX -------------------------------------------------------- */
@@ -274,7 +277,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         if (what & BEV_EVENT_TIMEOUT)
             lb_log(tc->tp->ctx, LB_LOG_INFO, "%s: TLS handshake timed out; slot freed", tc->addr);
         else
-            log_ssl_errors(tc->tp, "TLS handshake refused from", tc->addr);
+            log_ssl_errors(tc->tp, "TLS handshake refused from", tc->addr, bufferevent_openssl_get_ssl(tc->bev));
         tc_free(tc);
         return;
     }

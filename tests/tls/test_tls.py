@@ -122,6 +122,40 @@ def refusals_do_not_disturb_others():
         check_eq(good.call("lexbus", "ping")["status"], "success", "the good client is still served")
 
 
+def expired_client_cert(cdir, name):
+    """A client certificate from the same CA whose validity ended in 2021."""
+    d = tempfile.mkdtemp(prefix="lexbus-expired-")
+    open(os.path.join(d, "index.txt"), "w").close()
+    with open(os.path.join(d, "ca.cnf"), "w") as f:
+        f.write("[ca]\ndefault_ca = x\n[x]\ndatabase = %s/index.txt\nnew_certs_dir = %s\nserial = %s/serial\n"
+                "default_md = sha256\npolicy = p\nunique_subject = no\n[p]\ncommonName = supplied\n" % (d, d, d))
+    open(os.path.join(d, "serial"), "w").write("1000\n")
+    key, csr, crt = (os.path.join(d, n) for n in ("k.pem", "r.csr", "c.pem"))
+    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+                    "-out", csr, "-subj", "/CN=" + name], check=True, capture_output=True)
+    subprocess.run(["openssl", "ca", "-batch", "-config", os.path.join(d, "ca.cnf"), "-cert", os.path.join(cdir, "ca-cert.pem"),
+                    "-keyfile", os.path.join(cdir, "ca-key.pem"), "-in", csr, "-out", crt,
+                    "-startdate", "20200101000000Z", "-enddate", "20210101000000Z"], check=True, capture_output=True)
+    return crt, key
+
+
+@test
+def expired_client_certificate_refused():
+    cdir = certs("svc-a")
+    crt, key = expired_client_cert(cdir, "svc-a")
+    port = free_port()
+    with tls_bus(cdir, port) as bus:
+        def connect():
+            ctx = ssl.create_default_context(cafile=os.path.join(cdir, "ca-cert.pem"))
+            ctx.load_cert_chain(crt, key)
+            return RawClient(ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
+                                             server_hostname="localhost"))
+        check(not served(connect, "svc-a"), "an expired certificate was accepted")
+        lbtest.wait_for(lambda: "certificate expired" in bus.logtext() or "certificate has expired" in bus.logtext(),
+                        what="expiry logged")
+        check(served(lambda: tls_client(cdir, port, "svc-a"), "svc-a"), "a valid certificate still works")
+
+
 @test
 def stalled_handshake_frees_the_slot():
     cdir = certs("svc-a")
