@@ -221,6 +221,7 @@ class Bus:
 
     def start(self, wait=True):
         self.log = open(self.logpath, "ab")
+        self.log_mark = len(self.logtext())   # a restart must see its own "ready"
         env = dict(os.environ)
         env.update(self.env or {})
         self.proc = subprocess.Popen([LEXBUSD, "-c", self.conf], stdout=self.log, stderr=self.log,
@@ -233,7 +234,7 @@ class Bus:
         def ready():
             if self.proc.poll() is not None:
                 raise TestFailure("lexbusd exited with %d at start-up:\n%s" % (self.proc.returncode, self.logtext()))
-            return "ready" in self.logtext()
+            return "ready" in self.logtext()[getattr(self, "log_mark", 0):]
         wait_for(ready, timeout, what="lexbusd to start")
 
     def logtext(self):

@@ -3,3 +3,5 @@ TESTS += policy/test_devbypass.py
 EXTRA_DIST += policy/test_devbypass.py
 TESTS += policy/test_ratelimit.py
 EXTRA_DIST += policy/test_ratelimit.py
+TESTS += policy/test_audit.py
+EXTRA_DIST += policy/test_audit.py
