@@ -21,6 +21,7 @@
 #include <event2/event.h>
 #include <lexbus/client.h>
 #include <lexbus/protocol.h>
+#include <openssl/evp.h>
 
 enum { EXIT_OK = 0, EXIT_REMOTE = 1, EXIT_USAGE = 2, EXIT_CONN = 3, EXIT_TIMEOUT = 4 };
 
@@ -38,6 +39,7 @@ static const char *const usage_main =
     "  serve SERVICE METHOD -- CMD [ARG]   answer calls by running CMD (params on stdin)\n"
     "  services                            list the services on the bus\n"
     "  stats                               the bus's counters\n"
+    "  audit verify FILE                   check an audit file's hash chain (offline)\n"
     "\n"
     "The bus: --server, else $LEXBUS_URL, else unix:" LB_DEFAULT_SOCKET ".\n"
     "tls://: --ca verifies the server (its name is checked), --cert/--key present a\n"
@@ -401,6 +403,62 @@ static int cmd_serve(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* ---- audit verify (offline) ------------------------------------------- */
+
+static const char *const usage_audit =
+    "usage: lexbus audit verify FILE\n"
+    "  Checks the hash chain of an audit file written with `chain = yes`: each\n"
+    "  line's \"prev\" must be the SHA-256 (hex) of the line before it (64 zeros\n"
+    "  for the first).  Prints {\"ok\":true,\"lines\":N}, or names the first bad\n"
+    "  line on stderr and exits 1.  Needs no bus.\n";
+
+static int cmd_audit(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) { fputs(usage_audit, stdout); return EXIT_OK; }
+    if (argc != 3 || strcmp(argv[1], "verify") != 0) return usage_error(usage_audit, "audit needs: verify FILE");
+    FILE *f = fopen(argv[2], "rb");
+    if (!f) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "cannot open %s: %s", argv[2], strerror(errno));
+        fail("NOT_FOUND", msg);
+        return EXIT_REMOTE;
+    }
+    char prev[65];
+    memset(prev, '0', 64);
+    prev[64] = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long lineno = 0;
+    int rc = EXIT_OK;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        lineno++;
+        if (line[n - 1] == '\n') line[--n] = 0;
+        json_error_t je;
+        json_t *j = json_loadb(line, (size_t)n, 0, &je);
+        const char *p = j ? json_string_value(json_object_get(j, "prev")) : NULL;
+        bool good = p && strcmp(p, prev) == 0;
+        json_decref(j);
+        if (!good) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "line %ld of %s: %s", lineno, argv[2],
+                     p ? "\"prev\" does not match the line before it (edited, removed or reordered)"
+                       : "not a chained audit line");
+            fail("CHAIN_BROKEN", msg);
+            rc = EXIT_REMOTE;
+            break;
+        }
+        unsigned char md[32];
+        unsigned int mdlen = 0;
+        EVP_Digest(line, (size_t)n, md, &mdlen, EVP_sha256(), NULL);
+        for (int i = 0; i < 32; i++) snprintf(prev + 2 * i, 3, "%02x", md[i]);
+    }
+    free(line);
+    fclose(f);
+    if (rc == EXIT_OK) printf("{\"ok\":true,\"lines\":%ld}\n", lineno);
+    return rc;
+}
+
 /* ---- main ------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -450,6 +508,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "serve")) return cmd_serve(cargc, cargv);
     if (!strcmp(cmd, "services")) return cmd_services(cargc, cargv);
     if (!strcmp(cmd, "stats")) return cmd_stats(cargc, cargv);
+    if (!strcmp(cmd, "audit")) return cmd_audit(cargc, cargv);
     if (!strcmp(cmd, "help")) { fputs(usage_main, stdout); return EXIT_OK; }
     return usage_error(usage_main, "unknown command");
 }

@@ -56,23 +56,31 @@ def every_operation_is_recorded_and_the_chain_verifies():
         scenario(bus)
         check_eq(bus.stop(), 0, "exit")
         lines = read_lines(path)
-    recs = [json.loads(l) for l in lines]
-    kinds = [(r["type"], r["name"], r["outcome"]) for r in recs]
-    for want in (("REGISTER", "svc-a", "ok"), ("REGISTER", "svc-b", "ok"), ("CALL", "echo", "ok"),
-                 ("CALL", "x", "SERVICE_NOT_FOUND"), ("EMIT", "news:today", "ok"), ("EMIT", "x", "SERVICE_NOT_FOUND")):
-        check(want in kinds, "missing %r in %r" % (want, kinds))
-    call = [r for r in recs if r["type"] == "CALL" and r["outcome"] == "ok"][0]
-    check_eq((call["from"], call["to"], call["id"], call["delivered"]), ("svc-b", "svc-a", "c-ok", 1), "call record")
-    check(call["durationUs"] > 0 and call["bytes"] > 0, "duration and bytes")
-    emit = [r for r in recs if r["name"] == "news:today"][0]
-    check_eq(emit["delivered"], 1, "delivered count")
-    check(all(r["node"] == "test-node" and r["time"] > 0 for r in recs), "time and node")
-    check(not any("params" in r or "payload" in r for r in recs), "no payloads unless configured")
-    check_eq(verify_chain(lines), -1, "chain verifies")
-    # One edited byte breaks it.
-    tampered = list(lines)
-    tampered[2] = tampered[2].replace(b'"ok"', b'"OK"', 1)
-    check(verify_chain(tampered) != -1, "tampering detected")
+        recs = [json.loads(l) for l in lines]
+        kinds = [(r["type"], r["name"], r["outcome"]) for r in recs]
+        for want in (("REGISTER", "svc-a", "ok"), ("REGISTER", "svc-b", "ok"), ("CALL", "echo", "ok"),
+                     ("CALL", "x", "SERVICE_NOT_FOUND"), ("EMIT", "news:today", "ok"), ("EMIT", "x", "SERVICE_NOT_FOUND")):
+            check(want in kinds, "missing %r in %r" % (want, kinds))
+        call = [r for r in recs if r["type"] == "CALL" and r["outcome"] == "ok"][0]
+        check_eq((call["from"], call["to"], call["id"], call["delivered"]), ("svc-b", "svc-a", "c-ok", 1), "call record")
+        check(call["durationUs"] > 0 and call["bytes"] > 0, "duration and bytes")
+        emit = [r for r in recs if r["name"] == "news:today"][0]
+        check_eq(emit["delivered"], 1, "delivered count")
+        check(all(r["node"] == "test-node" and r["time"] > 0 for r in recs), "time and node")
+        check(not any("params" in r or "payload" in r for r in recs), "no payloads unless configured")
+        check_eq(verify_chain(lines), -1, "chain verifies")
+        r = bus.cli("audit", "verify", path)
+        check_eq((r.returncode, json.loads(r.stdout)), (0, {"ok": True, "lines": len(lines)}), "lexbus audit verify")
+        # One edited byte breaks it.
+        tampered = list(lines)
+        tampered[2] = tampered[2].replace(b'"ok"', b'"OK"', 1)
+        check(tampered[2] != lines[2], "the edit changed a byte")
+        check(verify_chain(tampered) != -1, "tampering detected")
+        with open(path, "wb") as f:
+            f.write(b"\n".join(tampered) + b"\n")
+        r = bus.cli("audit", "verify", path)
+        check_eq(r.returncode, 1, "lexbus audit verify fails on the edited file")
+        check("line 4 " in json.loads(r.stderr)["error"]["message"], r.stderr)
 
 
 @test
