@@ -40,6 +40,7 @@ static const char *const usage_main =
     "  services                            list the services on the bus\n"
     "  stats                               the bus's counters\n"
     "  audit verify FILE                   check an audit file's hash chain (offline)\n"
+    "  token issue|verify|revoke|state ... broker tokens (the tokens plugin)\n"
     "\n"
     "The bus: --server, else $LEXBUS_URL, else unix:" LB_DEFAULT_SOCKET ".\n"
     "tls://: --ca verifies the server (its name is checked), --cert/--key present a\n"
@@ -403,6 +404,64 @@ static int cmd_serve(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* ---- token -------------------------------------------------------------- */
+
+static const char *const usage_token =
+    "usage: lexbus token issue --target SERVICE --operation OP [--ttl SECONDS] [--source NAME]\n"
+    "                          [--stateful] [--rate-limit-exempt] [--auth-bypass] [--data JSON]\n"
+    "       lexbus token verify TOKEN\n"
+    "       lexbus token revoke JTI\n"
+    "       lexbus token state get|delete JTI\n"
+    "       lexbus token state set JTI JSON\n"
+    "  Broker tokens (the tokens plugin): issue, revoke and state need a service\n"
+    "  listed in its `admins` (use --as NAME).\n";
+
+static int cmd_token(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) { fputs(usage_token, stdout); return EXIT_OK; }
+    if (argc < 2) return usage_error(usage_token, "token needs a subcommand");
+    const char *sub = argv[1];
+    json_t *p = json_object();
+    const char *method = NULL;
+    int rc;
+    if (!strcmp(sub, "issue")) {
+        method = "token.issue";
+        for (int i = 2; i < argc; i++) {
+            const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+            if (!strcmp(a, "--target") && v) { json_object_set_new(p, "target", json_string(v)); i++; }
+            else if (!strcmp(a, "--operation") && v) { json_object_set_new(p, "operation", json_string(v)); i++; }
+            else if (!strcmp(a, "--source") && v) { json_object_set_new(p, "source", json_string(v)); i++; }
+            else if (!strcmp(a, "--ttl") && v) { json_object_set_new(p, "ttl", json_integer(atoll(v))); i++; }
+            else if (!strcmp(a, "--data") && v) { json_object_set_new(p, "data", arg_json(v)); i++; }
+            else if (!strcmp(a, "--stateful")) json_object_set_new(p, "stateful", json_true());
+            else if (!strcmp(a, "--rate-limit-exempt")) json_object_set_new(p, "rateLimitExempt", json_true());
+            else if (!strcmp(a, "--auth-bypass")) json_object_set_new(p, "authBypass", json_true());
+            else { json_decref(p); return usage_error(usage_token, "unknown or incomplete option for token issue"); }
+        }
+        if (!json_object_get(p, "target") || !json_object_get(p, "operation")) {
+            json_decref(p);
+            return usage_error(usage_token, "token issue needs --target and --operation");
+        }
+    } else if (!strcmp(sub, "verify") && argc == 3) {
+        method = "token.verify";
+        json_object_set_new(p, "token", json_string(argv[2]));
+    } else if (!strcmp(sub, "revoke") && argc == 3) {
+        method = "token.revoke";
+        json_object_set_new(p, "jti", json_string(argv[2]));
+    } else if (!strcmp(sub, "state") && argc >= 4) {
+        json_object_set_new(p, "jti", json_string(argv[3]));
+        if (!strcmp(argv[2], "get") && argc == 4) method = "token.state.get";
+        else if (!strcmp(argv[2], "delete") && argc == 4) method = "token.state.delete";
+        else if (!strcmp(argv[2], "set") && argc == 5) { method = "token.state.set"; json_object_set_new(p, "state", arg_json(argv[4])); }
+    }
+    if (!method) { json_decref(p); return usage_error(usage_token, "bad token subcommand"); }
+    char *ps = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    rc = do_call("lexbus", method, ps);
+    free(ps);
+    return rc;
+}
+
 /* ---- audit verify (offline) ------------------------------------------- */
 
 static const char *const usage_audit =
@@ -509,6 +568,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "services")) return cmd_services(cargc, cargv);
     if (!strcmp(cmd, "stats")) return cmd_stats(cargc, cargv);
     if (!strcmp(cmd, "audit")) return cmd_audit(cargc, cargv);
+    if (!strcmp(cmd, "token")) return cmd_token(cargc, cargv);
     if (!strcmp(cmd, "help")) { fputs(usage_main, stdout); return EXIT_OK; }
     return usage_error(usage_main, "unknown command");
 }

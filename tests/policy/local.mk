@@ -5,3 +5,5 @@ TESTS += policy/test_ratelimit.py
 EXTRA_DIST += policy/test_ratelimit.py
 TESTS += policy/test_audit.py
 EXTRA_DIST += policy/test_audit.py
+TESTS += policy/test_tokens.py
+EXTRA_DIST += policy/test_tokens.py
