@@ -150,6 +150,12 @@ struct lb_str lb_msg_frame(const struct lb_msg *m)
     return s;
 }
 
+struct lb_str lb_msg_claims(const struct lb_msg *m)
+{
+    struct lb_str s = { m->claims, m->claims_len };
+    return s;
+}
+
 void lb_msg_set_claims(struct lb_msg *m, const char *json, size_t len)
 {
     /* The claims live in a buffer owned by the bus until the next message:

@@ -228,6 +228,10 @@ struct lb_str lb_msg_frame(const struct lb_msg *m);
 /* Replaces the raw `token` the sender gave with verified claims (a JSON
  * object text, copied) that recipients receive as `token`. */
 void lb_msg_set_claims(struct lb_msg *m, const char *json, size_t len);
+/* The verified claims an earlier plugin set with lb_msg_set_claims (a
+ * JSON object text), or {NULL,0}.  Plugins that act on claims must come
+ * after the plugin that verifies them in bus.conf. */
+struct lb_str lb_msg_claims(const struct lb_msg *m);
 
 /* ------------------------------------------------------------------ */
 /* Policy hooks, called in bus.conf order.                              */

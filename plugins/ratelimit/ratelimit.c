@@ -15,9 +15,11 @@
  * window = 60s
  * max = 1000
  * limit.NAME = MAX/WINDOW     per-service override, e.g. limit.billing = 100/10s
- *
- * Not yet: honouring `rateLimitExempt` in broker tokens (the tokens plugin
- * does not exist yet).
+ * honour_exempt = no          yes: a message whose verified broker token says
+ *                             rateLimitExempt skips the per-service limit
+ *                             ([plugin tokens] must come before this section)
+ * ceiling = 10000             ...but exempt messages still count against this
+ *                             per-service ceiling per window
  */
 #include "config.h"
 #include <stdio.h>
@@ -39,14 +41,17 @@ struct svc_log {
     uint64_t window_ms;
     uint64_t *ts;                  /* ring of the last `max` send times (ms) */
     long long count, head;         /* entries in the ring, index of the oldest */
+    uint64_t *cts;                 /* the same for exempt messages, `ceiling` long */
+    long long ccount, chead;
     unsigned long long allowed, limited;
     struct svc_log *next;
 };
 
 struct ratelimit {
     struct lb_plugin_ctx *ctx;
-    long long max;
+    long long max, ceiling;
     uint64_t window_ms;
+    bool honour_exempt;
     struct override ov[MAX_OVERRIDES];
     size_t n_ov;
     struct svc_log *buckets[BUCKETS];
@@ -79,26 +84,40 @@ static struct svc_log *log_for(struct ratelimit *rl, const char *name)
     snprintf(l->name, sizeof l->name, "%s", name);
     limit_for(rl, name, &l->max, &l->window_ms);
     l->ts = calloc((size_t)l->max, sizeof *l->ts);
-    if (!l->ts) { free(l); return NULL; }
+    l->cts = calloc((size_t)rl->ceiling, sizeof *l->cts);
+    if (!l->ts || !l->cts) { free(l->ts); free(l->cts); free(l); return NULL; }
     l->next = rl->buckets[b];
     rl->buckets[b] = l;
     return l;
 }
 
-/* Admits a message at `now`, or returns the ms until one would be admitted. */
-static long long admit(struct svc_log *l, uint64_t now)
+/* Sliding log: admits a message at `now` into a ring of `max` send times,
+ * or returns the ms until one would be admitted. */
+static long long admit_ring(uint64_t *ts, long long max, long long *count, long long *head,
+                            uint64_t window_ms, uint64_t now)
 {
-    if (l->count < l->max) {
-        l->ts[(l->head + l->count++) % l->max] = now;
+    if (*count < max) {
+        ts[(*head + (*count)++) % max] = now;
         return 0;
     }
-    uint64_t oldest = l->ts[l->head];
-    if (now - oldest >= l->window_ms) {
-        l->ts[l->head] = now;              /* the oldest leaves, the newest enters */
-        l->head = (l->head + 1) % l->max;
+    uint64_t oldest = ts[*head];
+    if (now - oldest >= window_ms) {
+        ts[*head] = now;                   /* the oldest leaves, the newest enters */
+        *head = (*head + 1) % max;
         return 0;
     }
-    return (long long)(l->window_ms - (now - oldest));
+    return (long long)(window_ms - (now - oldest));
+}
+
+static bool exempt(const struct ratelimit *rl, const struct lb_msg *m)
+{
+    if (!rl->honour_exempt) return false;
+    struct lb_str c = lb_msg_claims(m);
+    if (!c.p) return false;
+    json_t *j = json_loadb(c.p, c.n, 0, NULL);
+    bool yes = json_is_true(json_object_get(j, "rateLimitExempt"));
+    json_decref(j);
+    return yes;
 }
 
 static enum lb_verdict_kind on_message(void *ud, struct lb_conn *c, struct lb_msg *m, struct lb_verdict *v)
@@ -110,7 +129,9 @@ static enum lb_verdict_kind on_message(void *ud, struct lb_conn *c, struct lb_ms
     if (!svc) return LB_PASS;
     struct svc_log *l = log_for(rl, svc);
     if (!l) return LB_PASS;   /* out of memory: fail open rather than stop the bus */
-    long long wait = admit(l, lb_now_ms());
+    bool ex = exempt(rl, m);
+    long long wait = ex ? admit_ring(l->cts, rl->ceiling, &l->ccount, &l->chead, l->window_ms, lb_now_ms())
+                        : admit_ring(l->ts, l->max, &l->count, &l->head, l->window_ms, lb_now_ms());
     if (wait == 0) {
         l->allowed++;
         rl->allowed++;
@@ -118,7 +139,8 @@ static enum lb_verdict_kind on_message(void *ud, struct lb_conn *c, struct lb_ms
     }
     l->limited++;
     rl->limited++;
-    lb_deny(v, LB_E_RATE_LIMITED, "service '%s' is over its limit of %lld messages per %llu ms", svc, l->max,
+    lb_deny(v, LB_E_RATE_LIMITED, "service '%s' is over its %s of %lld messages per %llu ms", svc,
+            ex ? "ceiling for rate-limit-exempt tokens" : "limit", ex ? rl->ceiling : l->max,
             (unsigned long long)l->window_ms);
     v->retry_after_ms = wait;
     return LB_DENY;
@@ -153,7 +175,9 @@ static int parse_override(const char *s, long long *max, uint64_t *window)
 static int read_settings(struct lb_plugin_ctx *ctx, struct ratelimit *rl)
 {
     if (lb_conf_ms(ctx, "window", 60000, &rl->window_ms) < 0 ||
-        lb_conf_int(ctx, "max", 1000, 1, MAX_LIMIT, &rl->max) < 0)
+        lb_conf_int(ctx, "max", 1000, 1, MAX_LIMIT, &rl->max) < 0 ||
+        lb_conf_bool(ctx, "honour_exempt", false, &rl->honour_exempt) < 0 ||
+        lb_conf_int(ctx, "ceiling", 10000, 1, MAX_LIMIT, &rl->ceiling) < 0)
         return -1;
     if (!rl->window_ms) { lb_plugin_fail(ctx, "window must be more than 0"); return -1; }
     return 0;
@@ -205,6 +229,7 @@ static void free_logs(struct ratelimit *rl)
             struct svc_log *l = rl->buckets[b];
             rl->buckets[b] = l->next;
             free(l->ts);
+            free(l->cts);
             free(l);
         }
     }
@@ -217,6 +242,8 @@ static int rl_reload(struct lb_plugin_ctx *ctx)
     size_t n = lb_conf_keys(ctx, &keys);
     if (read_settings(ctx, &tmp) < 0 || read_overrides(ctx, &tmp, keys, n) < 0) return -1;
     rl->max = tmp.max;
+    rl->ceiling = tmp.ceiling;
+    rl->honour_exempt = tmp.honour_exempt;
     rl->window_ms = tmp.window_ms;
     memcpy(rl->ov, tmp.ov, sizeof rl->ov);
     rl->n_ov = tmp.n_ov;

@@ -171,4 +171,40 @@ def cli_issues_verifies_and_revokes():
         check_eq(r.returncode, 1, "no token: the CLI cannot even register in production")
 
 
+def exempt_bus(honour):
+    bus = Bus(start=False)
+    keyf = os.path.join(bus.dir, "broker.key")
+    with open(keyf, "w") as f:
+        f.write("main:%s\n" % SECRET)
+    bus.write_conf(open(bus.conf).read() + "[plugin tokens]\nkey_file = %s\n[plugin ratelimit]\nwindow = 10s\nmax = 2\n"
+                   "ceiling = 4\nhonour_exempt = %s\n" % (keyf, "yes" if honour else "no"))
+    bus.start()
+    return bus
+
+
+def emits(c, token, n):
+    out = []
+    for i in range(n):
+        c.send({"type": "EMIT", "id": "e%d" % i, "event": "tick", "ack": True, "token": token})
+        out.append(c.recv()["type"])
+    return out
+
+
+@test
+def rate_limit_exempt_tokens_honoured_only_when_configured_and_ceiling_holds():
+    with exempt_bus(True) as bus:
+        ex = mint(claims("fast", rateLimitExempt=True, target="broadcast", operation="tick"))
+        plain = mint(claims("slow", target="broadcast", operation="tick"))
+        fast, slow = bus.raw(), bus.raw()
+        fast.register("fast", token=ex)
+        slow.register("slow", token=plain)
+        check_eq(emits(fast, ex, 5), ["ACK"] * 4 + ["ERROR"], "exempt: past max, stopped at the ceiling")
+        check_eq(emits(slow, plain, 3), ["ACK", "ACK", "ERROR"], "not exempt: max applies")
+    with exempt_bus(False) as bus:
+        ex = mint(claims("fast", rateLimitExempt=True, target="broadcast", operation="tick"))
+        fast = bus.raw()
+        fast.register("fast", token=ex)
+        check_eq(emits(fast, ex, 3), ["ACK", "ACK", "ERROR"], "exemption ignored unless honour_exempt = yes")
+
+
 lbtest.main()
