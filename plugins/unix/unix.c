@@ -8,6 +8,8 @@
  * path = /tmp/lexbus.sock    socket path
  * mode = 0660                 file mode of the socket
  * backlog = 4096              listen() backlog
+ * allow_uids = self, 1000     only these peer uids may connect (self = lexbusd's uid)
+ * allow_gids = 100            ... or these peer gids (no lists: anyone who can open the socket)
  */
 
 #include "config.h"
@@ -43,6 +45,9 @@ struct unix_plugin {
     struct unix_conn *flushing;   /* closed by the host, still writing */
     struct event accept_pause;    /* re-enables accepting after EMFILE */
     unsigned accept_warned;
+    uid_t uids[16];
+    gid_t gids[16];
+    size_t n_uids, n_gids;
 };
 
 struct unix_conn {
@@ -204,6 +209,14 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
     if (evbuffer_get_length(uc->out) == 0) lb_conn_writable(uc->conn);
 }
 
+static bool peer_allowed(const struct unix_plugin *up, const struct lb_peer *p)
+{
+    if (!p->has_cred) return false;
+    for (size_t i = 0; i < up->n_uids; i++) if (up->uids[i] == p->uid) return true;
+    for (size_t i = 0; i < up->n_gids; i++) if (up->gids[i] == p->gid) return true;
+    return false;
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
     (void)l; (void)sa; (void)salen;
@@ -220,6 +233,11 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         snprintf(addr, sizeof addr, "unix:pid=%ld,uid=%ld", (long)cred.pid, (long)cred.uid);
     }
     peer.address = addr;
+    if ((up->n_uids || up->n_gids) && !peer_allowed(up, &peer)) {
+        lb_log(up->ctx, LB_LOG_WARN, "refused %s: not in allow_uids/allow_gids", addr);
+        evutil_closesocket(fd);
+        return;
+    }
 
     struct unix_conn *uc = calloc(1, sizeof *uc);
     if (!uc || !(uc->in = evbuffer_new()) || !(uc->out = evbuffer_new())) {
@@ -290,16 +308,48 @@ static int prepare_path(struct unix_plugin *up, const char *path)
     return 0;
 }
 
-struct unix_settings { const char *path; long mode; long long backlog; };
+struct unix_settings {
+    const char *path;
+    long mode;
+    long long backlog;
+    uid_t uids[16];
+    gid_t gids[16];
+    size_t n_uids, n_gids;
+};
+
+/* "self, 1000, 1001" -> ids.  Returns the count or -1. */
+static long parse_ids(const char *s, unsigned *out, size_t max)
+{
+    char buf[512];
+    size_t n = 0;
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *save = NULL, *tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+        if (n == max) return -1;
+        if (!strcmp(tok, "self")) { out[n++] = (unsigned)geteuid(); continue; }
+        char *end;
+        long v = strtol(tok, &end, 10);
+        if (*end || v < 0) return -1;
+        out[n++] = (unsigned)v;
+    }
+    return (long)n;
+}
 
 /* Reads and validates [plugin unix]; `path` is resolved against bus.conf. */
 static int read_settings(struct lb_plugin_ctx *ctx, struct unix_settings *st)
 {
-    const char *path, *mode_s;
+    const char *path, *mode_s, *uids, *gids;
     if (lb_conf_str(ctx, "path", LB_DEFAULT_SOCKET, &path) < 0 ||
         lb_conf_str(ctx, "mode", "0660", &mode_s) < 0 ||
-        lb_conf_int(ctx, "backlog", 4096, 1, 65535, &st->backlog) < 0)
+        lb_conf_int(ctx, "backlog", 4096, 1, 65535, &st->backlog) < 0 ||
+        lb_conf_str(ctx, "allow_uids", "", &uids) < 0 || lb_conf_str(ctx, "allow_gids", "", &gids) < 0)
         return -1;
+    long nu = parse_ids(uids, (unsigned *)st->uids, 16), ng = parse_ids(gids, (unsigned *)st->gids, 16);
+    if (nu < 0 || ng < 0) {
+        lb_plugin_fail(ctx, "allow_uids / allow_gids take up to 16 numeric ids or 'self', comma-separated");
+        return -1;
+    }
+    st->n_uids = (size_t)nu;
+    st->n_gids = (size_t)ng;
     char *end;
     st->mode = strtol(mode_s, &end, 8);
     if (end == mode_s || *end || st->mode < 0 || st->mode > 0777) {
@@ -328,6 +378,10 @@ static int unix_load(struct lb_plugin_ctx *ctx)
     struct unix_plugin *up = calloc(1, sizeof *up);
     if (!up) { lb_plugin_fail(ctx, "out of memory"); return -1; }
     up->ctx = ctx;
+    memcpy(up->uids, st.uids, sizeof up->uids);
+    memcpy(up->gids, st.gids, sizeof up->gids);
+    up->n_uids = st.n_uids;
+    up->n_gids = st.n_gids;
     lb_plugin_set_data(ctx, up);
     if (prepare_path(up, path)) return -1;
     strcpy(sun.sun_path, path);

@@ -55,4 +55,22 @@ def without_dev_bypass_sessions_are_not_marked():
         check_eq(c.register("plain").get("auth"), "none", "auth")
 
 
+@test
+def unix_uid_allow_list():
+    bus = Bus(start=False)
+    bus.write_conf(open(bus.conf).read().replace("[plugin unix]\n", "[plugin unix]\nallow_uids = 54321\n"))
+    bus.start()
+    with bus:
+        c = bus.raw()
+        c.send({"type": "REGISTER", "serviceName": "outsider"})
+        got = c.expect_closed()
+        check_eq(got, [], "an unlisted uid is closed without being served")
+        check("not in allow_uids/allow_gids" in bus.logtext(), "refusal logged")
+    bus = Bus(start=False)
+    bus.write_conf(open(bus.conf).read().replace("[plugin unix]\n", "[plugin unix]\nallow_uids = self\n"))
+    bus.start()
+    with bus:
+        check_eq(bus.raw().register("insider")["type"], "REGISTER_ACK", "our own uid is allowed")
+
+
 lbtest.main()
