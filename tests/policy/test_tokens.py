@@ -161,6 +161,8 @@ def cli_issues_verifies_and_revokes():
                     "--ttl", "300", "--source", "cli-svc")
         check_eq(r.returncode, 0, "issue: " + r.stderr)
         t = json.loads(r.stdout)
+        ack = bus.raw().register("cli-svc", token=t["token"])
+        check_eq((ack["type"], ack["auth"]), ("REGISTER_ACK", "token"), "the CLI-issued token authenticates a service")
         r = bus.cli("--token", boot, "--as", "admin", "token", "verify", t["token"])
         check_eq(json.loads(r.stdout)["claims"]["source"], "cli-svc", "verify")
         check_eq(bus.cli("--token", boot, "--as", "admin", "token", "revoke", t["jti"]).returncode, 0, "revoke")
