@@ -5,72 +5,125 @@
 #   and one client certificate per SERVICE (<service>-cert.pem,
 #   <service>-key.pem; CN and DNS SAN = the service name, for mutual TLS).
 #
-#   scripts/gen-certs.sh [--out certs] [--days N] [--force] SERVICE...
+#   scripts/gen-certs.sh [--out DIR] [--days N] [--force] SERVICE...
+#     --out DIR   where to write (default: certs)
+#     --days N    validity of the certificates made by this run (default 365)
+#     --force     make a new CA too (every certificate of the old CA stops verifying)
 #
 # Re-running keeps the existing CA (so certificates already handed out stay
-# valid) unless --force.  Keys are 0600, the directory 0700.  For
-# development only: production certificates come from your own CA.
+# valid) and re-issues the localhost certificate and the named services.
+# Keys are 0600, the directory 0700.  Development only: production
+# certificates come from your own CA.
 set -euo pipefail
 out=certs
 days=365
 force=0
 services=()
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "gen-certs: $*" >&2; exit 2; }
 while (($#)); do
   case "$1" in
-    --out) out="${2:?--out needs a directory}"; shift ;;
-    --days) days="${2:?--days needs a number}"; shift ;;
+    --out|--days)
+      (($# >= 2)) && [[ -n "$2" ]] || die "$1 needs a value"
+      if [[ $1 == --out ]]; then out="$2"; else days="$2"; fi
+      shift ;;
+    --out=*) out="${1#--out=}"; [[ -n "$out" ]] || die "--out needs a value" ;;
+    --days=*) days="${1#--days=}" ;;
     --force) force=1 ;;
     -h|--help) usage; exit 0 ;;
+    --) shift; services+=("$@"); break ;;
     -*) echo "gen-certs: unknown option $1" >&2; usage >&2; exit 2 ;;
     *) services+=("$1") ;;
   esac
   shift
 done
-[[ "$days" =~ ^[0-9]+$ && "$days" -gt 0 ]] || { echo "gen-certs: --days must be a positive number" >&2; exit 2; }
-for s in "${services[@]}"; do
-  [[ "$s" =~ ^[A-Za-z0-9_.@/-]{1,64}$ && "$s" != */* ]] || {
-    echo "gen-certs: '$s' is not a service name (A-Z a-z 0-9 _ . - @, at most 64)" >&2; exit 2; }
+[[ "$days" =~ ^[0-9]{1,5}$ ]] && ((10#$days > 0)) || die "--days must be a number of days from 1 to 99999"
+days=$((10#$days))
+for s in ${services[@]+"${services[@]}"}; do
+  # The bus's service-name characters, minus '/', which cannot be in a file name.
+  [[ "$s" =~ ^[A-Za-z0-9_.@-]{1,64}$ && "$s" != .* && "$s" != -* ]] ||
+    die "'$s' is not a usable service name (1-64 of A-Z a-z 0-9 _ . - @, not starting with . or -)"
+  case "$s" in
+    ca) die "'ca' would overwrite the CA files; pick another service name" ;;
+    localhost) die "'localhost' would overwrite the server certificate; pick another service name" ;;
+  esac
 done
 command -v openssl >/dev/null || { echo "gen-certs: openssl not found (apt-get install openssl)" >&2; exit 1; }
 
 umask 077
-mkdir -p "$out"
-chmod 700 "$out"
-cd "$out"
+mkdir -p -- "$out"
+chmod 700 -- "$out"
+cd -- "$out"
+err=$(mktemp "${TMPDIR:-/tmp}/gen-certs.XXXXXX")
+trap 'rm -f -- "$err" ./*.csr.tmp ./*.ext.tmp ./*.pem.tmp' EXIT
 
+# run CMD...: runs an openssl command, shows its errors only if it fails.
+run() {
+  if ! "$@" 2>"$err" >/dev/null; then
+    echo "gen-certs: failed: $*" >&2
+    cat "$err" >&2
+    exit 1
+  fi
+}
+
+# Files are written under .tmp names and renamed, so a daemon reloading
+# (SIGHUP) during a run never reads half a file.
 if [[ $force -eq 1 || ! -f ca-cert.pem || ! -f ca-key.pem ]]; then
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days "$days" \
-    -keyout ca-key.pem -out ca-cert.pem -subj "/CN=lexbus development CA" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-  echo "gen-certs: new CA in $out/ca-cert.pem"
+  run openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days "$days" \
+    -keyout ca-key.pem.tmp -out ca-cert.pem.tmp -subj "/CN=lexbus development CA" \
+    -addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign"
+  chmod 600 ca-key.pem.tmp
+  chmod 644 ca-cert.pem.tmp
+  mv -f ca-key.pem.tmp ca-key.pem
+  mv -f ca-cert.pem.tmp ca-cert.pem
+  rm -f ca-cert.srl
+  echo "gen-certs: new CA $out/ca-cert.pem"
+  new_ca=1
 else
-  echo "gen-certs: keeping the existing CA (--force replaces it)"
+  run openssl x509 -in ca-cert.pem -noout    # a readable certificate, or stop here
+  echo "gen-certs: keeping the CA in $out/ca-cert.pem (--force replaces it)"
+  new_ca=0
 fi
 
+issued=" "
 # issue NAME CN EXTENSIONS
 issue() {
   local name="$1" cn="$2" ext="$3"
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$name-key.pem" \
-    -out "$name.csr" -subj "/CN=$cn" 2>/dev/null
-  printf '%s\n' "$ext" > "$name.ext"
-  openssl x509 -req -in "$name.csr" -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial \
-    -days "$days" -out "$name-cert.pem" -extfile "$name.ext" 2>/dev/null
-  rm -f "$name.csr" "$name.ext"
-  chmod 600 "$name-key.pem"
-  chmod 644 "$name-cert.pem"
-  echo "gen-certs: $out/$name-cert.pem (CN=$cn)"
+  run openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$name-key.pem.tmp" \
+    -out "$name.csr.tmp" -subj "/CN=$cn"
+  printf '%s\n' "$ext" > "$name.ext.tmp"
+  run openssl x509 -req -in "$name.csr.tmp" -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial \
+    -days "$days" -sha256 -out "$name-cert.pem.tmp" -extfile "$name.ext.tmp"
+  rm -f "$name.csr.tmp" "$name.ext.tmp"
+  chmod 600 "$name-key.pem.tmp"
+  chmod 644 "$name-cert.pem.tmp"
+  # Key first: a reload between the two renames sees a mismatch and keeps
+  # its old certificate rather than loading a half-updated pair.
+  mv -f "$name-key.pem.tmp" "$name-key.pem"
+  mv -f "$name-cert.pem.tmp" "$name-cert.pem"
+  issued+="$name "
+  echo "gen-certs: $out/$name-cert.pem (CN=$cn, $days days)"
 }
 
 issue localhost localhost "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=serverAuth
 subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1"
-for s in "${services[@]}"; do
+for s in ${services[@]+"${services[@]}"}; do
+  [[ "$issued" == *" $s "* ]] && continue
   issue "$s" "$s" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=clientAuth
 subjectAltName=DNS:$s"
 done
-chmod 600 ca-key.pem
-chmod 644 ca-cert.pem
+chmod 600 ca-key.pem ca-cert.srl 2>/dev/null || true
+
+if [[ $new_ca -eq 1 ]]; then
+  # Certificates of the previous CA left in the folder no longer verify.
+  for f in *-cert.pem; do
+    [[ -e "$f" ]] || continue
+    n="${f%-cert.pem}"
+    [[ "$n" == ca || "$issued" == *" $n "* ]] && continue
+    echo "gen-certs: note: $out/$f was issued by the previous CA; re-run with '$n' to renew it" >&2
+  done
+fi

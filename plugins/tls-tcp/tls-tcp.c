@@ -13,10 +13,17 @@
  * require_client_cert = yes       mutual TLS (an authenticating transport)
  * min_protocol = TLS1.2           TLS1.2 or TLS1.3
  * ciphers = ...                   OpenSSL cipher list for TLS 1.2 (optional)
- * handshake_timeout = 10s
+ * handshake_timeout = 10s         a handshake not done by then is dropped
+ * max_connections = 0             sockets held at once, handshaking or not (0 = no limit)
  *
  * SIGHUP re-reads the certificates: new connections use them, established
  * ones keep theirs; a certificate that does not load keeps the old one.
+ *
+ * Lifecycle of a socket: accept -> handshaking (a struct tls_conn with a
+ * deadline timer, no lb_conn yet) -> established (lb_conn_new after the
+ * handshake, identity from the verified certificate) -> closed by the host
+ * (op_close), possibly flushing first.  Every tls_conn sits on tp->conns
+ * until tc_free, so unload frees whatever is left.
  */
 #include "config.h"
 #include <arpa/inet.h>
@@ -26,11 +33,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <event2/listener.h>
+#include <jansson.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -40,46 +50,46 @@
 #define MAX_LISTENERS 16
 #define MAX_NAMES 16
 #define FLUSH_TIMEOUT_S 5
+#define ACCEPT_PAUSE_MS 100
+#define SESSION_ID_CTX "lexbus tls-tcp"
 
 struct tls_conn;
 
 struct tls_plugin {
     struct lb_plugin_ctx *ctx;
-    SSL_CTX *ssl;
+    SSL_CTX *ssl;                 /* for new connections; each SSL holds its own reference */
     struct evconnlistener *listeners[MAX_LISTENERS];
+    char *listen[MAX_LISTENERS];  /* as configured, to notice changes on reload */
     size_t n_listeners;
     uint64_t handshake_ms;
-    bool require_cert;
-    struct tls_conn *conns;       /* every connection, handshaking or not */
-    unsigned long long refused;
+    long long max_conns;          /* 0 = no limit */
+    struct tls_conn *conns;       /* every socket we hold, handshaking or not */
+    long long n_conns, n_handshaking;
+    struct event accept_pause;    /* re-enables accepting after EMFILE */
+    unsigned accept_warned, limit_warned;
+    char cert_subject[256], cert_not_after[32];
+    struct {
+        unsigned long long accepted, established, refused, timeouts, over_limit, reloads, reload_failures;
+    } n;
 };
 
 struct tls_conn {
     struct tls_plugin *tp;
     struct bufferevent *bev;
-    struct lb_conn *conn;         /* NULL until the handshake completes */
-    bool closing;
+    struct lb_conn *conn;         /* NULL while handshaking and after op_close */
+    struct event deadline;        /* handshake_timeout, whole handshake */
+    bool handshaking;
     char addr[64];
     struct tls_conn *next, **pprev;
 };
 
-static void log_ssl_errors(struct tls_plugin *tp, const char *what, const char *addr, SSL *ssl)
-{
-    unsigned long e;
-    char buf[256] = "";
-    while ((e = ERR_get_error()) != 0) ERR_error_string_n(e, buf, sizeof buf);
-    /* The certificate check says why (expired, unknown CA, ...). */
-    long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-    lb_log(tp->ctx, LB_LOG_INFO, "%s %s: %s%s%s", what, addr, buf[0] ? buf : "connection closed",
-           vr != X509_V_OK ? "; client certificate: " : "", vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
-}
-
-/* ---- SSL_CTX -------------------------------------------------------- */
+/* ---- settings and SSL_CTX ------------------------------------------ */
 
 struct tls_settings {
     const char *cert, *key, *ca, *ciphers, *min_protocol;
     bool require_cert;
     uint64_t handshake_ms;
+    long long max_conns;
 };
 
 static int read_settings(struct lb_plugin_ctx *ctx, struct tls_settings *s)
@@ -88,7 +98,8 @@ static int read_settings(struct lb_plugin_ctx *ctx, struct tls_settings *s)
         lb_conf_str(ctx, "ca", NULL, &s->ca) < 0 || lb_conf_str(ctx, "ciphers", NULL, &s->ciphers) < 0 ||
         lb_conf_str(ctx, "min_protocol", "TLS1.2", &s->min_protocol) < 0 ||
         lb_conf_bool(ctx, "require_client_cert", false, &s->require_cert) < 0 ||
-        lb_conf_ms(ctx, "handshake_timeout", 10000, &s->handshake_ms) < 0)
+        lb_conf_ms(ctx, "handshake_timeout", 10000, &s->handshake_ms) < 0 ||
+        lb_conf_int(ctx, "max_connections", 0, 0, 10000000, &s->max_conns) < 0)
         return -1;
     if (!s->cert || !s->key) {
         lb_plugin_fail(ctx, "cert and key are required (scripts/gen-certs.sh makes development ones)");
@@ -102,8 +113,8 @@ static int read_settings(struct lb_plugin_ctx *ctx, struct tls_settings *s)
         lb_plugin_fail(ctx, "min_protocol '%s' is not TLS1.2 or TLS1.3 (older versions are refused)", s->min_protocol);
         return -1;
     }
-    if (!s->handshake_ms) {
-        lb_plugin_fail(ctx, "handshake_timeout must be more than 0");
+    if (s->handshake_ms == 0 || s->handshake_ms > 3600 * 1000) {
+        lb_plugin_fail(ctx, "handshake_timeout must be more than 0 and at most 1h");
         return -1;
     }
     s->cert = lb_conf_path(ctx, s->cert);
@@ -112,43 +123,101 @@ static int read_settings(struct lb_plugin_ctx *ctx, struct tls_settings *s)
     return 0;
 }
 
+/* "2027-01-31T12:00:00Z" from an ASN1_TIME. */
+static void asn1_time_iso(const ASN1_TIME *t, char *out, size_t len)
+{
+    struct tm tm;
+    if (!t || ASN1_TIME_to_tm(t, &tm) != 1 || !strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(out, len, "?");
+}
+
 static SSL_CTX *make_ssl_ctx(struct lb_plugin_ctx *ctx, const struct tls_settings *s)
 {
-    char err[256] = "";
+    char err[512] = "";
     SSL_CTX *ssl = SSL_CTX_new(TLS_server_method());
     if (!ssl) goto fail;
-    SSL_CTX_set_min_proto_version(ssl, strcmp(s->min_protocol, "TLS1.3") ? TLS1_2_VERSION : TLS1_3_VERSION);
-    SSL_CTX_set_options(ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (SSL_CTX_set_min_proto_version(ssl, strcmp(s->min_protocol, "TLS1.3") ? TLS1_2_VERSION : TLS1_3_VERSION) != 1)
+        goto fail;
+    SSL_CTX_set_options(ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
+    /* Without a session id context OpenSSL aborts every resumed handshake
+     * when client certificates are verified ("internal error" alert). */
+    SSL_CTX_set_session_id_context(ssl, (const unsigned char *)SESSION_ID_CTX, sizeof SESSION_ID_CTX - 1);
     if (SSL_CTX_use_certificate_chain_file(ssl, s->cert) != 1) { snprintf(err, sizeof err, "cannot load cert %s", s->cert); goto fail; }
     if (SSL_CTX_use_PrivateKey_file(ssl, s->key, SSL_FILETYPE_PEM) != 1) { snprintf(err, sizeof err, "cannot load key %s", s->key); goto fail; }
     if (SSL_CTX_check_private_key(ssl) != 1) { snprintf(err, sizeof err, "key %s does not match cert %s", s->key, s->cert); goto fail; }
     if (s->ciphers && SSL_CTX_set_cipher_list(ssl, s->ciphers) != 1) { snprintf(err, sizeof err, "no usable cipher in '%s'", s->ciphers); goto fail; }
     if (s->ca) {
         if (SSL_CTX_load_verify_locations(ssl, s->ca, NULL) != 1) { snprintf(err, sizeof err, "cannot load ca %s", s->ca); goto fail; }
+        /* The CAs' names go into the CertificateRequest so that clients
+         * holding several certificates pick one this server trusts. */
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(s->ca);
+        if (names) SSL_CTX_set_client_CA_list(ssl, names);
         SSL_CTX_set_verify(ssl, SSL_VERIFY_PEER | (s->require_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
     }
+    ERR_clear_error();
     return ssl;
 fail: {
-        unsigned long e = ERR_get_error();
-        char ossl[200] = "";
-        if (e) ERR_error_string_n(e, ossl, sizeof ossl);
+        unsigned long e = ERR_peek_last_error();
+        const char *r = e ? ERR_reason_error_string(e) : NULL;
         ERR_clear_error();
-        lb_plugin_fail(ctx, "%s%s%s", err[0] ? err : "cannot create the TLS context", ossl[0] ? ": " : "", ossl);
+        lb_plugin_fail(ctx, "%s%s%s", err[0] ? err : "cannot create the TLS context", r ? ": " : "", r ? r : "");
         SSL_CTX_free(ssl);
         return NULL;
     }
+}
+
+/* Subject and expiry of the server certificate, for logs and stats; warns
+ * when it has expired or will within a week (it still loads: clients decide). */
+static void note_server_cert(struct tls_plugin *tp, SSL_CTX *ssl)
+{
+    X509 *c = SSL_CTX_get0_certificate(ssl);
+    tp->cert_subject[0] = 0;
+    snprintf(tp->cert_not_after, sizeof tp->cert_not_after, "?");
+    if (!c) return;
+    X509_NAME_oneline(X509_get_subject_name(c), tp->cert_subject, sizeof tp->cert_subject);
+    asn1_time_iso(X509_get0_notAfter(c), tp->cert_not_after, sizeof tp->cert_not_after);
+    if (X509_cmp_current_time(X509_get0_notAfter(c)) < 0)
+        lb_log(tp->ctx, LB_LOG_WARN, "server certificate %s EXPIRED on %s: clients will refuse it",
+               tp->cert_subject, tp->cert_not_after);
+    else if (X509_cmp_time(X509_get0_notAfter(c), &(time_t){ time(NULL) + 7 * 86400 }) < 0)
+        lb_log(tp->ctx, LB_LOG_WARN, "server certificate %s expires on %s", tp->cert_subject, tp->cert_not_after);
 }
 
 /* ---- connections ---------------------------------------------------- */
 
 static void tc_free(struct tls_conn *tc)
 {
+    struct tls_plugin *tp = tc->tp;
     *tc->pprev = tc->next;
     if (tc->next) tc->next->pprev = tc->pprev;
+    tp->n_conns--;
+    if (tc->handshaking) tp->n_handshaking--;
+    event_del(&tc->deadline);
     SSL *ssl = bufferevent_openssl_get_ssl(tc->bev);
     if (ssl) SSL_set_shutdown(ssl, SSL_RECEIVED_SHUTDOWN);   /* no blocking close_notify exchange */
     bufferevent_free(tc->bev);
     free(tc);
+}
+
+/* Why a handshake failed, from libevent's copy of the OpenSSL error queue
+ * (bufferevent_openssl drains ERR_get_error into its own list). */
+static void ssl_reason(struct tls_conn *tc, short what, char *out, size_t len)
+{
+    unsigned long e, first = 0;
+    while ((e = bufferevent_get_openssl_error(tc->bev)) != 0) if (!first) first = e;
+    while ((e = ERR_get_error()) != 0) if (!first) first = e;
+    const char *r = first ? ERR_reason_error_string(first) : NULL;
+    int err = EVUTIL_SOCKET_ERROR();
+    if (r) snprintf(out, len, "%s", r);
+    else if (first) snprintf(out, len, "OpenSSL error %lx", first);
+    else if (what & BEV_EVENT_EOF) snprintf(out, len, "the client closed the connection");
+    else snprintf(out, len, "%s", err ? evutil_socket_error_to_string(err) : "connection failed");
+    SSL *ssl = bufferevent_openssl_get_ssl(tc->bev);
+    long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (vr != X509_V_OK) {
+        size_t n = strlen(out);
+        snprintf(out + n, len - n, "; client certificate: %s", X509_verify_cert_error_string(vr));
+    }
 }
 
 static int op_send(void *tdata, const struct iovec *iov, int iovcnt)
@@ -178,7 +247,8 @@ static void flush_done(struct bufferevent *bev, void *arg)
 static void flush_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev; (void)what;
-    tc_free(arg);
+    ERR_clear_error();
+    tc_free(arg);   /* error, EOF or the flush timeout: done */
 }
 
 static void op_close(void *tdata, bool flush)
@@ -186,7 +256,7 @@ static void op_close(void *tdata, bool flush)
     struct tls_conn *tc = tdata;
     tc->conn = NULL;
     if (!flush || evbuffer_get_length(bufferevent_get_output(tc->bev)) == 0) { tc_free(tc); return; }
-    tc->closing = true;
+    /* Keep the socket until what is queued (an ERROR, say) is written. */
     bufferevent_disable(tc->bev, EV_READ);
     struct timeval tv = { FLUSH_TIMEOUT_S, 0 };
     bufferevent_set_timeouts(tc->bev, NULL, &tv);
@@ -203,10 +273,22 @@ static void read_cb(struct bufferevent *bev, void *arg)
     if (tc->conn) lb_conn_read_frames(tc->conn, bufferevent_get_input(bev));
 }
 
+/* The output drained (libevent calls this at the low-water mark, 0):
+ * senders paused because this connection was slow may resume. */
 static void write_cb(struct bufferevent *bev, void *arg)
 {
     struct tls_conn *tc = arg;
     if (tc->conn && evbuffer_get_length(bufferevent_get_output(bev)) == 0) lb_conn_writable(tc->conn);
+}
+
+static size_t add_name(char names[MAX_NAMES][LB_MAX_NAME + 1], size_t n, const unsigned char *p, int len)
+{
+    if (n >= MAX_NAMES || len <= 0 || len > LB_MAX_NAME || memchr(p, 0, (size_t)len)) return n;
+    for (size_t i = 0; i < n; i++)
+        if (strlen(names[i]) == (size_t)len && !memcmp(names[i], p, (size_t)len)) return n;
+    memcpy(names[n], p, (size_t)len);
+    names[n][len] = 0;
+    return n + 1;
 }
 
 /* CN and DNS SANs of the verified client certificate. */
@@ -217,21 +299,13 @@ static size_t cert_names(X509 *cert, char names[MAX_NAMES][LB_MAX_NAME + 1])
     int i = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
     if (i >= 0) {
         ASN1_STRING *s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, i));
-        int len = ASN1_STRING_length(s);
-        if (len > 0 && len <= LB_MAX_NAME && !memchr(ASN1_STRING_get0_data(s), 0, (size_t)len)) {
-            memcpy(names[n], ASN1_STRING_get0_data(s), (size_t)len);
-            names[n++][len] = 0;
-        }
+        n = add_name(names, n, ASN1_STRING_get0_data(s), ASN1_STRING_length(s));
     }
     GENERAL_NAMES *sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-    for (int k = 0; sans && k < sk_GENERAL_NAME_num(sans) && n < MAX_NAMES; k++) {
+    for (int k = 0; sans && k < sk_GENERAL_NAME_num(sans); k++) {
         GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, k);
-        if (g->type != GEN_DNS) continue;
-        int len = ASN1_STRING_length(g->d.dNSName);
-        const unsigned char *p = ASN1_STRING_get0_data(g->d.dNSName);
-        if (len <= 0 || len > LB_MAX_NAME || memchr(p, 0, (size_t)len)) continue;
-        memcpy(names[n], p, (size_t)len);
-        names[n++][len] = 0;
+        if (g->type == GEN_DNS)
+            n = add_name(names, n, ASN1_STRING_get0_data(g->d.dNSName), ASN1_STRING_length(g->d.dNSName));
     }
     GENERAL_NAMES_free(sans);
     return n;
@@ -245,6 +319,9 @@ static void handshake_done(struct tls_conn *tc)
     const char *ptrs[MAX_NAMES];
     char subject[256] = "";
     size_t n = 0;
+    event_del(&tc->deadline);
+    tc->handshaking = false;
+    tp->n_handshaking--;
     X509 *cert = SSL_get1_peer_certificate(ssl);
     if (cert && SSL_get_verify_result(ssl) == X509_V_OK) {
         X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
@@ -252,15 +329,25 @@ static void handshake_done(struct tls_conn *tc)
         for (size_t i = 0; i < n; i++) ptrs[i] = names[i];
     }
     X509_free(cert);
+    if (subject[0] && n == 0 && SSL_get_verify_mode(ssl) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) {
+        /* A verified certificate that names nothing usable would leave the
+         * connection unbound: with mutual TLS required, refuse it. */
+        tp->n.refused++;
+        lb_log(tp->ctx, LB_LOG_WARN, "refused %s: client certificate %s has no CN or DNS SAN of 1-%d bytes",
+               tc->addr, subject, LB_MAX_NAME);
+        tc_free(tc);
+        return;
+    }
     struct lb_peer peer = {
         .transport = "tls-tcp", .address = tc->addr, .tls_subject = subject[0] ? subject : NULL,
         .identity_names = n ? ptrs : NULL, .n_identity_names = n,
     };
     tc->conn = lb_conn_new(tp->ctx, &tls_ops, tc, &peer);
     if (!tc->conn) { tc_free(tc); return; }
-    bufferevent_set_timeouts(tc->bev, NULL, NULL);
-    lb_log(tp->ctx, LB_LOG_DEBUG, "%s: %s handshake done%s%s", tc->addr, SSL_get_version(ssl),
-           subject[0] ? ", client " : "", subject);
+    tp->n.established++;
+    lb_log(tp->ctx, LB_LOG_DEBUG, "%s: %s %s handshake done%s%s%s", tc->addr, SSL_get_version(ssl),
+           SSL_session_reused(ssl) ? "resumed" : "full", subject[0] ? ", client " : "", subject,
+           subject[0] || !(SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) ? "" : ", no client certificate");
     /* Frames may have arrived with the end of the handshake. */
     if (evbuffer_get_length(bufferevent_get_input(tc->bev))) read_cb(tc->bev, tc);
 }
@@ -270,51 +357,102 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     struct tls_conn *tc = arg;
     if (what & BEV_EVENT_CONNECTED) { handshake_done(tc); return; }
-    if (!tc->conn) {
+    if (tc->handshaking) {
         /* Refused before it was a connection: bad handshake, wrong or no
-         * certificate, old protocol, plain TCP, or a stalled handshake. */
-        tc->tp->refused++;
-        if (what & BEV_EVENT_TIMEOUT)
-            lb_log(tc->tp->ctx, LB_LOG_INFO, "%s: TLS handshake timed out; slot freed", tc->addr);
-        else
-            log_ssl_errors(tc->tp, "TLS handshake refused from", tc->addr, bufferevent_openssl_get_ssl(tc->bev));
+         * certificate, old protocol, plain TCP, garbage. */
+        char why[384];
+        ssl_reason(tc, what, why, sizeof why);
+        tc->tp->n.refused++;
+        bool clear = strstr(why, "wrong version number") || strstr(why, "http request");
+        lb_log(tc->tp->ctx, LB_LOG_INFO, "TLS handshake refused from %s: %s%s", tc->addr, why,
+               clear ? " (the client does not speak TLS: plain TCP or HTTP?)" : "");
         tc_free(tc);
         return;
     }
+    char why[384] = "peer closed the connection";
+    if (!(what & BEV_EVENT_EOF)) ssl_reason(tc, what, why, sizeof why);
     ERR_clear_error();
-    lb_conn_gone(tc->conn, (what & BEV_EVENT_EOF) ? "peer closed the connection" : "TLS or socket error");
+    lb_conn_gone(tc->conn, why);   /* the host calls op_close: tc is gone */
+}
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct tls_conn *tc = arg;
+    tc->tp->n.refused++;
+    tc->tp->n.timeouts++;
+    lb_log(tc->tp->ctx, LB_LOG_INFO, "%s: TLS handshake not done within %llu ms; closed, slot freed", tc->addr,
+           (unsigned long long)tc->tp->handshake_ms);
+    tc_free(tc);
+}
+
+static void format_addr(const struct sockaddr *sa, char *out, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof host);
+        port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
+        snprintf(out, len, "%s:%d", host, port);
+    } else if (sa->sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof host);
+        port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+        snprintf(out, len, "[%s]:%d", host, port);
+    } else {
+        snprintf(out, len, "?");
+    }
 }
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
     (void)l; (void)salen;
     struct tls_plugin *tp = arg;
+    char addr[64];
+    format_addr(sa, addr, sizeof addr);
+    if (tp->max_conns && tp->n_conns >= tp->max_conns) {
+        tp->n.over_limit++;
+        if (tp->limit_warned++ % 100 == 0)
+            lb_log(tp->ctx, LB_LOG_WARN, "refused %s: max_connections (%lld) reached (%llu refused so far)", addr,
+                   tp->max_conns, tp->n.over_limit);
+        evutil_closesocket(fd);
+        return;
+    }
     struct tls_conn *tc = calloc(1, sizeof *tc);
     SSL *ssl = tc ? SSL_new(tp->ssl) : NULL;
-    if (!ssl) { free(tc); evutil_closesocket(fd); return; }
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (sa->sa_family == AF_INET) {
-        inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, host, sizeof host);
-        port = ntohs(((struct sockaddr_in *)sa)->sin_port);
-    } else if (sa->sa_family == AF_INET6) {
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof host);
-        port = ntohs(((struct sockaddr_in6 *)sa)->sin6_port);
+    if (!ssl) {
+        lb_log(tp->ctx, LB_LOG_ERROR, "out of memory accepting %s", addr);
+        free(tc);
+        evutil_closesocket(fd);
+        return;
     }
-    snprintf(tc->addr, sizeof tc->addr, "%s:%d", host, port);
+    snprintf(tc->addr, sizeof tc->addr, "%s", addr);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     tc->tp = tp;
     tc->bev = bufferevent_openssl_socket_new(lb_event_base(tp->ctx), fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                              BEV_OPT_CLOSE_ON_FREE);
-    if (!tc->bev) { SSL_free(ssl); free(tc); evutil_closesocket(fd); return; }
+    if (!tc->bev) {
+        lb_log(tp->ctx, LB_LOG_ERROR, "cannot set up TLS for %s", addr);
+        SSL_free(ssl);
+        free(tc);
+        evutil_closesocket(fd);
+        return;
+    }
+    /* A peer that drops TCP without close_notify is an EOF, not an error. */
+    bufferevent_openssl_set_allow_dirty_shutdown(tc->bev, 1);
     tc->next = tp->conns;
     if (tp->conns) tp->conns->pprev = &tc->next;
     tp->conns = tc;
     tc->pprev = &tp->conns;
-    /* A client that never finishes the handshake must not hold the slot. */
+    tp->n_conns++;
+    tp->n_handshaking++;
+    tp->n.accepted++;
+    tc->handshaking = true;
+    /* The whole handshake has one deadline (not an idle timeout a client
+     * could keep resetting by trickling bytes). */
+    evtimer_assign(&tc->deadline, lb_event_base(tp->ctx), deadline_cb, tc);
     struct timeval tv = { (time_t)(tp->handshake_ms / 1000), (suseconds_t)((tp->handshake_ms % 1000) * 1000) };
-    bufferevent_set_timeouts(tc->bev, &tv, &tv);
+    evtimer_add(&tc->deadline, &tv);
     bufferevent_setcb(tc->bev, read_cb, write_cb, event_cb, tc);
     bufferevent_enable(tc->bev, EV_READ | EV_WRITE);
 }
@@ -333,13 +471,14 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *l
         colon = end + 1;
     } else {
         colon = strrchr(s, ':');
-        if (!colon || (size_t)(colon - s) >= sizeof host) return -1;
+        if (!colon || (size_t)(colon - s) >= sizeof host || memchr(s, ':', (size_t)(colon - s))) return -1;
         memcpy(host, s, (size_t)(colon - s));
         host[colon - s] = 0;
     }
     char *end;
+    errno = 0;
     long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535) return -1;
+    if (!colon[1] || *end || errno || port < 0 || port > 65535) return -1;
     memset(ss, 0, sizeof *ss);
     struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
@@ -347,7 +486,7 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *l
         in4->sin_family = AF_INET;
         in4->sin_port = htons((uint16_t)port);
         *len = sizeof *in4;
-    } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+    } else if (s[0] == '[' && inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
         in6->sin6_family = AF_INET6;
         in6->sin6_port = htons((uint16_t)port);
         *len = sizeof *in6;
@@ -362,14 +501,44 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *l
     return 0;
 }
 
+static void resume_accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct tls_plugin *tp = arg;
+    for (size_t i = 0; i < tp->n_listeners; i++) evconnlistener_enable(tp->listeners[i]);
+}
+
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
     (void)l;
     struct tls_plugin *tp = arg;
-    lb_log(tp->ctx, LB_LOG_WARN, "accept failed: %s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    int err = EVUTIL_SOCKET_ERROR();
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        /* Out of descriptors: the listening socket stays readable, so
+         * retrying at once would spin.  Pause accepting briefly instead. */
+        for (size_t i = 0; i < tp->n_listeners; i++) evconnlistener_disable(tp->listeners[i]);
+        struct timeval tv = { 0, ACCEPT_PAUSE_MS * 1000 };
+        event_add(&tp->accept_pause, &tv);
+        if (tp->accept_warned++ % 100 == 0)
+            lb_log(tp->ctx, LB_LOG_WARN, "accept failed: %s; pausing accepts for %d ms (raise the open-files limit)",
+                   evutil_socket_error_to_string(err), ACCEPT_PAUSE_MS);
+        return;
+    }
+    lb_log(tp->ctx, LB_LOG_WARN, "accept failed: %s", evutil_socket_error_to_string(err));
 }
 
-static void tls_unload(struct lb_plugin_ctx *ctx);
+static json_t *stats(void *ud)
+{
+    struct tls_plugin *tp = ud;
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s}",
+                     "connections", (json_int_t)tp->n_conns, "handshaking", (json_int_t)tp->n_handshaking,
+                     "maxConnections", (json_int_t)tp->max_conns,
+                     "accepted", (json_int_t)tp->n.accepted, "established", (json_int_t)tp->n.established,
+                     "refused", (json_int_t)tp->n.refused, "handshakeTimeouts", (json_int_t)tp->n.timeouts,
+                     "overLimit", (json_int_t)tp->n.over_limit, "reloads", (json_int_t)tp->n.reloads,
+                     "reloadFailures", (json_int_t)tp->n.reload_failures,
+                     "certSubject", tp->cert_subject, "certNotAfter", tp->cert_not_after);
+}
 
 static int tls_load(struct lb_plugin_ctx *ctx)
 {
@@ -391,29 +560,47 @@ static int tls_load(struct lb_plugin_ctx *ctx)
     }
     SSL_CTX *ssl = make_ssl_ctx(ctx, &s);
     if (!ssl) return -1;
-    if (lb_check_only(ctx)) { SSL_CTX_free(ssl); return 0; }
+    if (lb_check_only(ctx)) {
+        SSL_CTX_free(ssl);
+        if (s.require_cert) lb_declare_authenticator(ctx);   /* -t checks production mode too */
+        return 0;
+    }
     struct tls_plugin *tp = calloc(1, sizeof *tp);
     if (!tp) { SSL_CTX_free(ssl); lb_plugin_fail(ctx, "out of memory"); return -1; }
     tp->ctx = ctx;
     tp->ssl = ssl;
     tp->handshake_ms = s.handshake_ms;
-    tp->require_cert = s.require_cert;
+    tp->max_conns = s.max_conns;
     lb_plugin_set_data(ctx, tp);
+    evtimer_assign(&tp->accept_pause, lb_event_base(ctx), resume_accept_cb, tp);
+    note_server_cert(tp, ssl);
     for (size_t i = 0; i < n; i++) {
-        struct evconnlistener *l = evconnlistener_new_bind(lb_event_base(ctx), accept_cb, tp,
-                                                           LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-                                                           1024, (struct sockaddr *)&ss[i], (int)sl[i]);
+        unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
+        if (ss[i].ss_family == AF_INET6) flags |= LEV_OPT_BIND_IPV6ONLY;   /* [::] and 0.0.0.0 side by side */
+        struct evconnlistener *l = evconnlistener_new_bind(lb_event_base(ctx), accept_cb, tp, flags, 1024,
+                                                           (struct sockaddr *)&ss[i], (int)sl[i]);
         if (!l) {
             lb_plugin_fail(ctx, "cannot listen on %s: %s", listen[i], strerror(errno));
             return -1;   /* the host calls unload */
         }
         evconnlistener_set_error_cb(l, accept_error_cb);
         lb_listener_add(ctx, l);
+        tp->listen[tp->n_listeners] = strdup(listen[i]);
         tp->listeners[tp->n_listeners++] = l;
-        lb_log(ctx, LB_LOG_INFO, "listening on %s (min %s%s)", listen[i], s.min_protocol,
-               s.require_cert ? ", client certificates required" : "");
+        /* The bound address (port 0 picks one). */
+        struct sockaddr_storage bound;
+        socklen_t bl = sizeof bound;
+        char where[64];
+        if (getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&bound, &bl) == 0)
+            format_addr((struct sockaddr *)&bound, where, sizeof where);
+        else
+            snprintf(where, sizeof where, "%s", listen[i]);
+        lb_log(ctx, LB_LOG_INFO, "listening on %s (min %s%s%s)", where, s.min_protocol,
+               s.require_cert ? ", client certificates required" : s.ca ? ", client certificates optional" : "",
+               s.max_conns ? ", max_connections set" : "");
     }
     if (s.require_cert) lb_declare_authenticator(ctx);
+    lb_stats_register(ctx, stats, tp);
     return 0;
 }
 
@@ -421,16 +608,30 @@ static int tls_reload(struct lb_plugin_ctx *ctx)
 {
     struct tls_settings s;
     const char *const *listen;
-    if (read_settings(ctx, &s) < 0) return -1;
-    (void)lb_conf_list(ctx, "listen", &listen);   /* listeners change only on restart */
     struct tls_plugin *tp = lb_plugin_data(ctx);
+    if (read_settings(ctx, &s) < 0) {
+        if (tp) tp->n.reload_failures++;
+        return -1;
+    }
+    size_t n = lb_conf_list(ctx, "listen", &listen);   /* listeners change only on restart */
+    if (!tp) return 0;
+    bool same = n == tp->n_listeners;
+    for (size_t i = 0; same && i < n; i++) same = tp->listen[i] && !strcmp(listen[i], tp->listen[i]);
+    if (!same) lb_log(ctx, LB_LOG_WARN, "listen changed: takes effect on restart (still serving the old addresses)");
     SSL_CTX *ssl = make_ssl_ctx(ctx, &s);
-    if (!ssl || !tp) { SSL_CTX_free(ssl); return -1; }
+    if (!ssl) {
+        tp->n.reload_failures++;
+        return -1;   /* the old context keeps serving */
+    }
     /* Established connections hold their own reference to the old context. */
     SSL_CTX_free(tp->ssl);
     tp->ssl = ssl;
     tp->handshake_ms = s.handshake_ms;
-    lb_log(ctx, LB_LOG_INFO, "certificates reloaded (%s)", s.cert);
+    tp->max_conns = s.max_conns;
+    tp->n.reloads++;
+    note_server_cert(tp, ssl);
+    lb_log(ctx, LB_LOG_INFO, "certificates reloaded (%s, valid until %s); %lld established connection(s) keep theirs",
+           s.cert, tp->cert_not_after, tp->n_conns - tp->n_handshaking);
     return 0;
 }
 
@@ -438,9 +639,11 @@ static void tls_unload(struct lb_plugin_ctx *ctx)
 {
     struct tls_plugin *tp = lb_plugin_data(ctx);
     if (!tp) return;
+    event_del(&tp->accept_pause);
     for (size_t i = 0; i < tp->n_listeners; i++) {
         lb_listener_remove(ctx, tp->listeners[i]);
         evconnlistener_free(tp->listeners[i]);
+        free(tp->listen[i]);
     }
     /* Connections the host closed are flushing or handshaking: free them. */
     while (tp->conns) tc_free(tp->conns);

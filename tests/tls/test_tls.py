@@ -1,59 +1,18 @@
-"""tls-tcp through the real daemon, with certificates made by scripts/gen-certs.sh."""
+"""tls-tcp through the real daemon, with certificates made by scripts/gen-certs.sh:
+serving, mutual-TLS identity, resumption, IPv6, back-pressure, SIGHUP reload,
+the lexbus CLI over tls://, configuration errors."""
 import os
 import signal
 import socket
 import ssl
 import subprocess
-import tempfile
+import threading
 import time
 
 import lbtest
-from lbtest import SRCDIR, Bus, Closed, RawClient, check, check_eq, test
-
-GEN = os.path.join(SRCDIR, "scripts", "gen-certs.sh")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def certs(*services, out=None, force=False):
-    out = out or tempfile.mkdtemp(prefix="lexbus-certs-")
-    args = [GEN, "--out", out] + (["--force"] if force else []) + list(services)
-    subprocess.run(args, check=True, capture_output=True)
-    return out
-
-
-def tls_bus(cdir, port, require=True, extra=""):
-    return Bus(plugins="[plugin tls-tcp]\nlisten = 127.0.0.1:%d\ncert = %s/localhost-cert.pem\nkey = %s/localhost-key.pem\n"
-                       "ca = %s/ca-cert.pem\nrequire_client_cert = %s\nhandshake_timeout = 1s\n%s"
-               % (port, cdir, cdir, cdir, "yes" if require else "no", extra))
-
-
-def tls_client(cdir, port, name=None, ca=None, host="localhost"):
-    ctx = ssl.create_default_context(cafile=ca or os.path.join(cdir, "ca-cert.pem"))
-    if name:
-        ctx.load_cert_chain(os.path.join(cdir, name + "-cert.pem"), os.path.join(cdir, name + "-key.pem"))
-    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s = ctx.wrap_socket(raw, server_hostname=host)
-    return RawClient(s)
-
-
-def served(connect, name):
-    """True if a client made by connect() gets a REGISTER_ACK for name."""
-    try:
-        return connect().register(name).get("type") == "REGISTER_ACK"
-    except (ssl.SSLError, Closed, ConnectionResetError, BrokenPipeError, OSError, lbtest.TestFailure):
-        return False
-
-
-def s_client(port, *args, input=b""):
-    return subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-brief"] + list(args),
-                          input=input, capture_output=True, timeout=15)
+from lbtest import Bus, check, check_eq, test
+from tlsutil import (certs, client_ctx, free_port, have_ipv6, p, plugin_stats, served, sign, tls_bus,
+                     tls_client, tls_section, tmpdir)
 
 
 @test
@@ -72,8 +31,18 @@ def mutual_tls_register_call_and_mix_with_unix():
         check_eq(local.recv()["data"], "ok", "response back to unix")
         a.send({"type": "EMIT", "event": "tls:hello", "payload": 2})
         check_eq(local.recv()["from"], "svc-a", "event from TLS to unix")
+        # TLS to TLS.
+        b = tls_client(cdir, port, "svc-b")
+        b.register("svc-b")
+        b.send({"type": "CALL", "id": "y1", "to": "svc-a", "method": "echo", "params": {}})
+        check_eq(a.recv()["from"], "svc-b", "call TLS -> TLS")
+        a.send({"type": "RESPONSE", "id": "y1", "status": "success", "data": "hi"})
+        check_eq(b.recv()["data"], "hi", "response TLS -> TLS")
         s = [x for x in a.call("lexbus", "services")["data"] if x["name"] == "svc-a"][0]
         check_eq(s["sessions"][0]["transport"], "tls-tcp", "transport shown")
+        st = plugin_stats(bus)
+        check(st["connections"] == 2 and st["established"] == 2 and st["handshaking"] == 0, "stats: %r" % st)
+        check(st["certSubject"] == "/CN=localhost" and st["certNotAfter"].endswith("Z"), "cert in stats: %r" % st)
 
 
 @test
@@ -86,87 +55,133 @@ def certificate_binds_the_service_name():
         check_eq((r["type"], r["error"]["code"]), ("ERROR", "FORBIDDEN"), "other name refused")
         check("svc-a" in r["error"]["message"], r["error"]["message"])
         check_eq(a.register("svc-a")["type"], "REGISTER_ACK", "own name accepted")
+        # CN and every DNS SAN are names the connection may use; URI/IP SANs are not.
+        crt, key = sign(cdir, "orders", ["DNS:orders-v2", "DNS:billing", "URI:audit", "IP:127.0.0.1"])
+        for name, ok in (("orders", True), ("orders-v2", True), ("billing", True), ("audit", False),
+                         ("127.0.0.1", False), ("svc-a", False)):
+            c = tls_client(cdir, port, cert=crt, key=key)
+            r = c.register(name)
+            check_eq(r["type"] == "REGISTER_ACK", ok, "REGISTER %s with CN=orders: %r" % (name, r))
+            if not ok:
+                check_eq(r["error"]["code"], "FORBIDDEN", name)
+            c.close()
 
 
 @test
-def refusals_do_not_disturb_others():
+def certificate_without_a_usable_name_is_refused():
+    cdir = certs()
+    port = free_port()
+    crt, key = sign(cdir, None, subj="/O=lexbus tests/OU=no common name")   # no CN, no SAN
+    with tls_bus(cdir, port) as bus:
+        check(not served(lambda: tls_client(cdir, port, cert=crt, key=key), "anything"),
+              "a certificate naming nothing usable would leave the connection unbound")
+        lbtest.wait_for(lambda: "has no CN or DNS SAN" in bus.logtext(), what="refusal logged")
+
+
+@test
+def client_certificates_optional():
     cdir = certs("svc-a")
-    other_ca = certs("svc-a")          # a second, unrelated CA with the same service name
+    port = free_port()
+    with tls_bus(cdir, port, require=False) as bus:
+        anon = tls_client(cdir, port)
+        ack = anon.register("whoever")
+        check_eq(ack["type"], "REGISTER_ACK", "no certificate, no binding (development mode)")
+        a = tls_client(cdir, port, "svc-a")
+        check_eq(a.register("svc-x")["error"]["code"], "FORBIDDEN", "a presented certificate still binds")
+        check_eq(a.register("svc-a")["auth"], "mtls", "bound by certificate")
+        other = certs("svc-a")   # another CA
+        check(not served(lambda: tls_client(cdir, port, ca=p(cdir, "ca-cert.pem"), cert=p(other, "svc-a-cert.pem"),
+                                            key=p(other, "svc-a-key.pem")), "svc-a"),
+              "an unverifiable certificate is refused even when certificates are optional")
+    # Production mode: without required client certificates nothing authenticates.
+    bus = Bus(start=False, bus="mode = production", plugins=tls_section(cdir, port, require=False))
+    r = subprocess.run([lbtest.LEXBUSD, "-t", "-c", bus.conf], capture_output=True, text=True, timeout=20)
+    check(r.returncode != 0, "production without an authenticator starts: " + r.stdout + r.stderr)
+    bus.write_conf(open(bus.conf).read().replace("require_client_cert = no", "require_client_cert = yes"))
+    r = subprocess.run([lbtest.LEXBUSD, "-t", "-c", bus.conf], capture_output=True, text=True, timeout=20)
+    check_eq(r.returncode, 0, "mutual TLS authenticates in production: " + r.stdout + r.stderr)
+    bus.__exit__(None, None, None)
+
+
+@test
+def session_resumption_keeps_the_identity():
+    cdir = certs("svc-a")
     port = free_port()
     with tls_bus(cdir, port) as bus:
-        good = tls_client(cdir, port, "svc-a")
-        good.register("svc-a")
-        check(not served(lambda: tls_client(cdir, port, None), "svc-x"), "a client without a certificate was served")
-        check(not served(lambda: tls_client(other_ca, port, "svc-a", ca=os.path.join(cdir, "ca-cert.pem")), "svc-a"),
-              "a wrong-CA certificate was accepted")
-        # TLS 1.1 and below.
-        r = s_client(port, "-tls1_1", "-cert", os.path.join(cdir, "svc-a-cert.pem"), "-key", os.path.join(cdir, "svc-a-key.pem"))
-        check(r.returncode != 0, "TLS 1.1 refused")
-        # Plain TCP speaking the protocol, and a garbage ClientHello.
-        for data in (lbtest.frame({"type": "REGISTER", "serviceName": "plain"}),
-                     b"\x16\x03\x01\x00\x05garbage-garbage-garbage"):
-            s = socket.create_connection(("127.0.0.1", port), timeout=5)
-            s.sendall(data)
-            got = b""
+        for ver in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            ctx = client_ctx(cdir, "svc-a", maxver=ver)
+            first = tls_client(cdir, port, ctx=ctx)
+            check_eq(first.register("svc-a")["type"], "REGISTER_ACK", "first connection %s" % ver)
+            sess = first.sock.session
+            check(sess is not None, "a session to resume")
+            again = tls_client(cdir, port, ctx=ctx, session=sess)
+            check(again.sock.session_reused, "session resumed (%s)" % ver)
+            check_eq(again.register("svc-b")["error"]["code"], "FORBIDDEN", "resumed session still bound (%s)" % ver)
+            check_eq(again.register("svc-a")["type"], "REGISTER_ACK", "resumed session registers (%s)" % ver)
+            first.close()
+            again.close()
+        check("resumed handshake done, client /CN=svc-a" in bus.logtext(), "resumption logged")
+
+
+@test
+def ipv6_and_several_listeners():
+    if not have_ipv6():
+        print("# skip: no IPv6 loopback")
+        return
+    cdir = certs("svc-a")
+    p4 = free_port()
+    p6 = free_port(socket.AF_INET6, "::1")
+    with tls_bus(cdir, p4, listen=["127.0.0.1:%d" % p4, "[::1]:%d" % p6]) as bus:
+        check(served(lambda: tls_client(cdir, p6, "svc-a", addr="::1"), "svc-a"), "served over IPv6")
+        check(served(lambda: tls_client(cdir, p4, "svc-a"), "svc-a"), "served over IPv4")
+        check("listening on [::1]:%d" % p6 in bus.logtext(), "IPv6 listener logged")
+        check(served(lambda: tls_client(cdir, p6, "svc-a", addr="::1", host="::1"), "svc-a"),
+              "server certificate verified by its IPv6 SAN")
+
+
+@test
+def large_frames_and_back_pressure():
+    cdir = certs("prod", "slow")
+    port = free_port()
+    with tls_bus(cdir, port, bus="outbuf_high = 64K\noutbuf_max = 64M\nslow_consumer_timeout = 60s") as bus:
+        slow = tls_client(cdir, port, "slow")
+        slow.register("slow", subscribe=["bulk:*"])
+        prod = tls_client(cdir, port, "prod")
+        prod.register("prod")
+        blob = "x" * 200000
+        n = 60
+        sent = threading.Event()
+        errors = []
+
+        def produce():
             try:
-                while True:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    got += chunk
-            except (ConnectionResetError, socket.timeout):
-                pass
-            check(b"REGISTER_ACK" not in got, "not served in plain text")
-            s.close()
-        lbtest.wait_for(lambda: bus.logtext().count("TLS handshake refused") >= 4, what="refusals logged")
-        check_eq(good.call("lexbus", "ping")["status"], "success", "the good client is still served")
+                prod.sock.settimeout(60)
+                for i in range(n):
+                    prod.send({"type": "EMIT", "event": "bulk:data", "to": "broadcast", "payload": {"i": i, "b": blob}})
+                sent.set()
+            except Exception as e:   # reported below
+                errors.append(e)
+
+        t = threading.Thread(target=produce, daemon=True)
+        t.start()
+        # The subscriber reads nothing yet: the bus must pause the producer
+        # (stop reading it) rather than buffer 12 MB for the subscriber.
+        lbtest.wait_for(lambda: bus.stats()["senderPauses"] >= 1, what="the producer to be paused")
+        time.sleep(0.5)
+        check(not sent.is_set(), "the producer was not held back")
+        for i in range(n):
+            m = slow.recv(timeout=20)
+            check_eq((m["payload"]["i"], len(m["payload"]["b"])), (i, len(blob)), "event %d intact" % i)
+        t.join(20)
+        check(sent.is_set() and not errors, "the producer finished: %r" % errors)
+        # The producer was resumed (lb_conn_writable -> set_read): it is served again.
+        prod.sock.settimeout(5)
+        check_eq(prod.call("lexbus", "ping", timeout=10)["status"], "success", "producer resumed")
 
 
-def expired_client_cert(cdir, name):
-    """A client certificate from the same CA whose validity ended in 2021."""
-    d = tempfile.mkdtemp(prefix="lexbus-expired-")
-    open(os.path.join(d, "index.txt"), "w").close()
-    with open(os.path.join(d, "ca.cnf"), "w") as f:
-        f.write("[ca]\ndefault_ca = x\n[x]\ndatabase = %s/index.txt\nnew_certs_dir = %s\nserial = %s/serial\n"
-                "default_md = sha256\npolicy = p\nunique_subject = no\n[p]\ncommonName = supplied\n" % (d, d, d))
-    open(os.path.join(d, "serial"), "w").write("1000\n")
-    key, csr, crt = (os.path.join(d, n) for n in ("k.pem", "r.csr", "c.pem"))
-    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
-                    "-out", csr, "-subj", "/CN=" + name], check=True, capture_output=True)
-    subprocess.run(["openssl", "ca", "-batch", "-config", os.path.join(d, "ca.cnf"), "-cert", os.path.join(cdir, "ca-cert.pem"),
-                    "-keyfile", os.path.join(cdir, "ca-key.pem"), "-in", csr, "-out", crt,
-                    "-startdate", "20200101000000Z", "-enddate", "20210101000000Z"], check=True, capture_output=True)
-    return crt, key
-
-
-@test
-def expired_client_certificate_refused():
-    cdir = certs("svc-a")
-    crt, key = expired_client_cert(cdir, "svc-a")
-    port = free_port()
-    with tls_bus(cdir, port) as bus:
-        def connect():
-            ctx = ssl.create_default_context(cafile=os.path.join(cdir, "ca-cert.pem"))
-            ctx.load_cert_chain(crt, key)
-            return RawClient(ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
-                                             server_hostname="localhost"))
-        check(not served(connect, "svc-a"), "an expired certificate was accepted")
-        lbtest.wait_for(lambda: "certificate expired" in bus.logtext() or "certificate has expired" in bus.logtext(),
-                        what="expiry logged")
-        check(served(lambda: tls_client(cdir, port, "svc-a"), "svc-a"), "a valid certificate still works")
-
-
-@test
-def stalled_handshake_frees_the_slot():
-    cdir = certs("svc-a")
-    port = free_port()
-    with tls_bus(cdir, port) as bus:
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        t = time.time()
-        check_eq(s.recv(10), b"", "closed by the server")
-        check(0.8 < time.time() - t < 5, "after handshake_timeout")
-        check("handshake timed out" in bus.logtext(), "logged")
-        s.close()
+def serial(pem):
+    out = subprocess.run(["openssl", "x509", "-in", pem, "-noout", "-serial"], check=True, capture_output=True, text=True)
+    return out.stdout.strip().split("=", 1)[1].upper()
 
 
 @test
@@ -176,17 +191,38 @@ def sighup_reloads_certificates_keeping_connections():
     with tls_bus(cdir, port) as bus:
         old = tls_client(cdir, port, "svc-a")
         old.register("svc-a")
-        old_ca = open(os.path.join(cdir, "ca-cert.pem")).read()
+        old_ca = open(p(cdir, "ca-cert.pem")).read()
+        old_serial = serial(p(cdir, "localhost-cert.pem"))
         certs("svc-a", out=cdir, force=True)   # new CA, new server and client certificates
         bus.send_signal(signal.SIGHUP)
         lbtest.wait_for(lambda: "certificates reloaded" in bus.logtext(), what="reload")
         check_eq(old.call("lexbus", "ping")["status"], "success", "established connection kept")
         new = tls_client(cdir, port, "svc-a")
         check_eq(new.register("svc-a")["type"], "REGISTER_ACK", "new certificates in use")
-        stale = os.path.join(tempfile.mkdtemp(), "old-ca.pem")
+        stale = os.path.join(tmpdir("lexbus-stale-"), "old-ca.pem")
         open(stale, "w").write(old_ca)
         check(not served(lambda: tls_client(cdir, port, "svc-a", ca=stale), "svc-a"),
-              "the client still trusts the server certificate signed by the old CA")
+              "a client trusting only the old CA still accepted the server")
+        check_eq(new.sock.getpeercert()["serialNumber"], serial(p(cdir, "localhost-cert.pem")), "server presents the new certificate")
+        check(old_serial != serial(p(cdir, "localhost-cert.pem")), "gen-certs made a new server certificate")
+        # A broken certificate on the next SIGHUP keeps the current context.
+        good_cert = open(p(cdir, "localhost-cert.pem")).read()
+        open(p(cdir, "localhost-cert.pem"), "w").write("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+        bus.send_signal(signal.SIGHUP)
+        lbtest.wait_for(lambda: "reload failed" in bus.logtext() and "cannot load cert" in bus.logtext(),
+                        what="the failed reload to be reported")
+        check(served(lambda: tls_client(cdir, port, "svc-a"), "svc-a"), "the previous certificates still serve")
+        check_eq(old.call("lexbus", "ping")["status"], "success", "oldest connection still fine")
+        # A key that does not match the certificate: also refused.
+        open(p(cdir, "localhost-cert.pem"), "w").write(good_cert)
+        other = certs(out=os.path.join(tmpdir("lexbus-other-"), "c"))
+        with open(p(cdir, "localhost-key.pem"), "w") as f:
+            f.write(open(p(other, "localhost-key.pem")).read())
+        bus.send_signal(signal.SIGHUP)
+        lbtest.wait_for(lambda: "mismatch" in bus.logtext(), what="key mismatch reported")
+        check(served(lambda: tls_client(cdir, port, "svc-a"), "svc-a"), "still serving after a bad key")
+        st = plugin_stats(bus)
+        check(st["reloads"] == 1 and st["reloadFailures"] == 2, "reload counters: %r" % st)
 
 
 @test
@@ -194,8 +230,8 @@ def cli_over_tls_verifies_the_server_and_uses_client_certs():
     cdir = certs("cli-user")
     port = free_port()
     with tls_bus(cdir, port) as bus:
-        base = ["--server", "tls://localhost:%d" % port, "--ca", os.path.join(cdir, "ca-cert.pem"),
-                "--cert", os.path.join(cdir, "cli-user-cert.pem"), "--key", os.path.join(cdir, "cli-user-key.pem")]
+        base = ["--server", "tls://localhost:%d" % port, "--ca", p(cdir, "ca-cert.pem"),
+                "--cert", p(cdir, "cli-user-cert.pem"), "--key", p(cdir, "cli-user-key.pem")]
         r = bus.cli(*(base + ["--as", "cli-user", "call", "lexbus", "ping"]))
         check_eq(r.returncode, 0, "call over mutual TLS: " + r.stderr)
         r = bus.cli(*(base + ["call", "lexbus", "ping"]))
@@ -204,23 +240,68 @@ def cli_over_tls_verifies_the_server_and_uses_client_certs():
         ip = ["--server", "tls://127.0.0.1:%d" % port] + base[2:] + ["--as", "cli-user", "call", "lexbus", "ping"]
         check_eq(bus.cli(*ip).returncode, 0, "server verified by its IP SAN")
         other = certs()
-        r = bus.cli(*(["--server", "tls://localhost:%d" % port, "--ca", os.path.join(other, "ca-cert.pem")] + base[4:]
+        r = bus.cli(*(["--server", "tls://localhost:%d" % port, "--ca", p(other, "ca-cert.pem")] + base[4:]
                       + ["--as", "cli-user", "call", "lexbus", "ping"]))
         check_eq(r.returncode, 3, "untrusted server certificate refused")
         r = bus.cli(*(["--server", "tls://localhost:%d" % port, "--insecure"] + base[4:] + ["--as", "cli-user", "call", "lexbus", "ping"]))
         check(r.returncode == 0 and "WARNING: --insecure" in r.stderr, "insecure works and warns: " + r.stderr)
+        r = bus.cli(*(["--server", "tls://localhost:%d" % port, "--ca", p(cdir, "ca-cert.pem"), "--as", "cli-user",
+                       "call", "lexbus", "ping"]))
+        check(r.returncode != 0, "no client certificate: refused")
+        # The CLI and a raw client meet on the bus: an EMIT from the CLI reaches a TLS subscriber.
+        sub = tls_client(cdir, port, "cli-user")
+        sub.register("cli-user", subscribe=["cli:*"])
+        r = bus.cli(*(base + ["--as", "cli-user", "emit", "cli:hello", '{"x":1}']))
+        if r.returncode == 0:
+            check_eq(sub.recv()["payload"], {"x": 1}, "event from the CLI over TLS")
+        else:
+            check("usage" in (r.stderr + r.stdout).lower(), "emit over TLS failed: " + r.stderr)
 
 
 @test
 def bad_tls_config_stops_start_up():
     cdir = certs("svc-a")
     bus = Bus(start=False, plugins="[plugin tls-tcp]\nlisten = 127.0.0.1:1\ncert = %s/nope.pem\nkey = %s/localhost-key.pem\n" % (cdir, cdir))
-    p = subprocess.run([lbtest.LEXBUSD, "-c", bus.conf], capture_output=True, text=True, timeout=20)
-    check(p.returncode == 1 and "[plugin tls-tcp]" in p.stderr and "cannot load cert" in p.stderr, p.stderr)
-    bus.write_conf(open(bus.conf).read().replace("nope.pem", "localhost-cert.pem") + "min_protocol = TLS1.0\n")
-    p = subprocess.run([lbtest.LEXBUSD, "-c", bus.conf], capture_output=True, text=True, timeout=20)
-    check(p.returncode == 1 and "min_protocol 'TLS1.0'" in p.stderr, p.stderr)
+    base = open(bus.conf).read()
+
+    def start_fails(text, want):
+        bus.write_conf(text)
+        r = subprocess.run([lbtest.LEXBUSD, "-t", "-c", bus.conf], capture_output=True, text=True, timeout=20)
+        out = r.stdout + r.stderr
+        check(r.returncode != 0 and "[plugin tls-tcp]" in out and want in out, "%r: %s" % (want, out))
+
+    start_fails(base, "cannot load cert")
+    good = base.replace("nope.pem", "localhost-cert.pem")
+    start_fails(good + "min_protocol = TLS1.1\n", "min_protocol 'TLS1.1'")
+    start_fails(good + "min_protocol = SSLv3\n", "min_protocol 'SSLv3'")
+    start_fails(good.replace("localhost-key.pem", "ca-key.pem"), "mismatch")
+    start_fails(good + "require_client_cert = yes\n", "needs ca")
+    start_fails(good + "ca = %s/missing.pem\n" % cdir, "cannot load ca")
+    start_fails(good + "ciphers = NO-SUCH-CIPHER\n", "no usable cipher")
+    start_fails(good + "handshake_timeout = 0\n", "handshake_timeout")
+    start_fails(good + "max_connections = -1\n", "max_connections")
+    start_fails(good + "bogus = 1\n", "bogus")
+    for bad in ("127.0.0.1", "::1:7443", "[::1]7443", "example.org:7443", "127.0.0.1:99999", "127.0.0.1:"):
+        start_fails(good.replace("127.0.0.1:1", bad), "listen '%s'" % bad)
+    start_fails(good.replace("listen = 127.0.0.1:1\n", ""), "listen = host:port")
+    # The same file with every key valid passes -t.
+    bus.write_conf(good + "ca = %s/ca-cert.pem\nrequire_client_cert = yes\nmin_protocol = TLS1.3\n"
+                          "ciphers = ECDHE+AESGCM\nhandshake_timeout = 2s\nmax_connections = 10\n" % cdir)
+    r = subprocess.run([lbtest.LEXBUSD, "-t", "-c", bus.conf], capture_output=True, text=True, timeout=20)
+    check_eq(r.returncode, 0, "valid config: " + r.stdout + r.stderr)
+    # And a port someone else holds stops a real start.
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    bus.write_conf(good.replace("127.0.0.1:1", "127.0.0.1:%d" % holder.getsockname()[1]))
+    r = subprocess.run([lbtest.LEXBUSD, "-c", bus.conf], capture_output=True, text=True, timeout=20)
+    holder.close()
+    check(r.returncode != 0 and "cannot listen on" in r.stdout + r.stderr, r.stdout + r.stderr)
     bus.__exit__(None, None, None)
 
 
-lbtest.main()
+try:
+    lbtest.main()
+finally:
+    import tlsutil
+    tlsutil.cleanup()
