@@ -39,7 +39,7 @@ static const char *const usage_main =
     "  serve SERVICE METHOD -- CMD [ARG]   answer calls by running CMD (params on stdin)\n"
     "  services                            list the services on the bus\n"
     "  stats                               the bus's counters\n"
-    "  audit verify FILE                   check an audit file's hash chain (offline)\n"
+    "  audit verify [--partial] FILE...    check audit files' hash chain (offline)\n"
     "  token issue|verify|revoke|state ... broker tokens (the tokens plugin)\n"
     "\n"
     "The bus: --server, else $LEXBUS_URL, else unix:" LB_DEFAULT_SOCKET ".\n"
@@ -465,57 +465,81 @@ static int cmd_token(int argc, char **argv)
 /* ---- audit verify (offline) ------------------------------------------- */
 
 static const char *const usage_audit =
-    "usage: lexbus audit verify FILE\n"
-    "  Checks the hash chain of an audit file written with `chain = yes`: each\n"
+    "usage: lexbus audit verify [--partial] FILE...\n"
+    "  Checks the hash chain of audit files written with `chain = yes`: each\n"
     "  line's \"prev\" must be the SHA-256 (hex) of the line before it (64 zeros\n"
-    "  for the first).  Prints {\"ok\":true,\"lines\":N}, or names the first bad\n"
-    "  line on stderr and exits 1.  Needs no bus.\n";
+    "  for the first line the bus ever wrote).  Give rotated files oldest first\n"
+    "  (audit.jsonl.2 audit.jsonl.1 audit.jsonl): the chain runs across them.\n"
+    "  --partial trusts the first line's \"prev\" (older files were rotated away)\n"
+    "  and checks everything after it.  Prints {\"ok\":true,\"lines\":N,\"files\":F},\n"
+    "  or names the first bad line on stderr and exits 1.  Needs no bus.\n";
 
-static int cmd_audit(int argc, char **argv)
+#define AUDIT_HASH_HEX 64
+
+/* Checks one file's lines against the running chain in prev (updated).
+ * *first: the next line read is the first of the whole run (for --partial).
+ * Returns 0, or 1 after printing the first broken line. */
+static int audit_verify_file(const char *path, char prev[AUDIT_HASH_HEX + 1], bool *first, bool partial,
+                             long *total)
 {
-    if (wants_help(argc, argv)) { fputs(usage_audit, stdout); return EXIT_OK; }
-    if (argc != 3 || strcmp(argv[1], "verify") != 0) return usage_error(usage_audit, "audit needs: verify FILE");
-    FILE *f = fopen(argv[2], "rb");
+    FILE *f = fopen(path, "rb");
     if (!f) {
         char msg[300];
-        snprintf(msg, sizeof msg, "cannot open %s: %s", argv[2], strerror(errno));
-        fail("NOT_FOUND", msg);
-        return EXIT_REMOTE;
+        snprintf(msg, sizeof msg, "cannot open %s: %s", path, strerror(errno));
+        return fail("NOT_FOUND", msg);
     }
-    char prev[65];
-    memset(prev, '0', 64);
-    prev[64] = 0;
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
     long lineno = 0;
-    int rc = EXIT_OK;
+    const char *why = NULL;
     while ((n = getline(&line, &cap, f)) > 0) {
         lineno++;
-        if (line[n - 1] == '\n') line[--n] = 0;
-        json_error_t je;
-        json_t *j = json_loadb(line, (size_t)n, 0, &je);
+        if (line[n - 1] != '\n') { why = "the last line is cut off (no newline: a write was interrupted)"; break; }
+        line[--n] = 0;
+        json_t *j = json_loadb(line, (size_t)n, 0, NULL);
         const char *p = j ? json_string_value(json_object_get(j, "prev")) : NULL;
-        bool good = p && strcmp(p, prev) == 0;
+        if (!p || strlen(p) != AUDIT_HASH_HEX) why = "not a chained audit line";
+        else if (*first && partial) snprintf(prev, AUDIT_HASH_HEX + 1, "%s", p);   /* the anchor */
+        else if (strcmp(p, prev) != 0) why = "\"prev\" does not match the line before it (edited, removed or reordered)";
         json_decref(j);
-        if (!good) {
-            char msg[200];
-            snprintf(msg, sizeof msg, "line %ld of %s: %s", lineno, argv[2],
-                     p ? "\"prev\" does not match the line before it (edited, removed or reordered)"
-                       : "not a chained audit line");
-            fail("CHAIN_BROKEN", msg);
-            rc = EXIT_REMOTE;
-            break;
-        }
+        if (why) break;
+        *first = false;
         unsigned char md[32];
         unsigned int mdlen = 0;
         EVP_Digest(line, (size_t)n, md, &mdlen, EVP_sha256(), NULL);
         for (int i = 0; i < 32; i++) snprintf(prev + 2 * i, 3, "%02x", md[i]);
     }
+    bool read_error = ferror(f);
     free(line);
     fclose(f);
-    if (rc == EXIT_OK) printf("{\"ok\":true,\"lines\":%ld}\n", lineno);
-    return rc;
+    if (!why && read_error) why = "read error";
+    if (why) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "line %ld of %s: %s", lineno, path, why);
+        return fail("CHAIN_BROKEN", msg);
+    }
+    *total += lineno;
+    return 0;
+}
+
+static int cmd_audit(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) { fputs(usage_audit, stdout); return EXIT_OK; }
+    if (argc < 3 || strcmp(argv[1], "verify") != 0) return usage_error(usage_audit, "audit needs: verify FILE...");
+    int i = 2;
+    bool partial = false;
+    if (!strcmp(argv[i], "--partial")) { partial = true; i++; }
+    if (i >= argc) return usage_error(usage_audit, "audit verify needs at least one FILE");
+    char prev[AUDIT_HASH_HEX + 1];
+    memset(prev, '0', AUDIT_HASH_HEX);
+    prev[AUDIT_HASH_HEX] = 0;
+    bool first = true;
+    long total = 0;
+    for (int k = i; k < argc; k++)
+        if (audit_verify_file(argv[k], prev, &first, partial, &total)) return EXIT_REMOTE;
+    printf("{\"ok\":true,\"lines\":%ld,\"files\":%d}\n", total, argc - i);
+    return EXIT_OK;
 }
 
 /* ---- main ------------------------------------------------------------- */

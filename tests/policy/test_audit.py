@@ -70,7 +70,7 @@ def every_operation_is_recorded_and_the_chain_verifies():
         check(not any("params" in r or "payload" in r for r in recs), "no payloads unless configured")
         check_eq(verify_chain(lines), -1, "chain verifies")
         r = bus.cli("audit", "verify", path)
-        check_eq((r.returncode, json.loads(r.stdout)), (0, {"ok": True, "lines": len(lines)}), "lexbus audit verify")
+        check_eq((r.returncode, json.loads(r.stdout)), (0, {"ok": True, "lines": len(lines), "files": 1}), "lexbus audit verify")
         # One edited byte breaks it.
         tampered = list(lines)
         tampered[2] = tampered[2].replace(b'"ok"', b'"OK"', 1)
@@ -110,6 +110,21 @@ def sighup_reopens_and_restart_continues_the_chain():
         bus.stop()
         old, new = read_lines(path + ".1"), read_lines(path)
         check_eq(verify_chain(old + new), -1, "chain continues across the rotation")
+        r = bus.cli("audit", "verify", path + ".1", path)
+        check_eq((r.returncode, json.loads(r.stdout)), (0, {"ok": True, "lines": len(old) + len(new), "files": 2}),
+                 "lexbus audit verify across the rotated files")
+        r = bus.cli("audit", "verify", path)
+        check(r.returncode == 1 and "line 1 of" in r.stderr, "the newer file alone starts mid-chain: %r" % (r,))
+        r = bus.cli("audit", "verify", "--partial", path)
+        check_eq((r.returncode, json.loads(r.stdout)["lines"]), (0, len(new)), "--partial trusts the first prev")
+        r = bus.cli("audit", "verify", path, path + ".1")
+        check(r.returncode == 1 and "CHAIN_BROKEN" in r.stderr, "files in the wrong order: %r" % (r,))
+        with open(path, "ab") as f:
+            f.write(b'{"cut":')                      # an interrupted write
+        r = bus.cli("audit", "verify", path + ".1", path)
+        check(r.returncode == 1 and "cut off" in r.stderr, "a cut-off last line: %r" % (r,))
+        with open(path, "wb") as f:
+            f.write(b"\n".join(new) + b"\n")
         bus.start()
         bus.client("three")
         bus.stop()
