@@ -23,6 +23,8 @@
 #include <openssl/x509v3.h>
 #include <lexbus/client.h>
 #include <lexbus/protocol.h>
+#include "envelope.h"
+#include "wire.h"
 
 #define DEFAULT_URL "unix:" LB_DEFAULT_SOCKET
 #define DEFAULT_TIMEOUT_MS 30000u
@@ -44,9 +46,9 @@ struct pending {
 
 struct lexbus_reply {
     struct lexbus_client *c;
-    char *id;
-    char *caller;
-    json_t *context;
+    char id[LB_MAX_ID + 1];
+    char caller[LB_MAX_NAME + 1];    /* "" if the CALL named no sender */
+    json_t *context;                 /* NULL if the CALL had none */
     unsigned long long generation;   /* connection the call came in on */
 };
 
@@ -69,7 +71,9 @@ struct lexbus_client {
     struct event *retry_timer, *heartbeat_timer;
     struct method *methods;
     struct sub *subs;
-    struct pending *pending;
+    struct pending *pending;     /* oldest first: answers mostly come in order */
+    struct pending **pending_tail;
+    struct wbuf out;             /* scratch for outgoing frames, reused */
     lexbus_state_fn state_cb;
     void *state_ud;
 };
@@ -110,6 +114,14 @@ static int send_json(struct lexbus_client *c, json_t *msg)
     return rc;
 }
 
+/* Queues the frame built in c->out (wb_begin ... wb_finish). */
+static int send_frame(struct lexbus_client *c)
+{
+    long n = wb_finish(&c->out);
+    if (!c->bev || n < 0) return -1;
+    return evbuffer_add(bufferevent_get_output(c->bev), c->out.p, (size_t)n);
+}
+
 static void next_id(struct lexbus_client *c, char *buf, size_t n)
 {
     snprintf(buf, n, "c%ld-%llu", (long)getpid(), ++c->seq);
@@ -123,6 +135,7 @@ static struct pending *pending_take(struct lexbus_client *c, const char *id)
         if (strcmp((*pp)->id, id) == 0) {
             struct pending *p = *pp;
             *pp = p->next;
+            if (!p->next) c->pending_tail = pp;
             return p;
         }
     }
@@ -144,6 +157,7 @@ static void fail_all(struct lexbus_client *c, const char *code, const char *msg)
     while (c->pending) {
         struct pending *p = c->pending;
         c->pending = p->next;
+        if (!c->pending) c->pending_tail = &c->pending;
         pending_settle(p, &e, NULL, -1);
     }
 }
@@ -168,8 +182,8 @@ static struct pending *pending_new(struct lexbus_client *c, unsigned timeout_ms)
     p->timer = evtimer_new(c->base, pending_timeout_cb, p);
     struct timeval tv = { (time_t)(timeout_ms / 1000), (suseconds_t)((timeout_ms % 1000) * 1000) };
     evtimer_add(p->timer, &tv);
-    p->next = c->pending;
-    c->pending = p;
+    *c->pending_tail = p;        /* appended: the oldest is found first */
+    c->pending_tail = &p->next;
     return p;
 }
 
@@ -349,102 +363,194 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 
 /* ---- inbound messages ------------------------------------------------ */
 
-static void error_from(struct lexbus_error *e, json_t *err)
+/* Frames are scanned with the daemon's envelope scanner (core/envelope.c):
+ * it validates the whole frame without allocating and says where each
+ * member lies, so only the values handed to the application (payload,
+ * params, data, context) are turned into json_t. */
+
+/* The raw text of a value (strings with their quotes). */
+static void env_raw(const struct env_val *v, const char **p, size_t *n)
 {
-    const char *code = json_string_value(json_object_get(err, "code"));
-    const char *msg = json_string_value(json_object_get(err, "message"));
-    set_err(e, code ? code : LB_E_EXECUTION_FAILED, "%s", msg ? msg : "error without a message");
+    bool str = v->kind == J_STRING;
+    *p = v->p - str;
+    *n = v->n + 2u * str;
 }
 
-static void handle_call(struct lexbus_client *c, json_t *m)
+/* A value as json_t (new reference), or NULL when absent.  The scanner
+ * has validated the frame (strict JSON, UTF-8), so plain strings and
+ * literals are built directly; jansson parses the rest. */
+static json_t *env_json(const struct env_val *v)
 {
-    const char *id = json_string_value(json_object_get(m, "id"));
-    const char *method = json_string_value(json_object_get(m, "method"));
-    const char *from = json_string_value(json_object_get(m, "from"));
-    if (!id || !method) return;
+    switch (v->kind) {
+    case J_NONE: return NULL;
+    case J_STRING: if (!v->escaped) return json_stringn_nocheck(v->p, v->n); break;
+    case J_TRUE: return json_true();
+    case J_FALSE: return json_false();
+    case J_NULL: return json_null();
+    default: break;
+    }
+    const char *p;
+    size_t n;
+    env_raw(v, &p, &n);
+    return json_loadb(p, n, JSON_DECODE_ANY, NULL);
+}
+
+/* A string member copied into out (unescaped); false if absent, not a
+ * string, too long or holding a NUL. */
+static bool env_cstr(const struct env_val *v, char *out, size_t cap)
+{
+    if (v->kind != J_STRING) return false;
+    if (!v->escaped) {
+        if (v->n >= cap || memchr(v->p, 0, v->n)) return false;
+        memcpy(out, v->p, v->n);
+        out[v->n] = 0;
+        return true;
+    }
+    json_t *j = env_json(v);   /* rare: names the bus routes on are never escaped */
+    const char *str = json_string_value(j);
+    bool ok = str && json_string_length(j) < cap && strlen(str) == json_string_length(j);
+    if (ok) memcpy(out, str, json_string_length(j) + 1);
+    json_decref(j);
+    return ok;
+}
+
+/* A member of the frame that the scanner does not index (one level). */
+static bool frame_member(const struct envelope *e, const char *key, struct env_val *out)
+{
+    const char *p = e->frame, *end = e->frame + e->len;
+    while (p < end && *p != '{') p++;
+    struct env_val whole = { p, (uint32_t)(end - p), J_OBJECT, 0 };
+    return env_object_get(&whole, key, out) == 0;
+}
+
+static long frame_integer(const struct envelope *e, const char *key, long dflt)
+{
+    struct env_val v;
+    int64_t i;
+    return frame_member(e, key, &v) && env_number_i64(&v, &i) == 0 ? (long)i : dflt;
+}
+
+static void error_from(struct lexbus_error *e, const struct env_val *err)
+{
+    char code[sizeof e->code] = "", msg[sizeof e->message] = "";
+    struct env_val v;
+    if (err->kind == J_OBJECT) {
+        if (env_object_get(err, "code", &v) == 0) env_cstr(&v, code, sizeof code);
+        if (env_object_get(err, "message", &v) == 0 && !env_cstr(&v, msg, sizeof msg)) {
+            /* Longer than the buffer: keep its start. */
+            json_t *j = env_json(&v);
+            if (json_string_value(j)) snprintf(msg, sizeof msg, "%s", json_string_value(j));
+            json_decref(j);
+        }
+    }
+    set_err(e, code[0] ? code : LB_E_EXECUTION_FAILED, "%s", msg[0] ? msg : "error without a message");
+}
+
+static void handle_call(struct lexbus_client *c, const struct envelope *e)
+{
+    char method[LB_MAX_NAME + 1];
     struct lexbus_reply *r = calloc(1, sizeof *r);
     if (!r) return;
+    if (!env_cstr(&e->f[F_ID], r->id, sizeof r->id) || !env_cstr(&e->f[F_METHOD], method, sizeof method)) {
+        free(r);   /* the bus never forwards such a CALL */
+        return;
+    }
     r->c = c;
-    r->id = strdup(id);
-    r->caller = from ? strdup(from) : NULL;
-    r->context = json_incref(json_object_get(m, "context"));
+    env_cstr(&e->f[F_FROM], r->caller, sizeof r->caller);
+    r->context = env_json(&e->f[F_CONTEXT]);
     r->generation = c->generation;
     for (struct method *x = c->methods; x; x = x->next) {
         if (strcmp(x->name, method) == 0) {
-            x->fn(c, method, json_object_get(m, "params"), r, x->ud);
+            json_t *params = env_json(&e->f[F_PARAMS]);
+            x->fn(c, method, params ? params : json_null(), r, x->ud);
+            json_decref(params);
             return;
         }
     }
-    char msg[200];
+    char msg[300];
     snprintf(msg, sizeof msg, "service '%s' has no method '%s'", c->service, method);
     lexbus_reply_error(r, LB_E_METHOD_NOT_FOUND, msg);
 }
 
-static void handle_event(struct lexbus_client *c, json_t *m)
+/* Whether a subscription pattern matches an event name. */
+static bool pattern_matches(const char *p, const char *e)
 {
-    const char *event = json_string_value(json_object_get(m, "event"));
-    const char *from = json_string_value(json_object_get(m, "from"));
-    if (!event) return;
+    while (*p) {
+        if (p[0] == '>' && !p[1]) return *e != 0;
+        size_t pl = strcspn(p, ":"), el = strcspn(e, ":");
+        if (!(pl == 1 && p[0] == '*') && (pl != el || strncmp(p, e, pl) != 0)) return false;
+        p += pl + (p[pl] == ':');
+        e += el + (e[el] == ':');
+        if (!*p && *e) return false;
+    }
+    return !*e;
+}
+
+static void handle_event(struct lexbus_client *c, const struct envelope *e)
+{
+    char event[LB_MAX_EVENT + 1], from[LB_MAX_NAME + 1] = "";
+    if (!env_cstr(&e->f[F_EVENT], event, sizeof event)) return;
+    env_cstr(&e->f[F_FROM], from, sizeof from);
+    /* The bus already matched; a client with several patterns hands the
+     * event to the first handler whose pattern matches it. */
     for (struct sub *s = c->subs; s; s = s->next) {
-        /* The bus already matched; a client with several patterns hands the
-         * event to the first handler whose pattern matches it. */
-        const char *p = s->pattern, *e = event;
-        bool ok = true;
-        while (*p && ok) {
-            if (p[0] == '>' && !p[1]) { ok = *e != 0; p++; e += strlen(e); break; }
-            size_t pl = strcspn(p, ":"), el = strcspn(e, ":");
-            if (!(pl == 1 && p[0] == '*') && (pl != el || strncmp(p, e, pl) != 0)) ok = false;
-            p += pl + (p[pl] == ':');
-            e += el + (e[el] == ':');
-            if (!*p && *e) ok = false;
-        }
-        if (ok && !*e) {
-            s->fn(c, event, from ? from : "", json_object_get(m, "payload"), s->ud);
+        if (pattern_matches(s->pattern, event)) {
+            json_t *payload = env_json(&e->f[F_PAYLOAD]);
+            s->fn(c, event, from, payload ? payload : json_null(), s->ud);
+            json_decref(payload);
             return;
         }
     }
 }
 
-static void dispatch(struct lexbus_client *c, json_t *m)
+/* RESPONSE, ACK, ERROR or an echoed HEARTBEAT: settles what waits for it. */
+static void handle_answer(struct lexbus_client *c, const struct envelope *e)
 {
-    const char *type = json_string_value(json_object_get(m, "type"));
-    const char *id = json_string_value(json_object_get(m, "id"));
-    if (!type) return;
-    if (!strcmp(type, "REGISTER_ACK")) {
-        c->ready = true;
-        json_int_t hb = json_integer_value(json_object_get(m, "heartbeatInterval"));
-        c->heartbeat_ms = hb > 0 ? (unsigned)hb : 30000;
-        struct timeval tv = { (time_t)(c->heartbeat_ms / 1000), (suseconds_t)((c->heartbeat_ms % 1000) * 1000) };
-        evtimer_add(c->heartbeat_timer, &tv);
-        notify_state(c, true, NULL);
-    } else if (!strcmp(type, "CALL")) {
-        handle_call(c, m);
-    } else if (!strcmp(type, "EVENT")) {
-        handle_event(c, m);
-    } else if (!strcmp(type, "RESPONSE") || !strcmp(type, "ACK") || !strcmp(type, "HEARTBEAT") ||
-               !strcmp(type, "ERROR")) {
-        struct pending *p = id ? pending_take(c, id) : NULL;
-        if (!p) {
-            if (!strcmp(type, "ERROR") && !c->ready) {
-                /* Refused at registration: no point in retrying as is. */
-                struct lexbus_error e;
-                error_from(&e, json_object_get(m, "error"));
-                c->reconnect = false;
-                notify_state(c, false, &e);
-            }
-            return;
+    char id[LB_MAX_ID + 1];
+    struct pending *p = env_cstr(&e->f[F_ID], id, sizeof id) ? pending_take(c, id) : NULL;
+    struct lexbus_error err;
+    if (!p) {
+        if (e->type == LB_MSG_ERROR && !c->ready) {
+            /* Refused at registration: no point in retrying as is. */
+            error_from(&err, &e->f[F_ERROR]);
+            c->reconnect = false;
+            notify_state(c, false, &err);
         }
-        struct lexbus_error e;
-        if (!strcmp(type, "ERROR") || (!strcmp(type, "RESPONSE") &&
-                                       json_string_value(json_object_get(m, "status")) &&
-                                       !strcmp(json_string_value(json_object_get(m, "status")), "error"))) {
-            error_from(&e, json_object_get(m, "error"));
-            pending_settle(p, &e, NULL, -1);
-        } else if (!strcmp(type, "ACK")) {
-            pending_settle(p, NULL, NULL, (long)json_integer_value(json_object_get(m, "delivered")));
-        } else {
-            pending_settle(p, NULL, json_object_get(m, "data"), 0);
-        }
+        return;
+    }
+    if (e->type == LB_MSG_ERROR || (e->type == LB_MSG_RESPONSE && env_str_eq(&e->f[F_STATUS], "error", 5))) {
+        error_from(&err, &e->f[F_ERROR]);
+        pending_settle(p, &err, NULL, -1);
+    } else if (e->type == LB_MSG_RESPONSE) {
+        json_t *data = env_json(&e->f[F_DATA]);
+        pending_settle(p, NULL, data ? data : json_null(), 0);
+        json_decref(data);
+    } else {
+        pending_settle(p, NULL, NULL, e->type == LB_MSG_ACK ? frame_integer(e, "delivered", 0) : 0);
+    }
+}
+
+static void handle_register_ack(struct lexbus_client *c, const struct envelope *e)
+{
+    c->ready = true;
+    long hb = frame_integer(e, "heartbeatInterval", 0);
+    c->heartbeat_ms = hb > 0 && hb < 86400000L ? (unsigned)hb : 30000;
+    struct timeval tv = { (time_t)(c->heartbeat_ms / 1000), (suseconds_t)((c->heartbeat_ms % 1000) * 1000) };
+    evtimer_add(c->heartbeat_timer, &tv);
+    notify_state(c, true, NULL);
+}
+
+static void dispatch(struct lexbus_client *c, const char *frame, size_t n)
+{
+    struct envelope e;
+    const char *why;
+    if (envelope_parse(&e, frame, n, &why) != ENV_OK) return;   /* the bus validates what it forwards */
+    switch (e.type) {
+    case LB_MSG_REGISTER_ACK: handle_register_ack(c, &e); break;
+    case LB_MSG_CALL: handle_call(c, &e); break;
+    case LB_MSG_EVENT: handle_event(c, &e); break;
+    case LB_MSG_RESPONSE: case LB_MSG_ACK: case LB_MSG_ERROR: case LB_MSG_HEARTBEAT: handle_answer(c, &e); break;
+    default: break;
     }
 }
 
@@ -463,12 +569,11 @@ static void on_read(struct bufferevent *bev, void *arg)
         }
         if (evbuffer_get_length(in) < 4 + (size_t)n) break;
         const char *p = (const char *)evbuffer_pullup(in, 4 + (ssize_t)n);
-        json_error_t je;
-        json_t *m = json_loadb(p + 4, n, 0, &je);
+        if (!p) { drop_connection(c, "out of memory reading a frame"); return; }
+        dispatch(c, p + 4, n);
+        /* A callback may have dropped the connection (and its buffer). */
+        if (c->generation != gen) return;
         evbuffer_drain(in, 4 + (size_t)n);
-        if (!m) continue;   /* not ours to fix; the bus validates what it forwards */
-        dispatch(c, m);
-        json_decref(m);
     }
 }
 
@@ -510,6 +615,7 @@ struct lexbus_client *lexbus_new(struct event_base *base, const struct lexbus_op
     c->backoff_base = o.reconnect_base_ms ? o.reconnect_base_ms : 100;
     c->backoff_max = o.reconnect_max_ms ? o.reconnect_max_ms : 30000;
     c->max_frame = o.max_frame ? o.max_frame : 16u * 1024 * 1024;
+    c->pending_tail = &c->pending;
     c->retry_timer = evtimer_new(base, retry_cb, c);
     c->heartbeat_timer = event_new(base, -1, EV_PERSIST, heartbeat_cb, c);
     srand((unsigned)(time(NULL) ^ getpid()));
@@ -553,6 +659,7 @@ void lexbus_free(struct lexbus_client *c)
     free(c->path);
     free(c->service);
     free(c->token);
+    wb_free(&c->out);
     free(c);
 }
 
@@ -588,62 +695,93 @@ int lexbus_on(struct lexbus_client *c, const char *pattern, lexbus_event_fn fn, 
     return rc;
 }
 
-static void reply_send(struct lexbus_reply *r, json_t *body)
+/* Starts a RESPONSE to r in c->out, or returns false (and frees r) when
+ * the call came in on a connection that has since dropped: the bus has
+ * already failed that call. */
+static bool reply_begin(struct lexbus_reply *r, const char *status)
 {
-    /* A reply for a connection that has since dropped would answer a call
-     * the bus has already failed: drop it. */
-    if (r->c->ready && r->generation == r->c->generation) {
-        json_object_set_new(body, "type", json_string("RESPONSE"));
-        json_object_set_new(body, "id", json_string(r->id));
-        json_object_set_new(body, "from", json_string(r->c->service));
-        if (r->caller) json_object_set_new(body, "to", json_string(r->caller));
-        if (r->context) json_object_set(body, "context", r->context);
-        send_json(r->c, body);
-    }
-    json_decref(body);
+    struct lexbus_client *c = r->c;
+    if (!c->ready || r->generation != c->generation) return false;
+    wb_begin(&c->out);
+    wb_key_str(&c->out, "type", "RESPONSE");
+    wb_key_str(&c->out, "id", r->id);
+    wb_key_str(&c->out, "from", c->service);
+    if (r->caller[0]) wb_key_str(&c->out, "to", r->caller);
+    wb_key_str(&c->out, "status", status);
+    if (r->context) { wb_key(&c->out, "context"); wb_json(&c->out, r->context); }
+    return true;
+}
+
+static void reply_free(struct lexbus_reply *r)
+{
     json_decref(r->context);
-    free(r->id);
-    free(r->caller);
     free(r);
 }
 
 void lexbus_reply_ok(struct lexbus_reply *r, json_t *result)
 {
-    json_t *b = json_object();
-    json_object_set_new(b, "status", json_string("success"));
-    json_object_set_new(b, "data", result ? result : json_null());
-    reply_send(r, b);
+    if (reply_begin(r, "success")) {
+        wb_key(&r->c->out, "data");
+        wb_json(&r->c->out, result);
+        send_frame(r->c);
+    }
+    json_decref(result);
+    reply_free(r);
 }
 
 void lexbus_reply_error(struct lexbus_reply *r, const char *code, const char *message)
 {
-    json_t *b = json_object();
-    json_object_set_new(b, "status", json_string("error"));
-    json_object_set_new(b, "error", json_pack("{s:s,s:s}", "code", code, "message", message ? message : ""));
-    reply_send(r, b);
+    if (reply_begin(r, "error")) {
+        wb_key(&r->c->out, "error");
+        wb_lit(&r->c->out, "{");
+        wb_str(&r->c->out, "code");
+        wb_lit(&r->c->out, ":");
+        wb_str(&r->c->out, code);
+        wb_lit(&r->c->out, ",\"message\":");
+        wb_str(&r->c->out, message ? message : "");
+        wb_lit(&r->c->out, "}");
+        send_frame(r->c);
+    }
+    reply_free(r);
 }
 
 json_t *lexbus_reply_context(const struct lexbus_reply *r) { return r->context; }
 
-static json_t *make_context(struct lexbus_client *c, const struct lexbus_reply *parent, unsigned timeout_ms)
+/* The context of a nested call: the parent's root and deadline, one more
+ * hop in the chain.  NULL when there is no parent context. */
+static json_t *nested_context(struct lexbus_client *c, const struct lexbus_reply *parent)
 {
+    json_t *pc = parent ? parent->context : NULL;
+    if (!json_is_object(pc)) return NULL;
+    json_t *ctx = json_deep_copy(pc);
+    json_t *chain = json_object_get(ctx, "chain");
+    if (!json_is_array(chain)) { chain = json_array(); json_object_set_new(ctx, "chain", chain); }
+    json_array_append_new(chain, json_string(c->service));
+    json_object_set_new(ctx, "depth", json_integer(json_integer_value(json_object_get(pc, "depth")) + 1));
+    return ctx;
+}
+
+/* Writes the call's context member: nested, or a new root. */
+static void write_context(struct lexbus_client *c, const struct lexbus_reply *parent, unsigned timeout_ms)
+{
+    wb_key(&c->out, "context");
+    json_t *nested = nested_context(c, parent);
+    if (nested) {
+        wb_json(&c->out, nested);
+        json_decref(nested);
+        return;
+    }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    json_int_t now = (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    json_t *pc = parent ? parent->context : NULL;
-    if (pc && json_is_object(pc)) {
-        /* Nested: same root and deadline, one more hop in the chain. */
-        json_t *ctx = json_deep_copy(pc);
-        json_t *chain = json_object_get(ctx, "chain");
-        if (!json_is_array(chain)) { chain = json_array(); json_object_set_new(ctx, "chain", chain); }
-        json_array_append_new(chain, json_string(c->service));
-        json_object_set_new(ctx, "depth", json_integer(json_integer_value(json_object_get(pc, "depth")) + 1));
-        return ctx;
-    }
-    char root[64];
-    snprintf(root, sizeof root, "root-%lld-%ld-%llu", (long long)now, (long)getpid(), ++c->seq);
-    return json_pack("{s:s,s:[s],s:i,s:I}", "root", root, "chain", c->service, "depth", 1, "deadline",
-                     now + (json_int_t)timeout_ms);
+    long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    char root[80], tail[64];
+    snprintf(root, sizeof root, "root-%lld-%ld-%llu", now, (long)getpid(), ++c->seq);
+    wb_lit(&c->out, "{");
+    wb_key_str(&c->out, "root", root);
+    wb_lit(&c->out, ",\"chain\":[");
+    wb_str(&c->out, c->service);
+    int n = snprintf(tail, sizeof tail, "],\"depth\":1,\"deadline\":%lld}", now + (long long)timeout_ms);
+    wb_raw(&c->out, tail, (size_t)n);
 }
 
 int lexbus_call(struct lexbus_client *c, const char *service, const char *method, json_t *params,
@@ -655,14 +793,18 @@ int lexbus_call(struct lexbus_client *c, const char *service, const char *method
     if (!p) return -1;
     p->result_cb = cb;
     p->ud = ud;
-    json_t *m = json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "CALL", "id", p->id, "from", c->service, "to", service,
-                          "method", method);
-    json_object_set(m, "params", params ? params : json_object());
-    if (!params) json_decref(json_object_get(m, "params"));
-    json_object_set_new(m, "context", make_context(c, parent, timeout_ms));
-    if (c->token) json_object_set_new(m, "token", json_string(c->token));
-    int rc = send_json(c, m);
-    json_decref(m);
+    wb_begin(&c->out);
+    wb_key_str(&c->out, "type", "CALL");
+    wb_key_str(&c->out, "id", p->id);
+    wb_key_str(&c->out, "from", c->service);
+    wb_key_str(&c->out, "to", service);
+    wb_key_str(&c->out, "method", method);
+    wb_key(&c->out, "params");
+    if (params) wb_json(&c->out, params);
+    else wb_lit(&c->out, "{}");
+    write_context(c, parent, timeout_ms);
+    if (c->token) wb_key_str(&c->out, "token", c->token);
+    int rc = send_frame(c);
     if (rc) {
         pending_take(c, p->id);
         event_free(p->timer);
@@ -675,20 +817,25 @@ int lexbus_emit(struct lexbus_client *c, const char *event, json_t *payload, con
                 lexbus_ack_fn cb, void *ud)
 {
     if (!c->ready) return -1;
-    json_t *m = json_pack("{s:s,s:s,s:s}", "type", "EMIT", "event", event, "to", to ? to : "broadcast");
-    json_object_set(m, "payload", payload ? payload : json_null());
-    if (c->token) json_object_set_new(m, "token", json_string(c->token));
     struct pending *p = NULL;
     if (cb) {
         p = pending_new(c, DEFAULT_TIMEOUT_MS);
-        if (!p) { json_decref(m); return -1; }
+        if (!p) return -1;
         p->ack_cb = cb;
         p->ud = ud;
-        json_object_set_new(m, "id", json_string(p->id));
-        json_object_set_new(m, "ack", json_true());
     }
-    int rc = send_json(c, m);
-    json_decref(m);
+    wb_begin(&c->out);
+    wb_key_str(&c->out, "type", "EMIT");
+    wb_key_str(&c->out, "event", event);
+    wb_key_str(&c->out, "to", to ? to : "broadcast");
+    wb_key(&c->out, "payload");
+    wb_json(&c->out, payload);
+    if (c->token) wb_key_str(&c->out, "token", c->token);
+    if (p) {
+        wb_key_str(&c->out, "id", p->id);
+        wb_lit(&c->out, ",\"ack\":true");
+    }
+    int rc = send_frame(c);
     if (rc && p) { pending_take(c, p->id); event_free(p->timer); free(p); }
     return rc;
 }

@@ -62,6 +62,15 @@ lines.append("Loss or reordering: %s." % ("NONE" if not loss else ", ".join("%s 
 rtt = pick("rtt", "p50_us")
 if rtt.get("lexbus") and rtt.get("floor"):
     lines.append("RTT p50 lexbus / bare socket: %.2f×." % (rtt["lexbus"] / rtt["floor"]))
+# The client library against the raw-protocol client, same workloads.
+lib_stream, raw_stream = pick("stream", "msgs_per_s", size=128), None
+raw_stream = lib_stream.get("lexbus")
+lib_rtt = rtt.get("liblexbus")
+if lib_stream.get("liblexbus") and raw_stream:
+    lines.append("Through liblexbus (tests/bench/lbclient.c): 1→1 128 B %s msgs/s (%.2f× lbbench's raw client%s)%s." % (
+        fmt(lib_stream["liblexbus"]), lib_stream["liblexbus"] / raw_stream,
+        ", %.2f× NATS" % (lib_stream["liblexbus"] / lib_stream["nats"]) if lib_stream.get("nats") else "",
+        "; RTT p50 %.1f µs (%.2f× raw)" % (lib_rtt, lib_rtt / rtt["lexbus"]) if lib_rtt and rtt.get("lexbus") else ""))
 machine = "%s, %d cores, %s" % (platform.platform(), os.cpu_count(), platform.processor() or platform.machine())
 lines.append("Machine: %s%s." % (machine, " (quick run)" if quick else ""))
 text = "\n".join(lines)

@@ -6,7 +6,7 @@
 #
 #   tests/bench/run.sh [--quick] [--out FILE.json] [--only stream|rtt|fanout|idle]
 #
-# LEXBUSD and LBBENCH may point at prebuilt binaries; by default an
+# LEXBUSD, LBBENCH (and LBCLIENT) may point at prebuilt binaries; by default an
 # optimised, sanitizer-free build is made in _build-bench/.
 set -euo pipefail
 top="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -35,7 +35,9 @@ if [[ -z "${LEXBUSD:-}" || -z "${LBBENCH:-}" ]]; then
   (cd "$bdir" && { [[ -f Makefile ]] || "$top/configure" -q CFLAGS="-O2 -g"; } && make -j"$(nproc)" >/dev/null)
   LEXBUSD="$bdir/core/lexbusd"
   LBBENCH="$bdir/tests/bench/lbbench"
+  LBCLIENT="$bdir/tests/bench/lbclient"
 fi
+LBCLIENT="${LBCLIENT:-$(dirname "$LBBENCH")/lbclient}"
 
 tmp="$(mktemp -d /tmp/lexbus-bench.XXXXXX)"
 pids=()
@@ -74,15 +76,19 @@ else n_stream=1000000; n_rtt=20000; n_fan=100000; n_idle=10000; fi
 results="$tmp/results.jsonl"
 : > "$results"
 run() { echo "  $*" >&2; "$LBBENCH" "$@" | tee -a "$results" >/dev/null; }
+runc() { echo "  lbclient $*" >&2; "$LBCLIENT" "${addr[lexbus]}" "$@" | tee -a "$results" >/dev/null; }
 echo "running (this takes a few minutes; --quick for a smoke run)" >&2
 want() { [[ -z "$only" || "$only" == "$1" ]]; }
 want stream && for size in 16 128 1024; do
   for p in lexbus lexbus-tls nats redis mqtt floor; do run "$p" "${addr[$p]}" stream "$n_stream" "$size"; done
 done
+# The same 1->1 stream through the C client library (what an application gets).
+want stream && runc stream "$n_stream" 128
 # Wake-up latency on a VM drifts over minutes: interleave rounds across the
 # peers so each sees the same conditions; the report takes the median round.
 want rtt && for round in 1 2 3 4 5; do
   for p in lexbus lexbus-tls nats redis mqtt floor; do run "$p" "${addr[$p]}" rtt "$((n_rtt / 5))"; done
+  runc rtt "$((n_rtt / 5))"
 done
 want fanout && for p in lexbus nats redis mqtt; do run "$p" "${addr[$p]}" fanout "$n_fan" 128 50; done
 if want idle; then
