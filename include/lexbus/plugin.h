@@ -177,8 +177,14 @@ void lb_conn_writable(struct lb_conn *conn);
  * false).  `why` is logged. */
 void lb_conn_gone(struct lb_conn *conn, const char *why);
 
-/* Closes the connection from the transport side with an ERROR frame sent
- * first (code is one of the protocol's error code strings). */
+/* Closes the connection with an ERROR frame sent first (code is one of
+ * the protocol's error code strings), flushing what is queued.  Used by
+ * transports, and by policy plugins to end a session from their own event
+ * callbacks (a revoked or expired credential, say).  Every plugin's
+ * `closed` hook for the connection runs before this returns, and closing
+ * one connection may close others (in-flight calls fail), so a plugin
+ * walking its own list of connections must not keep a pointer across the
+ * call.  A no-op on a connection already closed. */
 void lb_conn_close_error(struct lb_conn *conn, const char *code, const char *message);
 
 uint64_t lb_conn_id(const struct lb_conn *conn);

@@ -5,39 +5,50 @@
  * iat, exp, stateful, rateLimitExempt, authBypass, data.
  *
  * - REGISTER with `token`: the token's source/sub must equal serviceName;
- *   the session is then authenticated (auth "token").
+ *   the session is then authenticated (auth "token") for as long as the
+ *   token is valid: revoking it or its `exp` passing closes the session
+ *   (ERROR UNAUTHENTICATED first).
  * - CALL/EMIT with `token`: its target must be the `to` service and its
  *   operation the method or event ("*" matches any); recipients receive
  *   the verified claims as `token`.
  * - Refused (UNAUTHENTICATED with the reason): malformed, over-long, any
- *   algorithm but HS256 (including "none"), unknown key id, bad signature,
- *   expired, issued in the future, revoked, not a broker token.
+ *   algorithm but HS256 (including "none"), unknown key id, bad signature
+ *   (HMAC checked here in constant time), exp or iat missing or not
+ *   integers, expired, issued in the future or before nbf (30 s of clock
+ *   skew allowed), a lifetime (exp - iat) above max_ttl, revoked, not a
+ *   broker token.
  * - System methods (service `lexbus`): token.issue, token.verify,
  *   token.revoke, token.state.get|set|delete.  issue/revoke/state are for
  *   the services in `admins` (and anyone in development mode when `admins`
  *   is empty); verify is for every registered service.
- * - Revocations and state survive restarts: `state_file` (JSON), written by
- *   temp file + rename, at most every 100 ms.
+ * - Revocations and state survive restarts: `state_file` (JSON, mode 0600),
+ *   written by temp file + fsync + rename + directory fsync.  token.revoke
+ *   answers only after that write; state.set/delete are coalesced and
+ *   written within 100 ms (a crash may lose the last 100 ms of them).
  *
  * [plugin tokens]
- * key_file = /etc/lexbus/broker.key   lines "KID:SECRET" (first signs) or one bare secret
+ * key_file = /etc/lexbus/broker.key   lines "KID:SECRET" (first signs) or one bare secret;
+ *                                     at most 16 keys, lines under 1024 bytes, unique kids
  * admins = ops, deployer              who may issue / revoke / use state
- * max_ttl = 24h
+ * max_ttl = 24h                       longest ttl issued or accepted (1s to 366 days)
  * state_file = tokens-state.json      relative to bus.conf
  * peercred_uids = self                unix clients of these uids (self = lexbusd's
  *                                     own uid) may REGISTER without a token
  */
 #include "config.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <event2/event.h>
 #include <jansson.h>
 #include <jwt.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <lexbus/plugin.h>
 #include <lexbus/protocol.h>
@@ -46,8 +57,21 @@
 #define MAX_ADMINS 64
 #define MAX_UIDS 16
 #define MIN_SECRET 16
+#define KEY_LINE 1024              /* a key_file line holds at most KEY_LINE - 1 bytes */
+#define CLOCK_SKEW_S 30            /* tolerated clock difference for iat and nbf */
+#define MAX_TTL_S (366LL * 86400)  /* upper bound for max_ttl */
 
-struct key { char kid[64]; unsigned char *secret; size_t len; };
+struct key { char kid[64]; unsigned char *secret; size_t len; int line; };
+
+/* A session a token authenticated: ended when the token is revoked or
+ * expires (the per-connection slot points here). */
+struct session {
+    struct session *prev, *next;
+    struct tokens *t;
+    struct lb_conn *conn;
+    char *jti;
+    struct event *expiry;
+};
 
 struct tokens {
     struct lb_plugin_ctx *ctx;
@@ -62,41 +86,92 @@ struct tokens {
     json_t *revoked;               /* jti -> exp (s) */
     json_t *state;                 /* jti -> any */
     struct event *save_timer;
-    unsigned long long issued, verified, refused;
+    struct event *revoke_ev;       /* closes sessions of revoked tokens */
+    struct session *sessions;
+    unsigned long long issued, verified, refused, sessions_ended;
 };
 
 /* ---- keys and settings ---------------------------------------------- */
+
+/* The key file holds every secret: say so when others can read it. */
+static void warn_if_readable(struct tokens *t, FILE *f, const char *path)
+{
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
+        lb_log(t->ctx, LB_LOG_WARN, "key_file %s is readable or writable by group or others (mode %04o): chmod 600 it",
+               path, (unsigned)(st.st_mode & 07777));
+}
+
+/* Reads one line into buf (without the newline).  Returns 1, 0 at end of
+ * file, or -1 when the line does not fit: fgets would silently split it
+ * into two "keys". */
+static int read_line(FILE *f, char *buf, size_t cap)
+{
+    if (!fgets(buf, (int)cap, f)) return 0;
+    size_t n = strcspn(buf, "\n");
+    if (buf[n] == '\n') { buf[n] = 0; return 1; }
+    int c = fgetc(f);                    /* a full buffer: is the line really longer? */
+    if (c == EOF || c == '\n') return 1;
+    while (c != EOF && c != '\n') c = fgetc(f);   /* never leave a secret's tail for the next line */
+    return -1;
+}
+
+/* Parses "KID:SECRET" or a bare secret into the next key slot. */
+static int parse_key(struct tokens *t, char *line, const char *path, int lineno)
+{
+    if (t->n_keys == MAX_KEYS) {
+        lb_plugin_fail(t->ctx, "%s:%d: more than %d keys (remove retired keys)", path, lineno, MAX_KEYS);
+        return -1;
+    }
+    struct key *k = &t->keys[t->n_keys];
+    char *colon = strchr(line, ':');
+    const char *secret = line;
+    if (colon && colon - line < (long)sizeof k->kid) {
+        *colon = 0;
+        snprintf(k->kid, sizeof k->kid, "%.63s", line);
+        secret = colon + 1;
+    } else {
+        snprintf(k->kid, sizeof k->kid, "k%zu", t->n_keys + 1);
+    }
+    for (size_t i = 0; i < t->n_keys; i++)
+        if (!strcmp(t->keys[i].kid, k->kid)) {
+            /* Verification would always pick the first: the second is dead, or a mistake. */
+            lb_plugin_fail(t->ctx, "%s:%d: key id '%s' is already used on line %d", path, lineno, k->kid,
+                           t->keys[i].line);
+            return -1;
+        }
+    k->len = strlen(secret);
+    if (k->len < MIN_SECRET) {
+        lb_plugin_fail(t->ctx, "%s:%d: key '%s' is shorter than %d bytes", path, lineno, k->kid, MIN_SECRET);
+        return -1;
+    }
+    k->secret = (unsigned char *)strdup(secret);
+    k->line = lineno;
+    t->n_keys++;
+    return 0;
+}
 
 static int load_keys(struct tokens *t, const char *path)
 {
     FILE *f = fopen(path, "r");
     if (!f) { lb_plugin_fail(t->ctx, "cannot read key_file %s: %s", path, strerror(errno)); return -1; }
-    char line[1024];
-    while (fgets(line, sizeof line, f) && t->n_keys < MAX_KEYS) {
-        size_t n = strcspn(line, "\r\n");
-        line[n] = 0;
-        if (!n || line[0] == '#') continue;
-        struct key *k = &t->keys[t->n_keys];
-        char *colon = strchr(line, ':');
-        const char *secret = line;
-        if (colon && colon - line < (long)sizeof k->kid) {
-            *colon = 0;
-            snprintf(k->kid, sizeof k->kid, "%.63s", line);
-            secret = colon + 1;
-        } else {
-            snprintf(k->kid, sizeof k->kid, "k%zu", t->n_keys + 1);
+    warn_if_readable(t, f, path);
+    char line[KEY_LINE];
+    int rc = 0, lineno = 0, got;
+    while (!rc && (got = read_line(f, line, sizeof line)) != 0) {
+        lineno++;
+        if (got < 0) {
+            lb_plugin_fail(t->ctx, "%s:%d: line is longer than %d bytes", path, lineno, KEY_LINE - 1);
+            rc = -1;
+            break;
         }
-        k->len = strlen(secret);
-        if (k->len < MIN_SECRET) {
-            fclose(f);
-            lb_plugin_fail(t->ctx, "key '%s' in %s is shorter than %d bytes", k->kid, path, MIN_SECRET);
-            return -1;
-        }
-        k->secret = (unsigned char *)strdup(secret);
-        t->n_keys++;
+        line[strcspn(line, "\r")] = 0;
+        if (!line[0] || line[0] == '#') continue;
+        rc = parse_key(t, line, path, lineno);
     }
     fclose(f);
     OPENSSL_cleanse(line, sizeof line);
+    if (rc) return -1;
     if (!t->n_keys) { lb_plugin_fail(t->ctx, "key_file %s holds no key", path); return -1; }
     return 0;
 }
@@ -130,8 +205,48 @@ static int parse_list(struct tokens *t, const char *s, bool uids)
 
 /* ---- persistence ------------------------------------------------------ */
 
-static void save_now(struct tokens *t)
+/* Writes text to path durably: temp file (0600: it names revoked tokens
+ * and holds token state), fsync, rename over the old file, fsync the
+ * directory so the rename itself survives a crash.  Returns 0 or -1 with
+ * errno set. */
+static int write_durably(const char *path, const char *text)
 {
+    char tmp[4096], dir[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return -1;
+    size_t len = strlen(text), off = 0;
+    int rc = fchmod(fd, 0600);           /* a temp file left by an older version may be wider */
+    while (!rc && off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) rc = -1;
+        else off += (size_t)w;
+    }
+    if (!rc) rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    if (!rc) rc = rename(tmp, path);
+    else errno = saved;
+    if (rc) return -1;
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *(slash == dir ? slash + 1 : slash) = 0;
+    else snprintf(dir, sizeof dir, ".");
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return -1;
+    rc = fsync(dfd);
+    saved = errno;
+    close(dfd);
+    errno = saved;
+    return rc;
+}
+
+/* Writes revocations and state now (blocking: fsync).  Returns 0 or -1
+ * after logging why; memory stays authoritative either way. */
+static int save_now(struct tokens *t)
+{
+    if (t->save_timer) evtimer_del(t->save_timer);   /* this write covers whatever was pending */
     /* Expired revocations no longer matter: the token is refused anyway. */
     const char *jti;
     json_t *v, *tmp;
@@ -139,19 +254,21 @@ static void save_now(struct tokens *t)
     json_object_foreach_safe(t->revoked, tmp, jti, v)
         if (json_integer_value(v) < now_s) json_object_del(t->revoked, jti);
     json_t *doc = json_pack("{s:O,s:O}", "revoked", t->revoked, "state", t->state);
-    char path[4096];
-    snprintf(path, sizeof path, "%s.tmp", t->state_path);
-    if (json_dump_file(doc, path, JSON_COMPACT) != 0 || rename(path, t->state_path) != 0)
-        lb_log(t->ctx, LB_LOG_ERROR, "cannot write %s: %s (revocations are still enforced in memory)",
-               t->state_path, strerror(errno));
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
+    int rc = text ? write_durably(t->state_path, text) : (errno = ENOMEM, -1);
+    free(text);
+    if (rc) lb_log(t->ctx, LB_LOG_ERROR, "cannot write %s: %s (revocations are still enforced in memory)",
+                   t->state_path, strerror(errno));
+    return rc;
 }
 
 static void save_cb(evutil_socket_t fd, short what, void *arg) { (void)fd; (void)what; save_now(arg); }
 
 static void schedule_save(struct tokens *t)
 {
-    /* Coalesce bursts of changes into one small write. */
+    /* Coalesce bursts of state changes into one small write.  Revocations
+     * do not come here: they are written before they are acknowledged. */
     if (evtimer_pending(t->save_timer, NULL)) return;
     struct timeval tv = { 0, 100000 };
     evtimer_add(t->save_timer, &tv);
@@ -205,6 +322,72 @@ static json_t *jwt_header(const char *tok)
     return h;
 }
 
+/* HMAC-SHA256 of "header.payload" under k, compared with the token's
+ * signature in constant time.  libjwt 1.x compares signatures with strcmp
+ * (CVE-2024-25189) unless a distribution patched it, so libjwt only ever
+ * sees tokens whose signature already matched here.  Our MAC is encoded
+ * and the strings compared, so only the canonical encoding verifies. */
+static bool hs256_ok(const struct key *k, const char *tok)
+{
+    const char *d1 = strchr(tok, '.'), *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
+    if (!d2 || strchr(d2 + 1, '.') || strlen(d2 + 1) != 43) return false;   /* 43 = 32 bytes, unpadded */
+    unsigned char mac[EVP_MAX_MD_SIZE], b64[48];
+    unsigned int maclen = 0;
+    if (!HMAC(EVP_sha256(), k->secret, (int)k->len, (const unsigned char *)tok, (size_t)(d2 - tok), mac, &maclen) ||
+        maclen != 32)
+        return false;
+    EVP_EncodeBlock(b64, mac, 32);          /* 43 characters and one '=' */
+    for (int i = 0; i < 43; i++) b64[i] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : b64[i];
+    bool ok = CRYPTO_memcmp(b64, d2 + 1, 43) == 0;
+    OPENSSL_cleanse(mac, sizeof mac);
+    return ok;
+}
+
+/* An integer claim: 1 when present and an integer (*out set), 0 when
+ * absent, -1 when present with another type. */
+static int int_claim(json_t *claims, const char *name, json_int_t *out)
+{
+    json_t *v = json_object_get(claims, name);
+    if (!v) return 0;
+    if (!json_is_integer(v)) return -1;
+    *out = json_integer_value(v);
+    return 1;
+}
+
+/* The time claims.  Returns true if the token is valid now; else false
+ * with *why set.  Checked in an order that keeps the arithmetic in range
+ * (exp > now > 0 and 0 <= iat <= now + skew before exp - iat). */
+static bool times_ok(struct tokens *t, json_t *claims, char *why, size_t whylen)
+{
+    json_int_t now = (json_int_t)(lb_now_ms() / 1000), exp = 0, iat = 0, nbf = 0;
+    int has_exp = int_claim(claims, "exp", &exp), has_iat = int_claim(claims, "iat", &iat);
+    int has_nbf = int_claim(claims, "nbf", &nbf);
+    json_int_t max_ttl_s = (json_int_t)(t->max_ttl_ms / 1000);
+    if (has_exp < 0) { snprintf(why, whylen, "exp must be an integer (seconds since the epoch)"); return false; }
+    if (has_iat < 0) { snprintf(why, whylen, "iat must be an integer (seconds since the epoch)"); return false; }
+    if (has_nbf < 0) { snprintf(why, whylen, "nbf must be an integer (seconds since the epoch)"); return false; }
+    if (!has_exp) { snprintf(why, whylen, "token lacks exp"); return false; }
+    if (!has_iat) { snprintf(why, whylen, "token lacks iat"); return false; }
+    if (exp <= now) {
+        snprintf(why, whylen, "token expired %llu s ago", (unsigned long long)now - (unsigned long long)exp);
+        return false;
+    }
+    if (iat > now + CLOCK_SKEW_S) { snprintf(why, whylen, "token not yet valid (issued in the future)"); return false; }
+    if (iat < 0) { snprintf(why, whylen, "iat is negative"); return false; }
+    if (has_nbf && nbf > now + CLOCK_SKEW_S) {
+        snprintf(why, whylen, "token not yet valid (nbf is %lld s from now)", (long long)(nbf - now));
+        return false;
+    }
+    /* A token signed with a longer life than this bus grants (another
+     * issuer with the same key, or max_ttl lowered) is not honoured. */
+    if (exp - iat > max_ttl_s) {
+        snprintf(why, whylen, "token lifetime (exp - iat = %lld s) exceeds max_ttl (%lld s)", (long long)(exp - iat),
+                 (long long)max_ttl_s);
+        return false;
+    }
+    return true;
+}
+
 /* Returns the verified claims (new reference), or NULL with *why set. */
 static json_t *verify(struct tokens *t, const char *tok, size_t n, char *why, size_t whylen)
 {
@@ -226,7 +409,7 @@ static json_t *verify(struct tokens *t, const char *tok, size_t n, char *why, si
     const struct key *k = key_by_kid(t, json_string_value(json_object_get(hdr, "kid")));
     json_decref(hdr);
     if (!k) { snprintf(why, whylen, "unknown key id"); goto out; }
-    if (jwt_decode(&j, s, k->secret, (int)k->len) != 0 || !j || jwt_get_alg(j) != JWT_ALG_HS256) {
+    if (!hs256_ok(k, s) || jwt_decode(&j, s, k->secret, (int)k->len) != 0 || !j || jwt_get_alg(j) != JWT_ALG_HS256) {
         snprintf(why, whylen, "bad signature");
         goto out;
     }
@@ -235,14 +418,10 @@ static json_t *verify(struct tokens *t, const char *tok, size_t n, char *why, si
     free(cj);
     if (!json_is_object(claims)) { snprintf(why, whylen, "malformed claims"); goto fail; }
     const char *type = json_string_value(json_object_get(claims, "type"));
-    json_int_t now = (json_int_t)(lb_now_ms() / 1000);
-    json_int_t exp = json_integer_value(json_object_get(claims, "exp"));
-    json_int_t iat = json_integer_value(json_object_get(claims, "iat"));
     const char *jti = json_string_value(json_object_get(claims, "jti"));
     if (!type || strcmp(type, "broker")) { snprintf(why, whylen, "not a broker token"); goto fail; }
-    if (!jti || !json_is_integer(json_object_get(claims, "exp"))) { snprintf(why, whylen, "token lacks jti or exp"); goto fail; }
-    if (exp <= now) { snprintf(why, whylen, "token expired %lld s ago", (long long)(now - exp)); goto fail; }
-    if (iat > now + 60) { snprintf(why, whylen, "token not yet valid (issued in the future)"); goto fail; }
+    if (!jti) { snprintf(why, whylen, "token lacks jti"); goto fail; }
+    if (!times_ok(t, claims, why, whylen)) goto fail;
     if (json_object_get(t->revoked, jti)) { snprintf(why, whylen, "token %s was revoked", jti); goto fail; }
     goto out;
 fail:
@@ -263,6 +442,80 @@ static bool claim_matches(json_t *claims, const char *key, struct lb_str want)
     if (!c) return false;
     if (!strcmp(c, "*")) return true;
     return want.p && strlen(c) == want.n && memcmp(c, want.p, want.n) == 0;
+}
+
+/* ---- sessions ---------------------------------------------------------- */
+
+static void session_free(struct session *s)
+{
+    struct tokens *t = s->t;
+    if (s->prev) s->prev->next = s->next;
+    else t->sessions = s->next;
+    if (s->next) s->next->prev = s->prev;
+    if (s->expiry) event_free(s->expiry);
+    lb_conn_set_data(s->conn, t->ctx, NULL);
+    free(s->jti);
+    free(s);
+}
+
+static void session_expired(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct session *s = arg;
+    s->t->sessions_ended++;
+    lb_log(s->t->ctx, LB_LOG_INFO, "#%llu %s: token %s expired: closing the session",
+           (unsigned long long)lb_conn_id(s->conn), lb_conn_service(s->conn) ? lb_conn_service(s->conn) : "?", s->jti);
+    /* Closing runs our closed hook, which frees s and this timer. */
+    lb_conn_close_error(s->conn, LB_E_UNAUTHENTICATED, "token expired: register again with a new token");
+}
+
+/* Remembers that c was authenticated by the token (jti, exp), so that
+ * revoking the token or its expiry ends the session, not only new uses. */
+static int session_track(struct tokens *t, struct lb_conn *c, json_t *claims)
+{
+    struct session *old = lb_conn_get_data(c, t->ctx);
+    if (old) session_free(old);       /* an earlier REGISTER that another plugin refused */
+    struct session *s = calloc(1, sizeof *s);
+    json_int_t exp = json_integer_value(json_object_get(claims, "exp"));
+    if (s) s->jti = strdup(json_string_value(json_object_get(claims, "jti")));
+    if (s) s->expiry = evtimer_new(lb_event_base(t->ctx), session_expired, s);
+    if (!s || !s->jti || !s->expiry) {
+        if (s) { free(s->jti); if (s->expiry) event_free(s->expiry); free(s); }
+        return -1;
+    }
+    s->t = t;
+    s->conn = c;
+    s->next = t->sessions;
+    if (s->next) s->next->prev = s;
+    t->sessions = s;
+    lb_conn_set_data(c, t->ctx, s);
+    uint64_t at = (uint64_t)exp * 1000, now = lb_now_ms();   /* verify(): exp > now > 0 */
+    uint64_t in = at > now ? at - now : 0;
+    struct timeval tv = { (time_t)(in / 1000), (suseconds_t)(in % 1000) * 1000 };
+    evtimer_add(s->expiry, &tv);
+    return 0;
+}
+
+/* Ends every session whose token is now revoked.  Run from an event, not
+ * from token.revoke itself: the revoker gets its answer first (even when
+ * it revoked its own session's token), and the router is not in the
+ * middle of handling a message when other connections close. */
+static void close_revoked(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct tokens *t = arg;
+    char msg[160];
+again:
+    for (struct session *s = t->sessions; s; s = s->next) {
+        if (!json_object_get(t->revoked, s->jti)) continue;
+        t->sessions_ended++;
+        lb_log(t->ctx, LB_LOG_INFO, "#%llu %s: token %s was revoked: closing the session",
+               (unsigned long long)lb_conn_id(s->conn), lb_conn_service(s->conn) ? lb_conn_service(s->conn) : "?", s->jti);
+        snprintf(msg, sizeof msg, "token revoked (jti %.64s): this session has ended", s->jti);
+        /* Closing frees s (closed hook) and may close others: start over. */
+        lb_conn_close_error(s->conn, LB_E_UNAUTHENTICATED, msg);
+        goto again;
+    }
 }
 
 /* ---- hooks ------------------------------------------------------------- */
@@ -291,10 +544,22 @@ static enum lb_verdict_kind on_authenticate(void *ud, struct lb_conn *c, struct 
     bool ok = src && strlen(src) == name.n && !memcmp(src, name.p, name.n);
     if (!ok) lb_deny(v, LB_E_UNAUTHENTICATED, "token refused: it was issued to '%s', not '%.*s'", src ? src : "?",
                      (int)name.n, name.p);
+    if (ok && session_track(t, c, claims) != 0) {
+        /* Without the record the session would outlive its token: refuse instead. */
+        lb_deny(v, LB_E_INTERNAL_ERROR, "out of memory");
+        ok = false;
+    }
     json_decref(claims);
     if (!ok) return LB_DENY;
     lb_conn_set_auth(c, "token");
     return LB_ALLOW;
+}
+
+static void on_closed(void *ud, struct lb_conn *c)
+{
+    struct tokens *t = ud;
+    struct session *s = lb_conn_get_data(c, t->ctx);
+    if (s) session_free(s);
 }
 
 static enum lb_verdict_kind on_message(void *ud, struct lb_conn *c, struct lb_msg *m, struct lb_verdict *v)
@@ -347,14 +612,16 @@ static int m_issue(void *ud, struct lb_conn *caller, json_t *p, json_t **result,
     const char *source = json_string_value(json_object_get(p, "source"));
     json_t *ttlv = json_object_get(p, "ttl"), *data = json_object_get(p, "data");
     json_int_t ttl = ttlv ? json_integer_value(ttlv) : 300;
+    json_int_t max_ttl_s = (json_int_t)(t->max_ttl_ms / 1000);
     if (!target || !op || !*target || !*op || strlen(target) > LB_MAX_NAME || strlen(op) > LB_MAX_EVENT) {
         *code = LB_E_INVALID_MESSAGE;
         snprintf(msg, 256, "token.issue needs \"target\" and \"operation\" (strings; \"*\" for any)");
         return -1;
     }
-    if ((ttlv && !json_is_integer(ttlv)) || ttl < 1 || (uint64_t)ttl * 1000 > t->max_ttl_ms) {
+    /* Compared in seconds, never multiplied: a huge ttl must not wrap into a small one. */
+    if ((ttlv && !json_is_integer(ttlv)) || ttl < 1 || ttl > max_ttl_s) {
         *code = LB_E_INVALID_MESSAGE;
-        snprintf(msg, 256, "\"ttl\" must be 1 to %llu seconds", (unsigned long long)(t->max_ttl_ms / 1000));
+        snprintf(msg, 256, "\"ttl\" must be an integer from 1 to %lld seconds (max_ttl)", (long long)max_ttl_s);
         return -1;
     }
     unsigned char rnd[16];
@@ -416,10 +683,20 @@ static int m_revoke(void *ud, struct lb_conn *caller, json_t *p, json_t **result
     NEED_ADMIN();
     const char *jti = need_jti(p, code, msg);
     if (!jti) return -1;
-    /* Kept until max_ttl has passed: no token it could match lives longer. */
-    json_object_set_new(t->revoked, jti, json_integer((json_int_t)((lb_now_ms() + t->max_ttl_ms) / 1000)));
+    /* Kept until max_ttl has passed: no token it could match lives longer
+     * (verify() refuses exp - iat > max_ttl). */
+    json_object_set_new(t->revoked, jti, json_integer((json_int_t)((lb_now_ms() + t->max_ttl_ms) / 1000 + 1)));
     json_object_del(t->state, jti);
-    schedule_save(t);
+    event_active(t->revoke_ev, EV_TIMEOUT, 0);
+    /* Durable before acknowledged: a crash right after the answer must not
+     * bring the token back.  This blocks the loop for one fsync, which a
+     * rare administrative action can afford. */
+    if (save_now(t) != 0) {
+        *code = LB_E_INTERNAL_ERROR;
+        snprintf(msg, 256, "token %.64s is revoked in memory only: cannot write %.90s, so a restart would undo it "
+                 "(see the log)", jti, t->state_path);
+        return -1;
+    }
     *result = json_pack("{s:b,s:s}", "revoked", 1, "jti", jti);
     return 0;
 }
@@ -465,8 +742,11 @@ static int m_state_delete(void *ud, struct lb_conn *caller, json_t *p, json_t **
 static json_t *stats(void *ud)
 {
     struct tokens *t = ud;
-    return json_pack("{s:I,s:I,s:I,s:I}", "issued", (json_int_t)t->issued, "verified", (json_int_t)t->verified,
-                     "refused", (json_int_t)t->refused, "revoked", (json_int_t)json_object_size(t->revoked));
+    size_t n = 0;
+    for (struct session *s = t->sessions; s; s = s->next) n++;
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "issued", (json_int_t)t->issued, "verified", (json_int_t)t->verified,
+                     "refused", (json_int_t)t->refused, "revoked", (json_int_t)json_object_size(t->revoked),
+                     "sessions", (json_int_t)n, "sessions_ended", (json_int_t)t->sessions_ended);
 }
 
 /* ---- life cycle --------------------------------------------------------- */
@@ -484,6 +764,10 @@ static int tokens_load(struct lb_plugin_ctx *ctx)
         lb_conf_str(ctx, "state_file", "tokens-state.json", &state) < 0 ||
         lb_conf_str(ctx, "peercred_uids", "", &uids) < 0 || lb_conf_ms(ctx, "max_ttl", 86400000, &t->max_ttl_ms) < 0)
         return -1;
+    if (t->max_ttl_ms < 1000 || t->max_ttl_ms > (uint64_t)MAX_TTL_S * 1000) {
+        lb_plugin_fail(ctx, "max_ttl must be from 1s to 366 days");
+        return -1;
+    }
     if (!key_file) { lb_plugin_fail(ctx, "key_file = <path> is required (a file with a secret of at least %d bytes)", MIN_SECRET); return -1; }
     if (parse_list(t, admins, false) || parse_list(t, uids, true)) {
         lb_plugin_fail(ctx, "bad admins or peercred_uids list");
@@ -492,9 +776,16 @@ static int tokens_load(struct lb_plugin_ctx *ctx)
     if (load_keys(t, lb_conf_path(ctx, key_file)) < 0) return -1;
     t->state_path = lb_conf_path(ctx, state);
     if (load_state(t) < 0) return -1;
-    if (lb_check_only(ctx)) return 0;
+    if (lb_check_only(ctx)) {
+        /* No hooks under -t, but production mode is checked too, and it
+         * needs to know that this plugin authenticates. */
+        lb_declare_authenticator(ctx);
+        return 0;
+    }
     t->save_timer = evtimer_new(lb_event_base(ctx), save_cb, t);
-    struct lb_hooks h = { .authenticate = on_authenticate, .message = on_message };
+    t->revoke_ev = event_new(lb_event_base(ctx), -1, 0, close_revoked, t);
+    if (!t->save_timer || !t->revoke_ev) { lb_plugin_fail(ctx, "out of memory"); return -1; }
+    struct lb_hooks h = { .authenticate = on_authenticate, .message = on_message, .closed = on_closed };
     lb_hooks_register(ctx, &h, t);
     lb_stats_register(ctx, stats, t);
     if (lb_system_method_register(ctx, "token.issue", m_issue, t) || lb_system_method_register(ctx, "token.verify", m_verify, t) ||
@@ -516,6 +807,8 @@ static void tokens_unload(struct lb_plugin_ctx *ctx)
         if (evtimer_pending(t->save_timer, NULL)) save_now(t);   /* nothing pending is lost */
         event_free(t->save_timer);
     }
+    while (t->sessions) session_free(t->sessions);   /* none: connections close before plugins unload */
+    if (t->revoke_ev) event_free(t->revoke_ev);
     for (size_t i = 0; i < t->n_keys; i++) { OPENSSL_cleanse(t->keys[i].secret, t->keys[i].len); free(t->keys[i].secret); }
     for (size_t i = 0; i < t->n_admins; i++) free(t->admins[i]);
     json_decref(t->revoked);

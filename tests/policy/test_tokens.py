@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import json
 import os
+import subprocess
 import time
 
 import lbtest
@@ -32,15 +33,19 @@ def claims(source, **kw):
     return c
 
 
-def token_bus(bus_dir=None):
+def token_bus_conf():
+    """A production bus.conf with [plugin tokens] (not started)."""
     bus = Bus(bus="mode = production\n", start=False)
     keyf = os.path.join(bus.dir, "broker.key")
     with open(keyf, "w") as f:
         f.write("main:%s\nold:another-secret-0123456789-xyz\n" % SECRET)
     os.chmod(keyf, 0o600)
     bus.write_conf(open(bus.conf).read() + "[plugin tokens]\nkey_file = %s\nadmins = admin\n" % keyf)
-    bus.start()
     return bus
+
+
+def token_bus():
+    return token_bus_conf().start()
 
 
 def admin(bus):
@@ -116,7 +121,9 @@ def revoked_token_stops_working_at_once_and_claims_reach_recipients():
         spark.register("spark", token=issue(a, target="*", operation="*", source="spark")["token"])
         t = issue(a, target="spark", operation="notify", source="sender")
         s = bus.raw()
-        check_eq(s.register("sender", token=t["token"])["type"], "REGISTER_ACK", "registered")
+        # The session has its own token: revoking t refuses t, the session stays.
+        session = issue(a, target="*", operation="*", source="sender")["token"]
+        check_eq(s.register("sender", token=session)["type"], "REGISTER_ACK", "registered")
         s.send({"type": "CALL", "id": "c1", "to": "spark", "method": "notify", "token": t["token"]})
         m = spark.recv()
         check_eq((m["token"]["jti"], m["token"]["source"]), (t["jti"], "sender"), "recipient gets verified claims")
@@ -171,6 +178,178 @@ def cli_issues_verifies_and_revokes():
         check("revoked" in json.loads(r.stderr)["error"]["message"], r.stderr)
         r = bus.cli("--as", "admin", "token", "verify", t["token"])
         check_eq(r.returncode, 1, "no token: the CLI cannot even register in production")
+
+
+def kill_and_restart(bus):
+    """SIGKILL: nothing the daemon had not yet written survives."""
+    bus.proc.kill()
+    bus.proc.wait()
+    bus.start()
+
+
+@test
+def issue_refuses_ttl_out_of_range_before_any_arithmetic():
+    with token_bus() as bus:
+        a = admin(bus)
+        # 18446744073709552 * 1000 wraps to 384 in 64 bits: it must not pass as 384 ms.
+        for ttl in (18446744073709552, 2 ** 63 - 1, 86401, 0, -1, "300", 1.5):
+            r = a.call("lexbus", "token.issue", {"target": "x", "operation": "y", "ttl": ttl})
+            check_eq(r.get("error", {}).get("code"), "INVALID_MESSAGE", "ttl %r: %r" % (ttl, r))
+            check("1 to 86400 seconds" in r["error"]["message"], r["error"]["message"])
+        t = issue(a, target="x", operation="y", ttl=86400)
+        check(t["exp"] - time.time() < 86400 + 5, "max_ttl itself is accepted: %r" % t)
+
+
+@test
+def verify_honours_nbf_and_requires_integer_iat_exp_within_max_ttl():
+    with token_bus() as bus:
+        now = int(time.time())
+        cases = {
+            "not yet valid (nbf)": mint(claims("victim", nbf=now + 3600)),
+            "nbf must be an integer": mint(claims("victim", nbf="soon")),
+            "token lacks iat": mint({k: v for k, v in claims("victim").items() if k != "iat"}),
+            "iat must be an integer": mint(claims("victim", iat=str(now))),
+            "iat must be an integer (float)": mint(claims("victim", iat=now + 0.5)),
+            "exp must be an integer": mint(claims("victim", exp=float(now + 300))),
+            "lifetime": mint(claims("victim", iat=now, exp=now + 86400 + 60)),
+            "not yet valid (issued in the future)": mint(claims("victim", iat=now + 120)),
+        }
+        for want, tok in cases.items():
+            why = refused(bus, tok)
+            check(why and why.startswith("UNAUTHENTICATED") and want.split(" (")[0] in why, "%s: got %r" % (want, why))
+        for ok in (mint(claims("victim", nbf=now + 10)), mint(claims("victim", nbf=now - 10)),
+                   mint(claims("victim", iat=now + 10))):
+            check(refused(bus, ok) is None, "small clock skew is tolerated: %r" % refused(bus, ok))
+        a = admin(bus)
+        r = a.call("lexbus", "token.verify", {"token": cases["lifetime"]})
+        check_eq(r["error"]["code"], "UNAUTHENTICATED", "token.verify applies the same rules")
+
+
+@test
+def revocation_is_durable_before_it_is_acknowledged():
+    bus = token_bus()
+    try:
+        a = admin(bus)
+        t = issue(a, target="x", operation="y", source="gone")
+        check_eq(a.call("lexbus", "token.revoke", {"jti": t["jti"]})["data"]["revoked"], True, "revoked")
+        kill_and_restart(bus)
+        check("revoked" in (refused(bus, t["token"], "gone") or ""), "revocation survives SIGKILL right after the ack")
+        mode = os.stat(os.path.join(bus.dir, "tokens-state.json")).st_mode & 0o777
+        check_eq(oct(mode), oct(0o600), "state file mode")
+    finally:
+        bus.__exit__(None, None, None)
+
+
+@test
+def revoking_a_token_closes_the_sessions_it_authenticated():
+    with token_bus() as bus:
+        a = admin(bus)
+        t = issue(a, target="*", operation="*", source="worker")
+        w1, w2 = bus.raw(), bus.raw()
+        check_eq(w1.register("worker", token=t["token"])["type"], "REGISTER_ACK", "first session")
+        check_eq(w2.register("worker-2", token=issue(a, target="*", operation="*", source="worker-2")["token"])["type"],
+                 "REGISTER_ACK", "a session with another token")
+        r = a.call("lexbus", "token.revoke", {"jti": t["jti"]})
+        check_eq(r["data"]["revoked"], True, "the revoker gets its answer")
+        got = w1.expect_closed(timeout=2.0)
+        check(got and got[-1]["type"] == "ERROR" and got[-1]["error"]["code"] == "UNAUTHENTICATED"
+              and "token revoked" in got[-1]["error"]["message"], "told why before the close: %r" % got)
+        check_eq(w2.call("lexbus", "ping")["type"], "RESPONSE", "other sessions are untouched")
+        check_eq(a.call("lexbus", "ping")["type"], "RESPONSE", "the admin's session is untouched")
+        # Revoking the token of one's own session: the answer first, then the close.
+        own = claims("admin")
+        b = bus.raw()
+        check_eq(b.register("admin", token=mint(own))["type"], "REGISTER_ACK", "second admin session")
+        check_eq(b.call("lexbus", "token.revoke", {"jti": own["jti"]})["data"]["revoked"], True, "answered")
+        got = b.expect_closed(timeout=2.0)
+        check(got and "token revoked" in got[-1]["error"]["message"], "then closed: %r" % got)
+
+
+@test
+def a_session_ends_when_its_token_expires():
+    with token_bus() as bus:
+        a = admin(bus)
+        t = issue(a, target="*", operation="*", source="brief", ttl=2)
+        w = bus.raw()
+        check_eq(w.register("brief", token=t["token"])["type"], "REGISTER_ACK", "registered")
+        start = time.time()
+        got = w.expect_closed(timeout=5.0)
+        check(got and got[-1]["type"] == "ERROR" and got[-1]["error"]["code"] == "UNAUTHENTICATED"
+              and "expired" in got[-1]["error"]["message"], "told why: %r" % got)
+        check(time.time() - start < 3.5 and time.time() >= t["exp"] - 0.05, "closed when exp passed")
+        check_eq(a.call("lexbus", "ping")["type"], "RESPONSE", "the admin's session is untouched")
+
+
+def check_conf(bus, keys_text=None, mode=0o600):
+    """`lexbusd -t` on a production bus.conf with [plugin tokens]."""
+    keyf = os.path.join(bus.dir, "broker.key")
+    if keys_text is not None:
+        with open(keyf, "w") as f:
+            f.write(keys_text)
+        os.chmod(keyf, mode)
+    return subprocess.run([lbtest.LEXBUSD, "-t", "-c", bus.conf], capture_output=True, text=True, timeout=30)
+
+
+@test
+def check_only_accepts_a_production_config_with_tokens():
+    bus = token_bus_conf()
+    try:
+        r = check_conf(bus)
+        check_eq(r.returncode, 0, "lexbusd -t: " + r.stdout + r.stderr)
+        check("configuration OK" in r.stdout, r.stdout)
+    finally:
+        bus.__exit__(None, None, None)
+
+
+@test
+def key_file_mistakes_are_load_errors_with_file_and_line():
+    bus = token_bus_conf()
+    try:
+        keyf = os.path.join(bus.dir, "broker.key")
+        cases = {
+            "broker.key:2: line is longer than 1023 bytes": "main:%s\nbig:%s\n" % (SECRET, "s" * 1100),
+            "broker.key:17: more than 16 keys": "".join("k%d:%s\n" % (i, SECRET) for i in range(17)),
+            "broker.key:3: key id 'main' is already used on line 1": "main:%s\nother:%s\nmain:%s\n" % (SECRET, SECRET, SECRET),
+            "broker.key:1: key 'short' is shorter than 16 bytes": "short:abc\n",
+        }
+        for want, text in cases.items():
+            r = check_conf(bus, text)
+            check(r.returncode != 0 and want in r.stderr, "%s: rc %d, %s" % (want, r.returncode, r.stderr))
+            check(SECRET not in r.stderr, "no secret in the error")
+        longest = "main:" + "s" * 1018   # 1023 bytes: the longest line there is room for
+        for text in (longest + "\nother:%s\n" % SECRET, longest):
+            r = check_conf(bus, text)
+            check_eq(r.returncode, 0, "a 1023-byte line, with or without a newline: " + r.stderr)
+        r = check_conf(bus, "main:%s\n" % SECRET, mode=0o644)
+        check(r.returncode == 0 and "broker.key is readable or writable by group or others" in r.stderr and "chmod 600" in r.stderr,
+              "warning for a readable key file: %s" % r.stderr)
+        r = check_conf(bus, "main:%s\n" % SECRET, mode=0o600)
+        check(r.returncode == 0 and "by group or others" not in r.stderr, "no warning at 0600: " + r.stderr)
+    finally:
+        bus.__exit__(None, None, None)
+
+
+@test
+def signatures_are_checked_exactly():
+    with token_bus() as bus:
+        good = mint(claims("victim"))
+        head, body, sig = good.split(".")
+        abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        flip = "A" if sig[-1] != "A" else "E"
+        alt = abc[abc.index(sig[-1]) + 1]   # the same 32 bytes with non-zero padding bits
+        cases = {
+            "last character changed": "%s.%s.%s" % (head, body, sig[:-1] + flip),
+            "non-canonical base64": "%s.%s.%s" % (head, body, sig[:-1] + alt),
+            "truncated": "%s.%s.%s" % (head, body, sig[:-2]),
+            "extended": "%s.%s.%sAA" % (head, body, sig),
+            "empty": "%s.%s." % (head, body),
+            "extra segment": "%s.%s.%s.%s" % (head, body, sig, sig),
+            "padded": "%s.%s.%s=" % (head, body, sig),
+        }
+        for what, tok in cases.items():
+            why = refused(bus, tok)
+            check(why and why.startswith("UNAUTHENTICATED"), "%s: got %r" % (what, why))
+        check(refused(bus, good) is None, "the untouched token verifies")
 
 
 def exempt_bus(honour):
