@@ -309,6 +309,11 @@ int lb_system_method_register(struct lb_plugin_ctx *ctx, const char *method,
 typedef json_t *(*lb_stats_fn)(void *ud);
 int lb_stats_register(struct lb_plugin_ctx *ctx, lb_stats_fn fn, void *ud);
 
+/* Called on every SIGHUP and `lexbus reload`, whether or not bus.conf
+ * could be re-read: reopen files here (logrotate renames them, then sends
+ * SIGHUP).  One per plugin; must not block. */
+int lb_reopen_register(struct lb_plugin_ctx *ctx, void (*fn)(void *ud), void *ud);
+
 /* ------------------------------------------------------------------ */
 /* Key-value state (in-memory, optionally persisted to a state file;    */
 /* the redis plugin may later back it).  Namespaced per plugin.         */
