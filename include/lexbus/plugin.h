@@ -233,6 +233,16 @@ void lb_msg_set_claims(struct lb_msg *m, const char *json, size_t len);
  * after the plugin that verifies them in bus.conf. */
 struct lb_str lb_msg_claims(const struct lb_msg *m);
 
+/* True when `m` is a CALL or EMIT marked as an IPC request
+ * (`"ipcRequest": true`, lexbus's form of Exprsn's `x-ipc-request: true`
+ * header) and a plugin enabled the development bypass with
+ * lb_ipc_bypass_enable.  Never true in mode = production.  Plugins that
+ * check tokens skip their checks for such messages. */
+bool lb_msg_ipc_bypass(const struct lb_msg *m);
+/* Development only (dev-bypass): honour the IPC request marker from now on.
+ * Returns -1 in mode = production. */
+int lb_ipc_bypass_enable(struct lb_plugin_ctx *ctx);
+
 /* ------------------------------------------------------------------ */
 /* Policy hooks, called in bus.conf order.                              */
 
