@@ -471,8 +471,13 @@ static const char *const usage_audit =
     "  for the first line the bus ever wrote).  Give rotated files oldest first\n"
     "  (audit.jsonl.2 audit.jsonl.1 audit.jsonl): the chain runs across them.\n"
     "  --partial trusts the first line's \"prev\" (older files were rotated away)\n"
-    "  and checks everything after it.  Prints {\"ok\":true,\"lines\":N,\"files\":F},\n"
-    "  or names the first bad line on stderr and exits 1.  Needs no bus.\n";
+    "  and checks everything after it.  Prints\n"
+    "  {\"ok\":true,\"lines\":N,\"files\":F,\"last\":\"<hash of the last line>\"},\n"
+    "  or names the first bad line on stderr and exits 1.  Needs no bus.\n"
+    "  No later line vouches for the last one: compare \"last\" with the hash\n"
+    "  lexbusd logs at shutdown (\"audit chain of FILE ends at HASH\").  On a\n"
+    "  running bus, plugins.audit.lastHash of `lexbus stats` is the hash of the\n"
+    "  line before the stats call's own line (whose \"prev\" it is).\n";
 
 #define AUDIT_HASH_HEX 64
 
@@ -538,7 +543,7 @@ static int cmd_audit(int argc, char **argv)
     long total = 0;
     for (int k = i; k < argc; k++)
         if (audit_verify_file(argv[k], prev, &first, partial, &total)) return EXIT_REMOTE;
-    printf("{\"ok\":true,\"lines\":%ld,\"files\":%d}\n", total, argc - i);
+    printf("{\"ok\":true,\"lines\":%ld,\"files\":%d,\"last\":\"%s\"}\n", total, argc - i, prev);
     return EXIT_OK;
 }
 

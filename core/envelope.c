@@ -15,7 +15,7 @@ static const char *const field_names[F__COUNT] = {
     [F_CONTEXT] = "context", [F_TOKEN] = "token", [F_ACK] = "ack",
     [F_EVENTS] = "events", [F_SUBSCRIBE] = "subscribe", [F_VERSION] = "version",
     [F_METADATA] = "metadata", [F_OP] = "op", [F_RESOURCE] = "resource",
-    [F_KEY] = "key", [F_QUERY] = "query", [F_TIMESTAMP] = "timestamp",
+    [F_KEY] = "key", [F_QUERY] = "query", [F_TIMESTAMP] = "timestamp", [F_IPC_REQUEST] = "ipcRequest",
 };
 
 static const char *const type_names[LB_MSG__COUNT] = {
@@ -268,6 +268,7 @@ static int known_field(const char *k, size_t n)
     case 7: F("methods", F_METHODS); F("payload", F_PAYLOAD); F("context", F_CONTEXT); F("version", F_VERSION); break;
     case 8: F("metadata", F_METADATA); F("resource", F_RESOURCE); break;
     case 9: F("subscribe", F_SUBSCRIBE); F("timestamp", F_TIMESTAMP); break;
+    case 10: F("ipcRequest", F_IPC_REQUEST); break;
     case 11: F("serviceName", F_SERVICE_NAME); break;
     }
 #undef F

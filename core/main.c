@@ -172,10 +172,20 @@ static void reopen_log(void)
     setvbuf(stderr, NULL, _IOLBF, 0);
 }
 
+/* logrotate renames the files, then sends SIGHUP: reopen them first, so
+ * that a bus.conf which cannot be re-read does not leave the bus writing
+ * into the rotated files. */
+static void reopen_files(void)
+{
+    reopen_log();
+    plugins_reopen_all();
+}
+
 int bus_reload(char *err, size_t errlen)
 {
     struct conf *nc;
     struct bus_settings ns;
+    reopen_files();
     if (conf_load(g_bus.conf_path, &nc, err, errlen)) return -1;
     if (settings_parse(nc, &ns, err, errlen)) { settings_free(&ns); conf_free(nc); return -1; }
     struct bus_settings *os = &g_bus.set;
@@ -198,7 +208,6 @@ int bus_reload(char *err, size_t errlen)
     g_retired[g_n_retired++] = g_bus.conf;
     g_bus.conf = nc;
     plugins_reload_all(nc);
-    reopen_log();
     log_info("bus", "configuration reloaded from %s", g_bus.conf_path);
     return 0;
 }

@@ -222,6 +222,21 @@ int lb_stats_register(struct lb_plugin_ctx *ctx, lb_stats_fn fn, void *ud)
     return 0;
 }
 
+int lb_reopen_register(struct lb_plugin_ctx *ctx, void (*fn)(void *ud), void *ud)
+{
+    ctx->reopen = fn;
+    ctx->reopen_ud = ud;
+    return 0;
+}
+
+void plugins_reopen_all(void)
+{
+    for (size_t i = 0; i < g_bus.n_plugins; i++) {
+        struct lb_plugin_ctx *ctx = g_bus.plugins[i].ctx;
+        if (ctx->loaded && ctx->reopen) ctx->reopen(ctx->reopen_ud);
+    }
+}
+
 void plugin_stats_into(json_t *obj)
 {
     for (size_t i = 0; i < g_n_stats; i++) {

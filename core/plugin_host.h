@@ -17,6 +17,8 @@ struct lb_plugin_ctx {
     bool loaded;
     char **owned;                /* strings handed out (resolved paths, lists) */
     size_t n_owned;
+    void (*reopen)(void *ud);    /* lb_reopen_register */
+    void *reopen_ud;
 };
 
 struct plugin { struct lb_plugin_ctx *ctx; };
@@ -29,6 +31,8 @@ int plugins_load_all(void);
 void plugins_unload_all(void);
 /* SIGHUP: points plugins at the new conf and calls their reload(). */
 void plugins_reload_all(struct conf *newconf);
+/* SIGHUP: lets plugins reopen their files (even when the reload fails). */
+void plugins_reopen_all(void);
 /* Any plugin named `name` loaded? */
 bool plugin_loaded(const char *name);
 

@@ -10,7 +10,7 @@ struct lb_msg {
     size_t claims_len;
 };
 
-struct policy_counts { size_t accept, authenticate, message, deliver, audit, closed, authenticators; };
+struct policy_counts { size_t accept, authenticate, message, deliver, audit, closed, authenticators, ipc_bypass; };
 extern struct policy_counts g_policy;
 
 enum lb_verdict_kind policy_accept(struct lb_conn *c, struct lb_verdict *v);

@@ -164,7 +164,9 @@ static void reply_error(struct lb_conn *c, struct lb_msg *m, const char *code, c
     router_call_error(c, id->p, id->n, code, -1, "%s", msg);
 }
 
-void system_service_call(struct lb_conn *c, struct lb_msg *m)
+/* Runs the method and answers; returns NULL on success, else the error
+ * code sent back. */
+static const char *run_method(struct lb_conn *c, struct lb_msg *m)
 {
     const struct env_val *method = &m->env.f[F_METHOD], *p = &m->env.f[F_PARAMS];
     const struct sys_method *sm = sysmethod_find(method->p, method->n);
@@ -173,11 +175,14 @@ void system_service_call(struct lb_conn *c, struct lb_msg *m)
         snprintf(msg, sizeof msg, "service '%s' has no method '%.*s'", g_bus.set.system_service,
                  (int)method->n, method->p);
         reply_error(c, m, LB_E_METHOD_NOT_FOUND, msg);
-        return;
+        return LB_E_METHOD_NOT_FOUND;
     }
     json_t *params = NULL;
     if (p->kind != J_NONE) {
-        if (p->n > MAX_PARAMS) { reply_error(c, m, LB_E_PAYLOAD_TOO_LARGE, "params too large for a system method"); return; }
+        if (p->n > MAX_PARAMS) {
+            reply_error(c, m, LB_E_PAYLOAD_TOO_LARGE, "params too large for a system method");
+            return LB_E_PAYLOAD_TOO_LARGE;
+        }
         const char *raw = p->kind == J_STRING ? p->p - 1 : p->p;
         size_t rawn = p->kind == J_STRING ? p->n + 2 : p->n;
         params = json_loadb(raw, rawn, JSON_DECODE_ANY, NULL);
@@ -190,12 +195,38 @@ void system_service_call(struct lb_conn *c, struct lb_msg *m)
     json_decref(params);
     if (rc != 0) {
         json_decref(result);
-        reply_error(c, m, code ? code : LB_E_INTERNAL_ERROR, msg[0] ? msg : "system method failed");
-        return;
+        code = code ? code : LB_E_INTERNAL_ERROR;
+        reply_error(c, m, code, msg[0] ? msg : "system method failed");
+        return code;
     }
     char *text = json_dumps(result ? result : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
     json_decref(result);
-    if (!text) { reply_error(c, m, LB_E_INTERNAL_ERROR, "could not encode the result"); return; }
+    if (!text) { reply_error(c, m, LB_E_INTERNAL_ERROR, "could not encode the result"); return LB_E_INTERNAL_ERROR; }
     router_reply(c, m, true, text, strlen(text));
     free(text);
+    return NULL;
+}
+
+/* The bus's own methods (reload, token.issue, ...) are the most sensitive
+ * calls there are: audited like any CALL, but without the message (.msg
+ * NULL), so neither params nor result — which may hold tokens — can end
+ * up in an audit file. */
+static void audit_system_call(struct lb_conn *c, const struct lb_msg *m, const char *code, uint64_t start_us)
+{
+    if (!g_policy.audit) return;
+    const struct env_val *method = &m->env.f[F_METHOD], *id = &m->env.f[F_ID];
+    const char *sys = g_bus.set.system_service;
+    struct lb_outcome o = {
+        .type = LB_MSG_CALL, .from = lb_conn_service(c), .to = { sys, strlen(sys) },
+        .name = { method->p, method->n }, .id = { id->p, id->n }, .delivered = code ? -1 : 1,
+        .error_code = code, .bytes = m->env.len, .duration_us = mono_us() - start_us, .msg = NULL,
+    };
+    policy_audit(&o);
+}
+
+void system_service_call(struct lb_conn *c, struct lb_msg *m)
+{
+    uint64_t start = mono_us();
+    const char *code = run_method(c, m);
+    audit_system_call(c, m, code, start);
 }

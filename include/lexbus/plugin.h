@@ -239,6 +239,16 @@ void lb_msg_set_claims(struct lb_msg *m, const char *json, size_t len);
  * after the plugin that verifies them in bus.conf. */
 struct lb_str lb_msg_claims(const struct lb_msg *m);
 
+/* True when `m` is a CALL or EMIT marked as an IPC request
+ * (`"ipcRequest": true`, lexbus's form of Exprsn's `x-ipc-request: true`
+ * header) and a plugin enabled the development bypass with
+ * lb_ipc_bypass_enable.  Never true in mode = production.  Plugins that
+ * check tokens skip their checks for such messages. */
+bool lb_msg_ipc_bypass(const struct lb_msg *m);
+/* Development only (dev-bypass): honour the IPC request marker from now on.
+ * Returns -1 in mode = production. */
+int lb_ipc_bypass_enable(struct lb_plugin_ctx *ctx);
+
 /* ------------------------------------------------------------------ */
 /* Policy hooks, called in bus.conf order.                              */
 
@@ -314,6 +324,11 @@ int lb_system_method_register(struct lb_plugin_ctx *ctx, const char *method,
  * when stats are asked; returns a new json_t reference (host takes it). */
 typedef json_t *(*lb_stats_fn)(void *ud);
 int lb_stats_register(struct lb_plugin_ctx *ctx, lb_stats_fn fn, void *ud);
+
+/* Called on every SIGHUP and `lexbus reload`, whether or not bus.conf
+ * could be re-read: reopen files here (logrotate renames them, then sends
+ * SIGHUP).  One per plugin; must not block. */
+int lb_reopen_register(struct lb_plugin_ctx *ctx, void (*fn)(void *ud), void *ud);
 
 /* ------------------------------------------------------------------ */
 /* Key-value state (in-memory, optionally persisted to a state file;    */

@@ -5,14 +5,27 @@
  *    "id":..,"outcome":"ok"|CODE,"delivered":N,"bytes":N,"durationUs":N
  *    [,"payload":...][,"prev":"<sha256 hex of the previous line>"]}
  *
+ * Calls to the bus's own service (`lexbus`: stats, reload, token.issue,
+ * ...) are recorded like other CALLs, never with their params or result
+ * (they may carry tokens).
+ *
+ * Lines are limited to 64K: a record whose payload would make it longer
+ * is written without the payload, with "payloadTruncated":true and
+ * "payloadBytes":N, so the operation is still on record.
+ *
  * The event loop never touches the disk: lines go into a bounded buffer
  * (`buffer`, default 4M) that a writer thread appends to the file.  When
  * the buffer is full a line is dropped and counted (stats, and a warning)
- * rather than stalling the bus.  With `chain = yes` every line carries the
+ * rather than stalling the bus; once there is room again a line
+ *   {"time":ms,"node":..,"type":"DROPPED","count":N,"since":ms,"prev":..}
+ * marks the gap in the file.  With `chain = yes` every line carries the
  * SHA-256 of the previous line (first line: 64 zeros; after a restart or a
  * reopen, the chain continues from the last line written), so editing,
- * removing or reordering lines is detectable.  SIGHUP reopens the file
- * (logrotate: rename, then HUP).
+ * removing or reordering lines is detectable; the hash of the last line
+ * is in `lexbus stats` (plugins.audit.lastHash) and logged at shutdown, to
+ * compare with the "last" of `lexbus audit verify` (an edit of the last
+ * line changes it).  SIGHUP reopens the file (logrotate: rename, then
+ * HUP), even when bus.conf cannot be re-read.
  *
  * [plugin audit]
  * file = /var/log/lexbus/audit.jsonl
@@ -29,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <lexbus/plugin.h>
@@ -40,18 +54,23 @@ struct audit {
     const char *path;
     bool payloads, chain;
     uint64_t cap;
+    /* Loop thread only (and unload, once the writer has stopped). */
     char prev[65];                 /* hex SHA-256 of the last line queued */
+    unsigned long long warned_at;
+    /* The writer's while it runs; load and unload use it when it does not. */
+    int fd;
     /* Shared with the writer thread, under mu. */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    char *buf;                     /* queued bytes */
+    char *buf;                     /* queued bytes; never NULL after load */
     size_t len;
+    char *spare;                   /* the other buffer; NULL while the writer writes it */
     bool reopen, stop;
-    int fd;
     pthread_t thread;
     bool thread_started;
-    unsigned long long lines, dropped, write_errors;
-    unsigned long long warned_at;
+    unsigned long long lines, dropped, truncated, write_errors;
+    unsigned long long gap;        /* dropped since the last DROPPED line */
+    uint64_t gap_since;            /* when the first of those was dropped */
 };
 
 static void hex_sha256(const char *p, size_t n, char out[65])
@@ -69,73 +88,156 @@ static int open_file(const char *path)
     return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 }
 
+static bool write_all(int fd, const char *p, size_t n)
+{
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = fd >= 0 ? write(fd, p + off, n - off) : -1;
+        if (w < 0) { if (errno == EINTR) continue; return false; }
+        off += (size_t)w;
+    }
+    return true;
+}
+
+/* Keeps the old file when the new one cannot be opened: lines still land
+ * somewhere, and the failure shows in writeErrors. */
+static bool reopen_file(struct audit *a)
+{
+    int fd = open_file(a->path);
+    if (fd < 0) return false;
+    if (a->fd >= 0) close(a->fd);
+    a->fd = fd;
+    return true;
+}
+
 static void *writer(void *arg)
 {
     struct audit *a = arg;
     pthread_mutex_lock(&a->mu);
     for (;;) {
         while (!a->len && !a->reopen && !a->stop) pthread_cond_wait(&a->cv, &a->mu);
-        if (a->reopen) {
-            a->reopen = false;
-            int fd = open_file(a->path);
-            if (fd >= 0) { if (a->fd >= 0) close(a->fd); a->fd = fd; }
-            else a->write_errors++;
-        }
-        if (a->len) {
-            char *chunk = a->buf;
-            size_t n = a->len;
-            a->buf = malloc(a->cap);
+        bool reopen = a->reopen;
+        char *chunk = NULL;
+        size_t n = a->len;
+        a->reopen = false;
+        if (n) {
+            /* Swap buffers: the loop thread queues into the spare meanwhile. */
+            chunk = a->buf;
+            a->buf = a->spare;
+            a->spare = NULL;
             a->len = 0;
-            pthread_mutex_unlock(&a->mu);
-            /* The disk may be slow: only this thread waits for it. */
-            size_t off = 0;
-            while (off < n) {
-                ssize_t w = a->fd >= 0 ? write(a->fd, chunk + off, n - off) : -1;
-                if (w < 0) { if (errno == EINTR) continue; break; }
-                off += (size_t)w;
-            }
-            free(chunk);
-            pthread_mutex_lock(&a->mu);
-            if (off < n) a->write_errors++;
-            if (!a->buf) { a->buf = malloc(a->cap); if (!a->buf) a->stop = true; }
         }
+        pthread_mutex_unlock(&a->mu);
+        /* The disk may be slow or hung: only this thread waits for it,
+         * never while holding the lock the loop thread queues under. */
+        unsigned errors = reopen && !reopen_file(a);
+        if (n && !write_all(a->fd, chunk, n)) errors++;
+        pthread_mutex_lock(&a->mu);
+        if (chunk) a->spare = chunk;
+        a->write_errors += errors;
         if (a->stop && !a->len) break;
     }
     pthread_mutex_unlock(&a->mu);
     return NULL;
 }
 
-/* ---- the hook ---------------------------------------------------------- */
+/* ---- queueing (loop thread) --------------------------------------------- */
 
 static bool enqueue(struct audit *a, const char *line, size_t n)
 {
     pthread_mutex_lock(&a->mu);
-    bool fits = a->buf && a->len + n <= a->cap;
+    bool fits = a->len + n <= a->cap;
     if (fits) {
         memcpy(a->buf + a->len, line, n);
         a->len += n;
         a->lines++;
         pthread_cond_signal(&a->cv);
-    } else {
-        a->dropped++;
     }
-    unsigned long long dropped = a->dropped;
     pthread_mutex_unlock(&a->mu);
-    if (!fits && dropped >= a->warned_at) {
+    return fits;
+}
+
+static void count_dropped(struct audit *a)
+{
+    pthread_mutex_lock(&a->mu);
+    if (!a->gap) a->gap_since = lb_now_ms();
+    a->gap++;
+    unsigned long long dropped = ++a->dropped;
+    pthread_mutex_unlock(&a->mu);
+    if (dropped >= a->warned_at) {
         lb_log(a->ctx, LB_LOG_WARN, "audit buffer full (disk too slow?): %llu lines dropped so far", dropped);
         a->warned_at = dropped * 2;
     }
-    return fits;
 }
+
+/* The line for j, chained to the last line queued: malloc'd, *n bytes
+ * plus a newline at line[*n].  NULL when it cannot be encoded or would
+ * be 64K or longer. */
+static char *encode_line(struct audit *a, json_t *j, size_t *n)
+{
+    if (a->chain) {
+        json_object_del(j, "prev");               /* keep it last on a retry */
+        json_object_set_new(j, "prev", json_string(a->prev));
+    }
+    char *line = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!line) return NULL;
+    *n = strlen(line);
+    if (*n >= LINE_MAX_BYTES) { free(line); return NULL; }
+    line[*n] = '\n';   /* json_dumps leaves room for the NUL we overwrite */
+    return line;
+}
+
+/* Returns 1 when queued, 0 when the buffer is full, -1 when j cannot be
+ * made into a line (too long). */
+static int queue_json(struct audit *a, json_t *j)
+{
+    size_t n;
+    char *line = encode_line(a, j, &n);
+    if (!line) return -1;
+    bool queued = enqueue(a, line, n + 1);
+    /* The chain covers queued lines only, so a dropped line never breaks
+     * it: the next line hashes the last one written. */
+    if (queued && a->chain) hex_sha256(line, n, a->prev);
+    free(line);
+    return queued;
+}
+
+static json_t *gap_marker(struct audit *a, unsigned long long count, uint64_t since)
+{
+    return json_pack("{s:I,s:s,s:s,s:I,s:I}", "time", (json_int_t)lb_now_ms(), "node", lb_bus_node(a->ctx),
+                     "type", "DROPPED", "count", (json_int_t)count, "since", (json_int_t)since);
+}
+
+/* After lines were dropped, a DROPPED line goes into the file before any
+ * later line, so a reader sees the gap where it is.  False while it does
+ * not fit (the caller drops its line too, keeping that order). */
+static bool queue_gap_marker(struct audit *a)
+{
+    pthread_mutex_lock(&a->mu);
+    unsigned long long gap = a->gap;
+    uint64_t since = a->gap_since;
+    pthread_mutex_unlock(&a->mu);
+    if (!gap) return true;
+    json_t *j = gap_marker(a, gap, since);
+    int rc = j ? queue_json(a, j) : -1;
+    json_decref(j);
+    if (rc != 1) return false;
+    pthread_mutex_lock(&a->mu);
+    a->gap = 0;          /* only this thread adds to it */
+    pthread_mutex_unlock(&a->mu);
+    lb_log(a->ctx, LB_LOG_DEBUG, "%llu dropped lines marked by a DROPPED line in %s", gap, a->path);
+    return true;
+}
+
+/* ---- the hook ---------------------------------------------------------- */
 
 static json_t *str_or_null(struct lb_str s)
 {
     return s.p ? json_stringn(s.p, s.n) : json_null();
 }
 
-static void on_audit(void *ud, const struct lb_outcome *o)
+static json_t *record(struct audit *a, const struct lb_outcome *o)
 {
-    struct audit *a = ud;
     json_t *j = json_object();
     json_object_set_new(j, "time", json_integer((json_int_t)lb_now_ms()));
     json_object_set_new(j, "node", json_string(lb_bus_node(a->ctx)));
@@ -148,36 +250,64 @@ static void on_audit(void *ud, const struct lb_outcome *o)
     json_object_set_new(j, "delivered", json_integer(o->delivered));
     json_object_set_new(j, "bytes", json_integer((json_int_t)o->bytes));
     json_object_set_new(j, "durationUs", json_integer((json_int_t)o->duration_us));
-    if (a->payloads && o->msg) {
-        static const char *const fields[] = { "params", "payload", "data", "error" };
-        for (size_t i = 0; i < 4; i++) {
-            struct lb_str raw = lb_msg_raw(o->msg, fields[i]);
-            if (!raw.p) continue;
-            json_t *v = json_loadb(raw.p, raw.n, JSON_DECODE_ANY, NULL);
-            if (v) json_object_set_new(j, fields[i], v);
-        }
+    return j;
+}
+
+static const char *const payload_fields[] = { "params", "payload", "data", "error" };
+#define N_PAYLOAD_FIELDS (sizeof payload_fields / sizeof payload_fields[0])
+
+/* Adds the message's payload members; returns their size in bytes. */
+static size_t add_payloads(json_t *j, const struct lb_msg *m)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < N_PAYLOAD_FIELDS; i++) {
+        struct lb_str raw = lb_msg_raw(m, payload_fields[i]);
+        if (!raw.p) continue;
+        bytes += raw.n;
+        json_t *v = json_loadb(raw.p, raw.n, JSON_DECODE_ANY, NULL);
+        if (v) json_object_set_new(j, payload_fields[i], v);
     }
-    if (a->chain) json_object_set_new(j, "prev", json_string(a->prev));
-    char *line = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    return bytes;
+}
+
+static void without_payloads(struct audit *a, json_t *j, size_t bytes)
+{
+    for (size_t i = 0; i < N_PAYLOAD_FIELDS; i++) json_object_del(j, payload_fields[i]);
+    json_object_set_new(j, "payloadTruncated", json_true());
+    json_object_set_new(j, "payloadBytes", json_integer((json_int_t)bytes));
+    pthread_mutex_lock(&a->mu);
+    a->truncated++;
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void on_audit(void *ud, const struct lb_outcome *o)
+{
+    struct audit *a = ud;
+    if (!queue_gap_marker(a)) { count_dropped(a); return; }
+    json_t *j = record(a, o);
+    size_t payload_bytes = a->payloads && o->msg ? add_payloads(j, o->msg) : 0;
+    int rc = queue_json(a, j);
+    if (rc < 0 && payload_bytes) {
+        /* Too long with its payload: the operation itself must still be
+         * on record. */
+        without_payloads(a, j, payload_bytes);
+        rc = queue_json(a, j);
+    }
     json_decref(j);
-    if (!line) return;
-    size_t n = strlen(line);
-    if (n < LINE_MAX_BYTES) {
-        line[n] = '\n';   /* json_dumps leaves room for the NUL we overwrite */
-        /* The chain covers queued lines only, so a dropped line never
-         * breaks it: the next line hashes the last one written. */
-        if (enqueue(a, line, n + 1) && a->chain) hex_sha256(line, n, a->prev);
-    }
-    free(line);
+    if (rc != 1) count_dropped(a);
 }
 
 static json_t *stats(void *ud)
 {
     struct audit *a = ud;
     pthread_mutex_lock(&a->mu);
-    json_t *s = json_pack("{s:I,s:I,s:I,s:I}", "lines", (json_int_t)a->lines, "dropped", (json_int_t)a->dropped,
-                          "writeErrors", (json_int_t)a->write_errors, "queuedBytes", (json_int_t)a->len);
+    json_t *s = json_pack("{s:I,s:I,s:I,s:I,s:I}", "lines", (json_int_t)a->lines, "dropped", (json_int_t)a->dropped,
+                          "payloadsTruncated", (json_int_t)a->truncated, "writeErrors", (json_int_t)a->write_errors,
+                          "queuedBytes", (json_int_t)a->len);
     pthread_mutex_unlock(&a->mu);
+    /* prev belongs to the loop thread, which is the one asking.  It is the
+     * last line queued before this stats call's own line. */
+    if (a->chain) json_object_set_new(s, "lastHash", json_string(a->prev));
     return s;
 }
 
@@ -187,6 +317,9 @@ static void load_prev(struct audit *a)
     memset(a->prev, '0', 64);
     a->prev[64] = 0;
     if (!a->chain) return;
+    /* A FIFO (a log shipper reading) has no last line to read back. */
+    struct stat st;
+    if (stat(a->path, &st) != 0 || !S_ISREG(st.st_mode)) return;
     FILE *f = fopen(a->path, "rb");
     if (!f) return;
     fseek(f, 0, SEEK_END);
@@ -219,6 +352,17 @@ static int read_settings(struct lb_plugin_ctx *ctx, struct audit *a)
     return 0;
 }
 
+/* SIGHUP, whether or not bus.conf could be re-read: logrotate has moved
+ * the file away. */
+static void audit_reopen(void *ud)
+{
+    struct audit *a = ud;
+    pthread_mutex_lock(&a->mu);
+    a->reopen = true;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
 static int audit_load(struct lb_plugin_ctx *ctx)
 {
     struct audit *a = calloc(1, sizeof *a);
@@ -235,7 +379,8 @@ static int audit_load(struct lb_plugin_ctx *ctx)
     if (a->fd < 0) { lb_plugin_fail(ctx, "cannot open %s: %s", a->path, strerror(errno)); return -1; }
     load_prev(a);
     a->buf = malloc(a->cap);
-    if (!a->buf || pthread_create(&a->thread, NULL, writer, a) != 0) {
+    a->spare = malloc(a->cap);
+    if (!a->buf || !a->spare || pthread_create(&a->thread, NULL, writer, a) != 0) {
         lb_plugin_fail(ctx, "cannot start the audit writer");
         return -1;
     }
@@ -243,6 +388,7 @@ static int audit_load(struct lb_plugin_ctx *ctx)
     struct lb_hooks h = { .audit = on_audit };
     lb_hooks_register(ctx, &h, a);
     lb_stats_register(ctx, stats, a);
+    lb_reopen_register(ctx, audit_reopen, a);
     lb_log(ctx, LB_LOG_INFO, "auditing to %s%s%s", a->path, a->chain ? " (hash chain)" : "",
            a->payloads ? " with payloads" : "");
     return 0;
@@ -254,12 +400,24 @@ static int audit_reload(struct lb_plugin_ctx *ctx)
     if (read_settings(ctx, &tmp) < 0) return -1;
     if (strcmp(tmp.path, a->path) != 0)
         lb_log(ctx, LB_LOG_WARN, "file changed to %s: takes effect on restart", tmp.path);
-    pthread_mutex_lock(&a->mu);
-    a->payloads = tmp.payloads;
-    a->reopen = true;               /* logrotate moved the file away */
-    pthread_cond_signal(&a->cv);
-    pthread_mutex_unlock(&a->mu);
+    a->payloads = tmp.payloads;     /* read by the loop thread only */
     return 0;
+}
+
+/* Lines dropped at the very end still leave their mark (the writer has
+ * stopped: this thread owns the file now). */
+static void write_final_marker(struct audit *a)
+{
+    if (!a->gap) return;
+    json_t *j = gap_marker(a, a->gap, a->gap_since);
+    size_t n;
+    char *line = j ? encode_line(a, j, &n) : NULL;
+    json_decref(j);
+    if (line && write_all(a->fd, line, n + 1)) {
+        if (a->chain) hex_sha256(line, n, a->prev);
+        a->gap = 0;
+    }
+    free(line);
 }
 
 static void audit_unload(struct lb_plugin_ctx *ctx)
@@ -272,9 +430,16 @@ static void audit_unload(struct lb_plugin_ctx *ctx)
         pthread_cond_signal(&a->cv);
         pthread_mutex_unlock(&a->mu);
         pthread_join(a->thread, NULL);
+        write_final_marker(a);
+        /* Compare with the "last" of `lexbus audit verify`: an edit of the
+         * final line, which no later "prev" covers, changes it. */
+        if (a->chain)
+            lb_log(ctx, LB_LOG_INFO, "audit chain of %s ends at %s (%llu lines, %llu dropped, %llu write errors)",
+                   a->path, a->prev, a->lines, a->dropped, a->write_errors);
     }
     if (a->fd >= 0) close(a->fd);
     free(a->buf);
+    free(a->spare);
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cv);
     free(a);

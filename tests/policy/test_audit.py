@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import signal
+import time
 
 import lbtest
 from lbtest import Bus, check, check_eq, test
@@ -34,6 +35,9 @@ def audit_bus(extra=""):
     return bus, path
 
 
+BIG = "x" * 100000      # a payload that cannot fit in one 64K audit line
+
+
 def scenario(bus):
     a = bus.client("svc-a", methods=["echo"])
     b = bus.client("svc-b", subscribe=["news:*"])
@@ -47,6 +51,28 @@ def scenario(bus):
     b.recv_type("EVENT")
     b.send({"type": "EMIT", "id": "e2", "event": "x", "to": "ghost"})
     b.recv()
+    # The bus's own service.
+    check_eq(b.call("lexbus", "ping", {"hello": 1})["status"], "success", "ping")
+    check_eq(b.call("lexbus", "nope")["error"]["code"], "METHOD_NOT_FOUND", "unknown system method")
+    a.send({"type": "EMIT", "id": "e-big", "event": "news:big", "payload": {"blob": BIG}, "ack": True})
+    a.recv_type("ACK", timeout=10)
+    check_eq(b.recv_type("EVENT", timeout=10)["payload"]["blob"], BIG, "big event delivered")
+
+
+# Every operation of the scenario, in order: (type, name, outcome).
+EXPECTED = [
+    ("REGISTER", "svc-a", "ok"), ("REGISTER", "svc-b", "ok"), ("CALL", "echo", "ok"),
+    ("CALL", "x", "SERVICE_NOT_FOUND"), ("EMIT", "news:today", "ok"), ("EMIT", "x", "SERVICE_NOT_FOUND"),
+    ("CALL", "ping", "ok"), ("CALL", "nope", "METHOD_NOT_FOUND"), ("EMIT", "news:big", "ok"),
+]
+
+
+def kinds(recs):
+    return [(r["type"], r["name"], r["outcome"]) for r in recs]
+
+
+def sha(raw):
+    return hashlib.sha256(raw).hexdigest()
 
 
 @test
@@ -57,20 +83,25 @@ def every_operation_is_recorded_and_the_chain_verifies():
         check_eq(bus.stop(), 0, "exit")
         lines = read_lines(path)
         recs = [json.loads(l) for l in lines]
-        kinds = [(r["type"], r["name"], r["outcome"]) for r in recs]
-        for want in (("REGISTER", "svc-a", "ok"), ("REGISTER", "svc-b", "ok"), ("CALL", "echo", "ok"),
-                     ("CALL", "x", "SERVICE_NOT_FOUND"), ("EMIT", "news:today", "ok"), ("EMIT", "x", "SERVICE_NOT_FOUND")):
-            check(want in kinds, "missing %r in %r" % (want, kinds))
+        check_eq(kinds(recs), EXPECTED, "audit records")
         call = [r for r in recs if r["type"] == "CALL" and r["outcome"] == "ok"][0]
         check_eq((call["from"], call["to"], call["id"], call["delivered"]), ("svc-b", "svc-a", "c-ok", 1), "call record")
         check(call["durationUs"] > 0 and call["bytes"] > 0, "duration and bytes")
+        ping = [r for r in recs if r["name"] == "ping"][0]
+        check_eq((ping["from"], ping["to"], ping["delivered"]), ("svc-b", "lexbus", 1), "system call record")
+        check(ping["id"].startswith("req-") and ping["bytes"] > 0, "system call id and bytes: %r" % ping)
+        nope = [r for r in recs if r["name"] == "nope"][0]
+        check_eq((nope["to"], nope["delivered"]), ("lexbus", -1), "failed system call record")
         emit = [r for r in recs if r["name"] == "news:today"][0]
         check_eq(emit["delivered"], 1, "delivered count")
+        big = [r for r in recs if r["name"] == "news:big"][0]
+        check(big["bytes"] > 100000 and "payloadTruncated" not in big, "big emit without payloads: %r" % big)
         check(all(r["node"] == "test-node" and r["time"] > 0 for r in recs), "time and node")
         check(not any("params" in r or "payload" in r for r in recs), "no payloads unless configured")
         check_eq(verify_chain(lines), -1, "chain verifies")
         r = bus.cli("audit", "verify", path)
-        check_eq((r.returncode, json.loads(r.stdout)), (0, {"ok": True, "lines": len(lines), "files": 1}), "lexbus audit verify")
+        check_eq((r.returncode, json.loads(r.stdout)), (0, {"ok": True, "lines": len(lines), "files": 1,
+                                                             "last": sha(lines[-1])}), "lexbus audit verify")
         # One edited byte breaks it.
         tampered = list(lines)
         tampered[2] = tampered[2].replace(b'"ok"', b'"OK"', 1)
@@ -84,16 +115,161 @@ def every_operation_is_recorded_and_the_chain_verifies():
 
 
 @test
-def payloads_when_configured():
+def payloads_when_configured_and_a_large_one_truncated():
     bus, path = audit_bus("payloads = yes\n")
     with bus:
         scenario(bus)
+        st = bus.stats()["plugins"]["audit"]
         bus.stop()
-        recs = [json.loads(l) for l in read_lines(path)]
+        lines = read_lines(path)
+        recs = [json.loads(l) for l in lines]
+    check_eq(kinds(recs)[:len(EXPECTED)], EXPECTED, "audit records, the 100 KB EMIT included")
+    check_eq((st["dropped"], st.get("payloadsTruncated")), (0, 1), "dropped and truncated counters")
+    check(all(len(l) < 65536 for l in lines), "every line under 64K")
+    check_eq(verify_chain(lines), -1, "chain verifies")
     # A completed call is recorded when its RESPONSE arrives: with its data.
     call = [r for r in recs if r["type"] == "CALL" and r["id"] == "c-ok"][0]
     check_eq(call["data"], 1, "response data recorded")
     check_eq([r for r in recs if r["name"] == "news:today"][0]["payload"], {"p": 1}, "payload recorded")
+    big = [r for r in recs if r["name"] == "news:big"][0]
+    check_eq((big["payloadTruncated"], big["payloadBytes"], "payload" in big),
+             (True, len(json.dumps({"blob": BIG})), False), "large payload left out, its size kept")
+    # System calls never carry params or results into the file.
+    ping = [r for r in recs if r["name"] == "ping"][0]
+    check(not any(k in ping for k in ("params", "data", "error")), "system call without payload: %r" % ping)
+
+
+@test
+def token_calls_are_audited_without_the_token():
+    bus = Bus(start=False)
+    path = os.path.join(bus.dir, "audit.jsonl")
+    keyf = os.path.join(bus.dir, "broker.key")
+    with open(keyf, "w") as f:
+        f.write("main:test-secret-0123456789-abcdefghij\n")
+    os.chmod(keyf, 0o600)
+    bus.write_conf(open(bus.conf).read() + "[plugin tokens]\nkey_file = %s\npeercred_uids = self\n"
+                   "[plugin audit]\nfile = %s\nchain = yes\npayloads = yes\n" % (keyf, path))
+    bus.start()
+    with bus:
+        ops = bus.client("ops")
+        r = ops.call("lexbus", "token.issue", {"target": "spark", "operation": "*", "ttl": 60})
+        check_eq(r["status"], "success", "issue: %r" % r)
+        tok, jti = r["data"]["token"], r["data"]["jti"]
+        check_eq(ops.call("lexbus", "token.verify", {"token": tok})["status"], "success", "verify")
+        check_eq(ops.call("lexbus", "token.revoke", {"jti": jti})["status"], "success", "revoke")
+        check_eq(ops.call("lexbus", "token.verify", {"token": tok})["error"]["code"], "UNAUTHENTICATED", "revoked")
+        check_eq(ops.call("lexbus", "stats")["status"], "success", "stats")
+        bus.stop()
+        raw = open(path, "rb").read()
+        recs = [json.loads(l) for l in read_lines(path)]
+    check_eq(kinds(recs), [("REGISTER", "ops", "ok"), ("CALL", "token.issue", "ok"), ("CALL", "token.verify", "ok"),
+                           ("CALL", "token.revoke", "ok"), ("CALL", "token.verify", "UNAUTHENTICATED"),
+                           ("CALL", "stats", "ok")], "system calls recorded")
+    check(all(r["to"] == "lexbus" and r["from"] == "ops" for r in recs[1:]), "to the system service, from the caller")
+    check(tok.encode() not in raw and tok.split(".")[2].encode() not in raw, "the token never reaches the audit file")
+
+
+@test
+def stats_shutdown_log_and_verify_agree_on_the_last_hash():
+    bus, path = audit_bus()
+    with bus:
+        c = bus.client("probe")
+        last_hash = c.call("lexbus", "stats")["data"]["plugins"]["audit"]["lastHash"]
+        check_eq(bus.stop(), 0, "exit")
+        lines = read_lines(path)
+        final = sha(lines[-1])
+        # stats answers before its own line is written: that line's prev.
+        rec = json.loads(lines[-1])
+        check_eq((rec["name"], rec["prev"]), ("stats", last_hash), "the stats call's own line")
+        check_eq(sha(lines[-2]), last_hash, "lastHash is the hash of the line before")
+        check("audit chain of %s ends at %s" % (path, final) in bus.logtext(), "shutdown log:\n" + bus.logtext()[-2000:])
+        r = bus.cli("audit", "verify", path)
+        check_eq((r.returncode, json.loads(r.stdout)["last"]), (0, final), "verify prints the last hash")
+        # An edit of the last line: no later prev covers it, but "last" no longer matches the log.
+        with open(path, "wb") as f:
+            f.write(b"\n".join(lines[:-1] + [lines[-1].replace(b'"ok"', b'"OK"')]) + b"\n")
+        r = bus.cli("audit", "verify", path)
+        check(r.returncode == 0 and json.loads(r.stdout)["last"] != final, "an edited tail changes last: %r" % (r,))
+
+
+@test
+def dropped_lines_leave_a_marker_in_the_chain():
+    bus = Bus(start=False)
+    path = os.path.join(bus.dir, "audit.fifo")
+    os.mkfifo(path)
+    # Nobody reads the FIFO at first: the pipe, then the 64K buffer fill up.
+    rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    data = bytearray()
+
+    def drain():
+        while True:
+            try:
+                chunk = os.read(rfd, 1 << 16)
+            except BlockingIOError:
+                return
+            if not chunk:
+                return
+            data.extend(chunk)
+
+    bus.write_conf(open(bus.conf).read() + "[plugin audit]\nfile = %s\nchain = yes\nbuffer = 64K\n" % path)
+    bus.start()
+    try:
+        with bus:
+            a = bus.client("flood")
+            for i in range(3000):
+                a.send({"type": "EMIT", "event": "flood:e", "payload": {"i": i}})
+            check_eq(a.call("lexbus", "ping")["status"], "success", "every EMIT handled")
+            check(a.call("lexbus", "stats")["data"]["plugins"]["audit"]["dropped"] > 0, "lines were dropped")
+            after = [0]
+
+            def caught_up():
+                drain()
+                if b"flood:after" in data:
+                    return True
+                after[0] += 1
+                a.send({"type": "EMIT", "event": "flood:after"})
+                return False
+            lbtest.wait_for(caught_up, timeout=10, what="the writer to catch up")
+            time.sleep(0.2)
+            drain()
+            dropped = a.call("lexbus", "stats")["data"]["plugins"]["audit"]["dropped"]
+            drain()
+            check_eq(bus.stop(), 0, "exit")
+            drain()
+    finally:
+        os.close(rfd)
+    lines = [l for l in bytes(data).split(b"\n") if l]
+    recs = [json.loads(l) for l in lines]
+    check_eq(verify_chain(lines), -1, "the chain holds across the gap")
+    marks = [i for i, r in enumerate(recs) if r["type"] == "DROPPED"]
+    check(marks, "a DROPPED line in the file")
+    check_eq(sum(recs[i]["count"] for i in marks), dropped, "the DROPPED lines account for every dropped line")
+    check(marks[0] < [i for i, r in enumerate(recs) if r.get("name") == "flood:after"][0], "the gap is marked where it is")
+    check(all(recs[i]["since"] <= recs[i]["time"] for i in marks), "since <= time")
+    # register + 3000 EMITs + ping + stats + the EMITs sent while catching up + stats
+    operations = 1 + 3000 + 1 + 1 + after[0] + 1
+    check_eq(len(recs) - len(marks) + dropped, operations, "recorded + dropped = every operation")
+
+
+@test
+def sighup_reopens_even_when_bus_conf_cannot_be_read():
+    bus, path = audit_bus()
+    with bus:
+        bus.client("one")
+        lbtest.wait_for(lambda: os.path.exists(path) and os.path.getsize(path) > 0, what="first line written")
+        os.rename(path, path + ".1")                 # logrotate
+        good = open(bus.conf).read()
+        bus.write_conf(good.replace("[bus]\n", "[bus]\nno_such_key = 1\n"))
+        bus.send_signal(signal.SIGHUP)
+        lbtest.wait_for(lambda: "reload failed" in bus.logtext(), what="the failed reload")
+        bus.client("two")
+        lbtest.wait_for(lambda: os.path.exists(path) and os.path.getsize(path) > 0,
+                        what="a new file although bus.conf was bad")
+        bus.write_conf(good)
+        bus.stop()
+        old, new = read_lines(path + ".1"), read_lines(path)
+        check_eq([json.loads(l)["name"] for l in new], ["two"], "the new file")
+        check_eq(verify_chain(old + new), -1, "chain continues across the rotation")
 
 
 @test
@@ -111,7 +287,8 @@ def sighup_reopens_and_restart_continues_the_chain():
         old, new = read_lines(path + ".1"), read_lines(path)
         check_eq(verify_chain(old + new), -1, "chain continues across the rotation")
         r = bus.cli("audit", "verify", path + ".1", path)
-        check_eq((r.returncode, json.loads(r.stdout)), (0, {"ok": True, "lines": len(old) + len(new), "files": 2}),
+        check_eq((r.returncode, json.loads(r.stdout)), (0, {"ok": True, "lines": len(old) + len(new), "files": 2,
+                                                             "last": sha(new[-1])}),
                  "lexbus audit verify across the rotated files")
         r = bus.cli("audit", "verify", path)
         check(r.returncode == 1 and "line 1 of" in r.stderr, "the newer file alone starts mid-chain: %r" % (r,))

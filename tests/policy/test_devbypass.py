@@ -1,4 +1,5 @@
 """dev-bypass and the production-mode security default, through the real daemon."""
+import os
 import subprocess
 
 import lbtest
@@ -46,6 +47,81 @@ def dev_bypass_accepts_uncredentialed_register_and_shows_it():
         b.close()
         lbtest.wait_for(lambda: a.call("lexbus", "stats")["data"]["plugins"]["dev-bypass"]["activeBypassed"] == 1,
                         what="activeBypassed to drop")
+
+
+BYPASS_CLAIMS = {"type": "bypass", "bypass": True, "development": True}
+
+
+def tokens_bus(bus_lines="", plugins_before="", plugins_after=""):
+    """A bus with [plugin tokens] (unix clients of our uid register without a token)."""
+    bus = Bus(bus=bus_lines, start=False)
+    keyf = os.path.join(bus.dir, "broker.key")
+    with open(keyf, "w") as f:
+        f.write("main:test-secret-0123456789-abcdefghij\n")
+    os.chmod(keyf, 0o600)
+    bus.write_conf(open(bus.conf).read() + plugins_before +
+                   "[plugin tokens]\nkey_file = %s\npeercred_uids = self\n" % keyf + plugins_after)
+    bus.start()
+    return bus
+
+
+def marked_call(caller, token="true", mark=True, cid="ipc-1", method="m"):
+    # Exprsn marks IPC requests with x-ipc-request: true and a placeholder x-broker-token: true.
+    msg = {"type": "CALL", "id": cid, "to": "svc", "method": method, "params": {}, "token": token}
+    if mark is not None:
+        msg["ipcRequest"] = mark
+    caller.send(msg)
+
+
+@test
+def ipc_request_skips_token_checks_in_development():
+    # tokens is before dev-bypass: the order of the sections does not matter.
+    with tokens_bus(plugins_after="[plugin dev-bypass]\n") as bus:
+        svc = bus.client("svc", methods=["m"], subscribe=["ev:*"])
+        caller = bus.client("caller")
+        marked_call(caller)
+        got = svc.recv()
+        check_eq((got["type"], got["id"], got["token"]), ("CALL", "ipc-1", BYPASS_CLAIMS),
+                 "the callee is told the token was not checked")
+        svc.send({"type": "RESPONSE", "id": "ipc-1", "status": "success", "data": "done"})
+        check_eq(caller.recv()["data"], "done", "marked call answered")
+        # Not marked (or marked with anything but true): the token is checked as always.
+        for cid, mark in (("plain", None), ("string", "true"), ("false", False)):
+            marked_call(caller, mark=mark, cid=cid)
+            r = caller.recv()
+            check_eq((r["id"], r["error"]["code"]), (cid, "UNAUTHENTICATED"), "ipcRequest=%r" % (mark,))
+        # A marked call without any token is counted too.
+        caller.send({"type": "CALL", "id": "ipc-2", "to": "svc", "method": "m", "ipcRequest": True})
+        check("token" not in svc.recv(), "no token invented for a call that had none")
+        svc.send({"type": "RESPONSE", "id": "ipc-2", "status": "success", "data": 2})
+        check_eq(caller.recv()["data"], 2, "marked call without a token answered")
+        # EMIT.
+        caller.send({"type": "EMIT", "id": "ev-1", "event": "ev:x", "payload": 1, "token": "true",
+                     "ipcRequest": True, "ack": True})
+        check_eq(caller.recv_type("ACK")["delivered"], 1, "marked EMIT delivered")
+        check_eq(svc.recv_type("EVENT")["token"], BYPASS_CLAIMS, "event token")
+        caller.send({"type": "EMIT", "id": "ev-2", "event": "ev:x", "payload": 1, "token": "true"})
+        check_eq(caller.recv()["error"]["code"], "UNAUTHENTICATED", "unmarked EMIT with a bad token")
+        st = caller.call("lexbus", "stats")["data"]["plugins"]["dev-bypass"]
+        check_eq(st["ipcRequests"], 3, "ipcRequests counted")
+        # Calls to the bus's own service count too.
+        check_eq(caller.call("lexbus", "ping", ipcRequest=True)["status"], "success", "system call, marked")
+        check_eq(caller.call("lexbus", "stats")["data"]["plugins"]["dev-bypass"]["ipcRequests"], 4, "counted")
+        check("ipcRequest" in bus.logtext(), "the start-up line names the IPC bypass")
+
+
+@test
+def ipc_request_mark_has_no_effect_without_dev_bypass_or_in_production():
+    for bus_lines in ("", "mode = production\n"):
+        with tokens_bus(bus_lines=bus_lines) as bus:
+            bus.client("svc", methods=["m"], subscribe=["ev:*"])
+            caller = bus.client("caller")
+            marked_call(caller)
+            r = caller.recv()
+            check_eq((r["id"], r["error"]["code"]), ("ipc-1", "UNAUTHENTICATED"), "marked CALL, %r" % bus_lines)
+            caller.send({"type": "EMIT", "event": "ev:x", "token": "true", "ipcRequest": True})
+            check_eq(caller.recv()["error"]["code"], "UNAUTHENTICATED", "marked EMIT, %r" % bus_lines)
+            check("dev-bypass" not in caller.call("lexbus", "stats")["data"]["plugins"], "no dev-bypass stats")
 
 
 @test
