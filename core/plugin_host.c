@@ -149,6 +149,15 @@ size_t lb_conf_keys(struct lb_plugin_ctx *ctx, const char *const **out)
     return n;
 }
 
+const char *lb_conf_where(struct lb_plugin_ctx *ctx, const char *key, char *buf, size_t len)
+{
+    int line = ctx->sec ? ctx->sec->line : 0;
+    for (size_t i = 0; ctx->sec && i < ctx->sec->n; i++)
+        if (strcmp(ctx->sec->e[i].key, key) == 0) { line = ctx->sec->e[i].line; break; }
+    snprintf(buf, len, "%s:%d", g_bus.conf->path, line);
+    return buf;
+}
+
 int lb_parse_duration_ms(const char *s, uint64_t *out_ms) { return parse_duration_ms(s, out_ms); }
 
 const char *lb_conf_path(struct lb_plugin_ctx *ctx, const char *path)

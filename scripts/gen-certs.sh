@@ -5,30 +5,36 @@
 #   and one client certificate per SERVICE (<service>-cert.pem,
 #   <service>-key.pem; CN and DNS SAN = the service name, for mutual TLS).
 #
-#   scripts/gen-certs.sh [--out DIR] [--days N] [--force] SERVICE...
-#     --out DIR   where to write (default: certs)
-#     --days N    validity of the certificates made by this run (default 365)
-#     --force     make a new CA too (every certificate of the old CA stops verifying)
+#   scripts/gen-certs.sh [--out DIR] [--days N] [--ca-days N] [--force] SERVICE...
+#     --out DIR     where to write (default: certs)
+#     --days N      validity of the certificates made by this run (default 365)
+#     --ca-days N   validity of a new CA (default 3650; a kept CA keeps its dates)
+#     --force       make a new CA too (every certificate of the old CA stops verifying)
 #
 # Re-running keeps the existing CA (so certificates already handed out stay
 # valid) and re-issues the localhost certificate and the named services.
-# Keys are 0600, the directory 0700.  Development only: production
-# certificates come from your own CA.
+# A certificate that would outlive its CA is warned about (it stops
+# verifying when the CA expires).  Keys are 0600; a folder this script
+# creates is 0700, an existing one keeps its mode (a warning if group or
+# others can enter it).  Development only: production certificates come
+# from your own CA.
 set -euo pipefail
 out=certs
 days=365
+ca_days=3650
 force=0
 services=()
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "gen-certs: $*" >&2; exit 2; }
 while (($#)); do
   case "$1" in
-    --out|--days)
+    --out|--days|--ca-days)
       (($# >= 2)) && [[ -n "$2" ]] || die "$1 needs a value"
-      if [[ $1 == --out ]]; then out="$2"; else days="$2"; fi
+      case "$1" in --out) out="$2" ;; --days) days="$2" ;; *) ca_days="$2" ;; esac
       shift ;;
     --out=*) out="${1#--out=}"; [[ -n "$out" ]] || die "--out needs a value" ;;
     --days=*) days="${1#--days=}" ;;
+    --ca-days=*) ca_days="${1#--ca-days=}" ;;
     --force) force=1 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; services+=("$@"); break ;;
@@ -39,6 +45,8 @@ while (($#)); do
 done
 [[ "$days" =~ ^[0-9]{1,5}$ ]] && ((10#$days > 0)) || die "--days must be a number of days from 1 to 99999"
 days=$((10#$days))
+[[ "$ca_days" =~ ^[0-9]{1,5}$ ]] && ((10#$ca_days > 0)) || die "--ca-days must be a number of days from 1 to 99999"
+ca_days=$((10#$ca_days))
 for s in ${services[@]+"${services[@]}"}; do
   # The bus's service-name characters, minus '/', which cannot be in a file name.
   [[ "$s" =~ ^[A-Za-z0-9_.@-]{1,64}$ && "$s" != .* && "$s" != -* ]] ||
@@ -50,9 +58,20 @@ for s in ${services[@]+"${services[@]}"}; do
 done
 command -v openssl >/dev/null || { echo "gen-certs: openssl not found (apt-get install openssl)" >&2; exit 1; }
 
+# Only a folder made here is set to 0700: chmod on an existing one (--out
+# /tmp, say) would change who may use it.  Parents get the caller's umask.
+if [[ -d "$out" ]]; then
+  perms=$(stat -c %a -- "$out" 2>/dev/null || stat -f %Lp -- "$out")   # GNU, then BSD
+  if (( 8#$perms & 077 )); then
+    echo "gen-certs: warning: $out is mode $perms (group/others may enter it); the keys are 0600," \
+      "but consider a private folder (chmod 700, or --out a new one)" >&2
+  fi
+else
+  parent=$(dirname -- "$out")
+  [[ -d "$parent" ]] || mkdir -p -- "$parent"
+  mkdir -m 700 -- "$out"
+fi
 umask 077
-mkdir -p -- "$out"
-chmod 700 -- "$out"
 cd -- "$out"
 err=$(mktemp "${TMPDIR:-/tmp}/gen-certs.XXXXXX")
 trap 'rm -f -- "$err" ./*.csr.tmp ./*.ext.tmp ./*.pem.tmp' EXIT
@@ -69,7 +88,7 @@ run() {
 # Files are written under .tmp names and renamed, so a daemon reloading
 # (SIGHUP) during a run never reads half a file.
 if [[ $force -eq 1 || ! -f ca-cert.pem || ! -f ca-key.pem ]]; then
-  run openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days "$days" \
+  run openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days "$ca_days" \
     -keyout ca-key.pem.tmp -out ca-cert.pem.tmp -subj "/CN=lexbus development CA" \
     -addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign"
   chmod 600 ca-key.pem.tmp
@@ -77,12 +96,19 @@ if [[ $force -eq 1 || ! -f ca-cert.pem || ! -f ca-key.pem ]]; then
   mv -f ca-key.pem.tmp ca-key.pem
   mv -f ca-cert.pem.tmp ca-cert.pem
   rm -f ca-cert.srl
-  echo "gen-certs: new CA $out/ca-cert.pem"
+  echo "gen-certs: new CA $out/ca-cert.pem ($ca_days days)"
   new_ca=1
 else
   run openssl x509 -in ca-cert.pem -noout    # a readable certificate, or stop here
   echo "gen-certs: keeping the CA in $out/ca-cert.pem (--force replaces it)"
   new_ca=0
+fi
+
+# A leaf valid past the CA's end stops verifying with it: say so once.
+if ! openssl x509 -in ca-cert.pem -noout -checkend $((days * 86400)) >/dev/null 2>&1; then
+  ca_end=$(openssl x509 -in ca-cert.pem -noout -enddate 2>/dev/null | sed 's/^notAfter=//')
+  echo "gen-certs: warning: certificates valid for $days days would outlive the CA (it expires $ca_end);" \
+    "they stop verifying then: use a shorter --days, or --force --ca-days N for a new CA" >&2
 fi
 
 issued=" "

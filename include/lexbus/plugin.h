@@ -87,6 +87,11 @@ size_t lb_conf_list(struct lb_plugin_ctx *ctx, const char *key, const char *cons
  * a key that repeats appears each time).  For families of keys such as
  * `limit.NAME`; reading them with the getters marks them known. */
 size_t lb_conf_keys(struct lb_plugin_ctx *ctx, const char *const **out);
+/* "bus.conf:12": where `key` (its first occurrence) is written, or the
+ * section's header line when it is absent; for errors a plugin finds in a
+ * value it parses itself.  Writes into buf and returns it; does not mark
+ * the key as read. */
+const char *lb_conf_where(struct lb_plugin_ctx *ctx, const char *key, char *buf, size_t len);
 /* Parses a duration as bus.conf writes them ("500ms", "30s", "5m", "1h",
  * a bare number = seconds).  Returns 0, or -1 if malformed. */
 int lb_parse_duration_ms(const char *s, uint64_t *out_ms);

@@ -3,7 +3,8 @@
  * (OpenSSL 3 through libevent's bufferevent_openssl), so that services on
  * other machines can join.  With client certificates (mutual TLS) the
  * certificate names the service: the connection may only REGISTER under
- * the certificate's CN or one of its DNS SANs.
+ * the certificate's CN or one of its DNS SANs, or a name that a
+ * `names.<certname>` line grants to a certificate carrying <certname>.
  *
  * [plugin tls-tcp]
  * listen = 127.0.0.1:7443        host:port, may repeat; IPv6 as [::1]:7443
@@ -15,15 +16,21 @@
  * ciphers = ...                   OpenSSL cipher list for TLS 1.2 (optional)
  * handshake_timeout = 10s         a handshake not done by then is dropped
  * max_connections = 0             sockets held at once, handshaking or not (0 = no limit)
+ * max_handshaking = 256           sockets still handshaking at once (0 = no limit)
+ * names.svc-a = svc-a, billing    names a verified certificate naming svc-a may use
  *
- * SIGHUP re-reads the certificates: new connections use them, established
- * ones keep theirs; a certificate that does not load keeps the old one.
+ * SIGHUP re-reads the certificates and names.* lines: new connections use
+ * them, established ones keep theirs; a certificate that does not load
+ * keeps the old one.  Whether the transport authenticates
+ * (require_client_cert) is fixed at start-up: lb_declare_authenticator
+ * cannot be taken back, so a reload that changes it is refused.
  *
  * Lifecycle of a socket: accept -> handshaking (a struct tls_conn with a
  * deadline timer, no lb_conn yet) -> established (lb_conn_new after the
  * handshake, identity from the verified certificate) -> closed by the host
- * (op_close), possibly flushing first.  Every tls_conn sits on tp->conns
- * until tc_free, so unload frees whatever is left.
+ * (op_close), possibly flushing first, then a close_notify when nothing
+ * was left unsent.  Every tls_conn sits on tp->conns until tc_free, so
+ * unload frees whatever is left.
  */
 #include "config.h"
 #include <arpa/inet.h>
@@ -48,12 +55,36 @@
 #include <lexbus/protocol.h>
 
 #define MAX_LISTENERS 16
-#define MAX_NAMES 16
+#define MAX_NAMES 16                            /* names read from one certificate */
+#define MAX_MAPPED 16                           /* names one names.<certname> line may list */
+#define MAX_IDS (MAX_NAMES * (1 + MAX_MAPPED))  /* every cert name mapped: never truncated */
+#define NAMES_PREFIX "names."
+#define LOG_BURST 20                            /* refusal lines a second before summarising */
 #define FLUSH_TIMEOUT_S 5
 #define ACCEPT_PAUSE_MS 100
 #define SESSION_ID_CTX "lexbus tls-tcp"
 
 struct tls_conn;
+
+/* names.<certname> = a, b: names that a verified certificate carrying
+ * <certname> may REGISTER under besides its own (policy, not the CA). */
+struct name_map {
+    char cert[LB_MAX_NAME + 1];
+    char *buf;                    /* the value, split in place */
+    const char *names[MAX_MAPPED];
+    size_t n;
+    struct name_map *next;
+};
+
+/* Logs the first LOG_BURST events of a second and one summary line when
+ * that second ends, so a flood of bad clients cannot flood the log. */
+struct throttle {
+    struct lb_plugin_ctx *ctx;
+    struct event tick;            /* end of a second with hidden lines */
+    uint64_t start_ms;
+    unsigned shown, hidden;
+    const char *what;             /* "refused", for the summary */
+};
 
 struct tls_plugin {
     struct lb_plugin_ctx *ctx;
@@ -63,13 +94,20 @@ struct tls_plugin {
     size_t n_listeners;
     uint64_t handshake_ms;
     long long max_conns;          /* 0 = no limit */
+    long long max_handshaking;    /* 0 = no limit */
+    bool authenticator;           /* require_client_cert at start-up: declared, fixed */
+    struct name_map *maps;        /* names.* lines in force */
+    size_t n_maps;
     struct tls_conn *conns;       /* every socket we hold, handshaking or not */
     long long n_conns, n_handshaking;
     struct event accept_pause;    /* re-enables accepting after EMFILE */
-    unsigned accept_warned, limit_warned;
+    unsigned accept_warned;
+    struct throttle refusal_log;  /* handshakes refused or timed out */
+    struct throttle limit_log;    /* sockets closed at accept: max_connections, max_handshaking */
     char cert_subject[256], cert_not_after[32];
     struct {
-        unsigned long long accepted, established, refused, timeouts, over_limit, reloads, reload_failures;
+        unsigned long long accepted, established, refused, timeouts, over_limit, over_handshaking,
+                           reloads, reload_failures;
     } n;
 };
 
@@ -79,6 +117,7 @@ struct tls_conn {
     struct lb_conn *conn;         /* NULL while handshaking and after op_close */
     struct event deadline;        /* handshake_timeout, whole handshake */
     bool handshaking;
+    bool peer_gone;               /* EOF or error: no close_notify to a dead peer */
     char addr[64];
     struct tls_conn *next, **pprev;
 };
@@ -89,22 +128,131 @@ struct tls_settings {
     const char *cert, *key, *ca, *ciphers, *min_protocol;
     bool require_cert;
     uint64_t handshake_ms;
-    long long max_conns;
+    long long max_conns, max_handshaking;
+    struct name_map *maps;        /* owned until handed to the plugin */
+    size_t n_maps;
 };
 
-static int read_settings(struct lb_plugin_ctx *ctx, struct tls_settings *s)
+static void free_maps(struct name_map *m)
 {
+    while (m) {
+        struct name_map *next = m->next;
+        free(m->buf);
+        free(m);
+        m = next;
+    }
+}
+
+/* The bus's service-name rule (REGISTER refuses anything else, so a
+ * mapping to another name could never be used). */
+static bool valid_name(const char *p)
+{
+    size_t n = strlen(p);
+    if (n == 0 || n > LB_MAX_NAME) return false;
+    for (; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              strchr("_.-/@", *p)))
+            return false;
+    return true;
+}
+
+static char *trim(char *p)
+{
+    while (*p == ' ' || *p == '\t') p++;
+    size_t n = strlen(p);
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t')) p[--n] = 0;
+    return p;
+}
+
+/* Splits "a, b" into m->names; errors name the line of `key`. */
+static int split_names(struct lb_plugin_ctx *ctx, const char *key, struct name_map *m)
+{
+    char where[512];
+    for (char *p = m->buf, *comma;; p = comma + 1) {
+        comma = strchr(p, ',');
+        if (comma) *comma = 0;
+        char *name = trim(p);
+        if (!valid_name(name)) {
+            lb_plugin_fail(ctx, "%s: %s: '%s' is not a service name (1-%d characters of A-Z a-z 0-9 _ . - / @)",
+                           lb_conf_where(ctx, key, where, sizeof where), key, name, LB_MAX_NAME);
+            return -1;
+        }
+        if (m->n == MAX_MAPPED) {
+            lb_plugin_fail(ctx, "%s: %s: more than %d names", lb_conf_where(ctx, key, where, sizeof where), key,
+                           MAX_MAPPED);
+            return -1;
+        }
+        m->names[m->n++] = name;
+        if (!comma) return 0;
+    }
+}
+
+/* One names.<certname> = a, b line, prepended to s->maps. */
+static int read_map(struct lb_plugin_ctx *ctx, const char *key, struct tls_settings *s)
+{
+    char where[512];
+    const char *val, *cert = key + strlen(NAMES_PREFIX);
+    if (lb_conf_str(ctx, key, NULL, &val) < 0) return -1;   /* a repeated key, reported with its line */
+    if (!valid_name(cert)) {
+        lb_plugin_fail(ctx, "%s: %s: the certificate name after '" NAMES_PREFIX "' must be 1-%d characters of "
+                       "A-Z a-z 0-9 _ . - / @", lb_conf_where(ctx, key, where, sizeof where), key, LB_MAX_NAME);
+        return -1;
+    }
+    struct name_map *m = calloc(1, sizeof *m);
+    if (!m || !(m->buf = strdup(val))) {
+        free(m);
+        lb_plugin_fail(ctx, "out of memory");
+        return -1;
+    }
+    snprintf(m->cert, sizeof m->cert, "%s", cert);
+    m->next = s->maps;
+    s->maps = m;
+    s->n_maps++;
+    return split_names(ctx, key, m);
+}
+
+static int read_maps(struct lb_plugin_ctx *ctx, struct tls_settings *s)
+{
+    const char *const *keys;
+    size_t n = lb_conf_keys(ctx, &keys);
+    for (size_t i = 0; i < n; i++)
+        if (!strncmp(keys[i], NAMES_PREFIX, strlen(NAMES_PREFIX)) && read_map(ctx, keys[i], s) < 0) return -1;
+    if (s->maps && !s->ca) {
+        lb_plugin_fail(ctx, NAMES_PREFIX "<certname> lines apply to verified client certificates: they need ca = <CA file>");
+        return -1;
+    }
+    return 0;
+}
+
+/* Reload: lb_declare_authenticator cannot be undone (nor made after
+ * start-up), so require_client_cert keeps its start-up value. */
+static void pin_require(struct lb_plugin_ctx *ctx, struct tls_settings *s, const bool *pinned)
+{
+    if (!pinned || s->require_cert == *pinned) return;
+    lb_log(ctx, LB_LOG_WARN, "require_client_cert changed to %s: refused, it decides whether tls-tcp authenticates "
+           "services (mode = production depends on it), which is fixed at start-up; restart lexbusd to apply it "
+           "(keeping require_client_cert = %s)", s->require_cert ? "yes" : "no", *pinned ? "yes" : "no");
+    s->require_cert = *pinned;
+}
+
+/* `pinned`: on reload, the require_client_cert in force (NULL at load).
+ * On success the caller owns s->maps. */
+static int read_settings(struct lb_plugin_ctx *ctx, struct tls_settings *s, const bool *pinned)
+{
+    memset(s, 0, sizeof *s);
     if (lb_conf_str(ctx, "cert", NULL, &s->cert) < 0 || lb_conf_str(ctx, "key", NULL, &s->key) < 0 ||
         lb_conf_str(ctx, "ca", NULL, &s->ca) < 0 || lb_conf_str(ctx, "ciphers", NULL, &s->ciphers) < 0 ||
         lb_conf_str(ctx, "min_protocol", "TLS1.2", &s->min_protocol) < 0 ||
         lb_conf_bool(ctx, "require_client_cert", false, &s->require_cert) < 0 ||
         lb_conf_ms(ctx, "handshake_timeout", 10000, &s->handshake_ms) < 0 ||
-        lb_conf_int(ctx, "max_connections", 0, 0, 10000000, &s->max_conns) < 0)
+        lb_conf_int(ctx, "max_connections", 0, 0, 10000000, &s->max_conns) < 0 ||
+        lb_conf_int(ctx, "max_handshaking", 256, 0, 10000000, &s->max_handshaking) < 0)
         return -1;
     if (!s->cert || !s->key) {
         lb_plugin_fail(ctx, "cert and key are required (scripts/gen-certs.sh makes development ones)");
         return -1;
     }
+    pin_require(ctx, s, pinned);
     if (s->require_cert && !s->ca) {
         lb_plugin_fail(ctx, "require_client_cert = yes needs ca = <CA file> to verify client certificates");
         return -1;
@@ -120,6 +268,11 @@ static int read_settings(struct lb_plugin_ctx *ctx, struct tls_settings *s)
     s->cert = lb_conf_path(ctx, s->cert);
     s->key = lb_conf_path(ctx, s->key);
     if (s->ca) s->ca = lb_conf_path(ctx, s->ca);
+    if (read_maps(ctx, s) < 0) {
+        free_maps(s->maps);
+        s->maps = NULL;
+        return -1;
+    }
     return 0;
 }
 
@@ -183,8 +336,54 @@ static void note_server_cert(struct tls_plugin *tp, SSL_CTX *ssl)
         lb_log(tp->ctx, LB_LOG_WARN, "server certificate %s expires on %s", tp->cert_subject, tp->cert_not_after);
 }
 
+/* ---- log throttling ------------------------------------------------- */
+
+static void throttle_flush(struct throttle *t)
+{
+    if (t->hidden)
+        lb_log(t->ctx, LB_LOG_WARN, "... and %u more %s in the last second (at most %d a second are logged; "
+               "stats count them all)", t->hidden, t->what, LOG_BURST);
+    t->hidden = t->shown = 0;
+    t->start_ms = lb_now_ms();
+}
+
+static void throttle_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    throttle_flush(arg);
+}
+
+static void throttle_init(struct throttle *t, struct lb_plugin_ctx *ctx, const char *what)
+{
+    t->ctx = ctx;
+    t->what = what;
+    evtimer_assign(&t->tick, lb_event_base(ctx), throttle_tick, t);
+}
+
+/* True if this event may have its own log line; otherwise it is counted
+ * for the summary written when the current second ends. */
+static bool throttle_pass(struct throttle *t)
+{
+    uint64_t now = lb_now_ms();
+    if (!t->hidden && now - t->start_ms >= 1000) {
+        t->start_ms = now;
+        t->shown = 0;
+    }
+    if (t->shown < LOG_BURST) {
+        t->shown++;
+        return true;
+    }
+    if (t->hidden++ == 0) {
+        uint64_t left = t->start_ms + 1000 > now ? t->start_ms + 1000 - now : 0;
+        struct timeval tv = { (time_t)(left / 1000), (suseconds_t)(left % 1000 * 1000) };
+        evtimer_add(&t->tick, &tv);
+    }
+    return false;
+}
+
 /* ---- connections ---------------------------------------------------- */
 
+/* The only place a tls_conn is freed. */
 static void tc_free(struct tls_conn *tc)
 {
     struct tls_plugin *tp = tc->tp;
@@ -193,10 +392,32 @@ static void tc_free(struct tls_conn *tc)
     tp->n_conns--;
     if (tc->handshaking) tp->n_handshaking--;
     event_del(&tc->deadline);
-    SSL *ssl = bufferevent_openssl_get_ssl(tc->bev);
-    if (ssl) SSL_set_shutdown(ssl, SSL_RECEIVED_SHUTDOWN);   /* no blocking close_notify exchange */
     bufferevent_free(tc->bev);
     free(tc);
+}
+
+/* One close_notify, written straight to the non-blocking socket: clients
+ * see a clean end instead of a truncation, and OpenSSL keeps the session
+ * in the cache (SSL_free drops sessions never shut down).  Marking the
+ * peer's close_notify as received first stops SSL_shutdown from trying to
+ * read it: we never wait.  Only when everything queued went out, so the
+ * alert never vouches for data that was dropped. */
+static void send_close_notify(struct tls_conn *tc)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(tc->bev);
+    if (!ssl || tc->handshaking || tc->peer_gone || !SSL_is_init_finished(ssl) ||
+        evbuffer_get_length(bufferevent_get_output(tc->bev)))
+        return;
+    SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_RECEIVED_SHUTDOWN);
+    (void)SSL_shutdown(ssl);   /* -1 when the socket is full: the client then sees an EOF, no worse */
+    ERR_clear_error();
+}
+
+/* A normal end: close_notify if clean, then free. */
+static void tc_close(struct tls_conn *tc)
+{
+    send_close_notify(tc);
+    tc_free(tc);
 }
 
 /* Why a handshake failed, from libevent's copy of the OpenSSL error queue
@@ -241,21 +462,23 @@ static void op_set_read(void *tdata, bool enabled)
 
 static void flush_done(struct bufferevent *bev, void *arg)
 {
-    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) tc_free(arg);
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) tc_close(arg);
 }
 
 static void flush_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev; (void)what;
+    struct tls_conn *tc = arg;
     ERR_clear_error();
-    tc_free(arg);   /* error, EOF or the flush timeout: done */
+    tc->peer_gone = true;   /* error, EOF or the flush timeout: nothing more to say */
+    tc_free(tc);
 }
 
 static void op_close(void *tdata, bool flush)
 {
     struct tls_conn *tc = tdata;
     tc->conn = NULL;
-    if (!flush || evbuffer_get_length(bufferevent_get_output(tc->bev)) == 0) { tc_free(tc); return; }
+    if (!flush || evbuffer_get_length(bufferevent_get_output(tc->bev)) == 0) { tc_close(tc); return; }
     /* Keep the socket until what is queued (an ERROR, say) is written. */
     bufferevent_disable(tc->bev, EV_READ);
     struct timeval tv = { FLUSH_TIMEOUT_S, 0 };
@@ -311,12 +534,40 @@ static size_t cert_names(X509 *cert, char names[MAX_NAMES][LB_MAX_NAME + 1])
     return n;
 }
 
+/* Appends the names not in ids yet. */
+static size_t add_ids(const char *ids[MAX_IDS], size_t n, const char *const *names, size_t k)
+{
+    for (size_t j = 0; j < k && n < MAX_IDS; j++) {
+        bool dup = false;
+        for (size_t i = 0; i < n && !dup; i++) dup = !strcmp(ids[i], names[j]);
+        if (!dup) ids[n++] = names[j];
+    }
+    return n;
+}
+
+/* The names the connection may REGISTER under: the certificate's own,
+ * then those names.<certname> lines grant to any of them (compared
+ * exactly, like REGISTER compares names).  Returns the count. */
+static size_t identity(const struct tls_plugin *tp, char names[MAX_NAMES][LB_MAX_NAME + 1], size_t n_cert,
+                       const char *ids[MAX_IDS])
+{
+    size_t n = 0;
+    for (size_t i = 0; i < n_cert; i++) ids[n++] = names[i];
+    for (const struct name_map *m = tp->maps; m; m = m->next)
+        for (size_t i = 0; i < n_cert; i++)
+            if (!strcmp(m->cert, names[i])) {
+                n = add_ids(ids, n, m->names, m->n);
+                break;
+            }
+    return n;
+}
+
 static void handshake_done(struct tls_conn *tc)
 {
     struct tls_plugin *tp = tc->tp;
     SSL *ssl = bufferevent_openssl_get_ssl(tc->bev);
     char names[MAX_NAMES][LB_MAX_NAME + 1];
-    const char *ptrs[MAX_NAMES];
+    const char *ids[MAX_IDS];
     char subject[256] = "";
     size_t n = 0;
     event_del(&tc->deadline);
@@ -326,21 +577,25 @@ static void handshake_done(struct tls_conn *tc)
     if (cert && SSL_get_verify_result(ssl) == X509_V_OK) {
         X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
         n = cert_names(cert, names);
-        for (size_t i = 0; i < n; i++) ptrs[i] = names[i];
     }
     X509_free(cert);
     if (subject[0] && n == 0 && SSL_get_verify_mode(ssl) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) {
         /* A verified certificate that names nothing usable would leave the
          * connection unbound: with mutual TLS required, refuse it. */
         tp->n.refused++;
-        lb_log(tp->ctx, LB_LOG_WARN, "refused %s: client certificate %s has no CN or DNS SAN of 1-%d bytes",
-               tc->addr, subject, LB_MAX_NAME);
+        if (throttle_pass(&tp->refusal_log))
+            lb_log(tp->ctx, LB_LOG_WARN, "refused %s: client certificate %s has no CN or DNS SAN of 1-%d bytes",
+                   tc->addr, subject, LB_MAX_NAME);
         tc_free(tc);
         return;
     }
+    size_t n_ids = identity(tp, names, n, ids);
+    if (n_ids > n)
+        lb_log(tp->ctx, LB_LOG_DEBUG, "%s: %zu name(s) added by " NAMES_PREFIX "* lines for %s", tc->addr, n_ids - n,
+               subject);
     struct lb_peer peer = {
         .transport = "tls-tcp", .address = tc->addr, .tls_subject = subject[0] ? subject : NULL,
-        .identity_names = n ? ptrs : NULL, .n_identity_names = n,
+        .identity_names = n_ids ? ids : NULL, .n_identity_names = n_ids,
     };
     tc->conn = lb_conn_new(tp->ctx, &tls_ops, tc, &peer);
     if (!tc->conn) { tc_free(tc); return; }
@@ -361,17 +616,19 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         /* Refused before it was a connection: bad handshake, wrong or no
          * certificate, old protocol, plain TCP, garbage. */
         char why[384];
-        ssl_reason(tc, what, why, sizeof why);
+        ssl_reason(tc, what, why, sizeof why);   /* drains the error queues even when not logged */
         tc->tp->n.refused++;
         bool clear = strstr(why, "wrong version number") || strstr(why, "http request");
-        lb_log(tc->tp->ctx, LB_LOG_INFO, "TLS handshake refused from %s: %s%s", tc->addr, why,
-               clear ? " (the client does not speak TLS: plain TCP or HTTP?)" : "");
+        if (throttle_pass(&tc->tp->refusal_log))
+            lb_log(tc->tp->ctx, LB_LOG_INFO, "TLS handshake refused from %s: %s%s", tc->addr, why,
+                   clear ? " (the client does not speak TLS: plain TCP or HTTP?)" : "");
         tc_free(tc);
         return;
     }
     char why[384] = "peer closed the connection";
     if (!(what & BEV_EVENT_EOF)) ssl_reason(tc, what, why, sizeof why);
     ERR_clear_error();
+    tc->peer_gone = true;
     lb_conn_gone(tc->conn, why);   /* the host calls op_close: tc is gone */
 }
 
@@ -381,8 +638,9 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     struct tls_conn *tc = arg;
     tc->tp->n.refused++;
     tc->tp->n.timeouts++;
-    lb_log(tc->tp->ctx, LB_LOG_INFO, "%s: TLS handshake not done within %llu ms; closed, slot freed", tc->addr,
-           (unsigned long long)tc->tp->handshake_ms);
+    if (throttle_pass(&tc->tp->refusal_log))
+        lb_log(tc->tp->ctx, LB_LOG_INFO, "%s: TLS handshake not done within %llu ms; closed, slot freed", tc->addr,
+               (unsigned long long)tc->tp->handshake_ms);
     tc_free(tc);
 }
 
@@ -403,17 +661,35 @@ static void format_addr(const struct sockaddr *sa, char *out, size_t len)
     }
 }
 
+/* max_connections, then max_handshaking: a socket beyond either is closed
+ * before any TLS, so stalled handshakes cannot use up the descriptors
+ * (they wait for handshake_timeout; established connections do not count
+ * against max_handshaking). */
+static bool over_limit(struct tls_plugin *tp, const char *addr)
+{
+    const char *which;
+    long long max;
+    unsigned long long *count;
+    if (tp->max_conns && tp->n_conns >= tp->max_conns) {
+        which = "max_connections", max = tp->max_conns, count = &tp->n.over_limit;
+    } else if (tp->max_handshaking && tp->n_handshaking >= tp->max_handshaking) {
+        which = "max_handshaking", max = tp->max_handshaking, count = &tp->n.over_handshaking;
+    } else {
+        return false;
+    }
+    (*count)++;
+    if (throttle_pass(&tp->limit_log))
+        lb_log(tp->ctx, LB_LOG_WARN, "refused %s: %s (%lld) reached (%llu refused so far)", addr, which, max, *count);
+    return true;
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
     (void)l; (void)salen;
     struct tls_plugin *tp = arg;
     char addr[64];
     format_addr(sa, addr, sizeof addr);
-    if (tp->max_conns && tp->n_conns >= tp->max_conns) {
-        tp->n.over_limit++;
-        if (tp->limit_warned++ % 100 == 0)
-            lb_log(tp->ctx, LB_LOG_WARN, "refused %s: max_connections (%lld) reached (%llu refused so far)", addr,
-                   tp->max_conns, tp->n.over_limit);
+    if (over_limit(tp, addr)) {
         evutil_closesocket(fd);
         return;
     }
@@ -530,23 +806,37 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 static json_t *stats(void *ud)
 {
     struct tls_plugin *tp = ud;
-    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s}",
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s}",
                      "connections", (json_int_t)tp->n_conns, "handshaking", (json_int_t)tp->n_handshaking,
-                     "maxConnections", (json_int_t)tp->max_conns,
+                     "maxConnections", (json_int_t)tp->max_conns, "maxHandshaking", (json_int_t)tp->max_handshaking,
                      "accepted", (json_int_t)tp->n.accepted, "established", (json_int_t)tp->n.established,
                      "refused", (json_int_t)tp->n.refused, "handshakeTimeouts", (json_int_t)tp->n.timeouts,
-                     "overLimit", (json_int_t)tp->n.over_limit, "reloads", (json_int_t)tp->n.reloads,
-                     "reloadFailures", (json_int_t)tp->n.reload_failures,
+                     "overLimit", (json_int_t)tp->n.over_limit, "overHandshaking", (json_int_t)tp->n.over_handshaking,
+                     "reloads", (json_int_t)tp->n.reloads, "reloadFailures", (json_int_t)tp->n.reload_failures,
+                     "nameMappings", (json_int_t)tp->n_maps,
                      "certSubject", tp->cert_subject, "certNotAfter", tp->cert_not_after);
+}
+
+/* Settings that take effect for new connections; takes s->maps. */
+static void apply_settings(struct tls_plugin *tp, struct tls_settings *s)
+{
+    tp->handshake_ms = s->handshake_ms;
+    tp->max_conns = s->max_conns;
+    tp->max_handshaking = s->max_handshaking;
+    free_maps(tp->maps);
+    tp->maps = s->maps;
+    tp->n_maps = s->n_maps;
+    s->maps = NULL;
 }
 
 static int tls_load(struct lb_plugin_ctx *ctx)
 {
     struct tls_settings s;
     const char *const *listen;
-    if (read_settings(ctx, &s) < 0) return -1;
+    if (read_settings(ctx, &s, NULL) < 0) return -1;
     size_t n = lb_conf_list(ctx, "listen", &listen);
     if (n == 0 || n > MAX_LISTENERS) {
+        free_maps(s.maps);
         lb_plugin_fail(ctx, "give 1 to %d 'listen = host:port' lines", MAX_LISTENERS);
         return -1;
     }
@@ -554,25 +844,28 @@ static int tls_load(struct lb_plugin_ctx *ctx)
     socklen_t sl[MAX_LISTENERS];
     for (size_t i = 0; i < n; i++) {
         if (parse_listen(listen[i], &ss[i], &sl[i])) {
+            free_maps(s.maps);
             lb_plugin_fail(ctx, "listen '%s' is not host:port with a numeric host (127.0.0.1:7443, [::1]:7443)", listen[i]);
             return -1;
         }
     }
     SSL_CTX *ssl = make_ssl_ctx(ctx, &s);
-    if (!ssl) return -1;
-    if (lb_check_only(ctx)) {
+    if (!ssl || lb_check_only(ctx)) {
         SSL_CTX_free(ssl);
-        if (s.require_cert) lb_declare_authenticator(ctx);   /* -t checks production mode too */
-        return 0;
+        free_maps(s.maps);
+        if (ssl && s.require_cert) lb_declare_authenticator(ctx);   /* -t checks production mode too */
+        return ssl ? 0 : -1;
     }
     struct tls_plugin *tp = calloc(1, sizeof *tp);
-    if (!tp) { SSL_CTX_free(ssl); lb_plugin_fail(ctx, "out of memory"); return -1; }
+    if (!tp) { SSL_CTX_free(ssl); free_maps(s.maps); lb_plugin_fail(ctx, "out of memory"); return -1; }
     tp->ctx = ctx;
     tp->ssl = ssl;
-    tp->handshake_ms = s.handshake_ms;
-    tp->max_conns = s.max_conns;
+    apply_settings(tp, &s);
+    tp->authenticator = s.require_cert;
     lb_plugin_set_data(ctx, tp);
     evtimer_assign(&tp->accept_pause, lb_event_base(ctx), resume_accept_cb, tp);
+    throttle_init(&tp->refusal_log, ctx, "refused");
+    throttle_init(&tp->limit_log, ctx, "closed at accept (connection limits)");
     note_server_cert(tp, ssl);
     for (size_t i = 0; i < n; i++) {
         unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
@@ -595,9 +888,9 @@ static int tls_load(struct lb_plugin_ctx *ctx)
             format_addr((struct sockaddr *)&bound, where, sizeof where);
         else
             snprintf(where, sizeof where, "%s", listen[i]);
-        lb_log(ctx, LB_LOG_INFO, "listening on %s (min %s%s%s)", where, s.min_protocol,
+        lb_log(ctx, LB_LOG_INFO, "listening on %s (min %s%s%s%s)", where, s.min_protocol,
                s.require_cert ? ", client certificates required" : s.ca ? ", client certificates optional" : "",
-               s.max_conns ? ", max_connections set" : "");
+               s.max_conns ? ", max_connections set" : "", tp->n_maps ? ", " NAMES_PREFIX "* names mapped" : "");
     }
     if (s.require_cert) lb_declare_authenticator(ctx);
     lb_stats_register(ctx, stats, tp);
@@ -609,29 +902,31 @@ static int tls_reload(struct lb_plugin_ctx *ctx)
     struct tls_settings s;
     const char *const *listen;
     struct tls_plugin *tp = lb_plugin_data(ctx);
-    if (read_settings(ctx, &s) < 0) {
+    if (read_settings(ctx, &s, tp ? &tp->authenticator : NULL) < 0) {
         if (tp) tp->n.reload_failures++;
         return -1;
     }
     size_t n = lb_conf_list(ctx, "listen", &listen);   /* listeners change only on restart */
-    if (!tp) return 0;
+    if (!tp) { free_maps(s.maps); return 0; }
     bool same = n == tp->n_listeners;
     for (size_t i = 0; same && i < n; i++) same = tp->listen[i] && !strcmp(listen[i], tp->listen[i]);
     if (!same) lb_log(ctx, LB_LOG_WARN, "listen changed: takes effect on restart (still serving the old addresses)");
     SSL_CTX *ssl = make_ssl_ctx(ctx, &s);
     if (!ssl) {
+        free_maps(s.maps);
         tp->n.reload_failures++;
         return -1;   /* the old context keeps serving */
     }
-    /* Established connections hold their own reference to the old context. */
+    /* Established connections hold their own reference to the old context
+     * and keep the names they were given. */
     SSL_CTX_free(tp->ssl);
     tp->ssl = ssl;
-    tp->handshake_ms = s.handshake_ms;
-    tp->max_conns = s.max_conns;
+    apply_settings(tp, &s);
     tp->n.reloads++;
     note_server_cert(tp, ssl);
-    lb_log(ctx, LB_LOG_INFO, "certificates reloaded (%s, valid until %s); %lld established connection(s) keep theirs",
-           s.cert, tp->cert_not_after, tp->n_conns - tp->n_handshaking);
+    lb_log(ctx, LB_LOG_INFO, "certificates reloaded (%s, valid until %s, %zu " NAMES_PREFIX "* line(s)); "
+           "%lld established connection(s) keep theirs", s.cert, tp->cert_not_after, tp->n_maps,
+           tp->n_conns - tp->n_handshaking);
     return 0;
 }
 
@@ -640,6 +935,10 @@ static void tls_unload(struct lb_plugin_ctx *ctx)
     struct tls_plugin *tp = lb_plugin_data(ctx);
     if (!tp) return;
     event_del(&tp->accept_pause);
+    throttle_flush(&tp->refusal_log);   /* the count of a last flood is not lost */
+    throttle_flush(&tp->limit_log);
+    event_del(&tp->refusal_log.tick);
+    event_del(&tp->limit_log.tick);
     for (size_t i = 0; i < tp->n_listeners; i++) {
         lb_listener_remove(ctx, tp->listeners[i]);
         evconnlistener_free(tp->listeners[i]);
@@ -648,6 +947,7 @@ static void tls_unload(struct lb_plugin_ctx *ctx)
     /* Connections the host closed are flushing or handshaking: free them. */
     while (tp->conns) tc_free(tp->conns);
     SSL_CTX_free(tp->ssl);
+    free_maps(tp->maps);
     free(tp);
     lb_plugin_set_data(ctx, NULL);
 }

@@ -1,5 +1,6 @@
 """scripts/gen-certs.sh: what it makes (names, SANs, purposes, chains,
-modes), what it keeps on a re-run, and how it refuses bad arguments."""
+modes, CA and leaf lifetimes), what it keeps on a re-run, that it leaves the
+mode of an existing folder alone, and how it refuses bad arguments."""
 import os
 import stat
 import subprocess
@@ -92,14 +93,70 @@ def rerun_keeps_the_ca_unless_forced():
     check("svc-a-cert.pem was issued by the previous CA" in r.stderr, "stale certificate reported: " + r.stderr)
     check(verify(cafile, os.path.join(out, "svc-b-cert.pem"), "sslclient"), "re-issued certificate verifies")
     check(verify(cafile, os.path.join(out, "localhost-cert.pem"), "sslserver"), "server certificate re-issued")
-    # A loose directory mode is tightened.
+    # A folder the script did not create keeps its mode: loose modes are warned about.
     os.chmod(out, 0o755)
-    check_eq(gen("--out", out).returncode, 0, "re-run without services")
-    check_eq(mode(out), 0o700, "directory mode restored")
+    r = gen("--out", out)
+    check_eq(r.returncode, 0, "re-run without services: " + r.stderr)
+    check_eq(mode(out), 0o755, "the mode of an existing folder is left alone")
+    check("mode 755" in r.stderr and "warning" in r.stderr, "loose mode warned about: " + r.stderr)
+    os.chmod(out, 0o700)
+    r = gen("--out", out)
+    check("warning" not in r.stderr, "a private folder is not warned about: " + r.stderr)
     # The default folder is ./certs.
     cwd = tmpdir("lexbus-gc-cwd-")
     check_eq(gen("svc-c", cwd=cwd).returncode, 0, "default --out")
     check(os.path.exists(os.path.join(cwd, "certs", "svc-c-cert.pem")), "wrote ./certs")
+
+
+@test
+def an_existing_shared_folder_is_not_locked():
+    # Like --out /tmp: a world-writable sticky folder must stay usable by everyone.
+    shared = tmpdir("lexbus-gc-shared-")
+    os.chmod(shared, 0o1777)
+    r = gen("--out", shared, "svc")
+    check_eq(r.returncode, 0, r.stderr)
+    check_eq(mode(shared), 0o1777, "mode of the existing folder")
+    check("warning" in r.stderr and shared in r.stderr, "shared folder warned about: " + r.stderr)
+    check_eq(mode(os.path.join(shared, "svc-key.pem")), 0o600, "keys stay private")
+    # A folder it creates (with missing parents) is private; the parents are not made private.
+    out = os.path.join(tmpdir("lexbus-gc-"), "a", "b", "certs")
+    r = gen("--out", out)
+    check_eq(r.returncode, 0, r.stderr)
+    check_eq(mode(out), 0o700, "created folder")
+    um = os.umask(0)
+    os.umask(um)
+    check_eq(mode(os.path.dirname(out)), 0o777 & ~um, "a parent it made follows the umask")
+
+
+def checkend(path, days):
+    """True if the certificate is still valid `days` days from now."""
+    return subprocess.run(["openssl", "x509", "-in", path, "-noout", "-checkend", str(int(days * 86400))],
+                          capture_output=True).returncode == 0
+
+
+@test
+def ca_lives_longer_than_its_certificates():
+    out = os.path.join(tmpdir("lexbus-gc-"), "certs")
+    r = gen("--out", out, "svc")
+    check_eq(r.returncode, 0, r.stderr)
+    ca = os.path.join(out, "ca-cert.pem")
+    check(checkend(ca, 3649) and not checkend(ca, 3651), "default CA lifetime is 3650 days")
+    check(checkend(os.path.join(out, "svc-cert.pem"), 364), "leaf: 365 days")
+    check("outlive" not in r.stderr, "no warning by default: " + r.stderr)
+    # A short-lived CA: leaves that would outlive it are warned about.
+    out2 = os.path.join(tmpdir("lexbus-gc-"), "certs")
+    r = gen("--out", out2, "--ca-days", "30", "--days", "90", "svc")
+    check_eq(r.returncode, 0, r.stderr)
+    check(checkend(os.path.join(out2, "ca-cert.pem"), 29) and not checkend(os.path.join(out2, "ca-cert.pem"), 31),
+          "--ca-days 30")
+    check("would outlive the CA" in r.stderr, "warning: " + r.stderr)
+    r = gen("--out", out2, "--days", "10", "svc")
+    check("outlive" not in r.stderr, "10-day leaves fit in the kept CA: " + r.stderr)
+    # --ca-days does not touch a kept CA.
+    before = open(os.path.join(out2, "ca-cert.pem")).read()
+    r = gen("--out", out2, "--ca-days", "5000", "--days", "60")
+    check_eq(open(os.path.join(out2, "ca-cert.pem")).read(), before, "kept CA unchanged by --ca-days")
+    check("would outlive the CA" in r.stderr, "kept CA still too short: " + r.stderr)
 
 
 @test
@@ -108,6 +165,8 @@ def bad_arguments_are_refused():
     out = os.path.join(d, "certs")
     for args, want in ((["--bogus"], "unknown option"), (["--days"], "needs a value"), (["--out"], "needs a value"),
                        (["--days", "0"], "--days"), (["--days", "abc"], "--days"), (["--days", "-5"], "--days"),
+                       (["--ca-days"], "needs a value"), (["--ca-days", "0"], "--ca-days"),
+                       (["--ca-days=x"], "--ca-days"), (["--ca-days", "100000"], "--ca-days"),
                        (["bad name"], "not a usable service name"), (["a/b"], "not a usable service name"),
                        (["../x"], "not a usable service name"), (["-x"], "unknown option"),
                        (["--", "-x"], "not a usable service name"), (["x" * 65], "not a usable service name"),

@@ -1,6 +1,7 @@
 """tls-tcp through the real daemon, with certificates made by scripts/gen-certs.sh:
-serving, mutual-TLS identity, resumption, IPv6, back-pressure, SIGHUP reload,
-the lexbus CLI over tls://, configuration errors."""
+serving, mutual-TLS identity (and names.<certname> mappings), resumption,
+close_notify, IPv6, back-pressure, SIGHUP reload, the lexbus CLI over tls://
+(server-name verification), configuration errors."""
 import os
 import signal
 import socket
@@ -11,7 +12,7 @@ import time
 
 import lbtest
 from lbtest import Bus, check, check_eq, test
-from tlsutil import (certs, client_ctx, free_port, have_ipv6, p, plugin_stats, served, sign, tls_bus,
+from tlsutil import (certs, client_ctx, free_port, have_ipv6, p, plugin_stats, refusals, served, sign, tls_bus,
                      tls_client, tls_section, tmpdir)
 
 
@@ -65,6 +66,124 @@ def certificate_binds_the_service_name():
             if not ok:
                 check_eq(r["error"]["code"], "FORBIDDEN", name)
             c.close()
+
+
+def registers(cdir, port, cert, name):
+    """The REGISTER answer type (REGISTER_ACK or an error code) for a client
+    with the certificate of `cert` registering as `name`."""
+    c = tls_client(cdir, port, cert)
+    try:
+        r = c.register(name)
+        return r["type"] if r["type"] == "REGISTER_ACK" else r["error"]["code"]
+    finally:
+        c.close()
+
+
+def reload_conf(bus, old, new):
+    """Rewrites bus.conf (old -> new), sends SIGHUP, waits for the reload."""
+    text = open(bus.conf).read()
+    check(old in text, "%r not in bus.conf" % old)
+    n = bus.logtext().count("configuration reloaded")
+    bus.write_conf(text.replace(old, new))
+    bus.send_signal(signal.SIGHUP)
+    lbtest.wait_for(lambda: bus.logtext().count("configuration reloaded") > n, what="the reload")
+
+
+@test
+def names_mapping_extends_the_certificate_identity():
+    cdir = certs("svc-a", "svc-b")
+    port = free_port()
+    # Without a mapping the certificate's own names are all there is.
+    with tls_bus(cdir, port) as bus:
+        check_eq(registers(cdir, port, "svc-a", "billing"), "FORBIDDEN", "billing without names.svc-a")
+    port = free_port()
+    with tls_bus(cdir, port, extra="names.svc-a = svc-a, billing\n") as bus:
+        a = tls_client(cdir, port, "svc-a")
+        ack = a.register("billing", methods=["charge"])
+        check_eq((ack["type"], ack["auth"]), ("REGISTER_ACK", "mtls"), "svc-a registers as billing")
+        local = bus.client("local")
+        local.send({"type": "CALL", "id": "m1", "to": "billing", "method": "charge", "params": {}})
+        check_eq(a.recv()["from"], "local", "billing served by the svc-a certificate")
+        for name, want in (("svc-a", "REGISTER_ACK"), ("other", "FORBIDDEN"), ("Billing", "FORBIDDEN"),
+                           ("billing2", "FORBIDDEN")):
+            check_eq(registers(cdir, port, "svc-a", name), want, "svc-a as %s (names compare exactly)" % name)
+        check_eq(registers(cdir, port, "svc-b", "billing"), "FORBIDDEN", "the mapping is only for svc-a")
+        check_eq(registers(cdir, port, "svc-b", "svc-b"), "REGISTER_ACK", "svc-b keeps its own name")
+        check_eq(plugin_stats(bus)["nameMappings"], 1, "mapping in stats")
+        # SIGHUP applies a changed mapping to new connections; the established one keeps its name.
+        reload_conf(bus, "names.svc-a = svc-a, billing", "names.svc-a = invoices")
+        check_eq(registers(cdir, port, "svc-a", "billing"), "FORBIDDEN", "billing after the mapping changed")
+        check_eq(registers(cdir, port, "svc-a", "invoices"), "REGISTER_ACK", "the new mapping")
+        check_eq(registers(cdir, port, "svc-a", "svc-a"), "REGISTER_ACK", "the certificate's own name stays")
+        check_eq(a.call("lexbus", "ping")["status"], "success", "established billing connection kept")
+        # A bad mapping on reload keeps the one in force, and says where.
+        reload_conf(bus, "names.svc-a = invoices", "names.svc-a = invoices, not valid")
+        check(":%d: names.svc-a: 'not valid' is not a service name" % conf_line(bus, "names.svc-a") in bus.logtext(),
+              "bad mapping on reload reported with file:line:\n" + bus.logtext()[-1500:])
+        check_eq(registers(cdir, port, "svc-a", "invoices"), "REGISTER_ACK", "the previous mapping still applies")
+        reload_conf(bus, "names.svc-a = invoices, not valid\n", "")
+        check_eq(registers(cdir, port, "svc-a", "invoices"), "FORBIDDEN", "mapping removed")
+
+
+def conf_line(bus, key):
+    """1-based line of `key = ` in the bus's bus.conf."""
+    for i, line in enumerate(open(bus.conf).read().splitlines(), 1):
+        if line.startswith(key + " ="):
+            return i
+    raise lbtest.TestFailure("%s not in bus.conf" % key)
+
+
+@test
+def reload_cannot_change_whether_tls_authenticates():
+    cdir = certs("svc-a")
+    port = free_port()
+    with tls_bus(cdir, port) as bus:   # require_client_cert = yes: declared an authenticator
+        reload_conf(bus, "require_client_cert = yes", "require_client_cert = no")
+        check("require_client_cert changed to no: refused" in bus.logtext() and "restart lexbusd" in bus.logtext(),
+              "no warning:\n" + bus.logtext()[-1500:])
+        check(not served(lambda: tls_client(cdir, port), "anyone"), "client certificates no longer required")
+        check(served(lambda: tls_client(cdir, port, "svc-a"), "svc-a"), "still serving certificates")
+        check_eq(plugin_stats(bus)["reloads"], 1, "the rest of the reload applied")
+        # Without ca, keeping require_client_cert = yes is impossible: the whole reload is refused.
+        text = open(bus.conf).read()
+        ca_line = [l for l in text.splitlines() if l.startswith("ca = ")][0]
+        reload_conf(bus, ca_line + "\n", "")
+        lbtest.wait_for(lambda: "reload failed" in bus.logtext() and "needs ca" in bus.logtext(), what="refused reload")
+        check(not served(lambda: tls_client(cdir, port), "anyone"), "still requiring client certificates")
+    port = free_port()
+    with tls_bus(cdir, port, require=False) as bus:   # not an authenticator: cannot become one
+        reload_conf(bus, "require_client_cert = no", "require_client_cert = yes")
+        check("require_client_cert changed to yes: refused" in bus.logtext(), "no warning:\n" + bus.logtext()[-1500:])
+        check(served(lambda: tls_client(cdir, port), "anyone"), "anonymous TLS clients still served until restart")
+
+
+@test
+def close_notify_on_a_normal_close_keeps_the_session():
+    cdir = certs("svc-a")
+    port = free_port()
+    with tls_bus(cdir, port) as bus:
+        # Session ids, not tickets: resumption then needs the server's session cache.
+        ctx = client_ctx(cdir, "svc-a", maxver=ssl.TLSVersion.TLSv1_2)
+        ctx.options |= ssl.OP_NO_TICKET
+        for attempt in range(2):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s = ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False,
+                                session=sess if attempt else None)
+            c = lbtest.RawClient(s)
+            check_eq(c.register("svc-a")["type"], "REGISTER_ACK", "registered")
+            if attempt:
+                check(s.session_reused, "the session of a cleanly closed connection was not resumed")
+            sess = s.session
+            # A zero-length frame: the bus answers ERROR and closes after flushing it.
+            s.sendall(b"\0\0\0\0")
+            check_eq(c.recv()["type"], "ERROR", "error before the close")
+            try:
+                end = s.recv(100)
+            except ssl.SSLEOFError as e:
+                raise lbtest.TestFailure("the server closed without close_notify: %s" % e)
+            check_eq(end, b"", "clean TLS end")
+            s.close()
+        check("resumed handshake done" in bus.logtext(), "resumption logged")
 
 
 @test
@@ -252,10 +371,33 @@ def cli_over_tls_verifies_the_server_and_uses_client_certs():
         sub = tls_client(cdir, port, "cli-user")
         sub.register("cli-user", subscribe=["cli:*"])
         r = bus.cli(*(base + ["--as", "cli-user", "emit", "cli:hello", '{"x":1}']))
-        if r.returncode == 0:
-            check_eq(sub.recv()["payload"], {"x": 1}, "event from the CLI over TLS")
-        else:
-            check("usage" in (r.stderr + r.stdout).lower(), "emit over TLS failed: " + r.stderr)
+        check_eq(r.returncode, 0, "emit over TLS: " + r.stdout + r.stderr)
+        check_eq(sub.recv()["payload"], {"x": 1}, "event from the CLI over TLS")
+
+
+@test
+def cli_verifies_the_server_name_it_dialled():
+    """A listener on 0.0.0.0 answers on every local address, but its
+    certificate names only localhost, 127.0.0.1 and ::1: dialling another
+    address must fail verification (exit 3), and the daemon must see the
+    client abort the handshake with a certificate alert, which proves the TCP
+    connection was made and the refusal was about the name."""
+    cdir = certs("cli-user")
+    port = free_port()
+    with tls_bus(cdir, port, listen=["0.0.0.0:%d" % port]) as bus:
+        tail = ["--ca", p(cdir, "ca-cert.pem"), "--cert", p(cdir, "cli-user-cert.pem"), "--key",
+                p(cdir, "cli-user-key.pem"), "--as", "cli-user", "call", "lexbus", "ping"]
+        r = bus.cli("--server", "tls://127.0.0.1:%d" % port, *tail)
+        check_eq(r.returncode, 0, "a name the certificate carries: " + r.stderr)
+        for host in ("127.0.0.2", "0.0.0.0"):
+            n = refusals(bus)
+            r = bus.cli("--server", "tls://%s:%d" % (host, port), *tail)
+            check_eq(r.returncode, 3, "%s is not in the certificate: %s" % (host, r.stderr))
+            lbtest.wait_for(lambda: refusals(bus) > n, what="the daemon to see the handshake refused")
+            line = [l for l in bus.logtext().splitlines() if "TLS handshake refused from" in l][-1]
+            check(any(a in line for a in ("alert certificate unknown", "alert bad certificate", "alert unknown ca")),
+                  "%s: not refused for the certificate: %r" % (host, line))
+        check_eq(plugin_stats(bus)["established"], 1, "only the CLI call that dialled a certified name got through")
 
 
 @test
@@ -284,9 +426,22 @@ def bad_tls_config_stops_start_up():
     for bad in ("127.0.0.1", "::1:7443", "[::1]7443", "example.org:7443", "127.0.0.1:99999", "127.0.0.1:"):
         start_fails(good.replace("127.0.0.1:1", bad), "listen '%s'" % bad)
     start_fails(good.replace("listen = 127.0.0.1:1\n", ""), "listen = host:port")
+    start_fails(good + "max_handshaking = -1\n", "max_handshaking")
+    # names.<certname> lines: errors carry the file and line of the key.
+    ca = "ca = %s/ca-cert.pem\n" % cdir
+    at = "%s:%d: " % (bus.conf, good.count("\n") + 2)   # the line after ca
+    start_fails(good + ca + "names.svc-a = billing, bad name\n", at + "names.svc-a: 'bad name' is not a service name")
+    start_fails(good + ca + "names.svc-a = billing,,x\n", at + "names.svc-a: '' is not a service name")
+    start_fails(good + ca + "names.svc-a = " + "x" * 129 + "\n", "is not a service name")
+    start_fails(good + ca + "names.svc-a = " + ", ".join("n%d" % i for i in range(17)) + "\n", at + "names.svc-a: more than 16")
+    start_fails(good + ca + "names.%s = x\n" % ("y" * 129), at + "names.%s: the certificate name after 'names.'" % ("y" * 129))
+    start_fails(good + ca + "names. = x\n", "the certificate name after 'names.'")
+    start_fails(good + ca + "names.svc-a = x\nnames.svc-a = y\n", "given more than once")
+    start_fails(good + "names.svc-a = x\n", "need ca")
     # The same file with every key valid passes -t.
     bus.write_conf(good + "ca = %s/ca-cert.pem\nrequire_client_cert = yes\nmin_protocol = TLS1.3\n"
-                          "ciphers = ECDHE+AESGCM\nhandshake_timeout = 2s\nmax_connections = 10\n" % cdir)
+                          "ciphers = ECDHE+AESGCM\nhandshake_timeout = 2s\nmax_connections = 10\n"
+                          "max_handshaking = 5\nnames.svc-a = svc-a, billing, a/b@c.d_e-f\n" % cdir)
     r = subprocess.run([lbtest.LEXBUSD, "-t", "-c", bus.conf], capture_output=True, text=True, timeout=20)
     check_eq(r.returncode, 0, "valid config: " + r.stdout + r.stderr)
     # And a port someone else holds stops a real start.

@@ -1,8 +1,11 @@
 """tls-tcp refuses bad clients, logs why, and keeps serving everyone else:
 plain TCP, garbage ClientHellos, TLS 1.0/1.1 (and 1.2 under min_protocol =
 TLS1.3), missing / wrong-CA / expired / wrong-purpose client certificates,
-stalled and trickling handshakes, max_connections.  Each case checks what
-the server did (its log and counters), not only that the client failed."""
+stalled and trickling handshakes, max_connections, max_handshaking, and a
+flood of refusals (logged with a per-second limit, all counted).  Each case
+checks what the server did (its log and counters), not only that the client
+failed."""
+import re
 import os
 import socket
 import ssl
@@ -203,6 +206,63 @@ def max_connections_and_timeouts_free_slots():
         check(served(lambda: tls_client(cdir, port, "svc-a"), "svc-a"), "slot freed after handshake_timeout")
         st = plugin_stats(bus)
         check(st["overLimit"] >= 1 and st["handshakeTimeouts"] == 2 and st["maxConnections"] == 3, "stats: %r" % st)
+
+
+@test
+def max_handshaking_refuses_at_accept():
+    cdir = certs("svc-a")
+    port = free_port()
+    with tls_bus(cdir, port, extra="max_handshaking = 2\n") as bus:   # handshake_timeout = 1s
+        good = tls_client(cdir, port, "svc-a")
+        good.register("svc-a")
+        stalled = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        lbtest.wait_for(lambda: plugin_stats(bus)["handshaking"] == 2, what="2 handshakes in progress")
+        # Two stalled handshakes: the next newcomer is closed at once, before any TLS
+        # (established connections do not count: the good one is a third socket).
+        t = time.time()
+        check(not served(lambda: tls_client(cdir, port, "svc-a"), "svc-a"), "a 3rd handshake was served")
+        check(time.time() - t < 1, "the 3rd handshake was not refused at once")
+        lbtest.wait_for(lambda: "max_handshaking (2) reached" in bus.logtext(), what="limit logged")
+        good_client_ok(good, "max_handshaking")
+        st = plugin_stats(bus)
+        check(st["overHandshaking"] >= 1 and st["maxHandshaking"] == 2 and st["overLimit"] == 0, "stats: %r" % st)
+        for s in stalled:
+            read_all(s)
+            s.close()
+        check(served(lambda: tls_client(cdir, port, "svc-a"), "svc-a"), "served once the stalled ones timed out")
+    port = free_port()
+    with tls_bus(cdir, port) as bus:
+        check_eq(plugin_stats(bus)["maxHandshaking"], 256, "default max_handshaking")
+
+
+def summarised(log):
+    """Refusals the log accounts for: own lines plus the '... and K more' summaries."""
+    lines = log.count("TLS handshake refused from")
+    more = sum(int(k) for k in re.findall(r"\.\.\. and (\d+) more refused in the last second", log))
+    return lines, more
+
+
+@test
+def a_flood_of_refusals_is_logged_with_a_limit_and_counted_in_full():
+    cdir = certs("svc-a")
+    port = free_port()
+    # max_handshaking = 0: all 300 reach the handshake even if accepted in one batch.
+    with tls_bus(cdir, port, extra="max_handshaking = 0\n") as bus:
+        good = tls_client(cdir, port, "svc-a")
+        good.register("svc-a")
+        for _ in range(300):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            s.close()
+        lbtest.wait_for(lambda: plugin_stats(bus)["refused"] == 300, timeout=20, what="300 refusals counted")
+        # The summary of the last second is written when that second ends.
+        lbtest.wait_for(lambda: sum(summarised(bus.logtext())) == 300, timeout=5,
+                        what="every refusal logged or summarised: %r" % (summarised(bus.logtext()),))
+        lines, more = summarised(bus.logtext())
+        print("# %d refusal lines, %d more summarised" % (lines, more))
+        check(lines <= 100 and more >= 200, "%d refusal lines, %d summarised" % (lines, more))
+        good_client_ok(good, "the flood")
+        check_eq(plugin_stats(bus)["refused"], 300, "refused counter")
 
 
 @test
