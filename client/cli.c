@@ -93,12 +93,14 @@ static void print_json(json_t *v)
     fflush(stdout);
 }
 
-static struct lexbus_client *connect_or_fail(const char *service, int *rc)
+/* Connects and registers; `keep` (long-running commands) re-connects if
+ * the connection is lost later, one-shot commands fail instead. */
+static struct lexbus_client *connect_or_fail(const char *service, bool keep, int *rc)
 {
     struct lexbus_error err;
     struct lexbus_options o = g_opt;
     if (service) o.service = service;
-    o.no_reconnect = true;
+    o.no_reconnect = !keep;
     struct lexbus_client *c = lexbus_connect_blocking(&o, g_timeout_ms, &err);
     if (!c) *rc = fail(err.code, err.message);
     return c;
@@ -113,7 +115,7 @@ static const char *const usage_call =
 static int do_call(const char *service, const char *method, const char *params)
 {
     int rc = EXIT_OK;
-    struct lexbus_client *c = connect_or_fail(NULL, &rc);
+    struct lexbus_client *c = connect_or_fail(NULL, false, &rc);
     if (!c) return rc;
     json_t *p = params ? arg_json(params) : NULL, *result = NULL;
     struct lexbus_error err;
@@ -169,7 +171,7 @@ static int cmd_emit(int argc, char **argv)
     }
     if (!event) return usage_error(usage_emit, "emit needs EVENT");
     int rc = EXIT_OK;
-    struct lexbus_client *c = connect_or_fail(NULL, &rc);
+    struct lexbus_client *c = connect_or_fail(NULL, false, &rc);
     if (!c) return rc;
     json_t *p = payload ? arg_json(payload) : NULL;
     long delivered = 0;
@@ -216,7 +218,7 @@ static int cmd_listen(int argc, char **argv)
     if (wants_help(argc, argv)) { fputs(usage_listen, stdout); return EXIT_OK; }
     if (argc < 2) return usage_error(usage_listen, "listen needs at least one PATTERN");
     int rc = EXIT_OK;
-    struct lexbus_client *c = connect_or_fail(NULL, &rc);
+    struct lexbus_client *c = connect_or_fail(NULL, true, &rc);
     if (!c) return rc;
     for (int i = 1; i < argc; i++) lexbus_on(c, argv[i], print_event, NULL);
     lexbus_on_state(c, listen_state, NULL);

@@ -813,13 +813,22 @@ int lexbus_call(struct lexbus_client *c, const char *service, const char *method
     return rc;
 }
 
+static int emit(struct lexbus_client *c, const char *event, json_t *payload, const char *to,
+                lexbus_ack_fn cb, void *ud, unsigned timeout_ms);
+
 int lexbus_emit(struct lexbus_client *c, const char *event, json_t *payload, const char *to,
                 lexbus_ack_fn cb, void *ud)
+{
+    return emit(c, event, payload, to, cb, ud, DEFAULT_TIMEOUT_MS);
+}
+
+static int emit(struct lexbus_client *c, const char *event, json_t *payload, const char *to,
+                lexbus_ack_fn cb, void *ud, unsigned timeout_ms)
 {
     if (!c->ready) return -1;
     struct pending *p = NULL;
     if (cb) {
-        p = pending_new(c, DEFAULT_TIMEOUT_MS);
+        p = pending_new(c, timeout_ms);
         if (!p) return -1;
         p->ack_cb = cb;
         p->ud = ud;
@@ -949,7 +958,8 @@ int lexbus_emit_blocking(struct lexbus_client *c, const char *event, json_t *pay
     /* Without an ack asked for, a HEARTBEAT probe right behind the EMIT
      * tells us the bus has routed it (frames are handled in order). */
     if (delivered) {
-        if (lexbus_emit(c, event, payload, to, wait_ack, &w) != 0) goto not_connected;
+        if (emit(c, event, payload, to, wait_ack, &w, timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS) != 0)
+            goto not_connected;
     } else {
         if (lexbus_emit(c, event, payload, to, NULL, NULL) != 0) goto not_connected;
         struct pending *p = pending_new(c, timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS);

@@ -47,6 +47,7 @@ struct lb_conn {
     bool dead;                   /* closed: no more input or output */
     bool in_input;               /* inside lb_conn_input: defer the free */
     bool dirty;                  /* in g_bus.dirty: flush after this iteration */
+    const char *close_why;       /* a send failed: closed after this iteration */
     enum conn_state state;
     const struct lb_conn_ops *ops;
     void *tdata;

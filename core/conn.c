@@ -109,6 +109,9 @@ void conn_unref(struct lb_conn *c)
  * carried out when the input call returns. */
 static void input_begin(struct lb_conn *c) { c->in_input = true; conn_ref(c); }
 
+/* Closed, or to be closed after this iteration: read nothing more. */
+static bool closing(const struct lb_conn *c) { return c->dead || c->close_why; }
+
 static int input_end(struct lb_conn *c)
 {
     int rc = c->dead ? -1 : 0;
@@ -124,7 +127,7 @@ static int input_end(struct lb_conn *c)
 
 int lb_conn_input(struct lb_conn *c, const char *frame, size_t len)
 {
-    if (c->dead) return -1;
+    if (closing(c)) return -1;
     input_begin(c);
     if (len == 0) {
         conn_send_error(c, NULL, LB_E_BAD_FRAME, "empty frame");
@@ -141,17 +144,17 @@ int lb_conn_input(struct lb_conn *c, const char *frame, size_t len)
 
 int lb_conn_read_frames(struct lb_conn *c, struct evbuffer *in)
 {
-    if (c->dead) return -1;
+    if (closing(c)) return -1;
     input_begin(c);
     /* Walk the frames of the first contiguous chunk in place and drain
      * once; only a frame split across chunks is pulled up (copied). */
-    while (!c->dead) {
+    while (!closing(c)) {
         size_t contig = evbuffer_get_contiguous_space(in);
         const char *base = (const char *)evbuffer_pullup(in, (ssize_t)contig);
         size_t off = 0;
         uint32_t n = 0;
         enum frame_status st = FRAME_NEED_MORE;
-        while (!c->dead && contig - off >= LB_FRAME_HEADER) {
+        while (!closing(c) && contig - off >= LB_FRAME_HEADER) {
             memcpy(&n, base + off, sizeof n);
             n = ntohl(n);
             if (n == 0 || n > g_bus.set.max_frame || contig - off - LB_FRAME_HEADER < n) break;
@@ -159,7 +162,7 @@ int lb_conn_read_frames(struct lb_conn *c, struct evbuffer *in)
             off += LB_FRAME_HEADER + (size_t)n;
         }
         if (off) evbuffer_drain(in, off);
-        if (c->dead) break;
+        if (closing(c)) break;
         st = frame_peek(in, g_bus.set.max_frame, &n);
         if (st == FRAME_NEED_MORE) break;
         if (st == FRAME_ZERO) {
@@ -184,23 +187,40 @@ int lb_conn_read_frames(struct lb_conn *c, struct evbuffer *in)
 
 /* ---- output -------------------------------------------------------- */
 
+/* Queues c for conn_flush_dirty, which runs after every loop iteration. */
+static void after_iteration(struct lb_conn *c)
+{
+    if (c->dirty) return;
+    if (g_bus.n_dirty == g_bus.cap_dirty) {
+        g_bus.cap_dirty = g_bus.cap_dirty ? g_bus.cap_dirty * 2 : 256;
+        g_bus.dirty = xrealloc(g_bus.dirty, g_bus.cap_dirty * sizeof *g_bus.dirty);
+    }
+    g_bus.dirty[g_bus.n_dirty++] = c;
+    c->dirty = true;
+    conn_ref(c);
+}
+
+/* A connection that fails a send is closed after this loop iteration, not
+ * now: closing unlinks its pending calls and subscriptions, which whoever
+ * is sending may be walking at this moment (a RESPONSE being forwarded, a
+ * fan-out, the heartbeat sweep, a shutdown).  Until then it takes no more
+ * output. */
+static void close_later(struct lb_conn *c, const char *why)
+{
+    if (c->close_why) return;
+    c->close_why = why;
+    after_iteration(c);
+}
+
 int conn_send(struct lb_conn *c, const char *p, size_t n, enum lb_msg_type t)
 {
-    if (c->dead || !c->ops) return -1;
+    if (c->dead || c->close_why || !c->ops) return -1;
     struct iovec iov = { (void *)p, n };
     if (c->ops->send(c->tdata, &iov, 1) != 0) {
-        conn_close(c, false, "send failed");
+        close_later(c, "send failed");
         return -1;
     }
-    if (c->ops->flush && !c->dirty) {
-        if (g_bus.n_dirty == g_bus.cap_dirty) {
-            g_bus.cap_dirty = g_bus.cap_dirty ? g_bus.cap_dirty * 2 : 256;
-            g_bus.dirty = xrealloc(g_bus.dirty, g_bus.cap_dirty * sizeof *g_bus.dirty);
-        }
-        g_bus.dirty[g_bus.n_dirty++] = c;
-        c->dirty = true;
-        conn_ref(c);
-    }
+    if (c->ops->flush) after_iteration(c);
     c->msgs_out++;
     c->bytes_out += n + LB_FRAME_HEADER;
     g_bus.stats.msgs_out[t]++;
@@ -210,7 +230,7 @@ int conn_send(struct lb_conn *c, const char *p, size_t n, enum lb_msg_type t)
         log_warn("conn", "#%llu %s: output queue above outbuf_max (%llu bytes): closing as slow consumer",
                  (unsigned long long)c->id, c->svc ? lb_conn_service(c) : "(unregistered)",
                  (unsigned long long)g_bus.set.outbuf_max);
-        conn_close(c, false, "slow consumer");
+        close_later(c, "slow consumer");
         return -1;
     }
     return 0;
@@ -250,6 +270,8 @@ void conn_send_error(struct lb_conn *c, const struct env_val *id, const char *co
     conn_send_error_retry(c, id, code, -1, msg);
 }
 
+/* Flushes what this iteration queued and closes the connections that
+ * failed a send (close_later). */
 void conn_flush_dirty(void)
 {
     /* Index loop: a failing flush may close a connection, which may send
@@ -257,7 +279,9 @@ void conn_flush_dirty(void)
     for (size_t i = 0; i < g_bus.n_dirty; i++) {
         struct lb_conn *c = g_bus.dirty[i];
         c->dirty = false;
-        if (!c->dead && c->ops && c->ops->flush) {
+        if (c->close_why && !c->dead) {
+            conn_close(c, false, c->close_why);
+        } else if (!c->dead && c->ops && c->ops->flush) {
             if (c->ops->flush(c->tdata) != 0) lb_conn_gone(c, "write failed");
             else lb_conn_writable(c);
         }

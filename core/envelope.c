@@ -1,4 +1,5 @@
 #include "config.h"
+#include <stdbool.h>
 #include <string.h>
 #include <stdlib.h>
 #include <errno.h>
@@ -303,6 +304,7 @@ enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, 
     }
     s.p++;
     skip_ws(&s);
+    bool escaped_name = false;
     if (s.p < s.end && *s.p == '}') {
         s.p++;
     } else {
@@ -315,6 +317,7 @@ enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, 
             skip_ws(&s);
             if (s.p >= s.end || *s.p != ':') { *err = "expected ':'"; return ENV_BAD_JSON; }
             s.p++;
+            escaped_name |= key.escaped;
             int fid = key.escaped ? -1 : known_field(key.p, key.n);
             struct env_val v;
             if (scan_value(&s, 1, &v)) { *err = s.err; return ENV_BAD_JSON; }
@@ -341,6 +344,10 @@ enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, 
     if (e->f[F_TYPE].kind == J_NONE) { *err = "missing \"type\""; return ENV_BAD_TYPE; }
     e->type = type_from_string(&e->f[F_TYPE]);
     if (e->type == LB_MSG_UNKNOWN) { *err = "unknown or non-string \"type\""; return ENV_BAD_TYPE; }
+    if (escaped_name) {
+        *err = "a top-level member name is written with escapes (not accepted: it could hide a member the bus checks)";
+        return ENV_ESCAPED_NAME;
+    }
     return ENV_OK;
 }
 

@@ -42,7 +42,11 @@ struct envelope {
 
 #define ENV_MAX_DEPTH 64
 
-enum env_status { ENV_OK = 0, ENV_BAD_JSON, ENV_NOT_OBJECT, ENV_DUPLICATE, ENV_BAD_TYPE };
+/* ENV_DUPLICATE and ENV_ESCAPED_NAME are valid JSON refused because members
+ * could be read differently by the bus and by a recipient: a member given
+ * twice, or a top-level member name written with escapes ("fr\u006fm"),
+ * which the bus would not see as `from` but a recipient's parser would. */
+enum env_status { ENV_OK = 0, ENV_BAD_JSON, ENV_NOT_OBJECT, ENV_DUPLICATE, ENV_ESCAPED_NAME, ENV_BAD_TYPE };
 
 /* Parses `len` bytes.  On failure *err points at a static description and
  * whatever members were seen before the error stay recorded (so an `id`

@@ -280,15 +280,26 @@ static void handle_register(struct lb_conn *c, struct lb_msg *m)
         refuse(c, m, LB_E_FORBIDDEN, -1, "\"%.*s\" is the bus's own service name", (int)name->n, name->p);
         return;
     }
+    if (env_str_eq(name, "broadcast", 9)) {
+        /* EMIT's `to: "broadcast"` means every subscriber: a service of
+         * that name could never be addressed. */
+        refuse(c, m, LB_E_FORBIDDEN, -1, "\"broadcast\" is reserved (EMIT to: \"broadcast\" means every subscriber)");
+        return;
+    }
     long n_methods = 0;
     if (f[F_METHODS].kind != J_NONE &&
         (n_methods = check_name_array(&f[F_METHODS], valid_method_name, MAX_METHODS_PER_CONN, "methods", why, sizeof why)) < 0) {
         refuse(c, m, LB_E_INVALID_MESSAGE, -1, "%s", why);
         return;
     }
+    long n_subs = 0;
     if (f[F_SUBSCRIBE].kind != J_NONE &&
-        check_name_array(&f[F_SUBSCRIBE], valid_event_pattern, MAX_SUBS_PER_CONN, "subscribe", why, sizeof why) < 0) {
+        (n_subs = check_name_array(&f[F_SUBSCRIBE], valid_event_pattern, MAX_SUBS_PER_CONN, "subscribe", why, sizeof why)) < 0) {
         refuse(c, m, LB_E_INVALID_MESSAGE, -1, "%s", why);
+        return;
+    }
+    if (c->n_subs + (size_t)n_subs > MAX_SUBS_PER_CONN) {   /* a re-REGISTER adds to what it holds */
+        refuse(c, m, LB_E_INVALID_MESSAGE, -1, "a connection may hold at most %d subscriptions", MAX_SUBS_PER_CONN);
         return;
     }
     if (f[F_VERSION].kind != J_NONE && (f[F_VERSION].kind != J_STRING || f[F_VERSION].n > MAX_VERSION)) {
@@ -297,10 +308,6 @@ static void handle_register(struct lb_conn *c, struct lb_msg *m)
     }
     if (f[F_METADATA].kind != J_NONE && (f[F_METADATA].kind != J_OBJECT || f[F_METADATA].n > MAX_METADATA)) {
         refuse(c, m, LB_E_INVALID_MESSAGE, -1, "\"metadata\" must be an object of at most %d bytes", MAX_METADATA);
-        return;
-    }
-    if (f[F_TOKEN].kind != J_NONE && (f[F_TOKEN].kind != J_STRING || f[F_TOKEN].n > LB_MAX_TOKEN)) {
-        refuse(c, m, LB_E_UNAUTHENTICATED, -1, "\"token\" must be a string of at most %d bytes", LB_MAX_TOKEN);
         return;
     }
     if (c->svc && !env_str_eq(name, c->svc->name, c->svc->name_len)) {
@@ -773,7 +780,7 @@ void router_input(struct lb_conn *c, const char *frame, size_t len)
     if (st != ENV_OK) {
         const struct env_val *id = &m.env.f[F_ID];
         bool id_ok = id->kind == J_STRING && id->n >= 1 && id->n <= LB_MAX_ID;
-        if (st == ENV_DUPLICATE || st == ENV_BAD_TYPE) {
+        if (st == ENV_DUPLICATE || st == ENV_ESCAPED_NAME || st == ENV_BAD_TYPE) {
             /* The frame is valid JSON: a CALL with an id can still be
              * answered as a call, so the caller is not left waiting. */
             refuse(c, &m, LB_E_INVALID_MESSAGE, -1, "%s", err);
@@ -787,6 +794,13 @@ void router_input(struct lb_conn *c, const char *frame, size_t len)
         return;
     }
     if (!from_ok(c, &m)) return;
+    const struct env_val *tok = &m.env.f[F_TOKEN];
+    if (tok->kind != J_NONE && (tok->kind != J_STRING || tok->n > LB_MAX_TOKEN)) {
+        /* Anything else would reach recipients looking like claims the
+         * bus had verified. */
+        refuse(c, &m, LB_E_UNAUTHENTICATED, -1, "\"token\" must be a string of at most %d bytes", LB_MAX_TOKEN);
+        return;
+    }
     if (g_policy.message && c->state == CS_REGISTERED) {
         struct lb_verdict v;
         if (policy_message(c, &m, &v) == LB_DENY) {

@@ -142,7 +142,7 @@ static int m_reload(void *ud, struct lb_conn *caller, json_t *params, json_t **r
     char err[512];
     log_info("bus", "reload requested by '%s'", lb_conn_service(caller));
     if (bus_reload(err, sizeof err) != 0) {
-        *code = LB_E_INVALID_MESSAGE;
+        *code = LB_E_EXECUTION_FAILED;   /* the request was fine; bus.conf is not */
         snprintf(msg, 256, "reload failed, old configuration kept: %.200s", err);
         return -1;
     }

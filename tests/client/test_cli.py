@@ -83,6 +83,24 @@ def emit_ack_and_listen_patterns():
 
 
 @test
+def listen_reconnects_after_a_bus_restart():
+    with Bus() as bus:
+        ls = cli_bg(bus, "listen", "a:>")
+        try:
+            lbtest.wait_for(lambda: bus.stats()["subscriptions"] >= 1, what="listener subscribed")
+            bus.stop()
+            bus.start()
+            # Backoff starts at 100 ms: the listener is back within seconds.
+            lbtest.wait_for(lambda: bus.stats()["subscriptions"] >= 1, timeout=10, what="listener re-subscribed")
+            r = bus.cli("emit", "a:b", "1", "--ack")
+            check_eq(json.loads(r.stdout), {"delivered": 1}, "delivered to the listener after the restart")
+            check_eq(json.loads(ls.stdout.readline())["event"], "a:b", "the listener printed it")
+        finally:
+            ls.send_signal(signal.SIGINT)
+            check_eq(ls.wait(10), 0, "listen exits 0 on SIGINT")
+
+
+@test
 def services_stats_and_exit_codes():
     with Bus() as bus:
         r = bus.cli("services")

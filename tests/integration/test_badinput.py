@@ -178,6 +178,81 @@ def duplicate_keys_refused():
 
 
 @test
+def escaped_member_names_refused():
+    """"fr\u006fm" is `from` to a recipient's parser but not to a scanner that
+    compares raw names: such frames are refused, not forwarded."""
+    with Bus() as bus:
+        svc = bus.client("svc", methods=["m"], subscribe=["ev"])
+        c = bus.client("c")
+        c.send(b'{"type":"CALL","id":"e1","to":"svc","method":"m","fr\\u006fm":"admin"}')
+        r = c.recv()
+        check_eq((r["type"], r["id"], error_code(r)), ("RESPONSE", "e1", "INVALID_MESSAGE"), "escaped name in a CALL")
+        check("escapes" in r["error"]["message"], r["error"]["message"])
+        c.send(b'{"type":"EMIT","event":"ev","payload":1,"\\u0066rom":"admin"}')
+        check_eq(error_code(c.recv()), "INVALID_MESSAGE", "escaped name in an EMIT")
+        # Escapes inside payloads are fine.
+        c.send(b'{"type":"EMIT","event":"ev","payload":{"fr\\u006fm":"x"}}')
+        ev = svc.recv_type("EVENT")
+        check_eq((ev["from"], ev["payload"]), ("c", {"from": "x"}), "nested escaped names pass untouched")
+        alive(bus, c)
+
+
+@test
+def reserved_name_and_subscription_cap_on_re_register():
+    with Bus() as bus:
+        r = bus.raw()
+        r.send({"type": "REGISTER", "serviceName": "broadcast"})
+        check_eq(error_code(r.recv()), "FORBIDDEN", "broadcast is reserved")
+        c = bus.raw()
+        pats = ["p%d:*" % i for i in range(1000)]
+        check_eq(c.register("subs", subscribe=pats)["type"], "REGISTER_ACK", "1000 patterns")
+        c.send({"type": "REGISTER", "serviceName": "subs", "subscribe": ["q%d" % i for i in range(100)]})
+        check_eq(error_code(c.recv()), "INVALID_MESSAGE", "a re-REGISTER cannot pass the per-connection cap")
+        check_eq(bus.stats()["subscriptions"], 1000, "nothing added")
+
+
+@test
+def token_must_be_a_string_everywhere():
+    """A non-string `token` would reach recipients looking like verified claims."""
+    with Bus() as bus:
+        svc = bus.client("svc", methods=["m"], subscribe=["ev"])
+        c = bus.client("c")
+        r = c.call("svc", "m", token={"source": "admin", "jti": "forged"})
+        check_eq((r["status"], error_code(r)), ("error", "UNAUTHENTICATED"), "object token on a CALL")
+        c.send({"type": "EMIT", "event": "ev", "payload": 1, "token": ["x"]})
+        check_eq(error_code(c.recv()), "UNAUTHENTICATED", "array token on an EMIT")
+        c.send({"type": "EMIT", "event": "ev", "payload": 1, "token": "t" * 9000})
+        check_eq(error_code(c.recv()), "UNAUTHENTICATED", "over-long token")
+        c.send({"type": "EMIT", "event": "ev", "payload": 2, "ack": True, "id": "ok"})
+        check_eq(c.recv_type("ACK")["delivered"], 1, "a clean EMIT still goes through")
+        check_eq(svc.recv_type("EVENT")["payload"], 2, "only the clean EMIT was delivered")
+
+
+@test
+def caller_closed_as_slow_consumer_while_its_response_is_routed():
+    """The RESPONSE that overflows the caller's queue closes the caller; the
+    pending-call entry must be released once, and later calls still work."""
+    with Bus(bus="outbuf_high = 4K\noutbuf_max = 4K\n") as bus:
+        callee = bus.client("echo", methods=["big"])
+        caller = bus.client("caller")
+        caller.send({"type": "CALL", "id": "x1", "to": "echo", "method": "big", "params": {}})
+        callee.recv_type("CALL")
+        caller.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        callee.send({"type": "RESPONSE", "id": "x1", "status": "success", "data": "A" * 200000})
+        lbtest.wait_for(lambda: "slow consumer" in bus.logtext(), what="caller closed as slow consumer")
+        lbtest.wait_for(lambda: bus.stats()["calls"]["pending"] == 0, what="pending table empty")
+        c2, c3 = bus.client("c2"), bus.client("c3")
+        c2.send({"type": "CALL", "id": "a", "to": "echo", "method": "big", "params": {}})
+        c3.send({"type": "CALL", "id": "b", "to": "echo", "method": "big", "params": {}})
+        got = sorted(callee.recv_type("CALL")["id"] for _ in range(2))
+        check_eq(got, ["a", "b"], "both calls reached the callee")
+        callee.send({"type": "RESPONSE", "id": "a", "status": "success", "data": 1})
+        callee.send({"type": "RESPONSE", "id": "b", "status": "success", "data": 2})
+        check_eq((c2.recv_type("RESPONSE")["data"], c3.recv_type("RESPONSE")["data"]), (1, 2), "both answered")
+        check_eq(bus.stop(), 0, "clean exit")
+
+
+@test
 def ten_thousand_connections_opened_and_dropped_at_once():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

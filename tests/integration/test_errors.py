@@ -165,7 +165,7 @@ def sighup_reload_changes_call_timeout_and_survives_a_broken_file():
         lbtest.wait_for(lambda: "reload failed, old configuration kept" in bus.logtext(), what="reload failure")
         check("unknown section [bogus]" in bus.logtext(), "cause logged")
         check_eq(b.call("lexbus", "ping")["status"], "success", "still serving")
-        check_eq(b.call("lexbus", "reload")["error"]["code"], "INVALID_MESSAGE", "reload method reports failure")
+        check_eq(b.call("lexbus", "reload")["error"]["code"], "EXECUTION_FAILED", "reload method reports failure")
 
 
 lbtest.main()
