@@ -58,6 +58,8 @@ struct lexbus_client {
     char *path;                  /* unix socket, or NULL for tls */
     char *host, *port;           /* tls:// */
     SSL_CTX *ssl_ctx;
+    struct addrinfo *addrs;      /* tls://: resolved at each connect attempt */
+    const struct addrinfo *next_addr;   /* tried next if this one refuses */
     char *service;
     char *token;
     bool reconnect;
@@ -232,27 +234,41 @@ static int send_register(struct lexbus_client *c)
     return rc;
 }
 
+/* Connects to the next resolved address of tls://host:port. */
+static int tls_connect_next(struct lexbus_client *c)
+{
+    while (c->next_addr) {
+        const struct addrinfo *ai = c->next_addr;
+        c->next_addr = ai->ai_next;
+        SSL *ssl = SSL_new(c->ssl_ctx);
+        if (!ssl) return -1;
+        X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+        unsigned char tmp[16];
+        bool is_ip = inet_pton(AF_INET, c->host, tmp) == 1 || inet_pton(AF_INET6, c->host, tmp) == 1;
+        if (is_ip) X509_VERIFY_PARAM_set1_ip_asc(vp, c->host);
+        else { SSL_set_tlsext_host_name(ssl, c->host); X509_VERIFY_PARAM_set1_host(vp, c->host, 0); }
+        c->bev = bufferevent_openssl_socket_new(c->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+        if (!c->bev) { SSL_free(ssl); return -1; }
+        bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
+        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+        if (bufferevent_socket_connect(c->bev, ai->ai_addr, (int)ai->ai_addrlen) == 0) return 0;
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+    }
+    return -1;
+}
+
 static int open_tls(struct lexbus_client *c)
 {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
-    /* Resolution blocks briefly; numeric hosts and localhost do not. */
+    /* Resolution blocks briefly; numeric hosts and localhost do not.
+     * Every address is tried in turn: "localhost" is often ::1 first
+     * while the bus listens on 127.0.0.1 only. */
     if (getaddrinfo(c->host, c->port, &hints, &ai) != 0 || !ai) return -1;
-    SSL *ssl = SSL_new(c->ssl_ctx);
-    if (!ssl) { freeaddrinfo(ai); return -1; }
-    X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
-    unsigned char tmp[16];
-    bool is_ip = inet_pton(AF_INET, c->host, tmp) == 1 || inet_pton(AF_INET6, c->host, tmp) == 1;
-    if (is_ip) X509_VERIFY_PARAM_set1_ip_asc(vp, c->host);
-    else { SSL_set_tlsext_host_name(ssl, c->host); X509_VERIFY_PARAM_set1_host(vp, c->host, 0); }
-    c->bev = bufferevent_openssl_socket_new(c->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
-                                            BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) { SSL_free(ssl); freeaddrinfo(ai); return -1; }
-    bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    int rc = bufferevent_socket_connect(c->bev, ai->ai_addr, (int)ai->ai_addrlen);
-    freeaddrinfo(ai);
-    if (rc != 0) { bufferevent_free(c->bev); c->bev = NULL; return -1; }
-    return 0;
+    if (c->addrs) freeaddrinfo(c->addrs);
+    c->addrs = ai;
+    c->next_addr = ai;
+    return tls_connect_next(c);
 }
 
 static int open_socket(struct lexbus_client *c)
@@ -338,26 +354,49 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
     json_decref(m);
 }
 
+/* Why a TLS connection failed, from libevent's copy of OpenSSL's error
+ * queue and the certificate check; false when it was not TLS's doing. */
+static bool tls_failure(struct lexbus_client *c, char *why, size_t len)
+{
+    unsigned long e = c->bev ? bufferevent_get_openssl_error(c->bev) : 0;
+    if (!e) e = ERR_get_error();
+    SSL *ssl = c->bev ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+    long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    ERR_clear_error();
+    /* A refused or reset socket shows up as a system-library error, or as
+     * libevent's copy of SSL_get_error's code (SSL_ERROR_SYSCALL, no library). */
+    if (e && (ERR_GET_LIB(e) == ERR_LIB_SYS || ERR_GET_LIB(e) == 0)) e = 0;
+    if (!e && vr == X509_V_OK) return false;
+    const char *reason = e ? ERR_reason_error_string(e) : NULL;
+    snprintf(why, len, "TLS: %s%s%s", reason ? reason : "handshake failed",
+             vr != X509_V_OK ? "; server certificate: " : "", vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
+    return true;
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
     struct lexbus_client *c = arg;
     if (what & BEV_EVENT_CONNECTED) {
         c->attempt = 0;
+        c->next_addr = NULL;   /* connected: later failures are not this address's */
         send_register(c);
         return;
     }
-    char why[200];
-    unsigned long tls_err = c->ssl_ctx ? ERR_get_error() : 0;
-    if (tls_err) {
-        char e[160];
-        ERR_error_string_n(tls_err, e, sizeof e);
-        snprintf(why, sizeof why, "TLS: %s", e);
-        ERR_clear_error();
-    } else {
-        snprintf(why, sizeof why, "%s", (what & BEV_EVENT_EOF) ? "the bus closed the connection"
-                 : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    char why[sizeof ((struct lexbus_error *)0)->message];
+    if (c->ssl_ctx && tls_failure(c, why, sizeof why)) {
+        drop_connection(c, why);
+        return;
     }
+    int err = EVUTIL_SOCKET_ERROR();
+    if (c->ssl_ctx && !c->ready && c->next_addr && !(what & BEV_EVENT_EOF)) {
+        /* This address refused the connection: try the host's next one. */
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+        if (tls_connect_next(c) == 0) return;
+    }
+    snprintf(why, sizeof why, "%s", (what & BEV_EVENT_EOF) ? "the bus closed the connection"
+             : evutil_socket_error_to_string(err));
     drop_connection(c, why);
 }
 
@@ -654,6 +693,7 @@ void lexbus_free(struct lexbus_client *c)
     while (c->subs) { struct sub *s = c->subs; c->subs = s->next; free(s->pattern); free(s); }
     if (c->own_base) event_base_free(c->base);
     SSL_CTX_free(c->ssl_ctx);
+    if (c->addrs) freeaddrinfo(c->addrs);
     free(c->host);
     free(c->port);
     free(c->path);

@@ -398,6 +398,32 @@ def cli_verifies_the_server_name_it_dialled():
             check(any(a in line for a in ("alert certificate unknown", "alert bad certificate", "alert unknown ca")),
                   "%s: not refused for the certificate: %r" % (host, line))
         check_eq(plugin_stats(bus)["established"], 1, "only the CLI call that dialled a certified name got through")
+        # The client says why: the certificate check, not a refused connection.
+        r = bus.cli("--server", "tls://127.0.0.2:%d" % port, *tail)
+        check("certificate verify failed" in r.stderr and "IP address mismatch" in r.stderr, r.stderr)
+
+
+@test
+def client_tries_every_address_of_the_server_name():
+    """Debian's /etc/hosts lists `::1 localhost` too: when ::1 comes first and
+    the bus listens on 127.0.0.1 only, tls://localhost must still connect.
+    A private mount namespace gives the CLI such a hosts file."""
+    cdir = certs("cli-user")
+    port = free_port()
+    hosts = os.path.join(cdir, "hosts")
+    with open(hosts, "w") as f:
+        f.write("::1 localhost\n127.0.0.1 localhost\n")
+    with tls_bus(cdir, port) as bus:
+        cmd = [lbtest.LEXBUS_CLI, "--server", "tls://localhost:%d" % port, "--ca", p(cdir, "ca-cert.pem"),
+               "--cert", p(cdir, "cli-user-cert.pem"), "--key", p(cdir, "cli-user-key.pem"),
+               "--as", "cli-user", "call", "lexbus", "ping"]
+        probe = subprocess.run(["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && getent ahosts localhost',
+                                hosts], capture_output=True, text=True, timeout=20)
+        check(probe.returncode == 0 and probe.stdout.split()[0] == "::1",
+              "the test needs a mount namespace (root): %r" % (probe.stdout + probe.stderr))
+        r = subprocess.run(["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', hosts] + cmd,
+                           capture_output=True, text=True, timeout=30)
+        check_eq(r.returncode, 0, "tls://localhost with ::1 first: " + r.stderr)
 
 
 @test
