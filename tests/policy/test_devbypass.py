@@ -138,8 +138,11 @@ def unix_uid_allow_list():
     bus.start()
     with bus:
         c = bus.raw()
-        c.send({"type": "REGISTER", "serviceName": "outsider"})
-        got = c.expect_closed()
+        try:
+            c.send({"type": "REGISTER", "serviceName": "outsider"})
+            got = c.expect_closed()
+        except (BrokenPipeError, ConnectionResetError):
+            got = []   # closed at accept, before our REGISTER got through
         check_eq(got, [], "an unlisted uid is closed without being served")
         check("not in allow_uids/allow_gids" in bus.logtext(), "refusal logged")
     bus = Bus(start=False)
