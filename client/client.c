@@ -31,7 +31,7 @@
 #define REGISTER_TIMEOUT_MS 5000u
 
 struct method { char *name; lexbus_method_fn fn; void *ud; struct method *next; };
-struct sub { char *pattern; lexbus_event_fn fn; void *ud; struct sub *next; };
+struct sub { char *pattern; lexbus_event_fn fn; lexbus_raw_event_fn raw; void *ud; struct sub *next; };
 
 /* A call or an acknowledged emit waiting for the bus. */
 struct pending {
@@ -534,6 +534,13 @@ static void handle_event(struct lexbus_client *c, const struct envelope *e)
      * event to the first handler whose pattern matches it. */
     for (struct sub *s = c->subs; s; s = s->next) {
         if (pattern_matches(s->pattern, event)) {
+            if (s->raw) {
+                const char *p = "null";
+                size_t n = 4;
+                if (e->f[F_PAYLOAD].kind != J_NONE) env_raw(&e->f[F_PAYLOAD], &p, &n);
+                s->raw(c, event, from, p, n, s->ud);
+                return;
+            }
             json_t *payload = env_json(&e->f[F_PAYLOAD]);
             s->fn(c, event, from, payload ? payload : json_null(), s->ud);
             json_decref(payload);
@@ -719,11 +726,13 @@ int lexbus_add_method(struct lexbus_client *c, const char *method, lexbus_method
     return c->ready ? send_register(c) : 0;   /* the bus learns the new list */
 }
 
-int lexbus_on(struct lexbus_client *c, const char *pattern, lexbus_event_fn fn, void *ud)
+static int add_sub(struct lexbus_client *c, const char *pattern, lexbus_event_fn fn, lexbus_raw_event_fn raw,
+                   void *ud)
 {
     struct sub *s = calloc(1, sizeof *s);
     if (!s || !(s->pattern = strdup(pattern))) { free(s); return -1; }
     s->fn = fn;
+    s->raw = raw;
     s->ud = ud;
     struct sub **tail = &c->subs;   /* keep subscription order: first match wins */
     while (*tail) tail = &(*tail)->next;
@@ -733,6 +742,16 @@ int lexbus_on(struct lexbus_client *c, const char *pattern, lexbus_event_fn fn, 
     int rc = send_json(c, m);
     json_decref(m);
     return rc;
+}
+
+int lexbus_on(struct lexbus_client *c, const char *pattern, lexbus_event_fn fn, void *ud)
+{
+    return add_sub(c, pattern, fn, NULL, ud);
+}
+
+int lexbus_on_raw(struct lexbus_client *c, const char *pattern, lexbus_raw_event_fn fn, void *ud)
+{
+    return add_sub(c, pattern, NULL, fn, ud);
 }
 
 /* Starts a RESPONSE to r in c->out, or returns false (and frees r) when
@@ -853,16 +872,27 @@ int lexbus_call(struct lexbus_client *c, const char *service, const char *method
     return rc;
 }
 
-static int emit(struct lexbus_client *c, const char *event, json_t *payload, const char *to,
+/* The payload of an EMIT: a json_t, or JSON text already checked. */
+struct payload { const json_t *json; const char *text; size_t len; };
+
+static int emit(struct lexbus_client *c, const char *event, struct payload pl, const char *to,
                 lexbus_ack_fn cb, void *ud, unsigned timeout_ms);
 
 int lexbus_emit(struct lexbus_client *c, const char *event, json_t *payload, const char *to,
                 lexbus_ack_fn cb, void *ud)
 {
-    return emit(c, event, payload, to, cb, ud, DEFAULT_TIMEOUT_MS);
+    return emit(c, event, (struct payload){ .json = payload }, to, cb, ud, DEFAULT_TIMEOUT_MS);
 }
 
-static int emit(struct lexbus_client *c, const char *event, json_t *payload, const char *to,
+int lexbus_emit_json(struct lexbus_client *c, const char *event, const char *payload_json, size_t len,
+                     const char *to, lexbus_ack_fn cb, void *ud)
+{
+    const char *why;
+    if (!payload_json || env_validate_value(payload_json, len, &why) != 0) return -1;
+    return emit(c, event, (struct payload){ .text = payload_json, .len = len }, to, cb, ud, DEFAULT_TIMEOUT_MS);
+}
+
+static int emit(struct lexbus_client *c, const char *event, struct payload pl, const char *to,
                 lexbus_ack_fn cb, void *ud, unsigned timeout_ms)
 {
     if (!c->ready) return -1;
@@ -878,7 +908,8 @@ static int emit(struct lexbus_client *c, const char *event, json_t *payload, con
     wb_key_str(&c->out, "event", event);
     wb_key_str(&c->out, "to", to ? to : "broadcast");
     wb_key(&c->out, "payload");
-    wb_json(&c->out, payload);
+    if (pl.text) wb_raw(&c->out, pl.text, pl.len);
+    else wb_json(&c->out, pl.json);
     if (c->token) wb_key_str(&c->out, "token", c->token);
     if (p) {
         wb_key_str(&c->out, "id", p->id);
@@ -998,7 +1029,8 @@ int lexbus_emit_blocking(struct lexbus_client *c, const char *event, json_t *pay
     /* Without an ack asked for, a HEARTBEAT probe right behind the EMIT
      * tells us the bus has routed it (frames are handled in order). */
     if (delivered) {
-        if (emit(c, event, payload, to, wait_ack, &w, timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS) != 0)
+        if (emit(c, event, (struct payload){ .json = payload }, to, wait_ack, &w,
+                 timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS) != 0)
             goto not_connected;
     } else {
         if (lexbus_emit(c, event, payload, to, NULL, NULL) != 0) goto not_connected;

@@ -73,10 +73,17 @@ void wb_str(struct wbuf *b, const char *s)
 
 void wb_key(struct wbuf *b, const char *key)
 {
-    /* A member follows another unless it opens its object. */
-    if (!b->failed && b->p[b->len - 1] != '{') wb_lit(b, ",");
-    wb_str(b, key);
-    wb_lit(b, ":");
+    /* Keys are the library's own names: nothing to escape. */
+    size_t n = strlen(key);
+    if (!reserve(b, n + 4)) return;
+    char *o = b->p + b->len;
+    if (o[-1] != '{') *o++ = ',';   /* a member follows another unless it opens its object */
+    *o++ = '"';
+    memcpy(o, key, n);
+    o += n;
+    *o++ = '"';
+    *o++ = ':';
+    b->len = (size_t)(o - b->p);
 }
 
 void wb_key_str(struct wbuf *b, const char *key, const char *value)

@@ -27,7 +27,8 @@ void wb_raw(struct wbuf *b, const char *s, size_t n);
 #define wb_lit(b, s) wb_raw((b), (s), sizeof(s) - 1)
 /* Appends s as a JSON string (quoted, escaped). */
 void wb_str(struct wbuf *b, const char *s);
-/* Appends ,"key": (or "key": right after an opening brace). */
+/* Appends ,"key": (or "key": right after an opening brace).  key is a
+ * member name of the protocol: written as is, not escaped. */
 void wb_key(struct wbuf *b, const char *key);
 /* Appends ,"key":"value". */
 void wb_key_str(struct wbuf *b, const char *key, const char *value);

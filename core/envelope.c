@@ -351,6 +351,15 @@ enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, 
     return ENV_OK;
 }
 
+int env_validate_value(const char *buf, size_t len, const char **err)
+{
+    struct scan s = { buf, buf + len, NULL };
+    if (scan_value(&s, 0, NULL) != 0) { *err = s.err ? s.err : "not JSON"; return -1; }
+    skip_ws(&s);
+    if (s.p != s.end) { *err = "trailing data after the JSON value"; return -1; }
+    return 0;
+}
+
 int env_object_get(const struct env_val *obj, const char *key, struct env_val *out)
 {
     if (obj->kind != J_OBJECT) return -1;

@@ -53,6 +53,10 @@ enum env_status { ENV_OK = 0, ENV_BAD_JSON, ENV_NOT_OBJECT, ENV_DUPLICATE, ENV_E
  * can still be echoed in the error). */
 enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, const char **err);
 
+/* Validates one complete JSON value (any kind; white space around it is
+ * allowed) with the same rules.  Returns 0, or -1 with *err set. */
+int env_validate_value(const char *buf, size_t len, const char **err);
+
 /* Looks up `key` among the members of an object value (one level).  */
 int env_object_get(const struct env_val *obj, const char *key, struct env_val *out);
 

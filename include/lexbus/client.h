@@ -66,6 +66,11 @@ typedef void (*lexbus_method_fn)(struct lexbus_client *c, const char *method, js
 /* An EVENT matching a pattern you subscribed to. */
 typedef void (*lexbus_event_fn)(struct lexbus_client *c, const char *event, const char *from,
                                 json_t *payload, void *ud);
+/* The same, with the payload as the JSON text the sender wrote (`len`
+ * bytes, not NUL-terminated; "null" when there was none), valid during the
+ * callback only.  No json_t is built: for high-rate consumers. */
+typedef void (*lexbus_raw_event_fn)(struct lexbus_client *c, const char *event, const char *from,
+                                    const char *payload_json, size_t len, void *ud);
 /* Outcome of a call: err == NULL and `result` on success. Called once. */
 typedef void (*lexbus_result_fn)(struct lexbus_client *c, const struct lexbus_error *err,
                                  json_t *result, void *ud);
@@ -99,6 +104,8 @@ void lexbus_on_state(struct lexbus_client *c, lexbus_state_fn fn, void *ud);
 int lexbus_add_method(struct lexbus_client *c, const char *method, lexbus_method_fn fn, void *ud);
 /* Subscribes to an event pattern (`*` one segment, `>` the rest). */
 int lexbus_on(struct lexbus_client *c, const char *pattern, lexbus_event_fn fn, void *ud);
+/* Like lexbus_on, but the handler gets the payload's JSON text. */
+int lexbus_on_raw(struct lexbus_client *c, const char *pattern, lexbus_raw_event_fn fn, void *ud);
 /* Answers a call; `result` is stolen (may be NULL for JSON null). Frees reply. */
 void lexbus_reply_ok(struct lexbus_reply *r, json_t *result);
 /* Answers a call with an error. Frees reply. */
@@ -122,6 +129,13 @@ int lexbus_call(struct lexbus_client *c, const char *service, const char *method
  * number of recipients.  Returns 0, or -1 if not ready. */
 int lexbus_emit(struct lexbus_client *c, const char *event, json_t *payload, const char *to,
                 lexbus_ack_fn cb, void *ud);
+
+/* Like lexbus_emit, with the payload given as JSON text (`len` bytes,
+ * copied): it is checked here (one complete, valid JSON value) and sent
+ * as written, with no json_t in between.  Returns 0, or -1 if not ready or
+ * the text is not valid JSON (the callback is then not called). */
+int lexbus_emit_json(struct lexbus_client *c, const char *event, const char *payload_json, size_t len,
+                     const char *to, lexbus_ack_fn cb, void *ud);
 
 /* ---- blocking helpers (a private event loop) ------------------------ */
 

@@ -12,7 +12,8 @@
  *     subscriber checks count and order (zero loss is checked, not assumed).
  *
  *   lbbench PEER ADDRESS WORKLOAD [options]
- *     PEER      lexbus | nats | redis | mqtt | floor
+ *     PEER      lexbus | lexbus-tls | nats | redis | mqtt | floor | relay (rtt only:
+ *               the floor with a byte-copying process in the middle)
  *     ADDRESS   unix:/path or tcp:host:port (floor: ignored)
  *     WORKLOAD  stream N SIZE | rtt N | fanout N SIZE SUBS | idle N (lexbus only)
  *   Prints one JSON object with the figures.
@@ -744,10 +745,40 @@ static void rtt_pubsub(const struct peer *pr, long n, long warm, double *lat)
     free(r.b);
 }
 
+/* The relay floor: a process that only copies bytes between two sockets.
+ * A round trip through any broker crosses it twice (caller -> broker ->
+ * responder -> broker -> caller), so this is what a broker that did no
+ * work at all would cost: the fair floor for lexbus's RTT. */
+static pid_t start_relay(int a, int b)
+{
+    pid_t pid = fork_child();
+    if (pid) return pid;
+    struct pollfd pf[2] = { { a, POLLIN, 0 }, { b, POLLIN, 0 } };
+    char buf[65536];
+    for (;;) {
+        if (poll(pf, 2, -1) < 0) _exit(0);
+        for (int i = 0; i < 2; i++) {
+            if (!(pf[i].revents & (POLLIN | POLLHUP))) continue;
+            ssize_t k = read(pf[i].fd, buf, sizeof buf);
+            if (k <= 0) _exit(0);
+            write_all(pf[1 - i].fd, buf, (size_t)k);
+        }
+    }
+}
+
+static bool g_relay;   /* rtt through the relay floor */
+
 static void rtt_floor(long n, long warm, double *lat)
 {
-    int sv[2];
+    int sv[2], rv[2] = { -1, -1 };
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) die("socketpair");
+    pid_t relay = 0;
+    if (g_relay) {
+        /* caller sv[0] <-> relay sv[1] ... relay rv[0] <-> responder rv[1] */
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, rv)) die("socketpair");
+        relay = start_relay(sv[1], rv[0]);
+        sv[1] = rv[1];
+    }
     char out[64];
     size_t ol = floor_publish(out, NULL, "0123456789abcdef", 16);
     pid_t pid = fork_child();
@@ -770,6 +801,7 @@ static void rtt_floor(long n, long warm, double *lat)
     }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
+    if (relay) { kill(relay, SIGKILL); waitpid(relay, NULL, 0); }
     free(r.b);
 }
 
@@ -782,7 +814,7 @@ static void run_rtt(const struct peer *pr, long n)
     else rtt_pubsub(pr, n, warm, lat);
     qsort(lat, (size_t)n, sizeof *lat, cmpd);
     printf("{\"peer\":\"%s\",\"workload\":\"rtt\",\"round_trips\":%ld,\"p50_us\":%.1f,\"p90_us\":%.1f,"
-           "\"p99_us\":%.1f,\"p999_us\":%.1f}\n", g_tls ? "lexbus-tls" : pr->name, n, lat[n / 2], lat[n * 9 / 10],
+           "\"p99_us\":%.1f,\"p999_us\":%.1f}\n", g_tls ? "lexbus-tls" : g_relay ? "relay" : pr->name, n, lat[n / 2], lat[n * 9 / 10],
            lat[n * 99 / 100], lat[n * 999 / 1000]);
     free(lat);
 }
@@ -838,6 +870,7 @@ int main(int argc, char **argv)
     const struct peer *pr = NULL;
     const char *pname = argv[1];
     if (!strcmp(pname, "lexbus-tls")) { g_tls = true; pname = "lexbus"; }
+    if (!strcmp(pname, "relay")) { g_relay = true; pname = "floor"; }
     for (size_t i = 0; i < sizeof peers / sizeof *peers; i++)
         if (strcmp(peers[i].name, pname) == 0) pr = &peers[i];
     if (!pr) die("unknown peer %s", argv[1]);

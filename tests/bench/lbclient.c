@@ -5,7 +5,10 @@
  * it shows what the client library costs: the issue's rule is that the
  * library must not be the bottleneck.
  *
- *   lbclient URL stream N SIZE    one publisher, one subscriber (two processes)
+ *   lbclient URL stream N SIZE    one publisher, one subscriber (two processes),
+ *                                 payloads as json_t (lexbus_emit / lexbus_on)
+ *   lbclient URL stream-raw N SIZE  the same with JSON text (lexbus_emit_json /
+ *                                 lexbus_on_raw): no json_t per message
  *   lbclient URL rtt N            sequential calls to an echo service
  * Prints one JSON object, like lbbench.
  *
@@ -15,6 +18,7 @@
  */
 #define _GNU_SOURCE
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,13 +62,10 @@ static struct lexbus_client *connect_as(const char *name)
 
 struct sub_state { long n, next, errors, got; size_t size; double t0, t1; };
 
-static void on_event(struct lexbus_client *c, const char *event, const char *from, json_t *payload, void *ud)
+static void count(struct lexbus_client *c, struct sub_state *s, const char *p, size_t len)
 {
-    (void)event; (void)from;
-    struct sub_state *s = ud;
-    const char *p = json_string_value(payload);
     long seq = -1;
-    if (p && json_string_length(payload) == s->size) {
+    if (p && len == s->size) {
         seq = 0;
         for (int i = 0; i < SEQ_DIGITS; i++) seq = seq * 10 + (p[i] - '0');
     }
@@ -77,12 +78,27 @@ static void on_event(struct lexbus_client *c, const char *event, const char *fro
     }
 }
 
+static void on_event(struct lexbus_client *c, const char *event, const char *from, json_t *payload, void *ud)
+{
+    (void)event; (void)from;
+    count(c, ud, json_string_value(payload), json_string_length(payload));
+}
+
+/* The payload is a JSON string: its text is "<characters>". */
+static void on_raw(struct lexbus_client *c, const char *event, const char *from, const char *json, size_t len,
+                   void *ud)
+{
+    (void)event; (void)from;
+    count(c, ud, len >= 2 && json[0] == '"' ? json + 1 : NULL, len >= 2 ? len - 2 : 0);
+}
+
 struct pub_state {
     struct lexbus_client *c;
     json_t *payload;
-    char *text;
+    char *text;          /* "<seq>xxx...", quoted: the JSON text of the payload */
     long n, sent, unacked;
     size_t size;
+    bool raw;
 };
 
 static void pub_fill(struct pub_state *p);
@@ -102,17 +118,24 @@ static void pub_fill(struct pub_state *p)
     while (p->sent < p->n && p->unacked < WINDOW_BATCHES) {
         for (int i = 0; i < BATCH && p->sent < p->n; i++) {
             long seq = p->sent++;
-            for (int k = SEQ_DIGITS - 1; k >= 0; k--) { p->text[k] = (char)('0' + seq % 10); seq /= 10; }
-            json_string_setn_nocheck(p->payload, p->text, p->size);
+            for (int k = SEQ_DIGITS; k >= 1; k--) { p->text[k] = (char)('0' + seq % 10); seq /= 10; }
             bool last = i == BATCH - 1 || p->sent == p->n;
-            if (lexbus_emit(p->c, TOPIC, p->payload, "broadcast", last ? on_ack : NULL, p) < 0) die("emit", NULL);
+            lexbus_ack_fn ack = last ? on_ack : NULL;
+            int rc;
+            if (p->raw) {
+                rc = lexbus_emit_json(p->c, TOPIC, p->text, p->size + 2, "broadcast", ack, p);
+            } else {
+                json_string_setn_nocheck(p->payload, p->text + 1, p->size);
+                rc = lexbus_emit(p->c, TOPIC, p->payload, "broadcast", ack, p);
+            }
+            if (rc < 0) die("emit", NULL);
             if (last) p->unacked++;
         }
     }
     if (p->sent == p->n && p->unacked == 0) lexbus_stop(p->c);
 }
 
-static void run_stream(long n, size_t size)
+static void run_stream(long n, size_t size, bool raw)
 {
     if (size < SEQ_DIGITS) size = SEQ_DIGITS;
     int ready[2], res[2];
@@ -122,7 +145,8 @@ static void run_stream(long n, size_t size)
     if (pid == 0) {
         struct sub_state s = { .n = n, .size = size };
         struct lexbus_client *c = connect_as("bench-client-sub");
-        lexbus_on(c, TOPIC, on_event, &s);
+        if (raw) lexbus_on_raw(c, TOPIC, on_raw, &s);
+        else lexbus_on(c, TOPIC, on_event, &s);
         /* The subscription is sent on connect: a round trip proves it is in. */
         json_t *r = NULL;
         struct lexbus_error e;
@@ -138,11 +162,12 @@ static void run_stream(long n, size_t size)
     }
     char one;
     if (read(ready[0], &one, 1) != 1) die("subscriber did not start", NULL);
-    struct pub_state p = { .c = connect_as("bench-client-pub"), .n = n, .size = size };
-    p.text = malloc(size + 1);
-    memset(p.text, 'x', size);
-    p.text[size] = 0;
-    p.payload = json_string(p.text);
+    struct pub_state p = { .c = connect_as("bench-client-pub"), .n = n, .size = size, .raw = raw };
+    p.text = malloc(size + 3);
+    memset(p.text, 'x', size + 2);
+    p.text[0] = p.text[size + 1] = '"';
+    p.text[size + 2] = 0;
+    p.payload = json_string("");
     pub_fill(&p);
     lexbus_run(p.c);
     double r[3];
@@ -151,9 +176,10 @@ static void run_stream(long n, size_t size)
     json_decref(p.payload);
     free(p.text);
     lexbus_free(p.c);
-    printf("{\"peer\":\"liblexbus\",\"workload\":\"stream\",\"messages\":%ld,\"size\":%zu,\"subscribers\":1,"
+    printf("{\"peer\":\"%s\",\"workload\":\"stream\",\"messages\":%ld,\"size\":%zu,\"subscribers\":1,"
            "\"delivered\":%.0f,\"seconds\":%.4f,\"msgs_per_s\":%.0f,\"mb_per_s\":%.2f,\"order_errors\":%.0f,\"lost\":%.0f}\n",
-           n, size, r[0], r[1], r[0] / r[1], r[0] * (double)size / r[1] / 1e6, r[2], (double)n - r[0]);
+           raw ? "liblexbus-raw" : "liblexbus", n, size, r[0], r[1], r[0] / r[1], r[0] * (double)size / r[1] / 1e6, r[2],
+           (double)n - r[0]);
 }
 
 /* ---- rtt --------------------------------------------------------------- */
@@ -231,13 +257,14 @@ static void run_rtt(long n)
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: lbclient URL stream N SIZE | lbclient URL rtt N\n");
+        fprintf(stderr, "usage: lbclient URL stream|stream-raw N SIZE | lbclient URL rtt N\n");
         return 2;
     }
     g_url = argv[1];
     long n = atol(argv[3]);
     if (n <= 0) die("N must be positive", NULL);
-    if (!strcmp(argv[2], "stream") && argc == 5) run_stream(n, (size_t)atol(argv[4]));
+    if (!strcmp(argv[2], "stream") && argc == 5) run_stream(n, (size_t)atol(argv[4]), false);
+    else if (!strcmp(argv[2], "stream-raw") && argc == 5) run_stream(n, (size_t)atol(argv[4]), true);
     else if (!strcmp(argv[2], "rtt") && argc == 4) run_rtt(n);
     else { fprintf(stderr, "lbclient: unknown workload\n"); return 2; }
     return 0;

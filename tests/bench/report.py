@@ -61,7 +61,10 @@ if growth:
 lines.append("Loss or reordering: %s." % ("NONE" if not loss else ", ".join("%s %s" % (r["peer"], r["workload"]) for r in loss)))
 rtt = pick("rtt", "p50_us")
 if rtt.get("lexbus") and rtt.get("floor"):
-    lines.append("RTT p50 lexbus / bare socket: %.2f×." % (rtt["lexbus"] / rtt["floor"]))
+    lines.append("RTT p50 lexbus / bare socket: %.2f×%s." % (
+        rtt["lexbus"] / rtt["floor"],
+        " (relay floor, a byte-copying process in the middle: %.1f µs; lexbus / relay: %.2f×)" % (
+            rtt["relay"], rtt["lexbus"] / rtt["relay"]) if rtt.get("relay") else ""))
 # The client library against the raw-protocol client, same workloads.
 lib_stream, raw_stream = pick("stream", "msgs_per_s", size=128), None
 raw_stream = lib_stream.get("lexbus")

@@ -67,7 +67,7 @@ wait_path "$tmp/lexbus.sock"; wait_path "$tmp/redis.sock"; wait_path "$tmp/mqtt.
 
 declare -A addr=(
   [lexbus]="unix:$tmp/lexbus.sock" [nats]="tcp:127.0.0.1:$nats_port"
-  [redis]="unix:$tmp/redis.sock" [mqtt]="unix:$tmp/mqtt.sock" [floor]="none"
+  [redis]="unix:$tmp/redis.sock" [mqtt]="unix:$tmp/mqtt.sock" [floor]="none" [relay]="none"
   [lexbus-tls]="tcp:127.0.0.1:$tls_port"
 )
 if ((quick)); then n_stream=100000; n_rtt=2000; n_fan=10000; n_idle=1000
@@ -87,7 +87,7 @@ want stream && runc stream "$n_stream" 128
 # Wake-up latency on a VM drifts over minutes: interleave rounds across the
 # peers so each sees the same conditions; the report takes the median round.
 want rtt && for round in 1 2 3 4 5; do
-  for p in lexbus lexbus-tls nats redis mqtt floor; do run "$p" "${addr[$p]}" rtt "$((n_rtt / 5))"; done
+  for p in lexbus lexbus-tls nats redis mqtt floor relay; do run "$p" "${addr[$p]}" rtt "$((n_rtt / 5))"; done
   runc rtt "$((n_rtt / 5))"
 done
 want fanout && for p in lexbus nats redis mqtt; do run "$p" "${addr[$p]}" fanout "$n_fan" 128 50; done

@@ -49,6 +49,20 @@ def subscribe_emit_with_ack():
 
 
 @test
+def json_text_payloads_both_ways():
+    """lexbus_emit_json checks the text before sending; lexbus_on_raw hands
+    over the payload exactly as the sender wrote it."""
+    with Bus() as bus:
+        p = demo(bus, "raw")
+        check_eq(line(p), {"refused": 7, "of": 7}, "invalid JSON text refused locally")
+        ev = line(p)
+        check_eq((ev["event"], ev["from"]), ("a:b", "emitter"), "event")
+        check_eq(ev["text"].strip(), '{"k": [1, 2.5e3, "\\u00e9"]}', "payload text untouched")
+        check_eq(p.wait(10), 0, "exit")
+        check_eq(bus.stats()["errors"]["INVALID_MESSAGE"], 0, "nothing invalid reached the bus")
+
+
+@test
 def reconnects_reregisters_and_resubscribes_after_restart():
     bus = Bus()
     try:
