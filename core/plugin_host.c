@@ -12,6 +12,8 @@
 #include "util.h"
 
 bool g_check_only;
+/* plugins_load_all() is running: later sections are not in g_bus.plugins yet. */
+static bool g_loading;
 
 static struct sys_method *g_methods;
 static size_t g_n_methods;
@@ -317,7 +319,7 @@ static int load_one(struct lb_plugin_ctx *ctx)
     return 0;
 }
 
-int plugins_load_all(void)
+static int load_in_order(void)
 {
     struct conf *c = g_bus.conf;
     size_t n = 0;
@@ -334,6 +336,33 @@ int plugins_load_all(void)
         if (load_one(ctx) != 0) return -1;
     }
     return 0;
+}
+
+int plugins_load_all(void)
+{
+    g_loading = true;
+    int rc = load_in_order();
+    g_loading = false;
+    return rc;
+}
+
+int lb_plugin_position(struct lb_plugin_ctx *ctx, const char *name)
+{
+    (void)ctx;
+    if (g_loading) {
+        int pos = 0;
+        for (size_t i = 0; i < g_bus.conf->n; i++) {
+            if (!g_bus.conf->s[i].name) continue;
+            if (strcmp(g_bus.conf->s[i].name, name) == 0) return pos;
+            pos++;
+        }
+        return -1;
+    }
+    for (size_t i = 0; i < g_bus.n_plugins; i++) {
+        const struct lb_plugin_ctx *p = g_bus.plugins[i].ctx;
+        if (p->loaded && strcmp(p->name, name) == 0) return (int)p->index;
+    }
+    return -1;
 }
 
 bool plugin_loaded(const char *name)

@@ -108,6 +108,16 @@ const char *lb_bus_system_service(struct lb_plugin_ctx *ctx);
 struct event_base *lb_event_base(struct lb_plugin_ctx *ctx);
 void *lb_plugin_data(struct lb_plugin_ctx *ctx);
 void lb_plugin_set_data(struct lb_plugin_ctx *ctx, void *data);
+/* Where [plugin NAME] runs in the hook order (bus.conf order, from 0), or
+ * -1 if no such plugin runs.  For plugins that depend on another one
+ * coming first (claims are set by [plugin tokens]): compare with your own
+ * name's position.  During start-up the sections after the caller count
+ * (they are loaded next, or start-up fails); after it, only loaded plugins
+ * do (a section added by a reload is not loaded until restart).
+ * Added without an ABI bump: adding a function is compatible (plugins
+ * built against the older header never call it); a plugin that calls it
+ * needs a lexbusd that has it (dlopen reports the missing symbol). */
+int lb_plugin_position(struct lb_plugin_ctx *ctx, const char *name);
 
 /* ------------------------------------------------------------------ */
 /* Transports                                                          */

@@ -1,9 +1,8 @@
 /*
  * ratelimit: at most `max` messages per `window` from each service, in ANY
- * window of that length (a sliding log: the timestamps of the last `max`
+ * window of that length (a sliding log: the send times of the last `max`
  * messages).  Token buckets and fixed windows let up to twice the limit
- * through around a window edge; this does not.  Memory: 8 bytes x max per
- * active service (max is capped at 100000).
+ * through around a window edge; this does not.
  *
  * Every message a registered service sends counts, except HEARTBEAT (it
  * keeps the connection alive) and RESPONSE (the CALL it answers was
@@ -11,20 +10,33 @@
  * caller).  A refused message gets RATE_LIMITED with retryAfterMs: when
  * the oldest message in the window leaves it.
  *
+ * Times come from CLOCK_MONOTONIC: a wall clock stepped back (NTP, an
+ * operator) would make old sends look like future ones and let traffic
+ * through; stepped forward, it would age the whole window out at once.
+ *
+ * Memory: a service's log starts small and doubles up to `max` (and
+ * `ceiling`) entries of 8 bytes as it sends; a service that has sent
+ * nothing for a full window is forgotten (its log holds nothing that
+ * could still refuse a message).  The sweep runs from the message hook,
+ * at most once per window (1-60 s), not from a timer: a pending timer
+ * would hold up lexbusd's drain, which waits for the loop to empty.  SIGHUP keeps the
+ * logs and applies the new limits to them.
+ *
  * [plugin ratelimit]
  * window = 60s
  * max = 1000
  * limit.NAME = MAX/WINDOW     per-service override, e.g. limit.billing = 100/10s
  * honour_exempt = no          yes: a message whose verified broker token says
- *                             rateLimitExempt skips the per-service limit
+ *                             rateLimitExempt is not held to `max`
  *                             ([plugin tokens] must come before this section)
- * ceiling = 10000             ...but exempt messages still count against this
- *                             per-service ceiling per window
+ * ceiling = 10000             with honour_exempt = yes: no service sends more
+ *                             than this per window, exempt or not
  */
 #include "config.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <jansson.h>
 #include <lexbus/plugin.h>
 #include <lexbus/protocol.h>
@@ -32,17 +44,24 @@
 #define MAX_LIMIT 100000
 #define MAX_OVERRIDES 256
 #define BUCKETS 256
+#define RING_FIRST 8               /* slots a new log starts with */
 
 struct override { char name[LB_MAX_NAME + 1]; long long max; uint64_t window_ms; };
+
+/* Send times (monotonic ms) of the newest messages, oldest at `head`.
+ * `cap` slots are allocated; it grows on demand up to the limit. */
+struct ring {
+    uint64_t *ts;
+    size_t cap, count, head;
+};
 
 struct svc_log {
     char name[LB_MAX_NAME + 1];
     long long max;
     uint64_t window_ms;
-    uint64_t *ts;                  /* ring of the last `max` send times (ms) */
-    long long count, head;         /* entries in the ring, index of the oldest */
-    uint64_t *cts;                 /* the same for exempt messages, `ceiling` long */
-    long long ccount, chead;
+    struct ring own;               /* non-exempt messages, held to `max` */
+    struct ring all;               /* every message, held to `ceiling` (honour_exempt only) */
+    uint64_t last_ms;              /* last admitted message: idle since */
     unsigned long long allowed, limited;
     struct svc_log *next;
 };
@@ -55,8 +74,17 @@ struct ratelimit {
     struct override ov[MAX_OVERRIDES];
     size_t n_ov;
     struct svc_log *buckets[BUCKETS];
-    unsigned long long allowed, limited;
+    size_t tracked;                /* logs in `buckets` */
+    uint64_t swept_ms;             /* last sweep (monotonic) */
+    unsigned long long allowed, limited, forgotten;
 };
+
+static uint64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
 
 static unsigned hash_name(const char *s, size_t n)
 {
@@ -64,6 +92,66 @@ static unsigned hash_name(const char *s, size_t n)
     for (size_t i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 16777619u; }
     return h % BUCKETS;
 }
+
+/* ---- the ring ------------------------------------------------------ */
+
+/* Moves the newest min(count, cap) entries into a fresh array of `cap`
+ * slots, oldest first.  Used to grow, to shrink when a reload lowers the
+ * limit (the newest sends are the ones still in the window), and to copy. */
+static int ring_relayout(struct ring *r, const struct ring *from, size_t cap)
+{
+    uint64_t *ts = malloc(cap * sizeof *ts);
+    if (!ts) return -1;
+    size_t keep = from->count < cap ? from->count : cap;
+    for (size_t i = 0; i < keep; i++)
+        ts[i] = from->ts[(from->head + from->count - keep + i) % from->cap];
+    if (r == from) free(r->ts);
+    *r = (struct ring){ ts, cap, keep, 0 };
+    return 0;
+}
+
+static void ring_free(struct ring *r)
+{
+    free(r->ts);
+    *r = (struct ring){ 0 };
+}
+
+/* 0 if one more message fits in `window` under `limit`, else the ms until
+ * the oldest one leaves the window. */
+static long long ring_wait(const struct ring *r, long long limit, uint64_t window, uint64_t now)
+{
+    if ((long long)r->count < limit) return 0;
+    uint64_t age = now - r->ts[r->head];
+    return age >= window ? 0 : (long long)(window - age);
+}
+
+/* Records a send at `now`; the oldest entry drops out once `limit` are
+ * kept.  -1 only when growing the ring fails. */
+static int ring_push(struct ring *r, long long limit, uint64_t now)
+{
+    if ((long long)r->count >= limit) { r->head = (r->head + 1) % r->cap; r->count--; }
+    if (r->count == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : RING_FIRST;
+        if ((long long)cap > limit) cap = (size_t)limit;
+        if (ring_relayout(r, r, cap) < 0) return -1;
+    }
+    r->ts[(r->head + r->count++) % r->cap] = now;
+    return 0;
+}
+
+/* A reload changed the limit: keep the newest entries (they are the ones
+ * still in the window) and give back slots above it.  If the smaller
+ * array cannot be had, the ring simply keeps its larger one. */
+static void ring_set_limit(struct ring *r, long long limit)
+{
+    if ((long long)r->count > limit) {
+        r->head = (r->head + r->count - (size_t)limit) % r->cap;
+        r->count = (size_t)limit;
+    }
+    if ((long long)r->cap > limit) (void)ring_relayout(r, r, (size_t)limit);
+}
+
+/* ---- per-service logs ---------------------------------------------- */
 
 static void limit_for(struct ratelimit *rl, const char *name, long long *max, uint64_t *window)
 {
@@ -73,41 +161,61 @@ static void limit_for(struct ratelimit *rl, const char *name, long long *max, ui
         if (!strcmp(rl->ov[i].name, name)) { *max = rl->ov[i].max; *window = rl->ov[i].window_ms; }
 }
 
-static struct svc_log *log_for(struct ratelimit *rl, const char *name)
+static struct svc_log *log_for(struct ratelimit *rl, const char *name, uint64_t now)
 {
     size_t n = strlen(name);
     unsigned b = hash_name(name, n);
     for (struct svc_log *l = rl->buckets[b]; l; l = l->next)
         if (!strcmp(l->name, name)) return l;
-    struct svc_log *l = calloc(1, sizeof *l);
+    struct svc_log *l = calloc(1, sizeof *l);   /* rings stay empty until the first send */
     if (!l) return NULL;
     snprintf(l->name, sizeof l->name, "%s", name);
     limit_for(rl, name, &l->max, &l->window_ms);
-    l->ts = calloc((size_t)l->max, sizeof *l->ts);
-    l->cts = calloc((size_t)rl->ceiling, sizeof *l->cts);
-    if (!l->ts || !l->cts) { free(l->ts); free(l->cts); free(l); return NULL; }
+    l->last_ms = now;
     l->next = rl->buckets[b];
     rl->buckets[b] = l;
+    rl->tracked++;
     return l;
 }
 
-/* Sliding log: admits a message at `now` into a ring of `max` send times,
- * or returns the ms until one would be admitted. */
-static long long admit_ring(uint64_t *ts, long long max, long long *count, long long *head,
-                            uint64_t window_ms, uint64_t now)
+static void log_free(struct svc_log *l)
 {
-    if (*count < max) {
-        ts[(*head + (*count)++) % max] = now;
-        return 0;
-    }
-    uint64_t oldest = ts[*head];
-    if (now - oldest >= window_ms) {
-        ts[*head] = now;                   /* the oldest leaves, the newest enters */
-        *head = (*head + 1) % max;
-        return 0;
-    }
-    return (long long)(window_ms - (now - oldest));
+    ring_free(&l->own);
+    ring_free(&l->all);
+    free(l);
 }
+
+/* Idle for a whole window: every entry has left it, so forgetting the
+ * service changes no future decision. */
+static bool log_idle(const struct svc_log *l, uint64_t now)
+{
+    return now - l->last_ms >= l->window_ms;
+}
+
+static void sweep(struct ratelimit *rl, uint64_t now)
+{
+    for (int b = 0; b < BUCKETS; b++) {
+        for (struct svc_log **pp = &rl->buckets[b]; *pp;) {
+            struct svc_log *l = *pp;
+            if (!log_idle(l, now)) { pp = &l->next; continue; }
+            *pp = l->next;
+            log_free(l);
+            rl->tracked--;
+            rl->forgotten++;
+        }
+    }
+    rl->swept_ms = now;
+}
+
+/* Once per default window, between 1 s and 60 s: idle services hold
+ * memory for about two windows at most, and the O(services) pass is rare. */
+static void maybe_sweep(struct ratelimit *rl, uint64_t now)
+{
+    uint64_t every = rl->window_ms < 1000 ? 1000 : rl->window_ms > 60000 ? 60000 : rl->window_ms;
+    if (now - rl->swept_ms >= every) sweep(rl, now);
+}
+
+/* ---- the hook ------------------------------------------------------ */
 
 static bool exempt(const struct ratelimit *rl, const struct lb_msg *m)
 {
@@ -120,6 +228,21 @@ static bool exempt(const struct ratelimit *rl, const struct lb_msg *m)
     return yes;
 }
 
+static enum lb_verdict_kind refuse(struct ratelimit *rl, struct svc_log *l, struct lb_verdict *v,
+                                   bool by_ceiling, long long wait)
+{
+    l->limited++;
+    rl->limited++;
+    lb_deny(v, LB_E_RATE_LIMITED, "service '%s' is over its %s of %lld messages per %llu ms", l->name,
+            by_ceiling ? "ceiling (exempt or not)" : "limit", by_ceiling ? rl->ceiling : l->max,
+            (unsigned long long)l->window_ms);
+    v->retry_after_ms = wait;
+    return LB_DENY;
+}
+
+/* Non-exempt messages must fit under `max`; with honour_exempt every
+ * message must also fit under `ceiling`.  Both are checked before either
+ * ring records the send, so a refusal counts nowhere. */
 static enum lb_verdict_kind on_message(void *ud, struct lb_conn *c, struct lb_msg *m, struct lb_verdict *v)
 {
     struct ratelimit *rl = ud;
@@ -127,23 +250,21 @@ static enum lb_verdict_kind on_message(void *ud, struct lb_conn *c, struct lb_ms
     if (t == LB_MSG_HEARTBEAT || t == LB_MSG_RESPONSE) return LB_PASS;
     const char *svc = lb_conn_service(c);
     if (!svc) return LB_PASS;
-    struct svc_log *l = log_for(rl, svc);
+    uint64_t now = mono_ms();
+    maybe_sweep(rl, now);
+    struct svc_log *l = log_for(rl, svc, now);
     if (!l) return LB_PASS;   /* out of memory: fail open rather than stop the bus */
     bool ex = exempt(rl, m);
-    long long wait = ex ? admit_ring(l->cts, rl->ceiling, &l->ccount, &l->chead, l->window_ms, lb_now_ms())
-                        : admit_ring(l->ts, l->max, &l->count, &l->head, l->window_ms, lb_now_ms());
-    if (wait == 0) {
-        l->allowed++;
-        rl->allowed++;
-        return LB_PASS;
-    }
-    l->limited++;
-    rl->limited++;
-    lb_deny(v, LB_E_RATE_LIMITED, "service '%s' is over its %s of %lld messages per %llu ms", svc,
-            ex ? "ceiling for rate-limit-exempt tokens" : "limit", ex ? rl->ceiling : l->max,
-            (unsigned long long)l->window_ms);
-    v->retry_after_ms = wait;
-    return LB_DENY;
+    long long w_own = ex ? 0 : ring_wait(&l->own, l->max, l->window_ms, now);
+    long long w_all = rl->honour_exempt ? ring_wait(&l->all, rl->ceiling, l->window_ms, now) : 0;
+    if (w_own || w_all) return refuse(rl, l, v, w_all > w_own, w_all > w_own ? w_all : w_own);
+    if ((!ex && ring_push(&l->own, l->max, now) < 0) ||
+        (rl->honour_exempt && ring_push(&l->all, rl->ceiling, now) < 0))
+        return LB_PASS;       /* out of memory, as above */
+    l->last_ms = now;
+    l->allowed++;
+    rl->allowed++;
+    return LB_PASS;
 }
 
 static json_t *stats(void *ud)
@@ -155,8 +276,12 @@ static json_t *stats(void *ud)
             json_object_set_new(svcs, l->name, json_pack("{s:I,s:I,s:I,s:I}", "allowed", (json_int_t)l->allowed,
                                                          "limited", (json_int_t)l->limited, "max", (json_int_t)l->max,
                                                          "windowMs", (json_int_t)l->window_ms));
-    return json_pack("{s:I,s:I,s:I,s:o}", "allowed", (json_int_t)rl->allowed, "limited", (json_int_t)rl->limited,
-                     "windowMs", (json_int_t)rl->window_ms, "services", svcs);
+    json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:o}", "allowed", (json_int_t)rl->allowed,
+                          "limited", (json_int_t)rl->limited, "windowMs", (json_int_t)rl->window_ms,
+                          "trackedServices", (json_int_t)rl->tracked, "forgottenServices",
+                          (json_int_t)rl->forgotten, "services", svcs);
+    if (rl->honour_exempt) json_object_set_new(o, "ceiling", json_integer(rl->ceiling));
+    return o;
 }
 
 /* "100/10s" -> max and window. */
@@ -204,6 +329,25 @@ static int read_overrides(struct lb_plugin_ctx *ctx, struct ratelimit *rl, const
     return 0;
 }
 
+/* Claims reach this plugin only if the plugin that verifies them ran
+ * first; with the sections the other way round every exemption is
+ * silently ignored.  A warning, not a refusal: the limits still hold,
+ * only more strictly than the operator meant. */
+static void check_order(struct lb_plugin_ctx *ctx, const struct ratelimit *rl)
+{
+    if (!rl->honour_exempt) return;
+    char where[512];
+    lb_conf_where(ctx, "honour_exempt", where, sizeof where);
+    int tokens = lb_plugin_position(ctx, "tokens"), self = lb_plugin_position(ctx, "ratelimit");
+    if (tokens < 0)
+        lb_log(ctx, LB_LOG_WARN, "%s: honour_exempt = yes, but there is no [plugin tokens]: no message carries "
+               "verified claims, so none is exempt", where);
+    else if (tokens > self)
+        lb_log(ctx, LB_LOG_WARN, "%s: honour_exempt = yes has no effect: [plugin tokens] comes after "
+               "[plugin ratelimit] in bus.conf, so tokens are verified only after the limit is applied "
+               "and no message is exempt; put [plugin ratelimit] below [plugin tokens]", where);
+}
+
 static int rl_load(struct lb_plugin_ctx *ctx)
 {
     struct ratelimit *rl = calloc(1, sizeof *rl);
@@ -213,12 +357,14 @@ static int rl_load(struct lb_plugin_ctx *ctx)
     const char *const *keys;
     size_t n = lb_conf_keys(ctx, &keys);
     if (read_settings(ctx, rl) < 0 || read_overrides(ctx, rl, keys, n) < 0) return -1;
+    check_order(ctx, rl);
     if (lb_check_only(ctx)) return 0;
+    rl->swept_ms = mono_ms();
     struct lb_hooks h = { .message = on_message };
     lb_hooks_register(ctx, &h, rl);
     lb_stats_register(ctx, stats, rl);
-    lb_log(ctx, LB_LOG_INFO, "%lld messages per %llu ms per service, %zu overrides", rl->max,
-           (unsigned long long)rl->window_ms, rl->n_ov);
+    lb_log(ctx, LB_LOG_INFO, "%lld messages per %llu ms per service, %zu overrides%s", rl->max,
+           (unsigned long long)rl->window_ms, rl->n_ov, rl->honour_exempt ? ", exemptions honoured under the ceiling" : "");
     return 0;
 }
 
@@ -228,9 +374,26 @@ static void free_logs(struct ratelimit *rl)
         while (rl->buckets[b]) {
             struct svc_log *l = rl->buckets[b];
             rl->buckets[b] = l->next;
-            free(l->ts);
-            free(l->cts);
-            free(l);
+            log_free(l);
+        }
+    }
+    rl->tracked = 0;
+}
+
+/* New limits apply to the history already kept: dropping it would let
+ * every service send a fresh window's worth right after each SIGHUP, and
+ * logrotate sends one daily. */
+static void apply_limits(struct ratelimit *rl, bool was_honouring)
+{
+    for (int b = 0; b < BUCKETS; b++) {
+        for (struct svc_log *l = rl->buckets[b]; l; l = l->next) {
+            limit_for(rl, l->name, &l->max, &l->window_ms);
+            ring_set_limit(&l->own, l->max);
+            if (!rl->honour_exempt) { ring_free(&l->all); continue; }
+            /* Until now every message went through `own`: it is the history
+             * the ceiling starts from. */
+            if (!was_honouring && l->own.count) (void)ring_relayout(&l->all, &l->own, l->own.count);
+            ring_set_limit(&l->all, rl->ceiling);
         }
     }
 }
@@ -241,13 +404,15 @@ static int rl_reload(struct lb_plugin_ctx *ctx)
     const char *const *keys;
     size_t n = lb_conf_keys(ctx, &keys);
     if (read_settings(ctx, &tmp) < 0 || read_overrides(ctx, &tmp, keys, n) < 0) return -1;
+    bool was_honouring = rl->honour_exempt;
     rl->max = tmp.max;
     rl->ceiling = tmp.ceiling;
     rl->honour_exempt = tmp.honour_exempt;
     rl->window_ms = tmp.window_ms;
     memcpy(rl->ov, tmp.ov, sizeof rl->ov);
     rl->n_ov = tmp.n_ov;
-    free_logs(rl);   /* new limits start with empty logs */
+    apply_limits(rl, was_honouring);
+    check_order(ctx, rl);
     return 0;
 }
 
