@@ -62,7 +62,8 @@ struct lb_conn {
     char *version;
     char *metadata_json;         /* as sent, for `services` */
     const char *auth;            /* "none", "token", "mtls", "bypass", ... */
-    uint64_t connected_ms, registered_ms, last_seen_ms;
+    uint64_t connected_ms, registered_ms, last_seen_ms;   /* wall clock, for people */
+    uint64_t last_seen_mono_ms;  /* monotonic, for eviction: a clock step evicts no one */
 
     /* Subscriptions: the patterns this connection holds (owned strings). */
     char **subs;
@@ -75,7 +76,7 @@ struct lb_conn {
     /* Back-pressure: senders paused until this connection drains. */
     struct lb_conn **waiters;
     size_t n_waiters, cap_waiters;
-    uint64_t blocked_since_ms;   /* first waiter added */
+    uint64_t blocked_since_ms;   /* first waiter added (monotonic) */
     int waiting_on;              /* recipients this connection waits for */
 
     uint64_t deliver_gen;        /* de-duplicates fan-out */

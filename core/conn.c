@@ -63,6 +63,7 @@ struct lb_conn *lb_conn_new(struct lb_plugin_ctx *ctx, const struct lb_conn_ops 
     copy_peer(&c->peer, peer);
     c->auth = "none";
     c->connected_ms = c->last_seen_ms = now_ms();
+    c->last_seen_mono_ms = mono_us() / 1000;
     list_init(&c->calls_out);
     list_init(&c->calls_in);
     if (g_bus.n_plugins) c->plugin_data = xcalloc(g_bus.n_plugins, sizeof *c->plugin_data);
@@ -304,7 +305,7 @@ void conn_backpressure(struct lb_conn *sender, struct lb_conn *to)
     }
     to->waiters[to->n_waiters++] = sender;
     conn_ref(sender);
-    if (to->n_waiters == 1) to->blocked_since_ms = now_ms();
+    if (to->n_waiters == 1) to->blocked_since_ms = mono_us() / 1000;
     if (sender->waiting_on++ == 0 && sender->ops) {
         sender->ops->set_read(sender->tdata, false);
         g_bus.stats.sender_pauses++;
@@ -398,7 +399,7 @@ void lb_conn_set_auth(struct lb_conn *c, const char *how) { c->auth = how; }
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what; (void)arg;
-    uint64_t now = now_ms();
+    uint64_t now = mono_us() / 1000;   /* wall-clock steps must not evict anyone */
     uint64_t silent_limit = 3 * g_bus.set.heartbeat_ms;
     struct list_head *pos, *tmp;
     list_for_each_safe(pos, tmp, &g_bus.conns) {
@@ -413,13 +414,13 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
             conn_close(c, false, "slow consumer");
             continue;
         }
-        if (now - c->last_seen_ms > silent_limit) {
+        if (now - c->last_seen_mono_ms > silent_limit) {
             g_bus.stats.conns_evicted++;
             log_info("conn", "#%llu %s: silent for %llu ms (3 heartbeat intervals): evicted",
                      (unsigned long long)c->id, lb_conn_service(c) ? lb_conn_service(c) : "(unregistered)",
-                     (unsigned long long)(now - c->last_seen_ms));
+                     (unsigned long long)(now - c->last_seen_mono_ms));
             conn_send_error(c, NULL, LB_E_TIMEOUT, "no message or heartbeat for %llu ms",
-                            (unsigned long long)(now - c->last_seen_ms));
+                            (unsigned long long)(now - c->last_seen_mono_ms));
             conn_close(c, true, "heartbeat timeout");
         }
     }

@@ -770,7 +770,13 @@ void router_input(struct lb_conn *c, const char *frame, size_t len)
     const char *err = NULL;
     m.claims = NULL;
     m.claims_len = 0;
-    c->last_seen_ms = now_ms();
+    uint64_t wall = now_ms();
+    if (wall != c->last_seen_ms) {
+        /* One monotonic read per connection per millisecond at most (the
+         * wall clock is cached per wake-up; this one is not). */
+        c->last_seen_ms = wall;
+        c->last_seen_mono_ms = mono_us() / 1000;
+    }
     c->msgs_in++;
     c->bytes_in += len + LB_FRAME_HEADER;
     g_bus.stats.bytes_in += len + LB_FRAME_HEADER;
