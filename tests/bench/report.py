@@ -69,11 +69,13 @@ if rtt.get("lexbus") and rtt.get("floor"):
 lib_stream, raw_stream = pick("stream", "msgs_per_s", size=128), None
 raw_stream = lib_stream.get("lexbus")
 lib_rtt = rtt.get("liblexbus")
-if lib_stream.get("liblexbus") and raw_stream:
-    lines.append("Through liblexbus (tests/bench/lbclient.c): 1→1 128 B %s msgs/s (%.2f× lbbench's raw client%s)%s." % (
-        fmt(lib_stream["liblexbus"]), lib_stream["liblexbus"] / raw_stream,
-        ", %.2f× NATS" % (lib_stream["liblexbus"] / lib_stream["nats"]) if lib_stream.get("nats") else "",
-        "; RTT p50 %.1f µs (%.2f× raw)" % (lib_rtt, lib_rtt / rtt["lexbus"]) if lib_rtt and rtt.get("lexbus") else ""))
+for peer, api in (("liblexbus", "json_t payloads"), ("liblexbus-raw", "JSON-text payloads")):
+    if lib_stream.get(peer) and raw_stream:
+        lines.append("Through liblexbus, %s (tests/bench/lbclient.c): 1→1 128 B %s msgs/s (%.2f× lbbench's raw client%s)." % (
+            api, fmt(lib_stream[peer]), lib_stream[peer] / raw_stream,
+            ", %.2f× NATS's raw client" % (lib_stream[peer] / lib_stream["nats"]) if lib_stream.get("nats") else ""))
+if lib_rtt and rtt.get("lexbus"):
+    lines.append("Through liblexbus: RTT p50 %.1f µs (%.2f× the raw client)." % (lib_rtt, lib_rtt / rtt["lexbus"]))
 machine = "%s, %d cores, %s" % (platform.platform(), os.cpu_count(), platform.processor() or platform.machine())
 lines.append("Machine: %s%s." % (machine, " (quick run)" if quick else ""))
 text = "\n".join(lines)

@@ -83,7 +83,7 @@ want stream && for size in 16 128 1024; do
   for p in lexbus lexbus-tls nats redis mqtt floor; do run "$p" "${addr[$p]}" stream "$n_stream" "$size"; done
 done
 # The same 1->1 stream through the C client library (what an application gets).
-want stream && runc stream "$n_stream" 128
+want stream && { runc stream "$n_stream" 128; runc stream-raw "$n_stream" 128; }
 # Wake-up latency on a VM drifts over minutes: interleave rounds across the
 # peers so each sees the same conditions; the report takes the median round.
 want rtt && for round in 1 2 3 4 5; do
