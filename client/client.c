@@ -70,6 +70,7 @@ struct lexbus_client {
     unsigned long long generation;
     unsigned long long seq;
     unsigned heartbeat_ms;
+    unsigned rand_state;         /* jitter; rand_r keeps the application's rand() untouched */
     struct event *retry_timer, *heartbeat_timer;
     struct method *methods;
     struct sub *subs;
@@ -338,7 +339,7 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 
 static void schedule_reconnect(struct lexbus_client *c)
 {
-    unsigned ms = lexbus_backoff_ms(c->backoff_base, c->backoff_max, c->attempt++, (unsigned)rand());
+    unsigned ms = lexbus_backoff_ms(c->backoff_base, c->backoff_max, c->attempt++, (unsigned)rand_r(&c->rand_state));
     struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
     evtimer_add(c->retry_timer, &tv);
 }
@@ -664,7 +665,7 @@ struct lexbus_client *lexbus_new(struct event_base *base, const struct lexbus_op
     c->pending_tail = &c->pending;
     c->retry_timer = evtimer_new(base, retry_cb, c);
     c->heartbeat_timer = event_new(base, -1, EV_PERSIST, heartbeat_cb, c);
-    srand((unsigned)(time(NULL) ^ getpid()));
+    c->rand_state = (unsigned)(time(NULL) ^ getpid()) ^ (unsigned)(uintptr_t)c;   /* not the app's rand() */
     return c;
 }
 

@@ -267,11 +267,23 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 /* ---- start-up ------------------------------------------------------ */
 
+/* Forks into the background.  The process that ran `lexbusd -d` waits
+ * until the daemon has written its pid file, so its exit status says
+ * whether the daemon is up (and the pid file exists when it returns). */
 static int daemonize(const char *pid_file)
 {
+    int ready[2];
+    if (pipe(ready) != 0) { perror("lexbusd: pipe"); return -1; }
     pid_t pid = fork();
     if (pid < 0) { perror("lexbusd: fork"); return -1; }
-    if (pid > 0) _exit(0);
+    if (pid > 0) {
+        close(ready[1]);
+        char ok = 0;
+        ssize_t n;
+        while ((n = read(ready[0], &ok, 1)) < 0 && errno == EINTR) {}
+        _exit(n == 1 && ok == 1 ? 0 : 1);   /* EOF: the daemon failed before it was ready */
+    }
+    close(ready[0]);
     setsid();
     pid = fork();
     if (pid < 0) { perror("lexbusd: fork"); return -1; }
@@ -286,9 +298,16 @@ static int daemonize(const char *pid_file)
         if (fd > 2) close(fd);
     }
     FILE *f = fopen(pid_file, "w");
-    if (!f) { log_error("bus", "cannot write pid file %s: %s", pid_file, strerror(errno)); return -1; }
+    if (!f) {
+        log_error("bus", "cannot write pid file %s: %s", pid_file, strerror(errno));
+        close(ready[1]);
+        return -1;
+    }
     fprintf(f, "%ld\n", (long)getpid());
     fclose(f);
+    char one = 1;
+    if (write(ready[1], &one, 1) != 1) { /* the waiting parent is gone: nothing to tell */ }
+    close(ready[1]);
     return 0;
 }
 

@@ -81,7 +81,8 @@ def daemonize_writes_pid_file_and_sigterm_removes_it():
         f.write("[bus]\nlog_file = %s/lexbusd.log\n[plugin unix]\npath = %s/bus.sock\n" % (d, d))
     p = subprocess.run([LEXBUSD, "-c", conf, "-d", "-p", pidf], capture_output=True, text=True, timeout=20)
     check_eq(p.returncode, 0, "parent exits 0: " + p.stderr)
-    lbtest.wait_for(lambda: os.path.exists(pidf) and os.path.exists(os.path.join(d, "bus.sock")), what="pid file")
+    check(os.path.exists(pidf), "the pid file exists when `lexbusd -d` returns")
+    lbtest.wait_for(lambda: os.path.exists(os.path.join(d, "bus.sock")), what="socket")
     pid = int(open(pidf).read())
     c = RawClient.unix(os.path.join(d, "bus.sock"))
     check_eq(c.register("svc")["type"], "REGISTER_ACK", "daemon serves")
@@ -89,6 +90,11 @@ def daemonize_writes_pid_file_and_sigterm_removes_it():
     os.kill(pid, signal.SIGTERM)
     lbtest.wait_for(lambda: not os.path.exists(pidf), what="pid file removed")
     check("stopped" in open(os.path.join(d, "lexbusd.log")).read(), "logged to log_file")
+    # A daemon that cannot finish starting in the background says so in its exit status.
+    bad = subprocess.run([LEXBUSD, "-c", conf, "-d", "-p", os.path.join(d, "no-such-dir", "x.pid")],
+                         capture_output=True, text=True, timeout=20)
+    check_eq(bad.returncode, 1, "an unwritable pid file fails `lexbusd -d`")
+    check("cannot write pid file" in open(os.path.join(d, "lexbusd.log")).read(), "and is logged")
 
 
 @test
