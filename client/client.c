@@ -79,6 +79,8 @@ struct lexbus_client {
     struct wbuf out;             /* scratch for outgoing frames, reused */
     lexbus_state_fn state_cb;
     void *state_ud;
+    lexbus_error_fn error_cb;
+    void *error_ud;
 };
 
 static void set_err(struct lexbus_error *e, const char *code, const char *fmt, ...)
@@ -562,6 +564,9 @@ static void handle_answer(struct lexbus_client *c, const struct envelope *e)
             error_from(&err, &e->f[F_ERROR]);
             c->reconnect = false;
             notify_state(c, false, &err);
+        } else if (e->type == LB_MSG_ERROR && c->error_cb) {
+            error_from(&err, &e->f[F_ERROR]);   /* e.g. a fire-and-forget EMIT refused */
+            c->error_cb(c, &err, c->error_ud);
         }
         return;
     }
@@ -715,6 +720,7 @@ bool lexbus_is_ready(const struct lexbus_client *c) { return c->ready; }
 const char *lexbus_service(const struct lexbus_client *c) { return c->service; }
 struct event_base *lexbus_base(const struct lexbus_client *c) { return c->base; }
 void lexbus_on_state(struct lexbus_client *c, lexbus_state_fn fn, void *ud) { c->state_cb = fn; c->state_ud = ud; }
+void lexbus_on_error(struct lexbus_client *c, lexbus_error_fn fn, void *ud) { c->error_cb = fn; c->error_ud = ud; }
 
 int lexbus_add_method(struct lexbus_client *c, const char *method, lexbus_method_fn fn, void *ud)
 {

@@ -77,6 +77,11 @@ typedef void (*lexbus_result_fn)(struct lexbus_client *c, const struct lexbus_er
 /* Outcome of an EMIT with ack: recipients reached, or err. Called once. */
 typedef void (*lexbus_ack_fn)(struct lexbus_client *c, const struct lexbus_error *err,
                               long delivered, void *ud);
+/* An ERROR from the bus that answers nothing you are waiting for: an EMIT
+ * sent without an ack callback that was refused (RATE_LIMITED,
+ * INVALID_MESSAGE, FORBIDDEN, ...).  Without this handler such errors are
+ * dropped; with an ack callback the emit's own callback gets them. */
+typedef void (*lexbus_error_fn)(struct lexbus_client *c, const struct lexbus_error *err, void *ud);
 /* Connection state: ready = registered (true) or lost (false). */
 typedef void (*lexbus_state_fn)(struct lexbus_client *c, bool ready, const struct lexbus_error *why, void *ud);
 
@@ -97,6 +102,7 @@ bool lexbus_is_ready(const struct lexbus_client *c);
 const char *lexbus_service(const struct lexbus_client *c);   /* owned by the client */
 struct event_base *lexbus_base(const struct lexbus_client *c);
 void lexbus_on_state(struct lexbus_client *c, lexbus_state_fn fn, void *ud);
+void lexbus_on_error(struct lexbus_client *c, lexbus_error_fn fn, void *ud);
 
 /* ---- serving -------------------------------------------------------- */
 
@@ -126,7 +132,9 @@ int lexbus_call(struct lexbus_client *c, const char *service, const char *method
                 unsigned timeout_ms, const struct lexbus_reply *parent, lexbus_result_fn cb, void *ud);
 /* Emits `event` with `payload` (borrowed; NULL = null) to `to` (a service
  * name, or NULL/"broadcast").  With cb, the bus acknowledges with the
- * number of recipients.  Returns 0, or -1 if not ready. */
+ * number of recipients, or cb gets the bus's refusal; without cb a refusal
+ * goes to the lexbus_on_error handler.  The bus refuses payloads nested
+ * deeper than 62 levels.  Returns 0, or -1 if not ready. */
 int lexbus_emit(struct lexbus_client *c, const char *event, json_t *payload, const char *to,
                 lexbus_ack_fn cb, void *ud);
 

@@ -87,6 +87,12 @@ static void start_nested(struct lexbus_client *caller)
 }
 
 /* -- events -- */
+static void print_error(struct lexbus_client *c, const struct lexbus_error *err, void *ud)
+{
+    (void)c; (void)ud;
+    out("{\"error\":\"%s\"}", err->code);
+}
+
 static void on_raw(struct lexbus_client *c, const char *ev, const char *from, const char *json, size_t len,
                    void *ud)
 {
@@ -207,6 +213,9 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
             refused += lexbus_emit_json(cs[1], "a:b", bad[i], strlen(bad[i]), NULL, NULL, NULL) == -1;
         out("{\"refused\":%d,\"of\":%zu}", refused, sizeof bad / sizeof *bad);
+        /* A fire-and-forget EMIT the bus refuses reaches the error handler. */
+        lexbus_on_error(cs[1], print_error, NULL);
+        lexbus_emit_json(cs[1], "a:b", "1", 1, "nobody", NULL, NULL);
         const char *good = " {\"k\": [1, 2.5e3, \"\\u00e9\"]} ";
         lexbus_emit_json(cs[1], "a:b", good, strlen(good), NULL, NULL, NULL);
         /* The emitter's loop must run to send it: a blocking emit behind it

@@ -55,6 +55,7 @@ def json_text_payloads_both_ways():
     with Bus() as bus:
         p = demo(bus, "raw")
         check_eq(line(p), {"refused": 7, "of": 7}, "invalid JSON text refused locally")
+        check_eq(line(p), {"error": "SERVICE_NOT_FOUND"}, "a refused fire-and-forget EMIT is reported")
         ev = line(p)
         check_eq((ev["event"], ev["from"]), ("a:b", "emitter"), "event")
         check_eq(ev["text"].strip(), '{"k": [1, 2.5e3, "\\u00e9"]}', "payload text untouched")
