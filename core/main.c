@@ -267,10 +267,16 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 /* ---- start-up ------------------------------------------------------ */
 
-/* Forks into the background.  The process that ran `lexbusd -d` waits
- * until the daemon has written its pid file, so its exit status says
- * whether the daemon is up (and the pid file exists when it returns). */
-static int daemonize(const char *pid_file)
+/* Daemon mode, in two steps.  daemon_fork runs before anything starts a
+ * thread or opens the event loop (a fork keeps only the calling thread:
+ * the audit writer started by a plugin would be lost); the process that
+ * ran `lexbusd -d` then waits.  daemon_ready runs once start-up is
+ * complete: it writes the pid file, detaches from the terminal and tells
+ * the waiting process, whose exit status says whether the daemon is up.
+ * Start-up errors in between still reach the terminal, and exit 1. */
+static int g_ready_fd = -1;
+
+static int daemon_fork(void)
 {
     int ready[2];
     if (pipe(ready) != 0) { perror("lexbusd: pipe"); return -1; }
@@ -288,6 +294,19 @@ static int daemonize(const char *pid_file)
     pid = fork();
     if (pid < 0) { perror("lexbusd: fork"); return -1; }
     if (pid > 0) _exit(0);
+    g_ready_fd = ready[1];
+    return 0;
+}
+
+static int daemon_ready(const char *pid_file)
+{
+    FILE *f = fopen(pid_file, "w");
+    if (!f) {
+        log_error("bus", "cannot write pid file %s: %s", pid_file, strerror(errno));
+        return -1;
+    }
+    fprintf(f, "%ld\n", (long)getpid());
+    fclose(f);
     umask(022);
     if (chdir("/")) { /* relative paths were resolved already */ }
     int fd = open("/dev/null", O_RDWR);
@@ -297,17 +316,10 @@ static int daemonize(const char *pid_file)
         if (!g_bus.set.log_file) dup2(fd, 2);
         if (fd > 2) close(fd);
     }
-    FILE *f = fopen(pid_file, "w");
-    if (!f) {
-        log_error("bus", "cannot write pid file %s: %s", pid_file, strerror(errno));
-        close(ready[1]);
-        return -1;
-    }
-    fprintf(f, "%ld\n", (long)getpid());
-    fclose(f);
     char one = 1;
-    if (write(ready[1], &one, 1) != 1) { /* the waiting parent is gone: nothing to tell */ }
-    close(ready[1]);
+    if (write(g_ready_fd, &one, 1) != 1) { /* the waiting process is gone: nothing to tell */ }
+    close(g_ready_fd);
+    g_ready_fd = -1;
     return 0;
 }
 
@@ -407,6 +419,7 @@ int main(int argc, char **argv)
     log_set_level(g_bus.set.log_level);
     reopen_log();
 
+    if (daemon_mode && !g_check_only && daemon_fork() != 0) { teardown(); return 1; }
     g_bus.base = event_base_new();
     if (!g_bus.base) { log_error("bus", "cannot create the event loop"); teardown(); return 1; }
     clock_use_base(g_bus.base);
@@ -426,7 +439,7 @@ int main(int argc, char **argv)
         return 0;
     }
     const char *pid_file = pid_opt ? pid_opt : g_bus.set.pid_file ? g_bus.set.pid_file : "/tmp/lexbusd.pid";
-    if (daemon_mode && daemonize(pid_file)) { teardown(); return 1; }
+    if (daemon_mode && daemon_ready(pid_file)) { teardown(); return 1; }
     raise_fd_limit();
     tune_malloc();
     setup_signals();

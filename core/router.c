@@ -77,10 +77,13 @@ static void audit(enum lb_msg_type t, struct lb_conn *from, const struct lb_msg 
                   int delivered, const char *code, uint64_t dur_us)
 {
     if (!g_policy.audit) return;
+    /* Calls to the bus's own service may carry tokens (token.verify, ...):
+     * the audit never sees their content, refused or not. */
+    bool secret = m && t == LB_MSG_CALL && is_system_target(&m->env.f[F_TO]);
     struct lb_outcome o = {
         .type = t, .from = from ? lb_conn_service(from) : NULL, .to = to, .name = name, .id = id,
         .delivered = delivered, .error_code = code, .bytes = m ? m->env.len : 0,
-        .duration_us = dur_us, .msg = m,
+        .duration_us = dur_us, .msg = secret ? NULL : m,
     };
     policy_audit(&o);
 }
@@ -206,6 +209,23 @@ static bool subs_has(struct lb_conn *c, const char *p, size_t n)
     return false;
 }
 
+/* How many patterns of `arr` the connection would gain: neither held yet
+ * nor repeated earlier in the array (re-sending what one holds is free). */
+static size_t new_sub_count(struct lb_conn *c, const struct env_val *arr)
+{
+    const char *cur = NULL, *prev;
+    struct env_val v, w;
+    size_t n = 0;
+    while (env_array_next(arr, &cur, &v)) {
+        if (subs_has(c, v.p, v.n)) continue;
+        bool repeated = false;
+        for (prev = NULL; !repeated && env_array_next(arr, &prev, &w) && w.p < v.p;)
+            repeated = w.n == v.n && memcmp(w.p, v.p, v.n) == 0;
+        n += !repeated;
+    }
+    return n;
+}
+
 static void subscribe_one(struct lb_conn *c, const char *p, size_t n)
 {
     if (subs_has(c, p, n)) return;
@@ -292,13 +312,13 @@ static void handle_register(struct lb_conn *c, struct lb_msg *m)
         refuse(c, m, LB_E_INVALID_MESSAGE, -1, "%s", why);
         return;
     }
-    long n_subs = 0;
     if (f[F_SUBSCRIBE].kind != J_NONE &&
-        (n_subs = check_name_array(&f[F_SUBSCRIBE], valid_event_pattern, MAX_SUBS_PER_CONN, "subscribe", why, sizeof why)) < 0) {
+        check_name_array(&f[F_SUBSCRIBE], valid_event_pattern, MAX_SUBS_PER_CONN, "subscribe", why, sizeof why) < 0) {
         refuse(c, m, LB_E_INVALID_MESSAGE, -1, "%s", why);
         return;
     }
-    if (c->n_subs + (size_t)n_subs > MAX_SUBS_PER_CONN) {   /* a re-REGISTER adds to what it holds */
+    /* A re-REGISTER adds to what the connection holds. */
+    if (f[F_SUBSCRIBE].kind == J_ARRAY && c->n_subs + new_sub_count(c, &f[F_SUBSCRIBE]) > MAX_SUBS_PER_CONN) {
         refuse(c, m, LB_E_INVALID_MESSAGE, -1, "a connection may hold at most %d subscriptions", MAX_SUBS_PER_CONN);
         return;
     }
@@ -727,7 +747,7 @@ static void handle_subscribe(struct lb_conn *c, struct lb_msg *m, bool add)
     char why[160];
     long n = check_name_array(evs, valid_event_pattern, MAX_SUBS_PER_CONN, "events", why, sizeof why);
     if (n < 0) { refuse(c, m, LB_E_INVALID_MESSAGE, -1, "%s", why); return; }
-    if (add && c->n_subs + (size_t)n > MAX_SUBS_PER_CONN) {
+    if (add && c->n_subs + new_sub_count(c, evs) > MAX_SUBS_PER_CONN) {
         refuse(c, m, LB_E_INVALID_MESSAGE, -1, "a connection may hold at most %d subscriptions", MAX_SUBS_PER_CONN);
         return;
     }

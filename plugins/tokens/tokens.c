@@ -694,9 +694,10 @@ static int m_revoke(void *ud, struct lb_conn *caller, json_t *p, json_t **result
     NEED_ADMIN();
     const char *jti = need_jti(p, code, msg);
     if (!jti) return -1;
-    /* Kept until max_ttl has passed: no token it could match lives longer
-     * (verify() refuses exp - iat > max_ttl). */
-    json_object_set_new(t->revoked, jti, json_integer((json_int_t)((lb_now_ms() + t->max_ttl_ms) / 1000 + 1)));
+    /* Kept until no token it could match is still valid: verify() refuses
+     * exp - iat > max_ttl, but accepts an iat up to CLOCK_SKEW_S ahead. */
+    json_object_set_new(t->revoked, jti,
+                        json_integer((json_int_t)((lb_now_ms() + t->max_ttl_ms) / 1000 + CLOCK_SKEW_S + 1)));
     json_object_del(t->state, jti);
     event_active(t->revoke_ev, EV_TIMEOUT, 0);
     /* Durable before acknowledged: a crash right after the answer must not

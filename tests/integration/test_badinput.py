@@ -209,6 +209,15 @@ def reserved_name_and_subscription_cap_on_re_register():
         c.send({"type": "REGISTER", "serviceName": "subs", "subscribe": ["q%d" % i for i in range(100)]})
         check_eq(error_code(c.recv()), "INVALID_MESSAGE", "a re-REGISTER cannot pass the per-connection cap")
         check_eq(bus.stats()["subscriptions"], 1000, "nothing added")
+        # Re-sending what one holds costs nothing (liblexbus re-REGISTERs with its whole list).
+        c.send({"type": "REGISTER", "serviceName": "subs", "subscribe": pats + pats[:10]})
+        check_eq(c.recv()["type"], "REGISTER_ACK", "re-REGISTER with the same patterns")
+        c.send({"type": "SUBSCRIBE", "id": "s1", "events": ["q%d" % i for i in range(24)]})
+        check_eq(c.recv()["subscriptions"], 1024, "up to the cap")
+        c.send({"type": "SUBSCRIBE", "id": "s2", "events": ["p1:*", "q0"]})
+        check_eq(c.recv()["type"], "ACK", "re-subscribing held patterns at the cap")
+        c.send({"type": "SUBSCRIBE", "id": "s3", "events": ["q0", "new"]})
+        check_eq(error_code(c.recv()), "INVALID_MESSAGE", "one new pattern past the cap")
 
 
 @test

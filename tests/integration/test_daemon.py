@@ -1,4 +1,5 @@
 """lexbusd as an operator runs it: config errors, -t, -d, Bro compatibility, back-pressure."""
+import json
 import os
 import signal
 import socket
@@ -78,7 +79,9 @@ def daemonize_writes_pid_file_and_sigterm_removes_it():
     conf = os.path.join(d, "bus.conf")
     pidf = os.path.join(d, "lexbusd.pid")
     with open(conf, "w") as f:
-        f.write("[bus]\nlog_file = %s/lexbusd.log\n[plugin unix]\npath = %s/bus.sock\n" % (d, d))
+        # With audit: its writer thread must survive the fork into the background.
+        f.write("[bus]\nlog_file = %s/lexbusd.log\n[plugin unix]\npath = %s/bus.sock\n"
+                "[plugin audit]\nfile = %s/audit.jsonl\nchain = yes\n" % (d, d, d))
     p = subprocess.run([LEXBUSD, "-c", conf, "-d", "-p", pidf], capture_output=True, text=True, timeout=20)
     check_eq(p.returncode, 0, "parent exits 0: " + p.stderr)
     check(os.path.exists(pidf), "the pid file exists when `lexbusd -d` returns")
@@ -90,6 +93,10 @@ def daemonize_writes_pid_file_and_sigterm_removes_it():
     os.kill(pid, signal.SIGTERM)
     lbtest.wait_for(lambda: not os.path.exists(pidf), what="pid file removed")
     check("stopped" in open(os.path.join(d, "lexbusd.log")).read(), "logged to log_file")
+    audit = open(os.path.join(d, "audit.jsonl")).read().splitlines()
+    check(any(json.loads(l).get("type") == "REGISTER" and json.loads(l).get("name") == "svc" for l in audit),
+          "the daemonized bus wrote its audit lines: %r" % audit)
+    check(not any(json.loads(l).get("type") == "DROPPED" for l in audit), "nothing dropped")
     # A daemon that cannot finish starting in the background says so in its exit status.
     bad = subprocess.run([LEXBUSD, "-c", conf, "-d", "-p", os.path.join(d, "no-such-dir", "x.pid")],
                          capture_output=True, text=True, timeout=20)

@@ -266,6 +266,26 @@ def revoking_a_token_closes_the_sessions_it_authenticated():
 
 
 @test
+def a_revocation_outlives_a_token_issued_slightly_in_the_future():
+    """iat may be up to 30 s ahead (clock skew between issuers): the
+    revocation must be kept until such a token has expired too."""
+    bus = token_bus_conf()
+    # A short max_ttl; the admin comes in by peer credentials (its own token could not outlive 2 s).
+    bus.write_conf(open(bus.conf).read() + "max_ttl = 2s\npeercred_uids = self\n")
+    bus.start()
+    with bus:
+        a = bus.client("admin")
+        now = int(time.time())
+        tok = mint(claims("x", jti="J-skew", iat=now + 25, exp=now + 27))
+        check_eq(a.call("lexbus", "token.verify", {"token": tok})["status"], "success", "valid before the revoke")
+        check_eq(a.call("lexbus", "token.revoke", {"jti": "J-skew"})["status"], "success", "revoke")
+        time.sleep(3.5)   # past now + max_ttl: a revocation kept only that long is purged
+        a.call("lexbus", "token.revoke", {"jti": "other"})   # a durable write purges expired entries
+        r = a.call("lexbus", "token.verify", {"token": tok})
+        check(r["status"] == "error" and "revoked" in r["error"]["message"], "still revoked: %r" % r)
+
+
+@test
 def a_session_ends_when_its_token_expires():
     with token_bus() as bus:
         a = admin(bus)
