@@ -384,6 +384,35 @@ int env_object_get(const struct env_val *obj, const char *key, struct env_val *o
     return -1;
 }
 
+int env_object_unambiguous(const struct env_val *obj, const char *const *keys, size_t nkeys)
+{
+    if (obj->kind != J_OBJECT) return 0;
+    unsigned seen = 0;   /* bit i: keys[i] met once */
+    struct scan s = { obj->p + 1, obj->p + obj->n, NULL };
+    skip_ws(&s);
+    if (s.p < s.end && *s.p == '}') return 0;
+    while (s.p < s.end) {
+        skip_ws(&s);
+        s.p++; /* opening quote; the frame was validated already */
+        struct env_val k;
+        if (scan_string(&s, &k)) return -1;
+        if (k.escaped) return -1;
+        for (size_t i = 0; i < nkeys && i < 32; i++) {
+            if (k.n == strlen(keys[i]) && memcmp(k.p, keys[i], k.n) == 0) {
+                if (seen & (1u << i)) return -1;
+                seen |= 1u << i;
+            }
+        }
+        skip_ws(&s);
+        s.p++; /* ':' */
+        if (scan_value(&s, 1, NULL)) return -1;
+        skip_ws(&s);
+        if (s.p < s.end && *s.p == ',') s.p++;
+        else break;
+    }
+    return 0;
+}
+
 int env_array_next(const struct env_val *arr, const char **cursor, struct env_val *out)
 {
     if (arr->kind != J_ARRAY) return 0;

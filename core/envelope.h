@@ -60,6 +60,12 @@ int env_validate_value(const char *buf, size_t len, const char **err);
 /* Looks up `key` among the members of an object value (one level).  */
 int env_object_get(const struct env_val *obj, const char *key, struct env_val *out);
 
+/* 0 when no member name of the object is written with escapes and none of
+ * `keys` (at most 32) appears twice; -1 otherwise.  For objects whose
+ * members the bus acts on (context), which a recipient must read the same
+ * way: its parser would take the last of two duplicates, the bus the first. */
+int env_object_unambiguous(const struct env_val *obj, const char *const *keys, size_t nkeys);
+
 /* Iterates the elements of an array value: *cursor starts NULL. Returns 1
  * with *out set, 0 at the end. */
 int env_array_next(const struct env_val *arr, const char **cursor, struct env_val *out);

@@ -390,6 +390,11 @@ static bool check_context(const struct env_val *ctx, int64_t *depth, int64_t *de
     *deadline = 0;
     if (ctx->kind == J_NONE) return true;
     if (ctx->kind != J_OBJECT) { snprintf(why, whylen, "\"context\" must be an object"); return false; }
+    static const char *const checked[] = { "depth", "deadline", "chain", "root" };
+    if (env_object_unambiguous(ctx, checked, sizeof checked / sizeof *checked) != 0) {
+        snprintf(why, whylen, "\"context\" has a member given twice or a member name written with escapes");
+        return false;
+    }
     if (env_object_get(ctx, "depth", &v) == 0 && (v.kind != J_NUMBER || env_number_i64(&v, depth) || *depth < 0)) {
         snprintf(why, whylen, "\"context.depth\" must be a non-negative number");
         return false;

@@ -19,6 +19,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int64_t n;
     if (env_object_get(&e.f[F_CONTEXT], "deadline", &v) == 0) (void)env_number_i64(&v, &n);
     if (env_object_get(&e.f[F_CONTEXT], "depth", &v) == 0) (void)env_number_i64(&v, &n);
+    static const char *const keys[] = { "depth", "deadline", "chain", "root" };
+    (void)env_object_unambiguous(&e.f[F_CONTEXT], keys, 4);
     const char *cur = NULL;
     int guard = 0;
     while (env_array_next(&e.f[F_METHODS], &cur, &v) && guard++ < 100000) {}

@@ -221,6 +221,21 @@ def reserved_name_and_subscription_cap_on_re_register():
 
 
 @test
+def ambiguous_context_refused():
+    """The bus reads the first "depth", a recipient's parser the last: refuse."""
+    with Bus() as bus:
+        svc = bus.client("svc", methods=["m"])
+        c = bus.client("c")
+        for ctx in (b'{"depth":1,"depth":500}', b'{"dep\\u0074h":500}', b'{"deadline":1,"deadline":null}'):
+            c.send(b'{"type":"CALL","id":"x","to":"svc","method":"m","context":' + ctx + b'}')
+            r = c.recv()
+            check_eq((r["type"], error_code(r)), ("RESPONSE", "INVALID_MESSAGE"), "context %r" % ctx)
+        c.send({"type": "CALL", "id": "ok", "to": "svc", "method": "m",
+                "context": {"depth": 1, "other": {"depth": 2, "depth ": 3}, "x": 1}})
+        check_eq(svc.recv_type("CALL")["id"], "ok", "nested and unrelated members are fine")
+
+
+@test
 def token_must_be_a_string_everywhere():
     """A non-string `token` would reach recipients looking like verified claims."""
     with Bus() as bus:
