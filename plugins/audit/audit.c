@@ -69,6 +69,8 @@ struct audit {
     pthread_t thread;
     bool thread_started;
     unsigned long long lines, dropped, truncated, write_errors;
+    unsigned long long lines_lost;   /* queued, then lost to a failed write */
+    unsigned long long errors_logged;  /* write_errors already warned about (loop thread) */
     unsigned long long gap;        /* dropped since the last DROPPED line */
     uint64_t gap_since;            /* when the first of those was dropped */
 };
@@ -88,15 +90,31 @@ static int open_file(const char *path)
     return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 }
 
-static bool write_all(int fd, const char *p, size_t n)
+/* Returns how many bytes reached the file (n when all did). */
+static size_t write_all(int fd, const char *p, size_t n)
 {
     size_t off = 0;
     while (off < n) {
         ssize_t w = fd >= 0 ? write(fd, p + off, n - off) : -1;
-        if (w < 0) { if (errno == EINTR) continue; return false; }
+        if (w < 0) { if (errno == EINTR) continue; break; }
         off += (size_t)w;
     }
-    return true;
+    return off;
+}
+
+/* A write failed after `done` of n bytes (disk full, I/O error): end a
+ * cut line so the next chunk does not run into it, and count the lines
+ * that never reached the file.  The hash chain breaks there, and
+ * `lexbus audit verify` names the line. */
+static unsigned long long salvage(int fd, const char *chunk, size_t done, size_t n)
+{
+    if (done && chunk[done - 1] != '\n' && fd >= 0) {
+        ssize_t w = write(fd, "\n", 1);
+        (void)w;
+    }
+    unsigned long long lost = 0;
+    for (size_t i = done; i < n; i++) lost += chunk[i] == '\n';
+    return lost;
 }
 
 /* Keeps the old file when the new one cannot be opened: lines still land
@@ -131,10 +149,16 @@ static void *writer(void *arg)
         /* The disk may be slow or hung: only this thread waits for it,
          * never while holding the lock the loop thread queues under. */
         unsigned errors = reopen && !reopen_file(a);
-        if (n && !write_all(a->fd, chunk, n)) errors++;
+        unsigned long long lost = 0;
+        size_t done = n ? write_all(a->fd, chunk, n) : 0;
+        if (done < n) {
+            errors++;
+            lost = salvage(a->fd, chunk, done, n);
+        }
         pthread_mutex_lock(&a->mu);
         if (chunk) a->spare = chunk;
         a->write_errors += errors;
+        a->lines_lost += lost;
         if (a->stop && !a->len) break;
     }
     pthread_mutex_unlock(&a->mu);
@@ -153,7 +177,13 @@ static bool enqueue(struct audit *a, const char *line, size_t n)
         a->lines++;
         pthread_cond_signal(&a->cv);
     }
+    unsigned long long errors = a->write_errors, lost = a->lines_lost;
     pthread_mutex_unlock(&a->mu);
+    if (errors > a->errors_logged) {
+        a->errors_logged = errors * 2 - 1;   /* again at twice as many: no log flood */
+        lb_log(a->ctx, LB_LOG_ERROR, "cannot write %s (disk full? I/O error?): %llu write errors, %llu lines lost; "
+               "the hash chain breaks where lines are missing", a->path, errors, lost);
+    }
     return fits;
 }
 
@@ -301,9 +331,9 @@ static json_t *stats(void *ud)
 {
     struct audit *a = ud;
     pthread_mutex_lock(&a->mu);
-    json_t *s = json_pack("{s:I,s:I,s:I,s:I,s:I}", "lines", (json_int_t)a->lines, "dropped", (json_int_t)a->dropped,
+    json_t *s = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "lines", (json_int_t)a->lines, "dropped", (json_int_t)a->dropped,
                           "payloadsTruncated", (json_int_t)a->truncated, "writeErrors", (json_int_t)a->write_errors,
-                          "queuedBytes", (json_int_t)a->len);
+                          "linesLost", (json_int_t)a->lines_lost, "queuedBytes", (json_int_t)a->len);
     pthread_mutex_unlock(&a->mu);
     /* prev belongs to the loop thread, which is the one asking.  It is the
      * last line queued before this stats call's own line. */

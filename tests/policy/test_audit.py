@@ -313,4 +313,24 @@ def sighup_reopens_and_restart_continues_the_chain():
         check(any(json.loads(l)["name"] == "three" for l in read_lines(path)), "after restart")
 
 
+
+@test
+def a_failing_disk_is_counted_and_reported():
+    """/dev/full fails every write with ENOSPC: the bus keeps serving, counts
+    the lines that never reached the file, and says so in its log."""
+    bus = Bus(start=False)
+    bus.write_conf(open(bus.conf).read() + "[plugin audit]\nfile = /dev/full\nchain = yes\n")
+    bus.start()
+    with bus:
+        c = bus.client("writer")
+        for i in range(5):
+            c.send({"type": "EMIT", "event": "e%d" % i, "payload": i, "ack": True, "id": "e%d" % i})
+            c.recv_type("ACK")
+        lbtest.wait_for(lambda: bus.stats()["plugins"]["audit"]["linesLost"] >= 1, what="lost lines counted")
+        c.send({"type": "EMIT", "event": "after", "payload": 1, "ack": True, "id": "after"})
+        c.recv_type("ACK")
+        st = bus.stats()["plugins"]["audit"]
+        check(st["writeErrors"] >= 1, "write errors counted: %r" % st)
+        lbtest.wait_for(lambda: "cannot write /dev/full" in bus.logtext(), what="the failure logged")
+
 lbtest.main()
