@@ -25,7 +25,8 @@ struct bus_settings {
     char *plugin_dir;
     char *lua_dir;
     char *pid_file;
-    char *state_file;
+    char *state_file;                /* NULL: plugins' state in memory only */
+    uint64_t state_max;              /* cap on its size (bytes) */
     char *system_service;
     char *log_file;
     enum lb_log_level log_level;

@@ -28,6 +28,7 @@
 #include "plugin_host.h"
 #include "policy.h"
 #include "router.h"
+#include "state.h"
 #include "system_service.h"
 #include "util.h"
 
@@ -103,6 +104,7 @@ static int settings_parse(struct conf *c, struct bus_settings *s, char *err, siz
     s->outbuf_max = 64ull * 1024 * 1024;
     s->slow_consumer_timeout_ms = 10000;
     s->max_connections = 0;
+    s->state_max = 16ull * 1024 * 1024;
 
     if (GET("mode")) return -1;
     if (e) {
@@ -120,6 +122,9 @@ static int settings_parse(struct conf *c, struct bus_settings *s, char *err, siz
     s->pid_file = e ? conf_resolve(c, e->value) : NULL;
     if (GET("state_file")) return -1;
     s->state_file = e ? conf_resolve(c, e->value) : NULL;
+    if (GET("state_max")) return -1;
+    if (e && (parse_size(e->value, &s->state_max) || s->state_max < 1024 || s->state_max > 1024ull * 1024 * 1024))
+        return bad(c, e, "a size from 1K to 1G", err, errlen);
     if (GET("log_file")) return -1;
     s->log_file = e ? conf_resolve(c, e->value) : NULL;
     if (GET("log_level")) return -1;
@@ -195,6 +200,11 @@ int bus_reload(char *err, size_t errlen)
     if (ns.production != os->production || strcmp(ns.node, os->node) || strcmp(ns.plugin_dir, os->plugin_dir) ||
         strcmp(ns.system_service, os->system_service))
         log_warn("bus", "mode, node, plugin_dir and system_service change only on restart; kept");
+    if ((ns.state_file == NULL) != (os->state_file == NULL) ||
+        (ns.state_file && strcmp(ns.state_file, os->state_file)))
+        log_warn("bus", "state_file changes only on restart; kept");
+    os->state_max = ns.state_max;
+    state_set_max(os->state_max);
     os->log_level = ns.log_level;
     log_set_level(os->log_level);
     os->max_frame = ns.max_frame;
@@ -372,6 +382,7 @@ static void teardown(void)
     conn_close_all("exit");
     conn_flush_dirty();   /* drops the references the list holds */
     plugins_unload_all();
+    state_close();   /* after the plugins: their last changes are written too */
     router_free();
     sysmethods_free();
     jw_free(&g_bus.out);
@@ -425,6 +436,13 @@ int main(int argc, char **argv)
     clock_use_base(g_bus.base);
     router_init();
     system_service_init();
+    /* Before the plugins, which read their state at load.  After the
+     * fork: the writer thread starts at the first write. */
+    if (state_open(g_bus.set.state_file, g_bus.set.state_max, g_bus.set.production, err, sizeof err)) {
+        log_error("config", "%s", err);
+        teardown();
+        return 1;
+    }
     if (plugins_load_all() != 0) { teardown(); return 1; }
     if (g_bus.set.production && !g_policy.authenticate && !g_policy.authenticators) {
         log_error("config", "%s: mode = production needs an authenticating plugin ([plugin tokens], or a "

@@ -404,7 +404,6 @@ void plugins_unload_all(void)
     g_bus.plugins = NULL;
     g_bus.n_plugins = 0;
     policy_free();
-    state_free_all();
 }
 
 void plugins_reload_all(struct conf *newconf)

@@ -346,15 +346,47 @@ int lb_stats_register(struct lb_plugin_ctx *ctx, lb_stats_fn fn, void *ud);
 int lb_reopen_register(struct lb_plugin_ctx *ctx, void (*fn)(void *ud), void *ud);
 
 /* ------------------------------------------------------------------ */
-/* Key-value state (in-memory, optionally persisted to a state file;    */
-/* the redis plugin may later back it).  Namespaced per plugin.         */
+/* Key-value state, namespaced per plugin (a plugin sees only its own   */
+/* keys).  Kept in memory and, when [bus] state_file is set, in that    */
+/* file: loaded at start-up, written by a coalesced snapshot (at most   */
+/* one per 100 ms, off the event loop), so a change is on disk within   */
+/* about 100 ms, or before lb_state_sync returns.  The redis plugin may */
+/* later back the same API.  Every call is for the loop thread.         */
 
-/* Stores a copy of value.  ttl_ms 0 = no expiry.  Returns 0 or -1. */
+/* Stores a copy of value (any bytes).  ttl_ms 0 = no expiry; otherwise
+ * the entry expires at an absolute time, kept across restarts: expired
+ * entries are never returned and are dropped on load.  key: 1 to 1024
+ * bytes of UTF-8.  Returns 0, or -1 with errno: ENOSPC when the state
+ * would exceed [bus] state_max (tell the caller the state is full),
+ * EINVAL for a bad key, EBUSY inside lb_state_each. */
 int lb_state_set(struct lb_plugin_ctx *ctx, const char *key, const char *value,
                  size_t len, uint64_t ttl_ms);
-/* Returns a host-owned pointer valid until the next state call, or NULL. */
+/* Returns a host-owned pointer (NUL-terminated after len bytes) valid
+ * until the next state call, or NULL. */
 const char *lb_state_get(struct lb_plugin_ctx *ctx, const char *key, size_t *len);
+/* Returns 0, or -1 if there was no such key (or EBUSY inside lb_state_each). */
 int lb_state_del(struct lb_plugin_ctx *ctx, const char *key);
+
+/* The functions below were added without an ABI bump: adding functions
+ * is compatible (see lb_plugin_position); a plugin that calls them needs
+ * a lexbusd that has them. */
+
+/* Blocks until everything set or deleted so far is durable (written and
+ * fsynced), for changes that must survive a crash before they are
+ * acknowledged.  It blocks the loop for one write: use it for rare
+ * actions only.  Returns 0; 1 when the state is in memory only (no
+ * [bus] state_file, or lexbusd -t): nothing to wait for; -1 with errno
+ * when the write failed (the change still holds in memory). */
+int lb_state_sync(struct lb_plugin_ctx *ctx);
+/* True when the state survives a restart ([bus] state_file is set). */
+bool lb_state_durable(struct lb_plugin_ctx *ctx);
+/* Calls fn for each of this plugin's unexpired keys that start with
+ * prefix ("" or NULL: all), in no particular order, until fn returns
+ * non-zero.  key and value are host-owned, valid during the call only.
+ * fn must not call lb_state_set or lb_state_del (they fail with EBUSY):
+ * collect the keys, then change them.  Returns how many fn was given. */
+typedef int (*lb_state_each_fn)(void *ud, const char *key, const char *value, size_t len);
+size_t lb_state_each(struct lb_plugin_ctx *ctx, const char *prefix, lb_state_each_fn fn, void *ud);
 
 /* Milliseconds since the epoch (cached per loop iteration). */
 uint64_t lb_now_ms(void);

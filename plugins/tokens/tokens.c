@@ -25,17 +25,24 @@
  *   token.revoke, token.state.get|set|delete.  issue/revoke/state are for
  *   the services in `admins` (and anyone in development mode when `admins`
  *   is empty); verify is for every registered service.
- * - Revocations and state survive restarts: `state_file` (JSON, mode 0600),
- *   written by temp file + fsync + rename + directory fsync.  token.revoke
- *   answers only after that write; state.set/delete are coalesced and
- *   written within 100 ms (a crash may lose the last 100 ms of them).
+ * - Revocations and token state live in the host's key-value state
+ *   (plugin.h lb_state_*): "revoked/<jti>" (kept until no token it could
+ *   match is still valid) and "state/<jti>" (the state's JSON text).  With
+ *   [bus] state_file they survive restarts: token.revoke answers only
+ *   after lb_state_sync (on disk), state.set/delete are written within
+ *   about 100 ms.  Without it they are in memory only: a warning in
+ *   development, a start-up error in production (a revoked token must not
+ *   come back with a restart).
+ * - The state file of older versions ([plugin tokens] state_file, default
+ *   tokens-state.json) is imported once at start-up, then renamed to
+ *   FILE.migrated; the key is deprecated.
  *
  * [plugin tokens]
  * key_file = /etc/lexbus/broker.key   lines "KID:SECRET" (first signs) or one bare secret;
  *                                     at most 16 keys, lines under 1024 bytes, unique kids
  * admins = ops, deployer              who may issue / revoke / use state
  * max_ttl = 24h                       longest ttl issued or accepted (1s to 366 days)
- * state_file = tokens-state.json      relative to bus.conf
+ * state_file = tokens-state.json      deprecated: imported once into [bus] state_file
  * peercred_uids = self                unix clients of these uids (self = lexbusd's
  *                                     own uid) may REGISTER without a token
  */
@@ -64,6 +71,8 @@
 #define KEY_LINE 1024              /* a key_file line holds at most KEY_LINE - 1 bytes */
 #define CLOCK_SKEW_S 30            /* tolerated clock difference for iat and nbf */
 #define MAX_TTL_S (366LL * 86400)  /* upper bound for max_ttl */
+#define MAX_JTI 64                 /* longest jti token.revoke and token.state.* take */
+#define LEGACY_STATE "tokens-state.json"
 
 struct key { char kid[64]; unsigned char *secret; size_t len; int line; };
 
@@ -86,10 +95,7 @@ struct tokens {
     uid_t uids[MAX_UIDS];
     size_t n_uids;
     uint64_t max_ttl_ms;
-    const char *state_path;
-    json_t *revoked;               /* jti -> exp (s) */
-    json_t *state;                 /* jti -> any */
-    struct event *save_timer;
+    bool durable;                  /* the host's state survives a restart */
     struct event *revoke_ev;       /* closes sessions of revoked tokens */
     struct session *sessions;
     unsigned long long issued, verified, refused, sessions_ended;
@@ -207,94 +213,139 @@ static int parse_list(struct tokens *t, const char *s, bool uids)
     return 0;
 }
 
-/* ---- persistence ------------------------------------------------------ */
+/* ---- revocations and state (the host's key-value state) -------------- */
 
-/* Writes text to path durably: temp file (0600: it names revoked tokens
- * and holds token state), fsync, rename over the old file, fsync the
- * directory so the rename itself survives a crash.  Returns 0 or -1 with
- * errno set. */
-static int write_durably(const char *path, const char *text)
+/* "revoked/<jti>" or "state/<jti>" into buf; false when jti is too long
+ * to have been revoked or given state (need_jti refuses those). */
+static bool jti_key(char *buf, size_t cap, const char *kind, const char *jti)
 {
-    char tmp[4096], dir[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) return -1;
-    size_t len = strlen(text), off = 0;
-    int rc = fchmod(fd, 0600);           /* a temp file left by an older version may be wider */
-    while (!rc && off < len) {
-        ssize_t w = write(fd, text + off, len - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) rc = -1;
-        else off += (size_t)w;
-    }
-    if (!rc) rc = fsync(fd);
-    int saved = errno;
-    close(fd);
-    if (!rc) rc = rename(tmp, path);
-    else errno = saved;
-    if (rc) return -1;
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash) *(slash == dir ? slash + 1 : slash) = 0;
-    else snprintf(dir, sizeof dir, ".");
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) return -1;
-    rc = fsync(dfd);
-    saved = errno;
-    close(dfd);
-    errno = saved;
-    return rc;
+    return strlen(jti) <= MAX_JTI && (size_t)snprintf(buf, cap, "%s/%s", kind, jti) < cap;
 }
 
-/* Writes revocations and state now (blocking: fsync).  Returns 0 or -1
- * after logging why; memory stays authoritative either way. */
-static int save_now(struct tokens *t)
+static bool is_revoked(struct tokens *t, const char *jti)
 {
-    if (t->save_timer) evtimer_del(t->save_timer);   /* this write covers whatever was pending */
-    /* Expired revocations no longer matter: the token is refused anyway. */
+    char k[16 + MAX_JTI];
+    return jti_key(k, sizeof k, "revoked", jti) && lb_state_get(t->ctx, k, NULL) != NULL;
+}
+
+/* Kept until no token it could match is still valid: verify() refuses
+ * exp - iat > max_ttl, but accepts an iat up to CLOCK_SKEW_S ahead. */
+static uint64_t revocation_ttl_ms(struct tokens *t)
+{
+    return t->max_ttl_ms + (CLOCK_SKEW_S + 1) * 1000ull;
+}
+
+static int count_cb(void *ud, const char *key, const char *value, size_t len)
+{
+    (void)ud; (void)key; (void)value; (void)len;
+    return 0;
+}
+
+static size_t count_revoked(struct tokens *t)
+{
+    return lb_state_each(t->ctx, "revoked/", count_cb, NULL);
+}
+
+/* An entry of the old state file, unless the state already has that key
+ * (it is newer than a file left by an interrupted import).  ttl_ms 0 =
+ * no expiry.  Returns 0 or -1 (errno). */
+static int import_one(struct tokens *t, const char *kind, const char *jti, const char *val, uint64_t ttl_ms)
+{
+    char k[16 + MAX_JTI];
+    if (!jti_key(k, sizeof k, kind, jti) || lb_state_get(t->ctx, k, NULL)) return 0;
+    return lb_state_set(t->ctx, k, val, strlen(val), ttl_ms);
+}
+
+/* Copies the old file's revocations (jti -> exp in s) and state (jti ->
+ * JSON) into the host's state.  Returns how many, or -1 (errno). */
+static long import_legacy(struct tokens *t, json_t *revoked, json_t *state)
+{
     const char *jti;
-    json_t *v, *tmp;
-    json_int_t now_s = (json_int_t)(lb_now_ms() / 1000);
-    json_object_foreach_safe(t->revoked, tmp, jti, v)
-        if (json_integer_value(v) < now_s) json_object_del(t->revoked, jti);
-    json_t *doc = json_pack("{s:O,s:O}", "revoked", t->revoked, "state", t->state);
-    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-    json_decref(doc);
-    int rc = text ? write_durably(t->state_path, text) : (errno = ENOMEM, -1);
-    free(text);
-    if (rc) lb_log(t->ctx, LB_LOG_ERROR, "cannot write %s: %s (revocations are still enforced in memory)",
-                   t->state_path, strerror(errno));
-    return rc;
+    json_t *v;
+    long n = 0;
+    uint64_t now = lb_now_ms();
+    json_object_foreach(revoked, jti, v) {
+        json_int_t exp = json_integer_value(v);
+        if (exp <= 0 || (uint64_t)exp * 1000 <= now) continue;   /* no token it matches is valid any more */
+        if (import_one(t, "revoked", jti, "", (uint64_t)exp * 1000 - now)) return -1;
+        n++;
+    }
+    json_object_foreach(state, jti, v) {
+        char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        int rc = text ? import_one(t, "state", jti, text, 0) : (errno = ENOMEM, -1);
+        free(text);
+        if (rc) return -1;
+        n++;
+    }
+    return n;
 }
 
-static void save_cb(evutil_socket_t fd, short what, void *arg) { (void)fd; (void)what; save_now(arg); }
-
-static void schedule_save(struct tokens *t)
+/* Once the import is durable the old file is renamed, so it is never
+ * imported again (token state deleted since would come back). */
+static int retire_legacy(struct tokens *t, const char *path, long n)
 {
-    /* Coalesce bursts of state changes into one small write.  Revocations
-     * do not come here: they are written before they are acknowledged. */
-    if (evtimer_pending(t->save_timer, NULL)) return;
-    struct timeval tv = { 0, 100000 };
-    evtimer_add(t->save_timer, &tv);
+    char done[4096];
+    snprintf(done, sizeof done, "%s.migrated", path);
+    if (lb_state_sync(t->ctx) != 0) {
+        lb_plugin_fail(t->ctx, "cannot write [bus] state_file while importing %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (rename(path, done) != 0) {
+        lb_plugin_fail(t->ctx, "imported %s into [bus] state_file, but cannot rename it to %s: %s (move it away)",
+                       path, done, strerror(errno));
+        return -1;
+    }
+    lb_log(t->ctx, LB_LOG_WARN, "imported %ld revocation(s) and token state(s) from %s into [bus] state_file and "
+           "renamed it to %s: [plugin tokens] state_file is deprecated, remove it", n, path, done);
+    return 0;
 }
 
-static int load_state(struct tokens *t)
+/* The state file of older versions: [plugin tokens] state_file, or its
+ * default next to bus.conf. */
+static int migrate_legacy(struct tokens *t, const char *path, bool configured)
 {
-    t->revoked = json_object();
-    t->state = json_object();
-    if (access(t->state_path, F_OK) != 0) return 0;
+    if (access(path, F_OK) != 0) {
+        if (configured)
+            lb_log(t->ctx, LB_LOG_WARN, "state_file is deprecated ([bus] state_file keeps revocations now) and %s "
+                   "does not exist: nothing to import; remove the key", path);
+        return 0;
+    }
     json_error_t je;
-    json_t *doc = json_load_file(t->state_path, 0, &je);
-    json_t *r = doc ? json_object_get(doc, "revoked") : NULL, *s = doc ? json_object_get(doc, "state") : NULL;
+    json_t *doc = json_load_file(path, 0, &je);
+    json_t *r = json_object_get(doc, "revoked"), *s = json_object_get(doc, "state");
     if (!json_is_object(r) || !json_is_object(s)) {
-        lb_plugin_fail(t->ctx, "state_file %s is corrupt (%s line %d): fix or remove it", t->state_path,
+        lb_plugin_fail(t->ctx, "old state_file %s is corrupt (%s line %d): fix or remove it", path,
                        doc ? "missing revoked/state" : je.text, je.line);
         json_decref(doc);
         return -1;
     }
-    json_object_update(t->revoked, r);
-    json_object_update(t->state, s);
+    long n = import_legacy(t, r, s);
     json_decref(doc);
+    if (n < 0) {
+        lb_plugin_fail(t->ctx, "cannot import %s: %s%s", path, strerror(errno),
+                       errno == ENOSPC ? " (raise [bus] state_max)" : "");
+        return -1;
+    }
+    if (lb_check_only(t->ctx)) return 0;          /* -t changes nothing */
+    if (t->durable) return retire_legacy(t, path, n);
+    lb_log(t->ctx, LB_LOG_WARN, "imported %ld revocation(s) and token state(s) from %s into memory only: set "
+           "[bus] state_file to keep them (%s is left in place)", n, path, path);
+    return 0;
+}
+
+/* Revocations that vanish with a restart would let revoked tokens back
+ * in: production refuses to run that way. */
+static int check_durability(struct tokens *t)
+{
+    t->durable = lb_state_durable(t->ctx);
+    if (t->durable) return 0;
+    if (lb_bus_production(t->ctx)) {
+        lb_plugin_fail(t->ctx, "mode = production needs revocations that survive a restart: set state_file = PATH "
+                       "in [bus] (e.g. /var/lib/lexbus/state.json)");
+        return -1;
+    }
+    lb_log(t->ctx, LB_LOG_WARN, "[bus] state_file is not set: revocations and token state are kept in memory only "
+           "and will NOT survive a restart");
     return 0;
 }
 
@@ -426,7 +477,7 @@ static json_t *verify(struct tokens *t, const char *tok, size_t n, char *why, si
     if (!type || strcmp(type, "broker")) { snprintf(why, whylen, "not a broker token"); goto fail; }
     if (!jti) { snprintf(why, whylen, "token lacks jti"); goto fail; }
     if (!times_ok(t, claims, why, whylen)) goto fail;
-    if (json_object_get(t->revoked, jti)) { snprintf(why, whylen, "token %s was revoked", jti); goto fail; }
+    if (is_revoked(t, jti)) { snprintf(why, whylen, "token %s was revoked", jti); goto fail; }
     goto out;
 fail:
     json_decref(claims);
@@ -511,7 +562,7 @@ static void close_revoked(evutil_socket_t fd, short what, void *arg)
     char msg[160];
 again:
     for (struct session *s = t->sessions; s; s = s->next) {
-        if (!json_object_get(t->revoked, s->jti)) continue;
+        if (!is_revoked(t, s->jti)) continue;
         t->sessions_ended++;
         lb_log(t->ctx, LB_LOG_INFO, "#%llu %s: token %s was revoked: closing the session",
                (unsigned long long)lb_conn_id(s->conn), lb_conn_service(s->conn) ? lb_conn_service(s->conn) : "?", s->jti);
@@ -680,7 +731,7 @@ static int m_verify(void *ud, struct lb_conn *caller, json_t *p, json_t **result
 static const char *need_jti(json_t *p, const char **code, char *msg)
 {
     const char *jti = json_string_value(json_object_get(p, "jti"));
-    if (!jti || !*jti || strlen(jti) > 64) {
+    if (!jti || !*jti || strlen(jti) > MAX_JTI) {
         *code = LB_E_INVALID_MESSAGE;
         snprintf(msg, 256, "\"jti\" (the token id) is required");
         return NULL;
@@ -694,19 +745,24 @@ static int m_revoke(void *ud, struct lb_conn *caller, json_t *p, json_t **result
     NEED_ADMIN();
     const char *jti = need_jti(p, code, msg);
     if (!jti) return -1;
-    /* Kept until no token it could match is still valid: verify() refuses
-     * exp - iat > max_ttl, but accepts an iat up to CLOCK_SKEW_S ahead. */
-    json_object_set_new(t->revoked, jti,
-                        json_integer((json_int_t)((lb_now_ms() + t->max_ttl_ms) / 1000 + CLOCK_SKEW_S + 1)));
-    json_object_del(t->state, jti);
+    char k[16 + MAX_JTI];
+    jti_key(k, sizeof k, "revoked", jti);
+    if (lb_state_set(t->ctx, k, "", 0, revocation_ttl_ms(t)) != 0) {
+        *code = LB_E_INTERNAL_ERROR;
+        snprintf(msg, 256, "token %.64s is NOT revoked: %s", jti,
+                 errno == ENOSPC ? "the state is full ([bus] state_max)" : strerror(errno));
+        return -1;
+    }
+    jti_key(k, sizeof k, "state", jti);
+    lb_state_del(t->ctx, k);
     event_active(t->revoke_ev, EV_TIMEOUT, 0);
     /* Durable before acknowledged: a crash right after the answer must not
      * bring the token back.  This blocks the loop for one fsync, which a
      * rare administrative action can afford. */
-    if (save_now(t) != 0) {
+    if (lb_state_sync(t->ctx) < 0) {
         *code = LB_E_INTERNAL_ERROR;
-        snprintf(msg, 256, "token %.64s is revoked in memory only: cannot write %.90s, so a restart would undo it "
-                 "(see the log)", jti, t->state_path);
+        snprintf(msg, 256, "token %.64s is revoked in memory only: cannot write [bus] state_file (%.60s), so a "
+                 "restart would undo it (see the log)", jti, strerror(errno));
         return -1;
     }
     *result = json_pack("{s:b,s:s}", "revoked", 1, "jti", jti);
@@ -719,8 +775,12 @@ static int m_state_get(void *ud, struct lb_conn *caller, json_t *p, json_t **res
     NEED_ADMIN();
     const char *jti = need_jti(p, code, msg);
     if (!jti) return -1;
-    json_t *s = json_object_get(t->state, jti);
-    *result = json_pack("{s:s,s:O}", "jti", jti, "state", s ? s : json_null());
+    char k[16 + MAX_JTI];
+    size_t len = 0;
+    jti_key(k, sizeof k, "state", jti);
+    const char *text = lb_state_get(t->ctx, k, &len);
+    json_t *s = text ? json_loadb(text, len, JSON_DECODE_ANY, NULL) : NULL;
+    *result = json_pack("{s:s,s:o}", "jti", jti, "state", s ? s : json_null());
     return 0;
 }
 
@@ -732,9 +792,16 @@ static int m_state_set(void *ud, struct lb_conn *caller, json_t *p, json_t **res
     if (!jti) return -1;
     json_t *s = json_object_get(p, "state");
     if (!s) { *code = LB_E_INVALID_MESSAGE; snprintf(msg, 256, "\"state\" is required"); return -1; }
-    if (json_object_size(t->state) >= 100000) { *code = LB_E_INVALID_MESSAGE; snprintf(msg, 256, "too many stateful tokens"); return -1; }
-    json_object_set(t->state, jti, s);
-    schedule_save(t);
+    char k[16 + MAX_JTI], *text = json_dumps(s, JSON_COMPACT | JSON_ENCODE_ANY);
+    jti_key(k, sizeof k, "state", jti);
+    int rc = text ? lb_state_set(t->ctx, k, text, strlen(text), 0) : (errno = ENOMEM, -1);
+    free(text);
+    if (rc) {
+        *code = errno == ENOSPC ? LB_E_INVALID_MESSAGE : LB_E_INTERNAL_ERROR;
+        snprintf(msg, 256, errno == ENOSPC ? "token state is full ([bus] state_max): delete token states or raise "
+                 "state_max" : "cannot store the state: %s", strerror(errno));
+        return -1;
+    }
     *result = json_pack("{s:s,s:O}", "jti", jti, "state", s);
     return 0;
 }
@@ -745,8 +812,9 @@ static int m_state_delete(void *ud, struct lb_conn *caller, json_t *p, json_t **
     NEED_ADMIN();
     const char *jti = need_jti(p, code, msg);
     if (!jti) return -1;
-    int had = json_object_del(t->state, jti) == 0;
-    schedule_save(t);
+    char k[16 + MAX_JTI];
+    jti_key(k, sizeof k, "state", jti);
+    int had = lb_state_del(t->ctx, k) == 0;
     *result = json_pack("{s:s,s:b}", "jti", jti, "deleted", had);
     return 0;
 }
@@ -757,7 +825,7 @@ static json_t *stats(void *ud)
     size_t n = 0;
     for (struct session *s = t->sessions; s; s = s->next) n++;
     return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "issued", (json_int_t)t->issued, "verified", (json_int_t)t->verified,
-                     "refused", (json_int_t)t->refused, "revoked", (json_int_t)json_object_size(t->revoked),
+                     "refused", (json_int_t)t->refused, "revoked", (json_int_t)count_revoked(t),
                      "sessions", (json_int_t)n, "sessions_ended", (json_int_t)t->sessions_ended);
 }
 
@@ -773,7 +841,7 @@ static int tokens_load(struct lb_plugin_ctx *ctx)
     lb_plugin_set_data(ctx, t);
     const char *key_file, *admins, *state, *uids;
     if (lb_conf_str(ctx, "key_file", NULL, &key_file) < 0 || lb_conf_str(ctx, "admins", "", &admins) < 0 ||
-        lb_conf_str(ctx, "state_file", "tokens-state.json", &state) < 0 ||
+        lb_conf_str(ctx, "state_file", NULL, &state) < 0 ||
         lb_conf_str(ctx, "peercred_uids", "", &uids) < 0 || lb_conf_ms(ctx, "max_ttl", 86400000, &t->max_ttl_ms) < 0)
         return -1;
     if (t->max_ttl_ms < 1000 || t->max_ttl_ms > (uint64_t)MAX_TTL_S * 1000) {
@@ -786,17 +854,16 @@ static int tokens_load(struct lb_plugin_ctx *ctx)
         return -1;
     }
     if (load_keys(t, lb_conf_path(ctx, key_file)) < 0) return -1;
-    t->state_path = lb_conf_path(ctx, state);
-    if (load_state(t) < 0) return -1;
+    if (check_durability(t) < 0 || migrate_legacy(t, lb_conf_path(ctx, state ? state : LEGACY_STATE), state) < 0)
+        return -1;
     if (lb_check_only(ctx)) {
         /* No hooks under -t, but production mode is checked too, and it
          * needs to know that this plugin authenticates. */
         lb_declare_authenticator(ctx);
         return 0;
     }
-    t->save_timer = evtimer_new(lb_event_base(ctx), save_cb, t);
     t->revoke_ev = event_new(lb_event_base(ctx), -1, 0, close_revoked, t);
-    if (!t->save_timer || !t->revoke_ev) { lb_plugin_fail(ctx, "out of memory"); return -1; }
+    if (!t->revoke_ev) { lb_plugin_fail(ctx, "out of memory"); return -1; }
     struct lb_hooks h = { .authenticate = on_authenticate, .message = on_message, .closed = on_closed };
     lb_hooks_register(ctx, &h, t);
     lb_stats_register(ctx, stats, t);
@@ -806,8 +873,8 @@ static int tokens_load(struct lb_plugin_ctx *ctx)
         lb_system_method_register(ctx, "token.state.set", m_state_set, t) ||
         lb_system_method_register(ctx, "token.state.delete", m_state_delete, t))
         return -1;
-    lb_log(ctx, LB_LOG_INFO, "%zu signing key(s), %zu admin(s), %zu revocation(s) loaded from %s", t->n_keys,
-           t->n_admins, json_object_size(t->revoked), t->state_path);
+    lb_log(ctx, LB_LOG_INFO, "%zu signing key(s), %zu admin(s), %zu revocation(s) in the state%s", t->n_keys,
+           t->n_admins, count_revoked(t), t->durable ? "" : " (in memory only)");
     return 0;
 }
 
@@ -815,16 +882,10 @@ static void tokens_unload(struct lb_plugin_ctx *ctx)
 {
     struct tokens *t = lb_plugin_data(ctx);
     if (!t) return;
-    if (t->save_timer) {
-        if (evtimer_pending(t->save_timer, NULL)) save_now(t);   /* nothing pending is lost */
-        event_free(t->save_timer);
-    }
     while (t->sessions) session_free(t->sessions);   /* none: connections close before plugins unload */
     if (t->revoke_ev) event_free(t->revoke_ev);
     for (size_t i = 0; i < t->n_keys; i++) { OPENSSL_cleanse(t->keys[i].secret, t->keys[i].len); free(t->keys[i].secret); }
     for (size_t i = 0; i < t->n_admins; i++) free(t->admins[i]);
-    json_decref(t->revoked);
-    json_decref(t->state);
     free(t);
     lb_plugin_set_data(ctx, NULL);
 }

@@ -112,7 +112,7 @@ def ipc_request_skips_token_checks_in_development():
 
 @test
 def ipc_request_mark_has_no_effect_without_dev_bypass_or_in_production():
-    for bus_lines in ("", "mode = production\n"):
+    for bus_lines in ("", "mode = production\nstate_file = lexbus-state.json\n"):
         with tokens_bus(bus_lines=bus_lines) as bus:
             bus.client("svc", methods=["m"], subscribe=["ev:*"])
             caller = bus.client("caller")

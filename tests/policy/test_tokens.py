@@ -35,7 +35,7 @@ def claims(source, **kw):
 
 def token_bus_conf():
     """A production bus.conf with [plugin tokens] (not started)."""
-    bus = Bus(bus="mode = production\n", start=False)
+    bus = Bus(bus="mode = production\nstate_file = lexbus-state.json\n", start=False)
     keyf = os.path.join(bus.dir, "broker.key")
     with open(keyf, "w") as f:
         f.write("main:%s\nold:another-secret-0123456789-xyz\n" % SECRET)
@@ -234,7 +234,7 @@ def revocation_is_durable_before_it_is_acknowledged():
         check_eq(a.call("lexbus", "token.revoke", {"jti": t["jti"]})["data"]["revoked"], True, "revoked")
         kill_and_restart(bus)
         check("revoked" in (refused(bus, t["token"], "gone") or ""), "revocation survives SIGKILL right after the ack")
-        mode = os.stat(os.path.join(bus.dir, "tokens-state.json")).st_mode & 0o777
+        mode = os.stat(os.path.join(bus.dir, "lexbus-state.json")).st_mode & 0o777
         check_eq(oct(mode), oct(0o600), "state file mode")
     finally:
         bus.__exit__(None, None, None)
