@@ -8,4 +8,4 @@ EXTRA_DIST += policy/test_audit.py
 TESTS += policy/test_tokens.py
 EXTRA_DIST += policy/test_tokens.py
 TESTS += policy/test_state.py
-EXTRA_DIST += policy/test_state.py
+EXTRA_DIST += policy/test_state.py policy/tokenutil.py

@@ -1,7 +1,4 @@
 """[bus] state_file: the host's key-value state (used by tokens) across restarts."""
-import base64
-import hashlib
-import hmac
 import json
 import os
 import signal
@@ -11,27 +8,7 @@ import time
 import lbtest
 from lbtest import Bus, check, check_eq, test
 
-SECRET = "test-secret-0123456789-abcdefghij"
-
-
-# ---- as in test_tokens.py (which runs its tests when imported)
-
-def b64(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-def mint(c):
-    h = {"alg": "HS256", "typ": "JWT", "kid": "main"}
-    signing = b64(json.dumps(h).encode()) + "." + b64(json.dumps(c).encode())
-    return signing + "." + b64(hmac.new(SECRET.encode(), signing.encode(), hashlib.sha256).digest())
-
-
-def claims(source, **kw):
-    now = int(time.time())
-    c = {"jti": "j-%s-%d" % (source, time.time_ns()), "type": "broker", "version": 1, "source": source, "sub": source,
-         "target": "*", "operation": "*", "iat": now, "exp": now + 300}
-    c.update(kw)
-    return c
+from tokenutil import SECRET, claims, mint
 
 
 def token_bus_conf():

@@ -1,7 +1,4 @@
 """tokens through the real daemon: issue, authenticate, refuse, revoke, persist."""
-import base64
-import hashlib
-import hmac
 import json
 import os
 import subprocess
@@ -10,27 +7,7 @@ import time
 import lbtest
 from lbtest import Bus, check, check_eq, test
 
-SECRET = "test-secret-0123456789-abcdefghij"
-
-
-def b64(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-def mint(claims, secret=SECRET, alg="HS256", kid="main", header=None):
-    """A JWT made here, independently of the plugin (for bootstrap and attacks)."""
-    h = header or {"alg": alg, "typ": "JWT", "kid": kid}
-    signing = b64(json.dumps(h).encode()) + "." + b64(json.dumps(claims).encode())
-    sig = b"" if alg == "none" else hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest()
-    return signing + "." + b64(sig)
-
-
-def claims(source, **kw):
-    now = int(time.time())
-    c = {"jti": "j-%s-%d" % (source, time.time_ns()), "type": "broker", "version": 1, "source": source, "sub": source,
-         "target": "*", "operation": "*", "iat": now, "exp": now + 300}
-    c.update(kw)
-    return c
+from tokenutil import SECRET, claims, mint
 
 
 def token_bus_conf():

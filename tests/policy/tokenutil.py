@@ -1,0 +1,30 @@
+"""Broker tokens minted by the tests themselves, independently of the plugin
+(for bootstrap and for attacks), shared by test_tokens.py and test_state.py."""
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+SECRET = "test-secret-0123456789-abcdefghij"
+
+
+def b64(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def mint(claims, secret=SECRET, alg="HS256", kid="main", header=None):
+    """A JWT signed here with `secret` (HS256), or unsigned with alg none."""
+    h = header or {"alg": alg, "typ": "JWT", "kid": kid}
+    signing = b64(json.dumps(h).encode()) + "." + b64(json.dumps(claims).encode())
+    sig = b"" if alg == "none" else hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest()
+    return signing + "." + b64(sig)
+
+
+def claims(source, **kw):
+    """Broker-token claims for `source`, valid for 300 s, overridable."""
+    now = int(time.time())
+    c = {"jti": "j-%s-%d" % (source, time.time_ns()), "type": "broker", "version": 1, "source": source, "sub": source,
+         "target": "*", "operation": "*", "iat": now, "exp": now + 300}
+    c.update(kw)
+    return c
