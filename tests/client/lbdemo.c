@@ -158,6 +158,15 @@ static void hold_ready(struct lexbus_client *c, bool ready, const struct lexbus_
     if (!strcmp(mode, "disconnect")) lexbus_disconnect(c);
 }
 
+/* A "listener" and an "emitter", each on its own private loop. */
+static int connect_pair(struct lexbus_client *cs[2], struct lexbus_error *err)
+{
+    struct lexbus_options o = { .service = "listener" }, o2 = { .service = "emitter" };
+    cs[0] = lexbus_connect_blocking(&o, 5000, err);
+    cs[1] = cs[0] ? lexbus_connect_blocking(&o2, 5000, err) : NULL;
+    return cs[0] && cs[1] ? 0 : -1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) return 2;
@@ -178,11 +187,7 @@ int main(int argc, char **argv)
     } else if (!strcmp(mode, "events")) {
         (void)start_events;
         struct lexbus_error err;
-        struct lexbus_options o = { .service = "listener" };
-        cs[0] = lexbus_connect_blocking(&o, 5000, &err);
-        struct lexbus_options o2 = { .service = "emitter" };
-        cs[1] = lexbus_connect_blocking(&o2, 5000, &err);
-        if (!cs[0] || !cs[1]) { out("{\"fatal\":\"%s\"}", err.code); return 1; }
+        if (connect_pair(cs, &err) != 0) { out("{\"fatal\":\"%s\"}", err.code); return 1; }
         lexbus_on(cs[0], "a:*", on_event, NULL);
         long delivered = -1;
         /* The subscription travels on another connection: wait until the
@@ -201,11 +206,7 @@ int main(int argc, char **argv)
         return 0;
     } else if (!strcmp(mode, "raw")) {
         struct lexbus_error err;
-        struct lexbus_options o = { .service = "listener" };
-        cs[0] = lexbus_connect_blocking(&o, 5000, &err);
-        struct lexbus_options o2 = { .service = "emitter" };
-        cs[1] = lexbus_connect_blocking(&o2, 5000, &err);
-        if (!cs[0] || !cs[1]) { out("{\"fatal\":\"%s\"}", err.code); return 1; }
+        if (connect_pair(cs, &err) != 0) { out("{\"fatal\":\"%s\"}", err.code); return 1; }
         lexbus_on_raw(cs[0], "a:*", on_raw, NULL);
         lexbus_emit_blocking(cs[0], "sync:x", NULL, NULL, NULL, 5000, &err);
         static const char *const bad[] = { "", "{", "[1,]", "\"\\x\"", "1 2", "{\"a\":1}}", "nul" };
