@@ -214,7 +214,10 @@ void lb_conn_set_data(struct lb_conn *conn, struct lb_plugin_ctx *ctx, void *dat
  * shown by `lexbus services` and `stats`. */
 void lb_conn_set_auth(struct lb_conn *conn, const char *how);
 
-/* Transport listeners: the host disables them when draining (SIGTERM). */
+/* Transport listeners: the host disables them when draining (SIGTERM), and
+ * sets their error callback: when the process runs out of descriptors it
+ * pauses every listener for 100 ms (instead of spinning on a readable
+ * listening socket) and logs it.  Transports need no error callback. */
 struct evconnlistener;
 void lb_listener_add(struct lb_plugin_ctx *ctx, struct evconnlistener *l);
 void lb_listener_remove(struct lb_plugin_ctx *ctx, struct evconnlistener *l);

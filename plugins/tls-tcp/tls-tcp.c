@@ -61,7 +61,6 @@
 #define NAMES_PREFIX "names."
 #define LOG_BURST 20                            /* refusal lines a second before summarising */
 #define FLUSH_TIMEOUT_S 5
-#define ACCEPT_PAUSE_MS 100
 #define SESSION_ID_CTX "lexbus tls-tcp"
 
 struct tls_conn;
@@ -100,8 +99,6 @@ struct tls_plugin {
     size_t n_maps;
     struct tls_conn *conns;       /* every socket we hold, handshaking or not */
     long long n_conns, n_handshaking;
-    struct event accept_pause;    /* re-enables accepting after EMFILE */
-    unsigned accept_warned;
     struct throttle refusal_log;  /* handshakes refused or timed out */
     struct throttle limit_log;    /* sockets closed at accept: max_connections, max_handshaking */
     char cert_subject[256], cert_not_after[32];
@@ -777,32 +774,6 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *l
     return 0;
 }
 
-static void resume_accept_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd; (void)what;
-    struct tls_plugin *tp = arg;
-    for (size_t i = 0; i < tp->n_listeners; i++) evconnlistener_enable(tp->listeners[i]);
-}
-
-static void accept_error_cb(struct evconnlistener *l, void *arg)
-{
-    (void)l;
-    struct tls_plugin *tp = arg;
-    int err = EVUTIL_SOCKET_ERROR();
-    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-        /* Out of descriptors: the listening socket stays readable, so
-         * retrying at once would spin.  Pause accepting briefly instead. */
-        for (size_t i = 0; i < tp->n_listeners; i++) evconnlistener_disable(tp->listeners[i]);
-        struct timeval tv = { 0, ACCEPT_PAUSE_MS * 1000 };
-        event_add(&tp->accept_pause, &tv);
-        if (tp->accept_warned++ % 100 == 0)
-            lb_log(tp->ctx, LB_LOG_WARN, "accept failed: %s; pausing accepts for %d ms (raise the open-files limit)",
-                   evutil_socket_error_to_string(err), ACCEPT_PAUSE_MS);
-        return;
-    }
-    lb_log(tp->ctx, LB_LOG_WARN, "accept failed: %s", evutil_socket_error_to_string(err));
-}
-
 static json_t *stats(void *ud)
 {
     struct tls_plugin *tp = ud;
@@ -863,7 +834,6 @@ static int tls_load(struct lb_plugin_ctx *ctx)
     apply_settings(tp, &s);
     tp->authenticator = s.require_cert;
     lb_plugin_set_data(ctx, tp);
-    evtimer_assign(&tp->accept_pause, lb_event_base(ctx), resume_accept_cb, tp);
     throttle_init(&tp->refusal_log, ctx, "refused");
     throttle_init(&tp->limit_log, ctx, "closed at accept (connection limits)");
     note_server_cert(tp, ssl);
@@ -876,7 +846,6 @@ static int tls_load(struct lb_plugin_ctx *ctx)
             lb_plugin_fail(ctx, "cannot listen on %s: %s", listen[i], strerror(errno));
             return -1;   /* the host calls unload */
         }
-        evconnlistener_set_error_cb(l, accept_error_cb);
         lb_listener_add(ctx, l);
         tp->listen[tp->n_listeners] = strdup(listen[i]);
         tp->listeners[tp->n_listeners++] = l;
@@ -934,7 +903,6 @@ static void tls_unload(struct lb_plugin_ctx *ctx)
 {
     struct tls_plugin *tp = lb_plugin_data(ctx);
     if (!tp) return;
-    event_del(&tp->accept_pause);
     throttle_flush(&tp->refusal_log);   /* the count of a last flood is not lost */
     throttle_flush(&tp->limit_log);
     event_del(&tp->refusal_log.tick);

@@ -34,7 +34,6 @@
  * done here directly into reserved evbuffer space. */
 #define READ_CHUNK (64 * 1024)
 #define FLUSH_TIMEOUT_S 5
-#define ACCEPT_PAUSE_MS 100
 
 struct unix_conn;
 
@@ -43,8 +42,6 @@ struct unix_plugin {
     struct evconnlistener *listener;
     char *path;
     struct unix_conn *flushing;   /* closed by the host, still writing */
-    struct event accept_pause;    /* re-enables accepting after EMFILE */
-    unsigned accept_warned;
     uid_t uids[16];
     gid_t gids[16];
     size_t n_uids, n_gids;
@@ -259,31 +256,6 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     event_add(&uc->rev, NULL);
 }
 
-static void resume_accept_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd; (void)what;
-    struct unix_plugin *up = arg;
-    if (up->listener) evconnlistener_enable(up->listener);
-}
-
-static void accept_error_cb(struct evconnlistener *l, void *arg)
-{
-    struct unix_plugin *up = arg;
-    int err = EVUTIL_SOCKET_ERROR();
-    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-        /* Out of descriptors: the listening socket stays readable, so
-         * retrying at once would spin.  Pause accepting briefly instead. */
-        evconnlistener_disable(l);
-        struct timeval tv = { 0, ACCEPT_PAUSE_MS * 1000 };
-        event_add(&up->accept_pause, &tv);
-        if (up->accept_warned++ % 100 == 0)
-            lb_log(up->ctx, LB_LOG_WARN, "accept failed: %s; pausing accepts for %d ms (raise the open-files limit)",
-                   evutil_socket_error_to_string(err), ACCEPT_PAUSE_MS);
-        return;
-    }
-    lb_log(up->ctx, LB_LOG_WARN, "accept failed: %s", evutil_socket_error_to_string(err));
-}
-
 /* ---- socket path ---------------------------------------------------- */
 
 /* Refuses to steal a socket a live daemon is serving; removes a stale one. */
@@ -399,8 +371,6 @@ static int unix_load(struct lb_plugin_ctx *ctx)
     }
     chmod(path, (mode_t)mode);
     up->path = strdup(path);
-    evconnlistener_set_error_cb(up->listener, accept_error_cb);
-    evtimer_assign(&up->accept_pause, lb_event_base(ctx), resume_accept_cb, up);
     lb_listener_add(ctx, up->listener);
     lb_log(ctx, LB_LOG_INFO, "listening on %s (mode %04lo)", path, mode);
     return 0;
@@ -411,7 +381,6 @@ static void unix_unload(struct lb_plugin_ctx *ctx)
     struct unix_plugin *up = lb_plugin_data(ctx);
     if (!up) return;
     if (up->listener) {
-        event_del(&up->accept_pause);
         lb_listener_remove(ctx, up->listener);
         evconnlistener_free(up->listener);
         up->listener = NULL;

@@ -196,13 +196,14 @@ class Bus:
     """
 
     def __init__(self, bus="", plugins="", unix=True, start=True, heartbeat="30s",
-                 call_timeout="5s", env=None):
+                 call_timeout="5s", env=None, preexec=None):
         self.dir = tempfile.mkdtemp(prefix="lexbus-test-")
         self.sock = os.path.join(self.dir, "bus.sock")
         self.conf = os.path.join(self.dir, "bus.conf")
         self.logpath = os.path.join(self.dir, "lexbusd.log")
         self.proc = None
         self.env = env
+        self.preexec = preexec          # run in the daemon's process before exec (limits)
         self.clients = []
         text = "[bus]\nnode = test-node\n"
         if "log_level" not in bus:
@@ -225,7 +226,7 @@ class Bus:
         env = dict(os.environ)
         env.update(self.env or {})
         self.proc = subprocess.Popen([LEXBUSD, "-c", self.conf], stdout=self.log, stderr=self.log,
-                                     env=env, cwd=self.dir)
+                                     env=env, cwd=self.dir, preexec_fn=self.preexec)
         if wait:
             self.wait_ready()
         return self

@@ -1,8 +1,10 @@
 """Bad input gets a clear error and never disturbs anyone else."""
 import json
+import os
 import resource
 import socket
 import struct
+import time
 
 import lbtest
 from lbtest import Bus, Closed, RawClient, check, check_eq, test
@@ -274,6 +276,45 @@ def caller_closed_as_slow_consumer_while_its_response_is_routed():
         callee.send({"type": "RESPONSE", "id": "b", "status": "success", "data": 2})
         check_eq((c2.recv_type("RESPONSE")["data"], c3.recv_type("RESPONSE")["data"]), (1, 2), "both answered")
         check_eq(bus.stop(), 0, "clean exit")
+
+
+@test
+def out_of_descriptors_pauses_accepting_then_recovers():
+    """With every descriptor in use, the listening socket stays readable: the
+    bus pauses accepting (logged) instead of spinning, and serves again once
+    descriptors are freed."""
+    limit = 64
+    bus = Bus(preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)))
+    with bus:
+        held = []
+        for _ in range(limit + 16):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(2)
+            s.connect(bus.sock)   # the kernel queues it even when the bus cannot accept
+            held.append(s)
+        lbtest.wait_for(lambda: "pausing accepts" in bus.logtext(), what="accepts paused")
+        check("[unix] accept failed" in bus.logtext(), "logged under the transport's name")
+        t0 = cpu_ticks(bus.proc.pid)
+        time.sleep(1)
+        used = cpu_ticks(bus.proc.pid) - t0
+        check(used < 50, "the daemon spins while out of descriptors (%d of 100 ticks in 1 s)" % used)
+        for s in held:
+            s.close()
+        c = lbtest.wait_for(lambda: _try_register(bus), timeout=10, what="served again")
+        check_eq(c.call("lexbus", "ping")["status"], "success", "serving after the pause")
+
+
+def cpu_ticks(pid):
+    """User + system CPU time of a process, in clock ticks (1/100 s)."""
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])
+
+
+def _try_register(bus):
+    try:
+        return bus.client("after-emfile")
+    except Exception:
+        return None
 
 
 @test
