@@ -9,8 +9,14 @@ pkgs=(
   build-essential autoconf automake libtool pkg-config
   libevent-dev libjansson-dev libssl-dev libjwt-dev
   libhiredis-dev libmosquitto-dev
-  python3 openssl procps
+  libmsgpack-dev liblua5.4-dev libwslay-dev libhttp-parser-dev
+  python3 python3-msgpack python3-websockets python3-prometheus-client
+  openssl procps redis-server chromium
 )
+# Node runs the real third-party clients (socket.io-client, ioredis) in the
+# tests; a machine that already has a node (nodesource, say) keeps it.
+command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(nats-server redis-server mosquitto valgrind)
 fi
