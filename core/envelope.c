@@ -360,6 +360,26 @@ int env_validate_value(const char *buf, size_t len, const char **err)
     return 0;
 }
 
+bool env_utf8_valid(const char *buf, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)buf, *end = p + len;
+    while (p < end) {
+        /* Plain ASCII 8 bytes at a time: almost every message is. */
+        while (end - p >= 8) {
+            uint64_t x;
+            memcpy(&x, p, 8);
+            if (x & 0x8080808080808080ull) break;
+            p += 8;
+        }
+        if (p >= end) break;
+        if (*p < 0x80) { p++; continue; }
+        size_t n = utf8_seq(p, end);
+        if (!n) return false;
+        p += n;
+    }
+    return true;
+}
+
 int env_object_get(const struct env_val *obj, const char *key, struct env_val *out)
 {
     if (obj->kind != J_OBJECT) return -1;

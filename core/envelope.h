@@ -12,6 +12,7 @@
 #define LB_ENVELOPE_H
 #include <stddef.h>
 #include <stdint.h>
+#include <stdbool.h>
 #include <lexbus/plugin.h>
 
 enum env_kind { J_NONE = 0, J_STRING, J_NUMBER, J_OBJECT, J_ARRAY, J_TRUE, J_FALSE, J_NULL };
@@ -56,6 +57,12 @@ enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, 
 /* Validates one complete JSON value (any kind; white space around it is
  * allowed) with the same rules.  Returns 0, or -1 with *err set. */
 int env_validate_value(const char *buf, size_t len, const char **err);
+
+/* True when buf is well-formed UTF-8 (the rules of the scanner's strings:
+ * no overlongs, surrogates or code points above U+10FFFF; NUL allowed).
+ * For transports that must check text before it is JSON (WebSocket text
+ * messages are closed with 1007 when they are not UTF-8). */
+bool env_utf8_valid(const char *buf, size_t len);
 
 /* Looks up `key` among the members of an object value (one level).  */
 int env_object_get(const struct env_val *obj, const char *key, struct env_val *out);
