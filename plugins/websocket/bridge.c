@@ -749,7 +749,8 @@ static void request_answered(struct sns *ns, struct pend *p, const struct envelo
         put(w, &n);
         jw_lit(w, "}");
     } else {
-        jw_lit(w, p->kind == PK_JSONLEX ? "{\"success\":true,\"result\":" : "{\"success\":true,\"data\":");
+        if (p->kind == PK_JSONLEX) jw_lit(w, "{\"success\":true,\"result\":");
+        else jw_lit(w, "{\"success\":true,\"data\":");
         put(w, &e->f[F_DATA]);
         jw_lit(w, "}");
     }
