@@ -47,6 +47,7 @@ void ws_reader_free(struct ws_reader *r)
 
 static int msg_append(struct ws_reader *r, const uint8_t *p, size_t n)
 {
+    if (n == 0) return 0;
     if (r->msg_len + n > r->msg_cap) {
         size_t cap = r->msg_cap ? r->msg_cap : 4096;
         while (cap < r->msg_len + n) cap *= 2;
