@@ -6,7 +6,8 @@
 #include <strings.h>
 #include "http.h"
 
-#define FAIL(r, st, w) ((r)->state = HTTP_FAILED, (r)->status = (st), (r)->why = (w), 1)
+/* -1, not 1: on_headers_complete reads 1 as "no body" and 2 as "upgrade". */
+#define FAIL(r, st, w) ((r)->state = HTTP_FAILED, (r)->status = (st), (r)->why = (w), -1)
 
 static int head_add(struct http_req *r, const char *p, size_t n)
 {
@@ -127,6 +128,7 @@ static int on_body(http_parser *p, const char *at, size_t n)
 static int on_message_complete(http_parser *p)
 {
     struct http_req *r = p->data;
+    if (r->state == HTTP_FAILED) return -1;
     r->state = HTTP_COMPLETE;
     if (r->body) r->body[r->body_len] = 0;
     /* One request at a time: a pipelined next one waits in the input. */
