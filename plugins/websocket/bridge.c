@@ -60,6 +60,7 @@ struct sns {
     enum ns_state st;
     bool detaching;                /* we end it: op_close has nothing to do */
     bool paused;
+    uint64_t error_ms;             /* when the bus last sent an ERROR */
     char refuse[400];              /* the CONNECT_ERROR payload once refused */
     uint64_t seq;
     int64_t next_sack;
@@ -842,6 +843,7 @@ static int sio_send(void *tdata, const struct iovec *iov, int iovcnt)
     if (envelope_parse(&e, p, n, &err) != ENV_OK) return 0;   /* the bus's own frames are valid */
     struct env_val frame = { p, (uint32_t)n, J_OBJECT, 0 };
     struct pend *req;
+    if (e.type == LB_MSG_ERROR) ns->error_ms = lb_now_ms();
     switch (e.type) {
     case LB_MSG_EVENT:
         on_event(ns, &e);
@@ -884,16 +886,21 @@ static void sio_close(void *tdata, bool flush)
     struct sns *ns = tdata;
     ns->conn = NULL;
     if (ns->detaching) return;
-    if (flush) {
-        /* The bus ended it (its ERROR went out as ipc:error): the client
-         * hears a server-side disconnect and does not reconnect by itself. */
+    if (flush && ns->error_ms && ns->error_ms == lb_now_ms()) {
+        /* The bus ended it after an ERROR (eviction, a revoked token; it
+         * went out as ipc:error): a server-side disconnect, which the
+         * client does not retry by itself. */
         if (ns->st == NS_JOINED) { pkt(ns, '1', -1); pkt_send(ns); }
         else send_connect_error(ns->s, ns->nsp, ns->nsp_len,
                                 ns->refuse[0] ? ns->refuse : "{\"message\":\"closed by the bus\"}");
+    } else if (flush) {
+        /* No ERROR: the bus is shutting down.  Ending the session's
+         * transport (not a disconnect) makes the client reconnect. */
+        eio_close_from_host(ns->s, 1001, "lexbusd is going away");
     } else {
         /* A slow consumer or a failed send: the session's output is what
          * is stuck, so the whole session goes (after this callback). */
-        eio_close_from_host(ns->s, "the bus dropped the connection (slow consumer or failed send)");
+        eio_close_from_host(ns->s, 1011, "the bus dropped the connection (slow consumer or failed send)");
     }
     ns_free(ns);
 }

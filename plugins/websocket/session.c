@@ -37,6 +37,7 @@ struct eio {
     bool awaiting_pong;
     bool closed;
     const char *close_later;     /* a close asked for inside a host callback */
+    unsigned close_later_code;
     int busy;
     unsigned paused;             /* namespaces paused by back-pressure */
     uint64_t heartbeat_ms;
@@ -184,10 +185,11 @@ static void close_now(struct eio *s, const char *why, unsigned code, bool client
 void eio_close(struct eio *s, const char *why) { close_now(s, why, 1000, false); }
 
 /* From inside a host callback: the host may be walking its connections. */
-static void close_deferred(struct eio *s, const char *why)
+static void close_deferred(struct eio *s, unsigned code, const char *why)
 {
     if (s->closed || s->close_later) return;
     s->close_later = why;
+    s->close_later_code = code;
     later_soon(s);
 }
 
@@ -331,7 +333,7 @@ static void later_cb(evutil_socket_t fd, short what, void *arg)
     if (s->closed) return;
     s->busy++;
     if (s->close_later) {
-        close_now(s, s->close_later, 1008, false);
+        close_now(s, s->close_later, s->close_later_code, false);
     } else {
         bridge_later(s);
         if (!s->closed && s->post && !s->paused) {
@@ -666,6 +668,6 @@ void eio_socket_gone(struct hc *hc, const char *why)
     }
 }
 
-void eio_close_from_host(struct eio *s, const char *why) { close_deferred(s, why); }
+void eio_close_from_host(struct eio *s, unsigned code, const char *why) { close_deferred(s, code, why); }
 void eio_skip_binary(struct eio *s, unsigned n) { s->skip_binary = n; }
 void eio_later(struct eio *s) { later_soon(s); }

@@ -463,6 +463,8 @@ static int lx_send(void *tdata, const struct iovec *iov, int iovcnt)
     struct hc *hc = tdata;
     if (hc->dead || hc->ws_closing) return -1;
     if (!hc->heartbeat_ms) note_register_ack(hc, iov, iovcnt);
+    static const char err[] = "{\"type\":\"ERROR\"";
+    if (iovcnt && iov[0].iov_len > sizeof err && !memcmp(iov[0].iov_base, err, sizeof err - 1)) hc->error_ms = lb_now_ms();
     return ws_frame_write(hc->out, WS_OP_TEXT, iov, iovcnt);
 }
 
@@ -483,7 +485,10 @@ static void lx_close(void *tdata, bool flush)
     hc->conn = NULL;
     if (hc->ws_closing) return;   /* we are ending it ourselves */
     hc->ws_closing = true;
-    if (flush) ws_close_write(hc->out, 1000, "closed by the bus");
+    /* An ERROR just before the close (eviction, revoked token, ...) says
+     * why; without one the bus is shutting down. */
+    if (flush && hc->error_ms && hc->error_ms == lb_now_ms()) ws_close_write(hc->out, 1008, "closed by the bus (see its ERROR)");
+    else if (flush) ws_close_write(hc->out, 1001, "lexbusd is going away");
     hc_close(hc, flush);
 }
 

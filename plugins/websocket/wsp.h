@@ -115,6 +115,7 @@ struct hc {
     unsigned pings;                  /* client pings in the current second */
     uint64_t ping_window_ms;
     uint64_t heartbeat_ms;           /* /lexbus: the bus's, from REGISTER_ACK */
+    uint64_t error_ms;               /* /lexbus: when the bus last sent an ERROR */
     char addr[64];
     struct hc *next, **pprev;
 };
@@ -164,7 +165,7 @@ void eio_close(struct eio *s, const char *why);
 void eio_close_all(struct wsp *wp);
 /* From a host callback (op_close, op_send): the host may be walking its
  * connections, so the close waits for the session's `later` event. */
-void eio_close_from_host(struct eio *s, const char *why);
+void eio_close_from_host(struct eio *s, unsigned code, const char *why);
 /* Runs the session's deferred work (flush, held POST, bridge_later) soon. */
 void eio_later(struct eio *s);
 /* A refused binary packet: drop its attachments as they come. */

@@ -16,10 +16,11 @@ const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 function connect(c) {
   const s = io(c.url, Object.assign({ reconnection: false, timeout: 10000 }, c.opts || {}));
   sockets.set(c.id, s);
-  s.on("connect", () => {
-    out({ ev: "connect", id: c.id, sid: s.id, transport: s.io.engine.transport.name });
-    s.io.engine.once("upgrade", (t) => out({ ev: "upgrade", id: c.id, transport: t.name }));
-  });
+  s.on("connect", () => out({ ev: "connect", id: c.id, sid: s.id, transport: s.io.engine.transport.name }));
+  // The upgrade may finish before the namespace is joined: listen from the
+  // moment the Engine.IO session opens.
+  const onOpen = () => s.io.engine.once("upgrade", (t) => out({ ev: "upgrade", id: c.id, transport: t.name }));
+  if (s.io.engine) onOpen(); else s.io.once("open", onOpen);
   s.on("connect_error", (e) => out({ ev: "connect_error", id: c.id, message: e.message, data: e.data || null }));
   s.on("disconnect", (reason) => out({ ev: "disconnect", id: c.id, reason }));
   s.onAny((event, ...args) => {
@@ -52,7 +53,8 @@ rl.on("line", (line) => {
       if (c.ack) s.emit(c.event, ...(c.args || []), (...r) => out({ ev: "ack", id: c.id, tag: c.tag, args: r }));
       else s.emit(c.event, ...(c.args || []));
       break;
-    case "answer_calls": answerCalls(c); break;
+    case "emit_binary": s.emit("ipc:emit", { event: "b:bin", payload: Buffer.from([1, 2, 3, 4]) }); break;
+    case "answer_calls": answerCalls(c); out({ ev: "answering", id: c.id, mode: c.mode }); break;
     case "close": s.close(); break;
     case "exit": for (const x of sockets.values()) x.close(); setTimeout(() => process.exit(0), 50); break;
     default: out({ ev: "bad_command", line });

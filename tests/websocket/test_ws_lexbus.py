@@ -136,7 +136,7 @@ def websocket_pongs_count_as_heartbeats():
                 code = int.from_bytes(p[:2], "big")
                 break
         check(9 in seen, "the server pinged: %r" % seen)
-        check_eq(code, 1000, "closed after the eviction")
+        check_eq(code, 1008, "closed after the eviction")
 
 
 @test
@@ -224,7 +224,7 @@ def sigterm_closes_websockets_cleanly():
     raw.recv()
     bus.send_signal(15)
     code, reason, texts = raw.expect_close(timeout=8)
-    check_eq(code, 1000, "a close frame at shutdown (%r %r)" % (reason, texts))
+    check_eq(code, 1001, "going away at shutdown (%r %r)" % (reason, texts))
     check_eq(bus.proc.wait(10), 0, "lexbusd exit status")
     bus.check_sanitizers()
     bus.__exit__(None, None, None)

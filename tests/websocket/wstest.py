@@ -133,6 +133,11 @@ class Sio:
         self.emit(id, event, *args, ack=True, tag=tag)
         return self.expect(lambda m: m["ev"] == "ack" and m.get("tag") == tag, timeout, "ack of " + event)["args"]
 
+    def answer_calls(self, id, mode):
+        """Makes socket `id` answer ipc:call (echo, raw, fail or none)."""
+        self.cmd(op="answer_calls", id=id, mode=mode)
+        self.expect(lambda m: m["ev"] == "answering" and m["id"] == id and m["mode"] == mode, 10, "answer_calls")
+
     def event(self, id, name, timeout=10.0):
         return self.expect(lambda m: m["ev"] == "event" and m["id"] == id and m["event"] == name, timeout,
                            "event %s on %s" % (name, id))
