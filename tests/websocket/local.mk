@@ -1,7 +1,8 @@
 # The websocket transport: /lexbus, Socket.IO (the real socket.io-client
 # from npm, installed by the tests with `npm ci` from package-lock.json),
 # HTTP endpoints, bad input, and the demo page in headless Chromium.
-WEBSOCKET_TESTS = websocket/test_ws_lexbus.py websocket/test_ws_badinput.py websocket/test_socketio.py
+WEBSOCKET_TESTS = websocket/test_ws_lexbus.py websocket/test_ws_badinput.py websocket/test_socketio.py \
+	websocket/test_engineio.py
 TESTS += $(WEBSOCKET_TESTS)
 EXTRA_DIST += $(WEBSOCKET_TESTS) websocket/wstest.py websocket/sioctl.js websocket/package.json \
 	websocket/package-lock.json
