@@ -58,6 +58,11 @@ static int on_field(http_parser *p, const char *at, size_t n)
 static int on_value(http_parser *p, const char *at, size_t n)
 {
     struct http_req *r = p->data;
+    /* RFC 7230 field values: no control characters but HTAB (a NUL would
+     * cut the value short for every C string function). */
+    for (size_t i = 0; i < n; i++)
+        if (((unsigned char)at[i] < 0x20 && at[i] != '\t') || at[i] == 0x7f)
+            return FAIL(r, 400, "control character in a header value");
     struct http_hdr *h = &r->h[r->n_h - 1];
     if (!r->in_value) {
         head_end_piece(r);                       /* end of the name */
