@@ -10,9 +10,9 @@
  *   GET /metrics         Prometheus text format 0.0.4
  *   GET /                the demo page (demo = yes)
  *
- * Libraries: http-parser parses requests (bounded in http.c), wslay's
- * frame layer parses WebSocket frames (wsframe.c); Engine.IO and
- * Socket.IO are parsed in eio.c.  Sockets are read here directly (64 KiB
+ * Libraries: http-parser parses requests (bounded in http.c); WebSocket
+ * frames are parsed in place (wsframe.c: wslay was measured and is kept
+ * as the fuzzer's reference); Engine.IO and Socket.IO in eio.c.  Sockets are read here directly (64 KiB
  * readv, like the unix transport) rather than through bufferevents, which
  * read 4 KiB per wake-up.  libevent's evhttp is not used: it cannot hand a
  * request's socket over to a WebSocket, nor hold a long-poll request open
@@ -127,7 +127,7 @@ void hc_set_pause(struct hc *hc, unsigned flag, bool on)
     if (on) hc->pause |= flag;
     else hc->pause &= ~flag;
     hc_update_events(hc);
-    /* Input that arrived while paused is waiting in hc->in (or in wslay):
+    /* Input that arrived while paused is waiting in hc->in:
      * process it from the loop, not from inside the caller. */
     if (old && !hc->pause && !hc->dead) event_active(&hc->rev, EV_READ, 0);
 }
@@ -209,7 +209,7 @@ static void hc_free_now(struct hc *hc)
     evbuffer_free(hc->in);
     evbuffer_free(hc->out);
     http_req_free(hc->req);
-    if (hc->wr.fr) ws_reader_free(&hc->wr);
+    if (hc->wr.ready) ws_reader_free(&hc->wr);
     evutil_closesocket(hc->fd);
     free(hc);
 }
@@ -560,20 +560,26 @@ static int ws_msg_cb(void *ud, enum ws_op op, const uint8_t *p, size_t n, unsign
 }
 
 /* Feeds buffered input to the frame reader until it is used up, the
- * connection pauses, or it ends. */
+ * connection pauses, or it ends.  Frames are read where they lie; only a
+ * frame split across the buffer's chunks is pulled up (copied) whole. */
 static void ws_input(struct hc *hc)
 {
     for (;;) {
         if (hc->dead || hc->st != HC_WS || hc->ws_closing || hc->pause) return;
+        size_t total = evbuffer_get_length(hc->in);
+        if (!total) return;
         size_t n = evbuffer_get_contiguous_space(hc->in);
-        const uint8_t *p = n ? evbuffer_pullup(hc->in, (ssize_t)n) : NULL;
+        uint8_t *p = evbuffer_pullup(hc->in, (ssize_t)n);
         unsigned code = 1002;
         const char *why = "protocol error";
         long used = ws_read(&hc->wr, p, n, ws_msg_cb, hc, &code, &why);
         if (used == -1) return;
         if (used == -2) { hc_ws_fail(hc, code, why); return; }
-        if (used > 0) evbuffer_drain(hc->in, (size_t)used);
-        if ((size_t)used == n && evbuffer_get_length(hc->in) == 0) return;   /* wslay wants more */
+        if (used) evbuffer_drain(hc->in, (size_t)used);
+        if ((size_t)used == n || !hc->wr.need) continue;   /* next chunk, or the callback stopped */
+        size_t left = total - (size_t)used, contig = n - (size_t)used;
+        if (left <= contig) return;                         /* wait for the rest of the frame */
+        evbuffer_pullup(hc->in, (ssize_t)(hc->wr.need < left ? hc->wr.need : left));
     }
 }
 

@@ -1,4 +1,4 @@
-/* RFC 6455 message layer over wslay's frame parser: see wsframe.h. */
+/* RFC 6455 framing for a server: see wsframe.h. */
 #include "config.h"
 #include <arpa/inet.h>
 #include <stdlib.h>
@@ -13,36 +13,69 @@
 /* A reassembly buffer larger than this is released after its message. */
 #define KEEP_MSG_CAP (64 * 1024)
 
-static ssize_t recv_cb(uint8_t *buf, size_t len, int flags, void *ud)
-{
-    (void)flags;
-    struct ws_reader *r = ud;
-    size_t n = len < r->in_len ? len : r->in_len;
-    if (n == 0) return 0;   /* wslay: WSLAY_ERR_WANT_READ */
-    memcpy(buf, r->in, n);
-    r->in += n;
-    r->in_len -= n;
-    return (ssize_t)n;
-}
-
-static ssize_t send_cb(const uint8_t *d, size_t n, int flags, void *ud) { (void)d; (void)n; (void)flags; (void)ud; return -1; }
-static int genmask_cb(uint8_t *b, size_t n, void *ud) { (void)b; (void)n; (void)ud; return -1; }
-
 int ws_reader_init(struct ws_reader *r, uint64_t max_msg)
 {
     memset(r, 0, sizeof *r);
-    static const struct wslay_frame_callbacks cbs = { send_cb, recv_cb, genmask_cb };
-    if (wslay_frame_context_init(&r->fr, &cbs, r) != 0) return -1;
     r->max_msg = max_msg;
     r->msg_op = WS_OP_CONT;
+    r->ready = true;
     return 0;
 }
 
 void ws_reader_free(struct ws_reader *r)
 {
-    if (r->fr) wslay_frame_context_free(r->fr);
     free(r->msg);
     memset(r, 0, sizeof *r);
+}
+
+int ws_frame_parse(const uint8_t *p, size_t n, struct ws_frame *f, const char **why)
+{
+    if (n < 2) return 0;
+    f->fin = p[0] >> 7;
+    f->rsv = (p[0] >> 4) & 7;
+    f->op = p[0] & 15;
+    f->masked = p[1] >> 7;
+    uint64_t len = p[1] & 127;
+    if (f->op >= 8 && (!f->fin || len > 125)) { *why = "control frame fragmented or longer than 125 bytes"; return -1; }
+    size_t h = 2;
+    if (len == 126) {
+        if (n < 4) return 0;
+        len = (uint64_t)p[2] << 8 | p[3];
+        h = 4;
+        if (len < 126) { *why = "frame length not in its shortest form"; return -1; }
+    } else if (len == 127) {
+        if (n < 10) return 0;
+        len = 0;
+        for (int i = 0; i < 8; i++) len = len << 8 | p[2 + i];
+        h = 10;
+        if (len >> 63) { *why = "frame length with the top bit set"; return -1; }
+        if (len < 65536) { *why = "frame length not in its shortest form"; return -1; }
+    }
+    if (f->op >= 8 && (!f->fin || len > 125)) { *why = "control frame fragmented or longer than 125 bytes"; return -1; }
+    if (f->masked) {
+        if (n < h + 4) return 0;
+        memcpy(f->key, p + h, 4);
+        h += 4;
+    }
+    f->head = h;
+    f->len = len;
+    return 1;
+}
+
+void ws_unmask(uint8_t *p, size_t n, const uint8_t key[4], uint64_t off)
+{
+    uint8_t k[8];
+    for (int i = 0; i < 8; i++) k[i] = key[(off + (uint64_t)i) & 3];
+    uint64_t k8;
+    memcpy(&k8, k, 8);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, p + i, 8);
+        x ^= k8;
+        memcpy(p + i, &x, 8);
+    }
+    for (; i < n; i++) p[i] ^= k[i & 7];
 }
 
 static int msg_append(struct ws_reader *r, const uint8_t *p, size_t n)
@@ -73,13 +106,13 @@ static bool close_code_ok(unsigned c)
     return (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) || (c >= 3000 && c <= 4999);
 }
 
-/* First piece of a frame: the rules wslay's frame layer leaves to us. */
-static const char *check_header(struct ws_reader *r, const struct wslay_frame_iocb *io, unsigned *code)
+/* The rules above the framing: known before any payload is read. */
+static const char *check_frame(const struct ws_reader *r, const struct ws_frame *f, unsigned *code)
 {
     *code = 1002;
-    if (!io->mask) return "client frames must be masked";
-    if (io->rsv) return "reserved bits set (no extension was negotiated)";
-    switch (io->opcode) {
+    if (!f->masked) return "client frames must be masked";
+    if (f->rsv) return "reserved bits set (no extension was agreed)";
+    switch (f->op) {
     case WS_OP_CONT:
         if (r->msg_op == WS_OP_CONT) return "continuation frame without a message in progress";
         break;
@@ -87,16 +120,15 @@ static const char *check_header(struct ws_reader *r, const struct wslay_frame_io
         if (r->msg_op != WS_OP_CONT) return "new message before the fragmented one ended";
         break;
     case WS_OP_CLOSE: case WS_OP_PING: case WS_OP_PONG:
-        return NULL;   /* wslay checked fin and the 125-byte limit */
+        return NULL;
     default:
         return "reserved opcode";
     }
-    if (r->msg_len + io->payload_length > r->max_msg) { *code = 1009; return "message larger than max_message"; }
+    if (f->len > r->max_msg - r->msg_len) { *code = 1009; return "message larger than max_message"; }
     return NULL;
 }
 
-static int deliver(enum ws_op op, const uint8_t *p, size_t n, ws_msg_fn fn, void *ud,
-                   unsigned *code, const char **why)
+static int deliver(enum ws_op op, const uint8_t *p, size_t n, ws_msg_fn fn, void *ud, unsigned *code, const char **why)
 {
     if (op == WS_OP_TEXT && !env_utf8_valid((const char *)p, n)) {
         *code = 1007;
@@ -106,70 +138,62 @@ static int deliver(enum ws_op op, const uint8_t *p, size_t n, ws_msg_fn fn, void
     return fn(ud, op, p, n, 0);
 }
 
-static int control(struct ws_reader *r, uint8_t op, ws_msg_fn fn, void *ud, unsigned *code, const char **why)
+static int control(uint8_t op, const uint8_t *p, size_t n, ws_msg_fn fn, void *ud, unsigned *code, const char **why)
 {
-    if (op != WS_OP_CLOSE) return fn(ud, (enum ws_op)op, r->ctl, r->ctl_len, 0);
+    if (op != WS_OP_CLOSE) return fn(ud, (enum ws_op)op, p, n, 0);
     unsigned status = 1005;
-    const uint8_t *reason = r->ctl;
-    size_t rn = 0;
-    if (r->ctl_len == 1) { *code = 1002; *why = "close frame with a 1-byte payload"; return -2; }
-    if (r->ctl_len >= 2) {
-        status = (unsigned)r->ctl[0] << 8 | r->ctl[1];
-        reason = r->ctl + 2;
-        rn = r->ctl_len - 2;
+    if (n == 1) { *code = 1002; *why = "close frame with a 1-byte payload"; return -2; }
+    if (n >= 2) {
+        status = (unsigned)p[0] << 8 | p[1];
         if (!close_code_ok(status)) { *code = 1002; *why = "invalid close status code"; return -2; }
-        if (!env_utf8_valid((const char *)reason, rn)) { *code = 1007; *why = "close reason is not valid UTF-8"; return -2; }
+        if (!env_utf8_valid((const char *)p + 2, n - 2)) { *code = 1007; *why = "close reason is not valid UTF-8"; return -2; }
+        p += 2;
+        n -= 2;
     }
-    return fn(ud, WS_OP_CLOSE, reason, rn, status);
+    return fn(ud, WS_OP_CLOSE, p, n, status);
 }
 
-long ws_read(struct ws_reader *r, const uint8_t *p, size_t len, ws_msg_fn fn, void *ud,
-             unsigned *code, const char **why)
+/* One complete frame, unmasked.  Returns fn's verdict or -2. */
+static int frame_in(struct ws_reader *r, const struct ws_frame *f, uint8_t *pay, ws_msg_fn fn, void *ud,
+                    unsigned *code, const char **why)
 {
-    r->in = p;
-    r->in_len = len;
-    for (;;) {
-        struct wslay_frame_iocb io;
-        ssize_t got = wslay_frame_recv(r->fr, &io);
-        if (got == WSLAY_ERR_WANT_READ) break;
-        if (got < 0) { *code = 1002; *why = "malformed frame header"; return -2; }
-        bool first = !r->frame_open;
-        if (first) {
-            if ((*why = check_header(r, &io, code))) return -2;
-            r->frame_open = true;
-            r->frame_len = io.payload_length;
-            r->frame_got = 0;
-            r->ctl_len = 0;
-            if (io.opcode == WS_OP_TEXT || io.opcode == WS_OP_BINARY) r->msg_op = (enum ws_op)io.opcode;
-        }
-        r->frame_got += io.data_length;
-        bool frame_end = r->frame_got == r->frame_len;
-        int rc = 0;
-        if (io.opcode >= 8) {
-            memcpy(r->ctl + r->ctl_len, io.data, io.data_length);   /* <= 125 in all */
-            r->ctl_len += io.data_length;
-            if (frame_end) { r->frame_open = false; rc = control(r, io.opcode, fn, ud, code, why); }
-        } else if (first && frame_end && io.fin && r->msg_len == 0) {
-            /* The whole message in one piece: hand it over where it lies. */
-            enum ws_op op = r->msg_op;
-            r->frame_open = false;
-            r->msg_op = WS_OP_CONT;
-            rc = deliver(op, io.data, io.data_length, fn, ud, code, why);
-        } else {
-            if (msg_append(r, io.data, io.data_length) < 0) { *code = 1011; *why = "out of memory"; return -2; }
-            if (frame_end) {
-                r->frame_open = false;
-                if (io.fin) {
-                    enum ws_op op = r->msg_op;
-                    rc = deliver(op, r->msg, r->msg_len, fn, ud, code, why);
-                    if (rc != -1 && rc != -2) msg_done(r);
-                }
-            }
-        }
-        if (rc == -2 || rc == -1) return rc;
+    size_t n = (size_t)f->len;
+    if (f->op >= 8) return control(f->op, pay, n, fn, ud, code, why);
+    if (f->op != WS_OP_CONT) r->msg_op = (enum ws_op)f->op;
+    if (f->fin && r->msg_len == 0) {
+        /* The whole message in one frame: handed over where it lies. */
+        enum ws_op op = r->msg_op;
+        r->msg_op = WS_OP_CONT;
+        return deliver(op, pay, n, fn, ud, code, why);
+    }
+    if (msg_append(r, pay, n) < 0) { *code = 1011; *why = "out of memory"; return -2; }
+    if (!f->fin) return 0;
+    int rc = deliver(r->msg_op, r->msg, r->msg_len, fn, ud, code, why);
+    if (rc >= 0) msg_done(r);
+    return rc;
+}
+
+long ws_read(struct ws_reader *r, uint8_t *p, size_t len, ws_msg_fn fn, void *ud, unsigned *code, const char **why)
+{
+    size_t off = 0;
+    r->need = 0;
+    while (off < len) {
+        struct ws_frame f;
+        int h = ws_frame_parse(p + off, len - off, &f, why);
+        if (h < 0) { *code = 1002; return -2; }
+        if (h == 0) { r->need = 14; break; }
+        if ((*why = check_frame(r, &f, code))) return -2;
+        /* Bounded by max_message (data) or 125 (control) just above. */
+        size_t total = f.head + (size_t)f.len;
+        if (len - off < total) { r->need = total; break; }
+        uint8_t *pay = p + off + f.head;
+        ws_unmask(pay, (size_t)f.len, f.key, 0);
+        off += total;
+        int rc = frame_in(r, &f, pay, fn, ud, code, why);
+        if (rc < 0) return rc;
         if (rc) break;
     }
-    return (long)(len - r->in_len);
+    return (long)off;
 }
 
 int ws_frame_write(struct evbuffer *out, enum ws_op op, const struct iovec *iov, int iovcnt)

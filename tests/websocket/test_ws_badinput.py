@@ -168,15 +168,16 @@ def bad_frames_close_with_the_right_code():
         closes_with(bus, lambda c: c.send_frame(1, "{}", rsv=4), 1002, "reserved bits")
         closes_with(bus, lambda c: c.send_frame(3, "x"), 1002, "reserved opcode")
         closes_with(bus, lambda c: c.send_frame(0xB, "x"), 1002, "reserved opcode")
-        closes_with(bus, lambda c: c.send_frame(9, "x", fin=False), 1002, "frame header")
-        closes_with(bus, lambda c: c.sock.sendall(c.frame(9, b"x" * 126)), 1002, "frame header")
+        closes_with(bus, lambda c: c.send_frame(9, "x", fin=False), 1002, "control frame fragmented")
+        closes_with(bus, lambda c: c.sock.sendall(c.frame(9, b"x" * 126)), 1002, "longer than 125")
         closes_with(bus, lambda c: c.send_frame(0, "x"), 1002, "continuation")
         closes_with(bus, lambda c: (c.send_frame(1, "{", fin=False), c.send_frame(1, "}")), 1002, "fragmented")
         closes_with(bus, lambda c: c.send_text("x" * 5000), 1009, "max_message")
-        # A frame claiming 2^40 bytes: refused with its first payload bytes
-        # (nothing is reserved for what a header claims).
-        closes_with(bus, lambda c: c.sock.sendall(c.frame(1, b"", length=1 << 40)[:14] + b"x" * 100), 1009,
-                    "max_message")
+        # A frame claiming 2^40 bytes: refused from its header alone.
+        closes_with(bus, lambda c: c.sock.sendall(c.frame(1, b"", length=1 << 40)[:14]), 1009, "max_message")
+        # Lengths not in their shortest form, and a 64-bit length with the top bit set.
+        closes_with(bus, lambda c: c.sock.sendall(b"\x81\xfe\x00\x05" + b"\x00" * 9), 1002, "shortest form")
+        closes_with(bus, lambda c: c.sock.sendall(b"\x81\xff" + b"\x80" + b"\x00" * 7 + b"\x00" * 4), 1002, "top bit")
         closes_with(bus, lambda c: (c.send_frame(1, "x" * 3000, fin=False), c.send_frame(0, "y" * 3000)), 1009,
                     "max_message")
         closes_with(bus, lambda c: c.send_frame(1, b'{"type":"EMIT","event":"a","payload":"\xc3\x28"}'), 1007, "UTF-8")
