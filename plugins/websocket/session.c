@@ -255,9 +255,25 @@ int eio_flush(struct eio *s)
     return 0;
 }
 
+static void arm(struct event *ev, uint64_t ms);
+static uint64_t ping_period(const struct eio *s);
+
 void eio_note_heartbeat(struct eio *s, uint64_t ms)
 {
-    if (ms && (!s->heartbeat_ms || ms < s->heartbeat_ms)) s->heartbeat_ms = ms;
+    if (!ms || (s->heartbeat_ms && ms >= s->heartbeat_ms)) return;
+    s->heartbeat_ms = ms;
+    /* The first ping was set for ping_interval: bring it forward, or the
+     * bus would evict the namespace before it is ever pinged. */
+    if (!s->awaiting_pong && !s->closed) {
+        struct timeval left, now;
+        uint64_t due = UINT64_MAX;
+        if (event_pending(&s->ping_ev, EV_TIMEOUT, &left)) {
+            event_base_gettimeofday_cached(lb_event_base(s->wp->ctx), &now);
+            due = left.tv_sec > now.tv_sec || (left.tv_sec == now.tv_sec && left.tv_usec > now.tv_usec)
+                  ? (uint64_t)(left.tv_sec - now.tv_sec) * 1000 + (uint64_t)((left.tv_usec - now.tv_usec) / 1000) : 0;
+        }
+        if (due > ping_period(s)) arm(&s->ping_ev, ping_period(s));
+    }
 }
 
 /* ---- heartbeat ----------------------------------------------------- */

@@ -258,4 +258,45 @@ def binary_attachments_are_refused_clearly():
         check_eq(bus.stats()["plugins"]["websocket"]["binaryRefused"], 1, "counted")
 
 
+@test
+def engineio_pongs_keep_namespaces_registered():
+    # heartbeat 1s (eviction after 3s), ping_interval 25s: the server pings
+    # at the bus's pace once the namespace is registered.
+    with ws_bus(heartbeat="1s") as bus, Sio() as sio:
+        sio.connect("k", url(bus, "kept"), **WS_ONLY)
+        time.sleep(5)
+        check("kept" in services(bus), "still registered after 5 s")
+        check_eq(sio.call("k", "ipc:emit", {"event": "k:x", "payload": 1})[0]["success"], True, "still served")
+        check_eq(bus.stats()["connections"]["evicted"], 0, "nobody evicted")
+
+
+@test
+def the_readme_example_runs():
+    """README.md's socket.io-client example, as written, against a real bus."""
+    import re
+    import subprocess
+    from wstest import node_modules
+    readme = open(os.path.join(os.environ.get("LEXBUS_SRCDIR", os.path.join(os.path.dirname(__file__), "..", "..")),
+                               "README.md")).read()
+    section = readme[readme.index("## Browsers and Socket.IO"):]
+    js = re.search(r"```js\n(.*?)```", section, re.S).group(1)
+    with ws_bus() as bus:
+        js = js.replace("127.0.0.1:3010", "127.0.0.1:%d" % bus.port)
+        users = bus.client("users", methods=["getUserById"])
+        script = os.path.join(bus.dir, "example.js")
+        with open(script, "w") as f:
+            f.write(js + "\nsetTimeout(() => process.exit(0), 3000);\n")
+        p = subprocess.Popen(["node", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, NODE_PATH=node_modules()))
+        ev = users.recv(timeout=10)
+        check_eq((ev["type"], ev["event"], ev["from"]), ("EVENT", "post:created", "timeline"), "the example's emit")
+        call = users.recv(timeout=10)
+        check_eq((call["method"], call["params"]), ("getUserById", {"userId": "123"}), "the example's call")
+        users.send({"type": "RESPONSE", "id": call["id"], "status": "success", "data": {"name": "Ada"}})
+        r = users.call("timeline", "ping", {"x": 1})
+        check_eq(r["data"], {"method": "ping", "params": {"x": 1}}, "the example answers calls")
+        out, err = p.communicate(timeout=15)
+        check("delivered to 1" in out and "{ name: 'Ada' }" in out, "the example's output: %r %r" % (out, err))
+
+
 lbtest.main()
