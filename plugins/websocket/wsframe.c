@@ -6,6 +6,9 @@
 #include <sys/uio.h>
 #include <event2/buffer.h>
 #include <openssl/evp.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include "wsframe.h"
 #include "envelope.h"
 
@@ -62,20 +65,36 @@ int ws_frame_parse(const uint8_t *p, size_t n, struct ws_frame *f, const char **
     return 1;
 }
 
-void ws_unmask(uint8_t *p, size_t n, const uint8_t key[4], uint64_t off)
+bool ws_unmask(uint8_t *p, size_t n, const uint8_t key[4], uint64_t off)
 {
-    uint8_t k[8];
-    for (int i = 0; i < 8; i++) k[i] = key[(off + (uint64_t)i) & 3];
-    uint64_t k8;
-    memcpy(&k8, k, 8);
+    uint8_t k[16];
+    for (int i = 0; i < 16; i++) k[i] = key[(off + (uint64_t)i) & 3];
     size_t i = 0;
+    uint64_t high = 0;   /* any byte >= 0x80: not plain ASCII */
+#if defined(__SSE2__)
+    const __m128i k16 = _mm_loadu_si128((const __m128i *)k);
+    __m128i acc = _mm_setzero_si128();
+    for (; i + 16 <= n; i += 16) {
+        __m128i x = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(p + i)), k16);
+        _mm_storeu_si128((__m128i *)(p + i), x);
+        acc = _mm_or_si128(acc, x);
+    }
+    high = (uint64_t)_mm_movemask_epi8(acc);
+#endif
+    uint64_t k8;
+    memcpy(&k8, k + (i & 15), 8);   /* i is a multiple of 16 here, so k[0..7] */
     for (; i + 8 <= n; i += 8) {
         uint64_t x;
         memcpy(&x, p + i, 8);
         x ^= k8;
         memcpy(p + i, &x, 8);
+        high |= x & 0x8080808080808080ull;
     }
-    for (; i < n; i++) p[i] ^= k[i & 7];
+    for (; i < n; i++) {
+        p[i] ^= k[i & 15];
+        high |= p[i] & 0x80;
+    }
+    return high == 0;
 }
 
 static int msg_append(struct ws_reader *r, const uint8_t *p, size_t n)
@@ -128,9 +147,11 @@ static const char *check_frame(const struct ws_reader *r, const struct ws_frame 
     return NULL;
 }
 
-static int deliver(enum ws_op op, const uint8_t *p, size_t n, ws_msg_fn fn, void *ud, unsigned *code, const char **why)
+/* `ascii`: every byte is below 0x80 (seen while unmasking): valid UTF-8. */
+static int deliver(enum ws_op op, const uint8_t *p, size_t n, bool ascii, ws_msg_fn fn, void *ud, unsigned *code,
+                   const char **why)
 {
-    if (op == WS_OP_TEXT && !env_utf8_valid((const char *)p, n)) {
+    if (op == WS_OP_TEXT && !ascii && !env_utf8_valid((const char *)p, n)) {
         *code = 1007;
         *why = "text message is not valid UTF-8";
         return -2;
@@ -154,7 +175,7 @@ static int control(uint8_t op, const uint8_t *p, size_t n, ws_msg_fn fn, void *u
 }
 
 /* One complete frame, unmasked.  Returns fn's verdict or -2. */
-static int frame_in(struct ws_reader *r, const struct ws_frame *f, uint8_t *pay, ws_msg_fn fn, void *ud,
+static int frame_in(struct ws_reader *r, const struct ws_frame *f, uint8_t *pay, bool ascii, ws_msg_fn fn, void *ud,
                     unsigned *code, const char **why)
 {
     size_t n = (size_t)f->len;
@@ -164,11 +185,13 @@ static int frame_in(struct ws_reader *r, const struct ws_frame *f, uint8_t *pay,
         /* The whole message in one frame: handed over where it lies. */
         enum ws_op op = r->msg_op;
         r->msg_op = WS_OP_CONT;
-        return deliver(op, pay, n, fn, ud, code, why);
+        return deliver(op, pay, n, ascii, fn, ud, code, why);
     }
+    if (r->msg_len == 0) r->msg_ascii = true;
+    r->msg_ascii &= ascii;
     if (msg_append(r, pay, n) < 0) { *code = 1011; *why = "out of memory"; return -2; }
     if (!f->fin) return 0;
-    int rc = deliver(r->msg_op, r->msg, r->msg_len, fn, ud, code, why);
+    int rc = deliver(r->msg_op, r->msg, r->msg_len, r->msg_ascii, fn, ud, code, why);
     if (rc >= 0) msg_done(r);
     return rc;
 }
@@ -187,9 +210,9 @@ long ws_read(struct ws_reader *r, uint8_t *p, size_t len, ws_msg_fn fn, void *ud
         size_t total = f.head + (size_t)f.len;
         if (len - off < total) { r->need = total; break; }
         uint8_t *pay = p + off + f.head;
-        ws_unmask(pay, (size_t)f.len, f.key, 0);
+        bool ascii = ws_unmask(pay, (size_t)f.len, f.key, 0);
         off += total;
-        int rc = frame_in(r, &f, pay, fn, ud, code, why);
+        int rc = frame_in(r, &f, pay, ascii, fn, ud, code, why);
         if (rc < 0) return rc;
         if (rc) break;
     }

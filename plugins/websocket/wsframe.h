@@ -41,8 +41,10 @@ struct ws_frame {
  * framing itself (a fragmented or oversized control frame, a length not in
  * its shortest form, a 64-bit length with the top bit set). */
 int ws_frame_parse(const uint8_t *p, size_t n, struct ws_frame *f, const char **why);
-/* XORs n payload bytes with the mask key; `off` is the position in the payload. */
-void ws_unmask(uint8_t *p, size_t n, const uint8_t key[4], uint64_t off);
+/* XORs n payload bytes with the mask key (`off`: the position in the
+ * payload), 16 bytes at a time.  Returns true when every unmasked byte is
+ * ASCII, which spares text the UTF-8 check. */
+bool ws_unmask(uint8_t *p, size_t n, const uint8_t key[4], uint64_t off);
 
 /* What the reader hands over: a complete text or binary message, or a
  * control frame (ping, pong, close: `code` is the close status or 1005).
@@ -55,6 +57,7 @@ struct ws_reader {
     uint8_t *msg;               /* reassembly of a fragmented message */
     size_t msg_len, msg_cap;
     enum ws_op msg_op;          /* WS_OP_CONT: no message in progress */
+    bool msg_ascii;             /* the fragments so far are plain ASCII */
     bool ready;
     size_t need;                /* after ws_read stopped short: bytes the next frame needs */
 };

@@ -23,6 +23,10 @@ for size in (16, 128, 1024):
     w = med(lambda r: r.get("workload") == "stream" and r["peer"] == "lexbus-ws" and r["size"] == size, "msgs_per_s")
     s["stream_%d" % size] = {"unix": u, "websocket": w, "ratio": w / u}
     lines.append("| 1->1 %d B msgs/s | %.0fk | %.0fk | %.2fx |" % (size, u / 1e3, w / 1e3, w / u))
+fu = med(lambda r: r.get("workload") == "floor" and r["peer"] == "floor-unix", "mb_per_s")
+ft = med(lambda r: r.get("workload") == "floor" and r["peer"] == "floor-tcp", "mb_per_s")
+s["floor_mb_per_s"] = {"unix": fu, "tcp": ft, "ratio": ft / fu}
+lines.append("| floor: bare socket MB/s (no broker) | %.0f | %.0f (TCP) | %.2fx |" % (fu, ft, ft / fu))
 for q in ("p50_us", "p90_us", "p99_us"):
     u = med(lambda r: r.get("workload") == "rtt" and r["peer"] == "lexbus", q)
     w = med(lambda r: r.get("workload") == "rtt" and r["peer"] == "lexbus-ws", q)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The websocket transport's benchmark, ratios in one run:
 #   raw WebSocket (/lexbus) 1 -> 1 throughput and RTT next to the unix transport
-#     (tests/bench/websocket/wsbench.c: one load generator, only the framing differs);
+#     (tests/bench/websocket/wsbench.c: one load generator, only the framing differs),
+#     and the floor under both: a bare Unix socket and a bare TCP loopback socket;
 #   Socket.IO events/s and the ack round trip next to the real Node Socket.IO
 #     server (npm socket.io 4.x, socketio/relay.js), both driven by the same
 #     socket.io-client load (socketio/load.js), plus each server's CPU per event.
@@ -61,8 +62,8 @@ printf '[bus]\nnode = bench\nlog_level = warn\n[plugin unix]\npath = %s/lexbus.s
 node "$here/socketio/relay.js" "$node_port" >"$tmp/relay.log" 2>&1 & node_pid=$!; pids+=($node_pid)
 wait_port "$ws_port"; wait_port "$node_port"
 
-if ((quick)); then n_stream=200000; n_rtt=2000; n_sio=20000; n_ack=500; rounds=1
-else n_stream=1000000; n_rtt=20000; n_sio=100000; n_ack=3000; rounds=3; fi
+if ((quick)); then n_stream=200000; n_rtt=2000; n_sio=20000; n_ack=500; rounds=1; floor_mb=500
+else n_stream=1000000; n_rtt=20000; n_sio=100000; n_ack=3000; rounds=3; floor_mb=2000; fi
 results="$tmp/results.jsonl"
 : > "$results"
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }   # utime+stime, clock ticks
@@ -72,6 +73,8 @@ for r in $(seq "$rounds"); do
     "$WSBENCH" "unix:$tmp/lexbus.sock" stream "$n_stream" "$size" >> "$results"
     "$WSBENCH" "ws://127.0.0.1:$ws_port/lexbus" stream "$n_stream" "$size" >> "$results"
   done
+  "$WSBENCH" floor unix "$floor_mb" >> "$results"
+  "$WSBENCH" floor tcp "$floor_mb" >> "$results"
   "$WSBENCH" "unix:$tmp/lexbus.sock" rtt "$n_rtt" >> "$results"
   "$WSBENCH" "ws://127.0.0.1:$ws_port/lexbus" rtt "$n_rtt" >> "$results"
   for srv in lexbus node; do

@@ -6,6 +6,8 @@
  *
  *   wsbench ADDR stream N SIZE     1 -> 1 EMITs, one publisher process, one subscriber
  *   wsbench ADDR rtt N             sequential CALL -> RESPONSE round trips
+ *   wsbench floor unix|tcp MB      two processes and a bare socket, no broker: what the
+ *                                  kernel's Unix and TCP loopback sockets carry (64 KiB writes)
  *
  * Prints one JSON line per run (the fields of tests/bench/lbbench.c).
  * Publishers batch into 64 KiB writes, the subscriber reads 256 KiB at a
@@ -351,10 +353,49 @@ static void run_rtt(long n)
            lat[n * 999 / 1000]);
 }
 
+/* ---- floor: a bare socket between two processes ------------------ */
+
+static void run_floor(bool tcp, long mb)
+{
+    size_t total = (size_t)mb << 20;
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    snprintf(sun.sun_path, sizeof sun.sun_path, "/tmp/wsbench-floor-%d.sock", (int)getpid());
+    int ls = socket(tcp ? AF_INET : AF_UNIX, SOCK_STREAM, 0);
+    socklen_t sl = tcp ? sizeof sin : sizeof sun;
+    struct sockaddr *sa = tcp ? (struct sockaddr *)&sin : (struct sockaddr *)&sun;
+    if (bind(ls, sa, sl) || listen(ls, 1) || getsockname(ls, sa, &sl)) die("floor: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid == 0) {
+        int c = socket(tcp ? AF_INET : AF_UNIX, SOCK_STREAM, 0);
+        if (connect(c, sa, sl)) _exit(1);
+        char *b = malloc(BATCH);
+        memset(b, 'x', BATCH);
+        for (size_t sent = 0; sent < total; sent += BATCH) write_all(c, b, BATCH);
+        _exit(0);
+    }
+    int fd = accept(ls, NULL, NULL);
+    char *b = malloc(RBUF);
+    size_t got = 0;
+    double t0 = now_s();
+    while (got < total) {
+        ssize_t r = read(fd, b, RBUF);
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    double dt = now_s() - t0;
+    waitpid(pid, NULL, 0);
+    if (!tcp) unlink(sun.sun_path);
+    printf("{\"peer\":\"floor-%s\",\"workload\":\"floor\",\"bytes\":%zu,\"seconds\":%.4f,\"mb_per_s\":%.1f}\n",
+           tcp ? "tcp" : "unix", got, dt, (double)got / dt / 1e6);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4) die("usage: wsbench unix:PATH|ws://127.0.0.1:PORT/lexbus stream N SIZE | rtt N");
     signal(SIGPIPE, SIG_IGN);
+    if (!strcmp(argv[1], "floor")) { run_floor(!strcmp(argv[2], "tcp"), atol(argv[3])); return 0; }
     g_addr = argv[1];
     g_ws = !strncmp(g_addr, "ws://", 5);
     g_rng ^= (uint64_t)getpid() * 0x2545F4914F6CDD1Dull;
