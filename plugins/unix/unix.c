@@ -28,6 +28,7 @@
 #include <event2/listener.h>
 #include <lexbus/plugin.h>
 #include <lexbus/protocol.h>
+#include "../common/stream.h"
 
 /* One readv() takes up to this much.  libevent's evbuffer_read() would cap
  * each read at 4 KiB and add an ioctl(FIONREAD) per call, so reads are
@@ -37,14 +38,23 @@
 
 struct unix_conn;
 
+struct unix_settings {
+    const char *path;
+    long mode;
+    long long backlog;
+    uid_t uids[16];
+    gid_t gids[16];
+    size_t n_uids, n_gids;
+};
+
 struct unix_plugin {
     struct lb_plugin_ctx *ctx;
     struct evconnlistener *listener;
     char *path;
+    struct unix_conn *live;       /* connections the host holds */
     struct unix_conn *flushing;   /* closed by the host, still writing */
-    uid_t uids[16];
-    gid_t gids[16];
-    size_t n_uids, n_gids;
+    struct unix_settings set, staged;
+    unsigned long long refused;
 };
 
 struct unix_conn {
@@ -54,7 +64,9 @@ struct unix_conn {
     struct evbuffer *in, *out;
     struct lb_conn *conn;         /* NULL once the host has closed us */
     bool wev_added;
-    struct unix_conn *next;       /* in up->flushing */
+    struct lb_peer peer;          /* as accepted (for allow_uids on reload) */
+    struct stream_marks marks;    /* frame boundaries, for discard */
+    struct unix_conn *next;       /* in up->live, then up->flushing */
     struct unix_conn **pprev;
 };
 
@@ -101,12 +113,28 @@ static int write_out(struct unix_conn *uc)
     return 0;
 }
 
-static void uc_free(struct unix_conn *uc)
+static void uc_unlink(struct unix_conn *uc)
 {
     if (uc->pprev) {
         *uc->pprev = uc->next;
         if (uc->next) uc->next->pprev = uc->pprev;
     }
+    uc->next = NULL;
+    uc->pprev = NULL;
+}
+
+static void uc_link(struct unix_conn *uc, struct unix_conn **head)
+{
+    uc->next = *head;
+    if (*head) (*head)->pprev = &uc->next;
+    *head = uc;
+    uc->pprev = head;
+}
+
+static void uc_free(struct unix_conn *uc)
+{
+    uc_unlink(uc);
+    stream_marks_free(&uc->marks);
     event_del(&uc->rev);
     event_del(&uc->wev);
     evbuffer_free(uc->in);
@@ -120,7 +148,13 @@ static void uc_free(struct unix_conn *uc)
 static int op_send(void *tdata, const struct iovec *iov, int iovcnt)
 {
     struct unix_conn *uc = tdata;
-    return lb_frame_write(uc->out, iov, iovcnt);
+    return stream_send(&uc->marks, uc->out, iov, iovcnt);
+}
+
+static void op_discard(void *tdata)
+{
+    struct unix_conn *uc = tdata;
+    stream_discard(&uc->marks, uc->out);
 }
 
 static size_t op_pending(void *tdata)
@@ -164,10 +198,8 @@ static void op_close(void *tdata, bool flush)
     }
     /* Keep the socket until what is queued (an ERROR, say) is written. */
     struct unix_plugin *up = uc->up;
-    uc->next = up->flushing;
-    if (up->flushing) up->flushing->pprev = &uc->next;
-    up->flushing = uc;
-    uc->pprev = &up->flushing;
+    uc_unlink(uc);
+    uc_link(uc, &up->flushing);
     event_del(&uc->wev);
     event_assign(&uc->wev, lb_event_base(up->ctx), uc->fd, EV_WRITE, flush_cb, uc);
     struct timeval tv = { FLUSH_TIMEOUT_S, 0 };
@@ -175,8 +207,8 @@ static void op_close(void *tdata, bool flush)
 }
 
 static const struct lb_conn_ops unix_ops = {
-    .send = op_send, .pending = op_pending, .set_read = op_set_read, .close = op_close,
-    .flush = op_flush,
+    .size = sizeof unix_ops, .send = op_send, .pending = op_pending, .set_read = op_set_read,
+    .close = op_close, .flush = op_flush, .discard = op_discard,
 };
 
 /* ---- socket callbacks ---------------------------------------------- */
@@ -206,11 +238,13 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
     if (evbuffer_get_length(uc->out) == 0) lb_conn_writable(uc->conn);
 }
 
-static bool peer_allowed(const struct unix_plugin *up, const struct lb_peer *p)
+/* No lists: anyone who can open the socket. */
+static bool peer_allowed(const struct unix_settings *st, const struct lb_peer *p)
 {
+    if (!st->n_uids && !st->n_gids) return true;
     if (!p->has_cred) return false;
-    for (size_t i = 0; i < up->n_uids; i++) if (up->uids[i] == p->uid) return true;
-    for (size_t i = 0; i < up->n_gids; i++) if (up->gids[i] == p->gid) return true;
+    for (size_t i = 0; i < st->n_uids; i++) if (st->uids[i] == p->uid) return true;
+    for (size_t i = 0; i < st->n_gids; i++) if (st->gids[i] == p->gid) return true;
     return false;
 }
 
@@ -218,7 +252,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
     (void)l; (void)sa; (void)salen;
     struct unix_plugin *up = arg;
-    struct lb_peer peer = { .transport = "unix" };
+    struct lb_peer peer = { .size = sizeof peer, .transport = "unix" };
     struct ucred cred;
     socklen_t len = sizeof cred;
     char addr[64] = "unix";
@@ -230,8 +264,9 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         snprintf(addr, sizeof addr, "unix:pid=%ld,uid=%ld", (long)cred.pid, (long)cred.uid);
     }
     peer.address = addr;
-    if ((up->n_uids || up->n_gids) && !peer_allowed(up, &peer)) {
-        lb_log(up->ctx, LB_LOG_WARN, "refused %s: not in allow_uids/allow_gids", addr);
+    if (!peer_allowed(&up->set, &peer)) {
+        up->refused++;
+        lb_log_throttled(up->ctx, LB_LOG_WARN, "refused", 20, "refused %s: not in allow_uids/allow_gids", addr);
         evutil_closesocket(fd);
         return;
     }
@@ -253,6 +288,9 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         uc_free(uc);
         return;
     }
+    uc->peer = peer;
+    uc->peer.address = NULL;   /* only the credentials are kept */
+    uc_link(uc, &up->live);
     event_add(&uc->rev, NULL);
 }
 
@@ -279,15 +317,6 @@ static int prepare_path(struct unix_plugin *up, const char *path)
     unlink(path);
     return 0;
 }
-
-struct unix_settings {
-    const char *path;
-    long mode;
-    long long backlog;
-    uid_t uids[16];
-    gid_t gids[16];
-    size_t n_uids, n_gids;
-};
 
 /* "self, 1000, 1001" -> ids.  Returns the count or -1. */
 static long parse_ids(const char *s, unsigned *out, size_t max)
@@ -350,10 +379,7 @@ static int unix_load(struct lb_plugin_ctx *ctx)
     struct unix_plugin *up = calloc(1, sizeof *up);
     if (!up) { lb_plugin_fail(ctx, "out of memory"); return -1; }
     up->ctx = ctx;
-    memcpy(up->uids, st.uids, sizeof up->uids);
-    memcpy(up->gids, st.gids, sizeof up->gids);
-    up->n_uids = st.n_uids;
-    up->n_gids = st.n_gids;
+    up->set = st;
     lb_plugin_set_data(ctx, up);
     if (prepare_path(up, path)) return -1;
     strcpy(sun.sun_path, path);
@@ -386,29 +412,60 @@ static void unix_unload(struct lb_plugin_ctx *ctx)
         up->listener = NULL;
     }
     while (up->flushing) uc_free(up->flushing);
+    while (up->live) uc_free(up->live);
     if (up->path) { unlink(up->path); free(up->path); }
     free(up);
     lb_plugin_set_data(ctx, NULL);
 }
 
+/* Step 1 of a reload: validate.  The socket cannot move without dropping
+ * clients, so a new `path` (or `backlog`) waits for a restart. */
 static int unix_reload(struct lb_plugin_ctx *ctx)
 {
-    /* The socket cannot move without dropping clients: validate the keys
-     * and keep serving where we are. */
-    struct unix_settings st;
-    if (read_settings(ctx, &st) < 0) return -1;
     struct unix_plugin *up = lb_plugin_data(ctx);
-    if (up && up->path && strcmp(st.path, up->path) != 0)
-        lb_log(ctx, LB_LOG_WARN, "path changed to %s: takes effect on restart (still serving %s)", st.path, up->path);
+    if (read_settings(ctx, &up->staged) < 0) return -1;
+    if (up->path && strcmp(up->staged.path, up->path) != 0)
+        lb_log(ctx, LB_LOG_WARN, "path changed to %s: takes effect on restart (still serving %s)", up->staged.path, up->path);
     return 0;
+}
+
+/* Step 2: the new mode applies to the socket file, the new allow lists to
+ * new connections and to those already open: a peer that is no longer
+ * allowed is disconnected, with FORBIDDEN saying why. */
+static void unix_reload_done(struct lb_plugin_ctx *ctx, bool commit)
+{
+    struct unix_plugin *up = lb_plugin_data(ctx);
+    if (!commit) return;
+    const char *path = up->set.path;
+    up->set = up->staged;
+    up->set.path = path;
+    if (up->path && chmod(up->path, (mode_t)up->set.mode) != 0)
+        lb_log(ctx, LB_LOG_ERROR, "cannot chmod %s to %04lo: %s", up->path, up->set.mode, strerror(errno));
+    /* Closing runs the host's close op, which moves the connection off
+     * this list: take one at a time from a fresh walk. */
+    for (bool again = true; again;) {
+        again = false;
+        for (struct unix_conn *uc = up->live; uc; uc = uc->next) {
+            if (!uc->conn || peer_allowed(&up->set, &uc->peer)) continue;
+            char msg[160];
+            snprintf(msg, sizeof msg, "uid %ld is no longer allowed ([plugin unix] allow_uids/allow_gids changed)",
+                     (long)uc->peer.uid);
+            lb_log(ctx, LB_LOG_WARN, "closing #%llu: %s", (unsigned long long)lb_conn_id(uc->conn), msg);
+            lb_conn_close_error(uc->conn, LB_E_FORBIDDEN, msg);
+            again = true;
+            break;
+        }
+    }
 }
 
 __attribute__((visibility("default")))
 const struct lb_plugin lexbus_plugin = {
     .abi = LB_PLUGIN_ABI,
+    .size = sizeof(struct lb_plugin),
     .name = "unix",
     .version = PACKAGE_VERSION,
     .load = unix_load,
     .unload = unix_unload,
     .reload = unix_reload,
+    .reload_done = unix_reload_done,
 };
