@@ -177,6 +177,7 @@ struct event_base *lb_event_base(struct lb_plugin_ctx *ctx) { (void)ctx; return 
 void *lb_plugin_data(struct lb_plugin_ctx *ctx) { return ctx->data; }
 void lb_plugin_set_data(struct lb_plugin_ctx *ctx, void *data) { ctx->data = data; }
 uint64_t lb_now_ms(void) { return now_ms(); }
+bool lb_valid_service_name(const char *p, size_t n) { return p && valid_service_name(p, n); }
 
 /* ---- system methods and stats -------------------------------------- */
 

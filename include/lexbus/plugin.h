@@ -394,6 +394,12 @@ size_t lb_state_each(struct lb_plugin_ctx *ctx, const char *prefix, lb_state_eac
 /* Milliseconds since the epoch (cached per loop iteration). */
 uint64_t lb_now_ms(void);
 
+/* True when p[0..n) is a name the bus lets a service REGISTER under (1-128
+ * characters of A-Z a-z 0-9 _ . - / @): for plugins that bind names
+ * (certificates, tokens) and must agree with REGISTER.  Added without an
+ * ABI bump, like lb_plugin_position. */
+bool lb_valid_service_name(const char *p, size_t n);
+
 #ifdef __cplusplus
 }
 #endif
