@@ -46,6 +46,8 @@ static const char *const usage_main =
     "tls://: --ca verifies the server (its name is checked), --cert/--key present a\n"
     "client certificate (mutual TLS); --insecure skips verification (debugging only).\n"
     "--as NAME registers under NAME (with mutual TLS: a name the certificate carries).\n"
+    "--token T: a session token (issued with --operation register) authenticates the\n"
+    "REGISTER; any other broker token goes with the CALL or EMIT it allows.\n"
     "Exit codes: 0 ok, 1 error answer, 2 usage, 3 connection failure, 4 timeout.\n"
     "Errors are printed on stderr as {\"error\":{\"code\":...,\"message\":...}}.\n"
     "`lexbus COMMAND --help` describes each command.\n";
@@ -409,14 +411,19 @@ static int cmd_serve(int argc, char **argv)
 /* ---- token -------------------------------------------------------------- */
 
 static const char *const usage_token =
-    "usage: lexbus token issue --target SERVICE --operation OP [--ttl SECONDS] [--source NAME]\n"
+    "usage: lexbus token issue --operation register --source NAME [--admin] [--ttl SECONDS]\n"
+    "       lexbus token issue --target SERVICE --operation OP [--source NAME] [--ttl SECONDS]\n"
     "                          [--stateful] [--rate-limit-exempt] [--auth-bypass] [--data JSON]\n"
     "       lexbus token verify TOKEN\n"
     "       lexbus token revoke JTI\n"
     "       lexbus token state get|delete JTI\n"
     "       lexbus token state set JTI JSON\n"
     "  Broker tokens (the tokens plugin): issue, revoke and state need a service\n"
-    "  listed in its `admins` (use --as NAME).\n";
+    "  listed in its `admins` (use --as NAME).\n"
+    "  A session token (--operation register) lets NAME register, and nothing else;\n"
+    "  --admin is required when NAME is in `admins` (the token then carries its powers).\n"
+    "  Any other token is a permission for CALLs (OP = method) or EMITs (OP = event)\n"
+    "  to SERVICE (\"*\" = any), for any holder, or only for NAME with --source.\n";
 
 static int cmd_token(int argc, char **argv)
 {
@@ -438,11 +445,15 @@ static int cmd_token(int argc, char **argv)
             else if (!strcmp(a, "--stateful")) json_object_set_new(p, "stateful", json_true());
             else if (!strcmp(a, "--rate-limit-exempt")) json_object_set_new(p, "rateLimitExempt", json_true());
             else if (!strcmp(a, "--auth-bypass")) json_object_set_new(p, "authBypass", json_true());
+            else if (!strcmp(a, "--admin")) json_object_set_new(p, "admin", json_true());
             else { json_decref(p); return usage_error(usage_token, "unknown or incomplete option for token issue"); }
         }
-        if (!json_object_get(p, "target") || !json_object_get(p, "operation")) {
+        const char *op = json_string_value(json_object_get(p, "operation"));
+        bool session = op && !strcmp(op, "register");
+        if (!op || (session ? !json_object_get(p, "source") : !json_object_get(p, "target"))) {
             json_decref(p);
-            return usage_error(usage_token, "token issue needs --target and --operation");
+            return usage_error(usage_token, "token issue needs --operation register --source NAME, "
+                                            "or --target and --operation");
         }
     } else if (!strcmp(sub, "verify") && argc == 3) {
         method = "token.verify";

@@ -24,6 +24,7 @@
 #include <lexbus/client.h>
 #include <lexbus/protocol.h>
 #include "envelope.h"
+#include "jwtpart.h"
 #include "wire.h"
 
 #define DEFAULT_URL "unix:" LB_DEFAULT_SOCKET
@@ -61,7 +62,8 @@ struct lexbus_client {
     struct addrinfo *addrs;      /* tls://: resolved at each connect attempt */
     const struct addrinfo *next_addr;   /* tried next if this one refuses */
     char *service;
-    char *token;
+    char *register_token;        /* sent with REGISTER: a session token */
+    char *message_token;         /* sent with CALL and EMIT: any other token */
     bool reconnect;
     unsigned backoff_base, backoff_max, attempt;
     size_t max_frame;
@@ -231,7 +233,7 @@ static int send_register(struct lexbus_client *c)
     if (json_array_size(subs)) json_object_set_new(m, "subscribe", subs);
     else json_decref(subs);
     json_object_set_new(m, "metadata", json_pack("{s:I,s:s}", "pid", (json_int_t)getpid(), "hostname", host));
-    if (c->token) json_object_set_new(m, "token", json_string(c->token));
+    if (c->register_token) json_object_set_new(m, "token", json_string(c->register_token));
     int rc = send_json(c, m);
     json_decref(m);
     return rc;
@@ -631,6 +633,23 @@ static void on_read(struct bufferevent *bev, void *arg)
 
 /* ---- public API ------------------------------------------------------ */
 
+/* A session token (claim operation "register") authenticates the
+ * REGISTER and goes nowhere else: the bus refuses it on a CALL or EMIT.
+ * Any other token is a permission for messages, which a REGISTER would
+ * refuse.  One the claims of which cannot be read goes with both, and the
+ * bus says what is wrong with it.  The claims are only read here; the
+ * bus verifies them. */
+static void set_token(struct lexbus_client *c, const char *tok)
+{
+    if (!tok) return;
+    json_t *claims = jwt_part_json(tok, 1);
+    const char *op = json_string_value(json_object_get(claims, "operation"));
+    bool session = op && !strcmp(op, "register");
+    if (session || !claims) c->register_token = strdup(tok);
+    if (!session) c->message_token = strdup(tok);
+    json_decref(claims);
+}
+
 struct lexbus_client *lexbus_new(struct event_base *base, const struct lexbus_options *opt)
 {
     static unsigned long long n;
@@ -662,7 +681,7 @@ struct lexbus_client *lexbus_new(struct event_base *base, const struct lexbus_op
     char gen[64];
     snprintf(gen, sizeof gen, "client-%ld-%llu", (long)getpid(), ++n);
     c->service = strdup(o.service ? o.service : gen);
-    c->token = o.token ? strdup(o.token) : NULL;
+    set_token(c, o.token);
     c->reconnect = !o.no_reconnect;
     c->backoff_base = o.reconnect_base_ms ? o.reconnect_base_ms : 100;
     c->backoff_max = o.reconnect_max_ms ? o.reconnect_max_ms : 30000;
@@ -711,7 +730,8 @@ void lexbus_free(struct lexbus_client *c)
     free(c->port);
     free(c->path);
     free(c->service);
-    free(c->token);
+    free(c->register_token);
+    free(c->message_token);
     wb_free(&c->out);
     free(c);
 }
@@ -869,7 +889,7 @@ int lexbus_call(struct lexbus_client *c, const char *service, const char *method
     if (params) wb_json(&c->out, params);
     else wb_lit(&c->out, "{}");
     write_context(c, parent, timeout_ms);
-    if (c->token) wb_key_str(&c->out, "token", c->token);
+    if (c->message_token) wb_key_str(&c->out, "token", c->message_token);
     int rc = send_frame(c);
     if (rc) {
         pending_take(c, p->id);
@@ -917,7 +937,7 @@ static int emit(struct lexbus_client *c, const char *event, struct payload pl, c
     wb_key(&c->out, "payload");
     if (pl.text) wb_raw(&c->out, pl.text, pl.len);
     else wb_json(&c->out, pl.json);
-    if (c->token) wb_key_str(&c->out, "token", c->token);
+    if (c->message_token) wb_key_str(&c->out, "token", c->message_token);
     if (p) {
         wb_key_str(&c->out, "id", p->id);
         wb_lit(&c->out, ",\"ack\":true");

@@ -43,7 +43,11 @@ struct lexbus_error {
 struct lexbus_options {
     const char *url;            /* "unix:/path" or "tls://host:port"; NULL: $LEXBUS_URL, else unix:/tmp/lexbus.sock */
     const char *service;        /* name to register; NULL: "client-<pid>-<n>" */
-    const char *token;          /* broker token sent with REGISTER, CALL and EMIT; may be NULL */
+    /* A broker token, or NULL.  A session token (claim operation
+     * "register", `lexbus token issue --operation register`) is sent with
+     * REGISTER only; any other token with every CALL and EMIT (the bus
+     * checks it against their target and operation). */
+    const char *token;
     bool no_reconnect;          /* default: reconnect forever */
     unsigned reconnect_base_ms; /* first delay (default 100) */
     unsigned reconnect_max_ms;  /* cap (default 30000) */

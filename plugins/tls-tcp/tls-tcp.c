@@ -17,6 +17,8 @@
  * handshake_timeout = 10s         a handshake not done by then is dropped
  * max_connections = 0             sockets held at once, handshaking or not (0 = no limit)
  * max_handshaking = 256           sockets still handshaking at once (0 = no limit)
+ * max_handshaking_per_address = 16  ... of them from one address: an IPv4 address or an
+ *                                 IPv6 /64 (0 = no limit)
  * names.svc-a = svc-a, billing    names a verified certificate naming svc-a may use
  *
  * SIGHUP re-reads the certificates and names.* lines: new connections use
@@ -49,9 +51,11 @@
 #include <event2/listener.h>
 #include <jansson.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <lexbus/plugin.h>
+#include "../common/stream.h"
 #include <lexbus/protocol.h>
 
 #define MAX_LISTENERS 16
@@ -62,6 +66,8 @@
 #define LOG_BURST 20                            /* refusal lines a second before summarising */
 #define FLUSH_TIMEOUT_S 5
 #define SESSION_ID_CTX "lexbus tls-tcp"
+#define ADDR_BUCKETS 256                        /* handshaking addresses: a few hundred at most by default */
+#define ADDR_KEY 9                              /* family tag + 4 bytes of IPv4 or the 8 of an IPv6 /64 */
 
 struct tls_conn;
 
@@ -73,6 +79,15 @@ struct name_map {
     const char *names[MAX_MAPPED];
     size_t n;
     struct name_map *next;
+};
+
+/* Sockets still handshaking from one address (an IPv4 address, or an
+ * IPv6 /64: one host commonly has a whole /64), so that one peer cannot
+ * hold every handshake slot.  Freed when the count drops to 0. */
+struct addr_count {
+    unsigned char key[ADDR_KEY];
+    unsigned n;
+    struct addr_count *next;
 };
 
 /* Logs the first LOG_BURST events of a second and one summary line when
@@ -94,6 +109,9 @@ struct tls_plugin {
     uint64_t handshake_ms;
     long long max_conns;          /* 0 = no limit */
     long long max_handshaking;    /* 0 = no limit */
+    long long max_per_addr;       /* max_handshaking_per_address, 0 = no limit */
+    struct addr_count *by_addr[ADDR_BUCKETS];
+    uint64_t addr_seed;           /* random: bucket choice cannot be aimed at */
     bool authenticator;           /* require_client_cert at start-up: declared, fixed */
     struct name_map *maps;        /* names.* lines in force */
     size_t n_maps;
@@ -104,8 +122,10 @@ struct tls_plugin {
     char cert_subject[256], cert_not_after[32];
     struct {
         unsigned long long accepted, established, refused, timeouts, over_limit, over_handshaking,
-                           reloads, reload_failures;
+                           over_per_addr, reloads, reload_failures;
     } n;
+    SSL_CTX *staged_ssl;          /* a reload's context and settings, until reload_done */
+    struct tls_settings *staged;
 };
 
 struct tls_conn {
@@ -113,9 +133,11 @@ struct tls_conn {
     struct bufferevent *bev;
     struct lb_conn *conn;         /* NULL while handshaking and after op_close */
     struct event deadline;        /* handshake_timeout, whole handshake */
+    struct addr_count *ac;        /* while handshaking: its address's count */
     bool handshaking;
     bool peer_gone;               /* EOF or error: no close_notify to a dead peer */
     char addr[64];
+    struct stream_marks marks;    /* frame boundaries, for discard */
     struct tls_conn *next, **pprev;
 };
 
@@ -125,7 +147,7 @@ struct tls_settings {
     const char *cert, *key, *ca, *ciphers, *min_protocol;
     bool require_cert;
     uint64_t handshake_ms;
-    long long max_conns, max_handshaking;
+    long long max_conns, max_handshaking, max_per_addr;
     struct name_map *maps;        /* owned until handed to the plugin */
     size_t n_maps;
 };
@@ -144,13 +166,7 @@ static void free_maps(struct name_map *m)
  * mapping to another name could never be used). */
 static bool valid_name(const char *p)
 {
-    size_t n = strlen(p);
-    if (n == 0 || n > LB_MAX_NAME) return false;
-    for (; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              strchr("_.-/@", *p)))
-            return false;
-    return true;
+    return lb_service_name_valid(p, strlen(p));
 }
 
 static char *trim(char *p)
@@ -243,7 +259,8 @@ static int read_settings(struct lb_plugin_ctx *ctx, struct tls_settings *s, cons
         lb_conf_bool(ctx, "require_client_cert", false, &s->require_cert) < 0 ||
         lb_conf_ms(ctx, "handshake_timeout", 10000, &s->handshake_ms) < 0 ||
         lb_conf_int(ctx, "max_connections", 0, 0, 10000000, &s->max_conns) < 0 ||
-        lb_conf_int(ctx, "max_handshaking", 256, 0, 10000000, &s->max_handshaking) < 0)
+        lb_conf_int(ctx, "max_handshaking", 256, 0, 10000000, &s->max_handshaking) < 0 ||
+        lb_conf_int(ctx, "max_handshaking_per_address", 16, 0, 10000000, &s->max_per_addr) < 0)
         return -1;
     if (!s->cert || !s->key) {
         lb_plugin_fail(ctx, "cert and key are required (scripts/gen-certs.sh makes development ones)");
@@ -378,7 +395,74 @@ static bool throttle_pass(struct throttle *t)
     return false;
 }
 
+/* ---- handshakes per address ------------------------------------------ */
+
+/* The key an address is counted under: IPv4 (also as an IPv4-mapped IPv6
+ * address) or the /64 of an IPv6 address. */
+static void addr_key(const struct sockaddr *sa, unsigned char key[ADDR_KEY])
+{
+    memset(key, 0, ADDR_KEY);
+    if (sa->sa_family == AF_INET) {
+        key[0] = 4;
+        memcpy(key + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        return;
+    }
+    const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    if (sa->sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(a6)) {
+        key[0] = 4;
+        memcpy(key + 1, a6->s6_addr + 12, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        key[0] = 6;
+        memcpy(key + 1, a6->s6_addr, 8);
+    }
+}
+
+static struct addr_count **addr_slot(struct tls_plugin *tp, const unsigned char key[ADDR_KEY])
+{
+    uint64_t h = 1469598103934665603ull ^ tp->addr_seed;   /* FNV-1a, seeded */
+    for (int i = 0; i < ADDR_KEY; i++) { h ^= key[i]; h *= 1099511628211ull; }
+    struct addr_count **pp = &tp->by_addr[h % ADDR_BUCKETS];
+    while (*pp && memcmp((*pp)->key, key, ADDR_KEY)) pp = &(*pp)->next;
+    return pp;   /* the entry, or the end of its chain */
+}
+
+static unsigned addr_handshaking(struct tls_plugin *tp, const unsigned char key[ADDR_KEY])
+{
+    struct addr_count *ac = *addr_slot(tp, key);
+    return ac ? ac->n : 0;
+}
+
+/* Counts one more handshake from key; NULL when out of memory. */
+static struct addr_count *addr_acquire(struct tls_plugin *tp, const unsigned char key[ADDR_KEY])
+{
+    struct addr_count **pp = addr_slot(tp, key);
+    if (!*pp) {
+        if (!(*pp = calloc(1, sizeof **pp))) return NULL;
+        memcpy((*pp)->key, key, ADDR_KEY);
+    }
+    (*pp)->n++;
+    return *pp;
+}
+
+static void addr_release(struct tls_plugin *tp, struct addr_count *ac)
+{
+    if (--ac->n) return;
+    struct addr_count **pp = addr_slot(tp, ac->key);
+    *pp = ac->next;
+    free(ac);
+}
+
 /* ---- connections ---------------------------------------------------- */
+
+/* The handshake is over, done or not: its slots are free. */
+static void handshake_over(struct tls_conn *tc)
+{
+    if (!tc->handshaking) return;
+    tc->handshaking = false;
+    tc->tp->n_handshaking--;
+    if (tc->ac) addr_release(tc->tp, tc->ac);
+    tc->ac = NULL;
+}
 
 /* The only place a tls_conn is freed. */
 static void tc_free(struct tls_conn *tc)
@@ -387,9 +471,10 @@ static void tc_free(struct tls_conn *tc)
     *tc->pprev = tc->next;
     if (tc->next) tc->next->pprev = tc->pprev;
     tp->n_conns--;
-    if (tc->handshaking) tp->n_handshaking--;
+    handshake_over(tc);
     event_del(&tc->deadline);
     bufferevent_free(tc->bev);
+    stream_marks_free(&tc->marks);
     free(tc);
 }
 
@@ -441,7 +526,13 @@ static void ssl_reason(struct tls_conn *tc, short what, char *out, size_t len)
 static int op_send(void *tdata, const struct iovec *iov, int iovcnt)
 {
     struct tls_conn *tc = tdata;
-    return lb_frame_write(bufferevent_get_output(tc->bev), iov, iovcnt);
+    return stream_send(&tc->marks, bufferevent_get_output(tc->bev), iov, iovcnt);
+}
+
+static void op_discard(void *tdata)
+{
+    struct tls_conn *tc = tdata;
+    stream_discard(&tc->marks, bufferevent_get_output(tc->bev));
 }
 
 static size_t op_pending(void *tdata)
@@ -484,7 +575,8 @@ static void op_close(void *tdata, bool flush)
 }
 
 static const struct lb_conn_ops tls_ops = {
-    .send = op_send, .pending = op_pending, .set_read = op_set_read, .close = op_close,
+    .size = sizeof tls_ops, .send = op_send, .pending = op_pending, .set_read = op_set_read,
+    .close = op_close, .discard = op_discard,
 };
 
 static void read_cb(struct bufferevent *bev, void *arg)
@@ -568,8 +660,7 @@ static void handshake_done(struct tls_conn *tc)
     char subject[256] = "";
     size_t n = 0;
     event_del(&tc->deadline);
-    tc->handshaking = false;
-    tp->n_handshaking--;
+    handshake_over(tc);
     X509 *cert = SSL_get1_peer_certificate(ssl);
     if (cert && SSL_get_verify_result(ssl) == X509_V_OK) {
         X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
@@ -591,7 +682,7 @@ static void handshake_done(struct tls_conn *tc)
         lb_log(tp->ctx, LB_LOG_DEBUG, "%s: %zu name(s) added by " NAMES_PREFIX "* lines for %s", tc->addr, n_ids - n,
                subject);
     struct lb_peer peer = {
-        .transport = "tls-tcp", .address = tc->addr, .tls_subject = subject[0] ? subject : NULL,
+        .size = sizeof peer, .transport = "tls-tcp", .address = tc->addr, .tls_subject = subject[0] ? subject : NULL,
         .identity_names = n_ids ? ids : NULL, .n_identity_names = n_ids,
     };
     tc->conn = lb_conn_new(tp->ctx, &tls_ops, tc, &peer);
@@ -658,11 +749,12 @@ static void format_addr(const struct sockaddr *sa, char *out, size_t len)
     }
 }
 
-/* max_connections, then max_handshaking: a socket beyond either is closed
- * before any TLS, so stalled handshakes cannot use up the descriptors
- * (they wait for handshake_timeout; established connections do not count
- * against max_handshaking). */
-static bool over_limit(struct tls_plugin *tp, const char *addr)
+/* max_connections, max_handshaking, then max_handshaking_per_address: a
+ * socket beyond any is closed before any TLS, so stalled handshakes cannot
+ * use up the descriptors (they wait for handshake_timeout; established
+ * connections do not count against the handshake limits), and one address
+ * cannot take every handshake slot. */
+static bool over_limit(struct tls_plugin *tp, const char *addr, const unsigned char key[ADDR_KEY])
 {
     const char *which;
     long long max;
@@ -671,6 +763,8 @@ static bool over_limit(struct tls_plugin *tp, const char *addr)
         which = "max_connections", max = tp->max_conns, count = &tp->n.over_limit;
     } else if (tp->max_handshaking && tp->n_handshaking >= tp->max_handshaking) {
         which = "max_handshaking", max = tp->max_handshaking, count = &tp->n.over_handshaking;
+    } else if (tp->max_per_addr && addr_handshaking(tp, key) >= tp->max_per_addr) {
+        which = "max_handshaking_per_address", max = tp->max_per_addr, count = &tp->n.over_per_addr;
     } else {
         return false;
     }
@@ -685,15 +779,19 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)l; (void)salen;
     struct tls_plugin *tp = arg;
     char addr[64];
+    unsigned char key[ADDR_KEY];
     format_addr(sa, addr, sizeof addr);
-    if (over_limit(tp, addr)) {
+    addr_key(sa, key);
+    if (over_limit(tp, addr, key)) {
         evutil_closesocket(fd);
         return;
     }
     struct tls_conn *tc = calloc(1, sizeof *tc);
     SSL *ssl = tc ? SSL_new(tp->ssl) : NULL;
-    if (!ssl) {
+    struct addr_count *ac = ssl ? addr_acquire(tp, key) : NULL;
+    if (!ac) {
         lb_log(tp->ctx, LB_LOG_ERROR, "out of memory accepting %s", addr);
+        SSL_free(ssl);
         free(tc);
         evutil_closesocket(fd);
         return;
@@ -707,6 +805,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     if (!tc->bev) {
         lb_log(tp->ctx, LB_LOG_ERROR, "cannot set up TLS for %s", addr);
         SSL_free(ssl);
+        addr_release(tp, ac);
         free(tc);
         evutil_closesocket(fd);
         return;
@@ -721,6 +820,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     tp->n_handshaking++;
     tp->n.accepted++;
     tc->handshaking = true;
+    tc->ac = ac;
     /* The whole handshake has one deadline (not an idle timeout a client
      * could keep resetting by trickling bytes). */
     evtimer_assign(&tc->deadline, lb_event_base(tp->ctx), deadline_cb, tc);
@@ -777,9 +877,11 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *l
 static json_t *stats(void *ud)
 {
     struct tls_plugin *tp = ud;
-    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s}",
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s}",
                      "connections", (json_int_t)tp->n_conns, "handshaking", (json_int_t)tp->n_handshaking,
                      "maxConnections", (json_int_t)tp->max_conns, "maxHandshaking", (json_int_t)tp->max_handshaking,
+                     "maxHandshakingPerAddress", (json_int_t)tp->max_per_addr,
+                     "overHandshakingPerAddress", (json_int_t)tp->n.over_per_addr,
                      "accepted", (json_int_t)tp->n.accepted, "established", (json_int_t)tp->n.established,
                      "refused", (json_int_t)tp->n.refused, "handshakeTimeouts", (json_int_t)tp->n.timeouts,
                      "overLimit", (json_int_t)tp->n.over_limit, "overHandshaking", (json_int_t)tp->n.over_handshaking,
@@ -794,6 +896,7 @@ static void apply_settings(struct tls_plugin *tp, struct tls_settings *s)
     tp->handshake_ms = s->handshake_ms;
     tp->max_conns = s->max_conns;
     tp->max_handshaking = s->max_handshaking;
+    tp->max_per_addr = s->max_per_addr;
     free_maps(tp->maps);
     tp->maps = s->maps;
     tp->n_maps = s->n_maps;
@@ -831,6 +934,7 @@ static int tls_load(struct lb_plugin_ctx *ctx)
     if (!tp) { SSL_CTX_free(ssl); free_maps(s.maps); lb_plugin_fail(ctx, "out of memory"); return -1; }
     tp->ctx = ctx;
     tp->ssl = ssl;
+    RAND_bytes((unsigned char *)&tp->addr_seed, sizeof tp->addr_seed);
     apply_settings(tp, &s);
     tp->authenticator = s.require_cert;
     lb_plugin_set_data(ctx, tp);
@@ -866,6 +970,8 @@ static int tls_load(struct lb_plugin_ctx *ctx)
     return 0;
 }
 
+/* SIGHUP, step 1: read the settings and build the new context (a
+ * certificate that does not load fails the reload here); apply nothing. */
 static int tls_reload(struct lb_plugin_ctx *ctx)
 {
     struct tls_settings s;
@@ -886,17 +992,40 @@ static int tls_reload(struct lb_plugin_ctx *ctx)
         tp->n.reload_failures++;
         return -1;   /* the old context keeps serving */
     }
+    struct tls_settings *st = malloc(sizeof *st);
+    if (!st) { SSL_CTX_free(ssl); free_maps(s.maps); lb_plugin_fail(ctx, "out of memory"); return -1; }
+    *st = s;
+    tp->staged_ssl = ssl;
+    tp->staged = st;
+    return 0;
+}
+
+/* Step 2: swap in the new context (commit) or drop it. */
+static void tls_reload_done(struct lb_plugin_ctx *ctx, bool commit)
+{
+    struct tls_plugin *tp = lb_plugin_data(ctx);
+    if (!tp || !tp->staged) return;
+    SSL_CTX *ssl = tp->staged_ssl;
+    struct tls_settings *s = tp->staged;
+    tp->staged_ssl = NULL;
+    tp->staged = NULL;
+    if (!commit) {
+        SSL_CTX_free(ssl);
+        free_maps(s->maps);
+        free(s);
+        return;
+    }
     /* Established connections hold their own reference to the old context
      * and keep the names they were given. */
     SSL_CTX_free(tp->ssl);
     tp->ssl = ssl;
-    apply_settings(tp, &s);
+    apply_settings(tp, s);
     tp->n.reloads++;
     note_server_cert(tp, ssl);
     lb_log(ctx, LB_LOG_INFO, "certificates reloaded (%s, valid until %s, %zu " NAMES_PREFIX "* line(s)); "
-           "%lld established connection(s) keep theirs", s.cert, tp->cert_not_after, tp->n_maps,
+           "%lld established connection(s) keep theirs", s->cert, tp->cert_not_after, tp->n_maps,
            tp->n_conns - tp->n_handshaking);
-    return 0;
+    free(s);
 }
 
 static void tls_unload(struct lb_plugin_ctx *ctx)
@@ -916,6 +1045,7 @@ static void tls_unload(struct lb_plugin_ctx *ctx)
     while (tp->conns) tc_free(tp->conns);
     SSL_CTX_free(tp->ssl);
     free_maps(tp->maps);
+    tls_reload_done(ctx, false);
     free(tp);
     lb_plugin_set_data(ctx, NULL);
 }
@@ -923,9 +1053,11 @@ static void tls_unload(struct lb_plugin_ctx *ctx)
 __attribute__((visibility("default")))
 const struct lb_plugin lexbus_plugin = {
     .abi = LB_PLUGIN_ABI,
+    .size = sizeof(struct lb_plugin),
     .name = "tls-tcp",
     .version = PACKAGE_VERSION,
     .load = tls_load,
     .unload = tls_unload,
     .reload = tls_reload,
+    .reload_done = tls_reload_done,
 };

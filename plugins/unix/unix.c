@@ -10,6 +10,12 @@
  * backlog = 4096              listen() backlog
  * allow_uids = self, 1000     only these peer uids may connect (self = lexbusd's uid)
  * allow_gids = 100            ... or these peer gids (no lists: anyone who can open the socket)
+ *
+ * SIGHUP applies mode (the socket is chmod-ed), backlog, allow_uids and
+ * allow_gids: new connections are checked against the new lists, and open
+ * connections whose peer they no longer allow are closed (ERROR FORBIDDEN)
+ * — a uid taken off the list is cut off, not left connected.  A new path
+ * needs a restart: such a reload is refused and nothing of it applies.
  */
 
 #include "config.h"
@@ -51,10 +57,16 @@ struct unix_plugin {
     struct lb_plugin_ctx *ctx;
     struct evconnlistener *listener;
     char *path;
+    long long backlog;
+    long mode;
     struct unix_conn *live;       /* connections the host holds */
     struct unix_conn *flushing;   /* closed by the host, still writing */
-    struct unix_settings set, staged;
-    unsigned long long refused;
+    struct event *recheck;        /* closes live connections the allow lists no longer allow */
+    uid_t uids[16];
+    gid_t gids[16];
+    size_t n_uids, n_gids;
+    struct unix_settings staged;  /* a reload's settings, until reload_done */
+    bool has_staged;
 };
 
 struct unix_conn {
@@ -64,9 +76,8 @@ struct unix_conn {
     struct evbuffer *in, *out;
     struct lb_conn *conn;         /* NULL once the host has closed us */
     bool wev_added;
-    struct lb_peer peer;          /* as accepted (for allow_uids on reload) */
     struct stream_marks marks;    /* frame boundaries, for discard */
-    struct unix_conn *next;       /* in up->live, then up->flushing */
+    struct unix_conn *next;       /* in up->live or up->flushing */
     struct unix_conn **pprev;
 };
 
@@ -113,22 +124,21 @@ static int write_out(struct unix_conn *uc)
     return 0;
 }
 
-static void uc_unlink(struct unix_conn *uc)
-{
-    if (uc->pprev) {
-        *uc->pprev = uc->next;
-        if (uc->next) uc->next->pprev = uc->pprev;
-    }
-    uc->next = NULL;
-    uc->pprev = NULL;
-}
-
-static void uc_link(struct unix_conn *uc, struct unix_conn **head)
+static void uc_link(struct unix_conn **head, struct unix_conn *uc)
 {
     uc->next = *head;
     if (*head) (*head)->pprev = &uc->next;
     *head = uc;
     uc->pprev = head;
+}
+
+static void uc_unlink(struct unix_conn *uc)
+{
+    if (!uc->pprev) return;
+    *uc->pprev = uc->next;
+    if (uc->next) uc->next->pprev = uc->pprev;
+    uc->next = NULL;
+    uc->pprev = NULL;
 }
 
 static void uc_free(struct unix_conn *uc)
@@ -191,6 +201,7 @@ static void op_close(void *tdata, bool flush)
 {
     struct unix_conn *uc = tdata;
     uc->conn = NULL;
+    uc_unlink(uc);
     event_del(&uc->rev);
     if (!flush || write_out(uc) != 0 || evbuffer_get_length(uc->out) == 0) {
         uc_free(uc);
@@ -198,8 +209,7 @@ static void op_close(void *tdata, bool flush)
     }
     /* Keep the socket until what is queued (an ERROR, say) is written. */
     struct unix_plugin *up = uc->up;
-    uc_unlink(uc);
-    uc_link(uc, &up->flushing);
+    uc_link(&up->flushing, uc);
     event_del(&uc->wev);
     event_assign(&uc->wev, lb_event_base(up->ctx), uc->fd, EV_WRITE, flush_cb, uc);
     struct timeval tv = { FLUSH_TIMEOUT_S, 0 };
@@ -238,14 +248,18 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
     if (evbuffer_get_length(uc->out) == 0) lb_conn_writable(uc->conn);
 }
 
-/* No lists: anyone who can open the socket. */
-static bool peer_allowed(const struct unix_settings *st, const struct lb_peer *p)
+static bool peer_allowed(const struct unix_plugin *up, const struct lb_peer *p)
 {
-    if (!st->n_uids && !st->n_gids) return true;
     if (!p->has_cred) return false;
-    for (size_t i = 0; i < st->n_uids; i++) if (st->uids[i] == p->uid) return true;
-    for (size_t i = 0; i < st->n_gids; i++) if (st->gids[i] == p->gid) return true;
+    for (size_t i = 0; i < up->n_uids; i++) if (up->uids[i] == p->uid) return true;
+    for (size_t i = 0; i < up->n_gids; i++) if (up->gids[i] == p->gid) return true;
     return false;
+}
+
+/* No lists: anyone who can open the socket. */
+static bool lists_allow(const struct unix_plugin *up, const struct lb_peer *p)
+{
+    return (!up->n_uids && !up->n_gids) || peer_allowed(up, p);
 }
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
@@ -264,8 +278,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         snprintf(addr, sizeof addr, "unix:pid=%ld,uid=%ld", (long)cred.pid, (long)cred.uid);
     }
     peer.address = addr;
-    if (!peer_allowed(&up->set, &peer)) {
-        up->refused++;
+    if (!lists_allow(up, &peer)) {
         lb_log_throttled(up->ctx, LB_LOG_WARN, "refused", 20, "refused %s: not in allow_uids/allow_gids", addr);
         evutil_closesocket(fd);
         return;
@@ -288,10 +301,41 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         uc_free(uc);
         return;
     }
-    uc->peer = peer;
-    uc->peer.address = NULL;   /* only the credentials are kept */
-    uc_link(uc, &up->live);
+    uc_link(&up->live, uc);
     event_add(&uc->rev, NULL);
+}
+
+/* After a reload: closes the open connections whose peer the allow lists
+ * no longer allow.  Run from an event, not from the reload (which may be
+ * answering a `lexbus.reload` call from one of them).  They are picked
+ * first and closed after: closing one connection may close others, so no
+ * pointer into up->live is kept across a close. */
+static void recheck_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct unix_plugin *up = arg;
+    struct unix_conn *out = NULL;
+    size_t n = 0;
+    for (struct unix_conn *uc = up->live, *next; uc; uc = next) {
+        next = uc->next;
+        if (lists_allow(up, lb_conn_peer(uc->conn))) continue;
+        uc_unlink(uc);
+        uc_link(&out, uc);
+        n++;
+    }
+    while (out) {
+        struct unix_conn *uc = out;
+        uc_unlink(uc);
+        uc_link(&up->live, uc);   /* op_close takes it off again */
+        const struct lb_peer *p = lb_conn_peer(uc->conn);
+        char msg[160];
+        snprintf(msg, sizeof msg, "uid %ld / gid %ld is no longer in allow_uids/allow_gids: connection closed",
+                 p->has_cred ? (long)p->uid : -1L, p->has_cred ? (long)p->gid : -1L);
+        lb_log(up->ctx, LB_LOG_WARN, "#%llu (%s): %s", (unsigned long long)lb_conn_id(uc->conn),
+               p->address ? p->address : "unix", msg);
+        lb_conn_close_error(uc->conn, LB_E_FORBIDDEN, msg);
+    }
+    if (n) lb_log(up->ctx, LB_LOG_WARN, "allow_uids/allow_gids changed: closed %zu connection(s) of peers no longer allowed", n);
 }
 
 /* ---- socket path ---------------------------------------------------- */
@@ -366,6 +410,14 @@ static int read_settings(struct lb_plugin_ctx *ctx, struct unix_settings *st)
     return 0;
 }
 
+static void apply_lists(struct unix_plugin *up, const struct unix_settings *st)
+{
+    memcpy(up->uids, st->uids, sizeof up->uids);
+    memcpy(up->gids, st->gids, sizeof up->gids);
+    up->n_uids = st->n_uids;
+    up->n_gids = st->n_gids;
+}
+
 static int unix_load(struct lb_plugin_ctx *ctx)
 {
     struct unix_settings st;
@@ -379,8 +431,12 @@ static int unix_load(struct lb_plugin_ctx *ctx)
     struct unix_plugin *up = calloc(1, sizeof *up);
     if (!up) { lb_plugin_fail(ctx, "out of memory"); return -1; }
     up->ctx = ctx;
-    up->set = st;
+    up->backlog = backlog;
+    up->mode = mode;
+    apply_lists(up, &st);
     lb_plugin_set_data(ctx, up);
+    up->recheck = event_new(lb_event_base(ctx), -1, 0, recheck_cb, up);
+    if (!up->recheck) { lb_plugin_fail(ctx, "out of memory"); return -1; }
     if (prepare_path(up, path)) return -1;
     strcpy(sun.sun_path, path);
     /* Create the socket with the configured mode from the start: no window
@@ -412,50 +468,64 @@ static void unix_unload(struct lb_plugin_ctx *ctx)
         up->listener = NULL;
     }
     while (up->flushing) uc_free(up->flushing);
-    while (up->live) uc_free(up->live);
+    if (up->recheck) event_free(up->recheck);
     if (up->path) { unlink(up->path); free(up->path); }
     free(up);
     lb_plugin_set_data(ctx, NULL);
 }
 
-/* Step 1 of a reload: validate.  The socket cannot move without dropping
- * clients, so a new `path` (or `backlog`) waits for a restart. */
+/* SIGHUP, step 1: mode, backlog and the allow lists can change, a new path
+ * cannot (it refuses the whole reload).  What can fail here (listen(),
+ * chmod) is done here, and undone in step 2 if another section was bad. */
 static int unix_reload(struct lb_plugin_ctx *ctx)
 {
+    struct unix_settings st;
+    if (read_settings(ctx, &st) < 0) return -1;
     struct unix_plugin *up = lb_plugin_data(ctx);
-    if (read_settings(ctx, &up->staged) < 0) return -1;
-    if (up->path && strcmp(up->staged.path, up->path) != 0)
-        lb_log(ctx, LB_LOG_WARN, "path changed to %s: takes effect on restart (still serving %s)", up->staged.path, up->path);
+    if (!up || !up->listener) return 0;
+    if (strcmp(st.path, up->path) != 0) {
+        lb_plugin_fail(ctx, "path changed to %s: the socket moves only on restart (still serving %s); nothing of "
+                       "this reload was applied", st.path, up->path);
+        return -1;
+    }
+    evutil_socket_t fd = evconnlistener_get_fd(up->listener);
+    if (st.backlog != up->backlog && listen(fd, (int)st.backlog) != 0) {
+        lb_plugin_fail(ctx, "cannot set backlog %lld on %s: %s; nothing of this reload was applied", st.backlog,
+                       up->path, strerror(errno));
+        return -1;
+    }
+    if (chmod(up->path, (mode_t)st.mode) != 0) {
+        int e = errno;
+        if (st.backlog != up->backlog) listen(fd, (int)up->backlog);
+        lb_plugin_fail(ctx, "cannot chmod %s to %04lo: %s; nothing of this reload was applied", up->path, st.mode,
+                       strerror(e));
+        return -1;
+    }
+    up->staged = st;
+    up->has_staged = true;
     return 0;
 }
 
-/* Step 2: the new mode applies to the socket file, the new allow lists to
- * new connections and to those already open: a peer that is no longer
- * allowed is disconnected, with FORBIDDEN saying why. */
+/* Step 2: keep what step 1 did and apply the lists (commit), or put the
+ * socket back as it was. */
 static void unix_reload_done(struct lb_plugin_ctx *ctx, bool commit)
 {
     struct unix_plugin *up = lb_plugin_data(ctx);
-    if (!commit) return;
-    const char *path = up->set.path;
-    up->set = up->staged;
-    up->set.path = path;
-    if (up->path && chmod(up->path, (mode_t)up->set.mode) != 0)
-        lb_log(ctx, LB_LOG_ERROR, "cannot chmod %s to %04lo: %s", up->path, up->set.mode, strerror(errno));
-    /* Closing runs the host's close op, which moves the connection off
-     * this list: take one at a time from a fresh walk. */
-    for (bool again = true; again;) {
-        again = false;
-        for (struct unix_conn *uc = up->live; uc; uc = uc->next) {
-            if (!uc->conn || peer_allowed(&up->set, &uc->peer)) continue;
-            char msg[160];
-            snprintf(msg, sizeof msg, "uid %ld is no longer allowed ([plugin unix] allow_uids/allow_gids changed)",
-                     (long)uc->peer.uid);
-            lb_log(ctx, LB_LOG_WARN, "closing #%llu: %s", (unsigned long long)lb_conn_id(uc->conn), msg);
-            lb_conn_close_error(uc->conn, LB_E_FORBIDDEN, msg);
-            again = true;
-            break;
-        }
+    if (!up || !up->has_staged) return;
+    up->has_staged = false;
+    const struct unix_settings *st = &up->staged;
+    if (!commit) {
+        if (st->backlog != up->backlog) listen(evconnlistener_get_fd(up->listener), (int)up->backlog);
+        chmod(up->path, (mode_t)up->mode);
+        return;
     }
+    up->backlog = st->backlog;
+    up->mode = st->mode;
+    apply_lists(up, st);
+    event_active(up->recheck, EV_TIMEOUT, 0);
+    lb_log(ctx, LB_LOG_INFO, "reloaded: %s mode %04lo, backlog %lld, %zu allowed uid(s), %zu allowed gid(s)%s",
+           up->path, st->mode, st->backlog, st->n_uids, st->n_gids,
+           st->n_uids || st->n_gids ? "; open connections of peers no longer allowed are being closed" : "");
 }
 
 __attribute__((visibility("default")))

@@ -288,6 +288,18 @@ class Bus:
         return subprocess.run([LEXBUS_CLI] + list(args), input=input, capture_output=True,
                               timeout=timeout, env=e, text=True)
 
+    def reload(self, conf=None):
+        """Writes `conf` as bus.conf (when given), sends SIGHUP and waits for
+        the reload to end; returns what the daemon logged meanwhile (a
+        plugin that refused its new settings says so there)."""
+        if conf is not None:
+            self.write_conf(conf)
+        mark = len(self.logtext())
+        self.send_signal(signal.SIGHUP)
+        done = ("configuration reloaded", "reload failed, old configuration kept")
+        wait_for(lambda: any(d in self.logtext()[mark:] for d in done), what="the reload")
+        return self.logtext()[mark:]
+
     def stats(self):
         c = self.client("stats-probe-%d" % time.time_ns())
         r = c.call("lexbus", "stats")

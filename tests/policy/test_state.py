@@ -24,7 +24,7 @@ def token_bus_conf():
 
 def admin(bus):
     c = bus.raw()
-    check_eq(c.register("admin", token=mint(claims("admin")))["type"], "REGISTER_ACK", "admin bootstrap")
+    check_eq(c.register("admin", token=mint(claims("admin", admin=True)))["type"], "REGISTER_ACK", "admin bootstrap")
     return c
 
 
