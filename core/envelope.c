@@ -65,6 +65,14 @@ static inline int hexval(unsigned char c)
     return -1;
 }
 
+/* The code unit of the 4 hex digits at p, or -1. */
+static inline int hex4(const unsigned char *p, const unsigned char *end)
+{
+    if (end - p < 4) return -1;
+    int a = hexval(p[0]), b = hexval(p[1]), c = hexval(p[2]), d = hexval(p[3]);
+    return (a | b | c | d) < 0 ? -1 : a << 12 | b << 8 | c << 4 | d;
+}
+
 /* Skips plain printable ASCII (not '"', not '\\'): most of every payload.
  * Returns the first byte that needs a closer look (or `end`). */
 static inline const unsigned char *skip_plain(const unsigned char *p, const unsigned char *end)
@@ -123,11 +131,22 @@ static int scan_string(struct scan *s, struct env_val *out)
             case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
                 p++;
                 break;
-            case 'u':
-                if (end - p < 5 || hexval(p[1]) < 0 || hexval(p[2]) < 0 || hexval(p[3]) < 0 ||
-                    hexval(p[4]) < 0) { s->err = "bad \\u escape"; return -1; }
+            case 'u': {
+                int u = hex4(p + 1, end);
+                if (u < 0) { s->err = "bad \\u escape"; return -1; }
                 p += 5;
+                /* A surrogate must be a high one followed by a low one: an
+                 * unpaired one is no character (as in raw UTF-8, refused
+                 * above), and recipients' parsers refuse it, replace it
+                 * or keep it, each its own way. */
+                if (u >= 0xDC00 && u <= 0xDFFF) { s->err = "unpaired surrogate in \\u escape"; return -1; }
+                if (u >= 0xD800 && u <= 0xDBFF) {
+                    int lo = end - p >= 2 && p[0] == '\\' && p[1] == 'u' ? hex4(p + 2, end) : -1;
+                    if (lo < 0xDC00 || lo > 0xDFFF) { s->err = "unpaired surrogate in \\u escape"; return -1; }
+                    p += 6;
+                }
                 break;
+            }
             default:
                 s->err = "bad escape in string";
                 return -1;
