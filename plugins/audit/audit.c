@@ -9,6 +9,10 @@
  * ...) are recorded like other CALLs, never with their params or result
  * (they may carry tokens).
  *
+ * A payload jansson cannot hold (a number beyond double or int64, which
+ * the bus forwards as written) is recorded as its JSON text in
+ * "paramsText", "payloadText", "dataText" or "errorText".
+ *
  * Lines are limited to 64K: a record whose payload would make it longer
  * is written without the payload, with "payloadTruncated":true and
  * "payloadBytes":N, so the operation is still on record.
@@ -354,7 +358,16 @@ static json_t *record(struct audit *a, const struct lb_outcome *o)
 static const char *const payload_fields[] = { "params", "payload", "data", "error" };
 #define N_PAYLOAD_FIELDS (sizeof payload_fields / sizeof payload_fields[0])
 
-/* Adds the message's payload members; returns their size in bytes. */
+/* "<member>Text": where a payload member is kept as JSON text. */
+static const char *text_key(size_t i, char key[16])
+{
+    snprintf(key, 16, "%sText", payload_fields[i]);
+    return key;
+}
+
+/* Adds the message's payload members; returns their size in bytes.  A
+ * value jansson cannot hold (a number such as 1e400, which the bus
+ * forwards) is recorded as its JSON text, "<member>Text", never left out. */
 static size_t add_payloads(json_t *j, const struct lb_msg *m)
 {
     size_t bytes = 0;
@@ -362,15 +375,24 @@ static size_t add_payloads(json_t *j, const struct lb_msg *m)
         struct lb_str raw = lb_msg_raw(m, payload_fields[i]);
         if (!raw.p) continue;
         bytes += raw.n;
-        json_t *v = json_loadb(raw.p, raw.n, JSON_DECODE_ANY, NULL);
-        if (v) json_object_set_new(j, payload_fields[i], v);
+        json_t *v = json_loadb(raw.p, raw.n, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        if (v) {
+            json_object_set_new(j, payload_fields[i], v);
+        } else {
+            char key[16];
+            json_object_set_new(j, text_key(i, key), json_stringn(raw.p, raw.n));
+        }
     }
     return bytes;
 }
 
 static void without_payloads(struct audit *a, json_t *j, size_t bytes)
 {
-    for (size_t i = 0; i < N_PAYLOAD_FIELDS; i++) json_object_del(j, payload_fields[i]);
+    for (size_t i = 0; i < N_PAYLOAD_FIELDS; i++) {
+        char key[16];
+        json_object_del(j, payload_fields[i]);
+        json_object_del(j, text_key(i, key));
+    }
     json_object_set_new(j, "payloadTruncated", json_true());
     json_object_set_new(j, "payloadBytes", json_integer((json_int_t)bytes));
     pthread_mutex_lock(&a->mu);

@@ -141,6 +141,24 @@ def payloads_when_configured_and_a_large_one_truncated():
 
 
 @test
+def payloads_jansson_cannot_hold_are_recorded_as_text():
+    """A payload the bus forwards but jansson cannot represent (1e400, a huge
+    integer) is recorded as its JSON text, never left out; NUL escapes stay."""
+    bus, path = audit_bus("payloads = yes\n")
+    with bus:
+        c = bus.client("emitter")
+        for eid, payload in (("big", b'{"x":1e400}'), ("int", b'[123456789012345678901234567890]'),
+                             ("nul", b'"a\\u0000b"')):
+            c.send_raw(lbtest.frame(b'{"type":"EMIT","id":"%s","event":"v","payload":%s,"ack":true}' % (eid.encode(), payload)))
+            c.recv_type("ACK")
+        bus.stop()
+        recs = {r.get("id"): r for r in (json.loads(l) for l in read_lines(path))}
+    check_eq((recs["big"].get("payloadText"), "payload" in recs["big"]), ('{"x":1e400}', False), "1e400 as text")
+    check_eq(recs["int"].get("payloadText"), "[123456789012345678901234567890]", "a huge integer as text")
+    check_eq((recs["nul"].get("payload"), "payloadText" in recs["nul"]), ("a\x00b", False), "a NUL kept")
+
+
+@test
 def token_calls_are_audited_without_the_token():
     bus = Bus(start=False)
     path = os.path.join(bus.dir, "audit.jsonl")
