@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <errno.h>
 #include "envelope.h"
+#include "utf8.h"
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -65,27 +66,12 @@ static inline int hexval(unsigned char c)
     return -1;
 }
 
-/* Validates one UTF-8 sequence starting at p (non-ASCII lead byte); returns
- * its length or 0 if invalid (overlongs, surrogates, > U+10FFFF refused). */
-static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
+/* The code unit of the 4 hex digits at p, or -1. */
+static inline int hex4(const unsigned char *p, const unsigned char *end)
 {
-    unsigned c = p[0];
-    size_t n;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) n = 2;
-    else if (c == 0xE0) { n = 3; lo = 0xA0; }
-    else if (c >= 0xE1 && c <= 0xEC) n = 3;
-    else if (c == 0xED) { n = 3; hi = 0x9F; }
-    else if (c >= 0xEE && c <= 0xEF) n = 3;
-    else if (c == 0xF0) { n = 4; lo = 0x90; }
-    else if (c >= 0xF1 && c <= 0xF3) n = 4;
-    else if (c == 0xF4) { n = 4; hi = 0x8F; }
-    else return 0;
-    if ((size_t)(end - p) < n) return 0;
-    if (p[1] < lo || p[1] > hi) return 0;
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF) return 0;
-    return n;
+    if (end - p < 4) return -1;
+    int a = hexval(p[0]), b = hexval(p[1]), c = hexval(p[2]), d = hexval(p[3]);
+    return (a | b | c | d) < 0 ? -1 : a << 12 | b << 8 | c << 4 | d;
 }
 
 /* Skips plain printable ASCII (not '"', not '\\'): most of every payload.
@@ -146,11 +132,22 @@ static int scan_string(struct scan *s, struct env_val *out)
             case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
                 p++;
                 break;
-            case 'u':
-                if (end - p < 5 || hexval(p[1]) < 0 || hexval(p[2]) < 0 || hexval(p[3]) < 0 ||
-                    hexval(p[4]) < 0) { s->err = "bad \\u escape"; return -1; }
+            case 'u': {
+                int u = hex4(p + 1, end);
+                if (u < 0) { s->err = "bad \\u escape"; return -1; }
                 p += 5;
+                /* A surrogate must be a high one followed by a low one: an
+                 * unpaired one is no character (as in raw UTF-8, refused
+                 * above), and recipients' parsers refuse it, replace it
+                 * or keep it, each its own way. */
+                if (u >= 0xDC00 && u <= 0xDFFF) { s->err = "unpaired surrogate in \\u escape"; return -1; }
+                if (u >= 0xD800 && u <= 0xDBFF) {
+                    int lo = end - p >= 2 && p[0] == '\\' && p[1] == 'u' ? hex4(p + 2, end) : -1;
+                    if (lo < 0xDC00 || lo > 0xDFFF) { s->err = "unpaired surrogate in \\u escape"; return -1; }
+                    p += 6;
+                }
                 break;
+            }
             default:
                 s->err = "bad escape in string";
                 return -1;

@@ -12,6 +12,7 @@
  */
 #include "config.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,7 @@ static struct event *g_timer;
  * it covers.  All on the loop thread. */
 static uint64_t g_change_gen, g_handed_gen, g_durable_gen, g_reported_gen;
 static bool g_failing, g_retry;
+static int g_lock_fd = -1;         /* holds the lock on <state_file>.lock */
 
 static bool kv_eq(const struct ht_node *n, const void *key)
 {
@@ -527,12 +529,82 @@ static int check_dir(const char *path, bool production, char *err, size_t errlen
     return 0;
 }
 
+/* Whether another process holds a lock on fd's file; *pid is the holder
+ * the kernel names, else the one the holder wrote into the file (0 if
+ * unknown: an NFS server may not say). */
+static bool locked_by(int fd, long *pid)
+{
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    if (fcntl(fd, F_GETLK, &fl) != 0 || fl.l_type == F_UNLCK) return false;
+    *pid = fl.l_pid;
+    if (*pid <= 0) {
+        char buf[32] = "";
+        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+        *pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+    }
+    return true;
+}
+
+/* Two daemons on one state_file would each replace the other's snapshots
+ * (a revocation written by one vanishes at the other's next write).  The
+ * state file itself is replaced by rename at every write, so the lock is
+ * on a companion file, <state_file>.lock, which is never removed: an fcntl
+ * lock dies with the process holding it, so a lock file left by a crash
+ * blocks nobody.  fcntl rather than flock: F_GETLK names the holder, and
+ * NFS honours it.  `-t` only looks, so it can check a running bus's file. */
+static int lock_state(const char *path, bool production, char *err, size_t errlen)
+{
+    char lock[4096];
+    if ((size_t)snprintf(lock, sizeof lock, "%s.lock", path) >= sizeof lock) {
+        snprintf(err, errlen, "state_file %s: path too long", path);
+        return -1;
+    }
+    int fd = open(lock, (g_check_only ? O_RDONLY : O_RDWR | O_CREAT) | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 && g_check_only) return 0;          /* no lock file: no daemon has run on it */
+    if (fd < 0) {
+        if (production) {
+            snprintf(err, errlen, "cannot lock state_file %s: %s: %s", path, lock, strerror(errno));
+            return -1;
+        }
+        log_warn("state", "cannot lock state_file %s (%s: %s): nothing stops another lexbusd from using it too",
+                 path, lock, strerror(errno));
+        return 0;
+    }
+    long pid = 0;
+    if (g_check_only) {
+        if (locked_by(fd, &pid))
+            log_warn("state", "state_file %s is in use by lexbusd pid %ld: a second daemon on it would not start",
+                     path, pid);
+        close(fd);
+        return 0;
+    }
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    if (fcntl(fd, F_SETLK, &fl) != 0) {
+        int e = errno;
+        if ((e == EACCES || e == EAGAIN) && locked_by(fd, &pid))
+            snprintf(err, errlen, "state_file %s is in use by another lexbusd (pid %ld holds the lock on %s): "
+                     "each daemon needs its own state_file", path, pid, lock);
+        else
+            snprintf(err, errlen, "cannot lock state_file %s: %s: %s", path, lock, strerror(e));
+        close(fd);
+        return -1;
+    }
+    /* For people (and the fallback above): the lock is what counts. */
+    char text[32];
+    int n = snprintf(text, sizeof text, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)n, 0) != n)
+        log_debug("state", "cannot write the pid into %s: %s", lock, strerror(errno));
+    g_lock_fd = fd;
+    return 0;
+}
+
 int state_open(const char *path, uint64_t max_bytes, bool production, char *err, size_t errlen)
 {
     ensure_init();
     g_max = max_bytes;
     if (!path) return 0;
     g_path = xstrdup(path);
+    if (lock_state(path, production, err, errlen)) return -1;   /* before reading: the holder may be writing */
     FILE *f = fopen(path, "re");
     if (!f && errno != ENOENT) { snprintf(err, errlen, "cannot read state_file %s: %s", path, strerror(errno)); return -1; }
     int rc = f ? load_file(f, path, err, errlen) : 0;
@@ -564,4 +636,6 @@ void state_close(void)
     free(g_path);
     g_path = NULL;
     g_bytes = 0;
+    if (g_lock_fd >= 0) close(g_lock_fd);   /* after the last write */
+    g_lock_fd = -1;
 }

@@ -19,6 +19,20 @@
  * struct lexbus_error with the protocol's code string (doc/protocol.md:
  * SERVICE_NOT_FOUND, TIMEOUT, ..., and client-side CONNECTION_LOST,
  * NOT_CONNECTED) and a message meant for people.
+ *
+ * Values jansson cannot represent: the bus forwards any valid JSON number,
+ * and json_t holds only doubles and int64 (1e400 and
+ * 123456789012345678901234567890 do not fit).  Such a value never reaches
+ * a callback as null: a CALL whose params (or context) hold one is
+ * answered INVALID_MESSAGE by the library, its method handler not called;
+ * an EVENT's payload goes to the lexbus_on_error handler as INVALID_MESSAGE
+ * instead of the lexbus_on handler (without an error handler, a line on
+ * stderr); a RESULT settles the call with INVALID_MESSAGE.  lexbus_on_raw
+ * handlers get the text as written, whatever it holds.  "\u0000" is kept:
+ * the json_t string holds the NUL (json_string_length counts it).
+ *
+ * Message ids are a random prefix per client (96 bits) and a counter, so
+ * no other client can predict them.
  */
 #ifndef LEXBUS_CLIENT_H
 #define LEXBUS_CLIENT_H

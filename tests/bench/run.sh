@@ -30,7 +30,7 @@ done
 
 if [[ -z "${LEXBUSD:-}" || -z "${LBBENCH:-}" ]]; then
   bdir="$top/_build-bench"
-  if [[ ! -x "$top/configure" ]]; then (cd "$top" && autoreconf -fi >/dev/null); fi
+  if [[ ! -x "$top/configure" ]]; then "$top/autogen.sh" >/dev/null; fi
   mkdir -p "$bdir"
   (cd "$bdir" && { [[ -f Makefile ]] || "$top/configure" -q CFLAGS="-O2 -g"; } && make -j"$(nproc)" >/dev/null)
   LEXBUSD="$bdir/core/lexbusd"
