@@ -327,8 +327,9 @@ static void *open_plugin(const char *dir, const char *name, char *why, size_t wh
 static const char *descriptor_problem(const struct lb_plugin *d, const char *name, char *buf, size_t len)
 {
     if (d->abi != LB_PLUGIN_ABI) {
-        snprintf(buf, len, "plugin ABI mismatch: the plugin was built for ABI %d, this lexbusd has ABI %d "
-                 "(rebuild the plugin against this lexbus's include/lexbus/plugin.h)", d->abi, LB_PLUGIN_ABI);
+        snprintf(buf, len, "plugin ABI mismatch: plugin has ABI %d, lexbusd needs %d (rebuild the plugin against "
+                 "this lexbus's include/lexbus/plugin.h%s)", d->abi, LB_PLUGIN_ABI,
+                 d->abi == 1 ? "; doc/plugins.md says what changed in ABI 2" : "");
         return buf;
     }
     if (d->size < offsetof(struct lb_plugin, reserved)) {
@@ -496,7 +497,7 @@ static int prepare_one(struct lb_plugin_ctx *ctx, struct conf_section *sec, cons
     ctx->failed = false;
     ctx->fail[0] = 0;
     if (ctx->desc->reload(ctx) != 0 || ctx->failed) {
-        snprintf(err, errlen, "[plugin %s] %s", ctx->name, ctx->fail[0] ? ctx->fail : "reload failed (no reason given)");
+        snprintf(err, errlen, "[plugin %s] reload failed: %s", ctx->name, ctx->fail[0] ? ctx->fail : "(no reason given)");
         return -1;
     }
     ctx->staged = true;

@@ -559,8 +559,8 @@ static int lock_state(const char *path, bool production, char *err, size_t errle
         snprintf(err, errlen, "state_file %s: path too long", path);
         return -1;
     }
-    int fd = open(lock, (g_check_only ? O_RDONLY : O_RDWR | O_CREAT) | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0 && g_check_only) return 0;          /* no lock file: no daemon has run on it */
+    int fd = open(lock, (g_bus.check_only ? O_RDONLY : O_RDWR | O_CREAT) | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 && g_bus.check_only) return 0;          /* no lock file: no daemon has run on it */
     if (fd < 0) {
         if (production) {
             snprintf(err, errlen, "cannot lock state_file %s: %s: %s", path, lock, strerror(errno));
@@ -571,7 +571,7 @@ static int lock_state(const char *path, bool production, char *err, size_t errle
         return 0;
     }
     long pid = 0;
-    if (g_check_only) {
+    if (g_bus.check_only) {
         if (locked_by(fd, &pid))
             log_warn("state", "state_file %s is in use by lexbusd pid %ld: a second daemon on it would not start",
                      path, pid);
