@@ -18,6 +18,7 @@ static const char *const field_names[F__COUNT] = {
     [F_EVENTS] = "events", [F_SUBSCRIBE] = "subscribe", [F_VERSION] = "version",
     [F_METADATA] = "metadata", [F_OP] = "op", [F_RESOURCE] = "resource",
     [F_KEY] = "key", [F_QUERY] = "query", [F_TIMESTAMP] = "timestamp", [F_IPC_REQUEST] = "ipcRequest",
+    [F_AUTH] = "auth", [F_NODE] = "node", [F_RESOURCES] = "resources",
 };
 
 static const char *const type_names[LB_MSG__COUNT] = {
@@ -260,12 +261,12 @@ static int known_field(const char *k, size_t n)
     switch (n) {
     case 2: F("id", F_ID); F("to", F_TO); F("op", F_OP); break;
     case 3: F("ack", F_ACK); F("key", F_KEY); break;
-    case 4: F("type", F_TYPE); F("from", F_FROM); F("data", F_DATA); break;
+    case 4: F("type", F_TYPE); F("from", F_FROM); F("data", F_DATA); F("auth", F_AUTH); F("node", F_NODE); break;
     case 5: F("event", F_EVENT); F("error", F_ERROR); F("token", F_TOKEN); F("query", F_QUERY); break;
     case 6: F("method", F_METHOD); F("params", F_PARAMS); F("status", F_STATUS); F("events", F_EVENTS); break;
     case 7: F("methods", F_METHODS); F("payload", F_PAYLOAD); F("context", F_CONTEXT); F("version", F_VERSION); break;
     case 8: F("metadata", F_METADATA); F("resource", F_RESOURCE); break;
-    case 9: F("subscribe", F_SUBSCRIBE); F("timestamp", F_TIMESTAMP); break;
+    case 9: F("subscribe", F_SUBSCRIBE); F("timestamp", F_TIMESTAMP); F("resources", F_RESOURCES); break;
     case 10: F("ipcRequest", F_IPC_REQUEST); break;
     case 11: F("serviceName", F_SERVICE_NAME); break;
     }
@@ -357,6 +358,31 @@ int env_validate_value(const char *buf, size_t len, const char **err)
     return 0;
 }
 
+int env_members_next(const struct envelope *e, const char **cursor, struct env_member *out)
+{
+    struct scan s = { *cursor ? *cursor : e->frame, e->frame + e->len, NULL };
+    skip_ws(&s);
+    if (!*cursor) {
+        s.p++;   /* '{': the frame was validated already */
+        skip_ws(&s);
+    } else if (s.p < s.end && *s.p == ',') {
+        s.p++;
+        skip_ws(&s);
+    }
+    if (s.p >= s.end || *s.p != '"') return 0;
+    s.p++;
+    struct env_val k;
+    if (scan_string(&s, &k)) return 0;
+    skip_ws(&s);
+    s.p++;   /* ':' */
+    if (scan_value(&s, 1, &out->v)) return 0;
+    out->key = k.p;
+    out->key_len = k.n;
+    out->field = k.escaped ? -1 : known_field(k.p, k.n);
+    *cursor = s.p;
+    return 1;
+}
+
 int env_object_get(const struct env_val *obj, const char *key, struct env_val *out)
 {
     if (obj->kind != J_OBJECT) return -1;
@@ -420,6 +446,26 @@ int env_array_next(const struct env_val *arr, const char **cursor, struct env_va
     if (scan_value(&s, 1, out)) return 0;
     *cursor = s.p;
     return 1;
+}
+
+int env_integer(const struct env_val *v, int64_t min, int64_t max, int64_t *out)
+{
+    if (v->kind != J_NUMBER || v->n == 0 || v->n > 20) return -1;
+    const char *p = v->p, *end = v->p + v->n;
+    bool neg = *p == '-';
+    if (neg) p++;
+    if (p == end) return -1;
+    uint64_t u = 0;
+    for (; p < end; p++) {
+        if (*p < '0' || *p > '9') return -1;   /* fraction or exponent */
+        if (u > (UINT64_MAX - 9) / 10) return -1;
+        u = u * 10 + (uint64_t)(*p - '0');
+    }
+    if (u > (uint64_t)INT64_MAX) return -1;
+    int64_t x = neg ? -(int64_t)u : (int64_t)u;
+    if (x < min || x > max) return -1;
+    *out = x;
+    return 0;
 }
 
 int env_number_i64(const struct env_val *v, int64_t *out)

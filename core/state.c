@@ -24,6 +24,7 @@
 #include "plugin_host.h"
 #include "state.h"
 #include "state_writer.h"
+#include "htable.h"
 #include "util.h"
 
 #define HEADER "{\"lexbus-state\":1}\n"
@@ -275,22 +276,30 @@ static void tick(evutil_socket_t fd, short what, void *arg)
 static void changed(void)
 {
     g_change_gen++;
-    if (!g_path || g_check_only || !g_bus.base) return;
+    if (!g_path || g_bus.check_only || !g_bus.base) return;
     if (!g_timer) g_timer = evtimer_new(g_bus.base, tick, NULL);
     if (g_timer && !evtimer_pending(g_timer, NULL)) arm(COALESCE_MS);
 }
 
 /* ---- the plugin API ------------------------------------------------------- */
 
-int lb_state_set(struct lb_plugin_ctx *ctx, const char *key, const char *value, size_t len, uint64_t ttl_ms)
+/* A backend (lb_state_backend_register) sees every local change. */
+static struct lb_state_backend g_backend;
+static void *g_backend_ud;
+
+static void tell_backend(const char *ns, const char *key, const char *value, size_t len, uint64_t exp)
+{
+    if (g_backend.changed) g_backend.changed(g_backend_ud, ns, key, value, len, exp);
+}
+
+static int set_ns(const char *ns, const char *key, const char *value, size_t len, uint64_t exp)
 {
     if (g_walking) { errno = EBUSY; return -1; }
     size_t kl = strlen(key), ll = 0;
     if (!kl || kl > MAX_KEY) { errno = EINVAL; return -1; }
-    uint64_t exp = ttl_ms ? now_ms() + ttl_ms : 0;
-    char *line = encode_line(ctx->name, key, value, len, exp, &ll);
+    char *line = encode_line(ns, key, value, len, exp, &ll);
     if (!line) { errno = EINVAL; return -1; }
-    char *full = join_key(ctx->name, key);
+    char *full = join_key(ns, key);
     struct kv *old = lookup(full);
     uint64_t after = g_bytes - (old ? old->line_len : 0) + ll;
     if (after > g_max) {
@@ -302,8 +311,16 @@ int lb_state_set(struct lb_plugin_ctx *ctx, const char *key, const char *value, 
     char *v = xmalloc(len + 1);
     memcpy(v, value, len);
     v[len] = 0;
-    put(full, strlen(ctx->name), v, len, exp, line, ll);
+    put(full, strlen(ns), v, len, exp, line, ll);
     changed();
+    return 0;
+}
+
+int lb_state_set(struct lb_plugin_ctx *ctx, const char *key, const char *value, size_t len, uint64_t ttl_ms)
+{
+    uint64_t exp = ttl_ms ? now_ms() + ttl_ms : 0;
+    if (set_ns(ctx->name, key, value, len, exp) != 0) return -1;
+    tell_backend(ctx->name, key, value, len, exp);
     return 0;
 }
 
@@ -317,16 +334,48 @@ const char *lb_state_get(struct lb_plugin_ctx *ctx, const char *key, size_t *len
     return e->val;
 }
 
-int lb_state_del(struct lb_plugin_ctx *ctx, const char *key)
+static int del_ns(const char *ns, const char *key)
 {
     if (g_walking) { errno = EBUSY; return -1; }
-    char *k = join_key(ctx->name, key);
+    char *k = join_key(ns, key);
     struct kv *e = lookup(k);
     free(k);
     if (!e) return -1;
     kv_remove(e);
     changed();
     return 0;
+}
+
+int lb_state_del(struct lb_plugin_ctx *ctx, const char *key)
+{
+    if (del_ns(ctx->name, key) != 0) return -1;
+    tell_backend(ctx->name, key, NULL, 0, 0);
+    return 0;
+}
+
+int lb_state_backend_register(struct lb_plugin_ctx *ctx, const struct lb_state_backend *b, void *ud)
+{
+    if (g_backend.changed) {
+        lb_plugin_fail(ctx, "a state backend is registered already (one at most)");
+        return -1;
+    }
+    memset(&g_backend, 0, sizeof g_backend);
+    memcpy(&g_backend, b, b->size && b->size < sizeof g_backend ? b->size : sizeof g_backend);
+    g_backend_ud = ud;
+    return 0;
+}
+
+int lb_state_apply(struct lb_plugin_ctx *ctx, const char *ns, const char *key, const char *value, size_t len,
+                   uint64_t expires_ms)
+{
+    (void)ctx;
+    if (!ns || !*ns || !key) { errno = EINVAL; return -1; }
+    if (g_walking) { errno = EBUSY; return -1; }
+    if (!value || (expires_ms && expires_ms <= now_ms())) {
+        del_ns(ns, key);   /* absent already is as good */
+        return 0;
+    }
+    return set_ns(ns, key, value, len, expires_ms);
 }
 
 struct walk {
@@ -384,7 +433,7 @@ static int sync_now(void)
 int lb_state_sync(struct lb_plugin_ctx *ctx)
 {
     (void)ctx;
-    if (!g_path || g_check_only) return 1;      /* nothing is ever written */
+    if (!g_path || g_bus.check_only) return 1;      /* nothing is ever written */
     return sync_now();
 }
 
@@ -510,8 +559,8 @@ static int lock_state(const char *path, bool production, char *err, size_t errle
         snprintf(err, errlen, "state_file %s: path too long", path);
         return -1;
     }
-    int fd = open(lock, (g_check_only ? O_RDONLY : O_RDWR | O_CREAT) | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0 && g_check_only) return 0;          /* no lock file: no daemon has run on it */
+    int fd = open(lock, (g_bus.check_only ? O_RDONLY : O_RDWR | O_CREAT) | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 && g_bus.check_only) return 0;          /* no lock file: no daemon has run on it */
     if (fd < 0) {
         if (production) {
             snprintf(err, errlen, "cannot lock state_file %s: %s: %s", path, lock, strerror(errno));
@@ -522,7 +571,7 @@ static int lock_state(const char *path, bool production, char *err, size_t errle
         return 0;
     }
     long pid = 0;
-    if (g_check_only) {
+    if (g_bus.check_only) {
         if (locked_by(fd, &pid))
             log_warn("state", "state_file %s is in use by lexbusd pid %ld: a second daemon on it would not start",
                      path, pid);
@@ -573,7 +622,7 @@ static void free_cb(struct ht_node *n, void *ud) { (void)ud; kv_free(container_o
 
 void state_close(void)
 {
-    if (g_path && !g_check_only && sync_now() != 0)
+    if (g_path && !g_bus.check_only && sync_now() != 0)
         log_error("state", "state changes since the last write are lost: cannot write state_file %s: %s", g_path,
                   strerror(errno));
     state_writer_stop();

@@ -65,6 +65,7 @@ struct audit {
     struct lb_plugin_ctx *ctx;
     const char *path;
     bool payloads, chain;
+    bool staged_payloads;          /* a reload's `payloads`, until reload_done */
     uint64_t cap;
     /* Loop thread only (and unload, once the writer has stopped). */
     char prev[65];                 /* hex SHA-256 of the last line queued */
@@ -352,6 +353,7 @@ static json_t *record(struct audit *a, const struct lb_outcome *o)
     json_object_set_new(j, "delivered", json_integer(o->delivered));
     json_object_set_new(j, "bytes", json_integer((json_int_t)o->bytes));
     json_object_set_new(j, "durationUs", json_integer((json_int_t)o->duration_us));
+    if (o->error_code && o->refused_by) json_object_set_new(j, "refusedBy", json_string(o->refused_by));
     return j;
 }
 
@@ -516,7 +518,7 @@ static int audit_load(struct lb_plugin_ctx *ctx)
         return -1;
     }
     a->thread_started = true;
-    struct lb_hooks h = { .audit = on_audit };
+    struct lb_hooks h = { .size = sizeof h, .audit = on_audit };
     lb_hooks_register(ctx, &h, a);
     lb_stats_register(ctx, stats, a);
     lb_reopen_register(ctx, audit_reopen, a);
@@ -525,14 +527,21 @@ static int audit_load(struct lb_plugin_ctx *ctx)
     return 0;
 }
 
+/* Step 1 of a reload: validate; only `payloads` can change while running. */
 static int audit_reload(struct lb_plugin_ctx *ctx)
 {
     struct audit *a = lb_plugin_data(ctx), tmp = { 0 };
     if (read_settings(ctx, &tmp) < 0) return -1;
-    if (strcmp(tmp.path, a->path) != 0)
-        lb_log(ctx, LB_LOG_WARN, "file changed to %s: takes effect on restart", tmp.path);
-    a->payloads = tmp.payloads;     /* read by the loop thread only */
+    if (strcmp(tmp.path, a->path) != 0 || tmp.chain != a->chain || tmp.cap != a->cap)
+        lb_log(ctx, LB_LOG_WARN, "file, chain and buffer change only on restart: kept");
+    a->staged_payloads = tmp.payloads;
     return 0;
+}
+
+static void audit_reload_done(struct lb_plugin_ctx *ctx, bool commit)
+{
+    struct audit *a = lb_plugin_data(ctx);
+    if (commit) a->payloads = a->staged_payloads;   /* read by the loop thread only */
 }
 
 /* Lines dropped at the very end still leave their mark (the writer has
@@ -580,9 +589,11 @@ static void audit_unload(struct lb_plugin_ctx *ctx)
 __attribute__((visibility("default")))
 const struct lb_plugin lexbus_plugin = {
     .abi = LB_PLUGIN_ABI,
+    .size = sizeof(struct lb_plugin),
     .name = "audit",
     .version = PACKAGE_VERSION,
     .load = audit_load,
     .unload = audit_unload,
     .reload = audit_reload,
+    .reload_done = audit_reload_done,
 };

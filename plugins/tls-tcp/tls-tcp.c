@@ -55,6 +55,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <lexbus/plugin.h>
+#include "../common/stream.h"
 #include <lexbus/protocol.h>
 
 #define MAX_LISTENERS 16
@@ -123,6 +124,8 @@ struct tls_plugin {
         unsigned long long accepted, established, refused, timeouts, over_limit, over_handshaking,
                            over_per_addr, reloads, reload_failures;
     } n;
+    SSL_CTX *staged_ssl;          /* a reload's context and settings, until reload_done */
+    struct tls_settings *staged;
 };
 
 struct tls_conn {
@@ -134,6 +137,7 @@ struct tls_conn {
     bool handshaking;
     bool peer_gone;               /* EOF or error: no close_notify to a dead peer */
     char addr[64];
+    struct stream_marks marks;    /* frame boundaries, for discard */
     struct tls_conn *next, **pprev;
 };
 
@@ -162,7 +166,7 @@ static void free_maps(struct name_map *m)
  * mapping to another name could never be used). */
 static bool valid_name(const char *p)
 {
-    return lb_valid_service_name(p, strlen(p));
+    return lb_service_name_valid(p, strlen(p));
 }
 
 static char *trim(char *p)
@@ -470,6 +474,7 @@ static void tc_free(struct tls_conn *tc)
     handshake_over(tc);
     event_del(&tc->deadline);
     bufferevent_free(tc->bev);
+    stream_marks_free(&tc->marks);
     free(tc);
 }
 
@@ -521,7 +526,13 @@ static void ssl_reason(struct tls_conn *tc, short what, char *out, size_t len)
 static int op_send(void *tdata, const struct iovec *iov, int iovcnt)
 {
     struct tls_conn *tc = tdata;
-    return lb_frame_write(bufferevent_get_output(tc->bev), iov, iovcnt);
+    return stream_send(&tc->marks, bufferevent_get_output(tc->bev), iov, iovcnt);
+}
+
+static void op_discard(void *tdata)
+{
+    struct tls_conn *tc = tdata;
+    stream_discard(&tc->marks, bufferevent_get_output(tc->bev));
 }
 
 static size_t op_pending(void *tdata)
@@ -564,7 +575,8 @@ static void op_close(void *tdata, bool flush)
 }
 
 static const struct lb_conn_ops tls_ops = {
-    .send = op_send, .pending = op_pending, .set_read = op_set_read, .close = op_close,
+    .size = sizeof tls_ops, .send = op_send, .pending = op_pending, .set_read = op_set_read,
+    .close = op_close, .discard = op_discard,
 };
 
 static void read_cb(struct bufferevent *bev, void *arg)
@@ -670,7 +682,7 @@ static void handshake_done(struct tls_conn *tc)
         lb_log(tp->ctx, LB_LOG_DEBUG, "%s: %zu name(s) added by " NAMES_PREFIX "* lines for %s", tc->addr, n_ids - n,
                subject);
     struct lb_peer peer = {
-        .transport = "tls-tcp", .address = tc->addr, .tls_subject = subject[0] ? subject : NULL,
+        .size = sizeof peer, .transport = "tls-tcp", .address = tc->addr, .tls_subject = subject[0] ? subject : NULL,
         .identity_names = n_ids ? ids : NULL, .n_identity_names = n_ids,
     };
     tc->conn = lb_conn_new(tp->ctx, &tls_ops, tc, &peer);
@@ -958,6 +970,8 @@ static int tls_load(struct lb_plugin_ctx *ctx)
     return 0;
 }
 
+/* SIGHUP, step 1: read the settings and build the new context (a
+ * certificate that does not load fails the reload here); apply nothing. */
 static int tls_reload(struct lb_plugin_ctx *ctx)
 {
     struct tls_settings s;
@@ -978,17 +992,40 @@ static int tls_reload(struct lb_plugin_ctx *ctx)
         tp->n.reload_failures++;
         return -1;   /* the old context keeps serving */
     }
+    struct tls_settings *st = malloc(sizeof *st);
+    if (!st) { SSL_CTX_free(ssl); free_maps(s.maps); lb_plugin_fail(ctx, "out of memory"); return -1; }
+    *st = s;
+    tp->staged_ssl = ssl;
+    tp->staged = st;
+    return 0;
+}
+
+/* Step 2: swap in the new context (commit) or drop it. */
+static void tls_reload_done(struct lb_plugin_ctx *ctx, bool commit)
+{
+    struct tls_plugin *tp = lb_plugin_data(ctx);
+    if (!tp || !tp->staged) return;
+    SSL_CTX *ssl = tp->staged_ssl;
+    struct tls_settings *s = tp->staged;
+    tp->staged_ssl = NULL;
+    tp->staged = NULL;
+    if (!commit) {
+        SSL_CTX_free(ssl);
+        free_maps(s->maps);
+        free(s);
+        return;
+    }
     /* Established connections hold their own reference to the old context
      * and keep the names they were given. */
     SSL_CTX_free(tp->ssl);
     tp->ssl = ssl;
-    apply_settings(tp, &s);
+    apply_settings(tp, s);
     tp->n.reloads++;
     note_server_cert(tp, ssl);
     lb_log(ctx, LB_LOG_INFO, "certificates reloaded (%s, valid until %s, %zu " NAMES_PREFIX "* line(s)); "
-           "%lld established connection(s) keep theirs", s.cert, tp->cert_not_after, tp->n_maps,
+           "%lld established connection(s) keep theirs", s->cert, tp->cert_not_after, tp->n_maps,
            tp->n_conns - tp->n_handshaking);
-    return 0;
+    free(s);
 }
 
 static void tls_unload(struct lb_plugin_ctx *ctx)
@@ -1008,6 +1045,7 @@ static void tls_unload(struct lb_plugin_ctx *ctx)
     while (tp->conns) tc_free(tp->conns);
     SSL_CTX_free(tp->ssl);
     free_maps(tp->maps);
+    tls_reload_done(ctx, false);
     free(tp);
     lb_plugin_set_data(ctx, NULL);
 }
@@ -1015,9 +1053,11 @@ static void tls_unload(struct lb_plugin_ctx *ctx)
 __attribute__((visibility("default")))
 const struct lb_plugin lexbus_plugin = {
     .abi = LB_PLUGIN_ABI,
+    .size = sizeof(struct lb_plugin),
     .name = "tls-tcp",
     .version = PACKAGE_VERSION,
     .load = tls_load,
     .unload = tls_unload,
     .reload = tls_reload,
+    .reload_done = tls_reload_done,
 };

@@ -134,6 +134,8 @@ struct tokens {
     bool durable;                  /* the host's state survives a restart */
     struct event *close_ev;        /* closes sessions revoked or ended by a reload */
     struct session *sessions;
+    struct settings staged;        /* a reload's settings, until reload_done */
+    bool has_staged;
     unsigned long long issued, verified, refused, sessions_ended, reloads;
 };
 
@@ -253,7 +255,7 @@ static int parse_list(struct settings *st, const char *s, bool uids)
             if (*end || v < 0) return -1;
             st->uids[st->n_uids++] = (uid_t)v;
         } else {
-            if (st->n_admins == MAX_ADMINS || !lb_valid_service_name(tok, strlen(tok))) return -1;
+            if (st->n_admins == MAX_ADMINS || !lb_service_name_valid(tok, strlen(tok))) return -1;
             if (!(st->admins[st->n_admins++] = strdup(tok))) return -1;
         }
     }
@@ -299,6 +301,14 @@ static bool is_listed_admin(const struct settings *st, const char *name)
 {
     for (size_t i = 0; name && i < st->n_admins; i++) if (!strcmp(st->admins[i], name)) return true;
     return false;
+}
+
+/* Whether a session of `name` has the bus's admin powers (lb_conn_set_admin:
+ * `lexbus.reload`, and this plugin's token methods): a service in
+ * `admins` whose session, if a token let it in, says "admin": true. */
+static bool session_admin(const struct settings *st, const char *name, bool by_token, bool token_admin)
+{
+    return is_listed_admin(st, name) && (!by_token || token_admin);
 }
 
 /* ---- revocations and state (the host's key-value state) -------------- */
@@ -737,52 +747,63 @@ static bool is_session_token(json_t *claims)
 
 /* A REGISTER's token must be a session token issued to the name it
  * registers: a narrow token is a permission, not an identity. */
-static bool session_claims_ok(json_t *claims, struct lb_str name, struct lb_verdict *v)
+static bool session_claims_ok(json_t *claims, struct lb_str name, struct lb_err *err)
 {
     if (!is_session_token(claims)) {
         const char *op = claim_str(claims, "operation");
-        lb_deny(v, LB_E_UNAUTHENTICATED, "token refused: not a session token (operation '%.64s'): only a token issued "
+        lb_refuse(err, LB_E_UNAUTHENTICATED, "token refused: not a session token (operation '%.64s'): only a token issued "
                 "with operation \"register\" authenticates a REGISTER", op ? op : "?");
         return false;
     }
     const char *src = token_source(claims);
     if (src && strlen(src) == name.n && !memcmp(src, name.p, name.n)) return true;
-    lb_deny(v, LB_E_UNAUTHENTICATED, "token refused: it was issued to '%.128s', not '%.*s'", src ? src : "?",
+    lb_refuse(err, LB_E_UNAUTHENTICATED, "token refused: it was issued to '%.128s', not '%.*s'", src ? src : "?",
             (int)name.n, name.p);
     return false;
 }
 
-static enum lb_verdict_kind authenticate_peercred(struct tokens *t, struct lb_conn *c, struct lb_verdict *v)
+static void mark_admin(struct tokens *t, struct lb_conn *c, struct lb_str name, bool by_token, bool token_admin)
+{
+    char n[LB_MAX_NAME + 1];
+    snprintf(n, sizeof n, "%.*s", (int)(name.n < LB_MAX_NAME ? name.n : LB_MAX_NAME), name.p ? name.p : "");
+    lb_conn_set_admin(c, session_admin(&t->set, n, by_token, token_admin));
+}
+
+static enum lb_verdict_kind authenticate_peercred(struct tokens *t, struct lb_conn *c, struct lb_msg *m,
+                                                  struct lb_err *err)
 {
     if (!peercred_ok(t, c)) {
         session_drop(t, c);
         return LB_PASS;
     }
     struct session *s = session_new(t, c, SESSION_PEERCRED);
-    if (!s) { lb_deny(v, LB_E_INTERNAL_ERROR, "out of memory"); return LB_DENY; }
+    if (!s) { lb_refuse(err, LB_E_INTERNAL_ERROR, "out of memory"); return LB_DENY; }
     s->uid = lb_conn_peer(c)->uid;
     lb_conn_set_auth(c, "peercred");
+    mark_admin(t, c, lb_msg_field(m, "serviceName"), false, false);
     return LB_ALLOW;
 }
 
-static enum lb_verdict_kind on_authenticate(void *ud, struct lb_conn *c, struct lb_msg *m, struct lb_verdict *v)
+static enum lb_verdict_kind on_authenticate(void *ud, struct lb_conn *c, struct lb_msg *m, struct lb_err *err)
 {
     struct tokens *t = ud;
     struct lb_str tok = lb_msg_field(m, "token"), name = lb_msg_field(m, "serviceName");
-    if (!tok.p) return authenticate_peercred(t, c, v);
+    if (!tok.p) return authenticate_peercred(t, c, m, err);
     char why[200], kid[64];
     session_drop(t, c);
     json_t *claims = verify(t, tok.p, tok.n, kid, why, sizeof why);
-    if (!claims) { lb_deny(v, LB_E_UNAUTHENTICATED, "token refused: %s", why); return LB_DENY; }
-    bool ok = session_claims_ok(claims, name, v);
+    if (!claims) { lb_refuse(err, LB_E_UNAUTHENTICATED, "token refused: %s", why); return LB_DENY; }
+    bool ok = session_claims_ok(claims, name, err);
     if (ok && session_track_token(t, c, claims, kid) != 0) {
         /* Without the record the session would outlive its token: refuse instead. */
-        lb_deny(v, LB_E_INTERNAL_ERROR, "out of memory");
+        lb_refuse(err, LB_E_INTERNAL_ERROR, "out of memory");
         ok = false;
     }
+    bool token_admin = ok && json_is_true(json_object_get(claims, "admin"));
     json_decref(claims);
     if (!ok) return LB_DENY;
     lb_conn_set_auth(c, "token");
+    mark_admin(t, c, name, true, token_admin);
     return LB_ALLOW;
 }
 
@@ -794,7 +815,7 @@ static void on_closed(void *ud, struct lb_conn *c)
 /* A CALL/EMIT's token: a narrow token whose target, operation and (when
  * it names one) source fit the message.  Returns true, or false with v
  * filled. */
-static bool message_claims_ok(json_t *claims, struct lb_conn *c, struct lb_msg *m, struct lb_verdict *v)
+static bool message_claims_ok(json_t *claims, struct lb_conn *c, struct lb_msg *m, struct lb_err *err)
 {
     enum lb_msg_type type = lb_msg_type(m);
     const char *kind = type == LB_MSG_CALL ? "CALL" : "EMIT";
@@ -802,30 +823,30 @@ static bool message_claims_ok(json_t *claims, struct lb_conn *c, struct lb_msg *
     if (type == LB_MSG_EMIT && !to.p) { to.p = "broadcast"; to.n = 9; }
     struct lb_str op = lb_msg_field(m, type == LB_MSG_CALL ? "method" : "event");
     if (is_session_token(claims)) {
-        lb_deny(v, LB_E_FORBIDDEN, "a session token authenticates a REGISTER only: send this %s without it, or with "
+        lb_refuse(err, LB_E_FORBIDDEN, "a session token authenticates a REGISTER only: send this %s without it, or with "
                 "a token issued for %.*s/%.*s", kind, (int)to.n, to.p, (int)op.n, op.p);
         return false;
     }
     if (!claim_matches(claims, "target", to) || !claim_matches(claims, "operation", op)) {
         const char *ct = claim_str(claims, "target"), *co = claim_str(claims, "operation");
-        lb_deny(v, LB_E_FORBIDDEN, "token is for %.100s/%.100s, not %.*s/%.*s", ct ? ct : "?", co ? co : "?",
+        lb_refuse(err, LB_E_FORBIDDEN, "token is for %.100s/%.100s, not %.*s/%.*s", ct ? ct : "?", co ? co : "?",
                 (int)to.n, to.p, (int)op.n, op.p);
         return false;
     }
     const char *src = token_source(claims), *me = lb_conn_service(c);
     if (src && (!me || strcmp(src, me))) {
-        lb_deny(v, LB_E_FORBIDDEN, "token is for source '%.128s' only, not '%.100s'", src, me ? me : "?");
+        lb_refuse(err, LB_E_FORBIDDEN, "token is for source '%.128s' only, not '%.100s'", src, me ? me : "?");
         return false;
     }
     return true;
 }
 
-static enum lb_verdict_kind on_message(void *ud, struct lb_conn *c, struct lb_msg *m, struct lb_verdict *v)
+static enum lb_verdict_kind on_message(void *ud, struct lb_conn *c, struct lb_msg *m, struct lb_err *err)
 {
     struct tokens *t = ud;
     enum lb_msg_type type = lb_msg_type(m);
     if (type != LB_MSG_CALL && type != LB_MSG_EMIT) return LB_PASS;
-    if (lb_msg_ipc_bypass(m)) {
+    if (lb_msg_attr_get(m, "auth.bypass")) {
         /* Recipients must never take an unverified token for verified
          * claims: they are told plainly that nothing was checked. */
         static const char bypass[] = "{\"type\":\"bypass\",\"bypass\":true,\"development\":true}";
@@ -836,8 +857,8 @@ static enum lb_verdict_kind on_message(void *ud, struct lb_conn *c, struct lb_ms
     if (!tok.p) return LB_PASS;
     char why[200];
     json_t *claims = verify(t, tok.p, tok.n, NULL, why, sizeof why);
-    if (!claims) { lb_deny(v, LB_E_UNAUTHENTICATED, "token refused: %s", why); return LB_DENY; }
-    if (!message_claims_ok(claims, c, m, v)) {
+    if (!claims) { lb_refuse(err, LB_E_UNAUTHENTICATED, "token refused: %s", why); return LB_DENY; }
+    if (!message_claims_ok(claims, c, m, err)) {
         json_decref(claims);
         return LB_DENY;
     }
@@ -863,10 +884,10 @@ static const char *not_admin(struct tokens *t, struct lb_conn *caller)
     return NULL;
 }
 
-#define NEED_ADMIN() do { const char *why_ = not_admin(t, caller); if (why_) { *code = LB_E_FORBIDDEN; \
-    snprintf(msg, 256, "%s", why_); return -1; } } while (0)
+#define NEED_ADMIN() do { const char *why_ = not_admin(t, caller); \
+    if (why_) { lb_refuse(err, LB_E_FORBIDDEN, "%s", why_); return -1; } } while (0)
 
-#define BAD_PARAMS(...) do { *code = LB_E_INVALID_MESSAGE; snprintf(msg, 256, __VA_ARGS__); return -1; } while (0)
+#define BAD_PARAMS(...) do { lb_refuse(err, LB_E_INVALID_MESSAGE, __VA_ARGS__); return -1; } while (0)
 
 /* What token.issue was asked for, checked. */
 struct issue_req { const char *target, *op, *source; bool admin; json_int_t ttl; };
@@ -875,7 +896,7 @@ struct issue_req { const char *target, *op, *source; bool admin; json_int_t ttl;
  * targets the bus, and carries an admin's powers only when asked to in so
  * many words; a narrow one names a target and names a source only when
  * given one. */
-static int issue_params(struct tokens *t, json_t *p, struct issue_req *r, const char **code, char *msg)
+static int issue_params(struct tokens *t, json_t *p, struct issue_req *r, struct lb_err *err)
 {
     json_t *ttlv = json_object_get(p, "ttl"), *adminv = json_object_get(p, "admin");
     json_int_t max_ttl_s = (json_int_t)(t->set.max_ttl_ms / 1000);
@@ -888,7 +909,7 @@ static int issue_params(struct tokens *t, json_t *p, struct issue_req *r, const 
         BAD_PARAMS("token.issue needs \"operation\": \"register\" for a session token, or the method or event "
                    "(\"*\" for any) with a \"target\"");
     if (adminv && !json_is_boolean(adminv)) BAD_PARAMS("\"admin\" must be true or false");
-    if (json_object_get(p, "source") && (!r->source || !lb_valid_service_name(r->source, strlen(r->source))))
+    if (json_object_get(p, "source") && (!r->source || !lb_service_name_valid(r->source, strlen(r->source))))
         BAD_PARAMS("\"source\" must be a service name (1-%d characters of A-Z a-z 0-9 _ . - / @)", LB_MAX_NAME);
     /* Compared in seconds, never multiplied: a huge ttl must not wrap into a small one. */
     if ((ttlv && !json_is_integer(ttlv)) || r->ttl < 1 || r->ttl > max_ttl_s)
@@ -942,12 +963,12 @@ static char *sign(struct tokens *t, json_t *claims)
     return tok;
 }
 
-static int m_issue(void *ud, struct lb_conn *caller, json_t *p, json_t **result, const char **code, char *msg)
+static int m_issue(void *ud, struct lb_conn *caller, json_t *p, json_t **result, struct lb_err *err)
 {
     struct tokens *t = ud;
     NEED_ADMIN();
     struct issue_req r;
-    if (issue_params(t, p, &r, code, msg) < 0) return -1;
+    if (issue_params(t, p, &r, err) < 0) return -1;
     unsigned char rnd[16];
     char jti[33];
     RAND_bytes(rnd, sizeof rnd);
@@ -956,47 +977,45 @@ static int m_issue(void *ud, struct lb_conn *caller, json_t *p, json_t **result,
     json_t *claims = issue_claims(&r, p, jti, now);
     char *tok = claims ? sign(t, claims) : NULL;
     json_decref(claims);
-    if (!tok) { *code = LB_E_INTERNAL_ERROR; snprintf(msg, 256, "could not sign the token"); return -1; }
+    if (!tok) { lb_refuse(err, LB_E_INTERNAL_ERROR, "could not sign the token"); return -1; }
     t->issued++;
     *result = json_pack("{s:s,s:s,s:I}", "token", tok, "jti", jti, "exp", now + r.ttl);
     free(tok);
     return 0;
 }
 
-static int m_verify(void *ud, struct lb_conn *caller, json_t *p, json_t **result, const char **code, char *msg)
+static int m_verify(void *ud, struct lb_conn *caller, json_t *p, json_t **result, struct lb_err *err)
 {
     (void)caller;
     struct tokens *t = ud;
     const char *tok = json_string_value(json_object_get(p, "token"));
     char why[200];
     json_t *claims = tok ? verify(t, tok, strlen(tok), NULL, why, sizeof why) : NULL;
-    if (!claims) { *code = LB_E_UNAUTHENTICATED; snprintf(msg, 256, "%s", tok ? why : "token.verify needs \"token\""); return -1; }
+    if (!claims) { lb_refuse(err, LB_E_UNAUTHENTICATED, "%s", tok ? why : "token.verify needs \"token\""); return -1; }
     *result = json_pack("{s:b,s:o}", "valid", 1, "claims", claims);
     return 0;
 }
 
-static const char *need_jti(json_t *p, const char **code, char *msg)
+static const char *need_jti(json_t *p, struct lb_err *err)
 {
     const char *jti = json_string_value(json_object_get(p, "jti"));
     if (!jti || !*jti || strlen(jti) > MAX_JTI) {
-        *code = LB_E_INVALID_MESSAGE;
-        snprintf(msg, 256, "\"jti\" (the token id) is required");
+        lb_refuse(err, LB_E_INVALID_MESSAGE, "\"jti\" (the token id) is required");
         return NULL;
     }
     return jti;
 }
 
-static int m_revoke(void *ud, struct lb_conn *caller, json_t *p, json_t **result, const char **code, char *msg)
+static int m_revoke(void *ud, struct lb_conn *caller, json_t *p, json_t **result, struct lb_err *err)
 {
     struct tokens *t = ud;
     NEED_ADMIN();
-    const char *jti = need_jti(p, code, msg);
+    const char *jti = need_jti(p, err);
     if (!jti) return -1;
     char k[16 + MAX_JTI];
     jti_key(k, sizeof k, "revoked", jti);
     if (lb_state_set(t->ctx, k, "", 0, revocation_ttl_ms(t)) != 0) {
-        *code = LB_E_INTERNAL_ERROR;
-        snprintf(msg, 256, "token %.64s is NOT revoked: %s", jti,
+        lb_refuse(err, LB_E_INTERNAL_ERROR, "token %.64s is NOT revoked: %s", jti,
                  errno == ENOSPC ? "the state is full ([bus] state_max)" : strerror(errno));
         return -1;
     }
@@ -1007,8 +1026,7 @@ static int m_revoke(void *ud, struct lb_conn *caller, json_t *p, json_t **result
      * bring the token back.  This blocks the loop for one fsync, which a
      * rare administrative action can afford. */
     if (lb_state_sync(t->ctx) < 0) {
-        *code = LB_E_INTERNAL_ERROR;
-        snprintf(msg, 256, "token %.64s is revoked in memory only: cannot write [bus] state_file (%.60s), so a "
+        lb_refuse(err, LB_E_INTERNAL_ERROR, "token %.64s is revoked in memory only: cannot write [bus] state_file (%.60s), so a "
                  "restart would undo it (see the log)", jti, strerror(errno));
         return -1;
     }
@@ -1016,11 +1034,11 @@ static int m_revoke(void *ud, struct lb_conn *caller, json_t *p, json_t **result
     return 0;
 }
 
-static int m_state_get(void *ud, struct lb_conn *caller, json_t *p, json_t **result, const char **code, char *msg)
+static int m_state_get(void *ud, struct lb_conn *caller, json_t *p, json_t **result, struct lb_err *err)
 {
     struct tokens *t = ud;
     NEED_ADMIN();
-    const char *jti = need_jti(p, code, msg);
+    const char *jti = need_jti(p, err);
     if (!jti) return -1;
     char k[16 + MAX_JTI];
     size_t len = 0;
@@ -1031,21 +1049,20 @@ static int m_state_get(void *ud, struct lb_conn *caller, json_t *p, json_t **res
     return 0;
 }
 
-static int m_state_set(void *ud, struct lb_conn *caller, json_t *p, json_t **result, const char **code, char *msg)
+static int m_state_set(void *ud, struct lb_conn *caller, json_t *p, json_t **result, struct lb_err *err)
 {
     struct tokens *t = ud;
     NEED_ADMIN();
-    const char *jti = need_jti(p, code, msg);
+    const char *jti = need_jti(p, err);
     if (!jti) return -1;
     json_t *s = json_object_get(p, "state");
-    if (!s) { *code = LB_E_INVALID_MESSAGE; snprintf(msg, 256, "\"state\" is required"); return -1; }
+    if (!s) { lb_refuse(err, LB_E_INVALID_MESSAGE, "\"state\" is required"); return -1; }
     char k[16 + MAX_JTI], *text = json_dumps(s, JSON_COMPACT | JSON_ENCODE_ANY);
     jti_key(k, sizeof k, "state", jti);
     int rc = text ? lb_state_set(t->ctx, k, text, strlen(text), 0) : (errno = ENOMEM, -1);
     free(text);
     if (rc) {
-        *code = errno == ENOSPC ? LB_E_INVALID_MESSAGE : LB_E_INTERNAL_ERROR;
-        snprintf(msg, 256, errno == ENOSPC ? "token state is full ([bus] state_max): delete token states or raise "
+        lb_refuse(err, errno == ENOSPC ? LB_E_INVALID_MESSAGE : LB_E_INTERNAL_ERROR, errno == ENOSPC ? "token state is full ([bus] state_max): delete token states or raise "
                  "state_max" : "cannot store the state: %s", strerror(errno));
         return -1;
     }
@@ -1053,11 +1070,11 @@ static int m_state_set(void *ud, struct lb_conn *caller, json_t *p, json_t **res
     return 0;
 }
 
-static int m_state_delete(void *ud, struct lb_conn *caller, json_t *p, json_t **result, const char **code, char *msg)
+static int m_state_delete(void *ud, struct lb_conn *caller, json_t *p, json_t **result, struct lb_err *err)
 {
     struct tokens *t = ud;
     NEED_ADMIN();
-    const char *jti = need_jti(p, code, msg);
+    const char *jti = need_jti(p, err);
     if (!jti) return -1;
     char k[16 + MAX_JTI];
     jti_key(k, sizeof k, "state", jti);
@@ -1097,14 +1114,14 @@ static int tokens_load(struct lb_plugin_ctx *ctx)
     }
     t->close_ev = event_new(lb_event_base(ctx), -1, 0, close_ended, t);
     if (!t->close_ev) { lb_plugin_fail(ctx, "out of memory"); return -1; }
-    struct lb_hooks h = { .authenticate = on_authenticate, .message = on_message, .closed = on_closed };
+    struct lb_hooks h = { .size = sizeof h, .authenticate = on_authenticate, .message = on_message, .closed = on_closed };
     lb_hooks_register(ctx, &h, t);
     lb_stats_register(ctx, stats, t);
-    if (lb_system_method_register(ctx, "token.issue", m_issue, t) || lb_system_method_register(ctx, "token.verify", m_verify, t) ||
-        lb_system_method_register(ctx, "token.revoke", m_revoke, t) ||
-        lb_system_method_register(ctx, "token.state.get", m_state_get, t) ||
-        lb_system_method_register(ctx, "token.state.set", m_state_set, t) ||
-        lb_system_method_register(ctx, "token.state.delete", m_state_delete, t))
+    if (lb_system_method_register(ctx, "token.issue", 0, m_issue, t) || lb_system_method_register(ctx, "token.verify", 0, m_verify, t) ||
+        lb_system_method_register(ctx, "token.revoke", 0, m_revoke, t) ||
+        lb_system_method_register(ctx, "token.state.get", 0, m_state_get, t) ||
+        lb_system_method_register(ctx, "token.state.set", 0, m_state_set, t) ||
+        lb_system_method_register(ctx, "token.state.delete", 0, m_state_delete, t))
         return -1;
     lb_log(ctx, LB_LOG_INFO, "%zu signing key(s), %zu admin(s), %zu revocation(s) in the state%s", t->set.n_keys,
            t->set.n_admins, count_revoked(t), t->durable ? "" : " (in memory only)");
@@ -1135,8 +1152,7 @@ static bool same_str(const char *a, const char *b)
     return a ? b && !strcmp(a, b) : !b;
 }
 
-/* SIGHUP: all of the section applies, to new and open sessions, or none
- * of it does (the reason is recorded for the host to report). */
+/* SIGHUP, step 1: read and check the whole section, apply nothing. */
 static int tokens_reload(struct lb_plugin_ctx *ctx)
 {
     struct tokens *t = lb_plugin_data(ctx);
@@ -1151,15 +1167,34 @@ static int tokens_reload(struct lb_plugin_ctx *ctx)
         settings_free(&now);
         return -1;
     }
+    if (t->has_staged) settings_free(&t->staged);
+    t->staged = now;
+    t->has_staged = true;
+    return 0;
+}
+
+/* Step 2: all of the section applies, to new and open sessions, or none
+ * of it does. */
+static void tokens_reload_done(struct lb_plugin_ctx *ctx, bool commit)
+{
+    struct tokens *t = lb_plugin_data(ctx);
+    if (!t || !t->has_staged) return;
+    t->has_staged = false;
+    if (!commit) {
+        settings_free(&t->staged);
+        return;
+    }
     struct settings old = t->set;
-    t->set = now;
+    t->set = t->staged;
     size_t ended = end_refused_sessions(t, &old);
+    for (struct session *s = t->sessions; s; s = s->next)
+        if (lb_conn_service(s->conn))
+            lb_conn_set_admin(s->conn, session_admin(&t->set, lb_conn_service(s->conn), s->kind == SESSION_TOKEN, s->admin));
     settings_free(&old);
     t->reloads++;
     lb_log(ctx, LB_LOG_INFO, "reloaded: %zu signing key(s), %zu admin(s), %zu peercred uid(s), max_ttl %llu s; "
            "%zu open session(s) no longer accepted are being closed", t->set.n_keys, t->set.n_admins,
            t->set.n_uids, (unsigned long long)(t->set.max_ttl_ms / 1000), ended);
-    return 0;
 }
 
 static void tokens_unload(struct lb_plugin_ctx *ctx)
@@ -1169,6 +1204,7 @@ static void tokens_unload(struct lb_plugin_ctx *ctx)
     while (t->sessions) session_free(t->sessions);   /* none: connections close before plugins unload */
     if (t->close_ev) event_free(t->close_ev);
     settings_free(&t->set);
+    if (t->has_staged) settings_free(&t->staged);
     free(t);
     lb_plugin_set_data(ctx, NULL);
 }
@@ -1176,9 +1212,11 @@ static void tokens_unload(struct lb_plugin_ctx *ctx)
 __attribute__((visibility("default")))
 const struct lb_plugin lexbus_plugin = {
     .abi = LB_PLUGIN_ABI,
+    .size = sizeof(struct lb_plugin),
     .name = "tokens",
     .version = PACKAGE_VERSION,
     .load = tokens_load,
     .unload = tokens_unload,
     .reload = tokens_reload,
+    .reload_done = tokens_reload_done,
 };

@@ -34,6 +34,7 @@
 #include <event2/listener.h>
 #include <lexbus/plugin.h>
 #include <lexbus/protocol.h>
+#include "../common/stream.h"
 
 /* One readv() takes up to this much.  libevent's evbuffer_read() would cap
  * each read at 4 KiB and add an ioctl(FIONREAD) per call, so reads are
@@ -43,17 +44,29 @@
 
 struct unix_conn;
 
+struct unix_settings {
+    const char *path;
+    long mode;
+    long long backlog;
+    uid_t uids[16];
+    gid_t gids[16];
+    size_t n_uids, n_gids;
+};
+
 struct unix_plugin {
     struct lb_plugin_ctx *ctx;
     struct evconnlistener *listener;
     char *path;
     long long backlog;
+    long mode;
     struct unix_conn *live;       /* connections the host holds */
     struct unix_conn *flushing;   /* closed by the host, still writing */
     struct event *recheck;        /* closes live connections the allow lists no longer allow */
     uid_t uids[16];
     gid_t gids[16];
     size_t n_uids, n_gids;
+    struct unix_settings staged;  /* a reload's settings, until reload_done */
+    bool has_staged;
 };
 
 struct unix_conn {
@@ -63,6 +76,7 @@ struct unix_conn {
     struct evbuffer *in, *out;
     struct lb_conn *conn;         /* NULL once the host has closed us */
     bool wev_added;
+    struct stream_marks marks;    /* frame boundaries, for discard */
     struct unix_conn *next;       /* in up->live or up->flushing */
     struct unix_conn **pprev;
 };
@@ -130,6 +144,7 @@ static void uc_unlink(struct unix_conn *uc)
 static void uc_free(struct unix_conn *uc)
 {
     uc_unlink(uc);
+    stream_marks_free(&uc->marks);
     event_del(&uc->rev);
     event_del(&uc->wev);
     evbuffer_free(uc->in);
@@ -143,7 +158,13 @@ static void uc_free(struct unix_conn *uc)
 static int op_send(void *tdata, const struct iovec *iov, int iovcnt)
 {
     struct unix_conn *uc = tdata;
-    return lb_frame_write(uc->out, iov, iovcnt);
+    return stream_send(&uc->marks, uc->out, iov, iovcnt);
+}
+
+static void op_discard(void *tdata)
+{
+    struct unix_conn *uc = tdata;
+    stream_discard(&uc->marks, uc->out);
 }
 
 static size_t op_pending(void *tdata)
@@ -196,8 +217,8 @@ static void op_close(void *tdata, bool flush)
 }
 
 static const struct lb_conn_ops unix_ops = {
-    .send = op_send, .pending = op_pending, .set_read = op_set_read, .close = op_close,
-    .flush = op_flush,
+    .size = sizeof unix_ops, .send = op_send, .pending = op_pending, .set_read = op_set_read,
+    .close = op_close, .flush = op_flush, .discard = op_discard,
 };
 
 /* ---- socket callbacks ---------------------------------------------- */
@@ -245,7 +266,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
     (void)l; (void)sa; (void)salen;
     struct unix_plugin *up = arg;
-    struct lb_peer peer = { .transport = "unix" };
+    struct lb_peer peer = { .size = sizeof peer, .transport = "unix" };
     struct ucred cred;
     socklen_t len = sizeof cred;
     char addr[64] = "unix";
@@ -258,7 +279,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     peer.address = addr;
     if (!lists_allow(up, &peer)) {
-        lb_log(up->ctx, LB_LOG_WARN, "refused %s: not in allow_uids/allow_gids", addr);
+        lb_log_throttled(up->ctx, LB_LOG_WARN, "refused", 20, "refused %s: not in allow_uids/allow_gids", addr);
         evutil_closesocket(fd);
         return;
     }
@@ -341,15 +362,6 @@ static int prepare_path(struct unix_plugin *up, const char *path)
     return 0;
 }
 
-struct unix_settings {
-    const char *path;
-    long mode;
-    long long backlog;
-    uid_t uids[16];
-    gid_t gids[16];
-    size_t n_uids, n_gids;
-};
-
 /* "self, 1000, 1001" -> ids.  Returns the count or -1. */
 static long parse_ids(const char *s, unsigned *out, size_t max)
 {
@@ -420,6 +432,7 @@ static int unix_load(struct lb_plugin_ctx *ctx)
     if (!up) { lb_plugin_fail(ctx, "out of memory"); return -1; }
     up->ctx = ctx;
     up->backlog = backlog;
+    up->mode = mode;
     apply_lists(up, &st);
     lb_plugin_set_data(ctx, up);
     up->recheck = event_new(lb_event_base(ctx), -1, 0, recheck_cb, up);
@@ -461,8 +474,9 @@ static void unix_unload(struct lb_plugin_ctx *ctx)
     lb_plugin_set_data(ctx, NULL);
 }
 
-/* SIGHUP: mode, backlog and the allow lists apply at once (see the top of
- * the file); a new path cannot, and refuses the whole reload. */
+/* SIGHUP, step 1: mode, backlog and the allow lists can change, a new path
+ * cannot (it refuses the whole reload).  What can fail here (listen(),
+ * chmod) is done here, and undone in step 2 if another section was bad. */
 static int unix_reload(struct lb_plugin_ctx *ctx)
 {
     struct unix_settings st;
@@ -482,26 +496,46 @@ static int unix_reload(struct lb_plugin_ctx *ctx)
     }
     if (chmod(up->path, (mode_t)st.mode) != 0) {
         int e = errno;
-        if (st.backlog != up->backlog) listen(fd, (int)up->backlog);   /* all or nothing */
+        if (st.backlog != up->backlog) listen(fd, (int)up->backlog);
         lb_plugin_fail(ctx, "cannot chmod %s to %04lo: %s; nothing of this reload was applied", up->path, st.mode,
                        strerror(e));
         return -1;
     }
-    up->backlog = st.backlog;
-    apply_lists(up, &st);
+    up->staged = st;
+    up->has_staged = true;
+    return 0;
+}
+
+/* Step 2: keep what step 1 did and apply the lists (commit), or put the
+ * socket back as it was. */
+static void unix_reload_done(struct lb_plugin_ctx *ctx, bool commit)
+{
+    struct unix_plugin *up = lb_plugin_data(ctx);
+    if (!up || !up->has_staged) return;
+    up->has_staged = false;
+    const struct unix_settings *st = &up->staged;
+    if (!commit) {
+        if (st->backlog != up->backlog) listen(evconnlistener_get_fd(up->listener), (int)up->backlog);
+        chmod(up->path, (mode_t)up->mode);
+        return;
+    }
+    up->backlog = st->backlog;
+    up->mode = st->mode;
+    apply_lists(up, st);
     event_active(up->recheck, EV_TIMEOUT, 0);
     lb_log(ctx, LB_LOG_INFO, "reloaded: %s mode %04lo, backlog %lld, %zu allowed uid(s), %zu allowed gid(s)%s",
-           up->path, st.mode, st.backlog, st.n_uids, st.n_gids,
-           st.n_uids || st.n_gids ? "; open connections of peers no longer allowed are being closed" : "");
-    return 0;
+           up->path, st->mode, st->backlog, st->n_uids, st->n_gids,
+           st->n_uids || st->n_gids ? "; open connections of peers no longer allowed are being closed" : "");
 }
 
 __attribute__((visibility("default")))
 const struct lb_plugin lexbus_plugin = {
     .abi = LB_PLUGIN_ABI,
+    .size = sizeof(struct lb_plugin),
     .name = "unix",
     .version = PACKAGE_VERSION,
     .load = unix_load,
     .unload = unix_unload,
     .reload = unix_reload,
+    .reload_done = unix_reload_done,
 };

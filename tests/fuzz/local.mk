@@ -4,7 +4,7 @@ check_PROGRAMS += fuzz/replay_envelope fuzz/replay_conf fuzz/replay_wire fuzz/re
 TESTS += fuzz/replay_envelope fuzz/replay_conf fuzz/replay_wire fuzz/replay_jwtpart
 fuzz_replay_envelope_SOURCES = fuzz/replay.c fuzz/fuzz_envelope.c ../core/envelope.c
 fuzz_replay_envelope_CPPFLAGS = $(AM_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/envelope"'
-fuzz_replay_conf_SOURCES = fuzz/replay.c fuzz/fuzz_conf.c ../core/conf.c ../core/util.c
+fuzz_replay_conf_SOURCES = fuzz/replay.c fuzz/fuzz_conf.c ../core/conf.c ../core/util.c ../core/names.c
 fuzz_replay_conf_CPPFLAGS = $(AM_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/conf"'
 fuzz_replay_conf_LDADD = $(LIBEVENT_LIBS)
 fuzz_replay_wire_SOURCES = fuzz/replay.c fuzz/fuzz_wire.c ../client/wire.c ../core/envelope.c

@@ -105,6 +105,14 @@ def plugin_abi_mismatch_is_detected():
     p, path, _ = run_daemon("[bus]\nplugin_dir = %s\n[plugin old]\n" % d)
     check_eq(p.returncode, 1, "exit")
     check("plugin ABI mismatch: plugin has ABI 9999" in p.stderr and path + ":3" in p.stderr, p.stderr)
+    # A plugin built for ABI 1 (lexbus 0.1) is refused, pointing at what changed.
+    with open(os.path.join(d, "v1.c"), "w") as f:
+        f.write('struct lb_plugin { int abi; const char *name; const char *version; void *load, *unload, *reload; };\n'
+                'const struct lb_plugin lexbus_plugin = { 1, "v1", "0", 0, 0, 0 };\n')
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", os.path.join(d, "v1.so"), os.path.join(d, "v1.c")], check=True)
+    p, path, _ = run_daemon("[bus]\nplugin_dir = %s\n[plugin v1]\n" % d)
+    check_eq(p.returncode, 1, "exit")
+    check("plugin has ABI 1, lexbusd needs 2" in p.stderr and "doc/plugins.md" in p.stderr, p.stderr)
     p, path, _ = run_daemon("[bus]\nplugin_dir = %s\n[plugin notaplugin]\n" % d)
     check_eq(p.returncode, 1, "exit")
     check("not a lexbus plugin" in p.stderr, p.stderr)
@@ -184,13 +192,15 @@ def bro_ipc_frames_work_unchanged():
 
 @test
 def slow_consumer_pauses_publisher_then_is_closed():
+    # Point-to-point (an EMIT to the service): the sender waits for the
+    # recipient; broadcasts never pause a publisher (test_hardening.py).
     with Bus(bus="outbuf_high = 64K\nslow_consumer_timeout = 1s\n") as bus:
         sink = bus.client("sink", subscribe=["flood"])
         sink.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         pub = bus.client("pub")
         other = bus.client("other", subscribe=["other"])
         payload = "x" * 1000
-        body = lbtest.frame({"type": "EMIT", "event": "flood", "payload": payload})
+        body = lbtest.frame({"type": "EMIT", "event": "flood", "to": "sink", "payload": payload})
         pub.sock.setblocking(False)
         pending = b""
         t = time.time()
