@@ -136,11 +136,38 @@ static int cmd_call(int argc, char **argv)
     return do_call(argv[1], argv[2], argc == 4 ? argv[3] : NULL);
 }
 
+/* The bus answers `services` a page at a time (lexbus.services takes
+ * {limit, after}): ask for pages until a short one, print them as one list. */
 static int cmd_services(int argc, char **argv)
 {
     if (wants_help(argc, argv)) { fputs("usage: lexbus services\n  Lists the services registered on the bus.\n", stdout); return EXIT_OK; }
     if (argc != 1) return usage_error("usage: lexbus services\n", "services takes no arguments");
-    return do_call("lexbus", "services", NULL);
+    int rc = EXIT_OK;
+    struct lexbus_client *c = connect_or_fail(NULL, false, &rc);
+    if (!c) return rc;
+    json_t *all = json_array();
+    const json_int_t page = 1000;
+    char *after = NULL;
+    for (;;) {
+        json_t *p = json_pack("{s:I}", "limit", page), *result = NULL;
+        if (after) json_object_set_new(p, "after", json_string(after));
+        struct lexbus_error err;
+        int r = lexbus_call_blocking(c, "lexbus", "services", p, g_timeout_ms, &result, &err);
+        json_decref(p);
+        if (r != 0) { rc = fail(err.code, err.message); break; }
+        size_t n = json_array_size(result);
+        json_array_extend(all, result);
+        const char *last = json_string_value(json_object_get(json_array_get(result, n ? n - 1 : 0), "name"));
+        free(after);
+        after = last ? strdup(last) : NULL;
+        json_decref(result);
+        if ((json_int_t)n < page || !after) break;
+    }
+    if (rc == EXIT_OK) print_json(all);
+    free(after);
+    json_decref(all);
+    lexbus_free(c);
+    return rc;
 }
 
 static int cmd_stats(int argc, char **argv)

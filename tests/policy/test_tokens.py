@@ -550,4 +550,24 @@ def rate_limit_exempt_tokens_honoured_only_when_configured_and_ceiling_holds():
         check_eq(emits(fast, ex, 3), ["ACK", "ACK", "ERROR"], "exemption ignored unless honour_exempt = yes")
 
 
+@test
+def only_admins_reload_a_production_bus():
+    """Issue 8 item 2: methods that change the bus are admin-only in
+    production; the refusal names the method."""
+    with token_bus() as bus:
+        a = admin(bus)
+        w = bus.raw()
+        check_eq(w.register("worker", token=session_token(a, "worker"))["type"], "REGISTER_ACK", "a plain session")
+        r = w.call("lexbus", "reload")
+        check(r["status"] == "error" and r["error"]["code"] == "FORBIDDEN" and "reload" in r["error"]["message"],
+              "a non-admin session may not reload: %r" % r)
+        check_eq(w.call("lexbus", "ping")["status"], "success", "other methods stay open to it")
+        r = a.call("lexbus", "reload")
+        check_eq(r["status"], "success", "the admin session reloads: %r" % r)
+        # A token minted for an admin name without the admin claim: the name only.
+        o = bus.raw()
+        check_eq(o.register("admin", token=mint(claims("admin")))["type"], "REGISTER_ACK", "admin, no claim")
+        check_eq(o.call("lexbus", "reload")["error"]["code"], "FORBIDDEN", "no admin powers without the claim")
+
+
 lbtest.main()
