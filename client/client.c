@@ -25,6 +25,7 @@
 #include <lexbus/client.h>
 #include <lexbus/protocol.h>
 #include "envelope.h"
+#include "names.h"
 #include "jwtpart.h"
 #include "wire.h"
 
@@ -574,20 +575,6 @@ static void handle_call(struct lexbus_client *c, const struct envelope *e)
     lexbus_reply_error(r, LB_E_METHOD_NOT_FOUND, msg);
 }
 
-/* Whether a subscription pattern matches an event name. */
-static bool pattern_matches(const char *p, const char *e)
-{
-    while (*p) {
-        if (p[0] == '>' && !p[1]) return *e != 0;
-        size_t pl = strcspn(p, ":"), el = strcspn(e, ":");
-        if (!(pl == 1 && p[0] == '*') && (pl != el || strncmp(p, e, pl) != 0)) return false;
-        p += pl + (p[pl] == ':');
-        e += el + (e[el] == ':');
-        if (!*p && *e) return false;
-    }
-    return !*e;
-}
-
 /* An event whose payload cannot be represented as json_t is not handed
  * to its handler as null: the error handler hears of it, or (without
  * one) stderr, at the 1st, 2nd, 4th, 8th... such event. */
@@ -609,7 +596,7 @@ static void handle_event(struct lexbus_client *c, const struct envelope *e)
     /* The bus already matched; a client with several patterns hands the
      * event to the first handler whose pattern matches it. */
     for (struct sub *s = c->subs; s; s = s->next) {
-        if (pattern_matches(s->pattern, event)) {
+        if (pattern_match(s->pattern, strlen(s->pattern), event, strlen(event))) {
             if (s->raw) {
                 const char *p = "null";
                 size_t n = 4;

@@ -7,7 +7,7 @@ fuzz_replay_envelope_CPPFLAGS = $(AM_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz
 fuzz_replay_conf_SOURCES = fuzz/replay.c fuzz/fuzz_conf.c ../core/conf.c ../core/util.c ../core/names.c
 fuzz_replay_conf_CPPFLAGS = $(AM_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/conf"'
 fuzz_replay_conf_LDADD = $(LIBEVENT_LIBS)
-fuzz_replay_wire_SOURCES = fuzz/replay.c fuzz/fuzz_wire.c ../client/wire.c ../core/envelope.c
+fuzz_replay_wire_SOURCES = fuzz/replay.c fuzz/fuzz_wire.c ../client/wire.c ../core/envelope.c ../core/names.c
 fuzz_replay_wire_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/client -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/wire"'
 fuzz_replay_wire_LDADD = $(JANSSON_LIBS)
 fuzz_replay_jwtpart_SOURCES = fuzz/replay.c fuzz/fuzz_jwtpart.c
