@@ -12,7 +12,7 @@
 #include "names.h"
 #include "pattern.h"
 #include "pending.h"
-#include "plugin_host.h"
+#include "plugin_ctx.h"
 #include "registry.h"
 #include "router.h"
 #include "stats.h"

@@ -15,7 +15,7 @@
 #include "frame.h"
 #include "hooks.h"
 #include "stats.h"
-#include "plugin_host.h"
+#include "plugin_ctx.h"
 #include "jsonw.h"
 #include "log.h"
 #include "util.h"

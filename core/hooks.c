@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "hooks.h"
-#include "plugin_host.h"
+#include "plugin_ctx.h"
 #include "log.h"
 #include "util.h"
 

@@ -18,7 +18,7 @@
 #include "local.h"
 #include "conn.h"
 #include "msg.h"
-#include "plugin_host.h"
+#include "plugin_ctx.h"
 #include "stats.h"
 #include "jsonw.h"
 #include "log.h"

@@ -5,25 +5,9 @@
 #include <jansson.h>
 #include "bus.h"
 #include "conf.h"
+#include "plugin_ctx.h"
 
-struct lb_plugin_ctx {
-    size_t index;                /* position in bus.conf order */
-    char *name;
-    struct conf_section *sec;    /* in g_bus.conf (replaced on reload) */
-    const struct lb_plugin *desc;
-    void *dl;
-    void *data;
-    bool failed;
-    char fail[512];
-    bool loaded;
-    bool staged;                 /* reload() succeeded, reload_done pending */
-    void (*reopen)(void *ud);    /* lb_reopen_register */
-    void *reopen_ud;
-    lb_stats_fn stats;           /* lb_stats_register */
-    void *stats_ud;
-};
 
-struct plugin { struct lb_plugin_ctx *ctx; };
 
 /* Loads every [plugin NAME] section in order.  Returns 0, or -1 after
  * logging "file:line: [plugin NAME] cause". */

@@ -1,4 +1,5 @@
-/* Shared by the router's parts (router.c, route_*.c); not for other files. */
+/* Shared by the router's parts (router.c, route_*.c, route_common.c,
+ * subs.c); not for other files. */
 #ifndef LB_ROUTER_INT_H
 #define LB_ROUTER_INT_H
 #include <stdarg.h>
@@ -43,14 +44,20 @@ void handle_call(const struct sender *s, struct lb_msg *m);
 void handle_response(const struct sender *s, struct lb_msg *m);
 void handle_emit(const struct sender *s, struct lb_msg *m);
 void handle_subscribe(const struct sender *s, struct lb_msg *m, bool add);
-/* Subscriptions (route_emit.c). */
+/* Subscriptions (subs.c). */
 void subs_init(void);
 void subs_free(void);
 size_t subs_count(void);
 /* How many patterns of `arr` the connection would gain. */
 size_t subs_new_count(struct lb_conn *c, const struct env_val *arr);
 void subs_add_all(struct lb_conn *c, const struct env_val *arr);
+void subs_remove_all(struct lb_conn *c, const struct env_val *arr);
 void subs_forget(struct lb_conn *c);
+/* Calls fn for every subscriber of a pattern matching the event. */
+size_t subs_match(const char *event, size_t n, void (*fn)(void *sub, void *ud), void *ud);
+/* Events (route_emit.c). */
+void emit_init(void);
+void emit_free(void);
 /* Calls (route_call.c). */
 void calls_init(void);
 void calls_forget(struct lb_conn *c);

@@ -21,7 +21,7 @@
 #include <jansson.h>
 #include "bus.h"
 #include "log.h"
-#include "plugin_host.h"
+#include "plugin_ctx.h"
 #include "state.h"
 #include "state_writer.h"
 #include "htable.h"
