@@ -839,11 +839,15 @@ static void run_stream(const struct peer *pr, long n, size_t size, int nsubs, in
            "\"order_errors\":%.0f,\"lost\":%.0f",
            g_tls ? "lexbus-tls" : pr->name, workload, n, size, nsubs, procs, window, got, secs,
            secs > 0 ? got / secs : 0, secs > 0 ? got * (double)size / secs / 1e6 : 0, errors, (double)n * nsubs - got);
-    bc_put_pct("server_cpu_pct", srv0 < 0 ? -1 : srv1 - srv0, wall);
+    double srv_cpu = srv0 < 0 ? -1 : srv1 - srv0;
+    bc_put_pct("server_cpu_pct", srv_cpu, wall);
     bc_put_pct("pub_cpu_pct", pub_cpu, wall);
     bc_put_pct("sub_cpu_pct", sub_cpu, wall);
     bc_put_pct("sub_cpu_max_pct", sub_max, wall);
-    printf(",\"cpus\":%d}\n", cpus_allowed());
+    /* The same as CPU time per delivered message. */
+    if (srv_cpu >= 0 && got > 0) printf(",\"server_ns_per_msg\":%.0f", srv_cpu * 1e9 / got);
+    if (got > 0) printf(",\"pub_ns_per_msg\":%.0f,\"sub_ns_per_msg\":%.0f", pub_cpu * 1e9 / got, sub_cpu * 1e9 / got);
+    printf(",\"wall_seconds\":%.4f,\"cpus\":%d}\n", wall, cpus_allowed());
     free(subpid);
 }
 

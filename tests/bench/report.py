@@ -112,6 +112,18 @@ for name, w, m in THROUGHPUT:
             client_bound.append("%s %s" % (p, name))
         cells.append("%s / %.0f / %s%s" % (b, r["pub_cpu_pct"], sub, " *" if bound else ""))
     lines.append("| %s | %s |" % (name, " | ".join(cells)))
+lines.append("")
+lines.append("The same as CPU time per delivered message, ns: broker / subscribers (fan-out: per delivery to one subscriber).")
+lines.append("")
+lines.append("| workload | " + " | ".join(PEERS) + " |")
+lines.append("|" + "---|" * (len(PEERS) + 1))
+for name, w, m in THROUGHPUT:
+    cells = []
+    for p in PEERS:
+        rs = [r for r in matching(w, **m) if r["peer"] == p and "sub_ns_per_msg" in r]
+        cells.append("-" if not rs else "%s / %d" % (
+            "-" if rs[0].get("server_ns_per_msg") is None else "%d" % rs[0]["server_ns_per_msg"], rs[0]["sub_ns_per_msg"]))
+    lines.append("| %s | %s |" % (name, " | ".join(cells)))
 fan = [r for r in matching("fanout")]
 if fan:
     lines.append("")

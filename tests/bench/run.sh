@@ -117,6 +117,13 @@ run_pinned() {
 runc() { echo "  lbclient $*" >&2; "$LBCLIENT" "${addr[lexbus]}" "$@" --server-pid "$lexbus_pid" | tee -a "$results" >/dev/null; }
 echo "running (this takes a few minutes; --quick for a smoke run)" >&2
 want() { [[ -z "$only" || "$only" == "$1" ]]; }
+# Memory per idle connection first, on the fresh daemon: after the other
+# workloads its heap keeps freed memory (M_TRIM_THRESHOLD) that new
+# connections would reuse, and the figure would read 0.
+if want idle; then
+  rss_start=$(awk '/VmRSS/ {print $2}' /proc/$lexbus_pid/status)
+  run lexbus idle "$n_idle" "$lexbus_pid"
+fi
 want stream && for size in 16 128 1024; do
   for p in lexbus lexbus-tls nats redis mqtt floor; do
     run "$p" stream "$n_stream" "$size"
@@ -143,8 +150,6 @@ want rtt && for round in 1 2 3 4 5; do
   runc rtt "$((n_rtt / 5))"
 done
 if want idle; then
-rss_start=$(awk '/VmRSS/ {print $2}' /proc/$lexbus_pid/status)
-run lexbus idle "$n_idle" "$lexbus_pid"
 # Growth check: RSS after another full 1→1 run must not have grown.
 "$LBBENCH" lexbus "${addr[lexbus]}" stream "$n_stream" 128 >/dev/null
 rss_a=$(awk '/VmRSS/ {print $2}' /proc/$lexbus_pid/status)
