@@ -12,6 +12,7 @@
 #include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 static inline double bc_tv_s(struct timeval t) { return (double)t.tv_sec + (double)t.tv_usec / 1e6; }
 
@@ -58,6 +59,19 @@ static inline double bc_process_s(pid_t pid)
     }
     closedir(d);
     return (double)total / 1e9;
+}
+
+/* CPU seconds the whole machine spent busy so far (all CPUs; user, nice,
+ * system, irq, softirq from /proc/stat; not steal): set against what the
+ * broker and the clients used, the rest is other load on the machine. */
+static inline double bc_machine_busy_s(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    unsigned long long us, ni, sy, id, io, irq, sirq;
+    int n = f ? fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu", &us, &ni, &sy, &id, &io, &irq, &sirq) : 0;
+    if (f) fclose(f);
+    if (n != 7) return -1;
+    return (double)(us + ni + sy + irq + sirq) / (double)sysconf(_SC_CLK_TCK);
 }
 
 /* ,"key":P with P the CPU share in percent of one core, or null. */

@@ -210,6 +210,15 @@ static double server_cpu_s(void)
     return s;
 }
 
+/* The machine's busy share and what of it was neither the broker nor the
+ * clients (other load: these figures are only comparable when it is low). */
+static void put_other(double machine_s, double ours_s, double wall)
+{
+    if (wall < 0.25) machine_s = -1;   /* /proc/stat counts 10 ms ticks: too coarse */
+    bc_put_pct("machine_cpu_pct", machine_s, wall);
+    bc_put_pct("other_cpu_pct", machine_s < 0 ? -1 : machine_s > ours_s ? machine_s - ours_s : 0, wall);
+}
+
 static int cpus_allowed(void)
 {
     cpu_set_t set;
@@ -806,7 +815,7 @@ static void run_stream(const struct peer *pr, long n, size_t size, int nsubs, in
     close(ready[1]);
     for (int k = 0; k < procs; k++) { char one; read_all(ready[0], &one, 1, "subscriber did not start"); }
     close(ready[0]);
-    double srv0 = server_cpu_s(), w0 = now_s();
+    double srv0 = server_cpu_s(), m0 = bc_machine_busy_s(), w0 = now_s();
     pid_t pub = fork_child();
     if (pub == 0) {
         close(res[0]);
@@ -825,7 +834,7 @@ static void run_stream(const struct peer *pr, long n, size_t size, int nsubs, in
         if (r.t_first && (!t_first || r.t_first < t_first)) t_first = r.t_first;
         if (r.t_last > t_last) t_last = r.t_last;
     }
-    double srv1 = server_cpu_s(), wall = (t_last ? t_last : now_s()) - w0;
+    double srv1 = server_cpu_s(), m1 = bc_machine_busy_s(), wall = (t_last ? t_last : now_s()) - w0;
     double pub_cpu = reap(pub, true), sub_cpu = 0, sub_max = 0;
     for (int k = 0; k < procs; k++) {
         double c = reap(subpid[k], false);
@@ -844,6 +853,7 @@ static void run_stream(const struct peer *pr, long n, size_t size, int nsubs, in
     bc_put_pct("pub_cpu_pct", pub_cpu, wall);
     bc_put_pct("sub_cpu_pct", sub_cpu, wall);
     bc_put_pct("sub_cpu_max_pct", sub_max, wall);
+    put_other(m1 - m0, srv_cpu + pub_cpu + sub_cpu, wall);
     /* The same as CPU time per delivered message. */
     if (srv_cpu >= 0 && got > 0) printf(",\"server_ns_per_msg\":%.0f", srv_cpu * 1e9 / got);
     if (got > 0) printf(",\"pub_ns_per_msg\":%.0f,\"sub_ns_per_msg\":%.0f", pub_cpu * 1e9 / got, sub_cpu * 1e9 / got);
@@ -1099,11 +1109,11 @@ static void run_rtt(const struct peer *pr, long n)
     long warm = n / 10 > 1000 ? 1000 : n / 10;
     double *lat = calloc((size_t)n, sizeof *lat);
     struct rtt_out o = { 0, 0, -1, -1 };
-    double cpu0 = bc_self_s(), t0 = now_s();
+    double cpu0 = bc_self_s(), m0 = bc_machine_busy_s(), t0 = now_s();
     if (strcmp(pr->name, "lexbus") == 0) rtt_lexbus(n, warm, lat, &o);
     else if (strcmp(pr->name, "floor") == 0) rtt_floor(n, warm, lat, &o);
     else rtt_pubsub(pr, n, warm, lat, &o);
-    double caller_cpu = bc_self_s() - cpu0, wall = now_s() - t0;
+    double caller_cpu = bc_self_s() - cpu0, wall = now_s() - t0, m1 = bc_machine_busy_s();
     long done = n + warm - o.lost, measured = done > warm ? done - warm : 0;
     if (measured == 0) measured = 1, lat[0] = 0;
     qsort(lat, (size_t)measured, sizeof *lat, cmpd);
@@ -1118,6 +1128,7 @@ static void run_rtt(const struct peer *pr, long n)
     if (o.server_cpu < 0) printf("null"); else printf("%.2f", o.server_cpu * per);
     printf(",\"caller_cpu_us_per_rt\":%.2f,\"responder_cpu_us_per_rt\":%.2f", caller_cpu * per, o.responder_cpu * per);
     bc_put_pct("server_cpu_pct", o.server_cpu, wall);
+    put_other(m1 - m0, caller_cpu + o.responder_cpu + (o.server_cpu > 0 ? o.server_cpu : 0), wall);
     printf("}\n");
     free(lat);
 }

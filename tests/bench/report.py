@@ -89,7 +89,8 @@ lines.append("Round trips: median of 5 interleaved rounds; \"pinned\": broker, c
 # CPU: is a figure bound by the load generator?
 lines.append("")
 lines.append("CPU during each throughput workload, %% of one core: broker / publisher / subscribers "
-             "(all subscriber processes; the busiest in brackets when there are several). "
+             "(all subscriber processes; the busiest in brackets when there are several) [other load on the machine: "
+             "CPU used by neither]. "
              "* = a client process at ≥%.0f%%: that figure is bound by the load generator." % CLIENT_BOUND)
 lines.append("")
 lines.append("| workload | " + " | ".join(PEERS) + " |")
@@ -110,7 +111,8 @@ for name, w, m in THROUGHPUT:
         bound = max(r["pub_cpu_pct"], r["sub_cpu_max_pct"]) >= CLIENT_BOUND
         if bound:
             client_bound.append("%s %s" % (p, name))
-        cells.append("%s / %.0f / %s%s" % (b, r["pub_cpu_pct"], sub, " *" if bound else ""))
+        other = "" if r.get("other_cpu_pct") is None else " [%.0f]" % r["other_cpu_pct"]
+        cells.append("%s / %.0f / %s%s%s" % (b, r["pub_cpu_pct"], sub, other, " *" if bound else ""))
     lines.append("| %s | %s |" % (name, " | ".join(cells)))
 lines.append("")
 lines.append("The same as CPU time per delivered message, ns: broker / subscribers (fan-out: per delivery to one subscriber).")
@@ -146,6 +148,11 @@ if rtt_cpu:
     lines.append("CPU per round trip, µs, broker/caller/responder (median round; relay: the copying process as broker) — " +
                  "; ".join(rtt_cpu) + ".")
 
+others = sorted(r["other_cpu_pct"] for r in rows if r.get("other_cpu_pct") is not None and r.get("method") is None)
+if others:
+    lines.append("")
+    lines.append("Other load during the runs (CPU used by neither the broker nor the clients, %% of one core): "
+                 "median %.0f%%, max %.0f%% over %d runs." % (others[len(others) // 2], others[-1], len(others)))
 idle = [r for r in rows if r["workload"] == "idle"]
 growth = [r for r in rows if r["workload"] == "growth"]
 checked = [r for r in rows if "lost" in r and r.get("method") is None]
