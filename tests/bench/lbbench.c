@@ -29,7 +29,8 @@
  *     ADDRESS   unix:/path or tcp:host:port (floor: ignored)
  *     WORKLOAD  stream N SIZE | fanout N SIZE SUBS | rtt N | idle N DAEMON_PID (lexbus only)
  *     options   --window W (flow-controlled: at most W messages ahead of the slowest
- *               subscriber), --procs P (subscriber processes), --server-pid PID
+ *               subscriber), --procs P (subscriber processes), --server-pid PID,
+ *               --batch B (bytes per publisher write, default and at most 64 KiB)
  *   Prints one JSON object with the figures.
  */
 #define _GNU_SOURCE
@@ -69,6 +70,7 @@ static bool g_tls;                 /* lexbus-tls: TLS on the TCP socket */
 static SSL_CTX *g_ssl_ctx;
 static SSL *g_ssl[65536];          /* by file descriptor */
 static pid_t g_server_pid;         /* --server-pid: the broker, for its CPU time */
+static size_t g_batch = BATCH;     /* --batch: bytes per publisher write */
 
 static ssize_t io_write(int fd, const void *p, size_t n)
 {
@@ -695,7 +697,7 @@ static long window_msgs(const struct peer *pr, size_t size, int subs)
  * subscriber (the minimum over the subscriber processes' reports). */
 static void publisher(const struct peer *pr, int fd, long n, size_t size, int progress_fd, long window, int procs)
 {
-    char *batch = malloc(BATCH + size + 8192), *payload = malloc(size + 1);
+    char *batch = malloc(g_batch + size + 8192), *payload = malloc(size + 1);
     long *done = calloc((size_t)procs, sizeof *done);
     struct progress in[256];
     memset(payload, 'x', size);
@@ -712,7 +714,7 @@ static void publisher(const struct peer *pr, int fd, long n, size_t size, int pr
             for (int i = 0; i < procs; i++) if (done[i] < acked) acked = done[i];
         }
         size_t bl = 0;
-        while (sent < n && bl + msg_bytes <= BATCH && sent - acked < window) {
+        while (sent < n && (bl == 0 || bl + msg_bytes <= g_batch) && sent - acked < window) {
             make_payload(payload, sent);
             bl += pr->publish(batch + bl, TOPIC, payload, size);
             sent++;
@@ -844,9 +846,9 @@ static void run_stream(const struct peer *pr, long n, size_t size, int nsubs, in
     double secs = t_last - t_first;
     const char *workload = nsubs > 1 ? (fc_window > 0 ? "fanout-fc" : "fanout") : (fc_window > 0 ? "stream-fc" : "stream");
     printf("{\"peer\":\"%s\",\"workload\":\"%s\",\"messages\":%ld,\"size\":%zu,\"subscribers\":%d,\"sub_procs\":%d,"
-           "\"window\":%ld,\"delivered\":%.0f,\"seconds\":%.4f,\"msgs_per_s\":%.0f,\"mb_per_s\":%.2f,"
+           "\"window\":%ld,\"batch\":%zu,\"delivered\":%.0f,\"seconds\":%.4f,\"msgs_per_s\":%.0f,\"mb_per_s\":%.2f,"
            "\"order_errors\":%.0f,\"lost\":%.0f",
-           g_tls ? "lexbus-tls" : pr->name, workload, n, size, nsubs, procs, window, got, secs,
+           g_tls ? "lexbus-tls" : pr->name, workload, n, size, nsubs, procs, window, g_batch, got, secs,
            secs > 0 ? got / secs : 0, secs > 0 ? got * (double)size / secs / 1e6 : 0, errors, (double)n * nsubs - got);
     double srv_cpu = srv0 < 0 ? -1 : srv1 - srv0;
     bc_put_pct("server_cpu_pct", srv_cpu, wall);
@@ -1193,10 +1195,11 @@ static int take_options(int argc, char **argv, long *window, int *procs)
         if (opt && !strcmp(argv[i], "--window")) *window = atol(argv[++i]);
         else if (opt && !strcmp(argv[i], "--procs")) *procs = atoi(argv[++i]);
         else if (opt && !strcmp(argv[i], "--server-pid")) g_server_pid = (pid_t)atol(argv[++i]);
+        else if (opt && !strcmp(argv[i], "--batch")) g_batch = (size_t)atol(argv[++i]);
         else if (!strncmp(argv[i], "--", 2)) die("unknown option %s", argv[i]);
         else argv[out++] = argv[i];
     }
-    if (*window < 0 || *procs < 1) die("bad --window or --procs");
+    if (*window < 0 || *procs < 1 || g_batch < 1 || g_batch > BATCH) die("bad --window, --procs or --batch");
     return out;
 }
 
