@@ -98,6 +98,7 @@ static ssize_t io_read(int fd, void *p, size_t n)
     return read(fd, p, n);
 }
 
+static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void die(const char *fmt, ...)
 {
     va_list ap;
