@@ -9,8 +9,10 @@ import sys
 
 src, out, quick = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 window = sys.argv[4] if len(sys.argv) > 4 else "500"
+earlier = None
 if src.endswith(".json"):   # an earlier report's output: render its rows again
-    rows = json.load(open(src))["results"]
+    earlier = json.load(open(src))
+    rows = earlier["results"]
 else:
     rows = [json.loads(l) for l in open(src) if l.strip()]
 PEERS = ["lexbus", "lexbus-tls", "nats", "redis", "mqtt", "floor"]
@@ -218,10 +220,16 @@ try:
 except OSError:
     load = "load unknown"
 machine = "%s, %d cores, %s" % (platform.platform(), os.cpu_count(), platform.processor() or platform.machine())
+if earlier:   # the run's machine and load, not this one's
+    machine = earlier["machine"]
+    load = earlier.get("load") or earlier["table"].rsplit("; ", 1)[-1].rstrip(".")
 lines.append("")
 lines.append("Machine: %s%s; %s." % (machine, " (quick run)" if quick else "", load))
 text = "\n".join(lines)
 print(text)
-json.dump({"machine": machine, "quick": quick, "window": int(window), "client_bound": client_bound, "results": rows,
-           "ratios": ratios, "table": text}, open(out, "w"), indent=1)
+# One result per line: the file stays readable and diffs row by row.
+head = json.dumps({"machine": machine, "load": load, "quick": quick, "window": int(window), "client_bound": client_bound,
+                   "ratios": ratios, "table": text}, indent=1, ensure_ascii=False)
+with open(out, "w") as f:
+    f.write(head[:-2] + ',\n "results": [\n' + ",\n".join("  " + json.dumps(r) for r in rows) + "\n ]\n}\n")
 print("\nwritten to %s" % out)
