@@ -198,7 +198,15 @@ static void input_frame(struct lb_conn *c, const char *frame, size_t len)
     g_stats.bytes_in += len + LB_FRAME_HEADER;
     conn_touch(c);
     g_input(c, frame, len);
+    /* What it asked for (replies, events to itself) counts against its own
+     * back-pressure before its next request is read: a 75-byte request
+     * must not queue megabytes many times over. */
+    if (c->queued > g_bus.set.outbuf_high) conn_backpressure(c, c);
 }
+
+/* Paused (waiting for a recipient to drain): frames it already sent wait
+ * in the transport's buffer until it is resumed. */
+static bool paused(const struct lb_conn *c) { return c->waiting_on > 0; }
 
 static void refuse_frame(struct lb_conn *c, const char *code, const char *why, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -233,12 +241,12 @@ int lb_conn_read_frames(struct lb_conn *c, struct evbuffer *in)
     input_begin(c);
     /* Walk the frames of the first contiguous chunk in place and drain
      * once; only a frame split across chunks is pulled up (copied). */
-    while (!conn_closing(c)) {
+    while (!conn_closing(c) && !paused(c)) {
         size_t contig = evbuffer_get_contiguous_space(in);
         const char *base = (const char *)evbuffer_pullup(in, (ssize_t)contig);
         size_t off = 0;
         uint32_t n = 0;
-        while (!conn_closing(c) && contig - off >= LB_FRAME_HEADER) {
+        while (!conn_closing(c) && !paused(c) && contig - off >= LB_FRAME_HEADER) {
             memcpy(&n, base + off, sizeof n);
             n = ntohl(n);
             if (n == 0 || n > g_bus.set.max_frame || contig - off - LB_FRAME_HEADER < n) break;
@@ -246,7 +254,7 @@ int lb_conn_read_frames(struct lb_conn *c, struct evbuffer *in)
             off += LB_FRAME_HEADER + (size_t)n;
         }
         if (off) evbuffer_drain(in, off);
-        if (conn_closing(c)) break;
+        if (conn_closing(c) || paused(c)) break;
         enum frame_status st = frame_peek(in, g_bus.set.max_frame, &n);
         if (st == FRAME_NEED_MORE) break;
         if (st == FRAME_ZERO) {

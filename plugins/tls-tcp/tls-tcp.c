@@ -333,8 +333,12 @@ static size_t op_pending(void *tdata)
 static void op_set_read(void *tdata, bool enabled)
 {
     struct tls_conn *tc = tdata;
-    if (enabled) bufferevent_enable(tc->bev, EV_READ);
-    else bufferevent_disable(tc->bev, EV_READ);
+    if (!enabled) { bufferevent_disable(tc->bev, EV_READ); return; }
+    bufferevent_enable(tc->bev, EV_READ);
+    /* Frames read before the pause still wait in the input buffer: a
+     * deferred read callback routes them (not from inside the resume). */
+    if (evbuffer_get_length(bufferevent_get_input(tc->bev)))
+        bufferevent_trigger(tc->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS | BEV_TRIG_IGNORE_WATERMARKS);
 }
 
 static void flush_done(struct bufferevent *bev, void *arg)

@@ -176,8 +176,12 @@ static size_t op_pending(void *tdata)
 static void op_set_read(void *tdata, bool enabled)
 {
     struct unix_conn *uc = tdata;
-    if (enabled) event_add(&uc->rev, NULL);
-    else event_del(&uc->rev);
+    if (!enabled) { event_del(&uc->rev); return; }
+    event_add(&uc->rev, NULL);
+    /* Frames already read may wait in `in` (the host stopped routing
+     * them when it paused us): have read_cb see to them soon, not from
+     * inside whatever is resuming us. */
+    if (evbuffer_get_length(uc->in)) event_active(&uc->rev, EV_READ, 0);
 }
 
 static int op_flush(void *tdata)
@@ -227,6 +231,8 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what;
     struct unix_conn *uc = arg;
+    /* What was read before a pause goes first. */
+    if (evbuffer_get_length(uc->in) && lb_conn_read_frames(uc->conn, uc->in) < 0) return;
     ssize_t r = read_some(uc);
     if (r == -2) return;
     if (r <= 0) {
