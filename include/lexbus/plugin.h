@@ -133,6 +133,10 @@ size_t lb_conf_keys(struct lb_plugin_ctx *ctx, const char *const **out);
  * value it parses itself.  Writes into buf and returns it; does not mark
  * the key as read. */
 const char *lb_conf_where(struct lb_plugin_ctx *ctx, const char *key, char *buf, size_t len);
+/* The same for the nth (from 0) occurrence of a key that may repeat, in
+ * lb_conf_list order: the line of the one value that is wrong.  Past the
+ * last occurrence, the section's header line. */
+const char *lb_conf_where_nth(struct lb_plugin_ctx *ctx, const char *key, size_t nth, char *buf, size_t len);
 /* Parses a duration as bus.conf writes them ("500ms", "30s", "5m", "1h",
  * a bare number = seconds).  Returns 0, or -1 if malformed. */
 int lb_parse_duration_ms(const char *s, uint64_t *out_ms);
