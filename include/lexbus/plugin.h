@@ -443,7 +443,8 @@ const char *lb_msg_attr_get(const struct lb_msg *m, const char *name);
  * elsewhere).  Sets a top-level member to `json` (a JSON value text,
  * validated by the host: -1 with errno EINVAL when it is not one), or
  * removes it (json NULL).  Members the bus owns cannot be set (EPERM):
- * `from`, `token`, `id`, and `type` except CRUD -> "CALL".  The host
+ * `from`, `token`, `auth`, `id`, `type` except CRUD -> "CALL", and the
+ * `to` of a RESPONSE (always the caller).  The host
  * rebuilds the frame once after every hook has run, and the result goes
  * through the same validation as a frame from a client. */
 int lb_msg_set(struct lb_msg *m, const char *member, const char *json, size_t len);

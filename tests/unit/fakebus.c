@@ -29,7 +29,9 @@ static int op_send(void *tdata, const struct iovec *iov, int iovcnt)
     for (int i = 0; i < iovcnt; i++) n += iov[i].iov_len;
     char *buf = xmalloc(n);
     for (size_t i = 0, off = 0; i < (size_t)iovcnt; off += iov[i].iov_len, i++) memcpy(buf + off, iov[i].iov_base, iov[i].iov_len);
-    json_t *j = json_loadb(buf, n, 0, NULL);
+    /* The bus must never send a member twice: recipients' parsers would
+     * disagree about its value. */
+    json_t *j = json_loadb(buf, n, JSON_REJECT_DUPLICATES, NULL);
     free(buf);
     if (!j) { f->bad_frame = true; j = json_null(); }
     if (f->n == f->cap) {

@@ -20,7 +20,7 @@ struct fake {
     bool reading;                /* the last set_read */
     int pauses, resumes;         /* set_read(false) / set_read(true) calls */
     bool closed, close_flushed;
-    bool bad_frame;              /* the bus sent something that is not JSON */
+    bool bad_frame;              /* the bus sent something that is not JSON, or a member twice */
 };
 
 /* Sets up the core (settings: defaults, then `tweak` may change g_bus.set

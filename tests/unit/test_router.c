@@ -390,6 +390,201 @@ static void test_backpressure(void)
     fake_free(p);
 }
 
+/* ---- plugins' hooks ------------------------------------------------ */
+
+struct seen {
+    int route_asked;
+    struct lb_conn *link;        /* what the route hook hands out for "remote" */
+    bool eperm_ok;               /* what lb_msg_set refused in the rewrite hook */
+    bool response_to_refused;    /* `to` of a RESPONSE is the bus's */
+    char refused_by[64], audit_code[64];
+};
+static struct seen g_seen;
+
+static bool is(struct lb_str s, const char *lit) { return s.p && s.n == strlen(lit) && !memcmp(s.p, lit, s.n); }
+
+static enum lb_verdict_kind h_message(void *ud, struct lb_conn *c, struct lb_msg *m, struct lb_err *err)
+{
+    (void)ud; (void)c;
+    if (lb_msg_type(m) != LB_MSG_CALL || !is(lb_msg_field(m, "method"), "limited")) return LB_PASS;
+    lb_err_retry_after(err, 500);
+    return lb_refuse(err, LB_E_RATE_LIMITED, "slow down");
+}
+
+static bool owned_members_refused(struct lb_msg *m)
+{
+    bool ok = true;
+    static const char *const owned[] = { "from", "id", "token", "auth" };
+    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++) {
+        errno = 0;
+        ok &= lb_msg_set(m, owned[i], "\"x\"", 3) == -1 && errno == EPERM;
+    }
+    errno = 0;
+    ok &= lb_msg_set(m, "type", "\"EMIT\"", 6) == -1 && errno == EPERM;
+    errno = 0;
+    ok &= lb_msg_set(m, "params", "{bad", 4) == -1 && errno == EINVAL;
+    errno = 0;
+    ok &= lb_msg_add_recipient(m, "svc-a") == -1 && errno == EPERM;   /* EMIT only */
+    return ok;
+}
+
+static enum lb_verdict_kind h_rewrite(void *ud, struct lb_conn *c, struct lb_msg *m, struct lb_err *err)
+{
+    (void)ud; (void)c; (void)err;
+    enum lb_msg_type t = lb_msg_type(m);
+    if (t == LB_MSG_CRUD) {
+        /* CRUD -> the CALL it maps to (the one change of type). */
+        lb_msg_set(m, "type", "\"CALL\"", 6);
+        lb_msg_set(m, "to", "\"svc-a\"", 7);
+        lb_msg_set(m, "method", "\"crud\"", 6);
+    }
+    if (is(lb_msg_field(m, "to"), "alias")) lb_msg_set(m, "to", "\"svc-a\"", 7);
+    if (t == LB_MSG_CALL && is(lb_msg_field(m, "method"), "owned")) g_seen.eperm_ok = owned_members_refused(m);
+    if (t == LB_MSG_EMIT && is(lb_msg_field(m, "event"), "copy")) lb_msg_add_recipient(m, "svc-a");
+    return LB_PASS;
+}
+
+static enum lb_verdict_kind h_response(void *ud, struct lb_conn *callee, struct lb_conn *to, struct lb_msg *m,
+                                       struct lb_err *err)
+{
+    (void)ud; (void)callee; (void)to;
+    struct lb_str data = lb_msg_raw(m, "data");
+    if (is(data, "\"secret\"")) return lb_refuse(err, LB_E_FORBIDDEN, "no secrets");
+    if (is(data, "\"rewrite\"")) {
+        lb_msg_set(m, "data", "\"rewritten\"", 11);
+        errno = 0;
+        g_seen.response_to_refused = lb_msg_set(m, "to", "\"someone\"", 9) == -1 && errno == EPERM;
+        lb_msg_set(m, "note", "1", 1);
+    }
+    return LB_PASS;
+}
+
+static enum lb_verdict_kind h_deliver(void *ud, struct lb_conn *from, struct lb_conn *to, struct lb_msg *m,
+                                      struct lb_err *err)
+{
+    (void)ud; (void)from; (void)m;
+    if (lb_conn_service(to) && !strcmp(lb_conn_service(to), "blocked")) return lb_refuse(err, LB_E_FORBIDDEN, "not to blocked");
+    return LB_PASS;
+}
+
+static struct lb_conn *h_route(void *ud, struct lb_conn *from, const struct lb_msg *m, struct lb_str service)
+{
+    (void)ud; (void)from; (void)m;
+    g_seen.route_asked++;
+    return is(service, "remote") ? g_seen.link : NULL;
+}
+
+static void h_audit(void *ud, const struct lb_outcome *o)
+{
+    (void)ud;
+    snprintf(g_seen.refused_by, sizeof g_seen.refused_by, "%s", o->refused_by ? o->refused_by : "");
+    snprintf(g_seen.audit_code, sizeof g_seen.audit_code, "%s", o->error_code ? o->error_code : "");
+}
+
+/* Answers the next CALL `callee` got with data (JSON text); returns it. */
+static json_t *answer(struct fake *callee, const char *data)
+{
+    json_t *call = fake_next(callee);
+    char buf[512];
+    snprintf(buf, sizeof buf, "{\"type\":\"RESPONSE\",\"id\":\"%s\",\"status\":\"success\",\"data\":%s}", jstr(call, "id"), data);
+    fake_input(callee, buf);
+    return call;
+}
+
+static void test_hooks(void)
+{
+    struct lb_plugin_ctx ctx = { .index = 0, .name = "hooktest" };
+    struct lb_hooks h = { .size = sizeof h, .message = h_message, .rewrite = h_rewrite, .response = h_response,
+                          .deliver = h_deliver, .route = h_route, .audit = h_audit };
+    int id = lb_hooks_register(&ctx, &h, NULL);
+    struct lb_hooks too_big = { .size = sizeof h + 8 };
+    CHECK(id > 0 && lb_hooks_register(&ctx, &too_big, NULL) == -1, "lb_hooks_register: an id; a struct larger than the host's is refused");
+    struct fake *a = registered("svc-a", NULL), *c = registered("c", NULL), *blocked = registered("blocked", NULL);
+    struct fake *s = registered("sub", NULL);
+
+    fake_input(c, "{\"type\":\"CALL\",\"id\":\"h1\",\"to\":\"svc-a\",\"method\":\"limited\"}");
+    json_t *r = fake_next(c);
+    CHECK(call_error(r, "h1", LB_E_RATE_LIMITED) &&
+          json_integer_value(json_object_get(json_object_get(r, "error"), "retryAfterMs")) == 500 && !fake_next(a),
+          "a message hook's refusal: its code and retryAfterMs, as the call's RESPONSE");
+    CHECK(!strcmp(g_seen.refused_by, "hooktest") && !strcmp(g_seen.audit_code, LB_E_RATE_LIMITED), "the audit names the refusing plugin");
+
+    fake_input(c, "{\"type\":\"CALL\",\"id\":\"h2\",\"to\":\"alias\",\"method\":\"m1\"}");
+    json_t *call = answer(a, "1");
+    r = fake_next(c);
+    CHECK(!strcmp(jstr(call, "to"), "svc-a") && !strcmp(jstr(r, "id"), "h2") && !strcmp(jstr(r, "from"), "svc-a"),
+          "a rewrite of `to` reroutes the CALL; the answer comes from the real service");
+    fake_input(c, "{\"type\":\"CRUD\",\"id\":\"h3\",\"op\":\"read\",\"resource\":\"items\",\"key\":\"7\"}");
+    call = answer(a, "{\"k\":7}");
+    r = fake_next(c);
+    CHECK(is_type(call, "CALL") && !strcmp(jstr(call, "method"), "crud") && !strcmp(jstr(call, "resource"), "items") &&
+          !strcmp(jstr(r, "id"), "h3") && json_integer_value(json_object_get(json_object_get(r, "data"), "k")) == 7,
+          "CRUD rewritten to a CALL (its members kept) and answered");
+    fake_skip(a);
+    fake_skip(c);
+    fake_input(c, "{\"type\":\"CALL\",\"id\":\"h4\",\"to\":\"svc-a\",\"method\":\"owned\"}");
+    answer(a, "null");
+    fake_skip(c);
+    CHECK(g_seen.eperm_ok, "from, id, token, auth and type are the bus's (EPERM); bad JSON is EINVAL; recipients are for EMITs");
+
+    fake_input(s, "{\"type\":\"SUBSCRIBE\",\"events\":[\"copy\",\"news\"]}");
+    fake_input(blocked, "{\"type\":\"SUBSCRIBE\",\"events\":[\"news\"]}");
+    fake_input(c, "{\"type\":\"EMIT\",\"event\":\"copy\",\"ack\":true,\"id\":\"e1\"}");
+    json_t *ack = fake_next(c);
+    CHECK(json_integer_value(json_object_get(ack, "delivered")) == 2 && events_named(s, "copy") == 1 && events_named(a, "copy") == 1,
+          "lb_msg_add_recipient: the event goes to an instance of svc-a as well");
+    fake_input(c, "{\"type\":\"EMIT\",\"event\":\"news\",\"ack\":true,\"id\":\"e2\"}");
+    ack = fake_next(c);
+    CHECK(json_integer_value(json_object_get(ack, "delivered")) == 1 && events_named(blocked, "news") == 0 && events_named(s, "news") == 1,
+          "a deliver hook's refusal skips that subscriber only");
+    fake_input(c, "{\"type\":\"CALL\",\"id\":\"h5\",\"to\":\"blocked\",\"method\":\"m\"}");
+    CHECK(call_error(fake_next(c), "h5", LB_E_FORBIDDEN) && !fake_next(blocked), "...and refuses a CALL to it");
+
+    fake_input(c, "{\"type\":\"CALL\",\"id\":\"h6\",\"to\":\"svc-a\",\"method\":\"m\"}");
+    answer(a, "\"secret\"");
+    CHECK(call_error(fake_next(c), "h6", LB_E_FORBIDDEN), "a response hook's refusal: the caller gets its error instead");
+    fake_input(c, "{\"type\":\"CALL\",\"id\":\"h7\",\"to\":\"svc-a\",\"method\":\"m\"}");
+    answer(a, "\"rewrite\"");
+    r = fake_next(c);
+    CHECK(!c->bad_frame && !strcmp(jstr(r, "data"), "rewritten") && !strcmp(jstr(r, "to"), "c") &&
+          json_integer_value(json_object_get(r, "note")) == 1 && g_seen.response_to_refused,
+          "a response hook's changes reach the caller; its `to` is the bus's (EPERM), written once");
+
+    /* A federation link: what the route hook hands calls to when no
+     * instance is here. */
+    struct fake *link = registered("node-b", NULL);
+    link->conn->link = link->conn->trusted = true;
+    g_seen.link = link->conn;
+    int asked = g_seen.route_asked;
+    fake_input(c, "{\"type\":\"CALL\",\"id\":\"same\",\"to\":\"remote\",\"method\":\"m\"}");
+    call = fake_next(link);
+    CHECK(g_seen.route_asked == asked + 1 && is_type(call, "CALL") && jstr(call, "id")[0] == '~' &&
+          !strcmp(jstr(call, "from"), "c"), "no local instance: the route hook's link gets the CALL under the bus's id");
+    char buf[256];
+    snprintf(buf, sizeof buf, "{\"type\":\"RESPONSE\",\"id\":\"%s\",\"data\":3}", jstr(call, "id"));
+    fake_input(link, buf);
+    r = fake_next(c);
+    CHECK(!strcmp(jstr(r, "id"), "same") && json_integer_value(json_object_get(r, "data")) == 3, "...and its answer comes back under the caller's id");
+    fake_input(link, "{\"type\":\"CALL\",\"id\":\"l1\",\"from\":\"far-svc\",\"to\":\"nowhere\",\"method\":\"m\"}");
+    CHECK(call_error(fake_next(link), "l1", LB_E_SERVICE_NOT_FOUND) && g_seen.route_asked == asked + 1,
+          "a CALL that came over a link is never routed by a route hook (loop prevention)");
+    fake_input(link, "{\"type\":\"CALL\",\"id\":\"l2\",\"from\":\"far-svc\",\"to\":\"svc-a\",\"method\":\"m\"}");
+    call = fake_next(a);
+    CHECK(!strcmp(jstr(call, "from"), "far-svc"), "a trusted link speaks for other nodes' services (`from`)");
+    fake_skip(a);
+    fake_input(c, "{\"type\":\"CALL\",\"id\":\"h8\",\"to\":\"elsewhere\",\"method\":\"m\"}");
+    CHECK(call_error(fake_next(c), "h8", LB_E_SERVICE_NOT_FOUND), "the route hook declines: SERVICE_NOT_FOUND");
+
+    lb_hooks_unregister(&ctx, id);
+    fake_input(c, "{\"type\":\"CALL\",\"id\":\"h9\",\"to\":\"svc-a\",\"method\":\"limited\"}");
+    CHECK(is_type(fake_next(a), "CALL"), "lb_hooks_unregister: the hooks are gone");
+    fake_free(link);
+    fake_free(a);
+    fake_free(c);
+    fake_free(blocked);
+    fake_free(s);
+}
+
 /* ---- in-process connections ---------------------------------------- */
 
 struct plug {
@@ -498,6 +693,7 @@ int main(void)
     test_response_forwarding();
     test_fanout();
     test_backpressure();
+    test_hooks();
     test_local();
     CHECK(conn_count() == 0, "every connection closed");
     fakebus_free();
