@@ -17,6 +17,7 @@
 #include "plugin_host.h"
 #include "hooks.h"
 #include "local.h"
+#include "state.h"
 #include "stats.h"
 #include "sysmethod.h"
 #include "log.h"
@@ -359,6 +360,7 @@ static void forget_plugin(struct lb_plugin_ctx *ctx)
     hooks_remove_plugin(ctx);
     sysmethods_remove_plugin(ctx);
     stats_counters_remove(ctx);
+    state_forget_plugin(ctx);
     ctx->stats = NULL;
     ctx->reopen = NULL;
 }

@@ -15,6 +15,7 @@
 #include "router.h"
 #include "router_int.h"
 #include "settings.h"
+#include "state.h"
 #include "stats.h"
 #include "sysmethod.h"
 #include "system_service.h"
@@ -137,6 +138,7 @@ void fakebus_init(void (*tweak)(struct bus_settings *s))
     conn_set_handlers(router_input, router_forget);
     router_init();
     system_service_init();
+    if (state_open(NULL, g_bus.set.state_max, false, err, sizeof err) != 0) abort();   /* in memory */
 }
 
 void fakebus_free(void)
@@ -144,6 +146,7 @@ void fakebus_free(void)
     conn_close_all("test over");
     conn_flush_dirty();
     local_free();
+    state_close();
     calls_free();
     router_free();
     sysmethods_free();

@@ -15,6 +15,7 @@
 #include "fakebus.h"
 #include "conn.h"
 #include "plugin_host.h"
+#include "state.h"
 #include "stats.h"
 #include "util.h"
 
@@ -585,6 +586,43 @@ static void test_hooks(void)
     fake_free(s);
 }
 
+/* ---- the state backend --------------------------------------------- */
+
+struct told { int n; char last[128]; };
+
+static void backend_changed(void *ud, const char *ns, const char *key, const char *value, size_t len,
+                            uint64_t expires_ms)
+{
+    struct told *t = ud;
+    t->n++;
+    snprintf(t->last, sizeof t->last, "%s/%s=%.*s@%llu", ns, key, value ? (int)len : 4, value ? value : "NULL",
+             (unsigned long long)expires_ms);
+}
+
+static void test_state_backend(void)
+{
+    struct lb_plugin_ctx be = { .name = "backend" }, user = { .name = "user" };
+    struct told t = { 0 };
+    struct lb_state_backend b = { .size = sizeof b, .changed = backend_changed };
+    CHECK(lb_state_backend_register(&be, &b, &t) == 0, "a state backend registers");
+    CHECK(lb_state_backend_register(&user, &b, &t) == -1 && user.failed, "...one at most");
+    user.failed = false;
+    CHECK(lb_state_set(&user, "k", "v1", 2, 0) == 0 && t.n == 1 && !strcmp(t.last, "user/k=v1@0"),
+          "it sees every change, with the plugin's namespace");
+    CHECK(lb_state_del(&user, "k") == 0 && t.n == 2 && !strcmp(t.last, "user/k=NULL@0"), "...deletes as NULL");
+    size_t len = 0;
+    const char *v;
+    CHECK(lb_state_apply(&be, "user", "k2", "w", 1, 0) == 0 && t.n == 2 && (v = lb_state_get(&user, "k2", &len)) &&
+          len == 1 && v[0] == 'w', "lb_state_apply changes another node's value here without telling the backend");
+    CHECK(lb_state_apply(&be, "user", "k2", NULL, 0, 0) == 0 && !lb_state_get(&user, "k2", NULL), "...and deletes");
+    state_forget_plugin(&be);   /* what unloading the backend's plugin does */
+    CHECK(lb_state_set(&user, "k3", "x", 1, 0) == 0 && t.n == 2,
+          "once its plugin is unloaded the backend is told nothing more (other plugins' unload may still write)");
+    CHECK(lb_state_backend_register(&user, &b, &t) == 0, "and another may register");
+    state_forget_plugin(&user);
+    lb_state_del(&user, "k3");
+}
+
 /* ---- in-process connections ---------------------------------------- */
 
 struct plug {
@@ -694,6 +732,7 @@ int main(void)
     test_fanout();
     test_backpressure();
     test_hooks();
+    test_state_backend();
     test_local();
     CHECK(conn_count() == 0, "every connection closed");
     fakebus_free();
