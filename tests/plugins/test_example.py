@@ -197,7 +197,7 @@ def reload_call(c):
 
 @test
 def reload_good_and_bad():
-    base = "tag_events = orders:*\ntag = one\n"
+    base = "tag_events = orders:*\ntag = one\n[plugin ratelimit]\nmax = 100\n"
     with example_bus(base) as bus:
         conf = open(bus.conf).read()
         sub = bus.client("sub", subscribe=["orders:*"])
@@ -224,11 +224,19 @@ def reload_good_and_bad():
             check("[plugin example]" in msg and what in msg, "names the plugin and the key: %s" % msg)
             check("bus.conf:%d" % line in msg, "names file:line %d: %s" % (line, msg))
             check_eq(tag_now(), "two", "old settings kept after: %s" % bad)
-        # All or nothing: a good section does not apply when [bus] is bad.
+        # All or nothing: the example's good new section is staged, then
+        # dropped (reload_done(false)) because a later plugin's is bad.
+        bus.write_conf(good.replace("tag = two", "tag = three").replace("max = 100", "max = 0"))
+        code, msg = error_of(reload_call(pub))
+        check("[plugin ratelimit]" in msg and "max" in msg, msg)
+        check_eq(tag_now(), "two", "the example's staged settings were dropped")
         bus.write_conf(good.replace("tag = two", "tag = three").replace("[bus]\n", "[bus]\nmax_depth = 0\n"))
         code, msg = error_of(reload_call(pub))
         check("max_depth" in msg, msg)
-        check_eq(tag_now(), "two", "the example's staged settings were dropped")
+        check_eq(tag_now(), "two", "...and when [bus] is bad")
+        bus.write_conf(good.replace("tag = two", "tag = three"))
+        check_eq(ok(reload_call(pub)), {"reloaded": True}, "a good reload again")
+        check_eq(tag_now(), "three", "applied")
 
 
 @test
