@@ -35,6 +35,10 @@ struct local {
     struct lb_local_ops ops;
     void *ud;
     struct lb_conn *conn;        /* NULL once the bus closed it */
+    /* The plugin's handle stays valid memory (a closed connection, on
+     * which every call fails) until on_close has told it so: between the
+     * close and the pump's on_close a plugin's timer may still use it. */
+    struct lb_conn *held;
     struct evbuffer *in, *out;   /* 4-byte length + JSON frames */
     bool reading;
     bool host_closed;            /* on_close still to be called */
@@ -47,6 +51,7 @@ struct local {
 static struct local *g_locals;
 static struct event *g_pump;
 static struct jw g_w;
+static struct jw g_fail;         /* RESPONSEs for calls cut off by a close (not g_w: callbacks reuse it) */
 static struct lb_msg *g_msg;
 
 static void pump(evutil_socket_t fd, short what, void *arg);
@@ -119,6 +124,8 @@ struct lb_conn *lb_local_open(struct lb_plugin_ctx *ctx, const struct lb_local_o
     struct lb_peer peer = { .size = sizeof peer, .transport = label };
     struct lb_conn *c = conn_create(ctx, &local_ops, l, &peer);
     c->local = l;
+    conn_ref(c);
+    l->held = c;
     c->link = o.link;
     c->trusted = o.trusted || o.link;
     c->fallback = o.link && o.fallback;
@@ -147,6 +154,7 @@ static void unlink_local(struct local *l)
     free_waits(l);
     evbuffer_free(l->in);
     evbuffer_free(l->out);
+    conn_unref(l->held);
     free(l);
 }
 
@@ -180,6 +188,7 @@ void local_free(void)
     while (g_locals) unlink_local(g_locals);
     if (g_pump) { event_free(g_pump); g_pump = NULL; }
     jw_free(&g_w);
+    jw_free(&g_fail);
     lb_msg_free(g_msg);
     g_msg = NULL;
 }
@@ -249,6 +258,28 @@ static void deliver_output(struct local *l)
     if (l->conn && !l->conn->dead) lb_conn_writable(l->conn);
 }
 
+/* The bus closed the connection with lb_call callbacks still waiting
+ * (their calls were dropped with it): each still gets its one RESPONSE,
+ * so a plugin that frees per-call state in the callback leaks nothing. */
+static void fail_waits(struct local *l)
+{
+    if (!g_msg) g_msg = lb_msg_new();
+    while (l->waits && !l->plugin_closed) {
+        struct wait *w = l->waits;
+        l->waits = w->next;
+        jw_reset(&g_fail);
+        jw_lit(&g_fail, "{\"type\":\"RESPONSE\",\"id\":\"L");
+        jw_u64(&g_fail, w->seq);
+        jw_lit(&g_fail, "\",\"from\":");
+        jw_cstr(&g_fail, g_bus.set.system_service);
+        jw_lit(&g_fail, ",\"status\":\"error\",\"error\":{\"code\":\"" LB_E_SERVICE_UNAVAILABLE "\","
+               "\"message\":\"the bus closed the in-process connection that made this call\"}}");
+        const char *err;
+        if (lb_msg_parse(g_msg, g_fail.buf, g_fail.len, &err) == 0) w->cb(w->ud, g_msg);
+        free(w);
+    }
+}
+
 static void pump(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what; (void)arg;
@@ -258,7 +289,8 @@ static void pump(evutil_socket_t fd, short what, void *arg)
         if (l->conn) route_input(l);
         deliver_output(l);
         if (l->host_closed) {
-            if (!l->plugin_closed && l->ops.on_close) l->ops.on_close(l->ud, NULL, "closed by the bus");
+            fail_waits(l);
+            if (!l->plugin_closed && l->ops.on_close) l->ops.on_close(l->ud, l->held, "closed by the bus");
             unlink_local(l);
         }
     }
@@ -270,6 +302,9 @@ int lb_local_send(struct lb_conn *c, const char *json, size_t len)
 {
     struct local *l = local_of(c);
     if (!l || l->plugin_closed || len == 0) { errno = EINVAL; return -1; }
+    /* The bus would answer a frame past max_frame by closing the
+     * connection: refuse it here, where the plugin can handle it. */
+    if (len > g_bus.set.max_frame) { errno = EMSGSIZE; return -1; }
     struct iovec iov = { (void *)json, len };
     if (lb_frame_write(l->in, &iov, 1)) { errno = ENOMEM; return -1; }
     schedule();
@@ -281,6 +316,15 @@ static struct jw *w_begin(void)
     if (!g_w.buf) jw_init(&g_w, 512);
     jw_reset(&g_w);
     return &g_w;
+}
+
+/* A JSON value a plugin hands in (params, payload, data), checked now:
+ * spliced into a frame unchecked, a bad one would make the bus refuse the
+ * whole frame later, with an ERROR no lb_call callback would receive. */
+static bool json_arg_ok(const char *json, size_t len)
+{
+    const char *err;
+    return !json || lb_json_validate(json, len, &err) == 0;
 }
 
 static void json_member(struct jw *w, const char *key, const char *json, size_t len, const char *def)
@@ -312,7 +356,7 @@ int lb_call(struct lb_conn *c, const char *from, const char *to, const char *met
             size_t params_len, uint64_t timeout_ms, lb_reply_fn cb, void *ud)
 {
     struct local *l = local_of(c);
-    if (!l || !to || !method || !cb) { errno = EINVAL; return -1; }
+    if (!l || !to || !method || !cb || !json_arg_ok(params, params_len)) { errno = EINVAL; return -1; }
     uint64_t seq = ++l->seq;
     uint64_t t = timeout_ms ? timeout_ms : g_bus.set.call_timeout_ms;
     struct jw *w = w_begin();
@@ -338,7 +382,7 @@ int lb_call(struct lb_conn *c, const char *from, const char *to, const char *met
 int lb_emit(struct lb_conn *c, const char *from, const char *event, const char *to, const char *payload,
             size_t payload_len)
 {
-    if (!local_of(c) || !event) { errno = EINVAL; return -1; }
+    if (!local_of(c) || !event || !json_arg_ok(payload, payload_len)) { errno = EINVAL; return -1; }
     struct jw *w = w_begin();
     jw_lit(w, "{\"type\":\"EMIT\",\"event\":");
     jw_cstr(w, event);
@@ -354,7 +398,10 @@ static int respond(struct lb_conn *c, const struct lb_msg *call, const char *jso
                    const char *code, const char *message)
 {
     const struct env_val *id = &call->env.f[F_ID], *to = &call->env.f[F_TO];
-    if (!local_of(c) || call->env.type != LB_MSG_CALL || id->kind != J_STRING) { errno = EINVAL; return -1; }
+    if (!local_of(c) || call->env.type != LB_MSG_CALL || id->kind != J_STRING || !json_arg_ok(json, len)) {
+        errno = EINVAL;
+        return -1;
+    }
     struct jw *w = w_begin();
     jw_lit(w, "{\"type\":\"RESPONSE\",\"id\":\"");
     jw_raw(w, id->p, id->n);

@@ -131,6 +131,7 @@ static bool bus_owned(int field, const struct lb_msg *m, const char *json, size_
 {
     switch (field) {
     case F_FROM: case F_TOKEN: case F_ID: case F_AUTH: return true;
+    case F_TO: return m->env.type == LB_MSG_RESPONSE;   /* always the caller (out_response) */
     case F_TYPE:
         /* The one change of type: a CRUD request becomes the CALL it maps to. */
         return !(m->env.type == LB_MSG_CRUD && json && len == 6 && memcmp(json, "\"CALL\"", 6) == 0);
@@ -242,7 +243,9 @@ void msg_write(struct jw *w, const struct lb_msg *m, const char *prefix, size_t 
     }
     for (size_t i = 0; i < m->n_over; i++) {
         const struct msg_override *o = &m->over[i];
-        if ((seen & (1u << i)) || o->json_off < 0) continue;
+        /* A member the writer drops is one it writes itself (in `prefix`):
+         * a change to it must not add a second copy. */
+        if ((seen & (1u << i)) || o->json_off < 0 || (o->field >= 0 && (drop & FBIT(o->field)))) continue;
         put_member(w, &first, m->scratch->buf + o->name_off, o->name_len, m->scratch->buf + o->json_off, o->len);
     }
     jw_lit(w, "}");

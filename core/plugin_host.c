@@ -17,6 +17,7 @@
 #include "plugin_host.h"
 #include "hooks.h"
 #include "local.h"
+#include "state.h"
 #include "stats.h"
 #include "sysmethod.h"
 #include "log.h"
@@ -163,13 +164,18 @@ static size_t collect(struct lb_plugin_ctx *ctx, const char *key, const char *co
 size_t lb_conf_list(struct lb_plugin_ctx *ctx, const char *key, const char *const **out) { return collect(ctx, key, out); }
 size_t lb_conf_keys(struct lb_plugin_ctx *ctx, const char *const **out) { return collect(ctx, NULL, out); }
 
-const char *lb_conf_where(struct lb_plugin_ctx *ctx, const char *key, char *buf, size_t len)
+const char *lb_conf_where_nth(struct lb_plugin_ctx *ctx, const char *key, size_t nth, char *buf, size_t len)
 {
     int line = ctx->sec ? ctx->sec->line : 0;
     for (size_t i = 0; ctx->sec && i < ctx->sec->n; i++)
-        if (strcmp(ctx->sec->e[i].key, key) == 0) { line = ctx->sec->e[i].line; break; }
+        if (strcmp(ctx->sec->e[i].key, key) == 0 && nth-- == 0) { line = ctx->sec->e[i].line; break; }
     snprintf(buf, len, "%s:%d", g_bus.conf->path, line);
     return buf;
+}
+
+const char *lb_conf_where(struct lb_plugin_ctx *ctx, const char *key, char *buf, size_t len)
+{
+    return lb_conf_where_nth(ctx, key, 0, buf, len);
 }
 
 int lb_parse_duration_ms(const char *s, uint64_t *out_ms) { return parse_duration_ms(s, out_ms); }
@@ -312,6 +318,7 @@ static void forget_plugin(struct lb_plugin_ctx *ctx)
     hooks_remove_plugin(ctx);
     sysmethods_remove_plugin(ctx);
     stats_counters_remove(ctx);
+    state_forget_plugin(ctx);
     ctx->stats = NULL;
     ctx->reopen = NULL;
 }

@@ -286,6 +286,7 @@ static void changed(void)
 /* A backend (lb_state_backend_register) sees every local change. */
 static struct lb_state_backend g_backend;
 static void *g_backend_ud;
+static struct lb_plugin_ctx *g_backend_ctx;
 
 static void tell_backend(const char *ns, const char *key, const char *value, size_t len, uint64_t exp)
 {
@@ -359,10 +360,23 @@ int lb_state_backend_register(struct lb_plugin_ctx *ctx, const struct lb_state_b
         lb_plugin_fail(ctx, "a state backend is registered already (one at most)");
         return -1;
     }
+    if (!b->size) {
+        lb_plugin_fail(ctx, "lb_state_backend_register: size is 0 (set it to sizeof(struct lb_state_backend))");
+        return -1;
+    }
     memset(&g_backend, 0, sizeof g_backend);
-    memcpy(&g_backend, b, b->size && b->size < sizeof g_backend ? b->size : sizeof g_backend);
+    memcpy(&g_backend, b, b->size < sizeof g_backend ? b->size : sizeof g_backend);
     g_backend_ud = ud;
+    g_backend_ctx = ctx;
     return 0;
+}
+
+void state_forget_plugin(struct lb_plugin_ctx *ctx)
+{
+    if (g_backend_ctx != ctx) return;
+    memset(&g_backend, 0, sizeof g_backend);
+    g_backend_ud = NULL;
+    g_backend_ctx = NULL;
 }
 
 int lb_state_apply(struct lb_plugin_ctx *ctx, const char *ns, const char *key, const char *value, size_t len,

@@ -133,6 +133,10 @@ size_t lb_conf_keys(struct lb_plugin_ctx *ctx, const char *const **out);
  * value it parses itself.  Writes into buf and returns it; does not mark
  * the key as read. */
 const char *lb_conf_where(struct lb_plugin_ctx *ctx, const char *key, char *buf, size_t len);
+/* The same for the nth (from 0) occurrence of a key that may repeat, in
+ * lb_conf_list order: the line of the one value that is wrong.  Past the
+ * last occurrence, the section's header line. */
+const char *lb_conf_where_nth(struct lb_plugin_ctx *ctx, const char *key, size_t nth, char *buf, size_t len);
 /* Parses a duration as bus.conf writes them ("500ms", "30s", "5m", "1h",
  * a bare number = seconds).  Returns 0, or -1 if malformed. */
 int lb_parse_duration_ms(const char *s, uint64_t *out_ms);
@@ -439,7 +443,8 @@ const char *lb_msg_attr_get(const struct lb_msg *m, const char *name);
  * elsewhere).  Sets a top-level member to `json` (a JSON value text,
  * validated by the host: -1 with errno EINVAL when it is not one), or
  * removes it (json NULL).  Members the bus owns cannot be set (EPERM):
- * `from`, `token`, `id`, and `type` except CRUD -> "CALL".  The host
+ * `from`, `token`, `auth`, `id`, `type` except CRUD -> "CALL", and the
+ * `to` of a RESPONSE (always the caller).  The host
  * rebuilds the frame once after every hook has run, and the result goes
  * through the same validation as a frame from a client. */
 int lb_msg_set(struct lb_msg *m, const char *member, const char *json, size_t len);
