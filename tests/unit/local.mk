@@ -15,9 +15,9 @@ unit_test_pending_LDADD = $(LIBEVENT_LIBS)
 # (tests/unit/fakebus.c wires them as lexbusd does).
 unit_test_router_SOURCES = unit/test_router.c unit/fakebus.c unit/fakebus.h \
 	../core/bus.c ../core/settings.c ../core/reload.c ../core/log.c ../core/conf.c \
-	../core/plugin_host.c ../core/api.c ../core/conn.c ../core/listeners.c ../core/local.c \
+	../core/plugin_ctx.c ../core/plugin_host.c ../core/api.c ../core/conn.c ../core/listeners.c ../core/local.c \
 	../core/frame.c ../core/out.c ../core/msg.c ../core/hooks.c ../core/router.c \
-	../core/route_register.c ../core/route_call.c ../core/route_emit.c ../core/jsonw.c \
+	../core/route_common.c ../core/route_register.c ../core/route_call.c ../core/route_emit.c ../core/subs.c ../core/jsonw.c \
 	../core/registry.c ../core/pattern.c ../core/pending.c ../core/htable.c ../core/sysmethod.c \
 	../core/system_service.c ../core/stats.c ../core/state.c ../core/state_writer.c ../core/util.c \
 	../core/envelope.c ../core/names.c
