@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include "jsonw.h"
 #include "util.h"
+#include "names.h"
 
 void jw_init(struct jw *w, size_t cap)
 {
@@ -25,23 +26,8 @@ void jw_reserve(struct jw *w, size_t more)
 
 void jw_str(struct jw *w, const char *p, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     jw_reserve(w, n * 6 + 2);
-    char *o = w->buf + w->len;
-    *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c == '"' || c == '\\') { *o++ = '\\'; *o++ = (char)c; }
-        else if (c == '\n') { *o++ = '\\'; *o++ = 'n'; }
-        else if (c == '\r') { *o++ = '\\'; *o++ = 'r'; }
-        else if (c == '\t') { *o++ = '\\'; *o++ = 't'; }
-        else if (c < 0x20) {
-            *o++ = '\\'; *o++ = 'u'; *o++ = '0'; *o++ = '0';
-            *o++ = hex[c >> 4]; *o++ = hex[c & 15];
-        } else *o++ = (char)c;
-    }
-    *o++ = '"';
-    w->len = (size_t)(o - w->buf);
+    w->len += json_escape(w->buf + w->len, p, n);
 }
 
 void jw_cstr(struct jw *w, const char *s) { jw_str(w, s, strlen(s)); }

@@ -19,6 +19,20 @@
  * struct lexbus_error with the protocol's code string (doc/protocol.md:
  * SERVICE_NOT_FOUND, TIMEOUT, ..., and client-side CONNECTION_LOST,
  * NOT_CONNECTED) and a message meant for people.
+ *
+ * Values jansson cannot represent: the bus forwards any valid JSON number,
+ * and json_t holds only doubles and int64 (1e400 and
+ * 123456789012345678901234567890 do not fit).  Such a value never reaches
+ * a callback as null: a CALL whose params (or context) hold one is
+ * answered INVALID_MESSAGE by the library, its method handler not called;
+ * an EVENT's payload goes to the lexbus_on_error handler as INVALID_MESSAGE
+ * instead of the lexbus_on handler (without an error handler, a line on
+ * stderr); a RESULT settles the call with INVALID_MESSAGE.  lexbus_on_raw
+ * handlers get the text as written, whatever it holds.  "\u0000" is kept:
+ * the json_t string holds the NUL (json_string_length counts it).
+ *
+ * Message ids are a random prefix per client (96 bits) and a counter, so
+ * no other client can predict them.
  */
 #ifndef LEXBUS_CLIENT_H
 #define LEXBUS_CLIENT_H
@@ -43,7 +57,11 @@ struct lexbus_error {
 struct lexbus_options {
     const char *url;            /* "unix:/path" or "tls://host:port"; NULL: $LEXBUS_URL, else unix:/tmp/lexbus.sock */
     const char *service;        /* name to register; NULL: "client-<pid>-<n>" */
-    const char *token;          /* broker token sent with REGISTER, CALL and EMIT; may be NULL */
+    /* A broker token, or NULL.  A session token (claim operation
+     * "register", `lexbus token issue --operation register`) is sent with
+     * REGISTER only; any other token with every CALL and EMIT (the bus
+     * checks it against their target and operation). */
+    const char *token;
     bool no_reconnect;          /* default: reconnect forever */
     unsigned reconnect_base_ms; /* first delay (default 100) */
     unsigned reconnect_max_ms;  /* cap (default 30000) */

@@ -166,13 +166,21 @@ def service_targeted_emit_goes_to_one_instance():
 
 @test
 def heartbeat_with_id_answered_without_id_silent():
+    """doc/protocol.md: only a HEARTBEAT with a string id is answered (a probe);
+    Bro clients send theirs without one and expect nothing back."""
     with Bus() as bus:
+        pre = bus.raw()
+        pre.send({"type": "HEARTBEAT", "id": "before-register"})
+        m = pre.recv()
+        check_eq((m["type"], m["id"]), ("HEARTBEAT", "before-register"), "a probe before REGISTER is answered")
         c = bus.client("hb")
         c.send({"type": "HEARTBEAT", "from": "hb", "timestamp": 1})
+        c.send({"type": "HEARTBEAT", "id": 7, "timestamp": 1})
         c.expect_nothing()
         c.send({"type": "HEARTBEAT", "id": "h1", "timestamp": 1})
         m = c.recv()
         check_eq((m["type"], m["id"], m["from"]), ("HEARTBEAT", "h1", "lexbus"), "heartbeat reply")
+        check(isinstance(m["timestamp"], int) and abs(m["timestamp"] / 1000 - time.time()) < 60, "timestamp in ms")
 
 
 @test

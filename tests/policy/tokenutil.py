@@ -22,9 +22,11 @@ def mint(claims, secret=SECRET, alg="HS256", kid="main", header=None):
 
 
 def claims(source, **kw):
-    """Broker-token claims for `source`, valid for 300 s, overridable."""
+    """Claims of a session token for `source` (operation "register": it lets
+    `source` REGISTER), valid for 300 s, overridable: give target and
+    operation for a token that CALLs and EMITs carry instead."""
     now = int(time.time())
     c = {"jti": "j-%s-%d" % (source, time.time_ns()), "type": "broker", "version": 1, "source": source, "sub": source,
-         "target": "*", "operation": "*", "iat": now, "exp": now + 300}
+         "target": "lexbus", "operation": "register", "iat": now, "exp": now + 300}
     c.update(kw)
     return c
