@@ -18,15 +18,27 @@ static void mark(struct stream_marks *sm)
     sm->last = sm->added;
 }
 
-int stream_send(struct stream_marks *sm, struct evbuffer *out, const struct iovec *iov, int iovcnt)
+int stream_send_as(struct stream_marks *sm, struct evbuffer *out, stream_write_fn write, void *ud,
+                   const struct iovec *iov, int iovcnt)
 {
     size_t before = evbuffer_get_length(out);
     /* A frame starts here: remember it when the queue has grown enough
      * since the last mark for a discard to be worth it. */
     if (before >= MARK_EVERY && sm->added - sm->last >= MARK_EVERY) mark(sm);
-    if (lb_frame_write(out, iov, iovcnt)) return -1;
+    if (write(ud, out, iov, iovcnt)) return -1;
     sm->added += evbuffer_get_length(out) - before;
     return 0;
+}
+
+static int length_prefixed(void *ud, struct evbuffer *out, const struct iovec *iov, int iovcnt)
+{
+    (void)ud;
+    return lb_frame_write(out, iov, iovcnt);
+}
+
+int stream_send(struct stream_marks *sm, struct evbuffer *out, const struct iovec *iov, int iovcnt)
+{
+    return stream_send_as(sm, out, length_prefixed, NULL, iov, iovcnt);
 }
 
 void stream_discard(struct stream_marks *sm, struct evbuffer *out)

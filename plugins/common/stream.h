@@ -8,7 +8,8 @@
  * mark every 64 KiB at a frame boundary; discard keeps the bytes up to the
  * first mark at or after what was written already (at most ~64 KiB of
  * whole frames) and drops the rest.  Idle connections pay nothing: the
- * marks are allocated when a queue first grows past 64 KiB.
+ * marks are allocated when a queue first grows past 64 KiB.  The websocket
+ * transport keeps its WebSocket frames whole the same way.
  */
 #ifndef LB_COMMON_STREAM_H
 #define LB_COMMON_STREAM_H
@@ -27,6 +28,13 @@ struct stream_marks {
 
 /* Queues one frame (4-byte length + iov) on `out` and records it. */
 int stream_send(struct stream_marks *sm, struct evbuffer *out, const struct iovec *iov, int iovcnt);
+/* The same for a framing of the caller's own (WebSocket): `write` queues
+ * one whole frame.  Every byte queued on `out` must go through here for
+ * the marks to stay right; bytes queued before the first frame (an HTTP
+ * response, say) must be counted first: sm->added = their length. */
+typedef int (*stream_write_fn)(void *ud, struct evbuffer *out, const struct iovec *iov, int iovcnt);
+int stream_send_as(struct stream_marks *sm, struct evbuffer *out, stream_write_fn write, void *ud,
+                   const struct iovec *iov, int iovcnt);
 /* Drops queued whole frames past the first boundary not yet written. */
 void stream_discard(struct stream_marks *sm, struct evbuffer *out);
 void stream_marks_free(struct stream_marks *sm);

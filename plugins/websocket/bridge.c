@@ -28,17 +28,16 @@
 #include <string.h>
 #include "wsp.h"
 #include "eio.h"
-#include "util.h"
 
 #define HEARTBEAT_FRAME "{\"type\":\"HEARTBEAT\"}"
 #define SACK_DEFAULT_TTL_MS (10 * 60 * 1000)
 
 enum pend_kind { PK_EMIT, PK_CALL, PK_SUB, PK_UNSUB, PK_CRUD, PK_JSONLEX, PK_SACK };
 
-/* A request waiting for the bus's answer (key: its sequence number), or a
- * bus CALL waiting for the client's ack (PK_SACK, key: the ack id). */
+/* A request waiting for the bus's answer (key: its handle in ns->reqs,
+ * which is in the request's id), or a bus CALL waiting for the client's
+ * ack (PK_SACK, key: its handle in ns->sacks, which is the ack id). */
 struct pend {
-    struct ht_node hn;
     uint64_t key;
     uint64_t expires_ms;           /* PK_SACK: past the call's deadline */
     int64_t ack;                   /* the client's ack id, or -1 */
@@ -60,12 +59,9 @@ struct sns {
     enum ns_state st;
     bool detaching;                /* we end it: op_close has nothing to do */
     bool paused;
-    uint64_t error_ms;             /* when the bus last sent an ERROR */
+    bool slow;                     /* the bus sent SLOW_CONSUMER: it is about to close us */
     char refuse[400];              /* the CONNECT_ERROR payload once refused */
-    uint64_t seq;
-    int64_t next_sack;
-    struct htable reqs, sacks;
-    size_t n_reqs, n_sacks;
+    struct slots reqs, sacks;
     struct pend *free_list;
     struct pend *refused_calls;    /* CALLs over max_pending, answered from `later` */
 };
@@ -77,49 +73,37 @@ static struct wsp *WP(const struct sns *ns) { return eio_wsp(ns->s); }
 
 /* ---- pending table ------------------------------------------------- */
 
-static bool key_eq(const struct ht_node *n, const void *key)
+static struct pend *pend_new(struct sns *ns, struct slots *t)
 {
-    return container_of(n, struct pend, hn)->key == *(const uint64_t *)key;
-}
-
-static struct pend *pend_new(struct sns *ns, struct htable *t, size_t *count, uint64_t key)
-{
-    if ((long long)*count >= WP(ns)->c.max_pending) return NULL;
+    if ((long long)t->count >= WP(ns)->c.max_pending) return NULL;
     struct pend *p = ns->free_list;
     if (p) ns->free_list = p->next;
-    else p = xmalloc(sizeof *p);
+    else p = wsp_alloc(sizeof *p);
     memset(p, 0, offsetof(struct pend, buf));
-    p->key = key;
+    if ((p->key = slots_add(t, p)) == SLOT_NONE) { p->next = ns->free_list; ns->free_list = p; return NULL; }
     p->ack = -1;
-    ht_insert(t, &p->hn, key);
-    (*count)++;
     return p;
 }
 
-static struct pend *pend_find(struct htable *t, uint64_t key)
+static void pend_done(struct sns *ns, struct slots *t, struct pend *p)
 {
-    struct ht_node *h = ht_find(t, key, key_eq, &key);
-    return h ? container_of(h, struct pend, hn) : NULL;
-}
-
-static void pend_done(struct sns *ns, struct htable *t, size_t *count, struct pend *p)
-{
-    ht_remove(t, &p->hn);
-    (*count)--;
+    slots_del(t, p->key);
     p->next = ns->free_list;
     ns->free_list = p;
 }
 
-static void free_node(struct ht_node *n, void *ud) { (void)ud; free(container_of(n, struct pend, hn)); }
+static void free_all(struct slots *t)
+{
+    for (uint32_t i = 0; i < t->cap; i++) free(slots_at(t, i));
+    slots_free(t);
+}
 
 static void ns_free(struct sns *ns)
 {
     if (ns->paused) eio_pause(ns->s, false);
     eio_remove_ns(ns->s, ns);
-    ht_each(&ns->reqs, free_node, NULL);
-    ht_each(&ns->sacks, free_node, NULL);
-    ht_free(&ns->reqs);
-    ht_free(&ns->sacks);
+    free_all(&ns->reqs);
+    free_all(&ns->sacks);
     for (struct pend *p = ns->free_list, *n; p; p = n) { n = p->next; free(p); }
     for (struct pend *p = ns->refused_calls, *n; p; p = n) { n = p->next; free(p); }
     free(ns);
@@ -128,25 +112,30 @@ static void ns_free(struct sns *ns)
 /* ---- packets to the client ----------------------------------------- */
 
 /* "4<type><nsp>,<ack>" into the scratch buffer. */
-static struct jw *pkt(struct sns *ns, char type, int64_t ack)
+static struct lb_jw *pkt(struct sns *ns, char type, int64_t ack)
 {
-    struct jw *w = &WP(ns)->scratch;
-    jw_reset(w);
+    struct lb_jw *w = WP(ns)->scratch;
+    lb_jw_reset(w);
     char head[2] = { '4', type };
-    jw_raw(w, head, 2);
-    if (!(ns->nsp_len == 1 && ns->nsp[0] == '/')) { jw_raw(w, ns->nsp, ns->nsp_len); jw_lit(w, ","); }
-    if (ack >= 0) jw_i64(w, ack);
+    lb_jw_raw(w, head, 2);
+    if (!(ns->nsp_len == 1 && ns->nsp[0] == '/')) { lb_jw_raw(w, ns->nsp, ns->nsp_len); JW_LIT(w, ","); }
+    if (ack >= 0) lb_jw_int(w, ack);
     return w;
 }
 
-static void pkt_send(struct sns *ns) { eio_send(ns->s, WP(ns)->scratch.buf, WP(ns)->scratch.len); }
+static void pkt_send(struct sns *ns)
+{
+    size_t n;
+    const char *p = lb_jw_data(WP(ns)->scratch, &n);
+    eio_send(ns->s, p, n);
+}
 
 /* A value from a parsed frame, as JSON text (null when absent). */
-static void put(struct jw *w, const struct env_val *v)
+static void put(struct lb_jw *w, const struct env_val *v)
 {
-    if (v->kind == J_NONE) jw_lit(w, "null");
-    else if (v->kind == J_STRING) jw_raw(w, v->p - 1, v->n + 2);
-    else jw_raw(w, v->p, v->n);
+    if (v->kind == J_NONE) JW_LIT(w, "null");
+    else if (v->kind == J_STRING) lb_jw_raw(w, v->p - 1, v->n + 2);
+    else lb_jw_raw(w, v->p, v->n);
 }
 
 static struct env_val member(const struct env_val *obj, const char *key)
@@ -163,23 +152,23 @@ static void error_parts(const struct env_val *err, struct env_val *code, struct 
     *msg = member(err, "message");
 }
 
-static void put_code(struct jw *w, const struct env_val *code)
+static void put_code(struct lb_jw *w, const struct env_val *code)
 {
     if (code->kind == J_STRING) put(w, code);
-    else jw_lit(w, "\"" LB_E_INTERNAL_ERROR "\"");
+    else JW_LIT(w, "\"" LB_E_INTERNAL_ERROR "\"");
 }
 
 /* {"success":false,"error":<message>,"code":<code>} */
-static void put_fail_flat(struct jw *w, const struct env_val *err)
+static void put_fail_flat(struct lb_jw *w, const struct env_val *err)
 {
     struct env_val code, msg;
     error_parts(err, &code, &msg);
-    jw_lit(w, "{\"success\":false,\"error\":");
+    JW_LIT(w, "{\"success\":false,\"error\":");
     if (msg.kind == J_STRING) put(w, &msg);
-    else jw_lit(w, "\"request failed\"");
-    jw_lit(w, ",\"code\":");
+    else JW_LIT(w, "\"request failed\"");
+    JW_LIT(w, ",\"code\":");
     put_code(w, &code);
-    jw_lit(w, "}");
+    JW_LIT(w, "}");
 }
 
 /* ipc:error {"error":<code>,"message":<message>[,"event":...]} */
@@ -187,16 +176,16 @@ static void send_ipc_error(struct sns *ns, const struct env_val *err, const char
 {
     struct env_val code, msg;
     error_parts(err, &code, &msg);
-    struct jw *w = pkt(ns, '2', -1);
-    jw_lit(w, "[\"ipc:error\",{\"error\":");
+    struct lb_jw *w = pkt(ns, '2', -1);
+    JW_LIT(w, "[\"ipc:error\",{\"error\":");
     put_code(w, &code);
-    jw_lit(w, ",\"message\":");
+    JW_LIT(w, ",\"message\":");
     if (msg.kind == J_STRING) put(w, &msg);
-    else jw_lit(w, "\"request failed\"");
-    if (ev) { jw_lit(w, ",\"event\":"); jw_str(w, ev, ev_len); }
+    else JW_LIT(w, "\"request failed\"");
+    if (ev) { JW_LIT(w, ",\"event\":"); lb_jw_str(w, ev, ev_len); }
     struct env_val retry = member(err, "retryAfterMs");
-    if (retry.kind == J_NUMBER) { jw_lit(w, ",\"retryAfterMs\":"); put(w, &retry); }
-    jw_lit(w, "}]");
+    if (retry.kind == J_NUMBER) { JW_LIT(w, ",\"retryAfterMs\":"); put(w, &retry); }
+    JW_LIT(w, "}]");
     pkt_send(ns);
 }
 
@@ -204,40 +193,41 @@ static void send_ipc_error(struct sns *ns, const struct env_val *err, const char
  * as the bus's own errors. */
 static void local_error(struct sns *ns, int64_t ack, const char *code, const char *msg, bool call_shape)
 {
-    struct jw t;   /* rare: allocated */
-    jw_init(&t, 256);
-    jw_lit(&t, "{\"code\":");
-    jw_cstr(&t, code);
-    jw_lit(&t, ",\"message\":");
-    jw_cstr(&t, msg);
-    jw_lit(&t, "}");
-    struct env_val err = { t.buf, (uint32_t)t.len, J_OBJECT, 0 };
+    struct lb_jw *t = WP(ns)->errbuf;
+    lb_jw_reset(t);
+    JW_LIT(t, "{\"code\":");
+    JW_CSTR(t, code);
+    JW_LIT(t, ",\"message\":");
+    JW_CSTR(t, msg);
+    JW_LIT(t, "}");
+    size_t tn;
+    const char *tp = lb_jw_data(t, &tn);
+    struct env_val err = { tp, (uint32_t)tn, J_OBJECT, 0 };
     if (ack < 0) {
         send_ipc_error(ns, &err, NULL, 0);
     } else {
-        struct jw *w = pkt(ns, '3', ack);
-        jw_lit(w, "[");
-        if (call_shape) { jw_lit(w, "{\"success\":false,\"error\":"); jw_raw(w, t.buf, t.len); jw_lit(w, "}"); }
+        struct lb_jw *w = pkt(ns, '3', ack);
+        JW_LIT(w, "[");
+        if (call_shape) { JW_LIT(w, "{\"success\":false,\"error\":"); lb_jw_raw(w, tp, tn); JW_LIT(w, "}"); }
         else put_fail_flat(w, &err);
-        jw_lit(w, "]");
+        JW_LIT(w, "]");
         pkt_send(ns);
     }
-    jw_free(&t);
 }
 
 /* ---- requests to the bus ------------------------------------------- */
 
-static struct jw *req_begin(struct sns *ns, const char *type, struct pend *p)
+static struct lb_jw *req_begin(struct sns *ns, const char *type, struct pend *p)
 {
-    struct jw *w = &WP(ns)->reqbuf;
-    jw_reset(w);
-    jw_lit(w, "{\"type\":\"");
-    jw_raw(w, type, strlen(type));
-    jw_lit(w, "\",\"id\":\"");
-    jw_raw(w, ns->sid, WSP_SID_LEN);
-    jw_lit(w, ".");
-    jw_u64(w, p->key);
-    jw_lit(w, "\"");
+    struct lb_jw *w = WP(ns)->reqbuf;
+    lb_jw_reset(w);
+    JW_LIT(w, "{\"type\":\"");
+    lb_jw_raw(w, type, strlen(type));
+    JW_LIT(w, "\",\"id\":\"");
+    lb_jw_raw(w, ns->sid, WSP_SID_LEN);
+    JW_LIT(w, ".");
+    lb_jw_int(w, (long long)(p->key));
+    JW_LIT(w, "\"");
     return w;
 }
 
@@ -245,13 +235,14 @@ static struct jw *req_begin(struct sns *ns, const char *type, struct pend *p)
  * is gone: the caller must not touch ns again. */
 static int req_send(struct sns *ns)
 {
-    struct jw *w = &WP(ns)->reqbuf;
-    return lb_conn_input(ns->conn, w->buf, w->len);
+    size_t n;
+    const char *p = lb_jw_data(WP(ns)->reqbuf, &n);
+    return lb_conn_input(ns->conn, p, n);
 }
 
 static struct pend *req_new(struct sns *ns, enum pend_kind kind, int64_t ack)
 {
-    struct pend *p = pend_new(ns, &ns->reqs, &ns->n_reqs, ++ns->seq);
+    struct pend *p = pend_new(ns, &ns->reqs);
     if (!p) {
         local_error(ns, ack, LB_E_RATE_LIMITED, "too many requests in flight on this namespace (max_pending)",
                     kind == PK_CALL);
@@ -262,16 +253,16 @@ static struct pend *req_new(struct sns *ns, enum pend_kind kind, int64_t ack)
     return p;
 }
 
-static void put_member(struct jw *w, const char *name, const struct env_val *v)
+static void put_member(struct lb_jw *w, const char *name, const struct env_val *v)
 {
     if (v->kind == J_NONE) return;
-    jw_lit(w, ",\"");
-    jw_raw(w, name, strlen(name));
-    jw_lit(w, "\":");
+    JW_LIT(w, ",\"");
+    lb_jw_raw(w, name, strlen(name));
+    JW_LIT(w, "\":");
     put(w, v);
 }
 
-static void put_token(struct jw *w, const struct env_val *options)
+static void put_token(struct lb_jw *w, const struct env_val *options)
 {
     struct env_val tok = member(options, "token");
     if (tok.kind == J_STRING) put_member(w, "token", &tok);
@@ -293,14 +284,14 @@ static int req_emit(struct sns *ns, const struct env_val *arg, int64_t ack)
     p->a_len = (uint16_t)ev.n;
     if (to.kind == J_STRING) { memcpy(p->buf + ev.n, to.p, to.n); p->b_len = (uint16_t)to.n; }
     else { memcpy(p->buf + ev.n, "broadcast", 9); p->b_len = 9; }
-    struct jw *w = req_begin(ns, "EMIT", p);
+    struct lb_jw *w = req_begin(ns, "EMIT", p);
     put_member(w, "event", &ev);
     if (to.kind == J_STRING) put_member(w, "to", &to);
-    jw_lit(w, ",\"payload\":");
+    JW_LIT(w, ",\"payload\":");
     put(w, &payload);
-    jw_lit(w, ",\"ack\":true");
+    JW_LIT(w, ",\"ack\":true");
     put_token(w, &opt);
-    jw_lit(w, "}");
+    JW_LIT(w, "}");
     return req_send(ns);
 }
 
@@ -321,23 +312,23 @@ static int req_call(struct sns *ns, const struct env_val *arg, int64_t ack)
     }
     struct pend *p = req_new(ns, PK_CALL, ack);
     if (!p) return 0;
-    struct jw *w = req_begin(ns, "CALL", p);
+    struct lb_jw *w = req_begin(ns, "CALL", p);
     put_member(w, "to", &svc);
     put_member(w, "method", &method);
     put_member(w, "params", &params);
     put_token(w, &opt);
     if (ms > 0) {
-        jw_lit(w, ",\"context\":{\"root\":\"");
-        jw_raw(w, ns->sid, WSP_SID_LEN);
-        jw_lit(w, ".");
-        jw_u64(w, p->key);
-        jw_lit(w, "\",\"chain\":[");
-        jw_cstr(w, ns->svc);
-        jw_lit(w, "],\"depth\":1,\"deadline\":");
-        jw_u64(w, lb_now_ms() + (uint64_t)ms);
-        jw_lit(w, "}");
+        JW_LIT(w, ",\"context\":{\"root\":\"");
+        lb_jw_raw(w, ns->sid, WSP_SID_LEN);
+        JW_LIT(w, ".");
+        lb_jw_int(w, (long long)(p->key));
+        JW_LIT(w, "\",\"chain\":[");
+        JW_CSTR(w, ns->svc);
+        JW_LIT(w, "],\"depth\":1,\"deadline\":");
+        lb_jw_int(w, (long long)(lb_now_ms() + (uint64_t)ms));
+        JW_LIT(w, "}");
     }
-    jw_lit(w, "}");
+    JW_LIT(w, "}");
     return req_send(ns);
 }
 
@@ -350,11 +341,11 @@ static int req_subscribe(struct sns *ns, const struct env_val *arg, int64_t ack,
     }
     struct pend *p = req_new(ns, add ? PK_SUB : PK_UNSUB, ack);
     if (!p) return 0;
-    struct jw *w = req_begin(ns, add ? "SUBSCRIBE" : "UNSUBSCRIBE", p);
-    jw_lit(w, ",\"events\":");
-    if (evs.kind == J_STRING) { jw_lit(w, "["); put(w, &evs); jw_lit(w, "]"); }
+    struct lb_jw *w = req_begin(ns, add ? "SUBSCRIBE" : "UNSUBSCRIBE", p);
+    JW_LIT(w, ",\"events\":");
+    if (evs.kind == J_STRING) { JW_LIT(w, "["); put(w, &evs); JW_LIT(w, "]"); }
     else put(w, &evs);
-    jw_lit(w, "}");
+    JW_LIT(w, "}");
     return req_send(ns);
 }
 
@@ -371,10 +362,10 @@ static int req_crud(struct sns *ns, const char *op, const struct env_val *arg, i
     }
     struct pend *p = req_new(ns, PK_CRUD, ack);
     if (!p) return 0;
-    struct jw *w = req_begin(ns, "CRUD", p);
-    jw_lit(w, ",\"op\":\"");
-    jw_raw(w, op, strlen(op));
-    jw_lit(w, "\"");
+    struct lb_jw *w = req_begin(ns, "CRUD", p);
+    JW_LIT(w, ",\"op\":\"");
+    lb_jw_raw(w, op, strlen(op));
+    JW_LIT(w, "\"");
     put_member(w, "resource", &res);
     struct env_val key = member(arg, "id"), data = member(arg, "data"), query = member(arg, "query");
     put_member(w, "key", &key);
@@ -382,7 +373,7 @@ static int req_crud(struct sns *ns, const char *op, const struct env_val *arg, i
     put_member(w, "query", &query);
     put_member(w, "to", &to);
     put_token(w, &opt);
-    jw_lit(w, "}");
+    JW_LIT(w, "}");
     return req_send(ns);
 }
 
@@ -399,15 +390,15 @@ static int req_jsonlex(struct sns *ns, const struct env_val *arg, int64_t ack)
     }
     struct pend *p = req_new(ns, PK_JSONLEX, ack);
     if (!p) return 0;
-    struct jw *w = req_begin(ns, "CALL", p);
-    jw_lit(w, ",\"to\":");
-    jw_cstr(w, lb_bus_system_service(eio_ctx(ns->s)));
-    jw_lit(w, ",\"method\":\"jsonlex\",\"params\":{\"expr\":");
+    struct lb_jw *w = req_begin(ns, "CALL", p);
+    JW_LIT(w, ",\"to\":");
+    JW_CSTR(w, lb_bus_system_service(eio_ctx(ns->s)));
+    JW_LIT(w, ",\"method\":\"jsonlex\",\"params\":{\"expr\":");
     put(w, &expr);
-    jw_lit(w, ",\"context\":");
-    if (ctx.kind == J_NONE) jw_lit(w, "{}");
+    JW_LIT(w, ",\"context\":");
+    if (ctx.kind == J_NONE) JW_LIT(w, "{}");
     else put(w, &ctx);
-    jw_lit(w, "}}");
+    JW_LIT(w, "}}");
     return req_send(ns);
 }
 
@@ -442,7 +433,7 @@ static int client_event(struct sns *ns, const struct sio_packet *pk)
 /* The client's ack of a bus CALL (ipc:call with a callback): the RESPONSE. */
 static int client_ack(struct sns *ns, const struct sio_packet *pk)
 {
-    struct pend *p = pend_find(&ns->sacks, (uint64_t)pk->ack);
+    struct pend *p = slots_get(&ns->sacks, (uint64_t)pk->ack);
     if (!p) {
         lb_log(eio_ctx(ns->s), LB_LOG_DEBUG, "%s %s: ack %lld matches no call (late or unknown): dropped",
                eio_addr(ns->s), ns->nsp, (long long)pk->ack);
@@ -451,57 +442,60 @@ static int client_ack(struct sns *ns, const struct sio_packet *pk)
     struct env_val arg = { 0 };
     const char *cur = NULL;
     if (!env_array_next(&pk->data, &cur, &arg)) memset(&arg, 0, sizeof arg);
-    struct jw *w = &WP(ns)->reqbuf;
-    jw_reset(w);
-    jw_lit(w, "{\"type\":\"RESPONSE\",\"id\":\"");
-    jw_raw(w, p->buf, p->a_len);
-    jw_lit(w, "\"");
-    pend_done(ns, &ns->sacks, &ns->n_sacks, p);
+    struct lb_jw *w = WP(ns)->reqbuf;
+    lb_jw_reset(w);
+    JW_LIT(w, "{\"type\":\"RESPONSE\",\"id\":\"");
+    lb_jw_raw(w, p->buf, p->a_len);
+    JW_LIT(w, "\"");
+    pend_done(ns, &ns->sacks, p);
     struct env_val ok = member(&arg, "success");
     if (ok.kind == J_FALSE) {
         /* {success: false, error: {code, message}} (or a string). */
         struct env_val err = member(&arg, "error");
-        jw_lit(w, ",\"status\":\"error\",\"error\":");
+        JW_LIT(w, ",\"status\":\"error\",\"error\":");
         if (err.kind == J_OBJECT) put(w, &err);
         else {
-            jw_lit(w, "{\"code\":\"" LB_E_EXECUTION_FAILED "\",\"message\":");
+            JW_LIT(w, "{\"code\":\"" LB_E_EXECUTION_FAILED "\",\"message\":");
             if (err.kind == J_STRING) put(w, &err);
-            else jw_lit(w, "\"the Socket.IO handler reported a failure\"");
-            jw_lit(w, "}");
+            else JW_LIT(w, "\"the Socket.IO handler reported a failure\"");
+            JW_LIT(w, "}");
         }
     } else {
         struct env_val data = ok.kind == J_TRUE ? member(&arg, "data") : arg;
-        jw_lit(w, ",\"status\":\"success\",\"data\":");
+        JW_LIT(w, ",\"status\":\"success\",\"data\":");
         put(w, &data);
     }
-    jw_lit(w, "}");
-    return lb_conn_input(ns->conn, w->buf, w->len);
+    JW_LIT(w, "}");
+    return req_send(ns);
 }
 
 /* ---- joining a namespace ------------------------------------------- */
 
 static void send_connect_error(struct eio *s, const char *nsp, size_t n, const char *payload)
 {
-    struct jw *w = &eio_wsp(s)->scratch;
-    jw_reset(w);
-    jw_lit(w, "44");
-    if (!(n == 1 && nsp[0] == '/')) { jw_raw(w, nsp, n); jw_lit(w, ","); }
-    jw_raw(w, payload, strlen(payload));
-    eio_send(s, w->buf, w->len);
+    struct lb_jw *w = eio_wsp(s)->scratch;
+    lb_jw_reset(w);
+    JW_LIT(w, "44");
+    if (!(n == 1 && nsp[0] == '/')) { lb_jw_raw(w, nsp, n); JW_LIT(w, ","); }
+    lb_jw_raw(w, payload, strlen(payload));
+    size_t len;
+    const char *p = lb_jw_data(w, &len);
+    eio_send(s, p, len);
 }
 
 static void refuse_join(struct eio *s, const struct sio_packet *pk, const char *code, const char *msg)
 {
     char payload[512];
-    struct jw t;
-    jw_init(&t, 128);
-    jw_lit(&t, "{\"message\":");
-    jw_cstr(&t, msg);
-    jw_lit(&t, ",\"data\":{\"code\":");
-    jw_cstr(&t, code);
-    jw_lit(&t, "}}");
-    snprintf(payload, sizeof payload, "%.*s", (int)t.len, t.buf);
-    jw_free(&t);
+    struct lb_jw *t = eio_wsp(s)->errbuf;
+    lb_jw_reset(t);
+    JW_LIT(t, "{\"message\":");
+    JW_CSTR(t, msg);
+    JW_LIT(t, ",\"data\":{\"code\":");
+    JW_CSTR(t, code);
+    JW_LIT(t, "}}");
+    size_t tn;
+    const char *tp = lb_jw_data(t, &tn);
+    snprintf(payload, sizeof payload, "%.*s", (int)tn, tp);
     eio_wsp(s)->n.sio_refused++;
     send_connect_error(s, pk->nsp, pk->nsp_len, payload);
 }
@@ -519,7 +513,7 @@ static int service_for(const struct wsp *wp, const char *nsp, size_t n, char out
             return 0;
         }
     size_t pl = strlen(wp->c.prefix);
-    if (!valid_service_name(name, k) || pl + k > LB_MAX_NAME) return -1;
+    if (!lb_service_name_valid(name, k) || pl + k > LB_MAX_NAME) return -1;
     memcpy(out, wp->c.prefix, pl);
     memcpy(out + pl, name, k);
     out[pl + k] = 0;
@@ -565,39 +559,38 @@ static int join(struct eio *s, const struct sio_packet *pk)
         refuse_join(s, pk, LB_E_UNAUTHENTICATED, "auth.token must be a string (a broker token)");
         return 0;
     }
-    struct sns *ns = xcalloc(1, sizeof *ns);
+    struct sns *ns = wsp_alloc(sizeof *ns);
     ns->s = s;
     memcpy(ns->nsp, pk->nsp, pk->nsp_len);
     ns->nsp_len = pk->nsp_len;
     memcpy(ns->svc, svc, sizeof svc);
-    wsp_random_id(ns->sid);
-    ht_init(&ns->reqs, 3);
-    ht_init(&ns->sacks, 3);
-    struct lb_peer peer = { .transport = "socket.io", .address = eio_addr(s) };
+    wsp_random_chars(ns->sid, WSP_SID_LEN);
+    slots_init(&ns->reqs);
+    slots_init(&ns->sacks);
+    struct lb_peer peer;
+    eio_peer(s, &peer);
     ns->conn = lb_conn_new(wp->ctx, &sio_ops, ns, &peer);
     if (!ns->conn) {
-        ht_free(&ns->reqs);
-        ht_free(&ns->sacks);
         free(ns);
         refuse_join(s, pk, LB_E_SHUTTING_DOWN, "the bus refused the connection (max_connections, draining, or a policy)");
         return 0;
     }
     eio_add_ns(s, ns);
-    struct jw *w = &wp->reqbuf;
-    jw_reset(w);
-    jw_lit(w, "{\"type\":\"REGISTER\",\"serviceName\":");
-    jw_cstr(w, svc);
-    jw_lit(w, ",\"version\":\"socket.io\",\"metadata\":{\"transport\":\"socket.io\",\"namespace\":");
-    jw_str(w, ns->nsp, ns->nsp_len);
-    jw_lit(w, ",\"sid\":\"");
-    jw_raw(w, ns->sid, WSP_SID_LEN);
-    jw_lit(w, "\",\"address\":");
-    jw_cstr(w, eio_addr(s));
-    jw_lit(w, "},\"subscribe\":");
-    jw_raw(w, wp->c.subscribe_json, strlen(wp->c.subscribe_json));
+    struct lb_jw *w = wp->reqbuf;
+    lb_jw_reset(w);
+    JW_LIT(w, "{\"type\":\"REGISTER\",\"serviceName\":");
+    JW_CSTR(w, svc);
+    JW_LIT(w, ",\"version\":\"socket.io\",\"metadata\":{\"transport\":\"socket.io\",\"namespace\":");
+    lb_jw_str(w, ns->nsp, ns->nsp_len);
+    JW_LIT(w, ",\"sid\":\"");
+    lb_jw_raw(w, ns->sid, WSP_SID_LEN);
+    JW_LIT(w, "\",\"address\":");
+    JW_CSTR(w, eio_addr(s));
+    JW_LIT(w, "},\"subscribe\":");
+    lb_jw_raw(w, wp->c.subscribe_json, strlen(wp->c.subscribe_json));
     if (tok.kind == J_STRING) put_member(w, "token", &tok);
-    jw_lit(w, "}");
-    if (lb_conn_input(ns->conn, w->buf, w->len) < 0) return 0;   /* closed: op_close told the client */
+    JW_LIT(w, "}");
+    if (req_send(ns) < 0) return 0;   /* closed: op_close told the client */
     if (ns->st == NS_REFUSED) ns_drop(ns, "4", "REGISTER refused");
     return 0;
 }
@@ -648,32 +641,35 @@ void sns_heartbeat(struct sns *ns)
 
 /* ---- frames from the bus ------------------------------------------- */
 
-/* The request an ACK, RESPONSE or ERROR answers, from its id. */
-static struct pend *answered(struct sns *ns, const struct env_val *id)
+/* A member of a frame from the bus (lb_msg_raw) as a value to copy. */
+static struct env_val raw(const struct lb_msg *m, const char *name)
 {
-    if (id->kind != J_STRING || id->n <= WSP_SID_LEN + 1 || memcmp(id->p, ns->sid, WSP_SID_LEN) != 0 ||
-        id->p[WSP_SID_LEN] != '.')
-        return NULL;
-    uint64_t k = 0;
-    for (size_t i = WSP_SID_LEN + 1; i < id->n; i++) {
-        if (id->p[i] < '0' || id->p[i] > '9' || k > UINT64_MAX / 10 - 10) return NULL;
-        k = k * 10 + (uint64_t)(id->p[i] - '0');
-    }
-    return pend_find(&ns->reqs, k);
+    struct lb_str r = lb_msg_raw(m, name);
+    return eio_value(r.p, r.n);
 }
 
-static void on_register_ack(struct sns *ns, const struct env_val *frame)
+/* The request an ACK, RESPONSE or ERROR answers, from its id. */
+static struct pend *answered(struct sns *ns, const struct lb_msg *m)
+{
+    struct lb_str id = lb_msg_field(m, "id");
+    if (id.n <= WSP_SID_LEN + 1 || memcmp(id.p, ns->sid, WSP_SID_LEN) != 0 || id.p[WSP_SID_LEN] != '.') return NULL;
+    uint64_t k = 0;
+    for (size_t i = WSP_SID_LEN + 1; i < id.n; i++) {
+        if (id.p[i] < '0' || id.p[i] > '9' || k > UINT64_MAX / 10 - 10) return NULL;
+        k = k * 10 + (uint64_t)(id.p[i] - '0');
+    }
+    return slots_get(&ns->reqs, k);
+}
+
+static void on_register_ack(struct sns *ns)
 {
     if (ns->st != NS_JOINING) return;
     ns->st = NS_JOINED;
     eio_wsp(ns->s)->n.sio_joins++;
-    struct env_val hb = member(frame, "heartbeatInterval");
-    int64_t ms;
-    if (hb.kind == J_NUMBER && env_number_i64(&hb, &ms) == 0 && ms > 0) eio_note_heartbeat(ns->s, (uint64_t)ms);
-    struct jw *w = pkt(ns, '0', -1);
-    jw_lit(w, "{\"sid\":\"");
-    jw_raw(w, ns->sid, WSP_SID_LEN);
-    jw_lit(w, "\"}");
+    struct lb_jw *w = pkt(ns, '0', -1);
+    JW_LIT(w, "{\"sid\":\"");
+    lb_jw_raw(w, ns->sid, WSP_SID_LEN);
+    JW_LIT(w, "\"}");
     pkt_send(ns);
 }
 
@@ -681,147 +677,188 @@ static void refused(struct sns *ns, const struct env_val *err)
 {
     struct env_val code, msg;
     error_parts(err, &code, &msg);
-    struct jw t;
-    jw_init(&t, 128);
-    jw_lit(&t, "{\"message\":");
-    if (msg.kind == J_STRING) put(&t, &msg);
-    else jw_lit(&t, "\"refused\"");
-    jw_lit(&t, ",\"data\":{\"code\":");
-    put_code(&t, &code);
-    jw_lit(&t, "}}");
-    snprintf(ns->refuse, sizeof ns->refuse, "%.*s", (int)t.len, t.buf);
-    if (t.len >= sizeof ns->refuse)
+    struct lb_jw *t = WP(ns)->errbuf;
+    lb_jw_reset(t);
+    JW_LIT(t, "{\"message\":");
+    if (msg.kind == J_STRING) put(t, &msg);
+    else JW_LIT(t, "\"refused\"");
+    JW_LIT(t, ",\"data\":{\"code\":");
+    put_code(t, &code);
+    JW_LIT(t, "}}");
+    size_t tn;
+    const char *tp = lb_jw_data(t, &tn);
+    snprintf(ns->refuse, sizeof ns->refuse, "%.*s", (int)tn, tp);
+    if (tn >= sizeof ns->refuse)
         snprintf(ns->refuse, sizeof ns->refuse, "{\"message\":\"refused\",\"data\":{\"code\":\"%s\"}}", LB_E_UNAUTHENTICATED);
-    jw_free(&t);
     ns->st = NS_REFUSED;
     eio_wsp(ns->s)->n.sio_refused++;
     eio_later(ns->s);   /* ended there unless join() ends it first */
 }
 
-static void emit_answered(struct sns *ns, struct pend *p, const struct envelope *e, const struct env_val *frame)
+/* A member of the frame the bus did not name for lb_msg_raw (ACK's
+ * delivered, subscriptions). */
+static struct env_val frame_member(const struct lb_msg *m, const char *key)
 {
-    if (e->type == LB_MSG_ACK) {
-        struct jw *w = pkt(ns, '2', -1);
-        jw_lit(w, "[\"ipc:ack\",{\"event\":");
-        jw_str(w, p->buf, p->a_len);
-        jw_lit(w, ",\"target\":");
-        jw_str(w, p->buf + p->a_len, p->b_len);
-        jw_lit(w, "}]");
+    struct lb_str f = lb_msg_frame(m);
+    struct env_val frame = { f.p, (uint32_t)f.n, J_OBJECT, 0 };
+    return member(&frame, key);
+}
+
+static void emit_answered(struct sns *ns, struct pend *p, const struct lb_msg *m)
+{
+    if (lb_msg_type(m) == LB_MSG_ACK) {
+        struct lb_jw *w = pkt(ns, '2', -1);
+        JW_LIT(w, "[\"ipc:ack\",{\"event\":");
+        lb_jw_str(w, p->buf, p->a_len);
+        JW_LIT(w, ",\"target\":");
+        lb_jw_str(w, p->buf + p->a_len, p->b_len);
+        JW_LIT(w, "}]");
         pkt_send(ns);
         if (p->ack >= 0) {
-            struct env_val d = member(frame, "delivered");
+            struct env_val d = frame_member(m, "delivered");
             w = pkt(ns, '3', p->ack);
-            jw_lit(w, "[{\"success\":true,\"delivered\":");
+            JW_LIT(w, "[{\"success\":true,\"delivered\":");
             put(w, &d);
-            jw_lit(w, "}]");
+            JW_LIT(w, "}]");
             pkt_send(ns);
         }
         return;
     }
-    send_ipc_error(ns, &e->f[F_ERROR], p->buf, p->a_len);
+    struct env_val err = raw(m, "error");
+    send_ipc_error(ns, &err, p->buf, p->a_len);
     if (p->ack >= 0) {
-        struct jw *w = pkt(ns, '3', p->ack);
-        jw_lit(w, "[");
-        put_fail_flat(w, &e->f[F_ERROR]);
-        jw_lit(w, "]");
+        struct lb_jw *w = pkt(ns, '3', p->ack);
+        JW_LIT(w, "[");
+        put_fail_flat(w, &err);
+        JW_LIT(w, "]");
         pkt_send(ns);
     }
 }
 
 /* The answer to a request other than an emit. */
-static void request_answered(struct sns *ns, struct pend *p, const struct envelope *e, const struct env_val *frame)
+static void request_answered(struct sns *ns, struct pend *p, const struct lb_msg *m)
 {
-    bool ok = e->type == LB_MSG_ACK || (e->type == LB_MSG_RESPONSE && env_str_eq(&e->f[F_STATUS], "success", 7));
-    const struct env_val *err = &e->f[F_ERROR];
-    if (!ok && p->ack < 0) { send_ipc_error(ns, err, NULL, 0); return; }
+    enum lb_msg_type t = lb_msg_type(m);
+    struct lb_str status = lb_msg_field(m, "status");
+    bool ok = t == LB_MSG_ACK || (t == LB_MSG_RESPONSE && status.n == 7 && !memcmp(status.p, "success", 7));
+    struct env_val err = raw(m, "error");
+    if (!ok && p->ack < 0) { send_ipc_error(ns, &err, NULL, 0); return; }
     if (p->ack < 0) return;
-    struct jw *w = pkt(ns, '3', p->ack);
-    jw_lit(w, "[");
+    struct lb_jw *w = pkt(ns, '3', p->ack);
+    JW_LIT(w, "[");
     if (!ok && p->kind == PK_CALL) {
-        jw_lit(w, "{\"success\":false,\"error\":");
-        if (err->kind == J_OBJECT) put(w, err);
-        else jw_lit(w, "{\"code\":\"" LB_E_EXECUTION_FAILED "\",\"message\":\"the call failed\"}");
-        jw_lit(w, "}");
+        JW_LIT(w, "{\"success\":false,\"error\":");
+        if (err.kind == J_OBJECT) put(w, &err);
+        else JW_LIT(w, "{\"code\":\"" LB_E_EXECUTION_FAILED "\",\"message\":\"the call failed\"}");
+        JW_LIT(w, "}");
     } else if (!ok) {
-        put_fail_flat(w, err);
-    } else if (e->type == LB_MSG_ACK) {
-        struct env_val n = member(frame, "subscriptions");
-        jw_lit(w, "{\"success\":true,\"subscriptions\":");
+        put_fail_flat(w, &err);
+    } else if (t == LB_MSG_ACK) {
+        struct env_val n = frame_member(m, "subscriptions");
+        JW_LIT(w, "{\"success\":true,\"subscriptions\":");
         put(w, &n);
-        jw_lit(w, "}");
+        JW_LIT(w, "}");
     } else {
-        if (p->kind == PK_JSONLEX) jw_lit(w, "{\"success\":true,\"result\":");
-        else jw_lit(w, "{\"success\":true,\"data\":");
-        put(w, &e->f[F_DATA]);
-        jw_lit(w, "}");
+        struct env_val data = raw(m, "data");
+        if (p->kind == PK_JSONLEX) JW_LIT(w, "{\"success\":true,\"result\":");
+        else JW_LIT(w, "{\"success\":true,\"data\":");
+        put(w, &data);
+        JW_LIT(w, "}");
     }
-    jw_lit(w, "]");
+    JW_LIT(w, "]");
     pkt_send(ns);
 }
 
-static void on_event(struct sns *ns, const struct envelope *e)
+static void put_raw(struct lb_jw *w, const struct lb_msg *m, const char *name)
 {
-    const struct env_val *f = e->f;
-    struct jw *w = pkt(ns, '2', -1);
-    jw_lit(w, "[");
-    put(w, &f[F_EVENT]);
-    jw_lit(w, ",");
-    put(w, &f[F_PAYLOAD]);
-    jw_lit(w, ",{\"source\":");
-    put(w, &f[F_FROM]);
-    jw_lit(w, ",\"target\":");
-    put(w, &f[F_TO]);
-    jw_lit(w, ",\"id\":");
-    put(w, &f[F_ID]);
-    if (f[F_TOKEN].kind != J_NONE) { jw_lit(w, ",\"token\":"); put(w, &f[F_TOKEN]); }
-    jw_lit(w, "}]");
+    struct lb_str r = lb_msg_raw(m, name);
+    if (r.p) lb_jw_raw(w, r.p, r.n);
+    else JW_LIT(w, "null");
+}
+
+static void on_event(struct sns *ns, const struct lb_msg *m)
+{
+    struct lb_jw *w = pkt(ns, '2', -1);
+    JW_LIT(w, "[");
+    put_raw(w, m, "event");
+    JW_LIT(w, ",");
+    put_raw(w, m, "payload");
+    JW_LIT(w, ",{\"source\":");
+    put_raw(w, m, "from");
+    JW_LIT(w, ",\"target\":");
+    put_raw(w, m, "to");
+    JW_LIT(w, ",\"id\":");
+    put_raw(w, m, "id");
+    struct lb_str tok = lb_msg_raw(m, "token");
+    if (tok.p) { JW_LIT(w, ",\"token\":"); lb_jw_raw(w, tok.p, tok.n); }
+    JW_LIT(w, "}]");
     pkt_send(ns);
 }
 
-static void sweep_sacks(struct ht_node *n, void *ud)
+/* Calls the client never answered, past their deadline: forgotten. */
+static void sweep_sacks(struct sns *ns)
 {
-    struct sns *ns = ud;
-    struct pend *p = container_of(n, struct pend, hn);
-    if (p->expires_ms < lb_now_ms()) pend_done(ns, &ns->sacks, &ns->n_sacks, p);
+    uint64_t now = lb_now_ms();
+    for (uint32_t i = 0; i < ns->sacks.cap; i++) {
+        struct pend *p = slots_at(&ns->sacks, i);
+        if (p && p->expires_ms < now) pend_done(ns, &ns->sacks, p);
+    }
 }
 
 /* A CALL to this namespace's service: ipc:call with a server ack id. */
-static void on_call(struct sns *ns, const struct envelope *e)
+static void on_call(struct sns *ns, const struct lb_msg *m)
 {
-    const struct env_val *f = e->f;
-    if ((long long)ns->n_sacks >= WP(ns)->c.max_pending) ht_each(&ns->sacks, sweep_sacks, ns);
-    int64_t ack = ns->next_sack++;
-    struct pend *p = pend_new(ns, &ns->sacks, &ns->n_sacks, (uint64_t)ack);
+    struct lb_str id = lb_msg_field(m, "id");   /* validated by the bus: 1-128 bytes, no escapes */
+    if ((long long)ns->sacks.count >= WP(ns)->c.max_pending) sweep_sacks(ns);
+    struct pend *p = pend_new(ns, &ns->sacks);
     if (!p) {
         /* Answered from `later`: this is the host's own call path. */
-        p = xmalloc(sizeof *p);
-        memcpy(p->buf, f[F_ID].p, f[F_ID].n);
-        p->a_len = (uint16_t)f[F_ID].n;
+        p = wsp_alloc(sizeof *p);
+        memcpy(p->buf, id.p, id.n);
+        p->a_len = (uint16_t)id.n;
         p->next = ns->refused_calls;
         ns->refused_calls = p;
         eio_later(ns->s);
         return;
     }
     p->kind = PK_SACK;
-    memcpy(p->buf, f[F_ID].p, f[F_ID].n);   /* validated by the bus: <= 128 bytes */
-    p->a_len = (uint16_t)f[F_ID].n;
+    memcpy(p->buf, id.p, id.n);
+    p->a_len = (uint16_t)id.n;
     int64_t dl = 0;
-    struct env_val d = member(&f[F_CONTEXT], "deadline");
+    struct env_val ctx = raw(m, "context"), d = member(&ctx, "deadline");
     p->expires_ms = d.kind == J_NUMBER && env_number_i64(&d, &dl) == 0 && dl > 0 ? (uint64_t)dl + 1000
                                                                               : lb_now_ms() + SACK_DEFAULT_TTL_MS;
-    struct jw *w = pkt(ns, '2', ack);
-    jw_lit(w, "[\"ipc:call\",{\"id\":");
-    put(w, &f[F_ID]);
-    jw_lit(w, ",\"from\":");
-    put(w, &f[F_FROM]);
-    jw_lit(w, ",\"method\":");
-    put(w, &f[F_METHOD]);
-    jw_lit(w, ",\"params\":");
-    put(w, &f[F_PARAMS]);
-    jw_lit(w, ",\"context\":");
-    put(w, &f[F_CONTEXT]);
-    jw_lit(w, "}]");
+    struct lb_jw *w = pkt(ns, '2', (int64_t)p->key);
+    JW_LIT(w, "[\"ipc:call\",{\"id\":");
+    put_raw(w, m, "id");
+    JW_LIT(w, ",\"from\":");
+    put_raw(w, m, "from");
+    JW_LIT(w, ",\"method\":");
+    put_raw(w, m, "method");
+    JW_LIT(w, ",\"params\":");
+    put_raw(w, m, "params");
+    JW_LIT(w, ",\"context\":");
+    put_raw(w, m, "context");
+    JW_LIT(w, "}]");
     pkt_send(ns);
+}
+
+/* The answer (ACK, RESPONSE, ERROR) to a request of ours, or an ERROR. */
+static void on_answer(struct sns *ns, const struct lb_msg *m)
+{
+    struct pend *req = answered(ns, m);
+    if (req && req->kind != PK_SACK) {
+        if (req->kind == PK_EMIT) emit_answered(ns, req, m);
+        else request_answered(ns, req, m);
+        pend_done(ns, &ns->reqs, req);
+        return;
+    }
+    if (lb_msg_type(m) != LB_MSG_ERROR) return;
+    struct lb_str code = lb_msg_error_code(m);
+    if (code.n == strlen(LB_E_SLOW_CONSUMER) && !memcmp(code.p, LB_E_SLOW_CONSUMER, code.n)) ns->slow = true;
+    struct env_val err = raw(m, "error");
+    if (ns->st == NS_JOINING) refused(ns, &err);
+    else send_ipc_error(ns, &err, NULL, 0);
 }
 
 static int sio_send(void *tdata, const struct iovec *iov, int iovcnt)
@@ -830,43 +867,21 @@ static int sio_send(void *tdata, const struct iovec *iov, int iovcnt)
     if (ns->detaching) return -1;
     const char *p = iov[0].iov_base;
     size_t n = iov[0].iov_len;
-    struct jw *cat = NULL;
     if (iovcnt > 1) {
-        cat = &WP(ns)->catbuf;
-        jw_reset(cat);
-        for (int i = 0; i < iovcnt; i++) jw_raw(cat, iov[i].iov_base, iov[i].iov_len);
-        p = cat->buf;
-        n = cat->len;
+        struct lb_jw *cat = WP(ns)->catbuf;
+        lb_jw_reset(cat);
+        for (int i = 0; i < iovcnt; i++) lb_jw_raw(cat, iov[i].iov_base, iov[i].iov_len);
+        p = lb_jw_data(cat, &n);
     }
-    struct envelope e;
+    struct lb_msg *m = WP(ns)->msg;
     const char *err;
-    if (envelope_parse(&e, p, n, &err) != ENV_OK) return 0;   /* the bus's own frames are valid */
-    struct env_val frame = { p, (uint32_t)n, J_OBJECT, 0 };
-    struct pend *req;
-    if (e.type == LB_MSG_ERROR) ns->error_ms = lb_now_ms();
-    switch (e.type) {
-    case LB_MSG_EVENT:
-        on_event(ns, &e);
-        break;
-    case LB_MSG_CALL:
-        on_call(ns, &e);
-        break;
-    case LB_MSG_REGISTER_ACK:
-        on_register_ack(ns, &frame);
-        break;
-    case LB_MSG_ACK: case LB_MSG_RESPONSE: case LB_MSG_ERROR:
-        if ((req = answered(ns, &e.f[F_ID]))) {
-            if (req->kind == PK_EMIT) emit_answered(ns, req, &e, &frame);
-            else request_answered(ns, req, &e, &frame);
-            pend_done(ns, &ns->reqs, &ns->n_reqs, req);
-        } else if (e.type == LB_MSG_ERROR && ns->st == NS_JOINING) {
-            refused(ns, &e.f[F_ERROR]);
-        } else if (e.type == LB_MSG_ERROR) {
-            send_ipc_error(ns, &e.f[F_ERROR], NULL, 0);
-        }
-        break;
-    default:
-        break;   /* HEARTBEAT */
+    if (lb_msg_parse(m, p, n, &err) != 0) return 0;   /* the bus's own frames are valid */
+    switch (lb_msg_type(m)) {
+    case LB_MSG_EVENT: on_event(ns, m); break;
+    case LB_MSG_CALL: on_call(ns, m); break;
+    case LB_MSG_REGISTER_ACK: on_register_ack(ns); break;
+    case LB_MSG_ACK: case LB_MSG_RESPONSE: case LB_MSG_ERROR: on_answer(ns, m); break;
+    default: break;   /* HEARTBEAT */
     }
     return 0;
 }
@@ -886,29 +901,32 @@ static void sio_close(void *tdata, bool flush)
     struct sns *ns = tdata;
     ns->conn = NULL;
     if (ns->detaching) return;
-    if (flush && ns->error_ms && ns->error_ms == lb_now_ms()) {
+    if (!flush || ns->slow) {
+        /* A slow consumer or a failed send: the session's output is what
+         * is stuck, so the whole session goes (after this callback); the
+         * client reconnects with an empty queue. */
+        eio_close_from_host(ns->s, 1011, "the bus dropped the connection (slow consumer or failed send)");
+    } else if (lb_bus_draining(eio_ctx(ns->s))) {
+        /* The bus is shutting down.  Ending the session's transport (not
+         * a disconnect) makes the client reconnect. */
+        eio_close_from_host(ns->s, 1001, "lexbusd is going away");
+    } else {
         /* The bus ended it after an ERROR (eviction, a revoked token; it
          * went out as ipc:error): a server-side disconnect, which the
          * client does not retry by itself. */
         if (ns->st == NS_JOINED) { pkt(ns, '1', -1); pkt_send(ns); }
         else send_connect_error(ns->s, ns->nsp, ns->nsp_len,
                                 ns->refuse[0] ? ns->refuse : "{\"message\":\"closed by the bus\"}");
-    } else if (flush) {
-        /* No ERROR: the bus is shutting down.  Ending the session's
-         * transport (not a disconnect) makes the client reconnect. */
-        eio_close_from_host(ns->s, 1001, "lexbusd is going away");
-    } else {
-        /* A slow consumer or a failed send: the session's output is what
-         * is stuck, so the whole session goes (after this callback). */
-        eio_close_from_host(ns->s, 1011, "the bus dropped the connection (slow consumer or failed send)");
     }
     ns_free(ns);
 }
 
 static int sio_flush(void *tdata) { return eio_flush(((struct sns *)tdata)->s); }
 
+/* No discard: the namespaces of a session share its output, so a slow
+ * consumer's whole session goes (sio_close without flush). */
 static const struct lb_conn_ops sio_ops = {
-    .send = sio_send, .pending = sio_pending, .set_read = sio_set_read, .close = sio_close, .flush = sio_flush,
+    .size = sizeof sio_ops, .send = sio_send, .pending = sio_pending, .set_read = sio_set_read, .close = sio_close, .flush = sio_flush,
 };
 
 /* ---- deferred work ------------------------------------------------- */
@@ -918,14 +936,14 @@ static void answer_refused_calls(struct sns *ns)
     while (ns->refused_calls && ns->conn) {
         struct pend *p = ns->refused_calls;
         ns->refused_calls = p->next;
-        struct jw *w = &WP(ns)->reqbuf;
-        jw_reset(w);
-        jw_lit(w, "{\"type\":\"RESPONSE\",\"id\":\"");
-        jw_raw(w, p->buf, p->a_len);
-        jw_lit(w, "\",\"status\":\"error\",\"error\":{\"code\":\"" LB_E_SERVICE_UNAVAILABLE "\",\"message\":"
+        struct lb_jw *w = WP(ns)->reqbuf;
+        lb_jw_reset(w);
+        JW_LIT(w, "{\"type\":\"RESPONSE\",\"id\":\"");
+        lb_jw_raw(w, p->buf, p->a_len);
+        JW_LIT(w, "\",\"status\":\"error\",\"error\":{\"code\":\"" LB_E_SERVICE_UNAVAILABLE "\",\"message\":"
                   "\"too many calls in flight to this Socket.IO client (max_pending)\"}}");
         free(p);
-        if (lb_conn_input(ns->conn, w->buf, w->len) < 0) return;
+        if (req_send(ns) < 0) return;
     }
 }
 

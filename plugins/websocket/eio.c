@@ -87,29 +87,37 @@ int sio_parse(const char *p, size_t n, struct sio_packet *o, const char **why)
     if (i < n) {
         const char *err;
         if (env_validate_value(p + i, n - i, &err) != 0) { *why = "payload is not valid JSON"; return -1; }
-        /* Record its kind and extent as the scanner sees it. */
-        const char *q = p + i, *end = p + n;
-        while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')) q++;
-        const char *e = end;
-        while (e > q && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r')) e--;
-        o->data.p = q;
-        o->data.n = (uint32_t)(e - q);
-        switch (*q) {
-        case '{': o->data.kind = J_OBJECT; break;
-        case '[': o->data.kind = J_ARRAY; break;
-        case '"': o->data.kind = J_STRING; o->data.p = q + 1; o->data.n = (uint32_t)(e - q - 2);
-                  o->data.escaped = memchr(q + 1, '\\', (size_t)(e - q - 2)) != NULL; break;
-        case 't': o->data.kind = J_TRUE; break;
-        case 'f': o->data.kind = J_FALSE; break;
-        case 'n': o->data.kind = J_NULL; break;
-        default: o->data.kind = J_NUMBER; break;
-        }
+        o->data = eio_value(p + i, n - i);
     }
     if (o->type == SIO_ACK || o->type == SIO_BINARY_ACK) {
         if (o->ack < 0) { *why = "ACK without an ack id"; return -1; }
     }
     if ((*why = check_payload(o))) return -1;
     return 0;
+}
+
+struct env_val eio_value(const char *p, size_t n)
+{
+    struct env_val v = { 0 };
+    if (!p) return v;
+    const char *q = p, *end = p + n;
+    while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')) q++;
+    const char *e = end;
+    while (e > q && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r')) e--;
+    if (q == e) return v;
+    v.p = q;
+    v.n = (uint32_t)(e - q);
+    switch (*q) {
+    case '{': v.kind = J_OBJECT; break;
+    case '[': v.kind = J_ARRAY; break;
+    case '"': v.kind = J_STRING; v.p = q + 1; v.n = (uint32_t)(e - q - 2);
+              v.escaped = memchr(q + 1, '\\', (size_t)(e - q - 2)) != NULL; break;
+    case 't': v.kind = J_TRUE; break;
+    case 'f': v.kind = J_FALSE; break;
+    case 'n': v.kind = J_NULL; break;
+    default: v.kind = J_NUMBER; break;
+    }
+    return v;
 }
 
 int eio_payload_next(const char *body, size_t len, size_t *off, const char **pkt, size_t *n)

@@ -49,6 +49,11 @@ int sio_parse(const char *p, size_t n, struct sio_packet *out, const char **why)
  * The offset starts at 0.  Returns 1 with the packet and its length set, 0 at the end. */
 int eio_payload_next(const char *body, size_t len, size_t *off, const char **pkt, size_t *n);
 
+/* A valid JSON value's text (white space around it allowed) as an
+ * env_val: its kind from the first character; a string's p/n are the
+ * characters between the quotes.  J_NONE for p NULL. */
+struct env_val eio_value(const char *p, size_t n);
+
 /* An event name socket.io reserves (connect, disconnect, ...). */
 bool sio_reserved_event(const char *p, size_t n);
 #endif

@@ -43,14 +43,11 @@ void prom_sample_f(struct evbuffer *out, const char *name, const char *k, const 
     evbuffer_add_printf(out, " %.6f\n", n);
 }
 
-void prom_histogram(struct evbuffer *out, const char *name, const double *bounds, const uint64_t *counts,
-                    size_t n, uint64_t count, double sum)
+void prom_histogram(struct evbuffer *out, const char *name, const double *bounds, const uint64_t *cum,
+                    size_t n, double sum)
 {
-    uint64_t cum = 0;
-    for (size_t i = 0; i < n; i++) {
-        cum += counts[i];
-        evbuffer_add_printf(out, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, bounds[i], cum);
-    }
+    for (size_t i = 0; i < n; i++)
+        evbuffer_add_printf(out, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, bounds[i], cum[i]);
     evbuffer_add_printf(out, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n%s_sum %.6f\n%s_count %" PRIu64 "\n",
-                        name, count, name, sum, name, count);
+                        name, cum[n], name, sum, name, cum[n]);
 }

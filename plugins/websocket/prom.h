@@ -16,8 +16,9 @@ void prom_family(struct evbuffer *out, const char *name, const char *type, const
 /* One sample; `label` may be NULL (no labels). */
 void prom_sample(struct evbuffer *out, const char *name, const char *label, const char *value, uint64_t v);
 void prom_sample_f(struct evbuffer *out, const char *name, const char *label, const char *value, double v);
-/* A histogram from cumulative-ready per-bucket counts: bounds[i] is the
- * upper bound (seconds) of counts[i]; the +Inf bucket is `count`. */
-void prom_histogram(struct evbuffer *out, const char *name, const double *bounds, const uint64_t *counts,
-                    size_t n, uint64_t count, double sum);
+/* A histogram's samples from cumulative counts (the host's call
+ * histogram): cum[i] observations <= bounds[i] for i < n, and cum[n] of
+ * them in all (the +Inf bucket and _count). */
+void prom_histogram(struct evbuffer *out, const char *name, const double *bounds, const uint64_t *cum,
+                    size_t n, double sum);
 #endif

@@ -15,13 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <event2/buffer.h>
+#include <openssl/crypto.h>
 #include "wsp.h"
 #include "eio.h"
-#include "util.h"
 
 struct eio {
     struct wsp *wp;
-    struct ht_node hn;
+    uint64_t slot;               /* in wp->sessions; its index ends the sid */
     char sid[WSP_SID_LEN + 1];
     bool websocket;              /* carried by a WebSocket (from the start or upgraded) */
     struct hc *ws;               /* that WebSocket */
@@ -40,45 +40,65 @@ struct eio {
     unsigned close_later_code;
     int busy;
     unsigned paused;             /* namespaces paused by back-pressure */
-    uint64_t heartbeat_ms;
     unsigned skip_binary;        /* attachments of a refused binary packet to drop */
     struct sns **ns;
     size_t n_ns, cap_ns;
     char addr[64];
+    /* The client certificate of the socket that opened the session:
+     * every later request of the session must come with the same one. */
+    char cert_subject[256];
+    const char **ids;            /* its names (owned), for the namespaces */
+    size_t n_ids;
 };
 
-static bool sid_eq(const struct ht_node *n, const void *key)
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* The slot a sid names: its last characters, base64url, 6 bits each. */
+static int sid_slot(const char *sid, uint32_t *slot)
 {
-    return memcmp(container_of(n, struct eio, hn)->sid, key, WSP_SID_LEN) == 0;
+    uint32_t v = 0;
+    for (size_t k = WSP_SID_RANDOM; k < WSP_SID_LEN; k++) {
+        const char *c = sid[k] ? memchr(B64, sid[k], 64) : NULL;
+        if (!c) return -1;
+        v = v << 6 | (uint32_t)(c - B64);
+    }
+    *slot = v;
+    return 0;
 }
 
 static struct eio *find_session(struct wsp *wp, const char *sid, size_t n)
 {
-    if (n != WSP_SID_LEN) return NULL;
-    struct ht_node *h = ht_find(&wp->sessions, hash_bytes(sid, n), sid_eq, sid);
-    return h ? container_of(h, struct eio, hn) : NULL;
+    uint32_t i;
+    if (n != WSP_SID_LEN || sid_slot(sid, &i) != 0 || i >= wp->sessions.cap) return NULL;
+    struct eio *s = slots_at(&wp->sessions, i);
+    /* Constant time: the random part is the session's only secret. */
+    return s && CRYPTO_memcmp(s->sid, sid, WSP_SID_LEN) == 0 ? s : NULL;
 }
 
 const char *eio_sid(const struct eio *s) { return s->sid; }
 const char *eio_addr(const struct eio *s) { return s->addr; }
 struct lb_plugin_ctx *eio_ctx(const struct eio *s) { return s->wp->ctx; }
 struct wsp *eio_wsp(const struct eio *s) { return s->wp; }
+
+void eio_peer(const struct eio *s, struct lb_peer *peer)
+{
+    memset(peer, 0, sizeof *peer);
+    peer->size = sizeof *peer;
+    peer->transport = "socket.io";
+    peer->address = s->addr;
+    peer->tls_subject = s->cert_subject[0] ? s->cert_subject : NULL;
+    peer->identity_names = s->ids;
+    peer->n_identity_names = s->n_ids;
+}
 size_t eio_ns_count(const struct eio *s) { return s->n_ns; }
 struct sns *eio_ns_at(const struct eio *s, size_t i) { return s->ns[i]; }
 
-struct each_ns { void (*fn)(void *, struct sns *); void *ud; };
-
-static void each_session(struct ht_node *n, void *ud)
-{
-    struct eio *s = container_of(n, struct eio, hn);
-    struct each_ns *e = ud;
-    for (size_t i = 0; i < s->n_ns; i++) e->fn(e->ud, s->ns[i]);
-}
-
 void eio_each_ns(struct wsp *wp, void (*fn)(void *ud, struct sns *ns), void *ud)
 {
-    struct each_ns e = { fn, ud };
-    ht_each(&wp->sessions, each_session, &e);
+    for (uint32_t i = 0; i < wp->sessions.cap; i++) {
+        struct eio *s = slots_at(&wp->sessions, i);
+        for (size_t k = 0; s && k < s->n_ns; k++) fn(ud, s->ns[k]);
+    }
 }
 
 struct sns *eio_find_ns(struct eio *s, const char *nsp, size_t n)
@@ -95,7 +115,7 @@ int eio_add_ns(struct eio *s, struct sns *ns)
 {
     if (s->n_ns == s->cap_ns) {
         s->cap_ns = s->cap_ns ? s->cap_ns * 2 : 4;
-        s->ns = xrealloc(s->ns, s->cap_ns * sizeof *s->ns);
+        s->ns = wsp_realloc(s->ns, s->cap_ns * sizeof *s->ns);
     }
     s->ns[s->n_ns++] = ns;
     s->wp->n_namespaces++;
@@ -124,6 +144,7 @@ static void session_free(struct eio *s)
     event_del(&s->later);
     if (s->pq) evbuffer_free(s->pq);
     free(s->ns);
+    free(s->ids);
     free(s);
 }
 
@@ -154,7 +175,7 @@ static void close_now(struct eio *s, const char *why, unsigned code, bool client
     s->closed = true;
     s->busy++;
     struct wsp *wp = s->wp;
-    ht_remove(&wp->sessions, &s->hn);
+    slots_del(&wp->sessions, s->slot);
     wp->n_sessions--;
     lb_log(wp->ctx, LB_LOG_DEBUG, "%s: Engine.IO session %s closed: %s", s->addr, s->sid, why);
     event_del(&s->ping_ev);
@@ -200,19 +221,12 @@ static void fail(struct eio *s, const char *why)
     close_now(s, why, 1008, false);
 }
 
-void eio_close_all(struct wsp *wp)
+void eio_close_all(struct wsp *wp, const char *why)
 {
-    /* Unload: the host has closed every lb_conn already. */
-    struct hc *hc;
-    for (hc = wp->conns; hc; hc = hc->next)
-        if (hc->sess) close_now(hc->sess, "lexbusd is stopping", 1001, false);
-    /* Polling sessions with no socket left. */
-    while (wp->sessions.count) {
-        struct eio *found = NULL;
-        for (size_t i = 0; !found && i <= wp->sessions.mask; i++)
-            if (wp->sessions.buckets[i]) found = container_of(wp->sessions.buckets[i], struct eio, hn);
-        if (!found) break;
-        close_now(found, "lexbusd is stopping", 1001, false);
+    /* Unload or the drain: the host has closed every lb_conn already. */
+    for (uint32_t i = 0; i < wp->sessions.cap; i++) {
+        struct eio *s = slots_at(&wp->sessions, i);
+        if (s) close_now(s, why, 1001, false);
     }
 }
 
@@ -255,42 +269,7 @@ int eio_flush(struct eio *s)
     return 0;
 }
 
-static void arm(struct event *ev, uint64_t ms);
-static uint64_t ping_period(const struct eio *s);
-
-void eio_note_heartbeat(struct eio *s, uint64_t ms)
-{
-    if (!ms || (s->heartbeat_ms && ms >= s->heartbeat_ms)) return;
-    s->heartbeat_ms = ms;
-    /* The first ping was set for ping_interval: bring it forward, or the
-     * bus would evict the namespace before it is ever pinged. */
-    if (!s->awaiting_pong && !s->closed) {
-        struct timeval left, now;
-        uint64_t due = UINT64_MAX;
-        if (event_pending(&s->ping_ev, EV_TIMEOUT, &left)) {
-            event_base_gettimeofday_cached(lb_event_base(s->wp->ctx), &now);
-            due = left.tv_sec > now.tv_sec || (left.tv_sec == now.tv_sec && left.tv_usec > now.tv_usec)
-                  ? (uint64_t)(left.tv_sec - now.tv_sec) * 1000 + (uint64_t)((left.tv_usec - now.tv_usec) / 1000) : 0;
-        }
-        if (due > ping_period(s)) arm(&s->ping_ev, ping_period(s));
-    }
-}
-
 /* ---- heartbeat ----------------------------------------------------- */
-
-static uint64_t ping_period(const struct eio *s)
-{
-    uint64_t p = s->wp->c.ping_interval_ms;
-    /* Pongs are the namespaces' heartbeats: ping within the bus's window. */
-    if (s->heartbeat_ms && s->heartbeat_ms < p) p = s->heartbeat_ms;
-    return p;
-}
-
-static void arm(struct event *ev, uint64_t ms)
-{
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000) };
-    evtimer_add(ev, &tv);
-}
 
 static void ping_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -305,14 +284,14 @@ static void ping_cb(evutil_socket_t fd, short what, void *arg)
     }
     s->awaiting_pong = true;
     eio_send(s, "2", 1);
-    arm(&s->ping_ev, s->wp->c.ping_timeout_ms);
+    wsp_arm(&s->ping_ev, s->wp->c.ping_timeout_ms);
 }
 
 static void pong(struct eio *s)
 {
     if (!s->awaiting_pong) return;   /* a late or extra pong */
     s->awaiting_pong = false;
-    arm(&s->ping_ev, ping_period(s));
+    wsp_arm(&s->ping_ev, wsp_ping_period(s->wp));
     for (size_t i = 0; i < s->n_ns && !s->closed; i++) sns_heartbeat(s->ns[i]);
 }
 
@@ -375,29 +354,38 @@ void eio_pause(struct eio *s, bool on)
 static struct eio *session_new(struct hc *hc, bool websocket)
 {
     struct wsp *wp = hc->wp;
-    if (wp->c.max_connections && wp->n_sessions >= wp->c.max_connections) {
+    if (wp->draining) return NULL;
+    if (wp->c.max_connections && wp->n_sessions >= (uint64_t)wp->c.max_connections) {
         wp->n.over_limit++;
         wsp_log_refusal(wp, "refused an Engine.IO session from %s: max_connections (%lld) sessions", hc->addr,
                         wp->c.max_connections);
         return NULL;
     }
-    struct eio *s = xcalloc(1, sizeof *s);
+    struct eio *s = wsp_alloc(sizeof *s);
     s->wp = wp;
-    do wsp_random_id(s->sid);
-    while (find_session(wp, s->sid, WSP_SID_LEN));
-    ht_insert(&wp->sessions, &s->hn, hash_bytes(s->sid, WSP_SID_LEN));
+    if ((s->slot = slots_add(&wp->sessions, s)) == SLOT_NONE || (uint32_t)s->slot >> 30) {
+        slots_del(&wp->sessions, s->slot);
+        free(s);
+        return NULL;
+    }
+    wsp_random_chars(s->sid, WSP_SID_RANDOM);
+    for (size_t k = WSP_SID_LEN, v = (uint32_t)s->slot; k-- > WSP_SID_RANDOM; v >>= 6) s->sid[k] = B64[v & 63];
+    s->sid[WSP_SID_LEN] = 0;
     wp->n_sessions++;
     wp->n.eio_sessions++;
     if (!websocket) wp->n.eio_polling++;
     s->websocket = websocket;
     snprintf(s->addr, sizeof s->addr, "%s", hc->addr);
+    memcpy(s->cert_subject, hc->cert_subject, sizeof s->cert_subject);
+    s->ids = wsp_names_dup(hc->ids, hc->n_ids);
+    s->n_ids = hc->n_ids;
     struct event_base *base = lb_event_base(wp->ctx);
     evtimer_assign(&s->ping_ev, base, ping_cb, s);
     evtimer_assign(&s->connect_ev, base, connect_cb, s);
     evtimer_assign(&s->upgrade_ev, base, upgrade_cb, s);
     event_assign(&s->later, base, -1, 0, later_cb, s);
-    arm(&s->ping_ev, wp->c.ping_interval_ms);
-    arm(&s->connect_ev, wp->c.handshake_timeout_ms);
+    wsp_arm(&s->ping_ev, wsp_ping_period(wp));
+    wsp_arm(&s->connect_ev, wp->c.handshake_timeout_ms);
     return s;
 }
 
@@ -440,7 +428,7 @@ static void ws_open(struct hc *hc, struct eio *s)
         eio_send(s, open, (size_t)n);
     } else {
         s->probe = hc;
-        arm(&s->upgrade_ev, wp->c.upgrade_timeout_ms);
+        wsp_arm(&s->upgrade_ev, wp->c.upgrade_timeout_ms);
         hc_ws_accept(hc, NULL);
     }
 }
@@ -473,7 +461,7 @@ static void post_process(struct eio *s, struct hc *hc)
     hc->sess = NULL;
     if (hc->st == HC_HELD) { hc->st = HC_HTTP; hc->pause &= ~P_HELD; }
     const char *why = NULL;
-    if (!env_utf8_valid(r->body ? r->body : "", r->body_len)) why = "POST body is not UTF-8 text";
+    if (!ws_utf8_valid((const uint8_t *)(r->body ? r->body : ""), r->body_len)) why = "POST body is not UTF-8 text";
     size_t off = 0, n;
     const char *pkt;
     int rc = 0;
@@ -552,6 +540,12 @@ void eio_http(struct hc *hc, struct http_req *r)
     }
     struct eio *s = NULL;
     if (sid && !(s = find_session(wp, sid, sn))) { hc_respond_eio_error(hc, 400, 1, "Session ID unknown"); return; }
+    if (s && strcmp(s->cert_subject, hc->cert_subject) != 0) {
+        /* The session belongs to the client certificate that opened it. */
+        wsp_log_refusal(wp, "%s: Engine.IO request refused: not the client certificate of session %s", hc->addr, s->sid);
+        hc_respond_eio_error(hc, 403, 4, "Forbidden");
+        return;
+    }
     if (ws) { ws_open(hc, s); return; }
     if (!s) {
         if (r->p.method != HTTP_GET) { hc_respond_eio_error(hc, 400, 2, "Bad handshake method"); return; }

@@ -12,13 +12,16 @@
  *
  * Libraries: http-parser parses requests (bounded in http.c); WebSocket
  * frames are parsed in place (wsframe.c: wslay was measured and is kept
- * as the fuzzer's reference); Engine.IO and Socket.IO in eio.c.  Sockets are read here directly (64 KiB
- * readv, like the unix transport) rather than through bufferevents, which
- * read 4 KiB per wake-up.  libevent's evhttp is not used: it cannot hand a
- * request's socket over to a WebSocket, nor hold a long-poll request open
- * while it answers others on the same session.
+ * as the fuzzer's reference); Engine.IO and Socket.IO in eio.c; TLS is
+ * OpenSSL on the socket (tls.c, with plugins/common/tls.c's context).
+ * Sockets are read here directly (64 KiB readv, like the unix transport)
+ * rather than through bufferevents, which read 4 KiB per wake-up.
+ * libevent's evhttp is not used: it cannot hand a request's socket over to
+ * a WebSocket, nor hold a long-poll request open while it answers others
+ * on the same session.
  *
- * Lifecycle of a socket (struct hc): accept -> HC_HTTP (a request head
+ * Lifecycle of a socket (struct hc): accept -> (TLS listeners: the
+ * handshake, within header_timeout) -> HC_HTTP (a request head
  * within header_timeout) -> answered and kept (keep-alive), held
  * (HC_HELD: a long-poll GET, or a POST waiting for back-pressure to ease),
  * upgraded (HC_WS: /lexbus with its own lb_conn, or an Engine.IO
@@ -42,46 +45,56 @@
 #include <sys/uio.h>
 #include <event2/buffer.h>
 #include <event2/listener.h>
-#include <jansson.h>
 #include "wsp.h"
-#include "util.h"
 
 #define READ_CHUNK (64 * 1024)
 #define FLUSH_TIMEOUT_S 5
-#define LOG_BURST 20
+#define DRAIN_GRACE_MS 1000          /* a request being read at SIGTERM gets this long */
 #define HEARTBEAT_FRAME "{\"type\":\"HEARTBEAT\"}"
 
 /* ---- small helpers ------------------------------------------------- */
 
-void wsp_random_id(char out[WSP_SID_LEN + 1])
+void *wsp_alloc(size_t n)
+{
+    void *p = calloc(1, n ? n : 1);
+    if (!p) { fprintf(stderr, "lexbusd: websocket: out of memory (%zu bytes)\n", n); abort(); }
+    return p;
+}
+
+void *wsp_realloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q) { fprintf(stderr, "lexbusd: websocket: out of memory (%zu bytes)\n", n); abort(); }
+    return q;
+}
+
+char *wsp_strndup(const char *s, size_t n)
+{
+    char *d = wsp_alloc(n + 1);
+    memcpy(d, s, n);
+    return d;
+}
+
+void wsp_random_chars(char *out, size_t n)
 {
     static const char alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    unsigned char b[WSP_SID_LEN];
+    unsigned char b[64];
     size_t got = 0;
-    while (got < sizeof b) {
-        ssize_t r = getrandom(b + got, sizeof b - got, 0);
+    if (n > sizeof b) n = sizeof b;
+    while (got < n) {
+        ssize_t r = getrandom(b + got, n - got, 0);
         if (r <= 0) { if (errno == EINTR) continue; break; }
         got += (size_t)r;
     }
-    for (size_t i = got; i < sizeof b; i++) b[i] = (unsigned char)random();   /* no getrandom: never here on Linux 3.17+ */
-    for (size_t i = 0; i < WSP_SID_LEN; i++) out[i] = alpha[b[i] & 63];
-    out[WSP_SID_LEN] = 0;
+    for (size_t i = got; i < n; i++) b[i] = (unsigned char)random();   /* no getrandom: never here on Linux 3.17+ */
+    for (size_t i = 0; i < n; i++) out[i] = alpha[b[i] & 63];
+    out[n] = 0;
 }
 
-/* At most LOG_BURST refusal lines a second; the rest are counted and
- * summed up in one line when the next refusal comes after that second. */
+/* Refusals a client can provoke at will: throttled (stats count them all). */
 void wsp_log_refusal(struct wsp *wp, const char *fmt, ...)
 {
-    uint64_t now = lb_now_ms();
-    if (now - wp->refusal_log_ms >= 1000) {
-        if (wp->refusals_hidden)
-            lb_log(wp->ctx, LB_LOG_WARN, "... and %u more refused in the last second (stats count them all)",
-                   wp->refusals_hidden);
-        wp->refusal_log_ms = now;
-        wp->refusals_shown = wp->refusals_hidden = 0;
-    }
-    if (wp->refusals_shown >= LOG_BURST) { wp->refusals_hidden++; return; }
-    wp->refusals_shown++;
+    if (!throttle_pass(&wp->refusals)) return;
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
@@ -90,35 +103,55 @@ void wsp_log_refusal(struct wsp *wp, const char *fmt, ...)
     lb_log(wp->ctx, LB_LOG_INFO, "%s", msg);
 }
 
-static void format_addr(const struct sockaddr *sa, char *out, size_t len)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    if (sa->sa_family == AF_INET) {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof host);
-        snprintf(out, len, "%s:%d", host, ntohs(((const struct sockaddr_in *)sa)->sin_port));
-    } else if (sa->sa_family == AF_INET6) {
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof host);
-        snprintf(out, len, "[%s]:%d", host, ntohs(((const struct sockaddr_in6 *)sa)->sin6_port));
-    } else {
-        snprintf(out, len, "?");
-    }
-}
-
-void wsp_peer_addr(struct hc *hc, struct lb_peer *peer, const char *transport)
+void wsp_peer(const struct hc *hc, struct lb_peer *peer, const char *transport)
 {
     memset(peer, 0, sizeof *peer);
+    peer->size = sizeof *peer;
     peer->transport = transport;
     peer->address = hc->addr;
+    peer->tls_subject = hc->cert_subject[0] ? hc->cert_subject : NULL;
+    peer->identity_names = hc->ids;
+    peer->n_identity_names = hc->n_ids;
+}
+
+uint64_t wsp_ping_period(const struct wsp *wp)
+{
+    uint64_t p = wp->c.ping_interval_ms, hb = lb_bus_heartbeat_ms(wp->ctx);
+    /* Pongs count as heartbeats: ping within the bus's eviction window
+     * (three heartbeat intervals). */
+    if (hb && hb < p) p = hb;
+    return p ? p : 1000;
+}
+
+void wsp_arm(struct event *ev, uint64_t ms)
+{
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000) };
+    evtimer_add(ev, &tv);
 }
 
 /* ---- socket I/O ---------------------------------------------------- */
 
+/* Reading wanted: not paused, not closing.  A TLS write that waits for
+ * the peer's bytes needs the read event even then. */
+static bool wants_read(const struct hc *hc)
+{
+    return !hc->dead && hc->st != HC_CLOSING && !(hc->pause & P_HOST) && !(hc->st == HC_WS && hc->ws_closing);
+}
+
 static void hc_update_events(struct hc *hc)
 {
-    bool want = !hc->dead && hc->st != HC_CLOSING && !(hc->pause & P_HOST) &&
-                !(hc->st == HC_WS && hc->ws_closing);
+    bool want = !hc->dead && (wants_read(hc) || hc->write_wants_read || hc->handshaking);
     if (want && !hc->rev_on) { event_add(&hc->rev, NULL); hc->rev_on = true; }
     else if (!want && hc->rev_on) { event_del(&hc->rev); hc->rev_on = false; }
+}
+
+/* The write event: output queued (and not waiting for the peer's bytes),
+ * or a TLS read or handshake that waits for room to write. */
+static void update_wev(struct hc *hc)
+{
+    bool want = !hc->dead && ((evbuffer_get_length(hc->out) > 0 && !hc->write_wants_read) || hc->read_wants_write);
+    if (want && !hc->wev_on) { event_add(&hc->wev, NULL); hc->wev_on = true; }
+    else if (!want && hc->wev_on) { event_del(&hc->wev); hc->wev_on = false; }
 }
 
 void hc_set_pause(struct hc *hc, unsigned flag, bool on)
@@ -135,6 +168,7 @@ void hc_set_pause(struct hc *hc, unsigned flag, bool on)
 /* Returns bytes read, 0 at EOF, -1 on error, -2 when nothing is ready. */
 static ssize_t read_some(struct hc *hc)
 {
+    if (hc->ssl) return tls_read(hc, READ_CHUNK);
     struct evbuffer_iovec vec[2];
     int n = evbuffer_reserve_space(hc->in, READ_CHUNK, vec, 2);
     if (n <= 0) return -1;
@@ -161,17 +195,20 @@ static void hc_free_now(struct hc *hc);
  * Returns 0, or -1 on a hard error (the caller decides what that ends). */
 static int write_some(struct hc *hc)
 {
-    while (evbuffer_get_length(hc->out) > 0) {
-        int w = evbuffer_write(hc->out, hc->fd);
-        if (w < 0) {
-            if (errno == EAGAIN || errno == EINTR) break;
-            return -1;
+    if (hc->ssl) {
+        if (tls_write(hc) != 0) return -1;
+    } else {
+        while (evbuffer_get_length(hc->out) > 0) {
+            int w = evbuffer_write(hc->out, hc->fd);
+            if (w < 0) {
+                if (errno == EAGAIN || errno == EINTR) break;
+                return -1;
+            }
+            if (w == 0) break;
         }
-        if (w == 0) break;
     }
-    bool more = evbuffer_get_length(hc->out) > 0;
-    if (more && !hc->wev_on) { event_add(&hc->wev, NULL); hc->wev_on = true; }
-    else if (!more && hc->wev_on) { event_del(&hc->wev); hc->wev_on = false; }
+    update_wev(hc);
+    hc_update_events(hc);
     return 0;
 }
 
@@ -206,15 +243,22 @@ static void hc_free_now(struct hc *hc)
     event_del(&hc->rev);
     event_del(&hc->wev);
     event_del(&hc->tmo);
+    if (hc->ssl) {
+        tls_end(hc);
+        tls_free(hc);
+    }
     evbuffer_free(hc->in);
     evbuffer_free(hc->out);
+    stream_marks_free(&hc->marks);
     http_req_free(hc->req);
     if (hc->wr.ready) ws_reader_free(&hc->wr);
     evutil_closesocket(hc->fd);
+    free(hc->ids);
     free(hc);
 }
 
 static void tmo_cb(evutil_socket_t fd, short what, void *arg);
+static void respond_text(struct hc *hc, int status, const char *extra, const char *text);
 
 void hc_close(struct hc *hc, bool flush)
 {
@@ -237,6 +281,7 @@ void hc_close(struct hc *hc, bool flush)
 static void hc_gone(struct hc *hc, const char *why)
 {
     if (hc->dead) return;
+    hc->peer_gone = true;
     if (hc->conn) {
         struct lb_conn *c = hc->conn;
         hc->conn = NULL;
@@ -249,12 +294,7 @@ static void hc_gone(struct hc *hc, const char *why)
 
 /* ---- HTTP responses ------------------------------------------------ */
 
-static void restart_header_timer(struct hc *hc)
-{
-    uint64_t ms = hc->wp->c.header_timeout_ms;
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000) };
-    evtimer_add(&hc->tmo, &tv);
-}
+static void restart_header_timer(struct hc *hc) { wsp_arm(&hc->tmo, hc->wp->c.header_timeout_ms); }
 
 void hc_respond(struct hc *hc, int status, const char *ctype, const char *extra, const char *body, size_t len)
 {
@@ -385,17 +425,37 @@ int hc_ws_accept(struct hc *hc, const char *subprotocol)
     hc->req = NULL;
     hc->st = HC_WS;
     hc->pause &= ~P_HELD;
+    hc->marks.added = evbuffer_get_length(hc->out);   /* the 101 is not a frame: never dropped */
     evtimer_del(&hc->tmo);
     hc_update_events(hc);
     hc_write_out(hc);
     return 0;
 }
 
+static int frame_writer(void *ud, struct evbuffer *out, const struct iovec *iov, int iovcnt)
+{
+    return ws_frame_write(out, *(const enum ws_op *)ud, iov, iovcnt);
+}
+
+/* Every frame to a WebSocket goes through here, so that discard knows
+ * where whole frames end. */
+static int hc_frame(struct hc *hc, enum ws_op op, const struct iovec *iov, int iovcnt)
+{
+    return stream_send_as(&hc->marks, hc->out, frame_writer, &op, iov, iovcnt);
+}
+
+static void hc_close_frame(struct hc *hc, unsigned code, const char *why)
+{
+    uint8_t b[125];
+    struct iovec iov = { b, ws_close_payload(b, code, why) };
+    hc_frame(hc, WS_OP_CLOSE, &iov, 1);
+}
+
 int hc_ws_text(struct hc *hc, const char *p, size_t n)
 {
     if (hc->dead || hc->ws_closing) return -1;
     struct iovec iov = { (void *)p, n };
-    return ws_frame_write(hc->out, WS_OP_TEXT, &iov, 1);
+    return hc_frame(hc, WS_OP_TEXT, &iov, 1);
 }
 
 /* Queues our close frame, takes the connection off the bus, flushes. */
@@ -403,7 +463,7 @@ static void ws_end(struct hc *hc, unsigned code, const char *why)
 {
     if (hc->dead || hc->ws_closing || hc->st != HC_WS) return;
     hc->ws_closing = true;
-    ws_close_write(hc->out, code, why);
+    hc_close_frame(hc, code, why);
     lb_log(hc->wp->ctx, LB_LOG_DEBUG, "%s: WebSocket closed with %u: %s", hc->addr, code, why);
     if (hc->conn) {
         struct lb_conn *c = hc->conn;
@@ -426,46 +486,13 @@ void hc_ws_fail(struct hc *hc, unsigned code, const char *why)
 
 /* ---- /lexbus: one text message = one lexbus message ---------------- */
 
-static uint64_t ping_period(const struct hc *hc)
-{
-    uint64_t p = hc->wp->c.ping_interval_ms;
-    /* Pongs count as heartbeats: ping well within the bus's eviction
-     * window (three heartbeat intervals). */
-    if (hc->heartbeat_ms && hc->heartbeat_ms < p) p = hc->heartbeat_ms;
-    return p ? p : 1000;
-}
-
-static void arm_ws_ping(struct hc *hc)
-{
-    uint64_t ms = ping_period(hc);
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000) };
-    evtimer_add(&hc->tmo, &tv);
-}
-
-/* The bus's heartbeat interval, from the REGISTER_ACK it sends. */
-static void note_register_ack(struct hc *hc, const struct iovec *iov, int iovcnt)
-{
-    static const char pre[] = "{\"type\":\"REGISTER_ACK\"";
-    static const char key[] = "\"heartbeatInterval\":";
-    if (iovcnt < 1 || iov[0].iov_len < sizeof pre || memcmp(iov[0].iov_base, pre, sizeof pre - 1)) return;
-    const char *p = memmem(iov[0].iov_base, iov[0].iov_len, key, sizeof key - 1);
-    if (!p) return;
-    unsigned long long ms = strtoull(p + sizeof key - 1, NULL, 10);
-    if (ms > 0 && ms < 3600 * 1000) {
-        hc->heartbeat_ms = ms;
-        evtimer_del(&hc->tmo);
-        arm_ws_ping(hc);
-    }
-}
+static void arm_ws_ping(struct hc *hc) { wsp_arm(&hc->tmo, wsp_ping_period(hc->wp)); }
 
 static int lx_send(void *tdata, const struct iovec *iov, int iovcnt)
 {
     struct hc *hc = tdata;
     if (hc->dead || hc->ws_closing) return -1;
-    if (!hc->heartbeat_ms) note_register_ack(hc, iov, iovcnt);
-    static const char err[] = "{\"type\":\"ERROR\"";
-    if (iovcnt && iov[0].iov_len > sizeof err && !memcmp(iov[0].iov_base, err, sizeof err - 1)) hc->error_ms = lb_now_ms();
-    return ws_frame_write(hc->out, WS_OP_TEXT, iov, iovcnt);
+    return hc_frame(hc, WS_OP_TEXT, iov, iovcnt);
 }
 
 static size_t lx_pending(void *tdata)
@@ -485,10 +512,10 @@ static void lx_close(void *tdata, bool flush)
     hc->conn = NULL;
     if (hc->ws_closing) return;   /* we are ending it ourselves */
     hc->ws_closing = true;
-    /* An ERROR just before the close (eviction, revoked token, ...) says
-     * why; without one the bus is shutting down. */
-    if (flush && hc->error_ms && hc->error_ms == lb_now_ms()) ws_close_write(hc->out, 1008, "closed by the bus (see its ERROR)");
-    else if (flush) ws_close_write(hc->out, 1001, "lexbusd is going away");
+    /* The host closes with a flush at shutdown (draining) or right after
+     * an ERROR that says why (eviction, a revoked token, ...). */
+    if (flush && lb_bus_draining(hc->wp->ctx)) hc_close_frame(hc, 1001, "lexbusd is going away");
+    else if (flush) hc_close_frame(hc, 1008, "closed by the bus (see its ERROR)");
     hc_close(hc, flush);
 }
 
@@ -499,8 +526,17 @@ static int lx_flush(void *tdata)
     return write_some(hc);
 }
 
+/* A slow consumer's SLOW_CONSUMER goes out next: drop the whole frames
+ * queued after what is being written. */
+static void lx_discard(void *tdata)
+{
+    struct hc *hc = tdata;
+    stream_discard(&hc->marks, hc->out);
+}
+
 static const struct lb_conn_ops lexbus_ops = {
-    .send = lx_send, .pending = lx_pending, .set_read = lx_set_read, .close = lx_close, .flush = lx_flush,
+    .size = sizeof lexbus_ops, .send = lx_send, .pending = lx_pending, .set_read = lx_set_read,
+    .close = lx_close, .flush = lx_flush, .discard = lx_discard,
 };
 
 /* Client pings are answered at once, up to max_ping_rate a second: a
@@ -515,7 +551,7 @@ static int ws_ping(struct hc *hc, const uint8_t *p, size_t n)
         return -1;
     }
     struct iovec iov = { (void *)p, n };
-    ws_frame_write(hc->out, WS_OP_PONG, &iov, 1);
+    hc_frame(hc, WS_OP_PONG, &iov, 1);
     hc_write_out(hc);
     return hc->dead ? -1 : 0;
 }
@@ -594,9 +630,9 @@ static void lexbus_upgrade(struct hc *hc, struct http_req *r)
         respond_text(hc, status, extra, why);
         return;
     }
-    if (ws_reader_init(&hc->wr, wp->c.max_message) != 0) { respond_text(hc, 503, NULL, "out of memory"); return; }
+    if (ws_reader_init(&hc->wr, wsp_max_message(wp)) != 0) { respond_text(hc, 503, NULL, "out of memory"); return; }
     struct lb_peer peer;
-    wsp_peer_addr(hc, &peer, "websocket");
+    wsp_peer(hc, &peer, "websocket");
     hc->kind = HK_LEXBUS;
     wp->n_lexbus++;
     hc->conn = lb_conn_new(wp->ctx, &lexbus_ops, hc, &peer);
@@ -624,7 +660,7 @@ static void dispatch(struct hc *hc)
     struct http_req *r = hc->req;
     wp->n.http_requests++;
     evtimer_del(&hc->tmo);
-    hc->keep_alive = r->keep_alive && !r->upgrade;
+    hc->keep_alive = r->keep_alive && !r->upgrade && !wp->draining;
     const char *path = r->path;
     if (wp->c.socketio && is_sio_path(wp, path, r->path_len)) { eio_http(hc, r); return; }
     if (wp->c.lexbus && !strcmp(path, wp->c.path)) { lexbus_upgrade(hc, r); return; }
@@ -674,20 +710,38 @@ static void process_input(struct hc *hc)
     }
 }
 
+/* TLS: the handshake goes on; once done the socket speaks HTTP. */
+static void handshake_step(struct hc *hc)
+{
+    int r = tls_handshake(hc);
+    if (r < 0) { hc_free(hc); return; }
+    hc_update_events(hc);
+    update_wev(hc);
+    /* Request bytes may have come with the end of the handshake. */
+    if (r > 0) event_active(&hc->rev, EV_READ, 0);
+}
+
 static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what;
     struct hc *hc = arg;
     if (hc->dead) return;
+    if (hc->handshaking) { handshake_step(hc); return; }
+    if (hc->write_wants_read) {
+        /* A TLS write was waiting for the peer's bytes. */
+        hc->write_wants_read = false;
+        if (write_some(hc) != 0) { hc_gone(hc, "write failed"); return; }
+    }
     hc->busy++;
-    ssize_t r = hc->rev_on ? read_some(hc) : -2;
+    ssize_t r = wants_read(hc) ? read_some(hc) : -2;
     if (r == 0 || r == -1) {
         hc->busy--;
         if (hc->st == HC_HTTP && !hc->conn && !hc->sess && evbuffer_get_length(hc->out)) {
+            hc->peer_gone = r != 0;
             hc_close(hc, true);   /* a response to a half-closed client still goes out */
             return;
         }
-        hc_gone(hc, r == 0 ? "peer closed the connection" : strerror(errno));
+        hc_gone(hc, r == 0 ? "peer closed the connection" : hc->ssl ? "TLS error" : strerror(errno));
         return;
     }
     process_input(hc);
@@ -699,7 +753,13 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd; (void)what;
     struct hc *hc = arg;
     if (hc->dead) return;
-    if (write_some(hc) != 0) { hc_gone(hc, strerror(errno)); return; }
+    if (hc->handshaking) { handshake_step(hc); return; }
+    if (hc->read_wants_write) {
+        /* A TLS read was waiting for room to write. */
+        hc->read_wants_write = false;
+        event_active(&hc->rev, EV_READ, 0);
+    }
+    if (write_some(hc) != 0) { hc_gone(hc, hc->ssl ? "TLS error" : strerror(errno)); return; }
     if (evbuffer_get_length(hc->out) > 0) return;
     if (hc->st == HC_CLOSING) { hc_free(hc); return; }
     if (hc->conn) lb_conn_writable(hc->conn);
@@ -716,19 +776,24 @@ static void tmo_cb(evutil_socket_t fd, short what, void *arg)
         hc_free(hc);   /* the flush took too long */
         break;
     case HC_HTTP:
-        if (hc->req && hc->req->head_seen) {
+        if (hc->handshaking) {
+            hc->wp->n.tls_refused++;
+            wsp_log_refusal(hc->wp, "%s: TLS handshake not done within header_timeout (%llu ms)", hc->addr,
+                            (unsigned long long)hc->wp->c.header_timeout_ms);
+            hc_free(hc);
+        } else if (hc->req && hc->req->head_seen && !hc->wp->draining) {
             hc->wp->n.header_timeouts++;
             wsp_log_refusal(hc->wp, "%s: request head not complete within header_timeout (%llu ms)", hc->addr,
                             (unsigned long long)hc->wp->c.header_timeout_ms);
             hc->keep_alive = false;
             respond_text(hc, 408, NULL, "request head not complete within header_timeout");
         } else {
-            hc_close(hc, false);   /* idle keep-alive socket */
+            hc_close(hc, false);   /* idle keep-alive socket, or the drain's grace is over */
         }
         break;
     case HC_WS:
         if (hc->kind == HK_LEXBUS && !hc->ws_closing) {
-            ws_frame_write(hc->out, WS_OP_PING, NULL, 0);
+            hc_frame(hc, WS_OP_PING, NULL, 0);
             hc->ping_out = true;
             hc_write_out(hc);
             if (!hc->dead) arm_ws_ping(hc);
@@ -739,21 +804,39 @@ static void tmo_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static bool over_limit(struct wsp *wp, const char *addr)
+/* max_connections, then for TLS max_handshaking and
+ * max_handshaking_per_address (an IPv4 address or an IPv6 /64): a socket
+ * beyond any is closed before any TLS, so that stalled handshakes cannot
+ * take every descriptor and one host cannot take every handshake slot. */
+static bool over_limit(struct wsp *wp, const char *addr, const unsigned char key[NET_ADDR_KEY])
 {
-    if (!wp->c.max_connections || wp->n_conns < wp->c.max_connections) return false;
-    wp->n.over_limit++;
-    wsp_log_refusal(wp, "refused %s: max_connections (%lld) reached", addr, wp->c.max_connections);
+    const struct wsp_conf *c = &wp->c;
+    const char *which;
+    long long max;
+    uint64_t *count;
+    if (c->max_connections && wp->n_conns >= (uint64_t)c->max_connections) {
+        which = "max_connections", max = c->max_connections, count = &wp->n.over_limit;
+    } else if (wp->ssl && c->max_handshaking && wp->n_handshaking >= (uint64_t)c->max_handshaking) {
+        which = "max_handshaking", max = c->max_handshaking, count = &wp->n.over_handshaking;
+    } else if (wp->ssl && c->max_per_addr && net_addr_count(&wp->handshaking_by_addr, key) >= c->max_per_addr) {
+        which = "max_handshaking_per_address", max = c->max_per_addr, count = &wp->n.over_handshaking;
+    } else {
+        return false;
+    }
+    (*count)++;
+    wsp_log_refusal(wp, "refused %s: %s (%lld) reached", addr, which, max);
     return true;
 }
 
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+void wsp_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
     (void)l; (void)salen;
     struct wsp *wp = arg;
     char addr[64];
-    format_addr(sa, addr, sizeof addr);
-    if (over_limit(wp, addr)) { evutil_closesocket(fd); return; }
+    unsigned char key[NET_ADDR_KEY];
+    net_format_addr(sa, addr, sizeof addr);
+    net_addr_key(sa, key);
+    if (over_limit(wp, addr, key)) { evutil_closesocket(fd); return; }
     struct hc *hc = calloc(1, sizeof *hc);
     if (!hc || !(hc->in = evbuffer_new()) || !(hc->out = evbuffer_new())) {
         lb_log(wp->ctx, LB_LOG_ERROR, "out of memory accepting %s", addr);
@@ -778,337 +861,35 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     wp->n_conns++;
     wp->n.accepted++;
     hc->st = HC_HTTP;
+    /* TLS: the handshake counts against header_timeout, like the head. */
     restart_header_timer(hc);
+    if (wp->ssl && (!(hc->ac = net_addr_acquire(&wp->handshaking_by_addr, key)) || tls_begin(hc, wp->ssl) != 0)) {
+        lb_log(wp->ctx, LB_LOG_ERROR, "cannot set up TLS for %s", addr);
+        hc_free_now(hc);
+        return;
+    }
     hc_update_events(hc);
 }
 
-/* ---- [plugin websocket] -------------------------------------------- */
-
-#define NAMES_PREFIX "names."
-#define MAX_DEMO (1024 * 1024)
-
-static void conf_free(struct wsp_conf *c)
+/* SIGTERM, once every lb_conn is closed: what is left ends now.  A
+ * request that is being read still gets its answer (with Connection:
+ * close: /health says 503), within a short grace. */
+void wsp_drain(struct wsp *wp)
 {
-    for (size_t i = 0; i < c->n_origins; i++) free(c->origins[i]);
-    for (size_t i = 0; i < c->n_names; i++) { free(c->names[i].from); free(c->names[i].to); }
-    free(c->names);
-    free(c->subscribe_json);
-    free(c->demo_page);
-    memset(c, 0, sizeof *c);
-}
-
-/* Splits a comma/space separated value into words (in a copy). */
-static size_t split_words(const char *v, char *buf, size_t buflen, char **words, size_t max)
-{
-    snprintf(buf, buflen, "%s", v);
-    size_t n = 0;
-    for (char *save = NULL, *t = strtok_r(buf, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
-        if (n == max) return max + 1;
-        words[n++] = t;
+    wp->draining = true;
+    eio_close_all(wp, "lexbusd is going away");
+    for (struct hc *hc = wp->conns, *next; hc; hc = next) {
+        next = hc->next;
+        if (hc->dead || hc->st != HC_HTTP || hc->conn || hc->sess) continue;
+        bool busy = !hc->handshaking && ((hc->req && hc->req->head_seen) || evbuffer_get_length(hc->in));
+        if (!busy) { hc_close(hc, true); continue; }
+        hc->keep_alive = false;
+        wsp_arm(&hc->tmo, DRAIN_GRACE_MS);
     }
-    return n;
 }
 
-static int fail_at(struct lb_plugin_ctx *ctx, const char *key, const char *fmt, const char *arg)
+/* Unload: every socket, whatever state it is in. */
+void wsp_free_sockets(struct wsp *wp)
 {
-    char where[512], msg[512];
-    snprintf(msg, sizeof msg, fmt, arg);
-    lb_plugin_fail(ctx, "%s: %s: %s", lb_conf_where(ctx, key, where, sizeof where), key, msg);
-    return -1;
-}
-
-static int read_origins(struct lb_plugin_ctx *ctx, struct wsp_conf *c)
-{
-    const char *v;
-    if (lb_conf_str(ctx, "allowed_origins", NULL, &v) < 0) return -1;
-    if (!v) {
-        /* Browsers on other sites may not drive the bus in production. */
-        if (lb_bus_production(ctx)) c->same_origin = true;
-        else c->origins_any = true;
-        return 0;
-    }
-    const char *p = v;
-    while (*p) {
-        while (*p == ',' || *p == ' ' || *p == '\t') p++;
-        if (!*p) break;
-        const char *s = p;
-        while (*p && *p != ',' && *p != ' ' && *p != '\t') p++;
-        size_t n = (size_t)(p - s);
-        if (n == 1 && *s == '*') { c->origins_any = true; continue; }
-        if (n == 11 && !strncmp(s, "same-origin", 11)) { c->same_origin = true; continue; }
-        const char *sep = memmem(s, n, "://", 3);
-        if (!sep || sep == s || memchr(sep + 3, '/', (size_t)(s + n - sep - 3)) || s + n == sep + 3)
-            return fail_at(ctx, "allowed_origins", "'%s' is not *, same-origin or an origin such as https://app.example.com", v);
-        if (c->n_origins == WSP_MAX_ORIGINS) return fail_at(ctx, "allowed_origins", "more than 32 origins in '%s'", v);
-        c->origins[c->n_origins++] = xstrndup(s, n);
-    }
-    return 0;
-}
-
-static int read_names(struct lb_plugin_ctx *ctx, struct wsp_conf *c)
-{
-    const char *const *keys;
-    size_t n = lb_conf_keys(ctx, &keys);
-    for (size_t i = 0; i < n; i++) {
-        if (strncmp(keys[i], NAMES_PREFIX, strlen(NAMES_PREFIX))) continue;
-        const char *from = keys[i] + strlen(NAMES_PREFIX), *to;
-        if (lb_conf_str(ctx, keys[i], NULL, &to) < 0) return -1;
-        if (!valid_service_name(from, strlen(from)))
-            return fail_at(ctx, keys[i], "'%s' after names. must be a namespace name (/ipc/<name>): A-Z a-z 0-9 _ . - / @", from);
-        if (!valid_service_name(to, strlen(to)))
-            return fail_at(ctx, keys[i], "'%s' is not a service name (1-128 characters of A-Z a-z 0-9 _ . - / @)", to);
-        c->names = xrealloc(c->names, (c->n_names + 1) * sizeof *c->names);
-        c->names[c->n_names++] = (struct name_map){ xstrdup(from), xstrdup(to) };
-    }
-    return 0;
-}
-
-static int read_subscribe(struct lb_plugin_ctx *ctx, struct wsp_conf *c)
-{
-    const char *v;
-    char buf[4096], *w[WSP_MAX_SUBSCRIBE + 1];
-    if (lb_conf_str(ctx, "subscribe", ">", &v) < 0) return -1;
-    size_t n = split_words(v, buf, sizeof buf, w, WSP_MAX_SUBSCRIBE);
-    if (n > WSP_MAX_SUBSCRIBE) return fail_at(ctx, "subscribe", "more than 32 patterns in '%s'", v);
-    struct jw j;
-    jw_init(&j, 64);
-    jw_lit(&j, "[");
-    for (size_t i = 0; i < n; i++) {
-        if (!valid_event_pattern(w[i], strlen(w[i]))) {
-            jw_free(&j);
-            return fail_at(ctx, "subscribe", "'%s' is not an event pattern (segments separated by ':', * and a final >)", w[i]);
-        }
-        if (i) jw_lit(&j, ",");
-        jw_cstr(&j, w[i]);
-    }
-    jw_lit(&j, "]");
-    jw_raw(&j, "", 1);
-    c->subscribe_json = j.buf;
-    return 0;
-}
-
-/* The demo page, read once (and again on reload). */
-static int read_demo(struct lb_plugin_ctx *ctx, struct wsp_conf *c)
-{
-    const char *file;
-    if (lb_conf_str(ctx, "demo_file", NULL, &file) < 0) return -1;
-    if (!c->demo) return 0;
-    const char *tries[3] = { file ? lb_conf_path(ctx, file) : NULL, LB_WEBDIR "/index.html", LB_SRC_WEBDIR "/index.html" };
-    for (int i = file ? 0 : 1; i < 3; i++) {
-        FILE *f = tries[i] ? fopen(tries[i], "rb") : NULL;
-        if (!f) { if (file) break; continue; }
-        char *buf = malloc(MAX_DEMO + 1);
-        size_t n = buf ? fread(buf, 1, MAX_DEMO + 1, f) : 0;
-        fclose(f);
-        if (!buf || n > MAX_DEMO) {
-            free(buf);
-            return fail_at(ctx, "demo_file", "%s is larger than 1 MiB", tries[i]);
-        }
-        c->demo_page = buf;
-        c->demo_len = n;
-        return 0;
-    }
-    return fail_at(ctx, file ? "demo_file" : "demo", "demo = yes but the page %s cannot be read",
-                   file ? tries[0] : LB_WEBDIR "/index.html");
-}
-
-static int check_path(struct lb_plugin_ctx *ctx, const char *key, const char *v)
-{
-    if (v[0] != '/' || strlen(v) > 256 || strpbrk(v, "?# \t"))
-        return fail_at(ctx, key, "'%s' must be a path starting with / (no ? or #)", v);
-    return 0;
-}
-
-static int read_conf(struct lb_plugin_ctx *ctx, struct wsp_conf *c)
-{
-    memset(c, 0, sizeof *c);
-    long long pings;
-    if (lb_conf_bool(ctx, "lexbus", true, &c->lexbus) < 0 || lb_conf_str(ctx, "path", "/lexbus", &c->path) < 0 ||
-        lb_conf_bool(ctx, "socketio", true, &c->socketio) < 0 ||
-        lb_conf_str(ctx, "socketio_path", "/socket.io/", &c->sio_path) < 0 ||
-        lb_conf_bool(ctx, "health", true, &c->health) < 0 || lb_conf_bool(ctx, "stats", true, &c->stats) < 0 ||
-        lb_conf_bool(ctx, "metrics", true, &c->metrics) < 0 || lb_conf_bool(ctx, "demo", false, &c->demo) < 0 ||
-        lb_conf_int(ctx, "max_connections", 0, 0, 10000000, &c->max_connections) < 0 ||
-        lb_conf_size(ctx, "max_header", 8192, &c->max_head) < 0 ||
-        lb_conf_size(ctx, "max_payload", 1000000, &c->max_payload) < 0 ||
-        lb_conf_size(ctx, "max_message", 1024 * 1024, &c->max_message) < 0 ||
-        lb_conf_ms(ctx, "header_timeout", 10000, &c->header_timeout_ms) < 0 ||
-        lb_conf_ms(ctx, "handshake_timeout", 10000, &c->handshake_timeout_ms) < 0 ||
-        lb_conf_ms(ctx, "ping_interval", 25000, &c->ping_interval_ms) < 0 ||
-        lb_conf_ms(ctx, "ping_timeout", 20000, &c->ping_timeout_ms) < 0 ||
-        lb_conf_ms(ctx, "upgrade_timeout", 10000, &c->upgrade_timeout_ms) < 0 ||
-        lb_conf_int(ctx, "max_pending", 1024, 1, 1000000, &c->max_pending) < 0 ||
-        lb_conf_int(ctx, "max_namespaces", 32, 1, 1024, &c->max_namespaces) < 0 ||
-        lb_conf_int(ctx, "max_ping_rate", 10, 1, 100000, &pings) < 0 ||
-        lb_conf_str(ctx, "prefix", "", &c->prefix) < 0)
-        return -1;
-    c->max_pings_per_s = (unsigned)pings;
-    if (check_path(ctx, "path", c->path) || check_path(ctx, "socketio_path", c->sio_path)) return -1;
-    c->sio_path_len = strlen(c->sio_path);
-    if (c->sio_path_len > 1 && c->sio_path[c->sio_path_len - 1] == '/') c->sio_path_len--;
-    if (c->max_head < 1024 || c->max_head > 1024 * 1024) return fail_at(ctx, "max_header", "%s", "must be 1K to 1M");
-    if (c->max_payload < 1024 || c->max_payload > 64 * 1024 * 1024)
-        return fail_at(ctx, "max_payload", "%s", "must be 1K to 64M");
-    if (c->max_message < 1024 || c->max_message > 1024 * 1024 * 1024)
-        return fail_at(ctx, "max_message", "%s", "must be 1K to 1G");
-    struct { const char *key; uint64_t v; } ms[] = {
-        { "header_timeout", c->header_timeout_ms }, { "handshake_timeout", c->handshake_timeout_ms },
-        { "ping_interval", c->ping_interval_ms }, { "ping_timeout", c->ping_timeout_ms },
-        { "upgrade_timeout", c->upgrade_timeout_ms },
-    };
-    for (size_t i = 0; i < sizeof ms / sizeof *ms; i++)
-        if (ms[i].v < 50 || ms[i].v > 3600 * 1000) return fail_at(ctx, ms[i].key, "%s", "must be 50ms to 1h");
-    if (*c->prefix && !valid_service_name(c->prefix, strlen(c->prefix)))
-        return fail_at(ctx, "prefix", "'%s' may only hold A-Z a-z 0-9 _ . - / @", c->prefix);
-    if (read_origins(ctx, c) || read_names(ctx, c) || read_subscribe(ctx, c) || read_demo(ctx, c)) return -1;
-    return 0;
-}
-
-/* host:port, numeric (IPv6 as [::1]:port) or localhost; the port is required. */
-static int parse_listen(const char *s, struct sockaddr_storage *ss, int *len)
-{
-    char tmp[160];
-    const char *colon = strrchr(s, ':');
-    if (!colon || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1) || strlen(colon + 1) > 5) return -1;
-    if (!strncmp(s, "localhost:", 10)) {
-        snprintf(tmp, sizeof tmp, "127.0.0.1%s", colon);
-        s = tmp;
-    }
-    *len = (int)sizeof *ss;
-    memset(ss, 0, sizeof *ss);
-    if (evutil_parse_sockaddr_port(s, (struct sockaddr *)ss, len) != 0) return -1;
-    return atoi(colon + 1) > 65535 ? -1 : 0;
-}
-
-static json_t *stats_fn(void *ud);
-
-static int open_listeners(struct wsp *wp, const char *const *listen, size_t n)
-{
-    struct lb_plugin_ctx *ctx = wp->ctx;
-    for (size_t i = 0; i < n; i++) {
-        struct sockaddr_storage ss;
-        int sl;
-        parse_listen(listen[i], &ss, &sl);   /* checked before */
-        unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
-        if (ss.ss_family == AF_INET6) flags |= LEV_OPT_BIND_IPV6ONLY;
-        struct evconnlistener *l = evconnlistener_new_bind(lb_event_base(ctx), accept_cb, wp, flags, 4096,
-                                                           (struct sockaddr *)&ss, sl);
-        if (!l) {
-            lb_plugin_fail(ctx, "cannot listen on %s: %s", listen[i], strerror(errno));
-            return -1;
-        }
-        lb_listener_add(ctx, l);
-        wp->listen[wp->n_listeners] = xstrdup(listen[i]);
-        wp->listeners[wp->n_listeners++] = l;
-        struct sockaddr_storage bound;
-        socklen_t bl = sizeof bound;
-        char where[64];
-        if (getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&bound, &bl) == 0)
-            format_addr((struct sockaddr *)&bound, where, sizeof where);
-        else
-            snprintf(where, sizeof where, "%s", listen[i]);
-        lb_log(ctx, LB_LOG_INFO, "listening on http://%s (%s%s%s%s%s%s)", where,
-               wp->c.lexbus ? wp->c.path : "", wp->c.socketio ? " " : "", wp->c.socketio ? wp->c.sio_path : "",
-               wp->c.health ? " /health" : "", wp->c.metrics ? " /metrics" : "", wp->c.demo ? " demo at /" : "");
-    }
-    return 0;
-}
-
-static int ws_load(struct lb_plugin_ctx *ctx)
-{
-    struct wsp_conf c;
-    if (read_conf(ctx, &c) < 0) { conf_free(&c); return -1; }
-    const char *const *listen;
-    size_t n = lb_conf_list(ctx, "listen", &listen);
-    if (n == 0 || n > WSP_MAX_LISTENERS) {
-        conf_free(&c);
-        lb_plugin_fail(ctx, "give 1 to %d 'listen = host:port' lines", WSP_MAX_LISTENERS);
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        struct sockaddr_storage ss;
-        int sl;
-        if (parse_listen(listen[i], &ss, &sl)) {
-            conf_free(&c);
-            lb_plugin_fail(ctx, "listen '%s' is not host:port with a numeric host (127.0.0.1:3010, [::1]:3010)", listen[i]);
-            return -1;
-        }
-    }
-    if (lb_check_only(ctx)) { conf_free(&c); return 0; }
-    struct wsp *wp = xcalloc(1, sizeof *wp);
-    wp->ctx = ctx;
-    wp->c = c;
-    wp->started_ms = lb_now_ms();
-    ht_init(&wp->sessions, 6);
-    jw_init(&wp->scratch, 4096);
-    jw_init(&wp->reqbuf, 4096);
-    jw_init(&wp->catbuf, 256);
-    lb_plugin_set_data(ctx, wp);
-    if (open_listeners(wp, listen, n) < 0) return -1;   /* the host calls unload */
-    lb_stats_register(ctx, stats_fn, wp);
-    return 0;
-}
-
-static void ws_unload(struct lb_plugin_ctx *ctx)
-{
-    struct wsp *wp = lb_plugin_data(ctx);
-    if (!wp) return;
-    for (size_t i = 0; i < wp->n_listeners; i++) {
-        lb_listener_remove(ctx, wp->listeners[i]);
-        evconnlistener_free(wp->listeners[i]);
-        free(wp->listen[i]);
-    }
-    eio_close_all(wp);
     while (wp->conns) hc_free_now(wp->conns);
-    conf_free(&wp->c);
-    ht_free(&wp->sessions);
-    jw_free(&wp->scratch);
-    jw_free(&wp->reqbuf);
-    jw_free(&wp->catbuf);
-    free(wp);
-    lb_plugin_set_data(ctx, NULL);
 }
-
-static int ws_reload(struct lb_plugin_ctx *ctx)
-{
-    struct wsp_conf c;
-    if (read_conf(ctx, &c) < 0) { conf_free(&c); return -1; }
-    const char *const *listen;
-    size_t n = lb_conf_list(ctx, "listen", &listen);
-    struct wsp *wp = lb_plugin_data(ctx);
-    if (!wp) { conf_free(&c); return 0; }
-    bool same = n == wp->n_listeners;
-    for (size_t i = 0; same && i < n; i++) same = !strcmp(listen[i], wp->listen[i]);
-    if (!same) lb_log(ctx, LB_LOG_WARN, "listen changed: takes effect on restart (still serving the old addresses)");
-    conf_free(&wp->c);
-    wp->c = c;
-    lb_log(ctx, LB_LOG_INFO, "settings reloaded; established connections keep theirs where they were agreed");
-    return 0;
-}
-
-static json_t *stats_fn(void *ud)
-{
-    struct wsp *wp = ud;
-    const struct wsp_counters *n = &wp->n;
-    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-                     "sockets", (json_int_t)wp->n_conns, "lexbusConnections", (json_int_t)wp->n_lexbus,
-                     "sessions", (json_int_t)wp->n_sessions, "namespaces", (json_int_t)wp->n_namespaces,
-                     "accepted", (json_int_t)n->accepted, "overLimit", (json_int_t)n->over_limit,
-                     "httpRequests", (json_int_t)n->http_requests, "httpErrors", (json_int_t)n->http_errors,
-                     "headerTimeouts", (json_int_t)n->header_timeouts, "webSockets", (json_int_t)n->ws_lexbus,
-                     "webSocketErrors", (json_int_t)n->ws_errors, "eioSessions", (json_int_t)n->eio_sessions,
-                     "eioPolling", (json_int_t)n->eio_polling, "eioUpgrades", (json_int_t)n->eio_upgrades,
-                     "eioTimeouts", (json_int_t)n->eio_timeouts, "sioJoins", (json_int_t)n->sio_joins,
-                     "sioRefused", (json_int_t)n->sio_refused, "sioBadPackets", (json_int_t)n->sio_bad_packets,
-                     "binaryRefused", (json_int_t)n->binary_refused, "pingFloods", (json_int_t)n->ping_floods);
-}
-
-__attribute__((visibility("default")))
-const struct lb_plugin lexbus_plugin = {
-    .abi = LB_PLUGIN_ABI,
-    .name = "websocket",
-    .version = PACKAGE_VERSION,
-    .load = ws_load,
-    .unload = ws_unload,
-    .reload = ws_reload,
-};

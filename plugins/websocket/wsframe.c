@@ -10,7 +10,7 @@
 #include <emmintrin.h>
 #endif
 #include "wsframe.h"
-#include "envelope.h"
+#include "utf8.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 /* A reassembly buffer larger than this is released after its message. */
@@ -151,7 +151,7 @@ static const char *check_frame(const struct ws_reader *r, const struct ws_frame 
 static int deliver(enum ws_op op, const uint8_t *p, size_t n, bool ascii, ws_msg_fn fn, void *ud, unsigned *code,
                    const char **why)
 {
-    if (op == WS_OP_TEXT && !ascii && !env_utf8_valid((const char *)p, n)) {
+    if (op == WS_OP_TEXT && !ascii && !ws_utf8_valid(p, n)) {
         *code = 1007;
         *why = "text message is not valid UTF-8";
         return -2;
@@ -167,7 +167,7 @@ static int control(uint8_t op, const uint8_t *p, size_t n, ws_msg_fn fn, void *u
     if (n >= 2) {
         status = (unsigned)p[0] << 8 | p[1];
         if (!close_code_ok(status)) { *code = 1002; *why = "invalid close status code"; return -2; }
-        if (!env_utf8_valid((const char *)p + 2, n - 2)) { *code = 1007; *why = "close reason is not valid UTF-8"; return -2; }
+        if (!ws_utf8_valid(p + 2, n - 2)) { *code = 1007; *why = "close reason is not valid UTF-8"; return -2; }
         p += 2;
         n -= 2;
     }
@@ -244,17 +244,35 @@ int ws_frame_write(struct evbuffer *out, enum ws_op op, const struct iovec *iov,
     return 0;
 }
 
-int ws_close_write(struct evbuffer *out, unsigned code, const char *reason)
+bool ws_utf8_valid(const uint8_t *p, size_t len)
 {
-    uint8_t b[125];
+    const uint8_t *end = p + len;
+    while (p < end) {
+        /* Plain ASCII 8 bytes at a time: almost every message is. */
+        while (end - p >= 8) {
+            uint64_t x;
+            memcpy(&x, p, 8);
+            if (x & 0x8080808080808080ull) break;
+            p += 8;
+        }
+        if (p >= end) break;
+        if (*p < 0x80) { p++; continue; }
+        size_t n = utf8_seq(p, end);
+        if (!n) return false;
+        p += n;
+    }
+    return true;
+}
+
+size_t ws_close_payload(uint8_t b[125], unsigned code, const char *reason)
+{
     size_t full = reason ? strlen(reason) : 0, rn = full > 123 ? 123 : full;
     /* Never cut a UTF-8 sequence in half. */
     while (rn > 0 && rn < full && ((unsigned char)reason[rn] & 0xC0) == 0x80) rn--;
     b[0] = (uint8_t)(code >> 8);
     b[1] = (uint8_t)code;
     if (rn) memcpy(b + 2, reason, rn);
-    struct iovec iov = { b, 2 + rn };
-    return ws_frame_write(out, WS_OP_CLOSE, &iov, 1);
+    return 2 + rn;
 }
 
 int ws_accept_key(const char *key, size_t n, char out[29])

@@ -77,8 +77,12 @@ long ws_read(struct ws_reader *r, uint8_t *p, size_t len, ws_msg_fn fn, void *ud
 /* Server frames (never masked): one whole frame of `op` with the given
  * pieces appended to out.  Returns 0 or -1. */
 int ws_frame_write(struct evbuffer *out, enum ws_op op, const struct iovec *iov, int iovcnt);
-/* A close frame with a status and a reason (cut to fit 123 bytes). */
-int ws_close_write(struct evbuffer *out, unsigned code, const char *reason);
+/* The payload of a close frame: a status and a reason (cut to fit 123
+ * bytes, never inside a UTF-8 sequence).  Returns its length. */
+size_t ws_close_payload(uint8_t out[125], unsigned code, const char *reason);
+/* True when p holds well-formed UTF-8 (core/utf8.h's rules: no overlongs,
+ * surrogates or code points above U+10FFFF). */
+bool ws_utf8_valid(const uint8_t *p, size_t len);
 
 /* Sec-WebSocket-Accept for a Sec-WebSocket-Key: 0, or -1 when the key is
  * not the base64 of 16 bytes.  out gets 28 characters and a NUL. */

@@ -6,6 +6,8 @@
  *   bridge.c     Socket.IO namespaces as lexbus connections (the Exprsn
  *                Bridge vocabulary: ipc:emit, ipc:call, ...)
  *   httpapi.c    /health, /api/ipc/stats, /metrics, the demo page
+ *   tls.c        TLS on the listener's sockets (OpenSSL on the socket itself)
+ *   slots.c      handle-addressed tables (session ids, request and ack ids)
  *
  * Everything runs on the loop thread.  Lifetimes: a struct hc (one socket)
  * is freed by hc_free, deferred while it is `busy` (inside its own read
@@ -17,19 +19,25 @@
 #define WS_WSP_H
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <openssl/ssl.h>
 #include <lexbus/plugin.h>
 #include <lexbus/protocol.h>
 #include "http.h"
 #include "wsframe.h"
-#include "htable.h"
-#include "jsonw.h"
+#include "slots.h"
+#include "../common/net.h"
+#include "../common/stream.h"
+#include "../common/throttle.h"
+#include "../common/tls.h"
 
 #define WSP_MAX_LISTENERS 16
 #define WSP_MAX_ORIGINS 32
 #define WSP_MAX_SUBSCRIBE 32
-#define WSP_SID_LEN 20
+#define WSP_SID_LEN 20           /* 15 random characters and 5 for the session's slot */
+#define WSP_SID_RANDOM 15
 
 struct hc;
 struct eio;
@@ -43,10 +51,10 @@ struct wsp_conf {
     const char *path;                /* /lexbus */
     const char *sio_path;            /* /socket.io/ (trailing slash optional) */
     size_t sio_path_len;             /* without the trailing slash */
-    uint64_t max_head, max_payload, max_message;
+    uint64_t max_head, max_payload, max_message;   /* max_message 0: [bus] max_frame */
     uint64_t header_timeout_ms, handshake_timeout_ms;
     uint64_t ping_interval_ms, ping_timeout_ms, upgrade_timeout_ms;
-    long long max_connections, max_pending, max_namespaces;
+    long long max_connections, max_pending, max_namespaces, max_handshaking, max_per_addr;
     unsigned max_pings_per_s;
     char *origins[WSP_MAX_ORIGINS];  /* owned */
     size_t n_origins;
@@ -57,36 +65,69 @@ struct wsp_conf {
     char *subscribe_json;            /* default subscriptions, a JSON array (owned) */
     char *demo_page;                 /* the page served at GET / (owned) */
     size_t demo_len;
+    bool tls;                        /* cert and key given */
+    struct tls_keys keys;            /* when tls */
 };
 
-/* Counters this plugin keeps itself (stats, /metrics). */
+/* Counters this plugin keeps itself (lexbus stats, and /metrics as
+ * lexbus_plugin_websocket_<name> through lb_counter_register). */
 struct wsp_counters {
-    unsigned long long accepted, over_limit, http_requests, http_errors, header_timeouts,
+    uint64_t accepted, over_limit, http_requests, http_errors, header_timeouts,
         ws_lexbus, ws_errors, eio_sessions, eio_polling, eio_upgrades, eio_timeouts,
-        sio_joins, sio_refused, sio_bad_packets, binary_refused, ping_floods;
+        sio_joins, sio_refused, sio_bad_packets, binary_refused, ping_floods,
+        tls_handshakes, tls_refused, over_handshaking, reloads;
 };
 
 struct wsp {
     struct lb_plugin_ctx *ctx;
     struct wsp_conf c;
+    struct wsp_conf *staged;         /* reload step 1, until reload_done */
+    SSL_CTX *ssl, *staged_ssl;       /* TLS listeners: for new sockets */
+    bool authenticator;              /* require_client_cert at start-up (fixed) */
+    char cert_subject[256], cert_not_after[32];
     struct evconnlistener *listeners[WSP_MAX_LISTENERS];
     char *listen[WSP_MAX_LISTENERS];
     size_t n_listeners;
     struct hc *conns;                /* every socket */
-    long long n_conns;
-    struct htable sessions;          /* struct eio by sid */
-    long long n_sessions, n_namespaces, n_lexbus;
-    uint64_t started_ms;
-    struct jw scratch;               /* packets to clients */
-    struct jw reqbuf;                /* frames handed to the bus (kept apart: the bus
+    uint64_t n_conns, n_handshaking; /* counters' gauges: uint64_t */
+    struct net_addr_table handshaking_by_addr;
+    struct slots sessions;           /* struct eio, by the slot its sid names */
+    uint64_t n_sessions, n_namespaces, n_lexbus;
+    bool draining;                   /* lb_drain_register told us */
+    struct lb_jw *scratch;           /* packets to clients */
+    struct lb_jw *reqbuf;            /* frames handed to the bus (kept apart: the bus
                                       * answers while it reads them) */
-    struct jw catbuf;                /* a frame the bus gave in pieces */
+    struct lb_jw *catbuf;            /* a frame the bus gave in pieces */
+    struct lb_jw *errbuf;            /* an error object made here */
+    struct lb_msg *msg;              /* frames from the bus, parsed */
     struct wsp_counters n;
-    uint64_t refusal_log_ms;         /* throttle: one refusal line a second */
-    unsigned refusals_shown, refusals_hidden;
+    struct throttle refusals;        /* refused requests and sockets: log lines a second */
 };
 
+/* JSON pieces through the host's writer (lb_jw). */
+#define JW_LIT(w, s) lb_jw_raw((w), (s), sizeof(s) - 1)
+#define JW_CSTR(w, s) lb_jw_str((w), (s), strlen(s))
+
+/* Allocation failure ends lexbusd, as it does in the core: a plugin half
+ * way through building a session has no better way out. */
+void *wsp_alloc(size_t n);               /* zeroed */
+void *wsp_realloc(void *p, size_t n);
+char *wsp_strndup(const char *s, size_t n);
+
+/* ---- settings (wsconf.c) -------------------------------------------- */
+
+/* The largest /lexbus message: max_message, at most [bus] max_frame. */
+uint64_t wsp_max_message(const struct wsp *wp);
+
 /* ---- sockets (websocket.c) ---------------------------------------- */
+
+struct evconnlistener;
+struct sockaddr;
+void wsp_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg);
+/* SIGTERM: idle sockets and sessions end now (lb_drain_register). */
+void wsp_drain(struct wsp *wp);
+/* Unload: frees every socket. */
+void wsp_free_sockets(struct wsp *wp);
 
 enum hc_state { HC_HTTP, HC_HELD, HC_WS, HC_CLOSING };
 enum hc_kind { HK_NONE, HK_LEXBUS, HK_EIO };
@@ -103,8 +144,14 @@ struct hc {
     enum hc_kind kind;
     struct http_req *req;
     struct ws_reader wr;             /* HC_WS */
+    struct stream_marks marks;       /* HC_WS: frame boundaries in `out`, for discard */
     struct lb_conn *conn;            /* HK_LEXBUS */
     struct eio *sess;                /* HK_EIO, or the session of a held request */
+    SSL *ssl;                        /* TLS listeners (tls.c) */
+    struct net_addr_count *ac;       /* while the TLS handshake runs: its address's count */
+    bool handshaking;                /* TLS handshake not done yet */
+    bool read_wants_write, write_wants_read;   /* TLS: an SSL call waits for the other direction */
+    bool peer_gone;                  /* EOF or error: no close_notify */
     unsigned pause;
     bool rev_on, wev_on;
     bool keep_alive;                 /* the response being written lets the socket stay */
@@ -114,8 +161,9 @@ struct hc {
     bool dead;
     unsigned pings;                  /* client pings in the current second */
     uint64_t ping_window_ms;
-    uint64_t heartbeat_ms;           /* /lexbus: the bus's, from REGISTER_ACK */
-    uint64_t error_ms;               /* /lexbus: when the bus last sent an ERROR */
+    char cert_subject[256];          /* verified client certificate, or "" */
+    const char **ids;                /* its names (identity_names), owned; NULL when none */
+    size_t n_ids;
     char addr[64];
     struct hc *next, **pprev;
 };
@@ -141,10 +189,35 @@ int hc_ws_text(struct hc *hc, const char *p, size_t n);
 bool wsp_origin_ok(struct wsp *wp, const struct http_req *r);
 /* CORS headers for an allowed Origin (empty when there is none). */
 void wsp_cors_headers(const struct http_req *r, char *out, size_t len);
-void wsp_peer_addr(struct hc *hc, struct lb_peer *peer, const char *transport);
+/* What the bus is told about the socket's peer (address, client
+ * certificate); borrowed from hc. */
+void wsp_peer(const struct hc *hc, struct lb_peer *peer, const char *transport);
 void wsp_log_refusal(struct wsp *wp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Random [A-Za-z0-9_-] characters and a NUL. */
-void wsp_random_id(char out[WSP_SID_LEN + 1]);
+/* n random [A-Za-z0-9_-] characters and a NUL. */
+void wsp_random_chars(char *out, size_t n);
+/* The interval of server pings: ping_interval, or [bus] heartbeat when
+ * that is shorter (pongs count as the connection's heartbeats). */
+uint64_t wsp_ping_period(const struct wsp *wp);
+/* Arms a one-shot timer. */
+void wsp_arm(struct event *ev, uint64_t ms);
+
+/* ---- TLS on sockets (tls.c) ----------------------------------------- */
+
+/* Starts the server handshake on an accepted socket: 0, or -1. */
+int tls_begin(struct hc *hc, SSL_CTX *ctx);
+/* Drives the handshake: 1 done, 0 waiting (events armed), -1 failed
+ * (logged; the caller frees hc). */
+int tls_handshake(struct hc *hc);
+/* Reads into hc->in: bytes read, 0 at EOF, -1 error, -2 nothing ready. */
+ssize_t tls_read(struct hc *hc, size_t max);
+/* Writes from hc->out: 0 (what could not be written stays queued;
+ * hc->wev or hc->rev is needed), -1 error. */
+int tls_write(struct hc *hc);
+/* A close_notify when everything queued went out (never waits). */
+void tls_end(struct hc *hc);
+void tls_free(struct hc *hc);
+/* A copy of n names in one allocation (free() it), or NULL when n is 0. */
+const char **wsp_names_dup(const char *const *names, size_t n);
 
 /* ---- Engine.IO sessions (session.c) -------------------------------- */
 
@@ -162,7 +235,7 @@ size_t eio_pending(const struct eio *s);
 int eio_flush(struct eio *s);
 /* Ends the session: every namespace leaves the bus. */
 void eio_close(struct eio *s, const char *why);
-void eio_close_all(struct wsp *wp);
+void eio_close_all(struct wsp *wp, const char *why);
 /* From a host callback (op_close, op_send): the host may be walking its
  * connections, so the close waits for the session's `later` event. */
 void eio_close_from_host(struct eio *s, unsigned code, const char *why);
@@ -172,10 +245,11 @@ void eio_later(struct eio *s);
 void eio_skip_binary(struct eio *s, unsigned n);
 const char *eio_sid(const struct eio *s);
 const char *eio_addr(const struct eio *s);
+/* The peer as the session's first socket showed it (address, client
+ * certificate), for its namespaces' lb_conn_new. */
+void eio_peer(const struct eio *s, struct lb_peer *peer);
 struct lb_plugin_ctx *eio_ctx(const struct eio *s);
 struct wsp *eio_wsp(const struct eio *s);
-/* The bus's heartbeat, learned from a REGISTER_ACK: pings at least this often. */
-void eio_note_heartbeat(struct eio *s, uint64_t ms);
 /* Namespaces of the session, for the bridge. */
 struct sns *eio_find_ns(struct eio *s, const char *nsp, size_t n);
 int eio_add_ns(struct eio *s, struct sns *ns);

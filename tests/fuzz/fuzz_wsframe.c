@@ -13,7 +13,6 @@
 #include <string.h>
 #include <wslay/wslay.h>
 #include "wsframe.h"
-#include "envelope.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -92,7 +91,7 @@ struct seen { unsigned n; uint32_t sig; int closed; };
 static int on_msg(void *ud, enum ws_op op, const uint8_t *p, size_t n, unsigned code)
 {
     struct seen *s = ud;
-    if (op == WS_OP_TEXT && !env_utf8_valid((const char *)p, n)) abort();
+    if (op == WS_OP_TEXT && !ws_utf8_valid(p, n)) abort();
     if ((op == WS_OP_TEXT || op == WS_OP_BINARY) && n > MAX_MSG) abort();
     if ((op == WS_OP_PING || op == WS_OP_PONG || op == WS_OP_CLOSE) && n > 125) abort();
     if (op == WS_OP_CLOSE && code < 1000) abort();

@@ -22,7 +22,7 @@ TESTS += fuzz/replay_http fuzz/replay_wsframe fuzz/replay_sio
 fuzz_replay_http_SOURCES = fuzz/replay.c fuzz/fuzz_http.c ../plugins/websocket/http.c
 fuzz_replay_http_CPPFLAGS = $(WS_FUZZ_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/http"'
 fuzz_replay_http_LDADD = $(HTTP_PARSER_LIBS)
-fuzz_replay_wsframe_SOURCES = fuzz/replay.c fuzz/fuzz_wsframe.c ../plugins/websocket/wsframe.c ../core/envelope.c
+fuzz_replay_wsframe_SOURCES = fuzz/replay.c fuzz/fuzz_wsframe.c ../plugins/websocket/wsframe.c
 fuzz_replay_wsframe_CPPFLAGS = $(WS_FUZZ_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/wsframe"'
 fuzz_replay_wsframe_LDADD = $(WSLAY_LIBS) $(OPENSSL_LIBS) $(LIBEVENT_LIBS)
 fuzz_replay_sio_SOURCES = fuzz/replay.c fuzz/fuzz_sio.c ../plugins/websocket/eio.c ../core/envelope.c

@@ -18,7 +18,7 @@ clang "${flags[@]}" -I"$top/client" -o "$out/fuzz_wire" "$here/fuzz_wire.c" "$to
 clang "${flags[@]}" -o "$out/fuzz_jwtpart" "$here/fuzz_jwtpart.c" -ljansson -lcrypto
 ws="$top/plugins/websocket"
 clang "${flags[@]}" -I"$ws" -o "$out/fuzz_http" "$here/fuzz_http.c" "$ws/http.c" -lhttp_parser
-clang "${flags[@]}" -I"$ws" -o "$out/fuzz_wsframe" "$here/fuzz_wsframe.c" "$ws/wsframe.c" "$top/core/envelope.c" \
+clang "${flags[@]}" -I"$ws" -o "$out/fuzz_wsframe" "$here/fuzz_wsframe.c" "$ws/wsframe.c" \
   -lwslay -lcrypto -levent
 clang "${flags[@]}" -I"$ws" -o "$out/fuzz_sio" "$here/fuzz_sio.c" "$ws/eio.c" "$top/core/envelope.c"
 for t in envelope conf wire jwtpart http wsframe sio; do

@@ -185,7 +185,7 @@ def heartbeats_and_their_timeouts():
         code, reason = closed(c, "client ping")
         check_eq(code, 1008, "a client ping is refused (%r)" % reason)
         check("server pings" in reason, reason)
-        check(bus.stats()["plugins"]["websocket"]["eioTimeouts"] >= 2, "timeouts counted")
+        check(bus.stats()["plugins"]["websocket"]["eio_timeouts"] >= 2, "timeouts counted")
     with ws_bus(extra="handshake_timeout = 500ms") as bus:
         c = ws_session(bus.port)
         code, reason = closed(c, "no namespace")
@@ -217,7 +217,7 @@ def upgrade_from_polling_to_websocket():
         check_eq(get(p, sid)[0], 400, "polling refused after the upgrade")
         again = RawWS(p, handshake=False)
         check_eq(again.handshake(EIO % "websocket" + "&sid=" + sid)[0], 400, "a second WebSocket for the sid")
-        check_eq(bus.stats()["plugins"]["websocket"]["eioUpgrades"], 1, "counted")
+        check_eq(bus.stats()["plugins"]["websocket"]["eio_upgrades"], 1, "counted")
         # A probe that never finishes is dropped; polling carries on.
         sid = handshake(p)["sid"]
         probe = ws_session(p, sid)
@@ -256,7 +256,7 @@ def socketio_grammar_violations_close_the_session():
         c.send_text('41/ipc/never-joined,')   # leaving what was never joined is harmless
         c.send_text('40/ipc/fine,')
         check(recv_skip_pings(c).startswith('40/ipc/fine,'), "joined again after leaving")
-        check(bus.stats()["plugins"]["websocket"]["sioBadPackets"] >= 17, "counted")
+        check(bus.stats()["plugins"]["websocket"]["sio_bad_packets"] >= 17, "counted")
 
 
 @test

@@ -91,7 +91,7 @@ def polling_then_upgrade_and_polling_only():
         got = [sio.event("q", "to:q")["args"][0] for _ in range(5)]
         check_eq(got, list(range(5)), "events to a polling client, in order")
         st = bus.stats()["plugins"]["websocket"]
-        check(st["eioUpgrades"] >= 1 and st["eioPolling"] >= 2, "stats: %r" % st)
+        check(st["eio_upgrades"] >= 1 and st["eio_polling"] >= 2, "stats: %r" % st)
 
 
 @test
@@ -255,7 +255,7 @@ def binary_attachments_are_refused_clearly():
         wait_for(lambda: "bin" not in services(bus), 5, what="the refused namespace to leave")
         check_eq(sio.call("keep", "ipc:emit", {"event": "k:x", "payload": 1})[0]["success"], True,
                  "the session's other namespace carries on")
-        check_eq(bus.stats()["plugins"]["websocket"]["binaryRefused"], 1, "counted")
+        check_eq(bus.stats()["plugins"]["websocket"]["binary_refused"], 1, "counted")
 
 
 @test

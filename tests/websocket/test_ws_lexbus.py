@@ -162,36 +162,68 @@ def fragmented_and_large_messages():
         check_eq(len(sub.recv()["payload"]), 70000, "64-bit length")
 
 
+def flood_until_slow_consumer(bus, frame, probe):
+    pub = bus.client("pub-%d" % time.time_ns())
+    pub.sock.setblocking(False)
+    end, next_check = time.time() + 30, 0
+    while time.time() < end:
+        try:
+            pub.sock.send(frame)
+        except BlockingIOError:
+            time.sleep(0.02)
+        if time.time() > next_check:
+            next_check = time.time() + 0.5
+            st = probe.call("lexbus", "stats")["data"]
+            if st["slowConsumers"] >= 1:
+                return pub, st
+    raise lbtest.TestFailure("the reader that stopped was never closed as a slow consumer")
+
+
+def read_out(raw):
+    """Everything the server still sends, to its close: (events, last message, close code)."""
+    code, reason, texts = raw.expect_close(timeout=20)
+    msgs = [json.loads(t) for t in texts]   # whole frames only: each parses
+    return sum(m["type"] == "EVENT" for m in msgs), msgs[-1], code
+
+
 @test
 def back_pressure_and_slow_consumer():
-    with ws_bus(bus="outbuf_high = 64K\noutbuf_max = 4M\nslow_consumer_timeout = 2s") as bus:
+    # Point-to-point EMITs to a reader that stopped pause their publisher
+    # (broadcasts never do); past slow_consumer_timeout the reader is
+    # closed, and its SLOW_CONSUMER ERROR comes right after whole frames.
+    with ws_bus(bus="outbuf_high = 64K\noutbuf_max = 16M\nslow_consumer_timeout = 2s") as bus:
         raw = RawWS(bus.port)
-        raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        raw.send_text(json.dumps({"type": "REGISTER", "serviceName": "slow", "subscribe": ["flood:*"]}))
+        raw.send_text(json.dumps({"type": "REGISTER", "serviceName": "slow"}))
         raw.recv()
-        pub = bus.client("pub")
-        pub.sock.setblocking(False)
-        frame = lbtest.frame({"type": "EMIT", "event": "flood:x", "payload": "z" * 1000}) * 16
         probe = bus.client("probe")
-        stats, end, next_check = None, time.time() + 30, 0
-        while time.time() < end:
-            try:
-                pub.sock.send(frame)
-            except BlockingIOError:
-                time.sleep(0.02)
-            if time.time() > next_check:
-                next_check = time.time() + 0.5
-                st = probe.call("lexbus", "stats")["data"]
-                if st["slowConsumers"] >= 1:
-                    stats = st
-                    break
-        check(stats is not None, "the reader that stopped was never closed as a slow consumer")
-        check(stats["senderPauses"] >= 1, "the publisher was paused first: %r" % stats)
+        frame = lbtest.frame({"type": "EMIT", "event": "flood:x", "to": "slow", "payload": "z" * 1000}) * 16
+        pub, st = flood_until_slow_consumer(bus, frame, probe)
+        check(st["senderPauses"] >= 1, "the publisher was paused first: %r" % st)
+        _, last, code = read_out(raw)
+        check_eq((last["type"], last["error"]["code"], code), ("ERROR", "SLOW_CONSUMER", 1008),
+                 "the ERROR, then the close: %r" % last)
         pub.sock.setblocking(True)
-        # The publisher is served again once the slow one is gone.
-        pub2 = bus.client("pub2")
-        r = pub2.call("lexbus", "ping")
-        check_eq(r["data"]["pong"], True, "bus still serving")
+        check_eq(pub.call("lexbus", "ping")["data"]["pong"], True, "the publisher is served again")
+        raw.close()
+
+
+@test
+def slow_subscriber_gets_slow_consumer_before_the_queue():
+    # A broadcast subscriber that stops reading: its queue grows to
+    # outbuf_max; the bus drops what is queued (whole frames, the discard
+    # op) and the SLOW_CONSUMER ERROR arrives after at most what the kernel
+    # held and one 64 KiB stretch of frames, not after megabytes.
+    with ws_bus(bus="outbuf_max = 4M") as bus:
+        raw = RawWS(bus.port)
+        raw.send_text(json.dumps({"type": "REGISTER", "serviceName": "slow-sub", "subscribe": ["flood:*"]}))
+        raw.recv()
+        probe = bus.client("probe")
+        frame = lbtest.frame({"type": "EMIT", "event": "flood:x", "payload": "z" * 1000}) * 16
+        pub, st = flood_until_slow_consumer(bus, frame, probe)
+        queued = st["messagesOut"]["EVENT"]
+        read, last, code = read_out(raw)
+        check_eq((last["type"], last["error"]["code"], code), ("ERROR", "SLOW_CONSUMER", 1008), "ERROR then close")
+        check(queued - read >= 2000, "at least 2 MB of queued events dropped (queued %d, read %d)" % (queued, read))
         raw.close()
 
 
