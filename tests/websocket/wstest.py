@@ -172,8 +172,10 @@ class RawWS:
     """A WebSocket client that can send anything (unmasked frames, reserved
     bits, bad lengths) and reads the server's frames as they are."""
 
-    def __init__(self, port, path="/lexbus", headers=None, host="127.0.0.1", timeout=5.0, handshake=True):
+    def __init__(self, port, path="/lexbus", headers=None, host="127.0.0.1", timeout=5.0, handshake=True, ctx=None):
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if ctx:   # wss: an ssl.SSLContext (the server's certificate names localhost)
+            self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
         self.buf = b""
         self.port = port
         if handshake:
@@ -316,9 +318,10 @@ class RawWS:
             pass
 
 
-def http(port, method, path, headers=None, body=None, timeout=5.0):
-    """One HTTP/1.1 request on a new connection: (status, headers, body)."""
-    c = RawWS(port, handshake=False, timeout=timeout)
+def http(port, method, path, headers=None, body=None, timeout=5.0, ctx=None):
+    """One HTTP/1.1 request on a new connection (https with an
+    ssl.SSLContext): (status, headers, body)."""
+    c = RawWS(port, handshake=False, timeout=timeout, ctx=ctx)
     h = {"Host": "127.0.0.1:%d" % port, "Connection": "close"}
     h.update(headers or {})
     if body is not None:
