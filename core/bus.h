@@ -48,8 +48,10 @@ struct lb_conn {
     bool dead;                   /* closed: no more input or output */
     bool in_input;               /* inside lb_conn_input: defer the free */
     bool dirty;                  /* in g_bus.dirty: flush after this iteration */
+    uint8_t encoding;            /* enum lb_encoding: AUTO until the first frame (core/encoding.h) */
     const char *close_why;       /* a send failed: closed after this iteration */
     enum conn_state state;
+    bool encoding_pinned;        /* set by the transport's `encoding` key, not by the first frame */
     const struct lb_conn_ops *ops;
     void *tdata;
     struct lb_plugin_ctx *transport;

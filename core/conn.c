@@ -9,6 +9,7 @@
 #include "conn.h"
 #include "frame.h"
 #include "router.h"
+#include "encoding.h"
 #include "policy.h"
 #include "plugin_host.h"
 #include "log.h"
@@ -138,7 +139,7 @@ int lb_conn_input(struct lb_conn *c, const char *frame, size_t len)
                         len, (unsigned long long)g_bus.set.max_frame);
         conn_close(c, true, "frame too large");
     } else {
-        router_input(c, frame, len);
+        encoding_input(c, frame, len);
     }
     return input_end(c);
 }
@@ -159,7 +160,7 @@ int lb_conn_read_frames(struct lb_conn *c, struct evbuffer *in)
             memcpy(&n, base + off, sizeof n);
             n = ntohl(n);
             if (n == 0 || n > g_bus.set.max_frame || contig - off - LB_FRAME_HEADER < n) break;
-            router_input(c, base + off + LB_FRAME_HEADER, n);
+            encoding_input(c, base + off + LB_FRAME_HEADER, n);
             off += LB_FRAME_HEADER + (size_t)n;
         }
         if (off) evbuffer_drain(in, off);
@@ -180,7 +181,7 @@ int lb_conn_read_frames(struct lb_conn *c, struct evbuffer *in)
         }
         /* A whole frame that spans chunks: make it contiguous. */
         const char *p = (const char *)evbuffer_pullup(in, LB_FRAME_HEADER + (ssize_t)n);
-        router_input(c, p + LB_FRAME_HEADER, n);
+        encoding_input(c, p + LB_FRAME_HEADER, n);
         evbuffer_drain(in, LB_FRAME_HEADER + (size_t)n);
     }
     return input_end(c);
@@ -216,6 +217,10 @@ static void close_later(struct lb_conn *c, const char *why)
 int conn_send(struct lb_conn *c, const char *p, size_t n, enum lb_msg_type t)
 {
     if (c->dead || c->close_why || !c->ops) return -1;
+    if (c->encoding == LB_ENCODING_MSGPACK && encoding_output(c, &p, &n) != 0) {
+        close_later(c, "cannot encode as MessagePack");
+        return -1;
+    }
     struct iovec iov = { (void *)p, n };
     if (c->ops->send(c->tdata, &iov, 1) != 0) {
         close_later(c, "send failed");

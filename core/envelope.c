@@ -117,6 +117,18 @@ static inline const unsigned char *skip_plain(const unsigned char *p, const unsi
     return p;
 }
 
+size_t env_plain_prefix(const char *p, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)p, *end = u + n, *q = skip_plain(u, end);
+    while (q < end && *q >= 0x20 && *q < 0x80 && *q != '"' && *q != '\\') q++;
+    return (size_t)(q - u);
+}
+
+size_t env_utf8_seq(const char *p, const char *end)
+{
+    return utf8_seq((const unsigned char *)p, (const unsigned char *)end);
+}
+
 /* s->p is just past the opening quote. */
 static int scan_string(struct scan *s, struct env_val *out)
 {

@@ -214,6 +214,22 @@ void lb_conn_set_data(struct lb_conn *conn, struct lb_plugin_ctx *ctx, void *dat
  * shown by `lexbus services` and `stats`. */
 void lb_conn_set_auth(struct lb_conn *conn, const char *how);
 
+/* Wire encoding of a connection's frames.  The bus routes JSON; a
+ * connection that speaks MessagePack (Bro IPC's default serializer) has
+ * each frame converted at the edge, both ways.  AUTO: recognised from the
+ * first frame (a JSON object starts with '{' after optional white space, a
+ * MessagePack map with 0x80-0x8f, 0xde or 0xdf) and fixed from then on;
+ * every frame the bus sends the connection is in that encoding.  Added
+ * without an ABI bump (see lb_plugin_position). */
+enum lb_encoding { LB_ENCODING_AUTO = 0, LB_ENCODING_JSON, LB_ENCODING_MSGPACK };
+/* Pins the encoding of a new connection (call right after lb_conn_new,
+ * before any frame; the default is AUTO). */
+void lb_conn_set_encoding(struct lb_conn *conn, enum lb_encoding enc);
+/* Reads the transport's `encoding = auto | json | msgpack` key (default
+ * auto).  Returns 0, 1 when absent, -1 on a bad value (reported with
+ * file:line through lb_plugin_fail). */
+int lb_conf_encoding(struct lb_plugin_ctx *ctx, enum lb_encoding *out);
+
 /* Transport listeners: the host disables them when draining (SIGTERM), and
  * sets their error callback: when the process runs out of descriptors it
  * pauses every listener for 100 ms (instead of spinning on a readable

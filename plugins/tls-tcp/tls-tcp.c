@@ -94,6 +94,7 @@ struct tls_plugin {
     uint64_t handshake_ms;
     long long max_conns;          /* 0 = no limit */
     long long max_handshaking;    /* 0 = no limit */
+    enum lb_encoding encoding;    /* `encoding` key: new connections get it */
     bool authenticator;           /* require_client_cert at start-up: declared, fixed */
     struct name_map *maps;        /* names.* lines in force */
     size_t n_maps;
@@ -126,6 +127,7 @@ struct tls_settings {
     bool require_cert;
     uint64_t handshake_ms;
     long long max_conns, max_handshaking;
+    enum lb_encoding encoding;
     struct name_map *maps;        /* owned until handed to the plugin */
     size_t n_maps;
 };
@@ -243,7 +245,8 @@ static int read_settings(struct lb_plugin_ctx *ctx, struct tls_settings *s, cons
         lb_conf_bool(ctx, "require_client_cert", false, &s->require_cert) < 0 ||
         lb_conf_ms(ctx, "handshake_timeout", 10000, &s->handshake_ms) < 0 ||
         lb_conf_int(ctx, "max_connections", 0, 0, 10000000, &s->max_conns) < 0 ||
-        lb_conf_int(ctx, "max_handshaking", 256, 0, 10000000, &s->max_handshaking) < 0)
+        lb_conf_int(ctx, "max_handshaking", 256, 0, 10000000, &s->max_handshaking) < 0 ||
+        lb_conf_encoding(ctx, &s->encoding) < 0)
         return -1;
     if (!s->cert || !s->key) {
         lb_plugin_fail(ctx, "cert and key are required (scripts/gen-certs.sh makes development ones)");
@@ -596,6 +599,7 @@ static void handshake_done(struct tls_conn *tc)
     };
     tc->conn = lb_conn_new(tp->ctx, &tls_ops, tc, &peer);
     if (!tc->conn) { tc_free(tc); return; }
+    lb_conn_set_encoding(tc->conn, tp->encoding);
     tp->n.established++;
     lb_log(tp->ctx, LB_LOG_DEBUG, "%s: %s %s handshake done%s%s%s", tc->addr, SSL_get_version(ssl),
            SSL_session_reused(ssl) ? "resumed" : "full", subject[0] ? ", client " : "", subject,
@@ -794,6 +798,7 @@ static void apply_settings(struct tls_plugin *tp, struct tls_settings *s)
     tp->handshake_ms = s->handshake_ms;
     tp->max_conns = s->max_conns;
     tp->max_handshaking = s->max_handshaking;
+    tp->encoding = s->encoding;
     free_maps(tp->maps);
     tp->maps = s->maps;
     tp->n_maps = s->n_maps;

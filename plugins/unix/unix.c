@@ -45,6 +45,7 @@ struct unix_plugin {
     uid_t uids[16];
     gid_t gids[16];
     size_t n_uids, n_gids;
+    enum lb_encoding encoding;    /* `encoding` key: new connections get it */
 };
 
 struct unix_conn {
@@ -253,6 +254,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         uc_free(uc);
         return;
     }
+    lb_conn_set_encoding(uc->conn, up->encoding);
     event_add(&uc->rev, NULL);
 }
 
@@ -287,6 +289,7 @@ struct unix_settings {
     uid_t uids[16];
     gid_t gids[16];
     size_t n_uids, n_gids;
+    enum lb_encoding encoding;
 };
 
 /* "self, 1000, 1001" -> ids.  Returns the count or -1. */
@@ -313,7 +316,8 @@ static int read_settings(struct lb_plugin_ctx *ctx, struct unix_settings *st)
     if (lb_conf_str(ctx, "path", LB_DEFAULT_SOCKET, &path) < 0 ||
         lb_conf_str(ctx, "mode", "0660", &mode_s) < 0 ||
         lb_conf_int(ctx, "backlog", 4096, 1, 65535, &st->backlog) < 0 ||
-        lb_conf_str(ctx, "allow_uids", "", &uids) < 0 || lb_conf_str(ctx, "allow_gids", "", &gids) < 0)
+        lb_conf_str(ctx, "allow_uids", "", &uids) < 0 || lb_conf_str(ctx, "allow_gids", "", &gids) < 0 ||
+        lb_conf_encoding(ctx, &st->encoding) < 0)
         return -1;
     long nu = parse_ids(uids, (unsigned *)st->uids, 16), ng = parse_ids(gids, (unsigned *)st->gids, 16);
     if (nu < 0 || ng < 0) {
@@ -354,6 +358,7 @@ static int unix_load(struct lb_plugin_ctx *ctx)
     memcpy(up->gids, st.gids, sizeof up->gids);
     up->n_uids = st.n_uids;
     up->n_gids = st.n_gids;
+    up->encoding = st.encoding;
     lb_plugin_set_data(ctx, up);
     if (prepare_path(up, path)) return -1;
     strcpy(sun.sun_path, path);
@@ -398,6 +403,7 @@ static int unix_reload(struct lb_plugin_ctx *ctx)
     struct unix_settings st;
     if (read_settings(ctx, &st) < 0) return -1;
     struct unix_plugin *up = lb_plugin_data(ctx);
+    if (up) up->encoding = st.encoding;
     if (up && up->path && strcmp(st.path, up->path) != 0)
         lb_log(ctx, LB_LOG_WARN, "path changed to %s: takes effect on restart (still serving %s)", st.path, up->path);
     return 0;
