@@ -199,6 +199,7 @@ static int number(struct mp_dec *d, double v)
 /* A str as a JSON string: escaped, and checked to be UTF-8. */
 static int put_string(struct mp_dec *d, const char *s, size_t n)
 {
+    if (n == 0) return put(d, "\"\"", 2);   /* s may be NULL then (msgpack-c) */
     struct jw *o = d->out;
     size_t start = o->len;
     if (put(d, "\"", 1)) return -1;

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "pending.h"
+#include "registry.h"
 #include "util.h"
 
 #define POOL_KEEP 4096
@@ -58,6 +59,18 @@ struct pending_call *pending_find(struct lb_conn *callee, const char *id, size_t
     struct pkey k = { callee, id, id_len };
     struct ht_node *n = ht_find(&g_table, pkey_hash(callee, id, id_len), pkey_eq, &k);
     return n ? container_of(n, struct pending_call, node) : NULL;
+}
+
+struct pending_call *pending_find_pooled(struct lb_conn *c, const char *id, size_t id_len)
+{
+    if (!c->svc || !c->peer.has_cred || c->svc->n < 2) return NULL;
+    for (size_t i = 0; i < c->svc->n; i++) {
+        struct lb_conn *s = c->svc->inst[i];
+        if (s == c || !s->peer.has_cred || s->peer.pid != c->peer.pid) continue;
+        struct pending_call *pc = pending_find(s, id, id_len);
+        if (pc) return pc;
+    }
+    return NULL;
 }
 
 struct pending_call *pending_add(struct lb_conn *caller, struct lb_conn *callee,

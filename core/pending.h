@@ -35,6 +35,12 @@ struct pending_call *pending_add(struct lb_conn *caller, struct lb_conn *callee,
                                  const char *method, size_t mlen,
                                  const char *target, size_t tlen, uint64_t timeout_ms);
 struct pending_call *pending_find(struct lb_conn *callee, const char *id, size_t id_len);
+/* A RESPONSE that `c` is not waited for: the call may be in flight at
+ * another instance of the same service opened by the same local process
+ * (unix peer credentials).  Bro IPC's connection pool (poolSize > 1) sends
+ * each message on the next socket of its pool, answers included.  Only
+ * the process holding the callee socket may answer for it. */
+struct pending_call *pending_find_pooled(struct lb_conn *c, const char *id, size_t id_len);
 /* Unlinks, cancels the timer and recycles the entry. */
 void pending_remove(struct pending_call *pc);
 size_t pending_count(void);

@@ -566,6 +566,7 @@ static void handle_response(struct lb_conn *c, struct lb_msg *m)
         return;
     }
     struct pending_call *pc = pending_find(c, id->p, id->n);
+    if (!pc) pc = pending_find_pooled(c, id->p, id->n);
     if (!pc) {
         /* Already answered (timeout, shutdown) or never asked of this
          * instance: dropping is the only safe choice; count it. */
