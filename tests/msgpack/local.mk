@@ -1,3 +1,6 @@
-# MessagePack clients (Bro IPC's default serializer) through the real daemon.
-TESTS += msgpack/test_msgpack.py
-EXTRA_DIST += msgpack/test_msgpack.py msgpack/mputil.py
+# MessagePack clients (Bro IPC's default serializer) through the real daemon:
+# raw clients packed by Python's msgpack, liblexbus and the CLI (--encoding msgpack).
+MSGPACK_TESTS = msgpack/test_msgpack.py msgpack/test_msgpack_policy.py msgpack/test_msgpack_tls.py \
+	msgpack/test_msgpack_client.py
+TESTS += $(MSGPACK_TESTS)
+EXTRA_DIST += $(MSGPACK_TESTS) msgpack/mputil.py
