@@ -10,13 +10,15 @@
 #include <string.h>
 #include "codec_msgpack.h"
 #include "envelope.h"
+#include "jsontext.h"
 
 /* msgpack-c's unpacker keeps one stack entry per open container: room for
  * our own limit plus the root, so that our callback refuses first. */
 #define MSGPACK_EMBED_STACK_SIZE (ENV_MAX_DEPTH + 1)
-#include <msgpack/pack.h>
 #include <msgpack/unpack.h>
 #include <msgpack/unpack_define.h>
+#include <limits.h>
+#include <msgpack/timestamp.h>
 
 /* ---- output buffer ------------------------------------------------- */
 
@@ -82,6 +84,22 @@ static size_t format_u64(uint64_t v, char *buf)
     return n;
 }
 
+/* memcpy for the short runs that dominate (keys, names): one 16-byte
+ * move when both buffers have 16 bytes of room from there (the extra
+ * bytes land in room that later writes cover), else memcpy. */
+static inline void copy_run(char *dst, const char *dst_end, const void *src, const void *src_end, size_t n)
+{
+#if defined(__SSE2__)
+    if (n <= 16 && dst_end - dst >= 16 && (const char *)src_end - (const char *)src >= 16) {
+        _mm_storeu_si128((__m128i *)dst, _mm_loadu_si128((const __m128i *)src));
+        return;
+    }
+#else
+    (void)dst_end; (void)src_end;
+#endif
+    memcpy(dst, src, n);
+}
+
 /* ---- MessagePack -> JSON -------------------------------------------- */
 
 struct mp_level {
@@ -92,16 +110,18 @@ struct mp_level {
 };
 
 struct mp_dec {
+    char *o, *oend;             /* where output goes, and the end of the room for it */
+    const unsigned char *in_end;
     struct jw *out;
     size_t base, limit;
     size_t len;                 /* input size: bounds the elements it can hold */
     uint64_t claimed;           /* elements announced by every container so far */
     int depth;
-    struct mp_level st[ENV_MAX_DEPTH];
     enum mp_status status;      /* the first problem */
     bool stopped;               /* a callback ended decoding */
     char *err;
     size_t errlen;
+    struct mp_level st[ENV_MAX_DEPTH];
 };
 
 static int stop(struct mp_dec *d, enum mp_status st)
@@ -127,12 +147,37 @@ static void no_json(struct mp_dec *d, const char *fmt, ...)
     va_end(ap);
 }
 
-static int put(struct mp_dec *d, const char *s, size_t n)
+/* The room between out->len and the end of the buffer or of the limit. */
+static char *room_end(const struct jw *w, size_t base, size_t limit)
 {
-    enum mp_status st = out_reserve(d->out, d->base, d->limit, n);
+    size_t used = w->len - base, room = w->cap - w->len;
+    return w->buf + w->len + (limit - used < room ? limit - used : room);
+}
+
+/* Slow path of every write: n bytes do not fit in the room left. */
+static int grow(struct mp_dec *d, size_t n)
+{
+    struct jw *w = d->out;
+    if (w->buf) w->len = (size_t)(d->o - w->buf);
+    enum mp_status st = out_reserve(w, d->base, d->limit, n);
     if (st != MP_OK) return stop(d, st);
-    memcpy(d->out->buf + d->out->len, s, n);
-    d->out->len += n;
+    d->o = w->buf + w->len;
+    d->oend = room_end(w, d->base, d->limit);
+    return 0;
+}
+
+static inline int put(struct mp_dec *d, const char *s, size_t n)
+{
+    if ((size_t)(d->oend - d->o) < n && grow(d, n)) return -1;
+    memcpy(d->o, s, n);
+    d->o += n;
+    return 0;
+}
+
+static inline int put1(struct mp_dec *d, char c)
+{
+    if (d->o == d->oend && grow(d, 1)) return -1;
+    *d->o++ = c;
     return 0;
 }
 
@@ -141,12 +186,12 @@ enum { V_VALUE, V_KEY, V_KEY_REPLACED };
 /* Before each value: the separator its container needs, and the rule that
  * map keys are strings.  `kind` names a non-string value (NULL for str);
  * a key of another scalar kind is replaced by "" so decoding can go on. */
-static int begin_value(struct mp_dec *d, const char *kind, bool container)
+static inline int begin_value(struct mp_dec *d, const char *kind, bool container)
 {
     if (d->depth == 0) return V_VALUE;
     struct mp_level *l = &d->st[d->depth - 1];
     bool key = l->map && l->key;
-    if (!l->first && (key || !l->map) && put(d, ",", 1)) return -1;
+    if (!l->first && (key || !l->map) && put1(d, ',')) return -1;
     l->first = false;
     if (!key) return V_VALUE;
     if (!kind) return V_KEY;
@@ -157,19 +202,19 @@ static int begin_value(struct mp_dec *d, const char *kind, bool container)
 }
 
 /* After a value: count it, and close every container it completes. */
-static int end_value(struct mp_dec *d)
+static inline int end_value(struct mp_dec *d)
 {
     while (d->depth) {
         struct mp_level *l = &d->st[d->depth - 1];
         l->key = l->map;
         if (--l->left) return 0;
-        if (put(d, l->map ? "}" : "]", 1)) return -1;
+        if (put1(d, l->map ? '}' : ']')) return -1;
         d->depth--;
     }
     return 0;
 }
 
-static int scalar(struct mp_dec *d, const char *kind, const char *text, size_t n)
+static inline int scalar(struct mp_dec *d, const char *kind, const char *text, size_t n)
 {
     int r = begin_value(d, kind, false);
     if (r < 0) return -1;
@@ -196,45 +241,74 @@ static int number(struct mp_dec *d, double v)
     return scalar(d, "a float", buf, format_double(v, buf, sizeof buf));
 }
 
-/* A str as a JSON string: escaped, and checked to be UTF-8. */
-static int put_string(struct mp_dec *d, const char *s, size_t n)
+/* Bytes of p[0..n) a JSON string can carry as they are (printable ASCII
+ * but '"' and '\\'), up to the first that needs a look.  16 at a time,
+ * reading up to 15 bytes past n when the input goes on that far. */
+static inline size_t plain_run(const unsigned char *p, size_t n, const unsigned char *in_end)
+{
+    size_t k = 0;
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
+    while (in_end - (p + k) >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + k));
+        unsigned mask = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)), _mm_cmplt_epi8(v, space)));
+        if (mask) { k += (unsigned)__builtin_ctz(mask); return k < n ? k : n; }
+        if ((k += 16) >= n) return n;
+    }
+#else
+    (void)in_end;
+#endif
+    while (k < n && p[k] >= 0x20 && p[k] < 0x80 && p[k] != '"' && p[k] != '\\') k++;
+    return k;
+}
+
+/* A str as a JSON string: escaped, and checked to be UTF-8.  The room for
+ * n + 2 bytes is made once; only escapes (up to 6 bytes for 1) need more. */
+static inline int put_string(struct mp_dec *d, const char *s, size_t n)
 {
     if (n == 0) return put(d, "\"\"", 2);   /* s may be NULL then (msgpack-c) */
-    struct jw *o = d->out;
-    size_t start = o->len;
-    if (put(d, "\"", 1)) return -1;
-    const char *p = s, *end = s + n;
+    if ((size_t)(d->oend - d->o) < n + 2 && grow(d, n + 2)) return -1;
+    size_t start = (size_t)(d->o - d->out->buf);
+    *d->o++ = '"';
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
     while (p < end) {
-        size_t run = env_plain_prefix(p, (size_t)(end - p));
-        while (run < (size_t)(end - p) && (unsigned char)p[run] >= 0x80) {
-            size_t k = env_utf8_seq(p + run, end);
-            if (!k) {
+        /* Invariant: the room holds what is left of the input, plus 1. */
+        size_t k = plain_run(p, (size_t)(end - p), d->in_end);
+        copy_run(d->o, d->oend, p, d->in_end, k);
+        d->o += k;
+        p += k;
+        if (p == end) break;
+        if (*p >= 0x80) {
+            size_t u = utf8_seq(p, end);
+            if (!u) {
                 no_json(d, "msgpack: a str is not valid UTF-8 (JSON text is UTF-8)");
-                o->len = start;
+                d->o = d->out->buf + start;
                 return put(d, "\"\"", 2);
             }
-            run += k;
-            run += env_plain_prefix(p + run, (size_t)(end - p) - run);
+            memcpy(d->o, p, u);
+            d->o += u;
+            p += u;
+            continue;
         }
-        if (put(d, p, run)) return -1;
-        p += run;
-        if (p == end) break;
+        if ((size_t)(d->oend - d->o) < (size_t)(end - p) + 6 && grow(d, (size_t)(end - p) + 6)) return -1;
         static const char hex[] = "0123456789abcdef";
-        unsigned char c = (unsigned char)*p++;
-        char esc[6] = { '\\', (char)c, 0, 0, 0, 0 };
-        size_t en = 2;
-        if (c == '\n') esc[1] = 'n';
-        else if (c == '\r') esc[1] = 'r';
-        else if (c == '\t') esc[1] = 't';
-        else if (c < 0x20) { memcpy(esc + 1, "u00", 3); esc[4] = hex[c >> 4]; esc[5] = hex[c & 15]; en = 6; }
-        if (put(d, esc, en)) return -1;
+        unsigned char c = *p++;
+        char *o = d->o;
+        o[0] = '\\';
+        if (c == '"' || c == '\\') { o[1] = (char)c; d->o += 2; }
+        else if (c == '\n') { o[1] = 'n'; d->o += 2; }
+        else if (c == '\r') { o[1] = 'r'; d->o += 2; }
+        else if (c == '\t') { o[1] = 't'; d->o += 2; }
+        else { memcpy(o + 1, "u00", 3); o[4] = hex[c >> 4]; o[5] = hex[c & 15]; d->o += 6; }
     }
-    return put(d, "\"", 1);
+    *d->o++ = '"';
+    return 0;
 }
 
 /* The callbacks msgpack-c's unpacker template calls, in document order:
  * one per scalar, one at the start of each container.  Returning -1 stops
- * it. */
+ * it.  The template's object (*o) carries nothing for us: set to 0. */
 typedef int lbmp_obj;
 #define msgpack_unpack_struct(name) struct lbmp ## name
 #define msgpack_unpack_func(ret, name) static inline ret lbmp ## name
@@ -243,25 +317,25 @@ typedef int lbmp_obj;
 #define msgpack_unpack_user struct mp_dec *
 
 static inline lbmp_obj lbmp_cb_root(struct mp_dec **u) { (void)u; return 0; }
-static inline int lbmp_cb_uint8(struct mp_dec **u, uint8_t v, lbmp_obj *o) { (void)o; return integer(*u, false, v); }
-static inline int lbmp_cb_uint16(struct mp_dec **u, uint16_t v, lbmp_obj *o) { (void)o; return integer(*u, false, v); }
-static inline int lbmp_cb_uint32(struct mp_dec **u, uint32_t v, lbmp_obj *o) { (void)o; return integer(*u, false, v); }
-static inline int lbmp_cb_uint64(struct mp_dec **u, uint64_t v, lbmp_obj *o) { (void)o; return integer(*u, false, v); }
+static inline int lbmp_cb_uint8(struct mp_dec **u, uint8_t v, lbmp_obj *o) { *o = 0; return integer(*u, false, v); }
+static inline int lbmp_cb_uint16(struct mp_dec **u, uint16_t v, lbmp_obj *o) { *o = 0; return integer(*u, false, v); }
+static inline int lbmp_cb_uint32(struct mp_dec **u, uint32_t v, lbmp_obj *o) { *o = 0; return integer(*u, false, v); }
+static inline int lbmp_cb_uint64(struct mp_dec **u, uint64_t v, lbmp_obj *o) { *o = 0; return integer(*u, false, v); }
 static inline int lbmp_signed(struct mp_dec *d, int64_t v)
 {
     return v < 0 ? integer(d, true, (uint64_t)0 - (uint64_t)v) : integer(d, false, (uint64_t)v);
 }
-static inline int lbmp_cb_int8(struct mp_dec **u, int8_t v, lbmp_obj *o) { (void)o; return lbmp_signed(*u, v); }
-static inline int lbmp_cb_int16(struct mp_dec **u, int16_t v, lbmp_obj *o) { (void)o; return lbmp_signed(*u, v); }
-static inline int lbmp_cb_int32(struct mp_dec **u, int32_t v, lbmp_obj *o) { (void)o; return lbmp_signed(*u, v); }
-static inline int lbmp_cb_int64(struct mp_dec **u, int64_t v, lbmp_obj *o) { (void)o; return lbmp_signed(*u, v); }
-static inline int lbmp_cb_float(struct mp_dec **u, float v, lbmp_obj *o) { (void)o; return number(*u, v); }
-static inline int lbmp_cb_double(struct mp_dec **u, double v, lbmp_obj *o) { (void)o; return number(*u, v); }
-static inline int lbmp_cb_nil(struct mp_dec **u, lbmp_obj *o) { (void)o; return scalar(*u, "nil", "null", 4); }
-static inline int lbmp_cb_true(struct mp_dec **u, lbmp_obj *o) { (void)o; return scalar(*u, "a boolean", "true", 4); }
-static inline int lbmp_cb_false(struct mp_dec **u, lbmp_obj *o) { (void)o; return scalar(*u, "a boolean", "false", 5); }
+static inline int lbmp_cb_int8(struct mp_dec **u, int8_t v, lbmp_obj *o) { *o = 0; return lbmp_signed(*u, v); }
+static inline int lbmp_cb_int16(struct mp_dec **u, int16_t v, lbmp_obj *o) { *o = 0; return lbmp_signed(*u, v); }
+static inline int lbmp_cb_int32(struct mp_dec **u, int32_t v, lbmp_obj *o) { *o = 0; return lbmp_signed(*u, v); }
+static inline int lbmp_cb_int64(struct mp_dec **u, int64_t v, lbmp_obj *o) { *o = 0; return lbmp_signed(*u, v); }
+static inline int lbmp_cb_float(struct mp_dec **u, float v, lbmp_obj *o) { *o = 0; return number(*u, v); }
+static inline int lbmp_cb_double(struct mp_dec **u, double v, lbmp_obj *o) { *o = 0; return number(*u, v); }
+static inline int lbmp_cb_nil(struct mp_dec **u, lbmp_obj *o) { *o = 0; return scalar(*u, "nil", "null", 4); }
+static inline int lbmp_cb_true(struct mp_dec **u, lbmp_obj *o) { *o = 0; return scalar(*u, "a boolean", "true", 4); }
+static inline int lbmp_cb_false(struct mp_dec **u, lbmp_obj *o) { *o = 0; return scalar(*u, "a boolean", "false", 5); }
 
-static int container(struct mp_dec *d, unsigned n, bool map)
+static inline int container(struct mp_dec *d, unsigned n, bool map)
 {
     if (begin_value(d, map ? "a map" : "an array", true) < 0) return -1;
     if (d->depth == ENV_MAX_DEPTH) {
@@ -277,13 +351,13 @@ static int container(struct mp_dec *d, unsigned n, bool map)
         return stop(d, MP_MALFORMED);
     }
     if (n == 0) return put(d, map ? "{}" : "[]", 2) ? -1 : end_value(d);
-    if (put(d, map ? "{" : "[", 1)) return -1;
+    if (put1(d, map ? '{' : '[')) return -1;
     d->st[d->depth++] = (struct mp_level){ .left = n, .map = map, .key = map, .first = true };
     return 0;
 }
 
-static inline int lbmp_cb_array(struct mp_dec **u, unsigned n, lbmp_obj *o) { (void)o; return container(*u, n, false); }
-static inline int lbmp_cb_map(struct mp_dec **u, unsigned n, lbmp_obj *o) { (void)o; return container(*u, n, true); }
+static inline int lbmp_cb_array(struct mp_dec **u, unsigned n, lbmp_obj *o) { *o = 0; return container(*u, n, false); }
+static inline int lbmp_cb_map(struct mp_dec **u, unsigned n, lbmp_obj *o) { *o = 0; return container(*u, n, true); }
 /* Items are counted by begin_value/end_value; the template's own
  * bookkeeping needs nothing from us. */
 static inline int lbmp_cb_array_item(struct mp_dec **u, lbmp_obj *c, lbmp_obj o) { (void)u; (void)c; (void)o; return 0; }
@@ -295,20 +369,22 @@ static inline int lbmp_cb_map_item(struct mp_dec **u, lbmp_obj *c, lbmp_obj k, l
 
 static inline int lbmp_cb_str(struct mp_dec **u, const char *b, const char *p, unsigned n, lbmp_obj *o)
 {
-    (void)b; (void)o;
+    (void)b;
+    *o = 0;
     struct mp_dec *d = *u;
     int r = begin_value(d, NULL, false);
     if (r < 0 || put_string(d, p, n)) return -1;
     if (r == V_KEY) {
         d->st[d->depth - 1].key = false;
-        return put(d, ":", 1);
+        return put1(d, ':');
     }
     return end_value(d);
 }
 
 static inline int lbmp_cb_bin(struct mp_dec **u, const char *b, const char *p, unsigned n, lbmp_obj *o)
 {
-    (void)b; (void)p; (void)o;
+    (void)b; (void)p;
+    *o = 0;
     no_json(*u, "msgpack: bin (%u bytes) has no JSON equivalent (send bytes as a base64 str)", n);
     return scalar(*u, "bin", "null", 4);
 }
@@ -318,7 +394,8 @@ static inline int lbmp_cb_bin(struct mp_dec **u, const char *b, const char *p, u
  * the data as the next value. */
 static inline int lbmp_cb_ext(struct mp_dec **u, const char *b, const char *p, unsigned n, lbmp_obj *o)
 {
-    (void)b; (void)o;
+    (void)b;
+    *o = 0;
     struct mp_dec *d = *u;
     if (n == 0) {
         say(d->err, d->errlen, "msgpack: an ext32 claims 4 GiB, more than a %zu-byte frame can hold", d->len);
@@ -336,13 +413,30 @@ static inline int lbmp_cb_ext(struct mp_dec **u, const char *b, const char *p, u
 enum mp_status mp_to_json(const char *in, size_t len, struct jw *out, size_t limit,
                           char *err, size_t errlen)
 {
-    struct mp_dec d = { .out = out, .base = out->len, .limit = limit, .len = len, .err = err, .errlen = errlen };
+    struct mp_dec d;
+    d.out = out;
+    d.base = out->len;
+    d.limit = limit;
+    d.len = len;
+    d.in_end = (const unsigned char *)in + len;
+    d.claimed = 0;
+    d.depth = 0;
+    d.status = MP_OK;
+    d.stopped = false;
+    d.err = err;
+    d.errlen = errlen;
     if (errlen) err[0] = 0;
+    /* Room for the usual JSON size at once (a little more than the input). */
+    size_t guess = len + len / 4 + 16;
+    d.o = d.oend = out->buf ? out->buf + out->len : NULL;
+    if (out->buf) d.oend = room_end(out, d.base, limit);
+    if ((size_t)(d.oend - d.o) < guess && grow(&d, guess < limit ? guess : limit ? limit : 1)) return d.status;
     struct lbmp_context ctx;
     lbmp_init(&ctx);
     ctx.user = &d;
     size_t off = 0;
     int r = lbmp_execute(&ctx, in, len, &off);
+    out->len = (size_t)(d.o - out->buf);
     if (r < 0 && d.stopped) return d.status;
     if (r < 0) {
         /* Only 0xc1, the one byte MessagePack leaves unused, gets here. */
@@ -364,49 +458,72 @@ enum mp_status mp_to_json(const char *in, size_t len, struct jw *out, size_t lim
 
 struct mp_enc {
     const char *start, *p, *end;
-    struct jw *out;
+    char *o, *oend;             /* as in mp_dec */
+    struct jw *out;             /* NULL: a fixed scratch buffer (headers packed aside) */
     size_t base, limit;
-    msgpack_packer pk;
     enum mp_status st;
     char *err;
     size_t errlen;
 };
 
-/* msgpack-c's packer writes through this. */
-static int enc_write(void *data, const char *buf, size_t len)
+static int enc_fail(struct mp_enc *e, enum mp_status st)
 {
-    struct mp_enc *e = data;
-    enum mp_status st = out_reserve(e->out, e->base, e->limit, len);
-    if (st != MP_OK) { if (e->st == MP_OK) e->st = st; return -1; }
-    memcpy(e->out->buf + e->out->len, buf, len);
-    e->out->len += len;
+    if (e->st == MP_OK) e->st = st;
+    return -1;
+}
+
+static int enc_grow(struct mp_enc *e, size_t n)
+{
+    struct jw *w = e->out;
+    if (!w) return enc_fail(e, MP_TOO_LARGE);
+    if (w->buf) w->len = (size_t)(e->o - w->buf);
+    enum mp_status st = out_reserve(w, e->base, e->limit, n);
+    if (st != MP_OK) return enc_fail(e, st);
+    e->o = w->buf + w->len;
+    e->oend = room_end(w, e->base, e->limit);
     return 0;
 }
 
-/* A container header or str header, packed aside to be placed in front of
- * content already written. */
+static inline int enc_put(struct mp_enc *e, const void *buf, size_t n)
+{
+    if ((size_t)(e->oend - e->o) < n && enc_grow(e, n)) return -1;
+    memcpy(e->o, buf, n);
+    e->o += n;
+    return 0;
+}
+
+/* msgpack-c's packer, instantiated from its template with our buffer as
+ * the sink (its own msgpack_packer writes through a function pointer per
+ * piece: a call for every header). */
+#define msgpack_pack_inline_func(name) static inline int lbpk ## name
+#define msgpack_pack_inline_func_cint(name) static inline int lbpk ## name
+#define msgpack_pack_inline_func_fixint(name) static inline int lbpk_fix ## name
+#define msgpack_pack_user struct mp_enc *
+#define msgpack_pack_append_buffer(user, buf, len) return enc_put(user, buf, len)
+#define msgpack_pack_ext lbpk_ext
+#include <msgpack/pack_template.h>
+#undef msgpack_pack_ext
+
+/* The header a container or str of `n` gets, packed aside. */
 struct hdr { char b[8]; size_t n; };
-static int hdr_write(void *data, const char *buf, size_t len)
+static void pack_header(struct hdr *h, int kind, size_t n)
 {
-    struct hdr *h = data;
-    if (h->n + len > sizeof h->b) return -1;
-    memcpy(h->b + h->n, buf, len);
-    h->n += len;
-    return 0;
+    struct mp_enc hp = { .o = h->b, .oend = h->b + sizeof h->b };
+    if (kind == 'm') lbpk_map(&hp, n);
+    else if (kind == 'a') lbpk_array(&hp, n);
+    else lbpk_str(&hp, n);
+    h->n = (size_t)(hp.o - h->b);
 }
 
-/* Replaces the `room` bytes reserved at `at` with header h, moving what
+/* Replaces the `room` bytes reserved at offset `at` with h, moving what
  * follows them. */
 static int place_header(struct mp_enc *e, size_t at, size_t room, const struct hdr *h)
 {
-    struct jw *o = e->out;
-    if (h->n > room) {
-        enum mp_status st = out_reserve(o, e->base, e->limit, h->n - room);
-        if (st != MP_OK) { if (e->st == MP_OK) e->st = st; return -1; }
-    }
-    memmove(o->buf + at + h->n, o->buf + at + room, o->len - at - room);
-    memcpy(o->buf + at, h->b, h->n);
-    o->len = o->len - room + h->n;
+    if (h->n > room && (size_t)(e->oend - e->o) < h->n - room && enc_grow(e, h->n - room)) return -1;
+    char *base = e->out->buf;
+    memmove(base + at + h->n, base + at + room, (size_t)(e->o - base) - at - room);
+    memcpy(base + at, h->b, h->n);
+    e->o = e->o - room + h->n;
     return 0;
 }
 
@@ -419,7 +536,7 @@ static int bad_json(struct mp_enc *e)
     return -1;
 }
 
-static void skip_ws(struct mp_enc *e)
+static inline void skip_ws(struct mp_enc *e)
 {
     while (e->p < e->end && (*e->p == ' ' || *e->p == '\n' || *e->p == '\r' || *e->p == '\t')) e->p++;
 }
@@ -479,39 +596,44 @@ static size_t unescape(struct mp_enc *e, char *o)
     return utf8_put(cp, o);
 }
 
-/* e->p is at the opening quote. */
-static int enc_string(struct mp_enc *e)
+/* The first '"' or '\\' from s on (16 bytes at a time), or end: in valid
+ * JSON text nothing else in a string needs attention. */
+static inline const char *quote_or_escape(const char *s, const char *end)
 {
-    const char *s = ++e->p;
-    const char *q = memchr(s, '"', (size_t)(e->end - s));
-    if (!q) return bad_json(e);
-    if (!memchr(s, '\\', (size_t)(q - s))) {
-        /* The common case: the text is the string. */
-        e->p = q + 1;
-        return msgpack_pack_str(&e->pk, (size_t)(q - s)) || msgpack_pack_str_body(&e->pk, s, (size_t)(q - s)) ? -1 : 0;
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
+    while (end - s >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)s);
+        int mask = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)));
+        if (mask) return s + __builtin_ctz((unsigned)mask);
+        s += 16;
     }
-    /* Escapes: decode behind a str32-sized hole, then put the real header. */
-    struct jw *o = e->out;
-    size_t at = o->len;
-    if (enc_write(e, "\0\0\0\0\0", 5)) return -1;
+#endif
+    while (s < end && *s != '"' && *s != '\\') s++;
+    return s;
+}
+
+/* Escapes: decoded behind a str32-sized hole, then the real header. */
+static int enc_escaped_string(struct mp_enc *e)
+{
+    size_t at = (size_t)(e->o - e->out->buf);
+    if (enc_put(e, "\0\0\0\0\0", 5)) return -1;
     while (e->p < e->end && *e->p != '"') {
         const char *run = e->p;
-        while (e->p < e->end && *e->p != '"' && *e->p != '\\') e->p++;
-        if (enc_write(e, run, (size_t)(e->p - run))) return -1;
+        e->p = quote_or_escape(e->p, e->end);
+        if (enc_put(e, run, (size_t)(e->p - run))) return -1;
         if (e->p < e->end && *e->p == '\\') {
             char u[4];
             e->p++;
             size_t n = unescape(e, u);
             if (!n) return bad_json(e);
-            if (enc_write(e, u, n)) return -1;
+            if (enc_put(e, u, n)) return -1;
         }
     }
     if (e->p >= e->end) return bad_json(e);
     e->p++;
-    struct hdr h = { .n = 0 };
-    msgpack_packer hp;
-    msgpack_packer_init(&hp, &h, hdr_write);
-    msgpack_pack_str(&hp, o->len - at - 5);
+    struct hdr h;
+    pack_header(&h, 's', (size_t)(e->o - e->out->buf) - at - 5);
     return place_header(e, at, 5, &h);
 }
 
@@ -534,14 +656,14 @@ static int enc_number(struct mp_enc *e)
         integral = false;
         e->p++;
     }
-    if (integral && !overflow && !neg) return msgpack_pack_uint64(&e->pk, mag) ? -1 : 0;
+    if (integral && !overflow && !neg) return lbpk_uint64(e, mag);
     if (integral && !overflow && mag && mag <= (uint64_t)INT64_MAX + 1)
-        return msgpack_pack_int64(&e->pk, mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag) ? -1 : 0;
+        return lbpk_int64(e, mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag);
     /* Fractions, exponents, -0 and integers beyond 64 bits: the nearest
      * double (RFC 8259 section 6; what JSON.parse gives). */
     size_t n = (size_t)(e->p - s);
     char small[128], *buf = n < sizeof small ? small : malloc(n + 1);
-    if (!buf) { if (e->st == MP_OK) e->st = MP_NOMEM; return -1; }
+    if (!buf) return enc_fail(e, MP_NOMEM);
     memcpy(buf, s, n);
     buf[n] = 0;
     char *end;
@@ -549,7 +671,7 @@ static int enc_number(struct mp_enc *e)
     bool ok = end == buf + n;
     if (buf != small) free(buf);
     if (!ok) return bad_json(e);
-    return msgpack_pack_double(&e->pk, d) ? -1 : 0;
+    return lbpk_double(e, d);
 }
 
 static int enc_literal(struct mp_enc *e, const char *lit, size_t n)
@@ -559,69 +681,153 @@ static int enc_literal(struct mp_enc *e, const char *lit, size_t n)
     return 0;
 }
 
-static int enc_value(struct mp_enc *e, int depth);
-
-/* e->p is at '{' or '['.  The header needs the count, known only at the
- * end: one byte is kept for a fixmap/fixarray (up to 15 members, nearly
- * every container) and widened in place for the rare larger one. */
-static int enc_container(struct mp_enc *e, int depth, bool map)
+/* A scalar at e->p: string with escapes, number or literal (the plain
+ * string and the containers are the walk's own). */
+static int enc_scalar(struct mp_enc *e)
 {
-    if (depth >= ENV_MAX_DEPTH) {
-        if (e->st == MP_OK) { e->st = MP_MALFORMED; say(e->err, e->errlen, "json: nesting deeper than %d levels", ENV_MAX_DEPTH); }
-        return -1;
+    switch (*e->p) {
+    case '"': e->p++; return enc_escaped_string(e);
+    case 't': return enc_literal(e, "true", 4) || lbpk_true(e) ? -1 : 0;
+    case 'f': return enc_literal(e, "false", 5) || lbpk_false(e) ? -1 : 0;
+    case 'n': return enc_literal(e, "null", 4) || lbpk_nil(e) ? -1 : 0;
+    default:
+        if (*e->p != '-' && (*e->p < '0' || *e->p > '9')) return bad_json(e);
+        return enc_number(e);
     }
-    char close = map ? '}' : ']';
-    e->p++;
-    size_t at = e->out->len, count = 0;
-    if (enc_write(e, "", 1)) return -1;
-    skip_ws(e);
-    if (e->p < e->end && *e->p == close) {
-        e->p++;
-    } else {
-        for (;;) {
-            skip_ws(e);
-            if (map) {
-                if (e->p >= e->end || *e->p != '"' || enc_string(e)) return bad_json(e);
-                skip_ws(e);
-                if (e->p >= e->end || *e->p != ':') return bad_json(e);
-                e->p++;
-            }
-            if (enc_value(e, depth + 1)) return -1;
-            count++;
-            skip_ws(e);
-            if (e->p < e->end && *e->p == ',') { e->p++; continue; }
-            if (e->p < e->end && *e->p == close) { e->p++; break; }
-            return bad_json(e);
-        }
-    }
+}
+
+/* Closes the container opened at offset `at` with `count` members: a
+ * fixmap/fixarray byte was kept, widened in place for the rare larger one. */
+static int enc_close(struct mp_enc *e, size_t at, size_t count, bool map)
+{
     if (count <= 15) {
         e->out->buf[at] = (char)((map ? 0x80 : 0x90) | count);
         return 0;
     }
     if (count > UINT32_MAX) return bad_json(e);
-    struct hdr h = { .n = 0 };
-    msgpack_packer hp;
-    msgpack_packer_init(&hp, &h, hdr_write);
-    if (map) msgpack_pack_map(&hp, count);
-    else msgpack_pack_array(&hp, count);
+    struct hdr h;
+    pack_header(&h, map ? 'm' : 'a', count);
     return place_header(e, at, 1, &h);
 }
 
-static int enc_value(struct mp_enc *e, int depth)
+/* The walk: one loop over the text with an explicit stack, the cursor and
+ * the output pointer in locals (through `e` only around slow paths). */
+static int enc_walk(struct mp_enc *e)
 {
-    skip_ws(e);
-    if (e->p >= e->end) return bad_json(e);
-    switch (*e->p) {
-    case '{': return enc_container(e, depth, true);
-    case '[': return enc_container(e, depth, false);
-    case '"': return enc_string(e);
-    case 't': return enc_literal(e, "true", 4) || msgpack_pack_true(&e->pk) ? -1 : 0;
-    case 'f': return enc_literal(e, "false", 5) || msgpack_pack_false(&e->pk) ? -1 : 0;
-    case 'n': return enc_literal(e, "null", 4) || msgpack_pack_nil(&e->pk) ? -1 : 0;
-    default:
-        if (*e->p != '-' && (*e->p < '0' || *e->p > '9')) return bad_json(e);
-        return enc_number(e);
+    struct { size_t at, count; bool map; } st[ENV_MAX_DEPTH];
+    int depth = 0;
+    const char *p = e->p, *end = e->end;
+    char *o = e->o, *oend = e->oend;
+#define SYNC() (e->p = p, e->o = o)
+#define LOAD() (p = e->p, o = e->o, oend = e->oend)
+#define WS() while (p < end && (unsigned char)*p <= ' ' && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++
+#define ROOM(n) do { if ((size_t)(oend - o) < (size_t)(n)) { SYNC(); if (enc_grow(e, (n))) return -1; LOAD(); } } while (0)
+#define FAIL() do { SYNC(); return bad_json(e); } while (0)
+    for (;;) {
+        /* A value. */
+        WS();
+        if (p >= end) FAIL();
+        if (*p == '{' || *p == '[') {
+            bool map = *p++ == '{';
+            if (depth == ENV_MAX_DEPTH) {
+                if (e->st == MP_OK) { e->st = MP_MALFORMED; say(e->err, e->errlen, "json: nesting deeper than %d levels", ENV_MAX_DEPTH); }
+                return -1;
+            }
+            ROOM(1);
+            st[depth].at = (size_t)(o - e->out->buf);
+            st[depth].count = 0;
+            st[depth].map = map;
+            depth++;
+            *o++ = 0;
+            WS();
+            if (p < end && *p == (map ? '}' : ']')) {
+                p++;
+                depth--;
+                SYNC();
+                if (enc_close(e, st[depth].at, 0, map)) return -1;
+                LOAD();
+                goto after_value;
+            }
+            if (!map) continue;
+            goto key;
+        }
+        if (*p == '"') {
+            const char *s = p + 1, *q = quote_or_escape(s, end);
+            if (q >= end) FAIL();
+            if (*q == '\\') { SYNC(); if (enc_scalar(e)) return -1; LOAD(); goto after_value; }
+            size_t n = (size_t)(q - s);
+            p = q + 1;
+            if (n < 32) {
+                /* fixstr: the header is one byte. */
+                ROOM(n + 1);
+                *o++ = (char)(0xa0 | n);
+                copy_run(o, oend, s, end, n);
+                o += n;
+            } else {
+                SYNC();
+                if (lbpk_str(e, n) || enc_put(e, s, n)) return -1;
+                LOAD();
+            }
+            goto after_value;
+        }
+        SYNC();
+        if (enc_scalar(e)) return -1;
+        LOAD();
+    after_value:
+        if (depth == 0) break;
+        st[depth - 1].count++;
+        WS();
+        if (p < end && *p == ',') {
+            p++;
+            if (!st[depth - 1].map) continue;
+            goto key;
+        }
+        if (p < end && *p == (st[depth - 1].map ? '}' : ']')) {
+            p++;
+            depth--;
+            SYNC();
+            if (enc_close(e, st[depth].at, st[depth].count, st[depth].map)) return -1;
+            LOAD();
+            goto after_value;
+        }
+        FAIL();
+    key:
+        /* A member name, then ':'. */
+        WS();
+        if (p >= end || *p != '"') FAIL();
+        {
+            const char *s = p + 1, *q = quote_or_escape(s, end);
+            if (q >= end) FAIL();
+            if (*q == '\\') {
+                SYNC();
+                if (enc_scalar(e)) return -1;
+                LOAD();
+            } else {
+                size_t n = (size_t)(q - s);
+                p = q + 1;
+                if (n < 32) {
+                    ROOM(n + 1);
+                    *o++ = (char)(0xa0 | n);
+                    copy_run(o, oend, s, end, n);
+                    o += n;
+                } else {
+                    SYNC();
+                    if (lbpk_str(e, n) || enc_put(e, s, n)) return -1;
+                    LOAD();
+                }
+            }
+        }
+        WS();
+        if (p >= end || *p != ':') FAIL();
+        p++;
     }
+    SYNC();
+    return 0;
+#undef SYNC
+#undef LOAD
+#undef WS
+#undef ROOM
+#undef FAIL
 }
 
 enum mp_status mp_from_json(const char *in, size_t len, struct jw *out, size_t limit,
@@ -630,10 +836,16 @@ enum mp_status mp_from_json(const char *in, size_t len, struct jw *out, size_t l
     struct mp_enc e = { .start = in, .p = in, .end = in + len, .out = out, .base = out->len, .limit = limit,
                         .err = err, .errlen = errlen };
     if (errlen) err[0] = 0;
-    msgpack_packer_init(&e.pk, &e, enc_write);
-    if (enc_value(&e, 0) == 0) {
+    e.o = e.oend = out->buf ? out->buf + out->len : NULL;
+    if (out->buf) e.oend = room_end(out, e.base, limit);
+    /* MessagePack is mostly smaller than its JSON: room for that at once. */
+    size_t guess = len + 16 < limit ? len + 16 : limit ? limit : 1;
+    if (((size_t)(e.oend - e.o) >= guess || enc_grow(&e, guess) == 0) && enc_walk(&e) == 0) {
         skip_ws(&e);
-        if (e.p == e.end) return MP_OK;
+        if (e.p == e.end) {
+            out->len = (size_t)(e.o - out->buf);
+            return MP_OK;
+        }
         bad_json(&e);
     }
     if (e.st == MP_TOO_LARGE) say(err, errlen, "msgpack: the message is more than %zu bytes as MessagePack", limit);

@@ -70,13 +70,6 @@ int env_object_unambiguous(const struct env_val *obj, const char *const *keys, s
  * with *out set, 0 at the end. */
 int env_array_next(const struct env_val *arr, const char **cursor, struct env_val *out);
 
-/* For other writers of JSON text (the MessagePack codec): the length of
- * the leading run of p[0..n) that a JSON string can carry as is (printable
- * ASCII but '"' and '\\'), found 16 bytes at a time; and the length of the
- * valid UTF-8 sequence at p (a byte >= 0x80), or 0 when it is invalid. */
-size_t env_plain_prefix(const char *p, size_t n);
-size_t env_utf8_seq(const char *p, const char *end);
-
 /* Field name <-> enum (for lb_msg_field). */
 int env_field_by_name(const char *name);
 const char *env_field_name(enum env_field f);

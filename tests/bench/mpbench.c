@@ -5,7 +5,7 @@
  *   mpbench unix:/path/lexbus.sock LEXBUSD_PID [N_STREAM [N_RTT]]
  *
  * For each encoding (both ends JSON, both ends MessagePack, and mixed):
- *   stream   1 -> 1, 128-byte payloads, publisher batching 64 KiB writes
+ *   stream   1 -> 1, 128-byte payloads (MPBENCH_SIZE), publisher batching 64 KiB writes
  *            within a 16 MiB window, every delivery's sequence checked;
  *   fanout   1 -> 10 (an EVENT converted once for its MessagePack
  *            subscribers, not ten times);
@@ -34,13 +34,14 @@
 #include <unistd.h>
 #include <msgpack.h>
 
-#define SIZE 128
+#define MAX_SIZE 2048
 #define SEQ 10
 #define BATCH (64 * 1024)
 #define RBUF (1 << 20)
 #define WINDOW_BYTES (16 * 1024 * 1024)
 
 static const char *g_path;
+static int g_size = 128;          /* payload bytes (MPBENCH_SIZE) */
 static pid_t g_busd;
 
 static void fail(const char *what)
@@ -124,7 +125,7 @@ static void consume(struct rbuf *r, size_t n)
 /* ---- frames ---------------------------------------------------------- */
 
 /* A frame: 4-byte length, then the body (JSON or MessagePack). */
-struct frame { char b[1024]; size_t n; };
+struct frame { char b[MAX_SIZE + 512]; size_t n; };
 
 static void frame_json(struct frame *f, const char *json)
 {
@@ -194,18 +195,18 @@ static void send_subscribe(int fd, bool mp, struct rbuf *r)
     consume(r, frame_at(r, 0));
 }
 
-/* EMIT with a SIZE-byte string payload last, so a sequence number can be
+/* EMIT with a g_size-byte string payload last, so a sequence number can be
  * written into the frame's tail. */
 static void emit_frame(struct frame *f, bool mp)
 {
-    char payload[SIZE + 1];
-    memset(payload, 'x', SIZE);
-    payload[SIZE] = 0;
+    char payload[MAX_SIZE + 1];
+    memset(payload, 'x', (size_t)g_size);
+    payload[g_size] = 0;
     if (mp) {
         const char *kv[] = { "type", "EMIT", "event", "bench.x", "payload", payload };
         frame_mp(f, 3, kv, NULL, NULL);
     } else {
-        char j[512];
+        char j[MAX_SIZE + 256];
         snprintf(j, sizeof j, "{\"type\":\"EMIT\",\"event\":\"bench.x\",\"payload\":\"%s\"}", payload);
         frame_json(f, j);
     }
@@ -215,7 +216,7 @@ static void emit_frame(struct frame *f, bool mp)
  * JSON ends with "}, MessagePack with the str itself). */
 static const char *payload_of(const char *frame, size_t n, bool mp)
 {
-    return frame + n - SIZE - (mp ? 0 : 2);
+    return frame + n - g_size - (mp ? 0 : 2);
 }
 
 static void write_seq(char *p, long seq)
@@ -242,7 +243,7 @@ static void publisher(bool mp, long n, int progress, long window)
     send_register(fd, mp, "mpb-pub", &r);
     struct frame f;
     emit_frame(&f, mp);
-    char *batch = malloc(BATCH + sizeof f.b), *seq = f.b + f.n - SIZE - (mp ? 0 : 2);
+    char *batch = malloc(BATCH + sizeof f.b), *seq = f.b + f.n - g_size - (mp ? 0 : 2);
     long sent = 0, acked = 0;
     while (sent < n) {
         while (sent - acked >= window)
@@ -426,37 +427,49 @@ int main(int argc, char **argv)
     g_path = argv[1] + 5;
     g_busd = (pid_t)atol(argv[2]);
     long n_stream = argc > 3 ? atol(argv[3]) : 1000000, n_rtt = argc > 4 ? atol(argv[4]) : 20000;
+    const char *only;   /* MPBENCH_ONLY=stream|fanout|rtt */
     signal(SIGPIPE, SIG_IGN);
     static const bool combos[][2] = { { false, false }, { true, true }, { true, false }, { false, true } };
-    /* Interleaved rounds: the machine's speed drifts; each encoding sees
-     * the same drift.  The median round is reported. */
-    enum { ROUNDS = 3 };
+    enum { NC = sizeof combos / sizeof *combos, ROUNDS = 3 };
+    /* Rounds interleave the encodings: the machine's speed drifts, and
+     * each encoding sees the same drift.  The median round is reported. */
+    only = getenv("MPBENCH_ONLY");
+    if (getenv("MPBENCH_SIZE")) g_size = atoi(getenv("MPBENCH_SIZE"));
+    if (g_size < 16 || g_size > MAX_SIZE) { fprintf(stderr, "mpbench: MPBENCH_SIZE is 16 to %d\n", MAX_SIZE); return 2; }
+    const char *enc_only = getenv("MPBENCH_ENC");   /* json, msgpack, msgpack->json, json->msgpack */
     for (int w = 0; w < 3; w++) {
+        static const char *const names[] = { "stream", "fanout", "rtt" };
+        if (only && strcmp(only, names[w])) continue;
         int subs = w == 1 ? 10 : 1;
-        for (size_t c = 0; c < sizeof combos / sizeof *combos; c++) {
-            if (w == 1 && combos[c][0] && !combos[c][1]) continue;
-            double a[ROUNDS], b[ROUNDS], x[ROUNDS];
-            long errs = 0, lost = 0;
-            for (int k = 0; k < ROUNDS; k++) {
+        double a[NC][ROUNDS], b[NC][ROUNDS], x[NC][ROUNDS];
+        long errs[NC] = { 0 }, lost[NC] = { 0 };
+        for (int k = 0; k < ROUNDS; k++) {
+            for (int c = 0; c < NC; c++) {
+                if (w == 1 && combos[c][0] && !combos[c][1]) continue;
+                if (enc_only && strcmp(enc_only, enc_name(combos[c][0], combos[c][1]))) continue;
                 if (w < 2) {
                     struct result r = stream(combos[c][0], combos[c][1], subs, subs > 1 ? n_stream / 5 : n_stream);
-                    a[k] = r.msgs_per_s; b[k] = r.cpu_ns_per_msg; x[k] = 0; errs += r.errors; lost += r.lost;
+                    a[c][k] = r.msgs_per_s; b[c][k] = r.cpu_ns_per_msg; x[c][k] = 0; errs[c] += r.errors; lost[c] += r.lost;
                 } else {
-                    rtt(combos[c][0], combos[c][1], n_rtt / ROUNDS, &a[k], &x[k], &b[k]);
+                    rtt(combos[c][0], combos[c][1], n_rtt / ROUNDS, &a[c][k], &x[c][k], &b[c][k]);
                 }
             }
-            qsort(a, ROUNDS, sizeof *a, cmpd);
-            qsort(b, ROUNDS, sizeof *b, cmpd);
-            qsort(x, ROUNDS, sizeof *x, cmpd);
+        }
+        for (int c = 0; c < NC; c++) {
+            if (w == 1 && combos[c][0] && !combos[c][1]) continue;
+            if (enc_only && strcmp(enc_only, enc_name(combos[c][0], combos[c][1]))) continue;
+            qsort(a[c], ROUNDS, sizeof **a, cmpd);
+            qsort(b[c], ROUNDS, sizeof **b, cmpd);
+            qsort(x[c], ROUNDS, sizeof **x, cmpd);
             if (w < 2)
                 printf("{\"workload\":\"%s\",\"encoding\":\"%s\",\"subscribers\":%d,\"size\":%d,\"msgs_per_s\":%.0f,"
                        "\"busd_cpu_ns_per_msg\":%.0f,\"order_errors\":%ld,\"lost\":%ld}\n",
-                       subs > 1 ? "fanout" : "stream", enc_name(combos[c][0], combos[c][1]), subs, SIZE, a[1], b[1], errs, lost);
+                       names[w], enc_name(combos[c][0], combos[c][1]), subs, g_size, a[c][1], b[c][1], errs[c], lost[c]);
             else
                 printf("{\"workload\":\"rtt\",\"encoding\":\"%s\",\"p50_us\":%.1f,\"p99_us\":%.1f,\"busd_cpu_ns_per_call\":%.0f}\n",
-                       enc_name(combos[c][0], combos[c][1]), a[1], x[1], b[1]);
-            fflush(stdout);
+                       enc_name(combos[c][0], combos[c][1]), a[c][1], x[c][1], b[c][1]);
         }
+        fflush(stdout);
     }
     return 0;
 }
