@@ -100,6 +100,60 @@ static inline void copy_run(char *dst, const char *dst_end, const void *src, con
     memcpy(dst, src, n);
 }
 
+/* Where output goes: a write pointer and the end of the room for it (the
+ * buffer's capacity or the limit, whichever comes first), kept out of the
+ * `struct jw` so the hot paths check one pointer. */
+struct cursor {
+    char *o, *oend;
+    struct jw *w;               /* NULL: a fixed scratch buffer (headers packed aside) */
+    size_t base, limit;         /* w->len at the start; what may be appended */
+};
+
+static char *room_end(const struct jw *w, size_t base, size_t limit)
+{
+    size_t used = w->len - base, room = w->cap - w->len;
+    return w->buf + w->len + (limit - used < room ? limit - used : room);
+}
+
+static void cur_init(struct cursor *c, struct jw *w, size_t limit)
+{
+    c->w = w;
+    c->base = w->len;
+    c->limit = limit;
+    c->o = c->oend = w->buf ? w->buf + w->len : NULL;
+    if (w->buf) c->oend = room_end(w, c->base, limit);
+}
+
+/* Slow path of every write: n bytes do not fit in the room left. */
+static enum mp_status cur_grow(struct cursor *c, size_t n)
+{
+    struct jw *w = c->w;
+    if (!w) return MP_TOO_LARGE;
+    if (w->buf) w->len = (size_t)(c->o - w->buf);
+    enum mp_status st = out_reserve(w, c->base, c->limit, n);
+    if (st != MP_OK) return st;
+    c->o = w->buf + w->len;
+    c->oend = room_end(w, c->base, c->limit);
+    return MP_OK;
+}
+
+static inline enum mp_status cur_put(struct cursor *c, const void *s, size_t n)
+{
+    if ((size_t)(c->oend - c->o) < n) {
+        enum mp_status st = cur_grow(c, n);
+        if (st != MP_OK) return st;
+    }
+    memcpy(c->o, s, n);
+    c->o += n;
+    return MP_OK;
+}
+
+/* The output so far, for the caller (out->len). */
+static void cur_done(struct cursor *c)
+{
+    if (c->w && c->w->buf) c->w->len = (size_t)(c->o - c->w->buf);
+}
+
 /* ---- MessagePack -> JSON -------------------------------------------- */
 
 struct mp_level {
@@ -110,10 +164,8 @@ struct mp_level {
 };
 
 struct mp_dec {
-    char *o, *oend;             /* where output goes, and the end of the room for it */
+    struct cursor c;
     const unsigned char *in_end;
-    struct jw *out;
-    size_t base, limit;
     size_t len;                 /* input size: bounds the elements it can hold */
     uint64_t claimed;           /* elements announced by every container so far */
     int depth;
@@ -128,7 +180,7 @@ static int stop(struct mp_dec *d, enum mp_status st)
 {
     d->stopped = true;
     if (d->status == MP_OK || d->status == MP_NO_JSON) d->status = st;
-    if (st == MP_TOO_LARGE) say(d->err, d->errlen, "msgpack: the message is more than %zu bytes as JSON", d->limit);
+    if (st == MP_TOO_LARGE) say(d->err, d->errlen, "msgpack: the message is more than %zu bytes as JSON", d->c.limit);
     if (st == MP_NOMEM) say(d->err, d->errlen, "msgpack: out of memory");
     return -1;
 }
@@ -147,37 +199,24 @@ static void no_json(struct mp_dec *d, const char *fmt, ...)
     va_end(ap);
 }
 
-/* The room between out->len and the end of the buffer or of the limit. */
-static char *room_end(const struct jw *w, size_t base, size_t limit)
-{
-    size_t used = w->len - base, room = w->cap - w->len;
-    return w->buf + w->len + (limit - used < room ? limit - used : room);
-}
-
-/* Slow path of every write: n bytes do not fit in the room left. */
 static int grow(struct mp_dec *d, size_t n)
 {
-    struct jw *w = d->out;
-    if (w->buf) w->len = (size_t)(d->o - w->buf);
-    enum mp_status st = out_reserve(w, d->base, d->limit, n);
-    if (st != MP_OK) return stop(d, st);
-    d->o = w->buf + w->len;
-    d->oend = room_end(w, d->base, d->limit);
-    return 0;
+    enum mp_status st = cur_grow(&d->c, n);
+    return st == MP_OK ? 0 : stop(d, st);
 }
 
 static inline int put(struct mp_dec *d, const char *s, size_t n)
 {
-    if ((size_t)(d->oend - d->o) < n && grow(d, n)) return -1;
-    memcpy(d->o, s, n);
-    d->o += n;
+    if ((size_t)(d->c.oend - d->c.o) < n && grow(d, n)) return -1;
+    memcpy(d->c.o, s, n);
+    d->c.o += n;
     return 0;
 }
 
 static inline int put1(struct mp_dec *d, char c)
 {
-    if (d->o == d->oend && grow(d, 1)) return -1;
-    *d->o++ = c;
+    if (d->c.o == d->c.oend && grow(d, 1)) return -1;
+    *d->c.o++ = c;
     return 0;
 }
 
@@ -268,41 +307,41 @@ static inline size_t plain_run(const unsigned char *p, size_t n, const unsigned 
 static inline int put_string(struct mp_dec *d, const char *s, size_t n)
 {
     if (n == 0) return put(d, "\"\"", 2);   /* s may be NULL then (msgpack-c) */
-    if ((size_t)(d->oend - d->o) < n + 2 && grow(d, n + 2)) return -1;
-    size_t start = (size_t)(d->o - d->out->buf);
-    *d->o++ = '"';
+    if ((size_t)(d->c.oend - d->c.o) < n + 2 && grow(d, n + 2)) return -1;
+    size_t start = (size_t)(d->c.o - d->c.w->buf);
+    *d->c.o++ = '"';
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
     while (p < end) {
         /* Invariant: the room holds what is left of the input, plus 1. */
         size_t k = plain_run(p, (size_t)(end - p), d->in_end);
-        copy_run(d->o, d->oend, p, d->in_end, k);
-        d->o += k;
+        copy_run(d->c.o, d->c.oend, p, d->in_end, k);
+        d->c.o += k;
         p += k;
         if (p == end) break;
         if (*p >= 0x80) {
             size_t u = utf8_seq(p, end);
             if (!u) {
                 no_json(d, "msgpack: a str is not valid UTF-8 (JSON text is UTF-8)");
-                d->o = d->out->buf + start;
+                d->c.o = d->c.w->buf + start;
                 return put(d, "\"\"", 2);
             }
-            memcpy(d->o, p, u);
-            d->o += u;
+            memcpy(d->c.o, p, u);
+            d->c.o += u;
             p += u;
             continue;
         }
-        if ((size_t)(d->oend - d->o) < (size_t)(end - p) + 6 && grow(d, (size_t)(end - p) + 6)) return -1;
+        if ((size_t)(d->c.oend - d->c.o) < (size_t)(end - p) + 6 && grow(d, (size_t)(end - p) + 6)) return -1;
         static const char hex[] = "0123456789abcdef";
         unsigned char c = *p++;
-        char *o = d->o;
+        char *o = d->c.o;
         o[0] = '\\';
-        if (c == '"' || c == '\\') { o[1] = (char)c; d->o += 2; }
-        else if (c == '\n') { o[1] = 'n'; d->o += 2; }
-        else if (c == '\r') { o[1] = 'r'; d->o += 2; }
-        else if (c == '\t') { o[1] = 't'; d->o += 2; }
-        else { memcpy(o + 1, "u00", 3); o[4] = hex[c >> 4]; o[5] = hex[c & 15]; d->o += 6; }
+        if (c == '"' || c == '\\') { o[1] = (char)c; d->c.o += 2; }
+        else if (c == '\n') { o[1] = 'n'; d->c.o += 2; }
+        else if (c == '\r') { o[1] = 'r'; d->c.o += 2; }
+        else if (c == '\t') { o[1] = 't'; d->c.o += 2; }
+        else { memcpy(o + 1, "u00", 3); o[4] = hex[c >> 4]; o[5] = hex[c & 15]; d->c.o += 6; }
     }
-    *d->o++ = '"';
+    *d->c.o++ = '"';
     return 0;
 }
 
@@ -414,9 +453,7 @@ enum mp_status mp_to_json(const char *in, size_t len, struct jw *out, size_t lim
                           char *err, size_t errlen)
 {
     struct mp_dec d;
-    d.out = out;
-    d.base = out->len;
-    d.limit = limit;
+    cur_init(&d.c, out, limit);
     d.len = len;
     d.in_end = (const unsigned char *)in + len;
     d.claimed = 0;
@@ -428,15 +465,13 @@ enum mp_status mp_to_json(const char *in, size_t len, struct jw *out, size_t lim
     if (errlen) err[0] = 0;
     /* Room for the usual JSON size at once (a little more than the input). */
     size_t guess = len + len / 4 + 16;
-    d.o = d.oend = out->buf ? out->buf + out->len : NULL;
-    if (out->buf) d.oend = room_end(out, d.base, limit);
-    if ((size_t)(d.oend - d.o) < guess && grow(&d, guess < limit ? guess : limit ? limit : 1)) return d.status;
+    if ((size_t)(d.c.oend - d.c.o) < guess && grow(&d, guess < limit ? guess : limit ? limit : 1)) return d.status;
     struct lbmp_context ctx;
     lbmp_init(&ctx);
     ctx.user = &d;
     size_t off = 0;
     int r = lbmp_execute(&ctx, in, len, &off);
-    out->len = (size_t)(d.o - out->buf);
+    cur_done(&d.c);
     if (r < 0 && d.stopped) return d.status;
     if (r < 0) {
         /* Only 0xc1, the one byte MessagePack leaves unused, gets here. */
@@ -458,9 +493,7 @@ enum mp_status mp_to_json(const char *in, size_t len, struct jw *out, size_t lim
 
 struct mp_enc {
     const char *start, *p, *end;
-    char *o, *oend;             /* as in mp_dec */
-    struct jw *out;             /* NULL: a fixed scratch buffer (headers packed aside) */
-    size_t base, limit;
+    struct cursor c;
     enum mp_status st;
     char *err;
     size_t errlen;
@@ -474,22 +507,14 @@ static int enc_fail(struct mp_enc *e, enum mp_status st)
 
 static int enc_grow(struct mp_enc *e, size_t n)
 {
-    struct jw *w = e->out;
-    if (!w) return enc_fail(e, MP_TOO_LARGE);
-    if (w->buf) w->len = (size_t)(e->o - w->buf);
-    enum mp_status st = out_reserve(w, e->base, e->limit, n);
-    if (st != MP_OK) return enc_fail(e, st);
-    e->o = w->buf + w->len;
-    e->oend = room_end(w, e->base, e->limit);
-    return 0;
+    enum mp_status st = cur_grow(&e->c, n);
+    return st == MP_OK ? 0 : enc_fail(e, st);
 }
 
 static inline int enc_put(struct mp_enc *e, const void *buf, size_t n)
 {
-    if ((size_t)(e->oend - e->o) < n && enc_grow(e, n)) return -1;
-    memcpy(e->o, buf, n);
-    e->o += n;
-    return 0;
+    enum mp_status st = cur_put(&e->c, buf, n);
+    return st == MP_OK ? 0 : enc_fail(e, st);
 }
 
 /* msgpack-c's packer, instantiated from its template with our buffer as
@@ -508,22 +533,22 @@ static inline int enc_put(struct mp_enc *e, const void *buf, size_t n)
 struct hdr { char b[8]; size_t n; };
 static void pack_header(struct hdr *h, int kind, size_t n)
 {
-    struct mp_enc hp = { .o = h->b, .oend = h->b + sizeof h->b };
+    struct mp_enc hp = { .c = { .o = h->b, .oend = h->b + sizeof h->b } };
     if (kind == 'm') lbpk_map(&hp, n);
     else if (kind == 'a') lbpk_array(&hp, n);
     else lbpk_str(&hp, n);
-    h->n = (size_t)(hp.o - h->b);
+    h->n = (size_t)(hp.c.o - h->b);
 }
 
 /* Replaces the `room` bytes reserved at offset `at` with h, moving what
  * follows them. */
 static int place_header(struct mp_enc *e, size_t at, size_t room, const struct hdr *h)
 {
-    if (h->n > room && (size_t)(e->oend - e->o) < h->n - room && enc_grow(e, h->n - room)) return -1;
-    char *base = e->out->buf;
-    memmove(base + at + h->n, base + at + room, (size_t)(e->o - base) - at - room);
+    if (h->n > room && (size_t)(e->c.oend - e->c.o) < h->n - room && enc_grow(e, h->n - room)) return -1;
+    char *base = e->c.w->buf;
+    memmove(base + at + h->n, base + at + room, (size_t)(e->c.o - base) - at - room);
     memcpy(base + at, h->b, h->n);
-    e->o = e->o - room + h->n;
+    e->c.o = e->c.o - room + h->n;
     return 0;
 }
 
@@ -616,7 +641,7 @@ static inline const char *quote_or_escape(const char *s, const char *end)
 /* Escapes: decoded behind a str32-sized hole, then the real header. */
 static int enc_escaped_string(struct mp_enc *e)
 {
-    size_t at = (size_t)(e->o - e->out->buf);
+    size_t at = (size_t)(e->c.o - e->c.w->buf);
     if (enc_put(e, "\0\0\0\0\0", 5)) return -1;
     while (e->p < e->end && *e->p != '"') {
         const char *run = e->p;
@@ -633,7 +658,7 @@ static int enc_escaped_string(struct mp_enc *e)
     if (e->p >= e->end) return bad_json(e);
     e->p++;
     struct hdr h;
-    pack_header(&h, 's', (size_t)(e->o - e->out->buf) - at - 5);
+    pack_header(&h, 's', (size_t)(e->c.o - e->c.w->buf) - at - 5);
     return place_header(e, at, 5, &h);
 }
 
@@ -701,7 +726,7 @@ static int enc_scalar(struct mp_enc *e)
 static int enc_close(struct mp_enc *e, size_t at, size_t count, bool map)
 {
     if (count <= 15) {
-        e->out->buf[at] = (char)((map ? 0x80 : 0x90) | count);
+        e->c.w->buf[at] = (char)((map ? 0x80 : 0x90) | count);
         return 0;
     }
     if (count > UINT32_MAX) return bad_json(e);
@@ -716,10 +741,11 @@ static int enc_walk(struct mp_enc *e)
 {
     struct { size_t at, count; bool map; } st[ENV_MAX_DEPTH];
     int depth = 0;
+    bool in_key = false;      /* the string being written is a member name */
     const char *p = e->p, *end = e->end;
-    char *o = e->o, *oend = e->oend;
-#define SYNC() (e->p = p, e->o = o)
-#define LOAD() (p = e->p, o = e->o, oend = e->oend)
+    char *o = e->c.o, *oend = e->c.oend;
+#define SYNC() (e->p = p, e->c.o = o)
+#define LOAD() (p = e->p, o = e->c.o, oend = e->c.oend)
 #define WS() while (p < end && (unsigned char)*p <= ' ' && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++
 #define ROOM(n) do { if ((size_t)(oend - o) < (size_t)(n)) { SYNC(); if (enc_grow(e, (n))) return -1; LOAD(); } } while (0)
 #define FAIL() do { SYNC(); return bad_json(e); } while (0)
@@ -734,7 +760,7 @@ static int enc_walk(struct mp_enc *e)
                 return -1;
             }
             ROOM(1);
-            st[depth].at = (size_t)(o - e->out->buf);
+            st[depth].at = (size_t)(o - e->c.w->buf);
             st[depth].count = 0;
             st[depth].map = map;
             depth++;
@@ -751,25 +777,7 @@ static int enc_walk(struct mp_enc *e)
             if (!map) continue;
             goto key;
         }
-        if (*p == '"') {
-            const char *s = p + 1, *q = quote_or_escape(s, end);
-            if (q >= end) FAIL();
-            if (*q == '\\') { SYNC(); if (enc_scalar(e)) return -1; LOAD(); goto after_value; }
-            size_t n = (size_t)(q - s);
-            p = q + 1;
-            if (n < 32) {
-                /* fixstr: the header is one byte. */
-                ROOM(n + 1);
-                *o++ = (char)(0xa0 | n);
-                copy_run(o, oend, s, end, n);
-                o += n;
-            } else {
-                SYNC();
-                if (lbpk_str(e, n) || enc_put(e, s, n)) return -1;
-                LOAD();
-            }
-            goto after_value;
-        }
+        if (*p == '"') goto string;
         SYNC();
         if (enc_scalar(e)) return -1;
         LOAD();
@@ -795,28 +803,32 @@ static int enc_walk(struct mp_enc *e)
         /* A member name, then ':'. */
         WS();
         if (p >= end || *p != '"') FAIL();
-        {
-            const char *s = p + 1, *q = quote_or_escape(s, end);
+        in_key = true;
+    string: {
+            const char *str = p + 1, *q = quote_or_escape(str, end);
             if (q >= end) FAIL();
             if (*q == '\\') {
                 SYNC();
                 if (enc_scalar(e)) return -1;
                 LOAD();
             } else {
-                size_t n = (size_t)(q - s);
+                size_t n = (size_t)(q - str);
                 p = q + 1;
                 if (n < 32) {
+                    /* fixstr: the header is one byte. */
                     ROOM(n + 1);
                     *o++ = (char)(0xa0 | n);
-                    copy_run(o, oend, s, end, n);
+                    copy_run(o, oend, str, end, n);
                     o += n;
                 } else {
                     SYNC();
-                    if (lbpk_str(e, n) || enc_put(e, s, n)) return -1;
+                    if (lbpk_str(e, n) || enc_put(e, str, n)) return -1;
                     LOAD();
                 }
             }
         }
+        if (!in_key) goto after_value;
+        in_key = false;
         WS();
         if (p >= end || *p != ':') FAIL();
         p++;
@@ -833,23 +845,21 @@ static int enc_walk(struct mp_enc *e)
 enum mp_status mp_from_json(const char *in, size_t len, struct jw *out, size_t limit,
                             char *err, size_t errlen)
 {
-    struct mp_enc e = { .start = in, .p = in, .end = in + len, .out = out, .base = out->len, .limit = limit,
-                        .err = err, .errlen = errlen };
+    struct mp_enc e = { .start = in, .p = in, .end = in + len, .err = err, .errlen = errlen };
     if (errlen) err[0] = 0;
-    e.o = e.oend = out->buf ? out->buf + out->len : NULL;
-    if (out->buf) e.oend = room_end(out, e.base, limit);
+    cur_init(&e.c, out, limit);
     /* MessagePack is mostly smaller than its JSON: room for that at once. */
     size_t guess = len + 16 < limit ? len + 16 : limit ? limit : 1;
-    if (((size_t)(e.oend - e.o) >= guess || enc_grow(&e, guess) == 0) && enc_walk(&e) == 0) {
+    if (((size_t)(e.c.oend - e.c.o) >= guess || enc_grow(&e, guess) == 0) && enc_walk(&e) == 0) {
         skip_ws(&e);
         if (e.p == e.end) {
-            out->len = (size_t)(e.o - out->buf);
+            cur_done(&e.c);
             return MP_OK;
         }
         bad_json(&e);
     }
     if (e.st == MP_TOO_LARGE) say(err, errlen, "msgpack: the message is more than %zu bytes as MessagePack", limit);
     if (e.st == MP_NOMEM) say(err, errlen, "msgpack: out of memory");
-    out->len = e.base;
+    out->len = e.c.base;
     return e.st == MP_OK ? MP_MALFORMED : e.st;
 }

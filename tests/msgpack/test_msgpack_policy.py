@@ -11,17 +11,11 @@ from lbtest import Bus, check, check_eq, test
 from mputil import mp_client, mp_raw
 
 sys.path.insert(0, os.path.join(lbtest.SRCDIR, "tests", "policy"))
-from tokenutil import SECRET, claims, mint  # noqa: E402
+from tokenutil import claims, mint, token_bus_conf  # noqa: E402
 
 
 def token_bus():
-    bus = Bus(bus="mode = production\nstate_file = lexbus-state.json\n", start=False)
-    keyf = os.path.join(bus.dir, "broker.key")
-    with open(keyf, "w") as f:
-        f.write("main:%s\n" % SECRET)
-    os.chmod(keyf, 0o600)
-    bus.write_conf(open(bus.conf).read() + "[plugin tokens]\nkey_file = %s\nadmins = admin\n" % keyf)
-    return bus.start()
+    return token_bus_conf().start()
 
 
 @test
