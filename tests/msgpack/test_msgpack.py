@@ -392,7 +392,17 @@ def encoding_key_pins_the_listener():
         alive(bus.client("js"))
     with pinned("auto") as bus:
         alive(mp_client(bus, "mp"))
-        alive(bus.client("js"))
+        early = bus.client("js")
+        alive(early)
+        # SIGHUP: new connections get the new value; open ones keep theirs.
+        bus.write_conf(open(bus.conf).read().replace("encoding = auto", "encoding = msgpack"))
+        bus.send_signal(signal.SIGHUP)
+        lbtest.wait_for(lambda: "configuration reloaded" in bus.logtext(), what="reload")
+        late = bus.raw()
+        late.send({"type": "HEARTBEAT", "id": "h"})
+        late.__class__ = MpClient
+        check("(set by the listener's encoding key)" in late.recv()["error"]["message"], "reloaded key applies")
+        alive(early)
     with Bus(start=False) as bus:
         text = open(bus.conf).read().replace("[plugin unix]\n", "[plugin unix]\nencoding = yaml\n")
         bus.write_conf(text)
