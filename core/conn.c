@@ -17,6 +17,7 @@
 #include "stats.h"
 #include "plugin_ctx.h"
 #include "jsonw.h"
+#include "encoding.h"
 #include "log.h"
 #include "util.h"
 
@@ -320,6 +321,10 @@ static void slow_consumer(struct lb_conn *c, const char *what)
 
 static int queue_frame(struct lb_conn *c, const char *p, size_t n, enum lb_msg_type t)
 {
+    if (c->encoding == LB_ENCODING_MSGPACK && encoding_output(c, &p, &n) != 0) {
+        conn_close_later(c, NULL, "cannot encode as MessagePack");
+        return -1;
+    }
     struct iovec iov = { (void *)p, n };
     if (c->ops->send(c->tdata, &iov, 1) != 0) {
         conn_close_later(c, NULL, "send failed");
@@ -558,7 +563,6 @@ void lb_conn_set_data(struct lb_conn *c, struct lb_plugin_ctx *ctx, void *data)
 void lb_conn_set_auth(struct lb_conn *c, const char *how) { c->auth = how; }
 void lb_conn_set_admin(struct lb_conn *c, bool admin) { c->admin = admin; }
 bool lb_conn_is_admin(const struct lb_conn *c) { return c->admin || !g_bus.set.production; }
-void lb_conn_set_encoding(struct lb_conn *c, enum lb_encoding enc) { c->enc = (uint8_t)enc; }
 
 /* ---- sweep: heartbeats, REGISTER deadline, stuck consumers ---------- */
 

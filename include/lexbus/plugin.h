@@ -275,14 +275,21 @@ void lb_conn_gone(struct lb_conn *conn, const char *why);
  * call.  A no-op on a connection already closed. */
 void lb_conn_close_error(struct lb_conn *conn, const char *code, const char *message);
 
-/* Wire encodings a connection may use (doc/protocol.md, "Encodings").
- * AUTO: recognised from the first frame and fixed for the connection. */
-enum lb_encoding { LB_ENC_AUTO = 0, LB_ENC_JSON = 1, LB_ENC_MSGPACK = 2 };
-/* Pins or lets the host detect the encoding; call right after
- * lb_conn_new, before the first frame.  Frames given to the send op are
- * always JSON for JSON connections; for MessagePack ones the host
- * converts at the edge. */
+/* Wire encoding of a connection's frames.  The bus routes JSON; a
+ * connection that speaks MessagePack (Bro IPC's default serializer) has
+ * each frame converted at the edge, both ways.  AUTO: recognised from the
+ * first frame (a JSON object starts with '{' after optional white space, a
+ * MessagePack map with 0x80-0x8f, 0xde or 0xdf) and fixed from then on;
+ * every frame the bus sends the connection is in that encoding (the send
+ * op always gets what goes on the wire). */
+enum lb_encoding { LB_ENCODING_AUTO = 0, LB_ENCODING_JSON, LB_ENCODING_MSGPACK };
+/* Pins the encoding of a new connection (call right after lb_conn_new,
+ * before any frame; the default is AUTO). */
 void lb_conn_set_encoding(struct lb_conn *conn, enum lb_encoding enc);
+/* Reads the transport's `encoding = auto | json | msgpack` key (default
+ * auto).  Returns 0, 1 when absent, -1 on a bad value (reported with
+ * file:line through lb_plugin_fail). */
+int lb_conf_encoding(struct lb_plugin_ctx *ctx, enum lb_encoding *out);
 
 uint64_t lb_conn_id(const struct lb_conn *conn);
 /* The connection's registered service name (its first, if it holds
