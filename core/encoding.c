@@ -35,9 +35,9 @@ static char first_non_ws(const char *p, size_t n)
     return 0;
 }
 
-static enum enc_verdict refuse(struct enc_in *in, const char *code, const char *fmt, ...)
+static enum enc_verdict refuse_frame(struct enc_in *in, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static enum enc_verdict refuse(struct enc_in *in, const char *code, const char *fmt, ...)
+static enum enc_verdict refuse_frame(struct enc_in *in, const char *code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -65,7 +65,7 @@ static enum enc_verdict refuse_msgpack(struct enc_in *in, const struct jw *json,
         in->id_len = id->n;
     }
     in->call = st == MP_NO_JSON && in->id_len && env_str_eq(&e.f[F_TYPE], "CALL", 4);
-    return refuse(in, code, "%s", why);
+    return refuse_frame(in, code, "%s", why);
 }
 
 static enum enc_verdict msgpack_input(const char *frame, size_t len, struct enc_in *in)
@@ -98,16 +98,16 @@ enum enc_verdict encoding_input_slow(struct lb_conn *c, const char *frame, size_
     }
     if (c->encoding == LB_ENCODING_JSON) {
         if (!mp) return ENC_ROUTE;
-        return refuse(in, LB_E_INVALID_MESSAGE,
+        return refuse_frame(in, LB_E_INVALID_MESSAGE,
                       "a MessagePack frame on a connection that speaks JSON (%s): one connection, one encoding",
                       pinned_or_sniffed(c));
     }
     if (mp) return msgpack_input(frame, len, in);
     if (json)
-        return refuse(in, LB_E_INVALID_MESSAGE,
+        return refuse_frame(in, LB_E_INVALID_MESSAGE,
                       "a JSON frame on a connection that speaks MessagePack (%s): one connection, one encoding",
                       pinned_or_sniffed(c));
-    return refuse(in, LB_E_INVALID_MESSAGE, "msgpack: a message is a map (this frame starts with 0x%02x)",
+    return refuse_frame(in, LB_E_INVALID_MESSAGE, "msgpack: a message is a map (this frame starts with 0x%02x)",
                   (unsigned char)frame[0]);
 }
 

@@ -242,14 +242,22 @@ static int known_field(const char *k, size_t n)
     return -1;
 }
 
+/* By length, then one memcmp: this runs for every frame. */
 static enum lb_msg_type type_from_string(const struct env_val *v)
 {
     if (v->kind != J_STRING || v->escaped) return LB_MSG_UNKNOWN;
-    for (int t = 1; t < LB_MSG__COUNT; t++) {
-        size_t n = strlen(type_names[t]);
-        if (v->n == n && memcmp(v->p, type_names[t], n) == 0)
-            return (enum lb_msg_type)t;
+    const char *p = v->p;
+#define T(name, t) if (memcmp(p, name, sizeof(name) - 1) == 0) return t
+    switch (v->n) {
+    case 3: T("ACK", LB_MSG_ACK); break;
+    case 4: T("CALL", LB_MSG_CALL); T("EMIT", LB_MSG_EMIT); T("CRUD", LB_MSG_CRUD); break;
+    case 5: T("EVENT", LB_MSG_EVENT); T("ERROR", LB_MSG_ERROR); break;
+    case 8: T("RESPONSE", LB_MSG_RESPONSE); T("REGISTER", LB_MSG_REGISTER); break;
+    case 9: T("SUBSCRIBE", LB_MSG_SUBSCRIBE); T("HEARTBEAT", LB_MSG_HEARTBEAT); break;
+    case 11: T("UNSUBSCRIBE", LB_MSG_UNSUBSCRIBE); break;
+    case 12: T("REGISTER_ACK", LB_MSG_REGISTER_ACK); break;
     }
+#undef T
     return LB_MSG_UNKNOWN;
 }
 

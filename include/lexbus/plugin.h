@@ -150,6 +150,13 @@ bool lb_bus_production(struct lb_plugin_ctx *ctx);
 /* True under `lexbusd -t`: validate the configuration, open nothing. */
 bool lb_check_only(struct lb_plugin_ctx *ctx);
 const char *lb_bus_system_service(struct lb_plugin_ctx *ctx);
+/* [bus] lua_dir: the folder of Lua scripts (the build tree's lua/ when
+ * lexbusd runs from the build tree, else the installed defaults). */
+const char *lb_bus_lua_dir(struct lb_plugin_ctx *ctx);
+/* [bus] max_frame and heartbeat, for transports that frame or ping
+ * themselves. */
+uint64_t lb_bus_max_frame(struct lb_plugin_ctx *ctx);
+uint64_t lb_bus_heartbeat_ms(struct lb_plugin_ctx *ctx);
 /* True while draining (SIGTERM): /health answers 503, say. */
 bool lb_bus_draining(struct lb_plugin_ctx *ctx);
 /* Milliseconds the bus has been up. */
@@ -545,7 +552,9 @@ struct lb_hooks {
                                     struct lb_err *err);
     /* A RESPONSE about to be delivered to the caller `to` (c is the
      * callee): may lb_msg_set "data", "error" or "status", or refuse (the
-     * caller then gets an error RESPONSE with the hook's code). */
+     * caller then gets an error RESPONSE with the hook's code).  The call
+     * it answers is in the attributes "call.to" (the service called) and
+     * "call.method". */
     enum lb_verdict_kind (*response)(void *ud, struct lb_conn *c, struct lb_conn *to,
                                      struct lb_msg *m, struct lb_err *err);
     /* Each recipient of a routed message. */
@@ -590,6 +599,16 @@ enum lb_method_flags {
 };
 int lb_system_method_register(struct lb_plugin_ctx *ctx, const char *method, unsigned flags,
                               lb_method_fn fn, void *ud);
+/* The same with JSON text both ways, for a method whose values jansson
+ * would change (integers beyond 64 bits, the shortest form of a double,
+ * member order): `params` is the CALL's params as written (validated; "{}"
+ * when absent), and the method writes its result into `result` (checked
+ * to be one JSON value before it is sent; nothing written: null). */
+struct lb_jw;
+typedef int (*lb_method_raw_fn)(void *ud, struct lb_conn *caller, struct lb_str params, struct lb_jw *result,
+                                struct lb_err *err);
+int lb_system_method_register_raw(struct lb_plugin_ctx *ctx, const char *method, unsigned flags,
+                                  lb_method_raw_fn fn, void *ud);
 
 /* ------------------------------------------------------------------ */
 /* Stats                                                               */
