@@ -38,8 +38,12 @@
 
 /* One readv() takes up to this much.  libevent's evbuffer_read() would cap
  * each read at 4 KiB and add an ioctl(FIONREAD) per call, so reads are
- * done here directly into reserved evbuffer space. */
-#define READ_CHUNK (64 * 1024)
+ * done here directly into reserved evbuffer space.  16 KiB, not more:
+ * what a read routes is flushed only when the loop turn ends, so a larger
+ * read holds the first messages back until the last is routed — a
+ * publisher that waits for its subscribers (flow control) stalls on it
+ * (64 KiB: 0.99x Redis flow-controlled, 16 KiB: 1.35x; blast unchanged). */
+#define READ_CHUNK (16 * 1024)
 #define FLUSH_TIMEOUT_S 5
 
 struct unix_conn;
