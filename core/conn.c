@@ -395,12 +395,9 @@ void conn_send_error(struct lb_conn *c, const char *id, size_t id_len, const cha
         jw_raw(w, id, id_len);
         jw_lit(w, "\"");
     }
-    jw_lit(w, ",\"error\":{\"code\":");
-    jw_cstr(w, code);
-    jw_lit(w, ",\"message\":");
-    jw_str(w, msg, strnlen(msg, 1024));
-    if (retry_after_ms >= 0) { jw_lit(w, ",\"retryAfterMs\":"); jw_i64(w, retry_after_ms); }
-    jw_lit(w, "},\"timestamp\":");
+    jw_lit(w, ",\"error\":");
+    jw_error_object(w, code, msg, retry_after_ms);
+    jw_lit(w, ",\"timestamp\":");
     jw_u64(w, now_ms());
     jw_lit(w, "}");
     stats_count_error(code);
