@@ -30,7 +30,7 @@ static unsigned g_timeout_ms = 10000;
 
 static const char *const usage_main =
     "usage: lexbus [--server unix:/path|tls://host:port] [--ca F] [--cert F --key F] [--insecure]\n"
-    "              [--as NAME] [--timeout MS] [--token T] COMMAND [ARGS]\n"
+    "              [--as NAME] [--timeout MS] [--token T] [--encoding json|msgpack] COMMAND [ARGS]\n"
     "\n"
     "Commands:\n"
     "  call SERVICE METHOD [JSON]          call a method, print the result\n"
@@ -48,6 +48,7 @@ static const char *const usage_main =
     "--as NAME registers under NAME (with mutual TLS: a name the certificate carries).\n"
     "--token T: a session token (issued with --operation register) authenticates the\n"
     "REGISTER; any other broker token goes with the CALL or EMIT it allows.\n"
+    "--encoding msgpack speaks MessagePack on the wire (as Bro IPC clients do); JSON by default.\n"
     "Exit codes: 0 ok, 1 error answer, 2 usage, 3 connection failure, 4 timeout.\n"
     "Errors are printed on stderr as {\"error\":{\"code\":...,\"message\":...}}.\n"
     "`lexbus COMMAND --help` describes each command.\n";
@@ -663,6 +664,7 @@ int main(int argc, char **argv)
         { "key", required_argument, NULL, 'K' },
         { "insecure", no_argument, NULL, 'I' },
         { "as", required_argument, NULL, 'A' },
+        { "encoding", required_argument, NULL, 'N' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -685,6 +687,11 @@ int main(int argc, char **argv)
         case 'K': g_opt.tls_key = optarg; break;
         case 'I': g_opt.tls_insecure = true; break;
         case 'A': g_opt.service = optarg; break;
+        case 'N':
+            if (!strcmp(optarg, "msgpack")) g_opt.encoding = LEXBUS_ENCODING_MSGPACK;
+            else if (!strcmp(optarg, "json")) g_opt.encoding = LEXBUS_ENCODING_JSON;
+            else return usage_error(usage_main, "--encoding takes json or msgpack");
+            break;
         case 'h': fputs(usage_main, stdout); return EXIT_OK;
         default: fputs(usage_main, stderr); return EXIT_USAGE;
         }

@@ -24,6 +24,7 @@
 #include <openssl/x509v3.h>
 #include <lexbus/client.h>
 #include <lexbus/protocol.h>
+#include "codec_msgpack.h"
 #include "envelope.h"
 #include "names.h"
 #include "jwtpart.h"
@@ -84,6 +85,9 @@ struct lexbus_client {
     struct pending *pending;     /* oldest first: answers mostly come in order */
     struct pending **pending_tail;
     struct wbuf out;             /* scratch for outgoing frames, reused */
+    bool msgpack;                /* frames go both ways as MessagePack */
+    struct jw mp_out, mp_in;     /* their conversions, reused */
+    int dispatching;             /* a callback that runs the loop reads frames of its own */
     lexbus_state_fn state_cb;
     void *state_ud;
     lexbus_error_fn error_cb;
@@ -113,15 +117,27 @@ unsigned lexbus_backoff_ms(unsigned base, unsigned max, unsigned attempt, unsign
 
 /* ---- sending -------------------------------------------------------- */
 
+/* Queues one frame whose body is JSON text: as it is, or as MessagePack. */
+static int queue_body(struct lexbus_client *c, const char *body, size_t n)
+{
+    if (c->msgpack) {
+        char why[160];
+        c->mp_out.len = 0;
+        if (mp_from_json(body, n, &c->mp_out, UINT32_MAX, why, sizeof why) != MP_OK) return -1;
+        body = c->mp_out.buf;
+        n = c->mp_out.len;
+    }
+    uint32_t be = htonl((uint32_t)n);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    return evbuffer_add(out, &be, 4) || evbuffer_add(out, body, n) ? -1 : 0;
+}
+
 static int send_json(struct lexbus_client *c, json_t *msg)
 {
     if (!c->bev) return -1;
     char *body = json_dumps(msg, JSON_COMPACT);
     if (!body) return -1;
-    size_t n = strlen(body);
-    uint32_t be = htonl((uint32_t)n);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    int rc = evbuffer_add(out, &be, 4) || evbuffer_add(out, body, n) ? -1 : 0;
+    int rc = queue_body(c, body, strlen(body));
     free(body);
     return rc;
 }
@@ -131,6 +147,7 @@ static int send_frame(struct lexbus_client *c)
 {
     long n = wb_finish(&c->out);
     if (!c->bev || n < 0) return -1;
+    if (c->msgpack) return queue_body(c, c->out.p + 4, (size_t)n - 4);
     return evbuffer_add(bufferevent_get_output(c->bev), c->out.p, (size_t)n);
 }
 
@@ -663,7 +680,7 @@ static void handle_register_ack(struct lexbus_client *c, const struct envelope *
     notify_state(c, true, NULL);
 }
 
-static void dispatch(struct lexbus_client *c, const char *frame, size_t n)
+static void dispatch_json(struct lexbus_client *c, const char *frame, size_t n)
 {
     struct envelope e;
     const char *why;
@@ -675,6 +692,23 @@ static void dispatch(struct lexbus_client *c, const char *frame, size_t n)
     case LB_MSG_RESPONSE: case LB_MSG_ACK: case LB_MSG_ERROR: case LB_MSG_HEARTBEAT: handle_answer(c, &e); break;
     default: break;
     }
+}
+
+static void dispatch(struct lexbus_client *c, const char *frame, size_t n)
+{
+    if (!c->msgpack) { dispatch_json(c, frame, n); return; }
+    /* Converted to JSON for the same scanner.  A callback may run the loop
+     * and so read frames itself: those use a buffer of their own. */
+    struct jw local = { 0 }, *w = c->dispatching ? &local : &c->mp_in;
+    char why[160];
+    w->len = 0;
+    enum mp_status st = mp_to_json(frame, n, w, 8 * c->max_frame, why, sizeof why);
+    if (st == MP_OK || st == MP_NO_JSON) {   /* NO_JSON: only +-Infinity can come from the bus */
+        c->dispatching++;
+        dispatch_json(c, w->buf, w->len);
+        c->dispatching--;
+    }
+    free(local.buf);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -755,6 +789,7 @@ struct lexbus_client *lexbus_new(struct event_base *base, const struct lexbus_op
     c->backoff_base = o.reconnect_base_ms ? o.reconnect_base_ms : 100;
     c->backoff_max = o.reconnect_max_ms ? o.reconnect_max_ms : 30000;
     c->max_frame = o.max_frame ? o.max_frame : 16u * 1024 * 1024;
+    c->msgpack = o.encoding == LEXBUS_ENCODING_MSGPACK;
     c->pending_tail = &c->pending;
     c->retry_timer = evtimer_new(base, retry_cb, c);
     c->heartbeat_timer = event_new(base, -1, EV_PERSIST, heartbeat_cb, c);
@@ -807,6 +842,8 @@ void lexbus_free(struct lexbus_client *c)
     free(c->register_token);
     free(c->message_token);
     wb_free(&c->out);
+    free(c->mp_out.buf);
+    free(c->mp_in.buf);
     free(c);
 }
 

@@ -113,34 +113,6 @@ bool lb_service_exists(struct lb_plugin_ctx *ctx, const char *name, size_t n)
     return registry_find(name, n) != NULL;
 }
 
-/* ---- JSON writer --------------------------------------------------- */
-
-struct lb_jw { struct jw w; };
-
-struct lb_jw *lb_jw_new(void)
-{
-    struct lb_jw *w = xcalloc(1, sizeof *w);
-    jw_init(&w->w, 256);
-    return w;
-}
-
-void lb_jw_free(struct lb_jw *w)
-{
-    if (!w) return;
-    jw_free(&w->w);
-    free(w);
-}
-
-void lb_jw_reset(struct lb_jw *w) { jw_reset(&w->w); }
-void lb_jw_raw(struct lb_jw *w, const char *p, size_t n) { jw_raw(&w->w, p, n); }
-void lb_jw_str(struct lb_jw *w, const char *p, size_t n) { jw_str(&w->w, p, n); }
-void lb_jw_int(struct lb_jw *w, long long v) { jw_i64(&w->w, v); }
-const char *lb_jw_data(const struct lb_jw *w, size_t *len)
-{
-    if (len) *len = w->w.len;
-    return w->w.buf;
-}
-
 /* ---- names and patterns -------------------------------------------- */
 
 bool lb_event_name_valid(const char *p, size_t n) { return valid_event_name(p, n); }

@@ -17,6 +17,7 @@
 #include "stats.h"
 #include "plugin_ctx.h"
 #include "jsonw.h"
+#include "encoding.h"
 #include "log.h"
 #include "util.h"
 
@@ -320,6 +321,10 @@ static void slow_consumer(struct lb_conn *c, const char *what)
 
 static int queue_frame(struct lb_conn *c, const char *p, size_t n, enum lb_msg_type t)
 {
+    if (c->encoding == LB_ENCODING_MSGPACK && encoding_output(c, &p, &n) != 0) {
+        conn_close_later(c, NULL, "cannot encode as MessagePack");
+        return -1;
+    }
     struct iovec iov = { (void *)p, n };
     if (c->ops->send(c->tdata, &iov, 1) != 0) {
         conn_close_later(c, NULL, "send failed");
@@ -390,12 +395,9 @@ void conn_send_error(struct lb_conn *c, const char *id, size_t id_len, const cha
         jw_raw(w, id, id_len);
         jw_lit(w, "\"");
     }
-    jw_lit(w, ",\"error\":{\"code\":");
-    jw_cstr(w, code);
-    jw_lit(w, ",\"message\":");
-    jw_str(w, msg, strnlen(msg, 1024));
-    if (retry_after_ms >= 0) { jw_lit(w, ",\"retryAfterMs\":"); jw_i64(w, retry_after_ms); }
-    jw_lit(w, "},\"timestamp\":");
+    jw_lit(w, ",\"error\":");
+    jw_error_object(w, code, msg, retry_after_ms);
+    jw_lit(w, ",\"timestamp\":");
     jw_u64(w, now_ms());
     jw_lit(w, "}");
     stats_count_error(code);
@@ -558,7 +560,6 @@ void lb_conn_set_data(struct lb_conn *c, struct lb_plugin_ctx *ctx, void *data)
 void lb_conn_set_auth(struct lb_conn *c, const char *how) { c->auth = how; }
 void lb_conn_set_admin(struct lb_conn *c, bool admin) { c->admin = admin; }
 bool lb_conn_is_admin(const struct lb_conn *c) { return c->admin || !g_bus.set.production; }
-void lb_conn_set_encoding(struct lb_conn *c, enum lb_encoding enc) { c->enc = (uint8_t)enc; }
 
 /* ---- sweep: heartbeats, REGISTER deadline, stuck consumers ---------- */
 

@@ -50,7 +50,8 @@ struct lb_conn {
     bool admin;                  /* lb_conn_set_admin */
     bool dropping;               /* slow_consumer = drop: events dropped until it drains */
     bool timed_out;              /* REGISTER deadline passed */
-    uint8_t enc;                 /* enum lb_encoding */
+    uint8_t encoding;            /* enum lb_encoding: AUTO until the first frame (encoding.h) */
+    bool encoding_pinned;        /* set by the transport's `encoding` key, not by the first frame */
     const char *close_why;       /* a send failed: closed after this iteration */
     const char *close_code;      /* ...with this ERROR first (SLOW_CONSUMER), or NULL */
     enum conn_state state;

@@ -5,9 +5,7 @@
 #include <errno.h>
 #include "envelope.h"
 #include "utf8.h"
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
+#include "jsontext.h"
 
 static const char *const field_names[F__COUNT] = {
     [F_TYPE] = "type", [F_ID] = "id", [F_FROM] = "from", [F_TO] = "to",
@@ -72,36 +70,6 @@ static inline int hex4(const unsigned char *p, const unsigned char *end)
     if (end - p < 4) return -1;
     int a = hexval(p[0]), b = hexval(p[1]), c = hexval(p[2]), d = hexval(p[3]);
     return (a | b | c | d) < 0 ? -1 : a << 12 | b << 8 | c << 4 | d;
-}
-
-/* Skips plain printable ASCII (not '"', not '\\'): most of every payload.
- * Returns the first byte that needs a closer look (or `end`). */
-static inline const unsigned char *skip_plain(const unsigned char *p, const unsigned char *end)
-{
-#if defined(__SSE2__)
-    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
-    while (end - p >= 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)p);
-        /* Signed compare: bytes >= 0x80 are negative, so "< 0x20" flags
-         * control characters and UTF-8 alike. */
-        __m128i bad = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
-                                   _mm_cmplt_epi8(v, space));
-        int mask = _mm_movemask_epi8(bad);
-        if (mask) return p + __builtin_ctz((unsigned)mask);
-        p += 16;
-    }
-#else
-    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    while (end - p >= 8) {
-        uint64_t x;
-        memcpy(&x, p, 8);
-        uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
-        uint64_t t = ((q - ones) & ~q) | ((b - ones) & ~b) | ((x - ones * 0x20) & ~x) | x;
-        if (t & highs) break;
-        p += 8;
-    }
-#endif
-    return p;
 }
 
 /* s->p is just past the opening quote. */
@@ -274,14 +242,22 @@ static int known_field(const char *k, size_t n)
     return -1;
 }
 
+/* By length, then one memcmp: this runs for every frame. */
 static enum lb_msg_type type_from_string(const struct env_val *v)
 {
     if (v->kind != J_STRING || v->escaped) return LB_MSG_UNKNOWN;
-    for (int t = 1; t < LB_MSG__COUNT; t++) {
-        size_t n = strlen(type_names[t]);
-        if (v->n == n && memcmp(v->p, type_names[t], n) == 0)
-            return (enum lb_msg_type)t;
+    const char *p = v->p;
+#define T(name, t) if (memcmp(p, name, sizeof(name) - 1) == 0) return t
+    switch (v->n) {
+    case 3: T("ACK", LB_MSG_ACK); break;
+    case 4: T("CALL", LB_MSG_CALL); T("EMIT", LB_MSG_EMIT); T("CRUD", LB_MSG_CRUD); break;
+    case 5: T("EVENT", LB_MSG_EVENT); T("ERROR", LB_MSG_ERROR); break;
+    case 8: T("RESPONSE", LB_MSG_RESPONSE); T("REGISTER", LB_MSG_REGISTER); break;
+    case 9: T("SUBSCRIBE", LB_MSG_SUBSCRIBE); T("HEARTBEAT", LB_MSG_HEARTBEAT); break;
+    case 11: T("UNSUBSCRIBE", LB_MSG_UNSUBSCRIBE); break;
+    case 12: T("REGISTER_ACK", LB_MSG_REGISTER_ACK); break;
     }
+#undef T
     return LB_MSG_UNKNOWN;
 }
 

@@ -24,6 +24,7 @@
 #include "bus.h"
 #include "conf.h"
 #include "conn.h"
+#include "encoding.h"
 #include "hooks.h"
 #include "local.h"
 #include "log.h"
@@ -218,6 +219,7 @@ static void teardown(void)
     router_free();
     sysmethods_free();
     out_free();
+    encoding_free();
     stats_free();
     plugin_host_free();
     conf_free(g_bus.conf);

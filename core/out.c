@@ -57,12 +57,9 @@ void out_call_error(struct lb_conn *caller, const char *id, size_t id_len, const
     jw_lit(w, "\",\"from\":");
     jw_cstr(w, g_bus.set.system_service);
     if (to) { jw_lit(w, ",\"to\":"); jw_str(w, to, to_len); }
-    jw_lit(w, ",\"status\":\"error\",\"error\":{\"code\":");
-    jw_cstr(w, code);
-    jw_lit(w, ",\"message\":");
-    jw_str(w, msg, strnlen(msg, 1024));
-    if (retry_after_ms >= 0) { jw_lit(w, ",\"retryAfterMs\":"); jw_i64(w, retry_after_ms); }
-    jw_lit(w, "}}");
+    jw_lit(w, ",\"status\":\"error\",\"error\":");
+    jw_error_object(w, code, msg, retry_after_ms);
+    jw_lit(w, "}");
     stats_count_error(code);
     log_debug("out", "#%llu call %.*s failed: %s %s", (unsigned long long)caller->id, (int)id_len, id, code, msg);
     conn_send(caller, w->buf, w->len, LB_MSG_RESPONSE);
@@ -132,19 +129,20 @@ void out_heartbeat(struct lb_conn *c, const char *id, size_t id_len)
     conn_send(c, w->buf, w->len, LB_MSG_HEARTBEAT);
 }
 
+/* As lean as a client can use: `id` only when the emitter gave one, `to`
+ * only when the event was addressed to a service (absent: a broadcast). */
 void out_event(struct jw *w, const struct lb_msg *m, const char *from, size_t from_len, bool broadcast)
 {
     const struct env_val *f = m->env.f;
     jw_reset(w);
-    jw_lit(w, "{\"type\":\"EVENT\",\"id\":\"");
-    if (f[F_ID].kind == J_STRING) jw_raw(w, f[F_ID].p, f[F_ID].n);
-    else write_generated_id(w);
-    jw_lit(w, "\",\"event\":\"");
+    jw_lit(w, "{\"type\":\"EVENT\",");
+    if (f[F_ID].kind == J_STRING) { jw_lit(w, "\"id\":\""); jw_raw(w, f[F_ID].p, f[F_ID].n); jw_lit(w, "\","); }
+    jw_lit(w, "\"event\":\"");
     jw_raw(w, f[F_EVENT].p, f[F_EVENT].n);
     jw_lit(w, "\",\"from\":\"");
     jw_raw(w, from, from_len);
-    if (broadcast) jw_lit(w, "\",\"to\":\"broadcast\",\"payload\":");
-    else { jw_lit(w, "\",\"to\":\""); jw_raw(w, f[F_TO].p, f[F_TO].n); jw_lit(w, "\",\"payload\":"); }
+    if (!broadcast) { jw_lit(w, "\",\"to\":\""); jw_raw(w, f[F_TO].p, f[F_TO].n); }
+    jw_lit(w, "\",\"payload\":");
     if (f[F_PAYLOAD].kind == J_NONE) jw_lit(w, "null");
     else raw_value(w, &f[F_PAYLOAD]);
     if (m->claims) { jw_lit(w, ",\"token\":"); jw_raw(w, m->claims, m->claims_len); }

@@ -40,10 +40,11 @@ const char *lb_bus_node(struct lb_plugin_ctx *ctx) { (void)ctx; return g_bus.set
 bool lb_bus_production(struct lb_plugin_ctx *ctx) { (void)ctx; return g_bus.set.production; }
 bool lb_check_only(struct lb_plugin_ctx *ctx) { (void)ctx; return g_bus.check_only; }
 const char *lb_bus_system_service(struct lb_plugin_ctx *ctx) { (void)ctx; return g_bus.set.system_service; }
-bool lb_bus_draining(struct lb_plugin_ctx *ctx) { (void)ctx; return g_bus.draining; }
-uint64_t lb_bus_uptime_ms(struct lb_plugin_ctx *ctx) { (void)ctx; return now_ms() - g_bus.started_ms; }
+const char *lb_bus_lua_dir(struct lb_plugin_ctx *ctx) { (void)ctx; return g_bus.set.lua_dir; }
 uint64_t lb_bus_max_frame(struct lb_plugin_ctx *ctx) { (void)ctx; return g_bus.set.max_frame; }
 uint64_t lb_bus_heartbeat_ms(struct lb_plugin_ctx *ctx) { (void)ctx; return g_bus.set.heartbeat_ms; }
+bool lb_bus_draining(struct lb_plugin_ctx *ctx) { (void)ctx; return g_bus.draining; }
+uint64_t lb_bus_uptime_ms(struct lb_plugin_ctx *ctx) { (void)ctx; return now_ms() - g_bus.started_ms; }
 struct event_base *lb_event_base(struct lb_plugin_ctx *ctx) { (void)ctx; return g_bus.base; }
 void *lb_plugin_data(struct lb_plugin_ctx *ctx) { return ctx->data; }
 void lb_plugin_set_data(struct lb_plugin_ctx *ctx, void *data) { ctx->data = data; }

@@ -178,6 +178,23 @@ const char *lb_conf_where(struct lb_plugin_ctx *ctx, const char *key, char *buf,
     return lb_conf_where_nth(ctx, key, 0, buf, len);
 }
 
+int lb_conf_encoding(struct lb_plugin_ctx *ctx, enum lb_encoding *out)
+{
+    const char *v;
+    int rc = lb_conf_str(ctx, "encoding", "auto", &v);
+    if (rc < 0) return -1;
+    if (!strcmp(v, "auto")) *out = LB_ENCODING_AUTO;
+    else if (!strcmp(v, "json")) *out = LB_ENCODING_JSON;
+    else if (!strcmp(v, "msgpack")) *out = LB_ENCODING_MSGPACK;
+    else {
+        char where[300];
+        lb_plugin_fail(ctx, "%s: bad value '%s' for 'encoding' (expected auto, json or msgpack)",
+                       lb_conf_where(ctx, "encoding", where, sizeof where), v);
+        return -1;
+    }
+    return rc;
+}
+
 int lb_parse_duration_ms(const char *s, uint64_t *out_ms) { return parse_duration_ms(s, out_ms); }
 
 const char *lb_conf_path(struct lb_plugin_ctx *ctx, const char *path)

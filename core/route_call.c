@@ -215,6 +215,26 @@ void handle_call(const struct sender *s, struct lb_msg *m)
 
 /* ---- RESPONSE ------------------------------------------------------ */
 
+/* Bro IPC's connection pool (poolSize > 1) sends each message on the next
+ * socket of its pool, answers included: a RESPONSE may come on a sibling
+ * of the connection the CALL went to.  Only another instance of the same
+ * service opened by the same local process (unix peer credentials) may
+ * answer for it. */
+static struct pending_call *find_pooled(struct lb_conn *c, const char *id, size_t n)
+{
+    if (!c->peer.has_cred) return NULL;
+    for (const struct instance *i = c->inst; i; i = i->next) {
+        const struct service *s = i->svc;
+        for (size_t k = 0; k < s->n; k++) {
+            struct lb_conn *o = s->inst[k]->conn;
+            if (o == c || !o->peer.has_cred || o->peer.pid != c->peer.pid) continue;
+            struct pending_call *pc = pending_find(o, id, n);
+            if (pc) return pc;
+        }
+    }
+    return NULL;
+}
+
 void handle_response(const struct sender *s, struct lb_msg *m)
 {
     const struct env_val *f = m->env.f;
@@ -228,6 +248,7 @@ void handle_response(const struct sender *s, struct lb_msg *m)
         return;
     }
     struct pending_call *pc = pending_find(s->c, id->p, id->n);
+    if (!pc) pc = find_pooled(s->c, id->p, id->n);
     if (!pc) {
         /* Already answered (timeout, shutdown) or never asked of this
          * connection: dropping is the only safe choice; count it. */
@@ -238,6 +259,13 @@ void handle_response(const struct sender *s, struct lb_msg *m)
     }
     struct lb_conn *caller = pc->caller;
     struct hook_refusal r;
+    if (g_hooks_n.response) {
+        char to[LB_MAX_NAME + 1], method[LB_MAX_NAME + 1];
+        snprintf(to, sizeof to, "%.*s", (int)pc->target_len, pc->target);
+        snprintf(method, sizeof method, "%.*s", (int)pc->method_len, pc->method);
+        lb_msg_attr_set(m, "call.to", to);
+        lb_msg_attr_set(m, "call.method", method);
+    }
     if (g_hooks_n.response && hooks_response(s->c, caller, m, &r) == LB_DENY) {
         out_call_error(caller, pc->id, pc->id_len, pc->from, pc->from_len, r.code, r.retry_after_ms, r.message);
         audit_call_end(pc, m, r.code);

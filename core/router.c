@@ -7,6 +7,7 @@
 #include <string.h>
 #include "router_int.h"
 #include "registry.h"
+#include "encoding.h"
 #include "stats.h"
 #include "log.h"
 #include "util.h"
@@ -158,7 +159,30 @@ static bool rewritable_type(enum lb_msg_type t)
     return t == LB_MSG_CALL || t == LB_MSG_EMIT || t == LB_MSG_CRUD;
 }
 
+/* A frame the encoding edge refused (MessagePack that JSON cannot carry,
+ * a switch of encoding): answered in the connection's encoding. */
+static void refuse_encoded(struct lb_conn *c, const struct enc_in *in)
+{
+    g_stats.msgs_in[LB_MSG_UNKNOWN]++;
+    if (in->call) out_call_error(c, in->id, in->id_len, conn_name(c), conn_name(c) ? strlen(conn_name(c)) : 0,
+                                 in->code, -1, in->why);
+    else conn_send_error(c, in->id_len ? in->id : NULL, in->id_len, in->code, -1, in->why);
+}
+
+static void route(struct lb_conn *c, const char *frame, size_t len);
+
 void router_input(struct lb_conn *c, const char *frame, size_t len)
+{
+    struct enc_in in;
+    if (encoding_input(c, frame, len, &in) == ENC_REFUSE) {
+        refuse_encoded(c, &in);
+        return;
+    }
+    route(c, in.json, in.len);
+    if (in.json != frame) encoding_routed();
+}
+
+static void route(struct lb_conn *c, const char *frame, size_t len)
 {
     struct lb_msg m, rewritten;
     msg_init(&m, &g_scratch);

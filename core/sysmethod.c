@@ -20,17 +20,33 @@ static const struct sys_method *find(const char *name, size_t n)
     return NULL;
 }
 
-int sysmethod_add(struct lb_plugin_ctx *ctx, const char *name, unsigned flags, lb_method_fn fn, void *ud)
+static int add(struct lb_plugin_ctx *ctx, const char *name, unsigned flags, lb_method_fn fn, lb_method_raw_fn raw,
+               void *ud)
 {
     if (find(name, strlen(name))) return -1;
     g_methods = xrealloc(g_methods, (g_n_methods + 1) * sizeof *g_methods);
-    g_methods[g_n_methods++] = (struct sys_method){ xstrdup(name), flags, fn, ud, ctx };
+    g_methods[g_n_methods++] = (struct sys_method){ xstrdup(name), flags, fn, raw, ud, ctx };
     return 0;
+}
+
+int sysmethod_add(struct lb_plugin_ctx *ctx, const char *name, unsigned flags, lb_method_fn fn, void *ud)
+{
+    return add(ctx, name, flags, fn, NULL, ud);
 }
 
 int lb_system_method_register(struct lb_plugin_ctx *ctx, const char *method, unsigned flags, lb_method_fn fn, void *ud)
 {
-    if (!valid_method_name(method, strlen(method)) || sysmethod_add(ctx, method, flags, fn, ud)) {
+    if (!valid_method_name(method, strlen(method)) || add(ctx, method, flags, fn, NULL, ud)) {
+        lb_plugin_fail(ctx, "cannot register system method '%s' (invalid or taken)", method);
+        return -1;
+    }
+    return 0;
+}
+
+int lb_system_method_register_raw(struct lb_plugin_ctx *ctx, const char *method, unsigned flags,
+                                  lb_method_raw_fn fn, void *ud)
+{
+    if (!valid_method_name(method, strlen(method)) || add(ctx, method, flags, NULL, fn, ud)) {
         lb_plugin_fail(ctx, "cannot register system method '%s' (invalid or taken)", method);
         return -1;
     }
@@ -72,13 +88,49 @@ static void reply_error(const struct call *k, const char *code, const char *msg)
     out_call_error(k->c, id->p, id->n, k->from, k->from ? k->from_len : 0, code, -1, msg);
 }
 
-static json_t *load_params(const struct env_val *p)
+static struct lb_str raw_params(const struct env_val *p)
 {
-    if (p->kind == J_NONE) return json_object();
-    const char *raw = p->kind == J_STRING ? p->p - 1 : p->p;
-    size_t rawn = p->kind == J_STRING ? p->n + 2 : p->n;
-    json_t *params = json_loadb(raw, rawn, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-    return params ? params : json_object();
+    struct lb_str s = { "{}", 2 };
+    if (p->kind == J_NONE) return s;
+    s.p = p->kind == J_STRING ? p->p - 1 : p->p;
+    s.n = p->kind == J_STRING ? p->n + 2 : p->n;
+    return s;
+}
+
+/* NULL when jansson cannot hold them (an integer beyond 64 bits, 1e400,
+ * a lone surrogate): said to the caller, never replaced by {}. */
+static json_t *load_params(const struct env_val *p, char *why, size_t whylen)
+{
+    struct lb_str s = raw_params(p);
+    json_error_t e;
+    json_t *params = json_loadb(s.p, s.n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
+    if (!params) snprintf(why, whylen, "params cannot be read by the bus's methods: %s", e.text);
+    return params;
+}
+
+/* A method that writes its result as JSON text (lb_system_method_register_raw). */
+static const char *run_raw(const struct call *k, const struct sys_method *sm, struct lb_str params)
+{
+    static struct lb_jw *out;
+    if (!out) out = lb_jw_new();
+    lb_jw_reset(out);
+    if (sm->raw(sm->ud, k->c, params, out, err_fresh()) != 0) {
+        struct hook_refusal r;
+        err_refusal(&r, LB_E_INTERNAL_ERROR);
+        reply_error(k, r.code, r.message[0] ? r.message : "system method failed");
+        return r.code;
+    }
+    size_t n;
+    const char *text = lb_jw_data(out, &n), *err;
+    if (!n) { text = "null"; n = 4; }
+    if (env_validate_value(text, n, &err) != 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "'%s' produced a result that is not JSON (%s)", sm->name, err);
+        reply_error(k, LB_E_INTERNAL_ERROR, msg);
+        return LB_E_INTERNAL_ERROR;
+    }
+    out_reply(k->c, k->m, true, text, n);
+    return NULL;
 }
 
 /* Runs the method and answers; returns NULL on success, else the error
@@ -104,7 +156,12 @@ static const char *run(const struct call *k)
         reply_error(k, LB_E_PAYLOAD_TOO_LARGE, "params too large for a system method (64 KiB at most)");
         return LB_E_PAYLOAD_TOO_LARGE;
     }
-    json_t *params = load_params(p), *result = NULL;
+    if (sm->raw) return run_raw(k, sm, raw_params(p));
+    json_t *params = load_params(p, msg, sizeof msg), *result = NULL;
+    if (!params) {
+        reply_error(k, LB_E_INVALID_MESSAGE, msg);
+        return LB_E_INVALID_MESSAGE;
+    }
     int rc = sm->fn(sm->ud, k->c, params, &result, err_fresh());
     json_decref(params);
     if (rc != 0) {

@@ -10,7 +10,8 @@
 struct sys_method {
     char *name;
     unsigned flags;              /* LB_METHOD_* */
-    lb_method_fn fn;
+    lb_method_fn fn;             /* one of fn and raw */
+    lb_method_raw_fn raw;
     void *ud;
     struct lb_plugin_ctx *ctx;   /* NULL: the core's */
 };

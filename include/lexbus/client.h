@@ -54,6 +54,13 @@ struct lexbus_error {
     char message[256];
 };
 
+/* How frames are written on the wire (the bus reads both).  MessagePack is
+ * what Bro IPC clients use by default; callbacks see JSON either way.  The
+ * bus sends a MessagePack connection nothing JSON cannot say, except
+ * +-Infinity for a JSON number beyond the double range (1e400), which
+ * reaches callbacks as null. */
+enum lexbus_encoding { LEXBUS_ENCODING_JSON = 0, LEXBUS_ENCODING_MSGPACK };
+
 struct lexbus_options {
     const char *url;            /* "unix:/path" or "tls://host:port"; NULL: $LEXBUS_URL, else unix:/tmp/lexbus.sock */
     const char *service;        /* name to register; NULL: "client-<pid>-<n>" */
@@ -72,6 +79,7 @@ struct lexbus_options {
     const char *tls_cert;       /* client certificate (mutual TLS), with tls_key */
     const char *tls_key;
     bool tls_insecure;          /* no verification: for debugging only */
+    enum lexbus_encoding encoding;  /* default JSON */
 };
 
 /* ---- callbacks ------------------------------------------------------ */

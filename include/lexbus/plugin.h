@@ -150,16 +150,19 @@ bool lb_bus_production(struct lb_plugin_ctx *ctx);
 /* True under `lexbusd -t`: validate the configuration, open nothing. */
 bool lb_check_only(struct lb_plugin_ctx *ctx);
 const char *lb_bus_system_service(struct lb_plugin_ctx *ctx);
+/* [bus] lua_dir: the folder of Lua scripts (the build tree's lua/ when
+ * lexbusd runs from the build tree, else the installed defaults). */
+const char *lb_bus_lua_dir(struct lb_plugin_ctx *ctx);
+/* [bus] max_frame (bytes: the largest frame lb_conn_input accepts) and
+ * heartbeat (a connection silent for three is evicted), for transports
+ * that frame or ping themselves.  Both may change on reload: read them
+ * when needed rather than once at load(). */
+uint64_t lb_bus_max_frame(struct lb_plugin_ctx *ctx);
+uint64_t lb_bus_heartbeat_ms(struct lb_plugin_ctx *ctx);
 /* True while draining (SIGTERM): /health answers 503, say. */
 bool lb_bus_draining(struct lb_plugin_ctx *ctx);
 /* Milliseconds the bus has been up. */
 uint64_t lb_bus_uptime_ms(struct lb_plugin_ctx *ctx);
-/* [bus] max_frame: the largest frame lb_conn_input accepts (bytes), and
- * [bus] heartbeat: the interval within which a silent connection must
- * send something (it is evicted after three).  Both may change on
- * reload: read them when needed rather than once at load(). */
-uint64_t lb_bus_max_frame(struct lb_plugin_ctx *ctx);
-uint64_t lb_bus_heartbeat_ms(struct lb_plugin_ctx *ctx);
 struct event_base *lb_event_base(struct lb_plugin_ctx *ctx);
 void *lb_plugin_data(struct lb_plugin_ctx *ctx);
 void lb_plugin_set_data(struct lb_plugin_ctx *ctx, void *data);
@@ -281,14 +284,21 @@ void lb_conn_gone(struct lb_conn *conn, const char *why);
  * call.  A no-op on a connection already closed. */
 void lb_conn_close_error(struct lb_conn *conn, const char *code, const char *message);
 
-/* Wire encodings a connection may use (doc/protocol.md, "Encodings").
- * AUTO: recognised from the first frame and fixed for the connection. */
-enum lb_encoding { LB_ENC_AUTO = 0, LB_ENC_JSON = 1, LB_ENC_MSGPACK = 2 };
-/* Pins or lets the host detect the encoding; call right after
- * lb_conn_new, before the first frame.  Frames given to the send op are
- * always JSON for JSON connections; for MessagePack ones the host
- * converts at the edge. */
+/* Wire encoding of a connection's frames.  The bus routes JSON; a
+ * connection that speaks MessagePack (Bro IPC's default serializer) has
+ * each frame converted at the edge, both ways.  AUTO: recognised from the
+ * first frame (a JSON object starts with '{' after optional white space, a
+ * MessagePack map with 0x80-0x8f, 0xde or 0xdf) and fixed from then on;
+ * every frame the bus sends the connection is in that encoding (the send
+ * op always gets what goes on the wire). */
+enum lb_encoding { LB_ENCODING_AUTO = 0, LB_ENCODING_JSON, LB_ENCODING_MSGPACK };
+/* Pins the encoding of a new connection (call right after lb_conn_new,
+ * before any frame; the default is AUTO). */
 void lb_conn_set_encoding(struct lb_conn *conn, enum lb_encoding enc);
+/* Reads the transport's `encoding = auto | json | msgpack` key (default
+ * auto).  Returns 0, 1 when absent, -1 on a bad value (reported with
+ * file:line through lb_plugin_fail). */
+int lb_conf_encoding(struct lb_plugin_ctx *ctx, enum lb_encoding *out);
 
 uint64_t lb_conn_id(const struct lb_conn *conn);
 /* The connection's registered service name (its first, if it holds
@@ -544,7 +554,9 @@ struct lb_hooks {
                                     struct lb_err *err);
     /* A RESPONSE about to be delivered to the caller `to` (c is the
      * callee): may lb_msg_set "data", "error" or "status", or refuse (the
-     * caller then gets an error RESPONSE with the hook's code). */
+     * caller then gets an error RESPONSE with the hook's code).  The call
+     * it answers is in the attributes "call.to" (the service called) and
+     * "call.method". */
     enum lb_verdict_kind (*response)(void *ud, struct lb_conn *c, struct lb_conn *to,
                                      struct lb_msg *m, struct lb_err *err);
     /* Each recipient of a routed message. */
@@ -589,6 +601,16 @@ enum lb_method_flags {
 };
 int lb_system_method_register(struct lb_plugin_ctx *ctx, const char *method, unsigned flags,
                               lb_method_fn fn, void *ud);
+/* The same with JSON text both ways, for a method whose values jansson
+ * would change (integers beyond 64 bits, the shortest form of a double,
+ * member order): `params` is the CALL's params as written (validated; "{}"
+ * when absent), and the method writes its result into `result` (checked
+ * to be one JSON value before it is sent; nothing written: null). */
+struct lb_jw;
+typedef int (*lb_method_raw_fn)(void *ud, struct lb_conn *caller, struct lb_str params, struct lb_jw *result,
+                                struct lb_err *err);
+int lb_system_method_register_raw(struct lb_plugin_ctx *ctx, const char *method, unsigned flags,
+                                  lb_method_raw_fn fn, void *ud);
 
 /* ------------------------------------------------------------------ */
 /* Stats                                                               */

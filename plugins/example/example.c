@@ -382,6 +382,15 @@ static void service_into(void *ud, const struct lb_service_info *s)
                                                "calls", (json_int_t)s->calls_in));
 }
 
+/* lexbus.example.echo: JSON text in, JSON text out (a raw method): the
+ * params come back exactly as written, digits and member order too. */
+static int m_echo(void *ud, struct lb_conn *caller, struct lb_str params, struct lb_jw *result, struct lb_err *err)
+{
+    (void)ud; (void)caller; (void)err;
+    lb_jw_raw(result, params.p, params.n);
+    return 0;
+}
+
 static int m_health(void *ud, struct lb_conn *caller, json_t *params, json_t **result, struct lb_err *err)
 {
     (void)caller; (void)params; (void)err;
@@ -451,7 +460,8 @@ static int ex_load(struct lb_plugin_ctx *ctx)
     ex->msg = lb_msg_new();
     struct lb_hooks h = { .size = sizeof h, .rewrite = on_rewrite };
     if (lb_hooks_register(ctx, &h, ex) < 0 || register_counters(ex) < 0 ||
-        lb_system_method_register(ctx, "example.health", 0, m_health, ex) < 0)
+        lb_system_method_register(ctx, "example.health", 0, m_health, ex) < 0 ||
+        lb_system_method_register_raw(ctx, "example.echo", 0, m_echo, ex) < 0)
         return -1;
     if (open_service(ex) < 0) {
         lb_plugin_fail(ctx, "cannot open the in-process connection for '%s'", ex->set.service);

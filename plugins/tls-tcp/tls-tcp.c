@@ -92,6 +92,7 @@ struct tls_plugin {
     long long max_handshaking;    /* 0 = no limit */
     long long max_per_addr;       /* max_handshaking_per_address, 0 = no limit */
     struct net_addr_table handshaking_by_addr;
+    enum lb_encoding encoding;    /* `encoding` key: new connections get it */
     bool authenticator;           /* require_client_cert at start-up: declared, fixed */
     struct name_map *maps;        /* names.* lines in force */
     size_t n_maps;
@@ -127,6 +128,7 @@ struct tls_settings {
     struct tls_keys tls;
     uint64_t handshake_ms;
     long long max_conns, max_handshaking, max_per_addr;
+    enum lb_encoding encoding;
     struct name_map *maps;        /* owned until handed to the plugin */
     size_t n_maps;
 };
@@ -227,7 +229,8 @@ static int read_settings(struct lb_plugin_ctx *ctx, struct tls_settings *s, cons
         lb_conf_ms(ctx, "handshake_timeout", 10000, &s->handshake_ms) < 0 ||
         lb_conf_int(ctx, "max_connections", 0, 0, 10000000, &s->max_conns) < 0 ||
         lb_conf_int(ctx, "max_handshaking", 256, 0, 10000000, &s->max_handshaking) < 0 ||
-        lb_conf_int(ctx, "max_handshaking_per_address", 16, 0, 10000000, &s->max_per_addr) < 0)
+        lb_conf_int(ctx, "max_handshaking_per_address", 16, 0, 10000000, &s->max_per_addr) < 0 ||
+        lb_conf_encoding(ctx, &s->encoding) < 0)
         return -1;
     if (s->handshake_ms == 0 || s->handshake_ms > 3600 * 1000) {
         lb_plugin_fail(ctx, "handshake_timeout must be more than 0 and at most 1h");
@@ -450,6 +453,7 @@ static void handshake_done(struct tls_conn *tc)
     };
     tc->conn = lb_conn_new(tp->ctx, &tls_ops, tc, &peer);
     if (!tc->conn) { tc_free(tc); return; }
+    lb_conn_set_encoding(tc->conn, tp->encoding);
     tp->n.established++;
     lb_log(tp->ctx, LB_LOG_DEBUG, "%s: %s %s handshake done%s%s%s", tc->addr, SSL_get_version(ssl),
            SSL_session_reused(ssl) ? "resumed" : "full", subject[0] ? ", client " : "", subject,
@@ -601,6 +605,7 @@ static void apply_settings(struct tls_plugin *tp, struct tls_settings *s)
     tp->max_conns = s->max_conns;
     tp->max_handshaking = s->max_handshaking;
     tp->max_per_addr = s->max_per_addr;
+    tp->encoding = s->encoding;
     free_maps(tp->maps);
     tp->maps = s->maps;
     tp->n_maps = s->n_maps;

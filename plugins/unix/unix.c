@@ -38,8 +38,12 @@
 
 /* One readv() takes up to this much.  libevent's evbuffer_read() would cap
  * each read at 4 KiB and add an ioctl(FIONREAD) per call, so reads are
- * done here directly into reserved evbuffer space. */
-#define READ_CHUNK (64 * 1024)
+ * done here directly into reserved evbuffer space.  16 KiB, not more:
+ * what a read routes is flushed only when the loop turn ends, so a larger
+ * read holds the first messages back until the last is routed — a
+ * publisher that waits for its subscribers (flow control) stalls on it
+ * (64 KiB: 0.99x Redis flow-controlled, 16 KiB: 1.35x; blast unchanged). */
+#define READ_CHUNK (16 * 1024)
 #define FLUSH_TIMEOUT_S 5
 
 struct unix_conn;
@@ -51,6 +55,7 @@ struct unix_settings {
     uid_t uids[16];
     gid_t gids[16];
     size_t n_uids, n_gids;
+    enum lb_encoding encoding;
 };
 
 struct unix_plugin {
@@ -67,6 +72,7 @@ struct unix_plugin {
     size_t n_uids, n_gids;
     struct unix_settings staged;  /* a reload's settings, until reload_done */
     bool has_staged;
+    enum lb_encoding encoding;    /* `encoding` key: new connections get it */
 };
 
 struct unix_conn {
@@ -308,6 +314,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     uc_link(&up->live, uc);
+    lb_conn_set_encoding(uc->conn, up->encoding);
     event_add(&uc->rev, NULL);
 }
 
@@ -392,7 +399,8 @@ static int read_settings(struct lb_plugin_ctx *ctx, struct unix_settings *st)
     if (lb_conf_str(ctx, "path", LB_DEFAULT_SOCKET, &path) < 0 ||
         lb_conf_str(ctx, "mode", "0660", &mode_s) < 0 ||
         lb_conf_int(ctx, "backlog", 4096, 1, 65535, &st->backlog) < 0 ||
-        lb_conf_str(ctx, "allow_uids", "", &uids) < 0 || lb_conf_str(ctx, "allow_gids", "", &gids) < 0)
+        lb_conf_str(ctx, "allow_uids", "", &uids) < 0 || lb_conf_str(ctx, "allow_gids", "", &gids) < 0 ||
+        lb_conf_encoding(ctx, &st->encoding) < 0)
         return -1;
     long nu = parse_ids(uids, (unsigned *)st->uids, 16), ng = parse_ids(gids, (unsigned *)st->gids, 16);
     if (nu < 0 || ng < 0) {
@@ -440,6 +448,7 @@ static int unix_load(struct lb_plugin_ctx *ctx)
     up->backlog = backlog;
     up->mode = mode;
     apply_lists(up, &st);
+    up->encoding = st.encoding;
     lb_plugin_set_data(ctx, up);
     up->recheck = event_new(lb_event_base(ctx), -1, 0, recheck_cb, up);
     if (!up->recheck) { lb_plugin_fail(ctx, "out of memory"); return -1; }
@@ -527,6 +536,7 @@ static void unix_reload_done(struct lb_plugin_ctx *ctx, bool commit)
     }
     up->backlog = st->backlog;
     up->mode = st->mode;
+    up->encoding = st->encoding;   /* for new connections */
     apply_lists(up, st);
     event_active(up->recheck, EV_TIMEOUT, 0);
     lb_log(ctx, LB_LOG_INFO, "reloaded: %s mode %04lo, backlog %lld, %zu allowed uid(s), %zu allowed gid(s)%s",

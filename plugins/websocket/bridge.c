@@ -785,10 +785,12 @@ static void on_event(struct sns *ns, const struct lb_msg *m)
     put_raw(w, m, "payload");
     JW_LIT(w, ",{\"source\":");
     put_raw(w, m, "from");
+    /* Broadcasts carry no `to`, and the bus gives events no id of its own. */
+    struct lb_str to = lb_msg_raw(m, "to"), id = lb_msg_raw(m, "id");
     JW_LIT(w, ",\"target\":");
-    put_raw(w, m, "to");
-    JW_LIT(w, ",\"id\":");
-    put_raw(w, m, "id");
+    if (to.p) lb_jw_raw(w, to.p, to.n);
+    else JW_LIT(w, "\"broadcast\"");
+    if (id.p) { JW_LIT(w, ",\"id\":"); lb_jw_raw(w, id.p, id.n); }
     struct lb_str tok = lb_msg_raw(m, "token");
     if (tok.p) { JW_LIT(w, ",\"token\":"); lb_jw_raw(w, tok.p, tok.n); }
     JW_LIT(w, "}]");

@@ -80,7 +80,11 @@ class Closed(Exception):
 
 
 class RawClient:
-    """A client that speaks the raw wire protocol over a stream socket."""
+    """A client that speaks the raw wire protocol over a stream socket.
+    Bodies are JSON; a subclass may set encode/decode (tests/msgpack)."""
+
+    encode = staticmethod(lambda obj: json.dumps(obj).encode())
+    decode = staticmethod(json.loads)
 
     def __init__(self, sock):
         self.sock = sock
@@ -95,7 +99,8 @@ class RawClient:
         return cls(s)
 
     def send(self, obj):
-        self.sock.sendall(frame(obj))
+        body = obj if isinstance(obj, (bytes, bytearray)) else self.encode(obj)
+        self.sock.sendall(struct.pack(">I", len(body)) + body)
 
     def send_raw(self, data):
         self.sock.sendall(data)
@@ -119,7 +124,8 @@ class RawClient:
         (n,) = struct.unpack(">I", self.buf[:4])
         self._fill(4 + n, timeout)
         body, self.buf = self.buf[4:4 + n], self.buf[4 + n:]
-        return json.loads(body)
+        self.last_body = body
+        return self.decode(body)
 
     def recv_type(self, mtype, timeout=5.0):
         """Skips frames until one of type `mtype` arrives."""

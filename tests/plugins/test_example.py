@@ -133,8 +133,30 @@ def emitted_events_reach_socket_subscribers():
         c = bus.client("user")
         check_eq(ok(c.call("echo", "tick")), {"n": 1}, "tick")
         m = sub.recv()
-        check_eq((m["type"], m["event"], m["from"], m["to"], m["payload"]),
-                 ("EVENT", "example:tick", "echo", "broadcast", {"n": 1}), "the plugin's lb_emit")
+        check_eq((m["type"], m["event"], m["from"], m.get("to"), m["payload"]),
+                 ("EVENT", "example:tick", "echo", None, {"n": 1}), "the plugin's lb_emit (a broadcast: no `to`)")
+
+
+@test
+def raw_methods_keep_the_json_as_written():
+    """A method registered with lb_system_method_register_raw sees and
+    writes JSON text; a jansson method refuses params it cannot hold."""
+    with example_bus() as bus:
+        c = bus.client("user")
+        text = '{"big":123456789012345678901234567890,"f":0.1,"z":1e400,"s":"\\u00e9"}'
+        c.send_raw(lbtest.frame(('{"type":"CALL","id":"r1","to":"lexbus","method":"example.echo","params":%s}'
+                                 % text).encode()))
+        c._fill(4, 5)
+        n = int.from_bytes(c.buf[:4], "big")
+        c._fill(4 + n, 5)
+        raw, c.buf = c.buf[4:4 + n].decode(), c.buf[4 + n:]
+        check('"data":' + text in raw, "the params came back as written: %s" % raw)
+        r = c.call("lexbus", "example.health", {"x": 1})
+        check_eq(r["status"], "success", "health")
+        c.send_raw(lbtest.frame(b'{"type":"CALL","id":"r2","to":"lexbus","method":"example.health","params":{"x":1e400}}'))
+        r = c.recv_type("RESPONSE")
+        check(r["id"] == "r2" and r["error"]["code"] == "INVALID_MESSAGE" and "params" in r["error"]["message"],
+              "params jansson cannot hold are refused, not replaced by {}: %r" % r)
 
 
 @test

@@ -30,3 +30,17 @@ def claims(source, **kw):
          "target": "lexbus", "operation": "register", "iat": now, "exp": now + 300}
     c.update(kw)
     return c
+
+
+def token_bus_conf(admins="admin"):
+    """A production lexbusd with [plugin tokens] (keyed with SECRET) and a
+    [bus] state_file, configured but not started."""
+    import os
+    from lbtest import Bus
+    bus = Bus(bus="mode = production\nstate_file = lexbus-state.json\n", start=False)
+    keyf = os.path.join(bus.dir, "broker.key")
+    with open(keyf, "w") as f:
+        f.write("main:%s\n" % SECRET)
+    os.chmod(keyf, 0o600)
+    bus.write_conf(open(bus.conf).read() + "[plugin tokens]\nkey_file = %s\nadmins = %s\n" % (keyf, admins))
+    return bus

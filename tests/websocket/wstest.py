@@ -52,7 +52,7 @@ def node_modules():
     """The node_modules directory holding the pinned packages."""
     with open(os.path.join(HERE, "package-lock.json"), "rb") as f:
         tag = hashlib.sha256(f.read()).hexdigest()[:16]
-    base = os.path.join(BUILD, "tests", "websocket", "npm")
+    base = os.path.join(BUILD, "tests", "node-cache", "websocket")
     os.makedirs(base, exist_ok=True)
     dest = os.path.join(base, tag)
     stamp = os.path.join(dest, ".installed")
