@@ -14,7 +14,7 @@
  * frames are parsed in place (wsframe.c: wslay was measured and is kept
  * as the fuzzer's reference); Engine.IO and Socket.IO in eio.c; TLS is
  * OpenSSL on the socket (tls.c, with plugins/common/tls.c's context).
- * Sockets are read here directly (64 KiB readv, like the unix transport)
+ * Sockets are read here directly (16 KiB readv, like the unix transport)
  * rather than through bufferevents, which read 4 KiB per wake-up.
  * libevent's evhttp is not used: it cannot hand a request's socket over to
  * a WebSocket, nor hold a long-poll request open while it answers others
@@ -47,7 +47,11 @@
 #include <event2/listener.h>
 #include "wsp.h"
 
-#define READ_CHUNK (64 * 1024)
+/* What one read takes: 16 KiB, as the unix transport (what a read routes
+ * is flushed when the loop turn ends, so a larger read holds the first
+ * messages back until the last is routed, and flow-controlled clients
+ * stall on it).  One TLS record is 16 KiB too. */
+#define READ_CHUNK (16 * 1024)
 #define FLUSH_TIMEOUT_S 5
 #define DRAIN_GRACE_MS 1000          /* a request being read at SIGTERM gets this long */
 #define HEARTBEAT_FRAME "{\"type\":\"HEARTBEAT\"}"
