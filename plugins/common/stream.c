@@ -1,5 +1,7 @@
 #include "config.h"
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/uio.h>
 #include <event2/buffer.h>
 #include <lexbus/plugin.h>
 #include "stream.h"
@@ -39,6 +41,28 @@ static int length_prefixed(void *ud, struct evbuffer *out, const struct iovec *i
 int stream_send(struct stream_marks *sm, struct evbuffer *out, const struct iovec *iov, int iovcnt)
 {
     return stream_send_as(sm, out, length_prefixed, NULL, iov, iovcnt);
+}
+
+ssize_t stream_readv(int fd, struct evbuffer *in, size_t max)
+{
+    struct evbuffer_iovec vec[2];
+    int n = evbuffer_reserve_space(in, (ev_ssize_t)max, vec, 2);
+    if (n <= 0) return -1;
+    struct iovec iov[2];
+    for (int i = 0; i < n; i++) { iov[i].iov_base = vec[i].iov_base; iov[i].iov_len = vec[i].iov_len; }
+    ssize_t r = readv(fd, iov, n);
+    if (r < 0) {
+        evbuffer_commit_space(in, vec, 0);
+        return (errno == EAGAIN || errno == EINTR) ? -2 : -1;
+    }
+    size_t left = (size_t)r;
+    for (int i = 0; i < n; i++) {
+        size_t take = left < vec[i].iov_len ? left : vec[i].iov_len;
+        vec[i].iov_len = take;
+        left -= take;
+    }
+    evbuffer_commit_space(in, vec, n);
+    return r;
 }
 
 void stream_discard(struct stream_marks *sm, struct evbuffer *out)

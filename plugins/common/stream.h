@@ -15,6 +15,7 @@
 #define LB_COMMON_STREAM_H
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 struct evbuffer;
@@ -35,6 +36,11 @@ int stream_send(struct stream_marks *sm, struct evbuffer *out, const struct iove
 typedef int (*stream_write_fn)(void *ud, struct evbuffer *out, const struct iovec *iov, int iovcnt);
 int stream_send_as(struct stream_marks *sm, struct evbuffer *out, stream_write_fn write, void *ud,
                    const struct iovec *iov, int iovcnt);
+/* One readv() of up to `max` bytes from a non-blocking socket straight
+ * into `in` (reserved space: no copy; libevent's evbuffer_read caps reads
+ * at 4 KiB and adds an ioctl per call).  Returns the bytes read, 0 at
+ * EOF, -1 on an error (errno set), -2 when nothing is ready. */
+ssize_t stream_readv(int fd, struct evbuffer *in, size_t max);
 /* Drops queued whole frames past the first boundary not yet written. */
 void stream_discard(struct stream_marks *sm, struct evbuffer *out);
 void stream_marks_free(struct stream_marks *sm);

@@ -172,25 +172,7 @@ void hc_set_pause(struct hc *hc, unsigned flag, bool on)
 /* Returns bytes read, 0 at EOF, -1 on error, -2 when nothing is ready. */
 static ssize_t read_some(struct hc *hc)
 {
-    if (hc->ssl) return tls_read(hc, READ_CHUNK);
-    struct evbuffer_iovec vec[2];
-    int n = evbuffer_reserve_space(hc->in, READ_CHUNK, vec, 2);
-    if (n <= 0) return -1;
-    struct iovec iov[2];
-    for (int i = 0; i < n; i++) { iov[i].iov_base = vec[i].iov_base; iov[i].iov_len = vec[i].iov_len; }
-    ssize_t r = readv(hc->fd, iov, n);
-    if (r < 0) {
-        evbuffer_commit_space(hc->in, vec, 0);
-        return (errno == EAGAIN || errno == EINTR) ? -2 : -1;
-    }
-    size_t left = (size_t)r;
-    for (int i = 0; i < n; i++) {
-        size_t take = left < vec[i].iov_len ? left : vec[i].iov_len;
-        vec[i].iov_len = take;
-        left -= take;
-    }
-    evbuffer_commit_space(hc->in, vec, n);
-    return r;
+    return hc->ssl ? tls_read(hc, READ_CHUNK) : stream_readv(hc->fd, hc->in, READ_CHUNK);
 }
 
 static void hc_free_now(struct hc *hc);
