@@ -360,7 +360,13 @@ static json_t *stats_fn(void *ud)
 
 /* ---- the plugin's life ---------------------------------------------- */
 
-static void on_drain(void *ud) { wsp_drain(ud); }
+static void on_drain(void *ud)
+{
+    struct wsp *wp = ud;
+    wsp_drain(wp);
+    throttle_flush(&wp->refusals);   /* its timer would hold the exit up */
+    event_del(&wp->refusals.tick);
+}
 
 static struct wsp *wsp_new(struct lb_plugin_ctx *ctx, struct wsp_conf *c, SSL_CTX *ssl)
 {

@@ -200,6 +200,16 @@ def sighup_reloads_origins_and_limits():
         bus.send_signal(signal.SIGHUP)
         wait_for(lambda: "is not *, same-origin or an origin" in bus.logtext(), 5, what="the refused reload")
         check_eq(upgrade("https://b.example"), 101, "a bad reload keeps the old settings")
+        # All or nothing: a good websocket section is staged, then dropped
+        # because another section is bad.
+        log = bus.reload(text.replace("https://b.example", "https://c.example").replace("[plugin unix]\n",
+                                                                                         "[plugin unix]\nnonsense = 1\n"))
+        check("reload failed, old configuration kept" in log and "unknown key 'nonsense'" in log, log)
+        check_eq((upgrade("https://b.example"), upgrade("https://c.example")), (101, 403), "the staged section dropped")
+        log = bus.reload(text.replace("https://b.example", "https://c.example"))
+        check("configuration reloaded" in log, log)
+        check_eq((upgrade("https://b.example"), upgrade("https://c.example")), (403, 101), "then applied")
+        check_eq(bus.stats()["plugins"]["websocket"]["reloads"], 2, "two reloads applied")
 
 
 lbtest.main()
