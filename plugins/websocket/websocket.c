@@ -54,6 +54,8 @@
 #define READ_CHUNK (16 * 1024)
 #define FLUSH_TIMEOUT_S 5
 #define DRAIN_GRACE_MS 1000          /* a request being read at SIGTERM gets this long */
+#define LINGER_MS 2000               /* after the last byte out, reading what the peer still sends */
+#define LINGER_DRAINING_MS 300
 #define HEARTBEAT_FRAME "{\"type\":\"HEARTBEAT\"}"
 
 /* ---- small helpers ------------------------------------------------- */
@@ -144,7 +146,7 @@ static bool wants_read(const struct hc *hc)
 
 static void hc_update_events(struct hc *hc)
 {
-    bool want = !hc->dead && (wants_read(hc) || hc->write_wants_read || hc->handshaking);
+    bool want = !hc->dead && (wants_read(hc) || hc->write_wants_read || hc->handshaking || hc->lingering);
     if (want && !hc->rev_on) { event_add(&hc->rev, NULL); hc->rev_on = true; }
     else if (!want && hc->rev_on) { event_del(&hc->rev); hc->rev_on = false; }
 }
@@ -246,6 +248,36 @@ static void hc_free_now(struct hc *hc)
 static void tmo_cb(evutil_socket_t fd, short what, void *arg);
 static void respond_text(struct hc *hc, int status, const char *extra, const char *text);
 
+/* Everything queued is out: half-close, and read (and drop) what the
+ * peer still sends until it closes too or the linger ends.  Closing with
+ * unread input makes the kernel answer with a reset, which can destroy
+ * what was just sent (the close frame after a ping flood, a 413) before
+ * the peer reads it. */
+static void hc_linger(struct hc *hc)
+{
+    if (hc->dead || hc->peer_gone || hc->handshaking) { hc_free(hc); return; }
+    if (hc->ssl) tls_end(hc);
+    hc->peer_gone = true;   /* nothing more goes out, close_notify included */
+    if (shutdown(hc->fd, SHUT_WR) != 0) { hc_free(hc); return; }
+    hc->lingering = true;
+    evbuffer_drain(hc->in, evbuffer_get_length(hc->in));
+    wsp_arm(&hc->tmo, hc->wp->draining ? LINGER_DRAINING_MS : LINGER_MS);
+    hc_update_events(hc);
+}
+
+/* Lingering: drop what arrives; the peer's EOF (or an error) ends it. */
+static void linger_read(struct hc *hc)
+{
+    char buf[16384];
+    for (;;) {
+        ssize_t r = recv(hc->fd, buf, sizeof buf, 0);
+        if (r > 0) continue;
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        hc_free(hc);
+        return;
+    }
+}
+
 void hc_close(struct hc *hc, bool flush)
 {
     if (hc->dead) return;
@@ -253,8 +285,12 @@ void hc_close(struct hc *hc, bool flush)
     hc->st = HC_CLOSING;
     hc_update_events(hc);
     evtimer_del(&hc->tmo);
-    if (!flush || write_some(hc) != 0 || evbuffer_get_length(hc->out) == 0) {
+    if (!flush || write_some(hc) != 0) {
         hc_free(hc);
+        return;
+    }
+    if (evbuffer_get_length(hc->out) == 0) {
+        hc_linger(hc);
         return;
     }
     /* Keep the socket until what is queued (a close frame, an error
@@ -712,6 +748,7 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd; (void)what;
     struct hc *hc = arg;
     if (hc->dead) return;
+    if (hc->lingering) { linger_read(hc); return; }
     if (hc->handshaking) { handshake_step(hc); return; }
     if (hc->write_wants_read) {
         /* A TLS write was waiting for the peer's bytes. */
@@ -747,7 +784,7 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (write_some(hc) != 0) { hc_gone(hc, hc->ssl ? "TLS error" : strerror(errno)); return; }
     if (evbuffer_get_length(hc->out) > 0) return;
-    if (hc->st == HC_CLOSING) { hc_free(hc); return; }
+    if (hc->st == HC_CLOSING) { hc_linger(hc); return; }
     if (hc->conn) lb_conn_writable(hc->conn);
     else if (hc->sess) eio_flush(hc->sess);
 }
@@ -759,7 +796,7 @@ static void tmo_cb(evutil_socket_t fd, short what, void *arg)
     if (hc->dead) return;
     switch (hc->st) {
     case HC_CLOSING:
-        hc_free(hc);   /* the flush took too long */
+        hc_free(hc);   /* the flush took too long, or the linger is over */
         break;
     case HC_HTTP:
         if (hc->handshaking) {

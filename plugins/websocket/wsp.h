@@ -152,6 +152,7 @@ struct hc {
     bool handshaking;                /* TLS handshake not done yet */
     bool read_wants_write, write_wants_read;   /* TLS: an SSL call waits for the other direction */
     bool peer_gone;                  /* EOF or error: no close_notify */
+    bool lingering;                  /* HC_CLOSING, all sent: reading until the peer closes */
     unsigned pause;
     bool rev_on, wev_on;
     bool keep_alive;                 /* the response being written lets the socket stay */
