@@ -5,6 +5,7 @@
  * someone still points at it is freed only when the last one lets go.
  */
 #include "config.h"
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +137,12 @@ struct lb_conn *lb_conn_new(struct lb_plugin_ctx *ctx, const struct lb_conn_ops 
                       peer->transport ? peer->transport : "?", peer->address ? peer->address : "?",
                       g_bus.set.max_connections);
         g_stats.conns_refused++;
+        return NULL;
+    }
+    if (!ops || ops->size < offsetof(struct lb_conn_ops, discard) || !ops->send || !ops->pending ||
+        !ops->set_read || !ops->close) {
+        log_error("conn", "[plugin %s] lb_conn_new: struct lb_conn_ops of %u bytes lacks what ABI %d needs",
+                  ctx ? ctx->name : "?", ops ? ops->size : 0, LB_PLUGIN_ABI);
         return NULL;
     }
     struct lb_conn *c = conn_create(ctx, ops, tdata, peer);
@@ -515,9 +522,10 @@ void conn_close(struct lb_conn *c, bool flush, const char *why)
     stats_transport_open(c->peer.transport, -1);
     g_outbuf_total -= c->queued;
     c->queued = 0;
-    if (g_forget) g_forget(c);
     release_waiters(c);
+    /* Plugins hear of it while the connection still has its names. */
     hooks_closed(c);
+    if (g_forget) g_forget(c);
     if (!c->in_input && c->ops) {
         const struct lb_conn_ops *ops = c->ops;
         c->ops = NULL;
