@@ -244,7 +244,9 @@ struct lb_conn_ops {
 
 /* Creates a connection after the accept hook of every policy plugin said
  * yes.  Returns NULL if refused (the reason is logged and the transport
- * must close the socket itself).  The connection is owned by the host. */
+ * must close the socket itself).  The connection is owned by the host.
+ * `ops` is kept by pointer (a static struct): it must stay valid as long
+ * as the connection, and cover at least the fields up to `flush`. */
 struct lb_conn *lb_conn_new(struct lb_plugin_ctx *ctx, const struct lb_conn_ops *ops,
                             void *tdata, const struct lb_peer *peer);
 
@@ -597,7 +599,8 @@ typedef int (*lb_method_fn)(void *ud, struct lb_conn *caller, json_t *params, js
                             struct lb_err *err);
 enum lb_method_flags {
     LB_METHOD_ADMIN = 1,       /* mode = production: only lb_conn_is_admin callers */
-    LB_METHOD_SECRET = 2,      /* params and result never reach the audit (tokens) */
+    LB_METHOD_SECRET = 2,      /* params and result never reach the audit (every system method
+                                * is audited without them today: this says it must stay so) */
 };
 int lb_system_method_register(struct lb_plugin_ctx *ctx, const char *method, unsigned flags,
                               lb_method_fn fn, void *ud);
