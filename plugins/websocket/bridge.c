@@ -575,6 +575,7 @@ static int join(struct eio *s, const struct sio_packet *pk)
         refuse_join(s, pk, LB_E_SHUTTING_DOWN, "the bus refused the connection (max_connections, draining, or a policy)");
         return 0;
     }
+    lb_conn_set_encoding(ns->conn, LB_ENCODING_JSON);   /* the bridge writes JSON, and reads it back */
     eio_add_ns(s, ns);
     struct lb_jw *w = wp->reqbuf;
     lb_jw_reset(w);

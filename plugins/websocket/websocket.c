@@ -662,6 +662,10 @@ static void lexbus_upgrade(struct hc *hc, struct http_req *r)
         respond_text(hc, 503, NULL, "the bus refused the connection (max_connections, draining, or a policy)");
         return;
     }
+    /* Text messages are JSON: a first byte that looks like a MessagePack
+     * map (a UTF-8 lead byte 0xde or 0xdf can) must not switch the
+     * connection to binary answers in text frames. */
+    lb_conn_set_encoding(hc->conn, LB_ENCODING_JSON);
     wp->n.ws_lexbus++;
     const char *sub = http_req_header_has_token(r, "sec-websocket-protocol", "lexbus") ? "lexbus" : NULL;
     hc_ws_accept(hc, sub);

@@ -77,6 +77,16 @@ def same_rules_and_errors_as_unix():
                 await ws.send("{not json")
                 e = await recv_json(ws)
                 check_eq((e["type"], e["error"]["code"]), ("ERROR", "INVALID_MESSAGE"), "bad JSON")
+                # U+0780 is 0xde 0x80 in UTF-8: a MessagePack map's first byte.  Text is
+                # JSON, even as the first message: refused, and the connection stays JSON.
+                async with websockets.connect(ws_url(bus)) as ws2:
+                    await ws2.send("\u0780" + json.dumps({"type": "HEARTBEAT"}))
+                    e = await recv_json(ws2)
+                    check_eq((e["type"], e["error"]["code"]), ("ERROR", "INVALID_MESSAGE"), "not JSON: %r" % e)
+                    await ws2.send(json.dumps({"type": "CALL", "id": "j", "to": "lexbus", "method": "ping"}))
+                    r = await recv_json(ws2)
+                    check_eq((r["type"], r["id"], r["error"]["code"]), ("RESPONSE", "j", "NOT_REGISTERED"),
+                             "still JSON: %r" % r)
                 await ws.send(json.dumps({"type": "REGISTER", "serviceName": "w1"}))
                 check_eq((await recv_json(ws))["type"], "REGISTER_ACK", "still open after errors")
                 await ws.send(json.dumps({"type": "CALL", "id": "y", "to": "nobody", "method": "m"}))
