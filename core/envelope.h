@@ -12,7 +12,6 @@
 #define LB_ENVELOPE_H
 #include <stddef.h>
 #include <stdint.h>
-#include <stdbool.h>
 #include <lexbus/plugin.h>
 
 enum env_kind { J_NONE = 0, J_STRING, J_NUMBER, J_OBJECT, J_ARRAY, J_TRUE, J_FALSE, J_NULL };
