@@ -259,6 +259,21 @@ int lb_reopen_register(struct lb_plugin_ctx *ctx, void (*fn)(void *ud), void *ud
     return 0;
 }
 
+int lb_drain_register(struct lb_plugin_ctx *ctx, void (*fn)(void *ud), void *ud)
+{
+    ctx->drain = fn;
+    ctx->drain_ud = ud;
+    return 0;
+}
+
+void plugins_drain_all(void)
+{
+    for (size_t i = 0; i < g_bus.n_plugins; i++) {
+        struct lb_plugin_ctx *ctx = g_bus.plugins[i].ctx;
+        if (ctx->loaded && ctx->drain) ctx->drain(ctx->drain_ud);
+    }
+}
+
 void plugins_reopen_all(void)
 {
     for (size_t i = 0; i < g_bus.n_plugins; i++) {
@@ -338,6 +353,7 @@ static void forget_plugin(struct lb_plugin_ctx *ctx)
     state_forget_plugin(ctx);
     ctx->stats = NULL;
     ctx->reopen = NULL;
+    ctx->drain = NULL;
 }
 
 static int load_one(struct lb_plugin_ctx *ctx)

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/uio.h>
 #include <event2/buffer.h>
 #include <lexbus/plugin.h>
 #include "stream.h"
@@ -50,6 +51,28 @@ int stream_send(struct stream_marks *sm, struct evbuffer *out, const struct iove
     if (lb_frame_write(out, iov, iovcnt)) return -1;
     sm->added += evbuffer_get_length(out) - before;
     return 0;
+}
+
+ssize_t stream_readv(int fd, struct evbuffer *in, size_t max)
+{
+    struct evbuffer_iovec vec[2];
+    int n = evbuffer_reserve_space(in, (ev_ssize_t)max, vec, 2);
+    if (n <= 0) return -1;
+    struct iovec iov[2];
+    for (int i = 0; i < n; i++) { iov[i].iov_base = vec[i].iov_base; iov[i].iov_len = vec[i].iov_len; }
+    ssize_t r = readv(fd, iov, n);
+    if (r < 0) {
+        evbuffer_commit_space(in, vec, 0);
+        return (errno == EAGAIN || errno == EINTR) ? -2 : -1;
+    }
+    size_t left = (size_t)r;
+    for (int i = 0; i < n; i++) {
+        size_t take = left < vec[i].iov_len ? left : vec[i].iov_len;
+        vec[i].iov_len = take;
+        left -= take;
+    }
+    evbuffer_commit_space(in, vec, n);
+    return r;
 }
 
 void stream_discard(struct stream_marks *sm, struct evbuffer *out)

@@ -90,27 +90,7 @@ struct unix_conn {
 /* ---- plain socket I/O ---------------------------------------------- */
 
 /* Returns bytes read, 0 at EOF, -1 on error (EAGAIN: -2). */
-static ssize_t read_some(struct unix_conn *uc)
-{
-    struct evbuffer_iovec vec[2];
-    int n = evbuffer_reserve_space(uc->in, READ_CHUNK, vec, 2);
-    if (n <= 0) return -1;
-    struct iovec iov[2];
-    for (int i = 0; i < n; i++) { iov[i].iov_base = vec[i].iov_base; iov[i].iov_len = vec[i].iov_len; }
-    ssize_t r = readv(uc->fd, iov, n);
-    if (r < 0) {
-        evbuffer_commit_space(uc->in, vec, 0);
-        return (errno == EAGAIN || errno == EINTR) ? -2 : -1;
-    }
-    size_t left = (size_t)r;
-    for (int i = 0; i < n; i++) {
-        size_t take = left < vec[i].iov_len ? left : vec[i].iov_len;
-        vec[i].iov_len = take;
-        left -= take;
-    }
-    evbuffer_commit_space(uc->in, vec, n);
-    return r;
-}
+static ssize_t read_some(struct unix_conn *uc) { return stream_readv(uc->fd, uc->in, READ_CHUNK); }
 
 /* Writes what is queued; arms the write event if the socket is full.
  * Returns 0, or -1 on a hard error. */

@@ -17,3 +17,15 @@ fuzz_replay_jwtpart_LDADD = $(JANSSON_LIBS) $(OPENSSL_LIBS)
 fuzz_replay_msgpack_SOURCES = fuzz/replay.c fuzz/fuzz_msgpack.c ../core/codec_msgpack.c ../core/envelope.c ../core/names.c
 fuzz_replay_msgpack_CPPFLAGS = $(AM_CPPFLAGS) $(MSGPACK_CFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/msgpack"'
 EXTRA_DIST += fuzz/run.sh fuzz/corpus
+# The websocket plugin's parsers: HTTP requests, WebSocket frames, Engine.IO/Socket.IO.
+WS_FUZZ_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/plugins/websocket
+check_PROGRAMS += fuzz/replay_http fuzz/replay_wsframe fuzz/replay_sio
+TESTS += fuzz/replay_http fuzz/replay_wsframe fuzz/replay_sio
+fuzz_replay_http_SOURCES = fuzz/replay.c fuzz/fuzz_http.c ../plugins/websocket/http.c
+fuzz_replay_http_CPPFLAGS = $(WS_FUZZ_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/http"'
+fuzz_replay_http_LDADD = $(HTTP_PARSER_LIBS)
+fuzz_replay_wsframe_SOURCES = fuzz/replay.c fuzz/fuzz_wsframe.c ../plugins/websocket/wsframe.c
+fuzz_replay_wsframe_CPPFLAGS = $(WS_FUZZ_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/wsframe"'
+fuzz_replay_wsframe_LDADD = $(WSLAY_LIBS) $(OPENSSL_LIBS) $(LIBEVENT_LIBS)
+fuzz_replay_sio_SOURCES = fuzz/replay.c fuzz/fuzz_sio.c ../plugins/websocket/eio.c ../core/envelope.c
+fuzz_replay_sio_CPPFLAGS = $(WS_FUZZ_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/sio"'
