@@ -180,7 +180,7 @@ const char *lb_conf_where(struct lb_plugin_ctx *ctx, const char *key, char *buf,
 
 int lb_conf_encoding(struct lb_plugin_ctx *ctx, enum lb_encoding *out)
 {
-    const char *v;
+    const char *v = "auto";
     int rc = lb_conf_str(ctx, "encoding", "auto", &v);
     if (rc < 0) return -1;
     if (!strcmp(v, "auto")) *out = LB_ENCODING_AUTO;
