@@ -7,6 +7,7 @@
 #include <string.h>
 #include "router_int.h"
 #include "registry.h"
+#include "sysmethod.h"
 #include "stats.h"
 #include "log.h"
 #include "util.h"
@@ -48,9 +49,7 @@ bool id_usable(const struct env_val *id)
 
 bool is_system_target(const struct env_val *to)
 {
-    const char *sys = g_bus.set.system_service;
-    return env_str_eq(to, sys, strlen(sys)) ||
-           env_str_eq(to, LB_DEFAULT_SYSTEM_SERVICE, sizeof LB_DEFAULT_SYSTEM_SERVICE - 1);
+    return to->kind == J_STRING && !to->escaped && sysmethod_is_bus_name(to->p, to->n);
 }
 
 long check_name_array(const struct env_val *arr, bool (*valid)(const char *, size_t), size_t max,
@@ -140,20 +139,26 @@ void refuse_hook(const struct sender *s, const struct lb_msg *m, const struct ho
 /* ---- identity ------------------------------------------------------ */
 
 /* Works out who speaks: `from` must be one of the connection's names; a
- * trusted connection (a federation link) may speak for any valid name. */
+ * trusted connection (a federation link) may speak for any valid name,
+ * and must name one when it registered none of its own. */
 static bool identify(struct sender *s, struct lb_conn *c, const struct lb_msg *m)
 {
     const struct env_val *from = &m->env.f[F_FROM];
     s->c = c;
     s->name = conn_name(c);
     s->len = c->inst ? c->inst->name_len : 0;
-    if (from->kind == J_NONE || !c->inst) return true;
+    if (from->kind == J_NONE || (!c->inst && !c->trusted)) {
+        enum lb_msg_type t = m->env.type;
+        if (s->name || !c->trusted || (t != LB_MSG_CALL && t != LB_MSG_EMIT && t != LB_MSG_CRUD)) return true;
+        refuse(s, m, LB_E_INVALID_MESSAGE, -1, NULL, "a connection that registered no service must say \"from\"");
+        return false;
+    }
     if (from->kind == J_STRING && !from->escaped) {
         struct instance *i = conn_instance(c, from->p, from->n);
         if (i) { s->name = i->name; s->len = i->name_len; return true; }
         if (c->trusted && valid_service_name(from->p, from->n)) { s->name = from->p; s->len = from->n; return true; }
     }
-    refuse(s, m, LB_E_FORBIDDEN, -1, NULL, "\"from\" must be the sender's registered name '%s'", conn_name(c));
+    refuse(s, m, LB_E_FORBIDDEN, -1, NULL, "\"from\" must be the sender's registered name '%s'", conn_label(c));
     return false;
 }
 
@@ -187,7 +192,11 @@ static bool admissible(struct sender *s, struct lb_conn *c, struct lb_msg *m)
     }
     if (!identify(s, c, m)) return false;
     const struct env_val *tok = &m->env.f[F_TOKEN];
-    if (tok->kind != J_NONE && (tok->kind != J_STRING || tok->n > LB_MAX_TOKEN)) {
+    if (tok->kind == J_OBJECT && c->trusted) {
+        /* A federation link carries claims another node verified. */
+        m->claims = tok->p;
+        m->claims_len = tok->n;
+    } else if (tok->kind != J_NONE && (tok->kind != J_STRING || tok->n > LB_MAX_TOKEN)) {
         /* Anything else would reach recipients looking like claims the
          * bus had verified. */
         refuse(s, m, LB_E_UNAUTHENTICATED, -1, NULL, "\"token\" must be a string of at most %d bytes", LB_MAX_TOKEN);
