@@ -1,0 +1,619 @@
+/*
+ * The two Redis connections and the session (see redis.h).
+ *
+ * hiredis's async API runs on the bus's event base through the glue
+ * below (hiredis's own libevent adapter does the same, less one thing):
+ * after every read the glue checks how much of a reply hiredis holds
+ * unparsed, so a huge message (a 100 MiB PUBLISH on a channel we hear)
+ * ends the connection once it passes max_message instead of growing the
+ * read buffer to its size.  Nothing blocks: connects are non-blocking,
+ * host names are resolved with evdns, and commands queue in hiredis's
+ * output buffer, bounded by max_queue (past it, messages are dropped and
+ * counted, calls answered SERVICE_UNAVAILABLE by the caller of
+ * rc_publish).
+ *
+ * Every command on the command connection pushes an entry on a ring of
+ * replies awaited (struct pent); hiredis answers in order, so each reply
+ * pops the head.  The ring gives the latency of the heartbeat, the age of
+ * the oldest unanswered command (command_timeout) and what to do with
+ * each reply, without an allocation per command of our own.
+ */
+#include "config.h"
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <event2/dns.h>
+#include <event2/util.h>
+#include <hiredis/sds.h>
+#include "redis.h"
+
+uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* ---- the ring of replies awaited -------------------------------------- */
+
+static void q_push(struct rd *rd, const struct pent *e)
+{
+    if (rd->q_n == rd->q_cap) {
+        size_t cap = rd->q_cap ? rd->q_cap * 2 : 256;
+        struct pent *nq = malloc(cap * sizeof *nq);
+        if (!nq) abort();
+        for (size_t i = 0; i < rd->q_n; i++) nq[i] = rd->q[(rd->q_head + i) % rd->q_cap];
+        free(rd->q);
+        rd->q = nq;
+        rd->q_cap = cap;
+        rd->q_head = 0;
+    }
+    struct pent *slot = &rd->q[(rd->q_head + rd->q_n) % rd->q_cap];
+    if (e) *slot = *e;
+    else memset(slot, 0, sizeof *slot);
+    slot->gen = rd->session;
+    slot->t_us = mono_us();
+    rd->q_n++;
+}
+
+static bool q_pop(struct rd *rd, struct pent *out)
+{
+    if (!rd->q_n) return false;
+    *out = rd->q[rd->q_head];
+    rd->q_head = (rd->q_head + 1) % rd->q_cap;
+    rd->q_n--;
+    return true;
+}
+
+static void dispatch(struct rd *rd, const struct pent *e, redisReply *r)
+{
+    switch (e->kind) {
+    case PK_IGNORE: break;
+    case PK_SETUP:
+        if (r && r->type == REDIS_REPLY_ERROR) rc_fail(rd, "Redis refused the connection set-up: %.200s", r->str);
+        break;
+    case PK_READY:
+        if (r && r->type != REDIS_REPLY_ERROR && e->gen == rd->session) {
+            rd->ready_pub = true;
+            if (rd->ready_sub && rd->state == RS_CONNECTING) cl_connected(rd);
+        }
+        break;
+    case PK_LATENCY: {
+        uint64_t us = mono_us() - e->t_us;
+        rd->c_latency_us = us;
+        if (us > rd->c_latency_max_us) rd->c_latency_max_us = us;
+        break;
+    }
+    case PK_PUBLISH:
+    case PK_PUBLISH_CALL:
+    case PK_CLAIM:
+    case PK_NODES_SCAN:
+    case PK_NODES_GET:
+        cl_on_reply(rd, e, r);
+        break;
+    case PK_STATE_SCAN:
+    case PK_STATE_GET:
+        st_on_reply(rd, e, r);
+        break;
+    case PK_WORKERS_SCAN:
+    case PK_WORKERS_GET:
+    case PK_WORKER_LOOKUP:
+    case PK_REVOKED:
+        ex_on_reply(rd, e, r);
+        break;
+    case PK_INFO:
+        break;
+    }
+}
+
+/* Every reply on the command connection (NULL: the connection is going
+ * away and the command will never be answered). */
+static void pub_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    struct rd *rd = priv;
+    struct pent e;
+    if (!q_pop(rd, &e)) return;
+    dispatch(rd, &e, reply);
+}
+
+/* ---- the subscriber connection ---------------------------------------- */
+
+static void sub_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    struct rd *rd = priv;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3 || rd->failing) return;
+    redisReply *kind = r->element[0];
+    if (kind->type != REDIS_REPLY_STRING) return;
+    if (!strcmp(kind->str, "message") && r->element[1]->type == REDIS_REPLY_STRING &&
+        r->element[2]->type == REDIS_REPLY_STRING) {
+        rd->c_received++;
+        cl_on_message(rd, r->element[1]->str, r->element[1]->len, r->element[2]->str, r->element[2]->len);
+    } else if (!strcmp(kind->str, "pmessage") && r->elements == 4 && r->element[2]->type == REDIS_REPLY_STRING &&
+               r->element[3]->type == REDIS_REPLY_STRING) {
+        rd->c_received++;
+        br_on_message(rd, r->element[2]->str, r->element[2]->len, r->element[3]->str, r->element[3]->len);
+    } else if (!strcmp(kind->str, "subscribe") && r->element[1]->type == REDIS_REPLY_STRING &&
+               !strcmp(r->element[1]->str, cl_node_channel(rd, rd->node))) {
+        /* Our own channel is heard: nothing sent to this node is lost from now on. */
+        rd->ready_sub = true;
+        if (rd->ready_pub && rd->state == RS_CONNECTING) cl_connected(rd);
+    }
+}
+
+/* ---- libevent glue ----------------------------------------------------- */
+
+static void g_read(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct rconn *rc = arg;
+    struct rd *rd = rc->rd;
+    if (!rc->ac || rd->failing) return;
+    redisAsyncHandleRead(rc->ac);     /* may end the connection: then rc->ac is NULL */
+    if (!rc->ac || rd->failing) return;
+    const redisReader *r = rc->ac->c.reader;
+    if (r->len - r->pos > rd->cfg.max_message + 65536) {
+        rd->c_dropped_oversized++;
+        rd->c_dropped++;
+        rc_fail(rd, "Redis sent the %s connection a message of more than %llu bytes (max_message): dropped "
+                "unread; reconnecting", rc->what, (unsigned long long)rd->cfg.max_message);
+    }
+}
+
+static void g_write(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct rconn *rc = arg;
+    if (rc->ac) redisAsyncHandleWrite(rc->ac);
+}
+
+static void g_add_read(void *p)
+{
+    struct rconn *rc = p;
+    rc->want_read = true;
+    if (!rc->paused && rc->rev) event_add(rc->rev, NULL);
+}
+
+static void g_del_read(void *p)
+{
+    struct rconn *rc = p;
+    rc->want_read = false;
+    if (rc->rev) event_del(rc->rev);
+}
+
+static void g_add_write(void *p)
+{
+    struct rconn *rc = p;
+    if (rc->wev) event_add(rc->wev, NULL);
+}
+
+static void g_del_write(void *p)
+{
+    struct rconn *rc = p;
+    if (rc->wev) event_del(rc->wev);
+}
+
+static void g_cleanup(void *p)
+{
+    struct rconn *rc = p;
+    if (rc->rev) event_free(rc->rev);
+    if (rc->wev) event_free(rc->wev);
+    rc->rev = rc->wev = NULL;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct rconn *rc = ac->data;
+    if (status == REDIS_OK) { rc->connected = true; return; }
+    rc->ac = NULL;                    /* hiredis frees it after this */
+    rc_fail(rc->rd, "cannot connect to Redis at %s: %s", rc->rd->cfg.url_text, ac->errstr);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct rconn *rc = ac->data;
+    struct rd *rd = rc->rd;
+    bool was = rc->connected;
+    rc->ac = NULL;
+    rc->connected = false;
+    if (rd->failing || rd->unloading) return;
+    if (rc == &rd->sub && was && rd->pub.ac)
+        rc_fail(rd, "Redis closed the subscriber connection (%s): if it was busy, its pub/sub output buffer limit "
+                "(client-output-buffer-limit pubsub) may have been reached; what was published meanwhile is lost",
+                status == REDIS_OK ? "closed" : ac->errstr);
+    else
+        rc_fail(rd, "lost the %s connection to Redis at %s: %s", rc->what, rd->cfg.url_text,
+                status == REDIS_OK ? "closed" : ac->errstr);
+}
+
+static int attach(struct rd *rd, struct rconn *rc, redisAsyncContext *ac)
+{
+    rc->ac = ac;
+    rc->connected = false;
+    rc->paused = false;
+    ac->data = rc;
+    rc->rev = event_new(rd->base, ac->c.fd, EV_READ, g_read, rc);
+    rc->wev = event_new(rd->base, ac->c.fd, EV_WRITE, g_write, rc);
+    if (!rc->rev || !rc->wev) { g_cleanup(rc); return -1; }
+    ac->ev.data = rc;
+    ac->ev.addRead = g_add_read;
+    ac->ev.delRead = g_del_read;
+    ac->ev.addWrite = g_add_write;
+    ac->ev.delWrite = g_del_write;
+    ac->ev.cleanup = g_cleanup;
+    /* After the hooks: hiredis arms the first write here, which tells it
+     * the connect finished. */
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    g_add_read(rc);
+    return 0;
+}
+
+/* AUTH and SELECT first; CLIENT SETNAME names us in CLIENT LIST; the
+ * PING's answer says the connection works. */
+static void setup_commands(struct rd *rd, struct rconn *rc)
+{
+    const struct rw_url *u = &rd->cfg.url;
+    redisAsyncContext *ac = rc->ac;
+    struct pent setup = { .kind = PK_SETUP };
+    char name[LB_MAX_NAME + 32];
+    snprintf(name, sizeof name, "lexbus:%s:cmd", rd->node);
+    for (char *p = name; *p; p++) if (*p == ' ' || *p == '\n') *p = '_';
+    if (u->pass[0]) {
+        int rc2 = u->user[0] ? redisAsyncCommand(ac, pub_reply, rd, "AUTH %s %s", u->user, u->pass)
+                            : redisAsyncCommand(ac, pub_reply, rd, "AUTH %s", u->pass);
+        if (rc2 == REDIS_OK) q_push(rd, &setup);
+    }
+    if (u->db && redisAsyncCommand(ac, pub_reply, rd, "SELECT %d", u->db) == REDIS_OK) q_push(rd, &setup);
+    if (redisAsyncCommand(ac, pub_reply, rd, "CLIENT SETNAME %s", name) == REDIS_OK) q_push(rd, NULL);
+    struct pent ready = { .kind = PK_READY };
+    if (redisAsyncCommand(ac, pub_reply, rd, "PING") == REDIS_OK) q_push(rd, &ready);
+}
+
+/* A subscriber connection answers AUTH in its own way before it is
+ * subscribed; a refusal shows as the connection failing to subscribe. */
+static void sub_auth_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR) rc_fail(priv, "Redis refused AUTH on the subscriber connection: %.200s", r->str);
+}
+
+static int open_both(struct rd *rd, const char *ip)
+{
+    const struct rw_url *u = &rd->cfg.url;
+    struct rconn *rcs[2] = { &rd->pub, &rd->sub };
+    for (int i = 0; i < 2; i++) {
+        redisAsyncContext *ac = u->unix_socket ? redisAsyncConnectUnix(u->path) : redisAsyncConnect(ip, u->port);
+        if (!ac || ac->err) {
+            char why[160];
+            snprintf(why, sizeof why, "%s", ac ? ac->errstr : "out of memory");
+            if (ac) redisAsyncFree(ac);
+            rc_fail(rd, "cannot connect to Redis at %s: %s", rd->cfg.url_text, why);
+            return -1;
+        }
+        if (attach(rd, rcs[i], ac)) {
+            redisAsyncFree(ac);
+            rcs[i]->ac = NULL;
+            rc_fail(rd, "out of memory");
+            return -1;
+        }
+    }
+    setup_commands(rd, &rd->pub);
+    if (u->pass[0]) {
+        if (u->user[0]) redisAsyncCommand(rd->sub.ac, sub_auth_reply, rd, "AUTH %s %s", u->user, u->pass);
+        else redisAsyncCommand(rd->sub.ac, sub_auth_reply, rd, "AUTH %s", u->pass);
+    }
+    char name[LB_MAX_NAME + 32];
+    snprintf(name, sizeof name, "lexbus:%s:sub", rd->node);
+    redisAsyncCommand(rd->sub.ac, NULL, NULL, "CLIENT SETNAME %s", name);
+    cl_subscribe_all(rd);
+    return 0;
+}
+
+/* ---- the session ------------------------------------------------------- */
+
+static void dns_done(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct rd *rd = arg;
+    rd->dns_req = NULL;
+    if (result == EVUTIL_EAI_CANCEL) return;
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (result == 0 && res) {
+        const void *a = res->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
+                                                   : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+        evutil_inet_ntop(res->ai_family, a, ip, sizeof ip);
+    }
+    if (res) evutil_freeaddrinfo(res);
+    if (!ip[0]) {
+        rc_fail(rd, "cannot resolve Redis host %s: %s", rd->cfg.url.host, evutil_gai_strerror(result));
+        return;
+    }
+    open_both(rd, ip);
+}
+
+static bool numeric_host(const char *h)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1;
+}
+
+void rc_start(struct rd *rd)
+{
+    if (rd->unloading || rd->state != RS_DOWN) return;
+    rd->state = RS_CONNECTING;
+    rd->session++;
+    rd->ready_pub = rd->ready_sub = false;
+    struct timeval tv = { (time_t)(rd->cfg.connect_timeout_ms / 1000), (suseconds_t)(rd->cfg.connect_timeout_ms % 1000) * 1000 };
+    evtimer_add(rd->connect_ev, &tv);
+    const struct rw_url *u = &rd->cfg.url;
+    if (u->unix_socket || numeric_host(u->host)) { open_both(rd, u->host); return; }
+    if (!rd->dns) { rc_fail(rd, "cannot resolve %s: no DNS resolver (evdns)", u->host); return; }
+    struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    rd->dns_req = evdns_getaddrinfo(rd->dns, u->host, NULL, &hints, dns_done, rd);
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    rc_start(arg);
+}
+
+static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct rd *rd = arg;
+    if (rd->state == RS_CONNECTING)
+        rc_fail(rd, "Redis at %s did not answer within connect_timeout (%llu ms)", rd->cfg.url_text,
+                (unsigned long long)rd->cfg.connect_timeout_ms);
+}
+
+/* Jittered exponential backoff: between half and all of
+ * backoff_min * 2^attempt, at most backoff_max. */
+static uint64_t backoff_ms(struct rd *rd)
+{
+    uint64_t d = rd->cfg.backoff_min_ms;
+    for (unsigned i = 0; i < rd->attempt && d < rd->cfg.backoff_max_ms; i++) d *= 2;
+    if (d > rd->cfg.backoff_max_ms) d = rd->cfg.backoff_max_ms;
+    uint32_t r;
+    evutil_secure_rng_get_bytes(&r, sizeof r);
+    return d / 2 + (d / 2 ? r % (d / 2 + 1) : 0);
+}
+
+static void free_conn(struct rconn *rc)
+{
+    redisAsyncContext *ac = rc->ac;
+    rc->ac = NULL;
+    rc->connected = false;
+    if (ac) redisAsyncFree(ac);        /* answers what was pending with NULL replies */
+}
+
+static void teardown(struct rd *rd)
+{
+    bool was_up = rd->state == RS_UP || rd->state == RS_CLASH;
+    if (rd->dns_req) { evdns_getaddrinfo_cancel(rd->dns_req); rd->dns_req = NULL; }
+    evtimer_del(rd->connect_ev);
+    free_conn(&rd->pub);
+    free_conn(&rd->sub);
+    struct pent e;
+    while (q_pop(rd, &e)) dispatch(rd, &e, NULL);
+    cl_disconnected(rd);
+    ex_disconnected(rd);
+    rd->state = RS_DOWN;
+    rd->failing = false;
+    if (was_up) rd->c_reconnects++;
+    if (rd->unloading) return;
+    uint64_t ms = backoff_ms(rd);
+    rd->attempt++;
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+    evtimer_add(rd->retry_ev, &tv);
+    lb_log_throttled(rd->ctx, LB_LOG_INFO, "redis-retry", 6, "reconnecting to Redis at %s in %llu ms (attempt %u)",
+                     rd->cfg.url_text, (unsigned long long)ms, rd->attempt);
+}
+
+static void teardown_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    teardown(arg);
+}
+
+void rc_fail(struct rd *rd, const char *fmt, ...)
+{
+    if (rd->failing || rd->state == RS_DOWN) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rd->last_error, sizeof rd->last_error, fmt, ap);
+    va_end(ap);
+    rd->failing = true;
+    if (rd->state == RS_UP || rd->state == RS_JOINING)
+        lb_log(rd->ctx, LB_LOG_WARN, "%s; cross-node traffic stops until Redis is back (local routing continues)",
+               rd->last_error);
+    else
+        lb_log_throttled(rd->ctx, LB_LOG_WARN, "redis-down", 6, "%s; local routing continues, retrying with "
+                         "jittered backoff (at most %llu ms apart)", rd->last_error,
+                         (unsigned long long)rd->cfg.backoff_max_ms);
+    /* Never inside hiredis: this may be one of its callbacks. */
+    event_active(rd->teardown_ev, EV_TIMEOUT, 0);
+}
+
+bool rc_up(const struct rd *rd)
+{
+    return (rd->state == RS_UP || rd->state == RS_JOINING) && !rd->failing && rd->pub.ac && rd->sub.ac;
+}
+
+size_t rc_queued(const struct rd *rd)
+{
+    return rd->pub.ac && rd->pub.ac->c.obuf ? sdslen(rd->pub.ac->c.obuf) : 0;
+}
+
+static bool room_for(struct rd *rd, size_t n)
+{
+    if (!rd->pub.ac || rd->failing) return false;
+    if (rc_queued(rd) + n > rd->cfg.max_queue) {
+        rd->c_dropped_queue++;
+        rd->c_dropped++;
+        lb_log_throttled(rd->ctx, LB_LOG_WARN, "redis-queue", 6, "Redis is not keeping up: %zu bytes queued for it "
+                         "(max_queue %llu): dropping what does not fit", rc_queued(rd),
+                         (unsigned long long)rd->cfg.max_queue);
+        return false;
+    }
+    return true;
+}
+
+int rc_command(struct rd *rd, const struct pent *e, int argc, const char **argv, const size_t *argvlen)
+{
+    size_t total = 0;
+    for (int i = 0; i < argc; i++) total += argvlen[i];
+    if (!room_for(rd, total)) return -1;
+    if (redisAsyncCommandArgv(rd->pub.ac, pub_reply, rd, argc, argv, argvlen) != REDIS_OK) return -1;
+    q_push(rd, e);
+    return 0;
+}
+
+int rc_commandf(struct rd *rd, const struct pent *e, const char *fmt, ...)
+{
+    if (!room_for(rd, 0)) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = redisvAsyncCommand(rd->pub.ac, pub_reply, rd, fmt, ap);
+    va_end(ap);
+    if (rc != REDIS_OK) return -1;
+    q_push(rd, e);
+    return 0;
+}
+
+static size_t put_bulk_len(char *p, const char *tag, size_t n)
+{
+    return (size_t)sprintf(p, "%s%zu\r\n", tag, n);
+}
+
+int rc_publish(struct rd *rd, const struct pent *e, const char *chan, size_t chlen, const char *head, size_t hl,
+               const char *body, size_t bl)
+{
+    size_t need = 64 + chlen + hl + bl;
+    if (!room_for(rd, need)) return -1;
+    if (need > rd->cmd_cap) {
+        size_t cap = need * 2;
+        char *nc = realloc(rd->cmd, cap);
+        if (!nc) return -1;
+        rd->cmd = nc;
+        rd->cmd_cap = cap;
+    }
+    /* *3 $7 PUBLISH $<chlen> <chan> $<len> <head><body>, written once. */
+    char *p = rd->cmd;
+    memcpy(p, "*3\r\n$7\r\nPUBLISH\r\n", 17);
+    p += 17;
+    p += put_bulk_len(p, "$", chlen);
+    memcpy(p, chan, chlen);
+    p += chlen;
+    memcpy(p, "\r\n", 2);
+    p += 2;
+    p += put_bulk_len(p, "$", hl + bl);
+    if (hl) memcpy(p, head, hl);
+    p += hl;
+    if (bl) memcpy(p, body, bl);
+    p += bl;
+    memcpy(p, "\r\n", 2);
+    p += 2;
+    if (redisAsyncFormattedCommand(rd->pub.ac, pub_reply, rd, rd->cmd, (size_t)(p - rd->cmd)) != REDIS_OK) return -1;
+    struct pent def = { .kind = PK_PUBLISH };
+    q_push(rd, e ? e : &def);
+    return 0;
+}
+
+int rc_subscribe(struct rd *rd, bool pattern, bool add, const char *chan)
+{
+    if (!rd->sub.ac || rd->failing) return -1;
+    const char *cmd = pattern ? (add ? "PSUBSCRIBE %s" : "PUNSUBSCRIBE %s") : (add ? "SUBSCRIBE %s" : "UNSUBSCRIBE %s");
+    return redisAsyncCommand(rd->sub.ac, add ? sub_reply : NULL, rd, cmd, chan) == REDIS_OK ? 0 : -1;
+}
+
+void rc_check_timeout(struct rd *rd)
+{
+    if (!rd->q_n || rd->failing) return;
+    uint64_t age = (mono_us() - rd->q[rd->q_head].t_us) / 1000;
+    if (age <= rd->cfg.command_timeout_ms) return;
+    rd->c_timeouts++;
+    rc_fail(rd, "Redis has not answered for %llu ms (command_timeout %llu ms, %zu commands waiting)",
+            (unsigned long long)age, (unsigned long long)rd->cfg.command_timeout_ms, rd->q_n);
+}
+
+void rc_flush(struct rd *rd)
+{
+    if (rd->pub.ac && rd->pub.connected && !rd->failing) redisAsyncHandleWrite(rd->pub.ac);
+}
+
+/* Back-pressure towards Redis: while the bus has not routed what the
+ * main link already handed it, the subscriber connection is not read
+ * (Redis buffers, up to its client-output-buffer-limit). */
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct rd *rd = arg;
+    struct rconn *rc = &rd->sub;
+    if (!rc->paused) return;
+    if (lb_local_backlog(rd->main) > rd->cfg.max_queue / 4) {
+        struct timeval tv = { 0, 2000 };
+        evtimer_add(rd->resume_ev, &tv);
+        return;
+    }
+    rc->paused = false;
+    if (rc->ac && rc->want_read && rc->rev) event_add(rc->rev, NULL);
+}
+
+void rc_check_backlog(struct rd *rd)
+{
+    struct rconn *rc = &rd->sub;
+    if (rc->paused || lb_local_backlog(rd->main) <= rd->cfg.max_queue / 2) return;
+    rc->paused = true;
+    rd->c_sub_paused++;
+    if (rc->rev) event_del(rc->rev);
+    struct timeval tv = { 0, 2000 };
+    evtimer_add(rd->resume_ev, &tv);
+}
+
+void rc_init(struct rd *rd)
+{
+    rd->pub = (struct rconn){ .rd = rd, .what = "commands" };
+    rd->sub = (struct rconn){ .rd = rd, .what = "subscriber" };
+    rd->retry_ev = evtimer_new(rd->base, retry_cb, rd);
+    rd->connect_ev = evtimer_new(rd->base, connect_timeout_cb, rd);
+    rd->teardown_ev = event_new(rd->base, -1, 0, teardown_cb, rd);
+    rd->resume_ev = evtimer_new(rd->base, resume_cb, rd);
+    if (!rd->cfg.url.unix_socket && !numeric_host(rd->cfg.url.host))
+        rd->dns = evdns_base_new(rd->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+}
+
+void rc_stop(struct rd *rd)
+{
+    rd->unloading = true;
+    if (rd->dns_req) { evdns_getaddrinfo_cancel(rd->dns_req); rd->dns_req = NULL; }
+    free_conn(&rd->pub);
+    free_conn(&rd->sub);
+    struct pent e;
+    while (q_pop(rd, &e)) dispatch(rd, &e, NULL);
+    if (rd->retry_ev) event_free(rd->retry_ev);
+    if (rd->connect_ev) event_free(rd->connect_ev);
+    if (rd->teardown_ev) event_free(rd->teardown_ev);
+    if (rd->resume_ev) event_free(rd->resume_ev);
+    rd->retry_ev = rd->connect_ev = rd->teardown_ev = rd->resume_ev = NULL;
+    if (rd->dns) evdns_base_free(rd->dns, 1);
+    rd->dns = NULL;
+    free(rd->q);
+    rd->q = NULL;
+    rd->q_n = rd->q_cap = rd->q_head = 0;
+    free(rd->cmd);
+    rd->cmd = NULL;
+}
