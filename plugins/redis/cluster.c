@@ -202,7 +202,7 @@ static void link_register(struct rd *rd, struct rnode *x, const struct rw_record
 
 static void apply_record(struct rd *rd, struct rnode *x, struct rw_record *r)
 {
-    if (!x->link) return;
+    if (!x->link) { rw_record_free(r); return; }
     for (size_t i = 0; i < r->n_services; i++) {
         const struct rw_service *old = rec_service(&x->rec, r->services[i].name);
         if (!old || !same_methods(old, &r->services[i])) link_register(rd, x, r, &r->services[i]);
@@ -454,7 +454,7 @@ static void main_closed(void *ud, struct lb_conn *conn, const char *why)
     struct rd *rd = ud;
     rd->main = NULL;
     sset_clear(&rd->main_subs);
-    if (!rd->unloading)
+    if (!rd->unloading && !lb_bus_draining(rd->ctx))
         lb_log(rd->ctx, LB_LOG_WARN, "the bus closed the redis plugin's main link (%s): cross-node traffic stops",
                why ? why : "?");
 }

@@ -287,7 +287,7 @@ static json_t *stats(void *ud)
     json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I}", "state", state_name(rd), "url", rd->cfg.url_text, "node",
                           rd->node, "epoch", rd->epoch, "queueBytes", (json_int_t)rc_queued(rd),
                           "awaitingReplies", (json_int_t)rd->q_n, "recordGen", (json_int_t)rd->rec_gen);
-    json_object_set_new(o, "nodes", cl_stats(rd));
+    json_object_set_new(o, "peers", cl_stats(rd));
     if (rd->last_error[0]) json_object_set_new(o, "lastError", json_string(rd->last_error));
     if (rd->cfg.exprsn) json_object_set_new(o, "workers", json_integer((json_int_t)rd->workers_known.n));
     if (rd->state_lost) json_object_set_new(o, "stateChangesLost", json_true());
@@ -337,10 +337,21 @@ static void register_counters(struct rd *rd)
 
 /* ---- life cycle ------------------------------------------------------------ */
 
+/* SIGTERM: the bus waits until no event of anyone's is left.  Say
+ * goodbye to the cluster and let go of Redis and our timer. */
+static void drain(struct rd *rd)
+{
+    cl_leave(rd);
+    rc_stop(rd);
+    event_free(rd->tick_ev);
+    rd->tick_ev = NULL;
+}
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what;
     struct rd *rd = arg;
+    if (lb_bus_draining(rd->ctx)) { drain(rd); return; }
     rd->c_queue_bytes = rc_queued(rd);
     rc_check_timeout(rd);
     cl_tick(rd);
