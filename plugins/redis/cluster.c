@@ -775,9 +775,11 @@ void cl_on_message(struct rd *rd, const char *chan, size_t chlen, const char *p,
         return;
     }
     if (h.origin.n == strlen(rd->node) && !memcmp(h.origin.p, rd->node, h.origin.n)) {
-        if (memcmp(h.epoch.p, rd->epoch, RW_EPOCH_LEN) && c)
+        bool ours = !memcmp(h.epoch.p, rd->epoch, RW_EPOCH_LEN);
+        if (!ours && c)
             lb_log_throttled(rd->ctx, LB_LOG_ERROR, "name-clash", 2, "another lexbusd says it is node '%s' on this Redis: "
                              "every node needs its own [bus] node", rd->node);
+        if (ours && c && h.kind == 'H') rd->self_heard_ms = mono_ms();
         return;                      /* our own, back from Redis */
     }
     bool kind_ok = self ? strchr("CRE", h.kind) != NULL : b ? h.kind == 'B' : c ? strchr("UHL", h.kind) != NULL
@@ -958,13 +960,17 @@ static void heartbeat(struct rd *rd)
     rc_commandf(rd, &e, "PING");
 }
 
-static void expire_nodes(struct rd *rd, uint64_t now)
+/* A node is gone when its heartbeats stopped while ours kept coming back:
+ * Redis delivers in order, so silence measured against our own echo says
+ * something about the node, not about a Redis that is blocked or slow to
+ * us (DEBUG SLEEP, CLIENT PAUSE, a subscriber we paused). */
+static void expire_nodes(struct rd *rd)
 {
     for (struct rnode *x = rd->nodes, *next; x; x = next) {
         next = x->next;
-        if (now - x->heard_ms <= x->ttl_ms) continue;
+        if (rd->self_heard_ms <= x->heard_ms || rd->self_heard_ms - x->heard_ms <= x->ttl_ms) continue;
         char why[96];
-        snprintf(why, sizeof why, "no heartbeat for %llu ms", (unsigned long long)(now - x->heard_ms));
+        snprintf(why, sizeof why, "no heartbeat for %llu ms", (unsigned long long)(mono_ms() - x->heard_ms));
         node_free(rd, x, why);
     }
 }
@@ -987,8 +993,7 @@ void cl_tick(struct rd *rd)
         rd->last_hb_ms = now;
         heartbeat(rd);
     }
-    /* While Redis itself is stuck, silence says nothing about the nodes. */
-    if (!rd->q_n || (now - rd->q[rd->q_head].t_us / 1000) < 500) expire_nodes(rd, now);
+    expire_nodes(rd);
 }
 
 void cl_leave(struct rd *rd)

@@ -168,6 +168,7 @@ struct rd {
     char *record_body;             /* its services and patterns, to tell a change */
     size_t record_body_len;
     uint64_t last_hb_ms, last_rebuild_ms;
+    uint64_t self_heard_ms;        /* our own heartbeat came back from Redis (monotonic) */
     bool rebuild;                  /* local services or patterns changed */
     struct sset local_services;    /* names with an instance here */
     struct sset remote_pats;       /* patterns remote nodes' subscribers hold, with counts */

@@ -39,7 +39,8 @@ class Redis:
     def start(self):
         log = open(os.path.join(self.dir, "redis.log"), "ab")
         self.proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", self.sock, "--unixsocketperm",
-                                      "700", "--save", "", "--appendonly", "no", "--dir", self.dir] + self.args,
+                                      "700", "--save", "", "--appendonly", "no", "--enable-debug-command", "local",
+                                      "--dir", self.dir] + self.args,
                                      stdout=log, stderr=log)
         wait_for(lambda: os.path.exists(self.sock) and self.cli("PING").strip() == "PONG", 10, what="redis-server")
         return self
