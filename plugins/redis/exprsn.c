@@ -532,7 +532,9 @@ bool ex_main_message(struct rd *rd, const struct lb_msg *m)
         rd_drop(rd, &rd->c_ipc_refused, "ipc-refused", "a message from worker '%s' was refused: %.*s %.*s", x->worker,
                 (int)code.n, code.p, (int)(err.n < 300 ? err.n : 300), err.p);
     } else if (t == LB_MSG_ACK && x->kind == PX_ACK) {
-        struct lb_str raw = lb_msg_raw(m, "delivered"), rem = lb_msg_raw(m, "remoteNodes");
+        struct lb_str f = lb_msg_frame(m), raw = { NULL, 0 }, rem = { NULL, 0 };
+        lb_json_object_get(f.p, f.n, "delivered", &raw);
+        lb_json_object_get(f.p, f.n, "remoteNodes", &rem);
         bool any = (raw.p && !(raw.n == 1 && raw.p[0] == '0')) || (rem.p && !(rem.n == 1 && rem.p[0] == '0'));
         if (any) publish_ack(rd, x);
     } else if (t == LB_MSG_RESPONSE && (x->kind == PX_CRUD || x->kind == PX_JSONLEX)) {

@@ -163,12 +163,14 @@ static void g_read(evutil_socket_t fd, short what, void *arg)
     if (!rc->ac || rd->failing) return;
     redisAsyncHandleRead(rc->ac);     /* may end the connection: then rc->ac is NULL */
     if (!rc->ac || rd->failing) return;
+    /* A message up to twice max_message is read and dropped whole (its
+     * parser counts it); one larger ends the connection unread. */
     const redisReader *r = rc->ac->c.reader;
-    if (r->len - r->pos > rd->cfg.max_message + 65536) {
+    if (r->len - r->pos > 2 * rd->cfg.max_message + 65536) {
         rd->c_dropped_oversized++;
         rd->c_dropped++;
-        rc_fail(rd, "Redis sent the %s connection a message of more than %llu bytes (max_message): dropped "
-                "unread; reconnecting", rc->what, (unsigned long long)rd->cfg.max_message);
+        rc_fail(rd, "Redis sent the %s connection a message of more than %llu bytes (twice max_message): "
+                "dropped unread; reconnecting", rc->what, (unsigned long long)(2 * rd->cfg.max_message));
     }
 }
 

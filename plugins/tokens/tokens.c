@@ -27,7 +27,9 @@
  *   `crud` for a CRUD request "crud:<op>") matches the event named in
  *   metadata.event; `exp: null` on a stateful token is refused unless
  *   stateful_ttl allows it (for that long after iat, or `unlimited`:
- *   until revoked); a session token always needs an exp.  The sender is
+ *   until revoked); a token without iat (jsonwebtoken's noTimestamp,
+ *   which Exprsn uses, deletes it) is honoured while its exp is at most
+ *   max_ttl away; a session token always needs iat and exp.  The sender is
  *   the message's `from` (a federation link speaks for many senders; the
  *   core holds every other connection to its own names).  A CRUD request
  *   without `to` is addressed to the bus: any of its names fits.
@@ -403,7 +405,12 @@ static bool stateless_expiry_ok(struct tokens *t, json_t *claims, json_int_t now
         return false;
     }
     int has_iat = int_claim(claims, "iat", &iat);
-    if (has_iat <= 0) { snprintf(why, whylen, "token lacks iat (an integer, seconds since the epoch)"); return false; }
+    if (has_iat < 0) { snprintf(why, whylen, "iat must be an integer (seconds since the epoch)"); return false; }
+    if (!has_iat) {
+        if (t->set.stateful_ttl_ms == STATEFUL_UNLIMITED) return true;
+        snprintf(why, whylen, "a stateful token without exp needs iat to bound its age (stateful_ttl)");
+        return false;
+    }
     if (iat > now + CLOCK_SKEW_S) { snprintf(why, whylen, "token not yet valid (issued in the future)"); return false; }
     if (iat < 0) { snprintf(why, whylen, "iat is negative"); return false; }
     if (t->set.stateful_ttl_ms != STATEFUL_UNLIMITED && now - iat > (json_int_t)(t->set.stateful_ttl_ms / 1000)) {
@@ -428,10 +435,22 @@ static bool times_ok(struct tokens *t, json_t *claims, char *why, size_t whylen)
     if (has_iat < 0) { snprintf(why, whylen, "iat must be an integer (seconds since the epoch)"); return false; }
     if (has_nbf < 0) { snprintf(why, whylen, "nbf must be an integer (seconds since the epoch)"); return false; }
     if (!has_exp) { snprintf(why, whylen, "token lacks exp"); return false; }
-    if (!has_iat) { snprintf(why, whylen, "token lacks iat"); return false; }
     if (exp <= now) {
         snprintf(why, whylen, "token expired %llu s ago", (unsigned long long)now - (unsigned long long)exp);
         return false;
+    }
+    if (!has_iat) {
+        /* Exprsn's tokens: its BrokerTokenManager sets iat, but signs with
+         * jsonwebtoken's noTimestamp, which deletes it.  Without iat the
+         * lifetime cannot be checked; what is left is honoured only while
+         * it is at most max_ttl (so a revocation, kept max_ttl, outlives
+         * every use after it). */
+        if (exp - now > max_ttl_s) {
+            snprintf(why, whylen, "token without iat expires in %lld s, more than max_ttl (%lld s)", (long long)(exp - now),
+                     (long long)max_ttl_s);
+            return false;
+        }
+        return !has_nbf || nbf <= now + CLOCK_SKEW_S ? true : (snprintf(why, whylen, "token not yet valid (nbf)"), false);
     }
     if (iat > now + CLOCK_SKEW_S) { snprintf(why, whylen, "token not yet valid (issued in the future)"); return false; }
     if (iat < 0) { snprintf(why, whylen, "iat is negative"); return false; }
@@ -748,10 +767,11 @@ static enum lb_verdict_kind on_authenticate(void *ud, struct lb_conn *c, struct 
     json_t *claims = verify(t, tok.p, tok.n, kid, why, sizeof why);
     if (!claims) { lb_refuse(err, LB_E_UNAUTHENTICATED, "token refused: %s", why); return LB_DENY; }
     bool ok = session_claims_ok(claims, name, err);
-    if (ok && json_is_null(json_object_get(claims, "exp"))) {
-        /* A session lasts as long as its token: one that never expires
-         * would keep a session open for ever. */
-        lb_refuse(err, LB_E_UNAUTHENTICATED, "token refused: a session token must have an exp");
+    if (ok && (!json_is_integer(json_object_get(claims, "exp")) || !json_is_integer(json_object_get(claims, "iat")))) {
+        /* A session lasts as long as its token, whose lifetime must be
+         * known: one without exp would keep a session open for ever. */
+        lb_refuse(err, LB_E_UNAUTHENTICATED, "token refused: token lacks %s: a session token must have iat and exp",
+                  json_is_integer(json_object_get(claims, "iat")) ? "exp" : "iat");
         ok = false;
     }
     if (ok && session_track_token(t, c, claims, kid) != 0) {
