@@ -221,13 +221,21 @@ static void apply_record(struct rd *rd, struct rnode *x, struct rw_record *r)
     cl_main_resubscribe(rd);
 }
 
-/* A record read from Redis or published by its node. */
-static void take_record(struct rd *rd, const char *text, size_t len, bool live)
+/* A record read from Redis or published by its node (origin: the
+ * header's, which the record must match). */
+static void take_record(struct rd *rd, const char *text, size_t len, bool live, const struct rw_head *origin)
 {
     struct rw_record r;
     char why[200];
     if (rw_record_parse(text, len, &r, why, sizeof why)) {
         rd_drop(rd, &rd->c_dropped_bad, "bad-record", "dropped a node record: %s", why);
+        return;
+    }
+    if (origin && (strlen(r.node) != origin->origin.n || memcmp(r.node, origin->origin.p, origin->origin.n) ||
+                   memcmp(r.epoch, origin->epoch.p, RW_EPOCH_LEN))) {
+        rd_drop(rd, &rd->c_dropped_origin, "record-origin", "dropped a record of '%s' published as '%.*s'", r.node,
+                (int)origin->origin.n, origin->origin.p);
+        rw_record_free(&r);
         return;
     }
     if (!strcmp(r.node, rd->node)) { rw_record_free(&r); return; }
@@ -730,7 +738,7 @@ static void control_message(struct rd *rd, const struct rw_head *h)
     snprintf(name, sizeof name, "%.*s", (int)h->origin.n, h->origin.p);
     switch (h->kind) {
     case 'U':
-        take_record(rd, h->body, h->body_len, true);
+        take_record(rd, h->body, h->body_len, true, h);
         break;
     case 'H':
         if (same) x->heard_ms = mono_ms();
@@ -917,7 +925,7 @@ void cl_on_reply(struct rd *rd, const struct pent *e, redisReply *r)
     case PK_NODES_GET:
         if (!r || r->type != REDIS_REPLY_ARRAY) break;
         for (size_t i = 0; i < r->elements; i++)
-            if (r->element[i]->type == REDIS_REPLY_STRING) take_record(rd, r->element[i]->str, r->element[i]->len, false);
+            if (r->element[i]->type == REDIS_REPLY_STRING) take_record(rd, r->element[i]->str, r->element[i]->len, false, NULL);
         break;
     default: break;
     }

@@ -869,6 +869,12 @@ void ex_tick(struct rd *rd)
 {
     if (!rd->cfg.exprsn || rd->state != RS_UP || !rc_up(rd)) return;
     uint64_t now = mono_ms();
+    /* Names looked up in vain are remembered NEG_MS: a caller trying
+     * endless new names must not grow the set. */
+    if (rd->neg.n > 4096 || (rd->neg.n && now - rd->last_neg_sweep_ms > NEG_MS)) {
+        sset_clear(&rd->neg);
+        rd->last_neg_sweep_ms = now;
+    }
     if (!rd->scanning && now - rd->last_scan_ms >= rd->cfg.exprsn_scan_ms) {
         rd->last_scan_ms = now;
         struct pent e = { .kind = PK_WORKERS_SCAN };

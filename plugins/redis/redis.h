@@ -187,7 +187,7 @@ struct rd {
     struct sset neg;               /* names looked up and not found (n: when, ms) */
     struct pending_x *px;          /* worker requests in flight */
     uint64_t x_seq, node_serial;
-    uint64_t last_scan_ms, last_keys_ms;
+    uint64_t last_scan_ms, last_keys_ms, last_neg_sweep_ms;
     bool scanning;
     uint64_t echo[64];             /* bridge: hashes of what we published, for our own echo */
     unsigned echo_head, echo_n;
