@@ -520,11 +520,24 @@ void cl_main_resubscribe(struct rd *rd)
     rd->main_subs = want;
 }
 
+#define EVENT_PREFIX "{\"type\":\"EVENT\","
+#define EMIT_PREFIX "{\"type\":\"EMIT\","
+#define CALL_PREFIX "{\"type\":\"CALL\",\"id\":\""
+
 /* An EMIT frame for other nodes from an EVENT the bus gave a link: the
- * same id, event, sender, payload and verified claims. */
+ * same id, event, sender, payload and verified claims.  The bus writes
+ * EVENTs as {"type":"EVENT",id,event,from,to,payload[,token]}, every one
+ * of them an EMIT's member too: the type is all that changes. */
 static const char *emit_frame(struct rd *rd, const struct lb_msg *m, struct lb_str to, size_t *len)
 {
     struct lb_jw *w = rd->w;
+    struct lb_str f = lb_msg_frame(m);
+    if (f.n > sizeof EVENT_PREFIX && !memcmp(f.p, EVENT_PREFIX, sizeof EVENT_PREFIX - 1)) {
+        lb_jw_reset(w);
+        JW_LIT(w, EMIT_PREFIX);
+        lb_jw_raw(w, f.p + sizeof EVENT_PREFIX - 1, f.n - (sizeof EVENT_PREFIX - 1));
+        return lb_jw_data(w, len);
+    }
     struct lb_str id = lb_msg_field(m, "id"), ev = lb_msg_field(m, "event"), from = lb_msg_field(m, "from");
     struct lb_str payload = lb_msg_raw(m, "payload"), token = lb_msg_raw(m, "token");
     lb_jw_reset(w);
@@ -558,7 +571,7 @@ static void broadcast_out(struct rd *rd, const struct lb_msg *m)
         const char *f = emit_frame(rd, m, to, &len);
         char head[RW_HEAD_MAX];
         size_t hl = rw_head_write(head, 'B', rd->node, rd->epoch, NULL, 0);
-        if (rc_publish(rd, NULL, rd->ch_b, strlen(rd->ch_b), head, hl, f, len) == 0) rd->c_published++;
+        if (rc_publish_lb(rd, NULL, rd->ch_b, strlen(rd->ch_b), head, hl, f, len) == 0) rd->c_published++;
     }
     if (rd->cfg.exprsn) ex_broadcast(rd, m);
 }
@@ -590,7 +603,7 @@ static bool response_out(struct rd *rd, const struct lb_msg *m)
     size_t len;
     const char *p = lb_jw_data(w, &len);
     const char *ch = cl_node_channel(rd, x->name);
-    if (rc_publish(rd, NULL, ch, strlen(ch), NULL, 0, p, len) == 0) rd->c_published++;
+    if (rc_publish_lb(rd, NULL, ch, strlen(ch), NULL, 0, p, len) == 0) rd->c_published++;
     return true;
 }
 
@@ -645,7 +658,7 @@ static void call_out(struct rd *rd, struct rnode *x, const struct lb_msg *m)
     struct pent e = { .kind = PK_PUBLISH_CALL, .idlen = (uint8_t)id.n, .a = x->serial };
     memcpy(e.id, id.p, id.n);
     const char *ch = cl_node_channel(rd, x->name);
-    if (rc_publish(rd, &e, ch, strlen(ch), NULL, 0, p, len) != 0) {
+    if (rc_publish_lb(rd, &e, ch, strlen(ch), NULL, 0, p, len) != 0) {
         fail_call_now(x->link, m, "Redis is not keeping up: the call could not be queued (max_queue)");
         return;
     }
@@ -665,7 +678,7 @@ static void event_out(struct rd *rd, struct rnode *x, const struct lb_msg *m)
     char head[RW_HEAD_MAX];
     size_t hl = rw_head_write(head, 'E', rd->node, rd->epoch, NULL, 0);
     const char *ch = cl_node_channel(rd, x->name);
-    if (rc_publish(rd, NULL, ch, strlen(ch), head, hl, f, len) == 0) rd->c_published++;
+    if (rc_publish_lb(rd, NULL, ch, strlen(ch), head, hl, f, len) == 0) rd->c_published++;
 }
 
 static void node_link_msg(void *ud, struct lb_conn *conn, const struct lb_msg *m)
@@ -693,19 +706,20 @@ static void node_link_msg(void *ud, struct lb_conn *conn, const struct lb_msg *m
  * broadcast.  The bus validates the rest as from any client. */
 static bool frame_ok(struct rd *rd, const struct rw_head *h, enum lb_msg_type want)
 {
-    const char *err;
-    if (lb_msg_parse(rd->msg, h->body, h->body_len, &err) || lb_msg_type(rd->msg) != want) return false;
+    const char *b = h->body, *err;
+    size_t n = h->body_len;
+    /* The type is what matters here (no REGISTER or SUBSCRIBE may reach a
+     * link), and a member given twice is refused by the bus's scanner: a
+     * frame that starts with our type is of that type.  EMITs and CALLs
+     * are written that way by every node (emit_frame, call_out); answers
+     * are the callees' own frames and are read whole. */
+    if (want == LB_MSG_EMIT) return n > sizeof EMIT_PREFIX && !memcmp(b, EMIT_PREFIX, sizeof EMIT_PREFIX - 1);
     if (want == LB_MSG_CALL) {
-        struct lb_str id = lb_msg_field(rd->msg, "id");
-        if (!id.p || id.n <= h->origin.n || memcmp(id.p, h->origin.p, h->origin.n) || id.p[h->origin.n] != '~')
-            return false;
+        size_t pl = sizeof CALL_PREFIX - 1;
+        return n > pl + h->origin.n + 1 && !memcmp(b, CALL_PREFIX, pl) && !memcmp(b + pl, h->origin.p, h->origin.n) &&
+               b[pl + h->origin.n] == '~';
     }
-    if (want == LB_MSG_EMIT) {
-        struct lb_str to = lb_msg_field(rd->msg, "to");
-        bool bcast = !to.p || (to.n == 9 && !memcmp(to.p, "broadcast", 9));
-        if (bcast != (h->kind == 'B') || lb_msg_raw(rd->msg, "ack").p) return false;
-    }
-    return lb_msg_field(rd->msg, "from").p != NULL || want == LB_MSG_RESPONSE;
+    return lb_msg_parse(rd->msg, b, n, &err) == 0 && lb_msg_type(rd->msg) == LB_MSG_RESPONSE;
 }
 
 static void data_message(struct rd *rd, const struct rw_head *h)
@@ -757,6 +771,35 @@ static void control_message(struct rd *rd, const struct rw_head *h)
     }
 }
 
+/* The messages of a bundle: each a whole message of the bundle's origin,
+ * of a kind its channel carries. */
+static void bundle_in(struct rd *rd, const struct rw_head *bh, bool self, bool b, const char *chan, size_t chlen)
+{
+    const char *p = bh->body, *end = bh->body + bh->body_len;
+    uint64_t want = bh->nargs == 1 ? bh->arg[0] : 0, got = 0;
+    while (p < end && got < want) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p) < 12 ? (size_t)(end - p) : 12);
+        uint64_t len = 0;
+        const char *q = p;
+        for (; nl && q < nl && *q >= '0' && *q <= '9'; q++) len = len * 10 + (uint64_t)(*q - '0');
+        struct rw_head h;
+        if (!nl || q != nl || q == p || len > (uint64_t)(end - nl - 1) || rw_head_parse(nl + 1, len, &h) ||
+            h.origin.n != bh->origin.n || memcmp(h.origin.p, bh->origin.p, h.origin.n) ||
+            memcmp(h.epoch.p, bh->epoch.p, RW_EPOCH_LEN) || !strchr(self ? "CRE" : "B", h.kind) || !h.kind) {
+            rd_drop(rd, &rd->c_dropped_bad, "bad-bundle", "dropped the rest of a malformed bundle on %.*s", (int)chlen,
+                    chan);
+            return;
+        }
+        (void)b;
+        data_message(rd, &h);
+        p = nl + 1 + len;
+        got++;
+    }
+    if (got != want || p != end)
+        rd_drop(rd, &rd->c_dropped_bad, "bad-bundle", "a bundle on %.*s said %llu messages and held %llu", (int)chlen,
+                chan, (unsigned long long)want, (unsigned long long)got);
+}
+
 void cl_on_message(struct rd *rd, const char *chan, size_t chlen, const char *p, size_t n)
 {
     if (rd->state != RS_UP && rd->state != RS_JOINING) return;
@@ -778,8 +821,13 @@ void cl_on_message(struct rd *rd, const char *chan, size_t chlen, const char *p,
     }
     struct rw_head h;
     if (rw_head_parse(p, n, &h)) {
-        rd_drop(rd, &rd->c_dropped_bad, "bad-header", "dropped a message on %.*s that is not lexbus's (%.40s...)",
+        rd_drop(rd, &rd->c_dropped_bad, "bad-header", "dropped a message on %.*s that is not lexbus's (%s)",
                 (int)chlen, chan, n ? "binary or garbage" : "empty");
+        return;
+    }
+    if (h.kind == 'M' && (self || b)) {
+        bundle_in(rd, &h, self, b, chan, chlen);
+        rc_check_backlog(rd);
         return;
     }
     if (h.origin.n == strlen(rd->node) && !memcmp(h.origin.p, rd->node, h.origin.n)) {
@@ -892,18 +940,17 @@ static void scan_reply(struct rd *rd, redisReply *r)
     }
 }
 
-static void publish_call_reply(struct rd *rd, const struct pent *e, redisReply *r)
+/* Nobody listens on that node's channel: it is gone or reconnecting, and
+ * the call is lost; say so now rather than at the deadline. */
+static void call_lost(struct rd *rd, uint64_t serial, const char *id, size_t idlen)
 {
-    if (!r || r->type != REDIS_REPLY_INTEGER || r->integer > 0) return;
-    /* Nobody listens on that node's channel: it is gone or reconnecting,
-     * and the call is lost; say so now rather than at the deadline. */
-    struct rnode *x = node_by_serial(rd, e->a);
+    struct rnode *x = node_by_serial(rd, serial);
     if (!x || !x->link) return;
     rd->c_unavailable++;
     struct lb_jw *w = rd->w;
     lb_jw_reset(w);
     JW_LIT(w, "{\"type\":\"RESPONSE\",\"id\":\"");
-    lb_jw_raw(w, e->id, e->idlen);
+    lb_jw_raw(w, id, idlen);
     JW_LIT(w, "\",\"status\":\"error\",\"error\":{\"code\":\"SERVICE_UNAVAILABLE\",\"message\":");
     char msg[LB_MAX_NAME + 96];
     snprintf(msg, sizeof msg, "node '%s' is not listening on Redis (gone or reconnecting): the call was lost", x->name);
@@ -914,12 +961,28 @@ static void publish_call_reply(struct rd *rd, const struct pent *e, redisReply *
     lb_local_send(x->link, p, len);
 }
 
+static bool nobody_heard(redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_INTEGER && r->integer == 0;
+}
+
+static void bundle_reply(struct rd *rd, const struct pent *e, redisReply *r)
+{
+    struct bundle_calls *c = e->p;
+    if (!c) return;
+    if (e->gen == rd->session && nobody_heard(r))
+        for (size_t i = 0; i < c->n; i++) call_lost(rd, c->serial, c->v[i].id, c->v[i].len);
+    free(c->v);
+    free(c);
+}
+
 void cl_on_reply(struct rd *rd, const struct pent *e, redisReply *r)
 {
+    if (e->kind == PK_PUBLISH_BUNDLE) { bundle_reply(rd, e, r); return; }
     if (e->gen != rd->session) return;     /* an answer to an earlier session */
     switch (e->kind) {
     case PK_PUBLISH: break;
-    case PK_PUBLISH_CALL: publish_call_reply(rd, e, r); break;
+    case PK_PUBLISH_CALL: if (nobody_heard(r)) call_lost(rd, e->a, e->id, e->idlen); break;
     case PK_CLAIM: claim_reply(rd, r); break;
     case PK_NODES_SCAN: scan_reply(rd, r); break;
     case PK_NODES_GET:

@@ -96,6 +96,7 @@ static void dispatch(struct rd *rd, const struct pent *e, redisReply *r)
     }
     case PK_PUBLISH:
     case PK_PUBLISH_CALL:
+    case PK_PUBLISH_BUNDLE:
     case PK_CLAIM:
     case PK_NODES_SCAN:
     case PK_NODES_GET:
@@ -174,18 +175,37 @@ static void g_read(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Writing: hiredis asks for a write event whenever it queues a command.
+ * Once connected, the first request of a loop turn is answered later in
+ * the same turn (a zero-delay `kick`): everything queued meanwhile leaves
+ * in one write(2), without arming EPOLLOUT and disarming it again; only
+ * a write that could not finish waits for the socket to be writable. */
+static void do_write(struct rconn *rc)
+{
+    if (!rc->ac) return;
+    rc->in_write = true;
+    redisAsyncHandleWrite(rc->ac);   /* may end the connection: then rc->ac is NULL */
+    rc->in_write = false;
+}
+
 static void g_write(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what;
-    struct rconn *rc = arg;
-    if (rc->ac) redisAsyncHandleWrite(rc->ac);
+    do_write(arg);
 }
 
+static void g_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    do_write(arg);
+}
+
+/* Reading: a persistent event, armed once (no EPOLL_CTL_DEL/ADD per read). */
 static void g_add_read(void *p)
 {
     struct rconn *rc = p;
     rc->want_read = true;
-    if (!rc->paused && rc->rev) event_add(rc->rev, NULL);
+    if (!rc->paused && rc->rev && !event_pending(rc->rev, EV_READ, NULL)) event_add(rc->rev, NULL);
 }
 
 static void g_del_read(void *p)
@@ -198,13 +218,15 @@ static void g_del_read(void *p)
 static void g_add_write(void *p)
 {
     struct rconn *rc = p;
-    if (rc->wev) event_add(rc->wev, NULL);
+    if (!rc->wev) return;
+    if (rc->in_write || !rc->connected) event_add(rc->wev, NULL);   /* unfinished, or still connecting */
+    else event_active(rc->kick, EV_TIMEOUT, 0);
 }
 
 static void g_del_write(void *p)
 {
     struct rconn *rc = p;
-    if (rc->wev) event_del(rc->wev);
+    if (rc->wev && event_pending(rc->wev, EV_WRITE, NULL)) event_del(rc->wev);
 }
 
 static void g_cleanup(void *p)
@@ -212,7 +234,8 @@ static void g_cleanup(void *p)
     struct rconn *rc = p;
     if (rc->rev) event_free(rc->rev);
     if (rc->wev) event_free(rc->wev);
-    rc->rev = rc->wev = NULL;
+    if (rc->kick) event_free(rc->kick);
+    rc->rev = rc->wev = rc->kick = NULL;
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -246,9 +269,10 @@ static int attach(struct rd *rd, struct rconn *rc, redisAsyncContext *ac)
     rc->connected = false;
     rc->paused = false;
     ac->data = rc;
-    rc->rev = event_new(rd->base, ac->c.fd, EV_READ, g_read, rc);
+    rc->rev = event_new(rd->base, ac->c.fd, EV_READ | EV_PERSIST, g_read, rc);
     rc->wev = event_new(rd->base, ac->c.fd, EV_WRITE, g_write, rc);
-    if (!rc->rev || !rc->wev) { g_cleanup(rc); return -1; }
+    rc->kick = event_new(rd->base, -1, 0, g_kick, rc);
+    if (!rc->rev || !rc->wev || !rc->kick) { g_cleanup(rc); return -1; }
     ac->ev.data = rc;
     ac->ev.addRead = g_add_read;
     ac->ev.delRead = g_del_read;
@@ -411,6 +435,13 @@ static void teardown(struct rd *rd)
     free_conn(&rd->sub);
     struct pent e;
     while (q_pop(rd, &e)) dispatch(rd, &e, NULL);
+    for (size_t i = 0; i < rd->n_outq; i++) {     /* never sent: the links' closing answers the calls */
+        struct outq *q = &rd->outq[i];
+        lb_jw_reset(q->buf);
+        q->n = 0;
+        if (q->calls) { free(q->calls->v); free(q->calls); q->calls = NULL; }
+    }
+    rd->n_outq = 0;
     cl_disconnected(rd);
     ex_disconnected(rd);
     rd->state = RS_DOWN;
@@ -498,7 +529,12 @@ int rc_commandf(struct rd *rd, const struct pent *e, const char *fmt, ...)
 
 static size_t put_bulk_len(char *p, const char *tag, size_t n)
 {
-    return (size_t)sprintf(p, "%s%zu\r\n", tag, n);
+    size_t tl = strlen(tag);
+    memcpy(p, tag, tl);
+    size_t k = tl + rw_u64(p + tl, n);
+    p[k++] = '\r';
+    p[k++] = '\n';
+    return k;
 }
 
 int rc_publish(struct rd *rd, const struct pent *e, const char *chan, size_t chlen, const char *head, size_t hl,
@@ -535,6 +571,95 @@ int rc_publish(struct rd *rd, const struct pent *e, const char *chan, size_t chl
     return 0;
 }
 
+/* ---- bundles ---------------------------------------------------------- */
+
+#define BUNDLE_MAX (256 * 1024)
+
+static void flush_one(struct rd *rd, struct outq *q)
+{
+    size_t len;
+    const char *p = lb_jw_data(q->buf, &len);
+    if (q->n == 1) {
+        const char *nl = memchr(p, '\n', len);
+        rc_publish(rd, &q->first, q->chan, q->chlen, NULL, 0, nl + 1, len - (size_t)(nl + 1 - p));
+    } else if (q->n > 1) {
+        char head[RW_HEAD_MAX];
+        uint64_t n = q->n;
+        size_t hl = rw_head_write(head, 'M', rd->node, rd->epoch, &n, 1);
+        struct pent e = { .kind = PK_PUBLISH_BUNDLE, .p = q->calls };
+        if (rc_publish(rd, &e, q->chan, q->chlen, head, hl, p, len) == 0) q->calls = NULL;   /* the reply frees it */
+    }
+    if (q->calls) { free(q->calls->v); free(q->calls); q->calls = NULL; }
+    lb_jw_reset(q->buf);
+    q->n = 0;
+}
+
+static void flush_all(struct rd *rd)
+{
+    for (size_t i = 0; i < rd->n_outq; i++) flush_one(rd, &rd->outq[i]);
+    rd->n_outq = 0;
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct rd *rd = arg;
+    flush_all(rd);                     /* the commands' kick writes them, later in this turn */
+}
+
+static struct outq *outq_for(struct rd *rd, const char *chan, size_t chlen)
+{
+    for (size_t i = 0; i < rd->n_outq; i++)
+        if (rd->outq[i].chlen == chlen && !memcmp(rd->outq[i].chan, chan, chlen)) return &rd->outq[i];
+    if (rd->n_outq == OUTQ_MAX || chlen >= sizeof rd->outq[0].chan) flush_all(rd);
+    if (chlen >= sizeof rd->outq[0].chan) return NULL;
+    struct outq *q = &rd->outq[rd->n_outq++];
+    memcpy(q->chan, chan, chlen);
+    q->chan[chlen] = 0;
+    q->chlen = chlen;
+    if (!q->buf) q->buf = lb_jw_new();
+    return q;
+}
+
+static void note_call(struct outq *q, const struct pent *e)
+{
+    struct bundle_calls *c = q->calls;
+    if (!c) {
+        if (!(c = q->calls = calloc(1, sizeof *c))) abort();
+        c->serial = e->a;
+    }
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 16;
+        c->v = realloc(c->v, c->cap * sizeof *c->v);
+        if (!c->v) abort();
+    }
+    c->v[c->n].len = e->idlen;
+    memcpy(c->v[c->n].id, e->id, e->idlen);
+    c->n++;
+}
+
+int rc_publish_lb(struct rd *rd, const struct pent *e, const char *chan, size_t chlen, const char *head, size_t hl,
+                  const char *body, size_t bl)
+{
+    if (!room_for(rd, hl + bl + 64)) return -1;
+    struct outq *q = outq_for(rd, chan, chlen);
+    if (!q) return rc_publish(rd, e, chan, chlen, head, hl, body, bl);
+    size_t have;
+    lb_jw_data(q->buf, &have);
+    if (have && have + hl + bl > BUNDLE_MAX) flush_one(rd, q);
+    char len[24];
+    size_t ln = rw_u64(len, hl + bl);
+    len[ln++] = '\n';
+    lb_jw_raw(q->buf, len, ln);
+    if (hl) lb_jw_raw(q->buf, head, hl);
+    lb_jw_raw(q->buf, body, bl);
+    struct pent def = { .kind = PK_PUBLISH };
+    if (q->n++ == 0) q->first = e ? *e : def;
+    if (e && e->kind == PK_PUBLISH_CALL) note_call(q, e);
+    event_active(rd->flush_ev, EV_TIMEOUT, 0);
+    return 0;
+}
+
 int rc_subscribe(struct rd *rd, bool pattern, bool add, const char *chan)
 {
     if (!rd->sub.ac || rd->failing) return -1;
@@ -554,7 +679,8 @@ void rc_check_timeout(struct rd *rd)
 
 void rc_flush(struct rd *rd)
 {
-    if (rd->pub.ac && rd->pub.connected && !rd->failing) redisAsyncHandleWrite(rd->pub.ac);
+    if (rd->n_outq) flush_all(rd);
+    if (rd->pub.ac && rd->pub.connected && !rd->failing) do_write(&rd->pub);
 }
 
 /* Back-pressure towards Redis: while the bus has not routed what the
@@ -572,7 +698,7 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     rc->paused = false;
-    if (rc->ac && rc->want_read && rc->rev) event_add(rc->rev, NULL);
+    if (rc->ac && rc->want_read) g_add_read(rc);
 }
 
 void rc_check_backlog(struct rd *rd)
@@ -594,6 +720,7 @@ void rc_init(struct rd *rd)
     rd->connect_ev = evtimer_new(rd->base, connect_timeout_cb, rd);
     rd->teardown_ev = event_new(rd->base, -1, 0, teardown_cb, rd);
     rd->resume_ev = evtimer_new(rd->base, resume_cb, rd);
+    rd->flush_ev = event_new(rd->base, -1, 0, flush_cb, rd);
     if (!rd->cfg.url.unix_socket && !numeric_host(rd->cfg.url.host))
         rd->dns = evdns_base_new(rd->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
 }
@@ -610,7 +737,15 @@ void rc_stop(struct rd *rd)
     if (rd->connect_ev) event_free(rd->connect_ev);
     if (rd->teardown_ev) event_free(rd->teardown_ev);
     if (rd->resume_ev) event_free(rd->resume_ev);
-    rd->retry_ev = rd->connect_ev = rd->teardown_ev = rd->resume_ev = NULL;
+    if (rd->flush_ev) event_free(rd->flush_ev);
+    rd->retry_ev = rd->connect_ev = rd->teardown_ev = rd->resume_ev = rd->flush_ev = NULL;
+    for (size_t i = 0; i < OUTQ_MAX; i++) {
+        struct outq *q = &rd->outq[i];
+        lb_jw_free(q->buf);
+        if (q->calls) { free(q->calls->v); free(q->calls); }
+        memset(q, 0, sizeof *q);
+    }
+    rd->n_outq = 0;
     if (rd->dns) evdns_base_free(rd->dns, 1);
     rd->dns = NULL;
     free(rd->q);

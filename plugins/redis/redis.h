@@ -68,6 +68,7 @@ enum pk {
     PK_LATENCY,       /* the heartbeat's round trip */
     PK_PUBLISH,       /* a message: counts published */
     PK_PUBLISH_CALL,  /* a CALL to a node: nobody listening = SERVICE_UNAVAILABLE */
+    PK_PUBLISH_BUNDLE,/* a bundle (p: the CALLs in it, or NULL) */
     PK_CLAIM,         /* claiming our node name */
     PK_NODES_SCAN, PK_NODES_GET,
     PK_STATE_SCAN, PK_STATE_GET,
@@ -91,11 +92,30 @@ struct rconn {
     struct rd *rd;
     const char *what;              /* "commands", "subscriber" */
     redisAsyncContext *ac;         /* NULL: not connected */
-    struct event *rev, *wev;       /* our libevent glue (see rconn.c) */
-    bool want_read, paused, connected;
+    struct event *rev, *wev, *kick;/* our libevent glue (see rconn.c) */
+    bool want_read, paused, connected, in_write;
 };
 
 enum rstate { RS_DOWN, RS_CONNECTING, RS_JOINING, RS_UP, RS_CLASH };
+
+/* Messages for one channel queued during this loop turn (rc_publish_lb). */
+struct outq {
+    char chan[LB_MAX_NAME + 80];
+    size_t chlen;
+    struct lb_jw *buf;             /* "<len>\n<message>" each */
+    size_t n;
+    struct pent first;             /* what to do with the reply when it holds one message */
+    struct bundle_calls *calls;    /* the CALLs in it */
+};
+
+/* The CALLs of a bundle, for the reply to its PUBLISH. */
+struct bundle_calls {
+    uint64_t serial;               /* the node they went to */
+    size_t n, cap;
+    struct { uint8_t len; char id[30]; } *v;
+};
+
+#define OUTQ_MAX 16
 
 /* ---- a remote node --------------------------------------------------- */
 
@@ -150,6 +170,9 @@ struct rd {
     char *cmd;                     /* scratch for formatted commands */
     size_t cmd_cap;
     char chan[LB_MAX_NAME + 80];   /* scratch for other nodes' channel names */
+    struct outq outq[OUTQ_MAX];
+    size_t n_outq;
+    struct event *flush_ev;        /* writes out, later in this loop turn, what it queued */
     char ch_self[LB_MAX_NAME + 80], ch_b[80], ch_c[80], ch_s[80];   /* ours, broadcast, control, state */
     uint64_t sub_lost_at_info;     /* client_output_buffer_limit_disconnections before */
 
@@ -220,6 +243,11 @@ int rc_command(struct rd *rd, const struct pent *e, int argc, const char **argv,
 int rc_commandf(struct rd *rd, const struct pent *e, const char *fmt, ...);
 int rc_publish(struct rd *rd, const struct pent *e, const char *chan, size_t chlen, const char *head, size_t hl,
                const char *body, size_t bl);
+/* The same for a message between lexbus nodes (head + body a whole
+ * message): everything one loop turn queues for one channel leaves as one
+ * PUBLISH (a bundle, wire.h), written before the turn ends. */
+int rc_publish_lb(struct rd *rd, const struct pent *e, const char *chan, size_t chlen, const char *head, size_t hl,
+                  const char *body, size_t bl);
 /* Subscribe (add) or unsubscribe a channel, or a pattern. */
 int rc_subscribe(struct rd *rd, bool pattern, bool add, const char *chan);
 /* Write what is queued now (a revocation must leave before the answer). */

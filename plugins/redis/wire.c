@@ -169,7 +169,7 @@ int rw_head_parse(const char *p, size_t n, struct rw_head *h)
     size_t lim = n < RW_HEAD_MAX ? n : RW_HEAD_MAX;
     const char *nl = memchr(p, '\n', lim);
     if (!nl || n < 6 || memcmp(p, "LB1 ", 4) || p[5] != ' ') return -1;
-    if (!strchr("CREBUHLSD", p[4]) || !p[4]) return -1;
+    if (!strchr("CREBUHLSDM", p[4]) || !p[4]) return -1;
     h->kind = p[4];
     const char *q = take_word(p + 6, nl, &h->origin);
     if (!lb_service_name_valid(h->origin.p, h->origin.n)) return -1;
@@ -193,13 +193,33 @@ int rw_head_parse(const char *p, size_t n, struct rw_head *h)
     return 0;
 }
 
+size_t rw_u64(char *p, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    for (size_t i = 0; i < n; i++) p[i] = tmp[n - 1 - i];
+    return n;
+}
+
 size_t rw_head_write(char *buf, char kind, const char *origin, const char *epoch, const uint64_t *args, int nargs)
 {
-    int n = snprintf(buf, RW_HEAD_MAX, "LB1 %c %s %s", kind, origin, epoch);
-    for (int i = 0; i < nargs && n > 0 && n < RW_HEAD_MAX - 22; i++)
-        n += snprintf(buf + n, RW_HEAD_MAX - (size_t)n, " %llu", (unsigned long long)args[i]);
+    size_t ol = strnlen(origin, LB_MAX_NAME), n = 0;
+    memcpy(buf, "LB1 ", 4);
+    buf[4] = kind;
+    buf[5] = ' ';
+    n = 6;
+    memcpy(buf + n, origin, ol);
+    n += ol;
+    buf[n++] = ' ';
+    memcpy(buf + n, epoch, RW_EPOCH_LEN);
+    n += RW_EPOCH_LEN;
+    for (int i = 0; i < nargs && i < RW_MAX_ARGS; i++) {
+        buf[n++] = ' ';
+        n += rw_u64(buf + n, args[i]);
+    }
     buf[n++] = '\n';
-    return (size_t)n;
+    return n;
 }
 
 /* ---- records -------------------------------------------------------------- */

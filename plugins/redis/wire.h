@@ -19,6 +19,10 @@
  * S     <prefix>:s         state set; numbers: expiry (ms, 0 never), ns length,
  *                          key length; body: ns, key, value back to back
  * D     <prefix>:s         state deleted; numbers: ns length, key length
+ * M     <prefix>:n:<node>, <prefix>:b: a bundle; number: how many messages;
+ *                          body: each message (C, R, E or B, same origin) as
+ *                          "<decimal length>\n<message>", back to back.  What one
+ *                          loop turn queues for one channel leaves as one PUBLISH.
  *
  * A node's record (the value of <prefix>:node:<node> and the body of U):
  *   {"node","epoch","gen","pid","hostname","started","ttl",
@@ -123,6 +127,9 @@ int rw_ipc_event(const char *p, size_t n, struct lb_str *ev);
 
 /* A JSON string member's contents (no quotes) if it has no escapes. */
 bool rw_plain_string(struct lb_str raw, struct lb_str *out);
+/* Writes v in decimal at p (20 bytes at most, no NUL); returns the length.
+ * printf is the hot path's most expensive call otherwise. */
+size_t rw_u64(char *p, uint64_t v);
 /* FNV-1a, 64 bits. */
 uint64_t rw_hash(const void *p, size_t n);
 #endif

@@ -254,6 +254,21 @@ static void print_stream(const char *what, size_t n, size_t size, uint64_t ns)
            (double)n / ((double)ns / 1e9), (double)ns / 1e9);
 }
 
+static pid_t g_kid;
+
+/* The receiver must still be there: a receiver that died would leave the
+ * sender waiting for ever. */
+static void kid_alive(void)
+{
+    int st;
+    if (g_kid && waitpid(g_kid, &st, WNOHANG) == g_kid) {
+        fprintf(stderr, "redisbench: the receiver ended early (%s %d) after %llu messages\n",
+                WIFSIGNALED(st) ? "signal" : "exit", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st),
+                (unsigned long long)atomic_load(&g_sh->got));
+        exit(1);
+    }
+}
+
 typedef void (*child_fn)(char **argv);
 
 static pid_t spawn(child_fn fn, char **argv)
@@ -265,7 +280,8 @@ static pid_t spawn(child_fn fn, char **argv)
         fn(argv);
         _exit(0);
     }
-    while (!atomic_load(&g_sh->ready)) usleep(1000);
+    g_kid = p;
+    while (!atomic_load(&g_sh->ready)) { kid_alive(); usleep(1000); }
     return p;
 }
 
@@ -345,11 +361,12 @@ static uint64_t stream(int fd, const char *one, size_t len, size_t n, bool redis
             sent++;
         }
         if (b) write_all(fd, batch, b);
-        else sched_yield();
+        else { kid_alive(); sched_yield(); }
         if (redis) drain(fd);
     }
     while (!atomic_load(&g_sh->done_ns)) {
         if (redis) drain(fd);
+        kid_alive();
         usleep(100);
     }
     free(batch);
@@ -470,6 +487,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     g_sh = mmap(NULL, sizeof *g_sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (g_sh == MAP_FAILED) die("mmap", strerror(errno));
+    setvbuf(stderr, NULL, _IONBF, 0);
     if (argc == 4 && !strcmp(argv[1], "floor-rtt")) return floor_rtt(argv);
     if (argc == 5 && !strcmp(argv[1], "floor-relay")) return floor_relay(argv);
     if (argc == 5 && !strcmp(argv[1], "lexbus-rtt")) return lexbus_rtt(argv);
