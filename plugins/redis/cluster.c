@@ -137,6 +137,7 @@ static struct rnode *node_new(struct rd *rd, const char *name, const char *epoch
     if (!x) return NULL;
     snprintf(x->name, sizeof x->name, "%s", name);
     snprintf(x->epoch, sizeof x->epoch, "%s", epoch);
+    x->chlen = (size_t)snprintf(x->chan, sizeof x->chan, "%s:n:%s", rd->cfg.prefix, name);
     x->rd = rd;
     x->serial = ++rd->node_serial;
     x->ttl_ms = rd->cfg.node_ttl_ms;
@@ -602,8 +603,7 @@ static bool response_out(struct rd *rd, const struct lb_msg *m)
     lb_jw_raw(w, frame.p + cut + drop, frame.n - cut - drop);
     size_t len;
     const char *p = lb_jw_data(w, &len);
-    const char *ch = cl_node_channel(rd, x->name);
-    if (rc_publish_lb(rd, NULL, ch, strlen(ch), NULL, 0, p, len) == 0) rd->c_published++;
+    if (rc_publish_lb(rd, NULL, x->chan, x->chlen, NULL, 0, p, len) == 0) rd->c_published++;
     return true;
 }
 
@@ -657,8 +657,7 @@ static void call_out(struct rd *rd, struct rnode *x, const struct lb_msg *m)
     const char *p = lb_jw_data(w, &len);
     struct pent e = { .kind = PK_PUBLISH_CALL, .idlen = (uint8_t)id.n, .a = x->serial };
     memcpy(e.id, id.p, id.n);
-    const char *ch = cl_node_channel(rd, x->name);
-    if (rc_publish_lb(rd, &e, ch, strlen(ch), NULL, 0, p, len) != 0) {
+    if (rc_publish_lb(rd, &e, x->chan, x->chlen, NULL, 0, p, len) != 0) {
         fail_call_now(x->link, m, "Redis is not keeping up: the call could not be queued (max_queue)");
         return;
     }
@@ -677,8 +676,7 @@ static void event_out(struct rd *rd, struct rnode *x, const struct lb_msg *m)
     const char *f = emit_frame(rd, m, lb_msg_field(m, "to"), &len);
     char head[RW_HEAD_MAX];
     size_t hl = rw_head_write(head, 'E', rd->node, rd->epoch, NULL, 0);
-    const char *ch = cl_node_channel(rd, x->name);
-    if (rc_publish_lb(rd, NULL, ch, strlen(ch), head, hl, f, len) == 0) rd->c_published++;
+    if (rc_publish_lb(rd, NULL, x->chan, x->chlen, head, hl, f, len) == 0) rd->c_published++;
 }
 
 static void node_link_msg(void *ud, struct lb_conn *conn, const struct lb_msg *m)
@@ -730,7 +728,7 @@ static void data_message(struct rd *rd, const struct rw_head *h)
                 "(a forged origin, or a node that just left)", (int)h->origin.n, h->origin.p);
         return;
     }
-    x->heard_ms = mono_ms();
+    x->heard_ms = rd->read_ms;
     enum lb_msg_type want = h->kind == 'C' ? LB_MSG_CALL : h->kind == 'R' ? LB_MSG_RESPONSE : LB_MSG_EMIT;
     if (!frame_ok(rd, h, want)) {
         rd_drop(rd, &rd->c_dropped_bad, "bad-frame", "dropped a malformed %c message from node '%s'", h->kind, x->name);

@@ -162,6 +162,7 @@ static void g_read(evutil_socket_t fd, short what, void *arg)
     struct rconn *rc = arg;
     struct rd *rd = rc->rd;
     if (!rc->ac || rd->failing) return;
+    rd->read_ms = mono_ms();          /* one clock read for everything this read brings */
     redisAsyncHandleRead(rc->ac);     /* may end the connection: then rc->ac is NULL */
     if (!rc->ac || rd->failing) return;
     /* A message up to twice max_message is read and dropped whole (its

@@ -124,6 +124,8 @@ struct rnode {
     struct rd *rd;
     uint64_t serial;               /* names it in replies awaited (it may be gone by then) */
     char name[LB_MAX_NAME + 1];
+    char chan[LB_MAX_NAME + 80];   /* its channel: <prefix>:n:<name> */
+    size_t chlen;
     char epoch[RW_EPOCH_LEN + 1];
     uint64_t gen;                  /* the record applied */
     uint64_t ttl_ms;
@@ -192,6 +194,7 @@ struct rd {
     size_t record_body_len;
     uint64_t last_hb_ms, last_rebuild_ms;
     uint64_t self_heard_ms;        /* our own heartbeat came back from Redis (monotonic) */
+    uint64_t read_ms;              /* when the subscriber's current read began (monotonic) */
     bool rebuild;                  /* local services or patterns changed */
     struct sset local_services;    /* names with an instance here */
     struct sset remote_pats;       /* patterns remote nodes' subscribers hold, with counts */
