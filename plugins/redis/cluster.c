@@ -769,33 +769,17 @@ static void control_message(struct rd *rd, const struct rw_head *h)
     }
 }
 
-/* The messages of a bundle: each a whole message of the bundle's origin,
- * of a kind its channel carries. */
-static void bundle_in(struct rd *rd, const struct rw_head *bh, bool self, bool b, const char *chan, size_t chlen)
+/* The messages of a bundle (wire.h): each a whole message of the bundle's
+ * origin, of a kind its channel carries. */
+static void bundle_in(struct rd *rd, const struct rw_head *bh, bool self, const char *chan, size_t chlen)
 {
-    const char *p = bh->body, *end = bh->body + bh->body_len;
-    uint64_t want = bh->nargs == 1 ? bh->arg[0] : 0, got = 0;
-    while (p < end && got < want) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p) < 12 ? (size_t)(end - p) : 12);
-        uint64_t len = 0;
-        const char *q = p;
-        for (; nl && q < nl && *q >= '0' && *q <= '9'; q++) len = len * 10 + (uint64_t)(*q - '0');
-        struct rw_head h;
-        if (!nl || q != nl || q == p || len > (uint64_t)(end - nl - 1) || rw_head_parse(nl + 1, len, &h) ||
-            h.origin.n != bh->origin.n || memcmp(h.origin.p, bh->origin.p, h.origin.n) ||
-            memcmp(h.epoch.p, bh->epoch.p, RW_EPOCH_LEN) || !strchr(self ? "CRE" : "B", h.kind) || !h.kind) {
-            rd_drop(rd, &rd->c_dropped_bad, "bad-bundle", "dropped the rest of a malformed bundle on %.*s", (int)chlen,
-                    chan);
-            return;
-        }
-        (void)b;
-        data_message(rd, &h);
-        p = nl + 1 + len;
-        got++;
-    }
-    if (got != want || p != end)
-        rd_drop(rd, &rd->c_dropped_bad, "bad-bundle", "a bundle on %.*s said %llu messages and held %llu", (int)chlen,
-                chan, (unsigned long long)want, (unsigned long long)got);
+    struct rw_bundle it;
+    struct rw_head h;
+    int rc;
+    rw_bundle_start(&it, bh, self ? "CRE" : "B");
+    while ((rc = rw_bundle_next(&it, &h)) == 1) data_message(rd, &h);
+    if (rc < 0)
+        rd_drop(rd, &rd->c_dropped_bad, "bad-bundle", "dropped the rest of a malformed bundle on %.*s", (int)chlen, chan);
 }
 
 void cl_on_message(struct rd *rd, const char *chan, size_t chlen, const char *p, size_t n)
@@ -824,7 +808,7 @@ void cl_on_message(struct rd *rd, const char *chan, size_t chlen, const char *p,
         return;
     }
     if (h.kind == 'M' && (self || b)) {
-        bundle_in(rd, &h, self, b, chan, chlen);
+        bundle_in(rd, &h, self, chan, chlen);
         rc_check_backlog(rd);
         return;
     }

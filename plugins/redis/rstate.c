@@ -134,27 +134,6 @@ void st_joined(struct rd *rd)
     rc_commandf(rd, &e, "SCAN 0 MATCH %s:state:* COUNT %d", rd->cfg.prefix, LOAD_BATCH);
 }
 
-static bool ns_ok(const char *p, size_t n)
-{
-    if (!n || n > RW_MAX_NS) return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= '0' && p[i] <= '9') ||
-              p[i] == '_' || p[i] == '-'))
-            return false;
-    return true;
-}
-
-/* ns and key out of "<ns><key>" (lengths given), NUL-terminated. */
-static bool split(const char *p, size_t plen, uint64_t nl, uint64_t kl, char *ns, char *key)
-{
-    if (nl > RW_MAX_NS || kl > RW_MAX_STATE_KEY || !kl || nl + kl > plen || !ns_ok(p, nl)) return false;
-    memcpy(ns, p, nl);
-    ns[nl] = 0;
-    memcpy(key, p + nl, kl);
-    key[kl] = 0;
-    return strlen(key) == kl;        /* no NUL inside */
-}
-
 static void apply(struct rd *rd, const char *ns, const char *key, const char *val, size_t len, uint64_t exp)
 {
     if (lb_state_apply(rd->ctx, ns, key, val, len, exp) == 0) rd->c_state_in++;
@@ -165,39 +144,26 @@ static void apply(struct rd *rd, const char *ns, const char *key, const char *va
 void st_on_message(struct rd *rd, const struct rw_head *h)
 {
     char ns[RW_MAX_NS + 1], key[RW_MAX_STATE_KEY + 1];
-    bool set = h->kind == 'S';
-    if ((set && h->nargs != 3) || (!set && h->nargs != 2) ||
-        !split(h->body, h->body_len, h->arg[set ? 1 : 0], h->arg[set ? 2 : 1], ns, key)) {
+    const char *val;
+    size_t vlen;
+    uint64_t exp;
+    if (rw_state_parse(h, ns, key, &val, &vlen, &exp)) {
         rd_drop(rd, &rd->c_dropped_bad, "bad-state", "dropped a malformed state message from '%.*s'", (int)h->origin.n,
                 h->origin.p);
         return;
     }
-    size_t off = (size_t)(h->arg[set ? 1 : 0] + h->arg[set ? 2 : 1]);
-    if (set) apply(rd, ns, key, h->body + off, h->body_len - off, h->arg[0]);
-    else apply(rd, ns, key, NULL, 0, 0);
+    apply(rd, ns, key, val, vlen, exp);
 }
 
 static void load_reply(struct rd *rd, redisReply *r)
 {
     if (!r || r->type != REDIS_REPLY_ARRAY) return;
-    char prefix[128];
-    int pl = snprintf(prefix, sizeof prefix, "%s:state:", rd->cfg.prefix);
     uint64_t now = lb_now_ms();
     for (size_t i = 0; i + 2 < r->elements; i += 3) {
         redisReply *k = r->element[i], *v = r->element[i + 1], *t = r->element[i + 2];
-        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || t->type != REDIS_REPLY_INTEGER) continue;
-        if (k->len <= (size_t)pl || memcmp(k->str, prefix, (size_t)pl)) continue;
-        const char *rest = k->str + pl, *colon = memchr(rest, ':', k->len - (size_t)pl);
-        if (!colon) continue;
         char ns[RW_MAX_NS + 1], key[RW_MAX_STATE_KEY + 1];
-        size_t nl = (size_t)(colon - rest), kl = k->len - (size_t)pl - nl - 1;
-        if (nl > RW_MAX_NS || !kl || kl > RW_MAX_STATE_KEY || !ns_ok(rest, nl)) continue;
-        memcpy(ns, rest, nl);
-        ns[nl] = 0;
-        memcpy(key, colon + 1, kl);
-        key[kl] = 0;
-        if (strlen(key) != kl) continue;
-        if (t->integer == -2) continue;               /* expired meanwhile */
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || t->type != REDIS_REPLY_INTEGER) continue;
+        if (rw_state_key_parse(k->str, k->len, rd->cfg.prefix, ns, key) || t->integer == -2) continue;
         apply(rd, ns, key, v->str, v->len, t->integer > 0 ? now + (uint64_t)t->integer : 0);
     }
 }

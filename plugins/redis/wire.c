@@ -222,6 +222,80 @@ size_t rw_head_write(char *buf, char kind, const char *origin, const char *epoch
     return n;
 }
 
+void rw_bundle_start(struct rw_bundle *b, const struct rw_head *h, const char *kinds)
+{
+    b->h = h;
+    b->p = h->body;
+    b->end = h->body + h->body_len;
+    b->left = h->nargs == 1 ? h->arg[0] : 0;
+    b->kinds = kinds;
+}
+
+int rw_bundle_next(struct rw_bundle *b, struct rw_head *m)
+{
+    if (!b->left) return b->p == b->end ? 0 : -1;
+    size_t room = (size_t)(b->end - b->p);
+    const char *nl = memchr(b->p, '\n', room < 12 ? room : 12);
+    if (!nl || nl == b->p) return -1;
+    uint64_t len = 0;
+    for (const char *q = b->p; q < nl; q++) {
+        if (*q < '0' || *q > '9') return -1;
+        len = len * 10 + (uint64_t)(*q - '0');
+    }
+    if (len > (uint64_t)(b->end - nl - 1) || rw_head_parse(nl + 1, (size_t)len, m)) return -1;
+    const struct rw_head *h = b->h;
+    if (m->origin.n != h->origin.n || memcmp(m->origin.p, h->origin.p, h->origin.n) ||
+        memcmp(m->epoch.p, h->epoch.p, RW_EPOCH_LEN) || !strchr(b->kinds, m->kind))
+        return -1;
+    b->p = nl + 1 + len;
+    b->left--;
+    return 1;
+}
+
+static bool ns_ok(const char *p, size_t n)
+{
+    if (!n || n > RW_MAX_NS) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!(isalnum((unsigned char)p[i]) || p[i] == '_' || p[i] == '-')) return false;
+    return true;
+}
+
+/* ns and key, given where and how long, NUL-terminated; no NUL inside. */
+static int take_ns_key(const char *np, size_t nl, const char *kp, size_t kl, char *ns, char *key)
+{
+    if (!ns_ok(np, nl) || !kl || kl > RW_MAX_STATE_KEY || memchr(kp, 0, kl)) return -1;
+    memcpy(ns, np, nl);
+    ns[nl] = 0;
+    memcpy(key, kp, kl);
+    key[kl] = 0;
+    return 0;
+}
+
+int rw_state_parse(const struct rw_head *h, char ns[RW_MAX_NS + 1], char key[RW_MAX_STATE_KEY + 1],
+                   const char **val, size_t *vlen, uint64_t *expires_ms)
+{
+    bool set = h->kind == 'S';
+    if ((h->kind != 'S' && h->kind != 'D') || h->nargs != (set ? 3 : 2)) return -1;
+    uint64_t nl = h->arg[set ? 1 : 0], kl = h->arg[set ? 2 : 1];
+    if (nl > RW_MAX_NS || kl > RW_MAX_STATE_KEY || nl + kl > h->body_len) return -1;
+    if (take_ns_key(h->body, (size_t)nl, h->body + nl, (size_t)kl, ns, key)) return -1;
+    *val = set ? h->body + nl + kl : NULL;
+    *vlen = set ? h->body_len - (size_t)(nl + kl) : 0;
+    *expires_ms = set ? h->arg[0] : 0;
+    return 0;
+}
+
+int rw_state_key_parse(const char *k, size_t n, const char *prefix, char ns[RW_MAX_NS + 1],
+                       char key[RW_MAX_STATE_KEY + 1])
+{
+    size_t pl = strlen(prefix);
+    if (n <= pl + 7 || memcmp(k, prefix, pl) || memcmp(k + pl, ":state:", 7)) return -1;
+    const char *rest = k + pl + 7, *colon = memchr(rest, ':', n - pl - 7);
+    if (!colon) return -1;
+    size_t nl = (size_t)(colon - rest);
+    return take_ns_key(rest, nl, colon + 1, n - pl - 7 - nl - 1, ns, key);
+}
+
 /* ---- records -------------------------------------------------------------- */
 
 static bool service_ok(const char *s) { return s && lb_service_name_valid(s, strlen(s)); }

@@ -81,6 +81,21 @@ size_t rw_head_write(char *buf, char kind, const char *origin, const char *epoch
 /* Whether s is an epoch: RW_EPOCH_LEN lowercase hex digits. */
 bool rw_epoch_valid(const char *s, size_t n);
 
+/* A bundle's messages one by one: rw_bundle_next returns 1 with m set
+ * (each a whole message of the bundle's origin, of a kind in `kinds`),
+ * 0 after the last of its count, -1 when the rest is malformed. */
+struct rw_bundle { const struct rw_head *h; const char *p, *end; uint64_t left; const char *kinds; };
+void rw_bundle_start(struct rw_bundle *b, const struct rw_head *h, const char *kinds);
+int rw_bundle_next(struct rw_bundle *b, struct rw_head *m);
+
+/* A state message (S or D): the plugin's name and the key (NUL-terminated
+ * into ns and key), the value (S).  Returns 0, or -1 when malformed. */
+int rw_state_parse(const struct rw_head *h, char ns[RW_MAX_NS + 1], char key[RW_MAX_STATE_KEY + 1],
+                   const char **val, size_t *vlen, uint64_t *expires_ms);
+/* A state key as Redis holds it, "<prefix>:state:<ns>:<key>". */
+int rw_state_key_parse(const char *k, size_t n, const char *prefix, char ns[RW_MAX_NS + 1],
+                       char key[RW_MAX_STATE_KEY + 1]);
+
 /* ---- node records --------------------------------------------------- */
 
 struct rw_service {

@@ -16,7 +16,9 @@ clang "${flags[@]}" -o "$out/fuzz_envelope" "$here/fuzz_envelope.c" "$top/core/e
 clang "${flags[@]}" -o "$out/fuzz_conf" "$here/fuzz_conf.c" "$top/core/conf.c" "$top/core/util.c" -levent
 clang "${flags[@]}" -I"$top/client" -o "$out/fuzz_wire" "$here/fuzz_wire.c" "$top/client/wire.c" "$top/core/envelope.c" -ljansson
 clang "${flags[@]}" -o "$out/fuzz_jwtpart" "$here/fuzz_jwtpart.c" -ljansson -lcrypto
-for t in envelope conf wire jwtpart; do
+clang "${flags[@]}" -I"$top/plugins/redis" -o "$out/fuzz_redis" "$here/fuzz_redis.c" "$top/plugins/redis/wire.c" \
+  "$top/core/envelope.c" "$top/core/names.c" "$top/core/msg.c" "$top/core/jsonw.c" "$top/core/util.c" -ljansson -levent
+for t in envelope conf wire jwtpart redis; do
   echo "== fuzz_$t for ${secs}s"
   "$out/fuzz_$t" -max_total_time="$secs" -max_len=4096 -timeout=5 "$here/corpus/$t" 2>&1 | tail -3
 done
