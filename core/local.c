@@ -37,6 +37,7 @@ struct local {
     struct lb_local_ops ops;
     void *ud;
     struct lb_conn *conn;        /* NULL once the bus closed it */
+    struct lb_conn *held;        /* our reference: the plugin's pointer stays valid until the record goes */
     struct evbuffer *in, *out;   /* 4-byte length + JSON frames */
     bool reading;
     bool host_closed;            /* on_close still to be called */
@@ -132,6 +133,8 @@ struct lb_conn *lb_local_open(struct lb_plugin_ctx *ctx, const struct lb_local_o
         c->registered_ms = now_ms();
     }
     l->conn = c;
+    l->held = c;
+    conn_ref(c);
     g_stats.conns_local++;
     l->next = g_locals;
     g_locals = l;
@@ -153,6 +156,7 @@ static void unlink_local(struct local *l)
         if (*pp == l) { *pp = l->next; break; }
     g_stats.conns_local--;
     free_waits(l);
+    if (l->held) conn_unref(l->held);
     evbuffer_free(l->in);
     evbuffer_free(l->out);
     free(l);

@@ -357,6 +357,10 @@ struct lb_local_ops {
     void (*on_close)(void *ud, struct lb_conn *conn, const char *why);
 };
 
+/* The connection pointer stays valid until on_close has returned (or,
+ * after lb_local_close, until the plugin's next return to the loop):
+ * calls on a connection the host has closed meanwhile fail (EINVAL)
+ * instead of touching freed memory. */
 struct lb_conn *lb_local_open(struct lb_plugin_ctx *ctx, const struct lb_local_opts *opts,
                               const struct lb_local_ops *ops, void *ud);
 /* Closes it: pending lb_call callbacks are dropped without being called

@@ -116,6 +116,7 @@ static void node_free(struct rd *rd, struct rnode *x, const char *why)
     rw_record_free(&x->rec);
     free(x);
     count_nodes(rd);
+    cl_main_resubscribe(rd);         /* its subscribers' patterns may be nobody's now */
 }
 
 static void link_closed(void *ud, struct lb_conn *conn, const char *why)
