@@ -357,11 +357,18 @@ static void dns_done(int result, struct evutil_addrinfo *res, void *arg)
     struct rd *rd = arg;
     rd->dns_req = NULL;
     if (result == EVUTIL_EAI_CANCEL) return;
+    /* A name with several addresses: each attempt takes the next, so one
+     * that does not answer (::1 when Redis binds 127.0.0.1) is not tried
+     * for ever. */
     char ip[INET6_ADDRSTRLEN] = "";
-    if (result == 0 && res) {
-        const void *a = res->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
-                                                   : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
-        evutil_inet_ntop(res->ai_family, a, ip, sizeof ip);
+    size_t n = 0;
+    for (struct evutil_addrinfo *a = res; result == 0 && a; a = a->ai_next) n++;
+    struct evutil_addrinfo *pick = res;
+    for (size_t k = n ? rd->attempt % n : 0; pick && k; k--) pick = pick->ai_next;
+    if (result == 0 && pick) {
+        const void *a = pick->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr
+                                                    : (const void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr;
+        evutil_inet_ntop(pick->ai_family, a, ip, sizeof ip);
     }
     if (res) evutil_freeaddrinfo(res);
     if (!ip[0]) {

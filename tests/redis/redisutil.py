@@ -27,11 +27,12 @@ KEY = "exprsn-broker-key-0123456789abcdef"   # the workers' IPC_BROKER_KEY and t
 class Redis:
     """A real redis-server listening on a unix socket in its own temp dir."""
 
-    def __init__(self, start=True, args=()):
+    def __init__(self, start=True, args=(), password=None):
         self.dir = tempfile.mkdtemp(prefix="lexbus-redis-")
         self.sock = os.path.join(self.dir, "redis.sock")
         self.url = "unix://" + self.sock
-        self.args = list(args)
+        self.password = password
+        self.args = list(args) + (["--requirepass", password] if password else [])
         self.proc = None
         if start:
             self.start()
@@ -46,7 +47,8 @@ class Redis:
         return self
 
     def cli(self, *args, input=None, timeout=30):
-        r = subprocess.run(["redis-cli", "-s", self.sock] + list(args), input=input, capture_output=True,
+        auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
+        r = subprocess.run(["redis-cli", "-s", self.sock] + auth + list(args), input=input, capture_output=True,
                            timeout=timeout)
         return r.stdout.decode("utf-8", "replace")
 
@@ -136,9 +138,9 @@ class Resp:
         self.s.close()
 
 
-def node(redis, name, redis_conf="", plugins_before="", plugins_after="", node_ttl="1500ms", **kw):
+def node(redis, name, redis_conf="", plugins_before="", plugins_after="", node_ttl="1500ms", url=None, **kw):
     """A lexbusd node joined through `redis` (not waiting for the cluster)."""
-    text = plugins_before + "[plugin redis]\nurl = %s\nnode_ttl = %s\n%s\n" % (redis.url, node_ttl, redis_conf)
+    text = plugins_before + "[plugin redis]\nurl = %s\nnode_ttl = %s\n%s\n" % (url or redis.url, node_ttl, redis_conf)
     return Bus(node=name, plugins=text + plugins_after, **kw)
 
 

@@ -138,6 +138,41 @@ def stats_show_the_plugin():
             n2.__exit__(None, None, None)
 
 
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@test
+def tcp_host_names_and_passwords():
+    port = free_port()
+    r = Redis(args=["--port", str(port), "--bind", "127.0.0.1"], password="s3cret%word")
+    try:
+        n1 = node(r, "n1", url="redis://:s3cret%%25word@localhost:%d/3" % port)   # a name, TCP, AUTH, SELECT
+        n2 = node(r, "n2", url="redis://default:s3cret%%25word@127.0.0.1:%d/3" % port)
+        bad = node(r, "n3", url="redis://:wrong@127.0.0.1:%d" % port)
+        try:
+            wait_nodes(n1, 1)
+            wait_nodes(n2, 1)
+            Server(n2, "far")
+            wait_service(n1, "far")
+            check_eq(n1.client("c").call("far", "echo")["status"], "success", "a call over TCP with AUTH")
+            check(r.cli("-n", "3", "EXISTS", "lexbus:node:n1").strip() == "1",
+                  "the node's key is in database 3")
+            wait_for(lambda: "refused" in bad.logtext() and "AUTH" in bad.logtext(), 5, what="the bad password said")
+            check(rstats(bad)["state"] != "up", "the node with a bad password stays out")
+            check("s3cret" not in n1.logtext() and "s3cret" not in str(rstats(n1)), "the password is never shown")
+        finally:
+            for b in (n1, n2, bad):
+                b.__exit__(None, None, None)
+    finally:
+        r.close()
+
+
 def check_config(text):
     d = tempfile.mkdtemp(prefix="lexbus-conf-")
     path = os.path.join(d, "bus.conf")
