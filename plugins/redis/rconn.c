@@ -255,6 +255,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     rc->ac = NULL;
     rc->connected = false;
     if (rd->failing || rd->unloading) return;
+    if (lb_bus_draining(rd->ctx)) { rc_fail(rd, "Redis went away while the bus was stopping"); return; }
     if (rc == &rd->sub && was && rd->pub.ac)
         rc_fail(rd, "Redis closed the subscriber connection (%s): if it was busy, its pub/sub output buffer limit "
                 "(client-output-buffer-limit pubsub) may have been reached; what was published meanwhile is lost",
@@ -455,7 +456,7 @@ static void teardown(struct rd *rd)
     rd->state = RS_DOWN;
     rd->failing = false;
     if (was_up) rd->c_reconnects++;
-    if (rd->unloading) return;
+    if (rd->unloading || lb_bus_draining(rd->ctx)) return;
     uint64_t ms = backoff_ms(rd);
     rd->attempt++;
     struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
@@ -478,7 +479,9 @@ void rc_fail(struct rd *rd, const char *fmt, ...)
     vsnprintf(rd->last_error, sizeof rd->last_error, fmt, ap);
     va_end(ap);
     rd->failing = true;
-    if (rd->state == RS_UP || rd->state == RS_JOINING)
+    if (lb_bus_draining(rd->ctx))
+        lb_log(rd->ctx, LB_LOG_DEBUG, "%s", rd->last_error);
+    else if (rd->state == RS_UP || rd->state == RS_JOINING)
         lb_log(rd->ctx, LB_LOG_WARN, "%s; cross-node traffic stops until Redis is back (local routing continues)",
                rd->last_error);
     else

@@ -40,7 +40,7 @@ fi
 
 tmp="$(mktemp -d /tmp/lexbus-redisbench.XXXXXX)"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; if [[ -n "${REDISBENCH_KEEP:-}" ]]; then echo "kept $tmp" >&2; else rm -rf "$tmp"; fi; }
 trap cleanup EXIT INT TERM
 wait_path() { for _ in $(seq 200); do [[ -S "$1" ]] && return 0; sleep 0.05; done; echo "redis-bench.sh: $1 never appeared" >&2; exit 1; }
 

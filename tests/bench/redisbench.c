@@ -102,6 +102,9 @@ static void drain(int fd)
 
 struct rb { int fd; char *b; size_t len, pos; };
 
+/* The last frame a receiver read, told when its connection ends early. */
+static char g_last[300];
+
 static void rb_init(struct rb *r, int fd)
 {
     r->fd = fd;
@@ -118,7 +121,10 @@ static void rb_fill(struct rb *r)
     }
     if (r->len == 2 * RBUF) die("read", "a reply larger than the buffer");
     ssize_t n = read(r->fd, r->b + r->len, 2 * RBUF - r->len);
-    if (n <= 0) die("read", n ? strerror(errno) : "the peer closed the connection");
+    if (n <= 0) {
+        if (g_last[0]) fprintf(stderr, "redisbench: the last frame read: %s\n", g_last);
+        die("read", n ? strerror(errno) : "the peer closed the connection");
+    }
     r->len += (size_t)n;
 }
 
@@ -162,6 +168,7 @@ static const char *frame_next(struct rb *r, size_t *n)
             size_t len = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
             if (r->len - r->pos >= 4 + len) {
                 const char *body = r->b + r->pos + 4;
+                snprintf(g_last, sizeof g_last, "%.*s", (int)(len < 290 ? len : 290), body);
                 r->pos += 4 + len;
                 *n = len;
                 return body;
@@ -460,17 +467,17 @@ static int lexbus_stream(char **argv)
     pid_t kid = spawn(lexbus_sink, argv);
     struct rb r;
     int fd = lexbus_client(argv[2], "bench-pub", "", &r);
-    /* Wait until the sink is reachable from the publisher's node. */
-    for (int i = 0;; i++) {
+    /* Wait until the sink hears the publisher: probes until one arrives.
+     * An ACK is not enough: a service of that name that just left another
+     * node may still be announced for a moment, and take the probe. */
+    for (int i = 0; atomic_load(&g_sh->ready) != 2; i++) {
         char out[256];
         write_all(fd, out, frame(out, "{\"type\":\"EMIT\",\"id\":\"probe\",\"event\":\"bench:probe\",\"to\":\"bench-sink\",\"ack\":true}"));
         size_t fl;
-        const char *f = frame_next(&r, &fl);
-        if (memmem(f, fl, "\"ACK\"", 5)) break;
-        if (i > 250) die("sink", "never reachable");
-        usleep(20000);
+        frame_next(&r, &fl);                            /* its ACK, or ERROR SERVICE_NOT_FOUND */
+        for (int k = 0; k < 50 && atomic_load(&g_sh->ready) != 2; k++) { kid_alive(); usleep(1000); }
+        if (i > 200) die("sink", "never reachable");
     }
-    while (atomic_load(&g_sh->ready) != 2) usleep(1000);
     char *pad = malloc(size + 1), *json = malloc(size + 256), *one = malloc(size + 260);
     memset(pad, 'x', size);
     pad[size] = 0;
