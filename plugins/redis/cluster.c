@@ -923,9 +923,16 @@ static void scan_reply(struct rd *rd, redisReply *r)
     }
 }
 
+static void call_lost(struct rd *rd, uint64_t serial, const char *id, size_t idlen, const char *why);
+
+void cl_calls_lost(struct rd *rd, const struct bundle_calls *c, const char *why)
+{
+    for (size_t i = 0; i < c->n; i++) call_lost(rd, c->serial, c->v[i].id, c->v[i].len, why);
+}
+
 /* Nobody listens on that node's channel: it is gone or reconnecting, and
  * the call is lost; say so now rather than at the deadline. */
-static void call_lost(struct rd *rd, uint64_t serial, const char *id, size_t idlen)
+static void call_lost(struct rd *rd, uint64_t serial, const char *id, size_t idlen, const char *why)
 {
     struct rnode *x = node_by_serial(rd, serial);
     if (!x || !x->link) return;
@@ -935,8 +942,9 @@ static void call_lost(struct rd *rd, uint64_t serial, const char *id, size_t idl
     JW_LIT(w, "{\"type\":\"RESPONSE\",\"id\":\"");
     lb_jw_raw(w, id, idlen);
     JW_LIT(w, "\",\"status\":\"error\",\"error\":{\"code\":\"SERVICE_UNAVAILABLE\",\"message\":");
-    char msg[LB_MAX_NAME + 96];
-    snprintf(msg, sizeof msg, "node '%s' is not listening on Redis (gone or reconnecting): the call was lost", x->name);
+    char msg[LB_MAX_NAME + 160];
+    if (why) snprintf(msg, sizeof msg, "%s", why);
+    else snprintf(msg, sizeof msg, "node '%s' is not listening on Redis (gone or reconnecting): the call was lost", x->name);
     lb_jw_str(w, msg, strlen(msg));
     JW_LIT(w, "}}");
     size_t len;
@@ -954,7 +962,7 @@ static void bundle_reply(struct rd *rd, const struct pent *e, redisReply *r)
     struct bundle_calls *c = e->p;
     if (!c) return;
     if (e->gen == rd->session && nobody_heard(r))
-        for (size_t i = 0; i < c->n; i++) call_lost(rd, c->serial, c->v[i].id, c->v[i].len);
+        cl_calls_lost(rd, c, NULL);
     free(c->v);
     free(c);
 }
@@ -965,7 +973,7 @@ void cl_on_reply(struct rd *rd, const struct pent *e, redisReply *r)
     if (e->gen != rd->session) return;     /* an answer to an earlier session */
     switch (e->kind) {
     case PK_PUBLISH: break;
-    case PK_PUBLISH_CALL: if (nobody_heard(r)) call_lost(rd, e->a, e->id, e->idlen); break;
+    case PK_PUBLISH_CALL: if (nobody_heard(r)) call_lost(rd, e->a, e->id, e->idlen, NULL); break;
     case PK_CLAIM: claim_reply(rd, r); break;
     case PK_NODES_SCAN: scan_reply(rd, r); break;
     case PK_NODES_GET:

@@ -451,6 +451,7 @@ static void teardown(struct rd *rd)
         if (q->calls) { free(q->calls->v); free(q->calls); q->calls = NULL; }
     }
     rd->n_outq = 0;
+    rd->outq_bytes = 0;
     cl_disconnected(rd);
     ex_disconnected(rd);
     rd->state = RS_DOWN;
@@ -499,7 +500,7 @@ bool rc_up(const struct rd *rd)
 
 size_t rc_queued(const struct rd *rd)
 {
-    return rd->pub.ac && rd->pub.ac->c.obuf ? sdslen(rd->pub.ac->c.obuf) : 0;
+    return (rd->pub.ac && rd->pub.ac->c.obuf ? sdslen(rd->pub.ac->c.obuf) : 0) + rd->outq_bytes;
 }
 
 static bool room_for(struct rd *rd, size_t n)
@@ -548,11 +549,13 @@ static size_t put_bulk_len(char *p, const char *tag, size_t n)
     return k;
 }
 
-int rc_publish(struct rd *rd, const struct pent *e, const char *chan, size_t chlen, const char *head, size_t hl,
-               const char *body, size_t bl)
+/* Formats PUBLISH into hiredis's output buffer (no room check: the
+ * callers did it). */
+static int publish_now(struct rd *rd, const struct pent *e, const char *chan, size_t chlen, const char *head, size_t hl,
+                       const char *body, size_t bl)
 {
     size_t need = 64 + chlen + hl + bl;
-    if (!room_for(rd, need)) return -1;
+    if (!rd->pub.ac || rd->failing) return -1;
     if (need > rd->cmd_cap) {
         size_t cap = need * 2;
         char *nc = realloc(rd->cmd, cap);
@@ -582,25 +585,44 @@ int rc_publish(struct rd *rd, const struct pent *e, const char *chan, size_t chl
     return 0;
 }
 
+int rc_publish(struct rd *rd, const struct pent *e, const char *chan, size_t chlen, const char *head, size_t hl,
+               const char *body, size_t bl)
+{
+    if (!room_for(rd, 64 + chlen + hl + bl)) return -1;
+    return publish_now(rd, e, chan, chlen, head, hl, body, bl);
+}
+
 /* ---- bundles ---------------------------------------------------------- */
 
-#define BUNDLE_MAX (256 * 1024)
+/* A bundle never holds more than a quarter of max_queue (and 256 KiB). */
+static size_t bundle_max(const struct rd *rd)
+{
+    size_t m = rd->cfg.max_queue / 4;
+    return m < 256 * 1024 ? m : 256 * 1024;
+}
 
+/* The messages of a queue were admitted (room_for) when queued: they go
+ * out now.  If they cannot (the connection is gone), the calls among
+ * them are answered here, never left to their deadline. */
 static void flush_one(struct rd *rd, struct outq *q)
 {
     size_t len;
     const char *p = lb_jw_data(q->buf, &len);
+    int rc = 0;
     if (q->n == 1) {
         const char *nl = memchr(p, '\n', len);
-        rc_publish(rd, &q->first, q->chan, q->chlen, NULL, 0, nl + 1, len - (size_t)(nl + 1 - p));
+        rc = publish_now(rd, &q->first, q->chan, q->chlen, NULL, 0, nl + 1, len - (size_t)(nl + 1 - p));
     } else if (q->n > 1) {
         char head[RW_HEAD_MAX];
         uint64_t n = q->n;
         size_t hl = rw_head_write(head, 'M', rd->node, rd->epoch, &n, 1);
         struct pent e = { .kind = PK_PUBLISH_BUNDLE, .p = q->calls };
-        if (rc_publish(rd, &e, q->chan, q->chlen, head, hl, p, len) == 0) q->calls = NULL;   /* the reply frees it */
+        rc = publish_now(rd, &e, q->chan, q->chlen, head, hl, p, len);
+        if (rc == 0) q->calls = NULL;   /* the reply frees it */
     }
+    if (rc && q->calls) cl_calls_lost(rd, q->calls, "Redis is unreachable: the call could not be sent");
     if (q->calls) { free(q->calls->v); free(q->calls); q->calls = NULL; }
+    rd->outq_bytes -= len;
     lb_jw_reset(q->buf);
     q->n = 0;
 }
@@ -657,11 +679,12 @@ int rc_publish_lb(struct rd *rd, const struct pent *e, const char *chan, size_t 
     if (!q) return rc_publish(rd, e, chan, chlen, head, hl, body, bl);
     size_t have;
     lb_jw_data(q->buf, &have);
-    if (have && have + hl + bl > BUNDLE_MAX) flush_one(rd, q);
+    if (have && have + hl + bl > bundle_max(rd)) flush_one(rd, q);
     char len[24];
     size_t ln = rw_u64(len, hl + bl);
     len[ln++] = '\n';
     lb_jw_raw(q->buf, len, ln);
+    rd->outq_bytes += ln + hl + bl;
     if (hl) lb_jw_raw(q->buf, head, hl);
     lb_jw_raw(q->buf, body, bl);
     struct pent def = { .kind = PK_PUBLISH };
@@ -757,6 +780,7 @@ void rc_stop(struct rd *rd)
         memset(q, 0, sizeof *q);
     }
     rd->n_outq = 0;
+    rd->outq_bytes = 0;
     if (rd->dns) evdns_base_free(rd->dns, 1);
     rd->dns = NULL;
     free(rd->q);

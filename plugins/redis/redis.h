@@ -174,6 +174,7 @@ struct rd {
     char chan[LB_MAX_NAME + 80];   /* scratch for other nodes' channel names */
     struct outq outq[OUTQ_MAX];
     size_t n_outq;
+    size_t outq_bytes;             /* what they hold, counted in rc_queued */
     struct event *flush_ev;        /* writes out, later in this loop turn, what it queued */
     char ch_self[LB_MAX_NAME + 80], ch_b[80], ch_c[80], ch_s[80];   /* ours, broadcast, control, state */
     uint64_t sub_lost_at_info;     /* client_output_buffer_limit_disconnections before */
@@ -282,6 +283,8 @@ void cl_subscribe_all(struct rd *rd);
 void cl_main_resubscribe(struct rd *rd);
 size_t cl_remote_services(const struct rd *rd);
 bool cl_hosted_elsewhere(struct rd *rd, const char *service);
+/* The calls of a bundle that will never be sent, answered SERVICE_UNAVAILABLE. */
+void cl_calls_lost(struct rd *rd, const struct bundle_calls *c, const char *why);
 json_t *cl_stats(struct rd *rd);
 
 /* ---- exprsn.c -------------------------------------------------------- */

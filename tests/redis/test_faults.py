@@ -198,6 +198,35 @@ def redis_blocked_never_stalls_the_bus():
 
 
 @test
+def the_queue_for_a_blocked_redis_is_bounded():
+    with Redis() as r:
+        n1, n2 = pair(r, redis_conf="max_queue = 64K\ncommand_timeout = 10s")
+        try:
+            far = Server(n2, "far")
+            wait_service(n1, "far")
+            c = n1.client("caller")
+            blocker = subprocess.Popen(["redis-cli", "-s", r.sock, "DEBUG", "SLEEP", "1.5"], stdout=subprocess.DEVNULL)
+            time.sleep(0.3)
+            big = "z" * 4096
+            for i in range(100):                # 400 KiB for a queue of 64 KiB
+                c.send({"type": "EMIT", "event": "bulk:x", "to": "far", "payload": big})
+            t0 = time.time()
+            rsp = c.call("far", "echo", {"blob": "y" * (100 * 1024)})     # can never fit 64 KiB
+            check_eq(rsp.get("error", {}).get("code"), "SERVICE_UNAVAILABLE", "a call that does not fit the queue %r"
+                     % rsp)
+            check("max_queue" in rsp["error"]["message"] and time.time() - t0 < 0.5, "answered at once: %r" % rsp)
+            blocker.wait(5)
+            s = rstats(n1)
+            check(s["dropped_queue"] >= 10, "what did not fit is counted: %r" % s)
+            check(s["queue_bytes"] <= 64 * 1024 + 8192, "the queue stayed bounded: %r" % s)
+            wait_for(lambda: len(far.events) > 0, 3, what="what fitted, delivered after the block")
+            check(len(far.events) < 100, "not everything was kept: %d" % len(far.events))
+            check_eq(c.call("far", "echo")["status"], "success", "calls cross again")
+        finally:
+            close(n1, n2)
+
+
+@test
 def output_buffer_limit_disconnect_is_recovered():
     with Redis() as r:
         n1, n2 = pair(r)
