@@ -79,7 +79,41 @@ void lb_counters_each(struct lb_plugin_ctx *ctx,
     for (size_t i = 0; i < n; i++) fn(ud, pc[i].ctx->name, pc[i].name, pc[i].help, *pc[i].value, pc[i].gauge);
 }
 
-struct each_svc { void (*fn)(void *, const struct lb_service_info *); void *ud; uint32_t size; };
+struct each_svc {
+    void (*fn)(void *, const struct lb_service_info *);
+    void *ud;
+    const char **methods;        /* scratch: the merged methods of one service */
+    size_t cap;
+};
+
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The methods of the service's own (non-link) instances, merged, into
+ * e->methods; returns how many, *any set when one takes every method. */
+static size_t own_methods(struct each_svc *e, const struct service *s, bool *any)
+{
+    size_t n = 0;
+    *any = false;
+    for (size_t k = 0; k < s->n; k++) {
+        const struct instance *in = s->inst[k];
+        if (in->conn->link) continue;
+        if (!in->n_methods) *any = true;
+        if (n + in->n_methods > e->cap) {
+            e->cap = (n + in->n_methods) * 2;
+            e->methods = xrealloc(e->methods, e->cap * sizeof *e->methods);
+        }
+        for (size_t j = 0; j < in->n_methods; j++) e->methods[n++] = in->methods[j];
+    }
+    if (n < 2) return n;
+    qsort(e->methods, n, sizeof *e->methods, cmp_cstr);
+    size_t u = 1;
+    for (size_t j = 1; j < n; j++)
+        if (strcmp(e->methods[j], e->methods[u - 1])) e->methods[u++] = e->methods[j];
+    return u;
+}
 
 static void service_cb(struct service *s, void *ud)
 {
@@ -90,14 +124,17 @@ static void service_cb(struct service *s, void *ud)
     };
     for (size_t k = 0; k < s->n; k++)
         if (s->inst[k]->conn->last_seen_ms > i.last_seen_ms) i.last_seen_ms = s->inst[k]->conn->last_seen_ms;
+    i.n_methods = own_methods(e, s, &i.any_method);
+    i.methods = e->methods;
     e->fn(e->ud, &i);
 }
 
 void lb_services_each(struct lb_plugin_ctx *ctx, void (*fn)(void *ud, const struct lb_service_info *s), void *ud)
 {
     (void)ctx;
-    struct each_svc e = { fn, ud, 0 };
+    struct each_svc e = { fn, ud, NULL, 0 };
     registry_each(service_cb, &e);
+    free(e.methods);
 }
 
 const char *lb_resource_owner(struct lb_plugin_ctx *ctx, const char *resource, size_t n)

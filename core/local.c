@@ -19,6 +19,9 @@
 #include "conn.h"
 #include "msg.h"
 #include "plugin_ctx.h"
+#include "names.h"
+#include "registry.h"
+#include "plugin_host.h"
 #include "stats.h"
 #include "jsonw.h"
 #include "log.h"
@@ -129,7 +132,13 @@ struct lb_conn *lb_local_open(struct lb_plugin_ctx *ctx, const struct lb_local_o
     c->link = o.link;
     c->trusted = o.trusted || o.link;
     c->fallback = o.link && o.fallback;
-    if (c->trusted) c->auth = "plugin";
+    if (c->trusted) {
+        /* The host vouches for its plugins: a trusted connection speaks
+         * (naming `from`) without registering a service of its own. */
+        c->auth = "plugin";
+        c->state = CS_REGISTERED;
+        c->registered_ms = now_ms();
+    }
     l->conn = c;
     g_stats.conns_local++;
     l->next = g_locals;
@@ -195,24 +204,39 @@ void local_free(void)
 
 /* ---- the pump ------------------------------------------------------- */
 
-static bool next_frame(struct evbuffer *b, struct evbuffer *into)
+/* The plugin's queue also carries requests that must keep their place
+ * among its frames (lb_local_unregister): their length has this bit. */
+#define CONTROL_BIT 0x80000000u
+
+static bool next_frame(struct evbuffer *b, struct evbuffer *into, bool *control)
 {
     uint32_t be;
     if (evbuffer_copyout(b, &be, sizeof be) != (ssize_t)sizeof be) return false;
-    size_t n = ntohl(be);
+    uint32_t n = ntohl(be);
+    *control = (n & CONTROL_BIT) != 0;
     evbuffer_drain(b, sizeof be);
-    evbuffer_remove_buffer(b, into, n);
+    evbuffer_remove_buffer(b, into, n & ~CONTROL_BIT);
     return true;
+}
+
+static void unregister_now(struct lb_conn *c, const char *name, size_t n)
+{
+    struct instance *i = conn_instance(c, name, n);
+    if (!i) return;
+    log_info("local", "#%llu '%s' unregistered by its plugin", (unsigned long long)c->id, i->name);
+    registry_remove(i);
 }
 
 /* What the plugin sent: routed as if a client had sent it. */
 static void route_input(struct local *l)
 {
     struct evbuffer *one = evbuffer_new();
-    for (int k = 0; k < TURN_BUDGET && l->conn && l->reading && next_frame(l->in, one); k++) {
+    bool control;
+    for (int k = 0; k < TURN_BUDGET && l->conn && l->reading && next_frame(l->in, one, &control); k++) {
         size_t n = evbuffer_get_length(one);
         const char *p = (const char *)evbuffer_pullup(one, (ssize_t)n);
-        conn_input(l->conn, p, n);
+        if (control) unregister_now(l->conn, p, n);
+        else conn_input(l->conn, p, n);
         evbuffer_drain(one, n);
     }
     evbuffer_free(one);
@@ -243,7 +267,8 @@ static void deliver_output(struct local *l)
 {
     struct evbuffer *one = evbuffer_new();
     if (!g_msg) g_msg = lb_msg_new();
-    for (int k = 0; k < TURN_BUDGET && !l->plugin_closed && next_frame(l->out, one); k++) {
+    bool control;
+    for (int k = 0; k < TURN_BUDGET && !l->plugin_closed && next_frame(l->out, one, &control); k++) {
         size_t n = evbuffer_get_length(one);
         const char *p = (const char *)evbuffer_pullup(one, (ssize_t)n), *err;
         if (lb_msg_parse(g_msg, p, n, &err) == 0) {
@@ -309,6 +334,23 @@ int lb_local_send(struct lb_conn *c, const char *json, size_t len)
     if (lb_frame_write(l->in, &iov, 1)) { errno = ENOMEM; return -1; }
     schedule();
     return 0;
+}
+
+int lb_local_unregister(struct lb_conn *c, const char *service)
+{
+    struct local *l = local_of(c);
+    size_t n = service ? strlen(service) : 0;
+    if (!l || l->plugin_closed || !c->trusted || !valid_service_name(service, n)) { errno = EINVAL; return -1; }
+    uint32_t be = htonl((uint32_t)n | CONTROL_BIT);
+    if (evbuffer_add(l->in, &be, sizeof be) || evbuffer_add(l->in, service, n)) { errno = ENOMEM; return -1; }
+    schedule();
+    return 0;
+}
+
+size_t lb_local_backlog(const struct lb_conn *c)
+{
+    const struct local *l = c && c->local && !c->dead ? c->local : NULL;
+    return l ? evbuffer_get_length(l->in) : 0;
 }
 
 static struct jw *w_begin(void)

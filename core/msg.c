@@ -271,3 +271,13 @@ int lb_json_validate(const char *text, size_t len, const char **err)
 {
     return env_validate_value(text, len, err);
 }
+
+int lb_json_object_get(const char *obj, size_t len, const char *key, struct lb_str *out)
+{
+    while (len && (*obj == ' ' || *obj == '\t' || *obj == '\n' || *obj == '\r')) { obj++; len--; }
+    if (!len || *obj != '{' || len > UINT32_MAX) return -1;
+    struct env_val o = { obj, (uint32_t)len, J_OBJECT, 0 }, v;
+    if (env_object_get(&o, key, &v) != 0) return -1;
+    *out = raw_of(&v);
+    return 0;
+}

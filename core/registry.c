@@ -7,6 +7,7 @@
 struct name_key { const char *p; size_t n; };
 
 static struct htable g_services;     /* struct service by name */
+uint64_t g_routing_gen;
 
 static bool svc_eq(const struct ht_node *node, const void *key)
 {
@@ -65,6 +66,7 @@ struct instance *registry_add(struct lb_conn *c, const char *name, size_t n)
     s->inst[s->n++] = i;
     s->n_fallback += c->fallback;
     s->n_remote += c->link;
+    g_routing_gen++;
     /* The connection's list keeps registration order: the first is its
      * primary name. */
     struct instance **tail = &c->inst;
@@ -92,6 +94,7 @@ void registry_remove(struct instance *i)
     s->inst[k]->svc_index = k;
     s->n_fallback -= c->fallback;
     s->n_remote -= c->link;
+    g_routing_gen++;
     if (s->n == 0) {
         ht_remove(&g_services, &s->node);
         free_service(&s->node, NULL);

@@ -18,6 +18,11 @@ struct service {
     uint64_t calls_in, events_in;
 };
 
+/* Bumped on every change of who serves what or who listens to what (an
+ * instance added, removed or re-registered, a subscription added or
+ * removed): lb_routing_gen() of plugin.h. */
+extern uint64_t g_routing_gen;
+
 void registry_init(void);
 void registry_free(void);
 size_t registry_count(void);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "router_int.h"
+#include "sysmethod.h"
 #include "stats.h"
 #include "log.h"
 #include "util.h"
@@ -24,9 +25,7 @@ bool id_usable(const struct env_val *id)
 
 bool is_system_target(const struct env_val *to)
 {
-    const char *sys = g_bus.set.system_service;
-    return env_str_eq(to, sys, strlen(sys)) ||
-           env_str_eq(to, LB_DEFAULT_SYSTEM_SERVICE, sizeof LB_DEFAULT_SYSTEM_SERVICE - 1);
+    return to->kind == J_STRING && !to->escaped && sysmethod_is_bus_name(to->p, to->n);
 }
 
 long check_name_array(const struct env_val *arr, bool (*valid)(const char *, size_t), size_t max,

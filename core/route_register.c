@@ -174,6 +174,7 @@ void handle_register(const struct sender *s, struct lb_msg *m)
     bool fresh = !i;
     if (fresh) i = registry_add(c, name->p, name->n);
     record(i, m, &rf);
+    g_routing_gen++;   /* methods may have changed */
     if (m->env.f[F_SUBSCRIBE].kind == J_ARRAY) subs_add_all(c, &m->env.f[F_SUBSCRIBE]);
     if (fresh) {
         if (c->state != CS_REGISTERED) {

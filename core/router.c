@@ -39,20 +39,26 @@ size_t router_subscription_count(void) { return subs_count(); }
 /* ---- identity ------------------------------------------------------ */
 
 /* Works out who speaks: `from` must be one of the connection's names; a
- * trusted connection (a federation link) may speak for any valid name. */
+ * trusted connection (a federation link) may speak for any valid name,
+ * and must name one when it registered none of its own. */
 static bool identify(struct sender *s, struct lb_conn *c, const struct lb_msg *m)
 {
     const struct env_val *from = &m->env.f[F_FROM];
     s->c = c;
     s->name = conn_name(c);
     s->len = c->inst ? c->inst->name_len : 0;
-    if (from->kind == J_NONE || !c->inst) return true;
+    if (from->kind == J_NONE || (!c->inst && !c->trusted)) {
+        enum lb_msg_type t = m->env.type;
+        if (s->name || !c->trusted || (t != LB_MSG_CALL && t != LB_MSG_EMIT && t != LB_MSG_CRUD)) return true;
+        refuse(s, m, LB_E_INVALID_MESSAGE, -1, NULL, "a connection that registered no service must say \"from\"");
+        return false;
+    }
     if (from->kind == J_STRING && !from->escaped) {
         struct instance *i = conn_instance(c, from->p, from->n);
         if (i) { s->name = i->name; s->len = i->name_len; return true; }
         if (c->trusted && valid_service_name(from->p, from->n)) { s->name = from->p; s->len = from->n; return true; }
     }
-    refuse(s, m, LB_E_FORBIDDEN, -1, NULL, "\"from\" must be the sender's registered name '%s'", conn_name(c));
+    refuse(s, m, LB_E_FORBIDDEN, -1, NULL, "\"from\" must be the sender's registered name '%s'", conn_label(c));
     return false;
 }
 
@@ -86,7 +92,11 @@ static bool admissible(struct sender *s, struct lb_conn *c, struct lb_msg *m)
     }
     if (!identify(s, c, m)) return false;
     const struct env_val *tok = &m->env.f[F_TOKEN];
-    if (tok->kind != J_NONE && (tok->kind != J_STRING || tok->n > LB_MAX_TOKEN)) {
+    if (tok->kind == J_OBJECT && c->trusted) {
+        /* A federation link carries claims another node verified. */
+        m->claims = tok->p;
+        m->claims_len = tok->n;
+    } else if (tok->kind != J_NONE && (tok->kind != J_STRING || tok->n > LB_MAX_TOKEN)) {
         /* Anything else would reach recipients looking like claims the
          * bus had verified. */
         refuse(s, m, LB_E_UNAUTHENTICATED, -1, NULL, "\"token\" must be a string of at most %d bytes", LB_MAX_TOKEN);

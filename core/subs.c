@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "router_int.h"
+#include "registry.h"
 #include "pattern.h"
 #include "util.h"
 
@@ -63,6 +64,7 @@ static void subscribe_one(struct lb_conn *c, const char *p, size_t n)
     e->pat[n] = 0;
     ht_insert(&c->subs, &e->node, hash_bytes(p, n));
     ptrie_add(g_subs, p, n, c);
+    g_routing_gen++;
 }
 
 static void unsubscribe_one(struct lb_conn *c, const char *p, size_t n)
@@ -72,6 +74,7 @@ static void unsubscribe_one(struct lb_conn *c, const char *p, size_t n)
     ptrie_remove(g_subs, p, n, c);
     ht_remove(&c->subs, &e->node);
     free(e);
+    g_routing_gen++;
 }
 
 static bool tmp_eq(const struct ht_node *node, const void *key)
@@ -139,6 +142,7 @@ static void forget_entry(struct ht_node *node, void *ud)
     ptrie_remove(g_subs, e->pat, e->len, c);
     ht_remove(&c->subs, node);
     free(e);
+    g_routing_gen++;
 }
 
 void subs_forget(struct lb_conn *c)
@@ -151,4 +155,64 @@ void subs_forget(struct lb_conn *c)
 size_t subs_match(const char *event, size_t n, void (*fn)(void *sub, void *ud), void *ud)
 {
     return ptrie_match(g_subs, event, n, fn, ud);
+}
+
+/* ---- the patterns this node's own connections hold (plugin.h) ------ */
+
+struct each_pat {
+    struct htable seen;          /* struct pat_node over the patterns given so far */
+    struct pat_node *nodes;
+    size_t used, cap;
+    void (*fn)(void *ud, const char *pat, size_t n);
+    void *ud;
+};
+
+static void each_pattern(struct ht_node *node, void *ud)
+{
+    struct each_pat *w = ud;
+    struct sub_entry *e = container_of(node, struct sub_entry, node);
+    struct pat_key k = { e->pat, e->len };
+    uint64_t h = hash_bytes(e->pat, e->len);
+    if (ht_find(&w->seen, h, tmp_eq, &k)) return;
+    if (w->used == w->cap) {
+        /* Grown by rebuilding the set over the new array (see subs_new_count). */
+        size_t cap = w->cap ? w->cap * 2 : 64;
+        struct pat_node *nn = xcalloc(cap, sizeof *nn);
+        ht_free(&w->seen);
+        ht_init(&w->seen, cap);
+        for (size_t i = 0; i < w->used; i++) {
+            nn[i].k = w->nodes[i].k;
+            ht_insert(&w->seen, &nn[i].node, hash_bytes(nn[i].k.p, nn[i].k.n));
+        }
+        free(w->nodes);
+        w->nodes = nn;
+        w->cap = cap;
+    }
+    w->nodes[w->used].k = k;
+    ht_insert(&w->seen, &w->nodes[w->used].node, h);
+    w->used++;
+    w->fn(w->ud, e->pat, e->len);
+}
+
+static void each_conn_patterns(struct lb_conn *c, void *ud)
+{
+    if (c->link || c->dead || !c->subs.buckets) return;
+    ht_each(&c->subs, each_pattern, ud);
+}
+
+size_t lb_subscriptions_each(struct lb_plugin_ctx *ctx, void (*fn)(void *ud, const char *pat, size_t n), void *ud)
+{
+    (void)ctx;
+    struct each_pat w = { .fn = fn, .ud = ud };
+    ht_init(&w.seen, 64);
+    conn_each(each_conn_patterns, &w);
+    ht_free(&w.seen);
+    free(w.nodes);
+    return w.used;
+}
+
+uint64_t lb_routing_gen(struct lb_plugin_ctx *ctx)
+{
+    (void)ctx;
+    return g_routing_gen;
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "sysmethod.h"
 #include "hooks.h"
+#include "names.h"
 #include "out.h"
 #include "log.h"
 #include "util.h"
@@ -12,6 +13,8 @@
 
 static struct sys_method *g_methods;
 static size_t g_n_methods;
+
+static void aliases_remove_plugin(struct lb_plugin_ctx *ctx);
 
 static const struct sys_method *find(const char *name, size_t n)
 {
@@ -55,12 +58,65 @@ int lb_system_method_register_raw(struct lb_plugin_ctx *ctx, const char *method,
 
 void sysmethods_remove_plugin(struct lb_plugin_ctx *ctx)
 {
+    aliases_remove_plugin(ctx);
     size_t k = 0;
     for (size_t i = 0; i < g_n_methods; i++) {
         if (g_methods[i].ctx == ctx) free(g_methods[i].name);
         else g_methods[k++] = g_methods[i];
     }
     g_n_methods = k;
+}
+
+/* ---- the bus's names ------------------------------------------------ */
+
+#define MAX_ALIASES 16
+
+struct alias { char *name; size_t len; struct lb_plugin_ctx *ctx; };
+static struct alias g_aliases[MAX_ALIASES];
+static size_t g_n_aliases;
+
+bool sysmethod_is_bus_name(const char *p, size_t n)
+{
+    const char *sys = g_bus.set.system_service;
+    size_t sl = strlen(sys);
+    if ((n == sl && memcmp(p, sys, n) == 0) ||
+        (n == sizeof LB_DEFAULT_SYSTEM_SERVICE - 1 && memcmp(p, LB_DEFAULT_SYSTEM_SERVICE, n) == 0))
+        return true;
+    for (size_t i = 0; i < g_n_aliases; i++)
+        if (g_aliases[i].len == n && memcmp(g_aliases[i].name, p, n) == 0) return true;
+    return false;
+}
+
+bool lb_is_system_service(struct lb_plugin_ctx *ctx, const char *name, size_t n)
+{
+    (void)ctx;
+    return name && sysmethod_is_bus_name(name, n);
+}
+
+int lb_system_alias_add(struct lb_plugin_ctx *ctx, const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (!valid_service_name(name, n) || !strcmp(name, "broadcast")) {
+        lb_plugin_fail(ctx, "'%s' cannot name the bus's own service (see doc/protocol.md, Names)", name ? name : "");
+        return -1;
+    }
+    if (sysmethod_is_bus_name(name, n)) return 0;
+    if (g_n_aliases == MAX_ALIASES) {
+        lb_plugin_fail(ctx, "more than %d names for the bus's own service", MAX_ALIASES);
+        return -1;
+    }
+    g_aliases[g_n_aliases++] = (struct alias){ xstrdup(name), n, ctx };
+    return 0;
+}
+
+static void aliases_remove_plugin(struct lb_plugin_ctx *ctx)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < g_n_aliases; i++) {
+        if (!ctx || g_aliases[i].ctx == ctx) free(g_aliases[i].name);
+        else g_aliases[k++] = g_aliases[i];
+    }
+    g_n_aliases = k;
 }
 
 json_t *sysmethod_names(void)
@@ -72,6 +128,7 @@ json_t *sysmethod_names(void)
 
 void sysmethods_free(void)
 {
+    aliases_remove_plugin(NULL);
     for (size_t i = 0; i < g_n_methods; i++) free(g_methods[i].name);
     free(g_methods);
     g_methods = NULL;

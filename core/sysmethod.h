@@ -19,6 +19,9 @@ struct sys_method {
 /* Registers a built-in method.  Returns 0, or -1 when the name is taken. */
 int sysmethod_add(struct lb_plugin_ctx *ctx, const char *name, unsigned flags, lb_method_fn fn, void *ud);
 void sysmethods_remove_plugin(struct lb_plugin_ctx *ctx);
+/* The bus's own service: [bus] system_service, "lexbus", or a name a
+ * plugin added (lb_system_alias_add). */
+bool sysmethod_is_bus_name(const char *p, size_t n);
 json_t *sysmethod_names(void);
 /* Runs a CALL to the bus's service and answers it. */
 void sysmethod_call(struct lb_conn *c, const char *from, size_t from_len, struct lb_msg *m);

@@ -349,7 +349,12 @@ struct lb_local_opts {
     /* A trusted connection is authenticated by the host (auth "plugin"),
      * may hold several services (REGISTER under more names), and may send
      * frames whose `from` is any valid name: it speaks for others (a
-     * federation link, say).  An untrusted one is a client like any
+     * federation link, say).  It counts as registered from the start: it
+     * may SUBSCRIBE, CALL and EMIT without registering a service of its
+     * own (then CALL, EMIT and CRUD must name `from`).  Its `token` may
+     * be a JSON object: claims it vouches for (verified on another
+     * node), which recipients receive as verified claims (and
+     * lb_msg_claims returns).  An untrusted one is a client like any
      * other: its REGISTER goes through the authenticate hooks. */
     bool trusted;
     /* A federation link: the services it registers are other nodes'.
@@ -374,6 +379,10 @@ struct lb_local_ops {
     void (*on_close)(void *ud, struct lb_conn *conn, const char *why);
 };
 
+/* The connection pointer stays valid until on_close has returned (or,
+ * after lb_local_close, until the plugin's next return to the loop):
+ * calls on a connection the host has closed meanwhile fail (EINVAL)
+ * instead of touching freed memory. */
 struct lb_conn *lb_local_open(struct lb_plugin_ctx *ctx, const struct lb_local_opts *opts,
                               const struct lb_local_ops *ops, void *ud);
 /* Closes it: pending lb_call callbacks are dropped without being called
@@ -389,6 +398,17 @@ int lb_local_send(struct lb_conn *conn, const char *json, size_t len);
  * on_message). */
 int lb_local_register(struct lb_conn *conn, const char *service, const char *const *methods,
                       size_t n_methods);
+/* Trusted connections: drops the connection's instance of `service`
+ * (taking its place after the frames already sent, like a frame).  Calls
+ * already forwarded to the connection stay in flight: it answers them.
+ * Returns 0, or -1 (EINVAL: not a trusted in-process connection, or a
+ * bad name). */
+int lb_local_unregister(struct lb_conn *conn, const char *service);
+/* Bytes the plugin queued (lb_local_send, lb_call, ...) that the bus has
+ * not routed yet: a plugin feeding the bus from elsewhere (a Redis
+ * subscription) stops reading there while this is large, so its input
+ * stays bounded when the bus cannot keep up. */
+size_t lb_local_backlog(const struct lb_conn *conn);
 
 /* A CALL from this connection.  `from` NULL: its first registered
  * service (trusted connections may name another).  params: JSON text or
@@ -481,6 +501,13 @@ void lb_msg_free(struct lb_msg *m);
 int lb_msg_parse(struct lb_msg *m, const char *frame, size_t len, const char **err);
 /* Validates one JSON value (any kind) with the same rules.  0 or -1. */
 int lb_json_validate(const char *text, size_t len, const char **err);
+/* The raw text of member `key` of a JSON object (one level; strings with
+ * their quotes, as lb_msg_raw), the first if it is given twice.  `obj`
+ * must be valid JSON (checked with lb_json_validate, or a value taken
+ * from a parsed message).  Returns 0, or -1 when obj is not an object or
+ * has no such member.  For reading messages of other systems without
+ * building a tree. */
+int lb_json_object_get(const char *obj, size_t len, const char *key, struct lb_str *out);
 
 /* ------------------------------------------------------------------ */
 /* JSON writing and event patterns (the bus's own helpers)             */
@@ -614,6 +641,13 @@ typedef int (*lb_method_raw_fn)(void *ud, struct lb_conn *caller, struct lb_str 
                                 struct lb_err *err);
 int lb_system_method_register_raw(struct lb_plugin_ctx *ctx, const char *method, unsigned flags,
                                   lb_method_raw_fn fn, void *ud);
+/* Gives the bus's own service another name (load time): CALLs to it are
+ * the bus's, and no client may REGISTER it (an Exprsn bridge's `bridge`,
+ * say).  Returns 0, or -1 after lb_plugin_fail (a bad name, too many). */
+int lb_system_alias_add(struct lb_plugin_ctx *ctx, const char *name);
+/* Whether `name` names the bus's own service ([bus] system_service,
+ * "lexbus", or an alias): a token plugin matches targets with it. */
+bool lb_is_system_service(struct lb_plugin_ctx *ctx, const char *name, size_t n);
 
 /* ------------------------------------------------------------------ */
 /* Stats                                                               */
@@ -670,12 +704,29 @@ struct lb_service_info {
     size_t remote_instances;       /* of those, held by federation links */
     uint64_t registered_ms, last_seen_ms;
     uint64_t calls_in, events_in;  /* delivered to its instances */
+    /* The methods its instances on this node (not links') registered,
+     * merged and sorted (host-owned, valid during the call); any_method:
+     * one of them registered none, so it takes every method. */
+    const char *const *methods;
+    size_t n_methods;
+    bool any_method;
 };
 /* Calls fn for each registered service (in no particular order). */
 void lb_services_each(struct lb_plugin_ctx *ctx,
                       void (*fn)(void *ud, const struct lb_service_info *s), void *ud);
 /* Whether a service of that name is registered here (links' included). */
 bool lb_service_exists(struct lb_plugin_ctx *ctx, const char *name, size_t n);
+/* The event patterns this node's own connections (not links) subscribe
+ * to, each once, in no particular order; returns how many.  A federation
+ * plugin shares them so that other nodes send it only what someone here
+ * listens to. */
+size_t lb_subscriptions_each(struct lb_plugin_ctx *ctx, void (*fn)(void *ud, const char *pat, size_t n),
+                             void *ud);
+/* A counter the host bumps on every change of the registry (an instance
+ * registered, re-registered or gone) and of the subscriptions: poll it
+ * (it costs nothing) to know when lb_services_each or
+ * lb_subscriptions_each would answer differently. */
+uint64_t lb_routing_gen(struct lb_plugin_ctx *ctx);
 /* The service that declared CRUD resource `resource` at REGISTER
  * (`resources: [...]`; the first to declare it), or NULL.  Host-owned,
  * valid until the next return to the loop. */

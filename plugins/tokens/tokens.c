@@ -20,6 +20,19 @@
  *   CALL/EMIT is refused (it is not a permission for that message).
  *   token.issue leaves `source` out unless given: a narrow token is a
  *   bearer permission, never its issuer's identity.
+ * - Exprsn's broker tokens (its IPC workers' messages, through the redis
+ *   plugin) are checked the same way, read as Exprsn writes them: `id`
+ *   stands for jti when there is none; without `kid` the key is found by
+ *   its signature; a generic operation (`event` or `ack` for an EMIT,
+ *   `crud` for a CRUD request "crud:<op>") matches the event named in
+ *   metadata.event; `exp: null` on a stateful token is refused unless
+ *   stateful_ttl allows it (for that long after iat, or `unlimited`:
+ *   until revoked); a token without iat (jsonwebtoken's noTimestamp,
+ *   which Exprsn uses, deletes it) is honoured while its exp is at most
+ *   max_ttl away; a session token always needs iat and exp.  The sender is
+ *   the message's `from` (a federation link speaks for many senders; the
+ *   core holds every other connection to its own names).  A CRUD request
+ *   without `to` is addressed to the bus: any of its names fits.
  * - Development with dev-bypass: a CALL/EMIT marked `"ipcRequest": true`
  *   skips these checks; a token it carries is not verified, and recipients
  *   receive {"type":"bypass","bypass":true,"development":true} as `token`
@@ -58,6 +71,8 @@
  *                                     at most 16 keys, lines under 1024 bytes, unique kids
  * admins = ops, deployer              who may issue / revoke / use state
  * max_ttl = 24h                       longest ttl issued or accepted (1s to 366 days)
+ * stateful_ttl = 0                    exp: null stateful tokens: 0 refuses, a duration
+ *                                     accepts them that long after iat, unlimited until revoked
  * state_file = tokens-state.json      deprecated: imported once into [bus] state_file
  * peercred_uids = self                unix clients of these uids (self = lexbusd's
  *                                     own uid) may REGISTER without a token
@@ -80,29 +95,26 @@
 #include <lexbus/plugin.h>
 #include <lexbus/protocol.h>
 #include "jwtpart.h"
+#include "keys.h"
 
-#define MAX_KEYS 16
 #define MAX_ADMINS 64
 #define MAX_UIDS 16
-#define MIN_SECRET 16
-#define KEY_LINE 1024              /* a key_file line holds at most KEY_LINE - 1 bytes */
 #define CLOCK_SKEW_S 30            /* tolerated clock difference for iat and nbf */
 #define MAX_TTL_S (366LL * 86400)  /* upper bound for max_ttl */
+#define STATEFUL_UNLIMITED UINT64_MAX
 #define MAX_JTI 64                 /* longest jti token.revoke and token.state.* take */
 #define LEGACY_STATE "tokens-state.json"
-
-struct key { char kid[64]; unsigned char *secret; size_t len; int line; };
 
 /* What [plugin tokens] says.  Parsed whole before any of it is used, so a
  * reload that fails half-way changes nothing. */
 struct settings {
-    struct key keys[MAX_KEYS];
-    size_t n_keys;
+    struct keys keys;
     char *admins[MAX_ADMINS];
     size_t n_admins;
     uid_t uids[MAX_UIDS];
     size_t n_uids;
     uint64_t max_ttl_ms;
+    uint64_t stateful_ttl_ms;      /* exp: null tokens: 0 refused, STATEFUL_UNLIMITED, or from iat */
     char *legacy_state;            /* state_file as written (NULL: absent); read at start-up only */
 };
 
@@ -143,102 +155,11 @@ struct tokens {
 
 /* ---- keys and settings ---------------------------------------------- */
 
-/* The key file holds every secret: say so when others can read it. */
-static void warn_if_readable(struct lb_plugin_ctx *ctx, FILE *f, const char *path)
-{
-    struct stat st;
-    if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
-        lb_log(ctx, LB_LOG_WARN, "key_file %s is readable or writable by group or others (mode %04o): chmod 600 it",
-               path, (unsigned)(st.st_mode & 07777));
-}
-
-/* Reads one line into buf (without the newline).  Returns 1, 0 at end of
- * file, or -1 when the line does not fit: fgets would silently split it
- * into two "keys". */
-static int read_line(FILE *f, char *buf, size_t cap)
-{
-    if (!fgets(buf, (int)cap, f)) return 0;
-    size_t n = strcspn(buf, "\n");
-    if (buf[n] == '\n') { buf[n] = 0; return 1; }
-    int c = fgetc(f);                    /* a full buffer: is the line really longer? */
-    if (c == EOF || c == '\n') return 1;
-    while (c != EOF && c != '\n') c = fgetc(f);   /* never leave a secret's tail for the next line */
-    return -1;
-}
-
-/* Parses "KID:SECRET" or a bare secret into the next key slot. */
-static int parse_key(struct lb_plugin_ctx *ctx, struct settings *st, char *line, const char *path, int lineno)
-{
-    if (st->n_keys == MAX_KEYS) {
-        lb_plugin_fail(ctx, "%s:%d: more than %d keys (remove retired keys)", path, lineno, MAX_KEYS);
-        return -1;
-    }
-    struct key *k = &st->keys[st->n_keys];
-    char *colon = strchr(line, ':');
-    const char *secret = line;
-    if (colon && colon - line < (long)sizeof k->kid) {
-        *colon = 0;
-        snprintf(k->kid, sizeof k->kid, "%.63s", line);
-        secret = colon + 1;
-    } else {
-        snprintf(k->kid, sizeof k->kid, "k%zu", st->n_keys + 1);
-    }
-    for (size_t i = 0; i < st->n_keys; i++)
-        if (!strcmp(st->keys[i].kid, k->kid)) {
-            /* Verification would always pick the first: the second is dead, or a mistake. */
-            lb_plugin_fail(ctx, "%s:%d: key id '%s' is already used on line %d", path, lineno, k->kid,
-                           st->keys[i].line);
-            return -1;
-        }
-    k->len = strlen(secret);
-    if (k->len < MIN_SECRET) {
-        lb_plugin_fail(ctx, "%s:%d: key '%s' is shorter than %d bytes", path, lineno, k->kid, MIN_SECRET);
-        return -1;
-    }
-    k->secret = (unsigned char *)strdup(secret);
-    if (!k->secret) { lb_plugin_fail(ctx, "out of memory"); return -1; }
-    k->line = lineno;
-    st->n_keys++;
-    return 0;
-}
-
-static int load_keys(struct lb_plugin_ctx *ctx, struct settings *st, const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) { lb_plugin_fail(ctx, "cannot read key_file %s: %s", path, strerror(errno)); return -1; }
-    warn_if_readable(ctx, f, path);
-    char line[KEY_LINE];
-    int rc = 0, lineno = 0, got;
-    while (!rc && (got = read_line(f, line, sizeof line)) != 0) {
-        lineno++;
-        if (got < 0) {
-            lb_plugin_fail(ctx, "%s:%d: line is longer than %d bytes", path, lineno, KEY_LINE - 1);
-            rc = -1;
-            break;
-        }
-        line[strcspn(line, "\r")] = 0;
-        if (!line[0] || line[0] == '#') continue;
-        rc = parse_key(ctx, st, line, path, lineno);
-    }
-    fclose(f);
-    OPENSSL_cleanse(line, sizeof line);
-    if (rc) return -1;
-    if (!st->n_keys) { lb_plugin_fail(ctx, "key_file %s holds no key", path); return -1; }
-    return 0;
-}
-
-static const struct key *key_by_kid(const struct settings *st, const char *kid)
-{
-    for (size_t i = 0; i < st->n_keys; i++)
-        if (kid ? !strcmp(st->keys[i].kid, kid) : st->n_keys == 1) return &st->keys[i];
-    return NULL;
-}
-
 /* True when `kid` names the same secret in both sets: sessions verified
  * with it may stay across a reload. */
 static bool key_kept(const struct settings *old, const struct settings *now, const char *kid)
 {
-    const struct key *a = key_by_kid(old, kid), *b = key_by_kid(now, kid);
+    const struct key *a = keys_by_kid(&old->keys, kid), *b = keys_by_kid(&now->keys, kid);
     return a && b && a->len == b->len && CRYPTO_memcmp(a->secret, b->secret, a->len) == 0;
 }
 
@@ -264,10 +185,7 @@ static int parse_list(struct settings *st, const char *s, bool uids)
 
 static void settings_free(struct settings *st)
 {
-    for (size_t i = 0; i < st->n_keys; i++) {
-        OPENSSL_cleanse(st->keys[i].secret, st->keys[i].len);
-        free(st->keys[i].secret);
-    }
+    keys_free(&st->keys);
     for (size_t i = 0; i < st->n_admins; i++) free(st->admins[i]);
     free(st->legacy_state);
     memset(st, 0, sizeof *st);
@@ -287,14 +205,24 @@ static int read_settings(struct lb_plugin_ctx *ctx, struct settings *st)
         lb_plugin_fail(ctx, "max_ttl must be from 1s to 366 days");
         return -1;
     }
-    if (!key_file) { lb_plugin_fail(ctx, "key_file = <path> is required (a file with a secret of at least %d bytes)", MIN_SECRET); return -1; }
+    const char *sttl;
+    if (lb_conf_str(ctx, "stateful_ttl", "0", &sttl) < 0) return -1;
+    if (!strcmp(sttl, "unlimited")) {
+        st->stateful_ttl_ms = STATEFUL_UNLIMITED;
+    } else if (lb_parse_duration_ms(sttl, &st->stateful_ttl_ms) != 0 || st->stateful_ttl_ms > (uint64_t)MAX_TTL_S * 1000) {
+        char where[256];
+        lb_plugin_fail(ctx, "%s: stateful_ttl must be 0 (refuse tokens with exp: null), a duration up to 366 days, "
+                       "or unlimited", lb_conf_where(ctx, "stateful_ttl", where, sizeof where));
+        return -1;
+    }
+    if (!key_file) { lb_plugin_fail(ctx, "key_file = <path> is required (a file with a secret of at least %d bytes)", KEYS_MIN_SECRET); return -1; }
     if (parse_list(st, admins, false) || parse_list(st, uids, true)) {
         lb_plugin_fail(ctx, "bad admins or peercred_uids list (up to %d service names / %d uids or 'self', "
                        "comma-separated)", MAX_ADMINS, MAX_UIDS);
         return -1;
     }
     if (state && !(st->legacy_state = strdup(state))) { lb_plugin_fail(ctx, "out of memory"); return -1; }
-    return load_keys(ctx, st, lb_conf_path(ctx, key_file));
+    return keys_load(ctx, lb_conf_path(ctx, key_file), &st->keys);
 }
 
 static bool is_listed_admin(const struct settings *st, const char *name)
@@ -330,7 +258,10 @@ static bool is_revoked(struct tokens *t, const char *jti)
  * exp - iat > max_ttl, but accepts an iat up to CLOCK_SKEW_S ahead. */
 static uint64_t revocation_ttl_ms(struct tokens *t)
 {
-    return t->set.max_ttl_ms + (CLOCK_SKEW_S + 1) * 1000ull;
+    uint64_t life = t->set.max_ttl_ms;
+    if (t->set.stateful_ttl_ms == STATEFUL_UNLIMITED) return 0;   /* such a token is valid until revoked: keep it */
+    if (t->set.stateful_ttl_ms > life) life = t->set.stateful_ttl_ms;
+    return life + (CLOCK_SKEW_S + 1) * 1000ull;
 }
 
 static int count_cb(void *ud, const char *key, const char *value, size_t len)
@@ -449,27 +380,6 @@ static int check_durability(struct tokens *t)
 
 /* ---- verification ----------------------------------------------------- */
 
-/* HMAC-SHA256 of "header.payload" under k, compared with the token's
- * signature in constant time.  libjwt 1.x compares signatures with strcmp
- * (CVE-2024-25189) unless a distribution patched it, so libjwt only ever
- * sees tokens whose signature already matched here.  Our MAC is encoded
- * and the strings compared, so only the canonical encoding verifies. */
-static bool hs256_ok(const struct key *k, const char *tok)
-{
-    const char *d1 = strchr(tok, '.'), *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
-    if (!d2 || strchr(d2 + 1, '.') || strlen(d2 + 1) != 43) return false;   /* 43 = 32 bytes, unpadded */
-    unsigned char mac[EVP_MAX_MD_SIZE], b64[48];
-    unsigned int maclen = 0;
-    if (!HMAC(EVP_sha256(), k->secret, (int)k->len, (const unsigned char *)tok, (size_t)(d2 - tok), mac, &maclen) ||
-        maclen != 32)
-        return false;
-    EVP_EncodeBlock(b64, mac, 32);          /* 43 characters and one '=' */
-    for (int i = 0; i < 43; i++) b64[i] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : b64[i];
-    bool ok = CRYPTO_memcmp(b64, d2 + 1, 43) == 0;
-    OPENSSL_cleanse(mac, sizeof mac);
-    return ok;
-}
-
 /* An integer claim: 1 when present and an integer (*out set), 0 when
  * absent, -1 when present with another type. */
 static int int_claim(json_t *claims, const char *name, json_int_t *out)
@@ -481,12 +391,43 @@ static int int_claim(json_t *claims, const char *name, json_int_t *out)
     return 1;
 }
 
+/* A stateful token without expiry (`exp: null`, as Exprsn writes them):
+ * honoured only as stateful_ttl says, counted from its iat. */
+static bool stateless_expiry_ok(struct tokens *t, json_t *claims, json_int_t now, char *why, size_t whylen)
+{
+    json_int_t iat = 0;
+    if (!json_is_true(json_object_get(claims, "stateful"))) {
+        snprintf(why, whylen, "exp is null but the token is not stateful");
+        return false;
+    }
+    if (t->set.stateful_ttl_ms == 0) {
+        snprintf(why, whylen, "a stateful token without expiry (exp: null) is refused here ([plugin tokens] stateful_ttl)");
+        return false;
+    }
+    int has_iat = int_claim(claims, "iat", &iat);
+    if (has_iat < 0) { snprintf(why, whylen, "iat must be an integer (seconds since the epoch)"); return false; }
+    if (!has_iat) {
+        if (t->set.stateful_ttl_ms == STATEFUL_UNLIMITED) return true;
+        snprintf(why, whylen, "a stateful token without exp needs iat to bound its age (stateful_ttl)");
+        return false;
+    }
+    if (iat > now + CLOCK_SKEW_S) { snprintf(why, whylen, "token not yet valid (issued in the future)"); return false; }
+    if (iat < 0) { snprintf(why, whylen, "iat is negative"); return false; }
+    if (t->set.stateful_ttl_ms != STATEFUL_UNLIMITED && now - iat > (json_int_t)(t->set.stateful_ttl_ms / 1000)) {
+        snprintf(why, whylen, "stateful token (exp: null) issued %lld s ago, more than stateful_ttl (%llu s) allows",
+                 (long long)(now - iat), (unsigned long long)(t->set.stateful_ttl_ms / 1000));
+        return false;
+    }
+    return true;
+}
+
 /* The time claims.  Returns true if the token is valid now; else false
  * with *why set.  Checked in an order that keeps the arithmetic in range
  * (exp > now > 0 and 0 <= iat <= now + skew before exp - iat). */
 static bool times_ok(struct tokens *t, json_t *claims, char *why, size_t whylen)
 {
     json_int_t now = (json_int_t)(lb_now_ms() / 1000), exp = 0, iat = 0, nbf = 0;
+    if (json_is_null(json_object_get(claims, "exp"))) return stateless_expiry_ok(t, claims, now, why, whylen);
     int has_exp = int_claim(claims, "exp", &exp), has_iat = int_claim(claims, "iat", &iat);
     int has_nbf = int_claim(claims, "nbf", &nbf);
     json_int_t max_ttl_s = (json_int_t)(t->set.max_ttl_ms / 1000);
@@ -494,10 +435,22 @@ static bool times_ok(struct tokens *t, json_t *claims, char *why, size_t whylen)
     if (has_iat < 0) { snprintf(why, whylen, "iat must be an integer (seconds since the epoch)"); return false; }
     if (has_nbf < 0) { snprintf(why, whylen, "nbf must be an integer (seconds since the epoch)"); return false; }
     if (!has_exp) { snprintf(why, whylen, "token lacks exp"); return false; }
-    if (!has_iat) { snprintf(why, whylen, "token lacks iat"); return false; }
     if (exp <= now) {
         snprintf(why, whylen, "token expired %llu s ago", (unsigned long long)now - (unsigned long long)exp);
         return false;
+    }
+    if (!has_iat) {
+        /* Exprsn's tokens: its BrokerTokenManager sets iat, but signs with
+         * jsonwebtoken's noTimestamp, which deletes it.  Without iat the
+         * lifetime cannot be checked; what is left is honoured only while
+         * it is at most max_ttl (so a revocation, kept max_ttl, outlives
+         * every use after it). */
+        if (exp - now > max_ttl_s) {
+            snprintf(why, whylen, "token without iat expires in %lld s, more than max_ttl (%lld s)", (long long)(exp - now),
+                     (long long)max_ttl_s);
+            return false;
+        }
+        return !has_nbf || nbf <= now + CLOCK_SKEW_S ? true : (snprintf(why, whylen, "token not yet valid (nbf)"), false);
     }
     if (iat > now + CLOCK_SKEW_S) { snprintf(why, whylen, "token not yet valid (issued in the future)"); return false; }
     if (iat < 0) { snprintf(why, whylen, "iat is negative"); return false; }
@@ -513,6 +466,24 @@ static bool times_ok(struct tokens *t, json_t *claims, char *why, size_t whylen)
         return false;
     }
     return true;
+}
+
+/* The token's id: `jti`, or Exprsn's `id` when it has no jti. */
+static const char *token_id(json_t *claims)
+{
+    const char *jti = json_string_value(json_object_get(claims, "jti"));
+    return jti ? jti : json_string_value(json_object_get(claims, "id"));
+}
+
+/* A token without `kid` (Exprsn's carry none): the key whose signature
+ * it carries.  With one key that is the key (a bad signature is found
+ * next); with several each is tried, every one in constant time. */
+static const struct key *key_without_kid(const struct keys *ks, const char *tok)
+{
+    if (ks->n == 1) return &ks->k[0];
+    for (size_t i = 0; i < ks->n; i++)
+        if (hs256_verify(&ks->k[i], tok)) return &ks->k[i];
+    return NULL;
 }
 
 /* Returns the verified claims (new reference), or NULL with *why set.
@@ -534,11 +505,13 @@ static json_t *verify(struct tokens *t, const char *tok, size_t n, char *kid, ch
         json_decref(hdr);
         goto out;
     }
-    const struct key *k = key_by_kid(&t->set, json_string_value(json_object_get(hdr, "kid")));
+    const char *hkid = json_string_value(json_object_get(hdr, "kid"));
+    const struct key *k = hkid ? keys_by_kid(&t->set.keys, hkid) : key_without_kid(&t->set.keys, s);
+    bool named = hkid != NULL;
     json_decref(hdr);
-    if (!k) { snprintf(why, whylen, "unknown key id"); goto out; }
+    if (!k) { snprintf(why, whylen, named ? "unknown key id" : "bad signature"); goto out; }
     if (kid) snprintf(kid, 64, "%s", k->kid);
-    if (!hs256_ok(k, s) || jwt_decode(&j, s, k->secret, (int)k->len) != 0 || !j || jwt_get_alg(j) != JWT_ALG_HS256) {
+    if (!hs256_verify(k, s) || jwt_decode(&j, s, k->secret, (int)k->len) != 0 || !j || jwt_get_alg(j) != JWT_ALG_HS256) {
         snprintf(why, whylen, "bad signature");
         goto out;
     }
@@ -547,9 +520,9 @@ static json_t *verify(struct tokens *t, const char *tok, size_t n, char *kid, ch
     free(cj);
     if (!json_is_object(claims)) { snprintf(why, whylen, "malformed claims"); goto fail; }
     const char *type = json_string_value(json_object_get(claims, "type"));
-    const char *jti = json_string_value(json_object_get(claims, "jti"));
+    const char *jti = token_id(claims);
     if (!type || strcmp(type, "broker")) { snprintf(why, whylen, "not a broker token"); goto fail; }
-    if (!jti) { snprintf(why, whylen, "token lacks jti"); goto fail; }
+    if (!jti) { snprintf(why, whylen, "token lacks jti (or Exprsn's id)"); goto fail; }
     if (!times_ok(t, claims, why, whylen)) goto fail;
     if (is_revoked(t, jti)) { snprintf(why, whylen, "token %s was revoked", jti); goto fail; }
     goto out;
@@ -639,7 +612,7 @@ static int session_track_token(struct tokens *t, struct lb_conn *c, json_t *clai
 {
     struct session *s = session_new(t, c, SESSION_TOKEN);
     if (!s) return -1;
-    s->jti = strdup(json_string_value(json_object_get(claims, "jti")));
+    s->jti = strdup(token_id(claims));
     s->expiry = evtimer_new(lb_event_base(t->ctx), session_expired, s);
     if (!s->jti || !s->expiry) { session_free(s); return -1; }
     json_int_t exp = json_integer_value(json_object_get(claims, "exp"));
@@ -794,6 +767,13 @@ static enum lb_verdict_kind on_authenticate(void *ud, struct lb_conn *c, struct 
     json_t *claims = verify(t, tok.p, tok.n, kid, why, sizeof why);
     if (!claims) { lb_refuse(err, LB_E_UNAUTHENTICATED, "token refused: %s", why); return LB_DENY; }
     bool ok = session_claims_ok(claims, name, err);
+    if (ok && (!json_is_integer(json_object_get(claims, "exp")) || !json_is_integer(json_object_get(claims, "iat")))) {
+        /* A session lasts as long as its token, whose lifetime must be
+         * known: one without exp would keep a session open for ever. */
+        lb_refuse(err, LB_E_UNAUTHENTICATED, "token refused: token lacks %s: a session token must have iat and exp",
+                  json_is_integer(json_object_get(claims, "iat")) ? "exp" : "iat");
+        ok = false;
+    }
     if (ok && session_track_token(t, c, claims, kid) != 0) {
         /* Without the record the session would outlive its token: refuse instead. */
         lb_refuse(err, LB_E_INTERNAL_ERROR, "out of memory");
@@ -812,28 +792,66 @@ static void on_closed(void *ud, struct lb_conn *c)
     session_drop(ud, c);
 }
 
-/* A CALL/EMIT's token: a narrow token whose target, operation and (when
- * it names one) source fit the message.  Returns true, or false with v
- * filled. */
-static bool message_claims_ok(json_t *claims, struct lb_conn *c, struct lb_msg *m, struct lb_err *err)
+/* Exprsn's broker tokens name a generic operation and the event in
+ * metadata.event: `event` or `ack` for an EMIT of that event, `crud` for
+ * a CRUD request "crud:<op>". */
+static bool generic_op_matches(json_t *claims, enum lb_msg_type type, struct lb_str op)
+{
+    const char *co = claim_str(claims, "operation");
+    bool generic = co && (type == LB_MSG_EMIT ? !strcmp(co, "event") || !strcmp(co, "ack")
+                                              : type == LB_MSG_CRUD && !strcmp(co, "crud"));
+    const char *ev = generic ? json_string_value(json_object_get(json_object_get(claims, "metadata"), "event")) : NULL;
+    return ev && strlen(ev) == op.n && memcmp(ev, op.p, op.n) == 0;
+}
+
+/* A token's target fits: the `to` service (a CRUD request without `to`
+ * is addressed to the bus, under any of its names). */
+static bool target_matches(struct tokens *t, json_t *claims, enum lb_msg_type type, struct lb_str to)
+{
+    if (type != LB_MSG_CRUD || to.p) return claim_matches(claims, "target", to);
+    const char *ct = claim_str(claims, "target");
+    return ct && (!strcmp(ct, "*") || lb_is_system_service(t->ctx, ct, strlen(ct)));
+}
+
+/* A CALL/EMIT/CRUD's token: a narrow token whose target, operation and
+ * (when it names one) source fit the message.  Returns true, or false
+ * with err filled. */
+static bool message_claims_ok(struct tokens *t, json_t *claims, struct lb_conn *c, struct lb_msg *m, struct lb_err *err)
 {
     enum lb_msg_type type = lb_msg_type(m);
-    const char *kind = type == LB_MSG_CALL ? "CALL" : "EMIT";
+    const char *kind = type == LB_MSG_CALL ? "CALL" : type == LB_MSG_EMIT ? "EMIT" : "CRUD";
     struct lb_str to = lb_msg_field(m, "to");
     if (type == LB_MSG_EMIT && !to.p) { to.p = "broadcast"; to.n = 9; }
+    char crud_op[80];
     struct lb_str op = lb_msg_field(m, type == LB_MSG_CALL ? "method" : "event");
+    if (type == LB_MSG_CRUD) {
+        struct lb_str o = lb_msg_field(m, "op");
+        int n = snprintf(crud_op, sizeof crud_op, "crud:%.*s", (int)(o.n < 64 ? o.n : 64), o.p ? o.p : "");
+        op.p = crud_op;
+        op.n = (size_t)n;
+    }
     if (is_session_token(claims)) {
         lb_refuse(err, LB_E_FORBIDDEN, "a session token authenticates a REGISTER only: send this %s without it, or with "
                 "a token issued for %.*s/%.*s", kind, (int)to.n, to.p, (int)op.n, op.p);
         return false;
     }
-    if (!claim_matches(claims, "target", to) || !claim_matches(claims, "operation", op)) {
+    if (!target_matches(t, claims, type, to) ||
+        !(claim_matches(claims, "operation", op) || generic_op_matches(claims, type, op))) {
         const char *ct = claim_str(claims, "target"), *co = claim_str(claims, "operation");
         lb_refuse(err, LB_E_FORBIDDEN, "token is for %.100s/%.100s, not %.*s/%.*s", ct ? ct : "?", co ? co : "?",
-                (int)to.n, to.p, (int)op.n, op.p);
+                (int)(to.p ? to.n : 6), to.p ? to.p : "(none)", (int)op.n, op.p);
         return false;
     }
+    /* The sender: `from` (a link speaks for others; the core checked
+     * every other connection's `from`), else the connection's name. */
+    struct lb_str from = lb_msg_field(m, "from");
+    char fromz[LB_MAX_NAME + 1];
     const char *src = token_source(claims), *me = lb_conn_service(c);
+    if (from.p && from.n <= LB_MAX_NAME) {
+        memcpy(fromz, from.p, from.n);
+        fromz[from.n] = 0;
+        me = fromz;
+    }
     if (src && (!me || strcmp(src, me))) {
         lb_refuse(err, LB_E_FORBIDDEN, "token is for source '%.128s' only, not '%.100s'", src, me ? me : "?");
         return false;
@@ -845,7 +863,7 @@ static enum lb_verdict_kind on_message(void *ud, struct lb_conn *c, struct lb_ms
 {
     struct tokens *t = ud;
     enum lb_msg_type type = lb_msg_type(m);
-    if (type != LB_MSG_CALL && type != LB_MSG_EMIT) return LB_PASS;
+    if (type != LB_MSG_CALL && type != LB_MSG_EMIT && type != LB_MSG_CRUD) return LB_PASS;
     if (lb_msg_attr_get(m, "auth.bypass")) {
         /* Recipients must never take an unverified token for verified
          * claims: they are told plainly that nothing was checked. */
@@ -858,7 +876,7 @@ static enum lb_verdict_kind on_message(void *ud, struct lb_conn *c, struct lb_ms
     char why[200];
     json_t *claims = verify(t, tok.p, tok.n, NULL, why, sizeof why);
     if (!claims) { lb_refuse(err, LB_E_UNAUTHENTICATED, "token refused: %s", why); return LB_DENY; }
-    if (!message_claims_ok(claims, c, m, err)) {
+    if (!message_claims_ok(t, claims, c, m, err)) {
         json_decref(claims);
         return LB_DENY;
     }
@@ -954,7 +972,7 @@ static char *sign(struct tokens *t, json_t *claims)
     char *cj = json_dumps(claims, JSON_COMPACT);
     jwt_t *j = NULL;
     char *tok = NULL;
-    const struct key *k = &t->set.keys[0];
+    const struct key *k = &t->set.keys.k[0];
     if (cj && jwt_new(&j) == 0 && jwt_add_grants_json(j, cj) == 0 && jwt_add_header(j, "kid", k->kid) == 0 &&
         jwt_set_alg(j, JWT_ALG_HS256, k->secret, (int)k->len) == 0)
         tok = jwt_encode_str(j);
@@ -1123,7 +1141,7 @@ static int tokens_load(struct lb_plugin_ctx *ctx)
         lb_system_method_register(ctx, "token.state.set", 0, m_state_set, t) ||
         lb_system_method_register(ctx, "token.state.delete", 0, m_state_delete, t))
         return -1;
-    lb_log(ctx, LB_LOG_INFO, "%zu signing key(s), %zu admin(s), %zu revocation(s) in the state%s", t->set.n_keys,
+    lb_log(ctx, LB_LOG_INFO, "%zu signing key(s), %zu admin(s), %zu revocation(s) in the state%s", t->set.keys.n,
            t->set.n_admins, count_revoked(t), t->durable ? "" : " (in memory only)");
     return 0;
 }
@@ -1193,7 +1211,7 @@ static void tokens_reload_done(struct lb_plugin_ctx *ctx, bool commit)
     settings_free(&old);
     t->reloads++;
     lb_log(ctx, LB_LOG_INFO, "reloaded: %zu signing key(s), %zu admin(s), %zu peercred uid(s), max_ttl %llu s; "
-           "%zu open session(s) no longer accepted are being closed", t->set.n_keys, t->set.n_admins,
+           "%zu open session(s) no longer accepted are being closed", t->set.keys.n, t->set.n_admins,
            t->set.n_uids, (unsigned long long)(t->set.max_ttl_ms / 1000), ended);
 }
 

@@ -1,7 +1,7 @@
 # The fuzz corpus, replayed through the parsers as regression tests.
 # Fuzzing proper: tests/fuzz/run.sh (libFuzzer).
-check_PROGRAMS += fuzz/replay_envelope fuzz/replay_conf fuzz/replay_wire fuzz/replay_jwtpart fuzz/replay_msgpack
-TESTS += fuzz/replay_envelope fuzz/replay_conf fuzz/replay_wire fuzz/replay_jwtpart fuzz/replay_msgpack
+check_PROGRAMS += fuzz/replay_envelope fuzz/replay_conf fuzz/replay_wire fuzz/replay_jwtpart fuzz/replay_msgpack fuzz/replay_redis
+TESTS += fuzz/replay_envelope fuzz/replay_conf fuzz/replay_wire fuzz/replay_jwtpart fuzz/replay_msgpack fuzz/replay_redis
 fuzz_replay_envelope_SOURCES = fuzz/replay.c fuzz/fuzz_envelope.c ../core/envelope.c
 fuzz_replay_envelope_CPPFLAGS = $(AM_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/envelope"'
 fuzz_replay_conf_SOURCES = fuzz/replay.c fuzz/fuzz_conf.c ../core/conf.c ../core/util.c ../core/names.c
@@ -16,6 +16,10 @@ fuzz_replay_jwtpart_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(OPENSSL_CFLAGS)
 fuzz_replay_jwtpart_LDADD = $(JANSSON_LIBS) $(OPENSSL_LIBS)
 fuzz_replay_msgpack_SOURCES = fuzz/replay.c fuzz/fuzz_msgpack.c ../core/codec_msgpack.c ../core/envelope.c ../core/names.c
 fuzz_replay_msgpack_CPPFLAGS = $(AM_CPPFLAGS) $(MSGPACK_CFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/msgpack"'
+fuzz_replay_redis_SOURCES = fuzz/replay.c fuzz/fuzz_redis.c ../plugins/redis/wire.c ../core/envelope.c ../core/names.c \
+	../core/msg.c ../core/jsonw.c ../core/util.c
+fuzz_replay_redis_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/plugins/redis -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/redis"'
+fuzz_replay_redis_LDADD = $(JANSSON_LIBS) $(LIBEVENT_LIBS)
 EXTRA_DIST += fuzz/run.sh fuzz/corpus
 # The websocket plugin's parsers: HTTP requests, WebSocket frames, Engine.IO/Socket.IO.
 WS_FUZZ_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/plugins/websocket

@@ -23,7 +23,9 @@ clang "${flags[@]}" -I"$ws" -o "$out/fuzz_http" "$here/fuzz_http.c" "$ws/http.c"
 clang "${flags[@]}" -I"$ws" -o "$out/fuzz_wsframe" "$here/fuzz_wsframe.c" "$ws/wsframe.c" \
   -lwslay -lcrypto -levent
 clang "${flags[@]}" -I"$ws" -o "$out/fuzz_sio" "$here/fuzz_sio.c" "$ws/eio.c" "$top/core/envelope.c"
-for t in envelope conf wire jwtpart msgpack http wsframe sio; do
+clang "${flags[@]}" -I"$top/plugins/redis" -o "$out/fuzz_redis" "$here/fuzz_redis.c" "$top/plugins/redis/wire.c" \
+  "$top/core/envelope.c" "$top/core/names.c" "$top/core/msg.c" "$top/core/jsonw.c" "$top/core/util.c" -ljansson -levent
+for t in envelope conf wire jwtpart msgpack http wsframe sio redis; do
   echo "== fuzz_$t for ${secs}s"
   "$out/fuzz_$t" -max_total_time="$secs" -max_len=4096 -timeout=5 "$here/corpus/$t" 2>&1 | tail -3
 done

@@ -203,10 +203,11 @@ class Bus:
 
     bus:      extra lines for [bus] (string)
     plugins:  extra config text appended after [plugin unix] (string)
+    node:     [bus] node (the name on a cluster)
     """
 
     def __init__(self, bus="", plugins="", unix=True, start=True, heartbeat="30s",
-                 call_timeout="5s", env=None, preexec=None):
+                 call_timeout="5s", env=None, preexec=None, node="test-node"):
         self.dir = tempfile.mkdtemp(prefix="lexbus-test-")
         self.sock = os.path.join(self.dir, "bus.sock")
         self.conf = os.path.join(self.dir, "bus.conf")
@@ -215,7 +216,7 @@ class Bus:
         self.env = env
         self.preexec = preexec          # run in the daemon's process before exec (limits)
         self.clients = []
-        text = "[bus]\nnode = test-node\n"
+        text = "[bus]\nnode = %s\n" % node
         if "log_level" not in bus:
             text += "log_level = debug\n"
         text += "heartbeat = %s\ncall_timeout = %s\n%s\n" % (heartbeat, call_timeout, bus)
