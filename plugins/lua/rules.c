@@ -1,0 +1,877 @@
+/*
+ * routes.lua rules (rules.h).  The table routes.lua returns is a list of
+ * rules; each is a table:
+ *
+ *   selector (exactly one):
+ *     event    = "post:*"               EMIT by event pattern (* one segment, > the rest)
+ *     call     = "user-service.get*"    CALL by SERVICE.METHOD (split at the first '.';
+ *                                       '*' in either part matches any characters)
+ *              | { service = "a.b", method = "x" }   for service names with a '.'
+ *     response = same forms as call     a RESPONSE to such a call, on its way back
+ *   from     = "svc" | {"a", "b"}        only messages from these senders (optional)
+ *   name     = "..."                     (optional; default routes.lua#N)
+ *   last     = true                      no later rule runs on a message this one matched
+ *   action, either a function:
+ *     fn       = function(m) ... end    returns nil (pass), false (refuse FORBIDDEN),
+ *                                       bus.refuse(code, msg), or a table of changes
+ *   or fixed actions (never enter Lua):
+ *     to       = "service"               new target (EMIT: a service or "broadcast")
+ *     rename   = "name"                  new event (EMIT) or method (CALL)
+ *     transform = <JSONLex>              new payload / params / data: the expression's
+ *                                       value, evaluated in C over the message view
+ *     also     = {"svc", ...}            EMIT: deliver to these services too
+ *     refuse   = { code = "FORBIDDEN", message = "..." }
+ */
+#include "config.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <lauxlib.h>
+#include "rules.h"
+#include "luajson.h"
+
+static char k_view;
+
+struct rule {
+    char *name;
+    enum rule_hook hook;
+    char *pattern;              /* as written */
+    char *seg[32];              /* RH_EVENT: the pattern's segments */
+    size_t seglen[32], nseg;
+    char *svc, *mth;            /* RH_CALL / RH_RESPONSE: globs */
+    char **from;
+    size_t n_from;
+    int fn_ref;
+    int line;
+    char *set_to, *set_name;
+    struct jl_expr *transform;
+    char **also;
+    size_t n_also;
+    char *refuse_code, *refuse_msg;
+    bool last;
+    uint64_t matches, changes, refusals, errors, ns;
+    uint64_t log_sec, log_suppressed;
+};
+
+/* Candidates for one key: rules indexed under it merged with the
+ * wildcard rules, in file order. */
+struct bucket { char *key; size_t klen; uint32_t *rules; size_t n; };
+
+struct rindex {
+    struct bucket *b;
+    size_t nb;                  /* power of two, or 0 */
+    uint32_t *wild;
+    size_t n_wild;
+};
+
+static void *xcalloc0(size_t n, size_t sz)
+{
+    void *p = calloc(n ? n : 1, sz);
+    if (!p) { fputs("lexbusd: out of memory\n", stderr); abort(); }
+    return p;
+}
+
+static char *xstrndup0(const char *s, size_t n)
+{
+    char *p = xcalloc0(n + 1, 1);
+    memcpy(p, s, n);
+    return p;
+}
+
+static uint64_t hash_key(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) { h ^= (unsigned char)p[i]; h *= 1099511628211ull; }
+    return h;
+}
+
+void rresult_init(struct rresult *r) { memset(r, 0, sizeof *r); }
+
+void rresult_reset(struct rresult *r)
+{
+    r->kind = RR_PASS;
+    r->code[0] = r->message[0] = 0;
+    r->set_to = r->set_name = r->set_body = r->set_error = false;
+    r->to.len = r->name.len = r->body[0].len = r->body[1].len = r->error.len = 0;
+    r->body_cur = 0;
+    r->n_also = 0;
+    r->n_matched = 0;
+}
+
+void rresult_free(struct rresult *r)
+{
+    sbuf_free(&r->to);
+    sbuf_free(&r->name);
+    sbuf_free(&r->body[0]);
+    sbuf_free(&r->body[1]);
+    sbuf_free(&r->error);
+}
+
+/* ---- matching ------------------------------------------------------------ */
+
+/* '*' matches any run of characters (globs of call selectors). */
+static bool glob(const char *g, const char *s, size_t n)
+{
+    const char *star = NULL, *resume = NULL, *end = s + n;
+    while (s < end) {
+        if (*g == '*') { star = ++g; resume = s; continue; }
+        if (*g && *g == *s) { g++; s++; continue; }
+        if (!star) return false;
+        g = star;
+        s = ++resume;
+    }
+    while (*g == '*') g++;
+    return *g == 0;
+}
+
+/* Event patterns, as the router matches subscriptions. */
+static bool event_match(const struct rule *r, const char *ev, size_t n)
+{
+    size_t i = 0, k = 0;
+    while (k < r->nseg) {
+        if (i > n) return false;
+        size_t e = i;
+        while (e < n && ev[e] != ':') e++;
+        if (r->seglen[k] == 1 && r->seg[k][0] == '>') return i < n;   /* one or more segments left */
+        if (!(r->seglen[k] == 1 && r->seg[k][0] == '*') &&
+            (r->seglen[k] != e - i || memcmp(r->seg[k], ev + i, e - i) != 0))
+            return false;
+        i = e + 1;
+        k++;
+    }
+    return i == n + 1;
+}
+
+static bool from_ok(const struct rule *r, struct lb_str from)
+{
+    if (!r->n_from) return true;
+    for (size_t i = 0; i < r->n_from; i++)
+        if (strlen(r->from[i]) == from.n && memcmp(r->from[i], from.p, from.n) == 0) return true;
+    return false;
+}
+
+static bool rule_matches(const struct rule *r, const struct rmsg *m)
+{
+    if (!from_ok(r, m->from)) return false;
+    if (r->hook == RH_EVENT) return event_match(r, m->name.p, m->name.n);
+    struct lb_str svc = r->hook == RH_RESPONSE ? m->service : m->to;
+    return glob(r->svc, svc.p ? svc.p : "", svc.n) && glob(r->mth, m->name.p ? m->name.p : "", m->name.n);
+}
+
+static struct bucket *bucket_find(const struct rindex *ix, const char *k, size_t n)
+{
+    if (!ix || !ix->nb) return NULL;
+    for (size_t i = hash_key(k, n) & (ix->nb - 1);; i = (i + 1) & (ix->nb - 1)) {
+        struct bucket *b = &ix->b[i];
+        if (!b->key) return NULL;
+        if (b->klen == n && memcmp(b->key, k, n) == 0) return b;
+    }
+}
+
+/* The index key of a message: its event's first segment, or its service. */
+static struct lb_str index_key(const struct rmsg *m)
+{
+    struct lb_str k = m->hook == RH_EVENT ? m->name : m->hook == RH_RESPONSE ? m->service : m->to;
+    if (m->hook == RH_EVENT) {
+        size_t e = 0;
+        while (e < k.n && k.p[e] != ':') e++;
+        k.n = e;
+    }
+    return k;
+}
+
+/* ---- building ------------------------------------------------------------- */
+
+static struct rindex **index_of(struct lstate *s, enum rule_hook h)
+{
+    return h == RH_EVENT ? &s->ix_event : h == RH_CALL ? &s->ix_call : &s->ix_response;
+}
+
+static void index_free(struct rindex *ix)
+{
+    if (!ix) return;
+    for (size_t i = 0; i < ix->nb; i++) { free(ix->b[i].key); free(ix->b[i].rules); }
+    free(ix->b);
+    free(ix->wild);
+    free(ix);
+}
+
+/* The literal key a rule is indexed under, or NULL for a wildcard. */
+static const char *rule_key(const struct rule *r, size_t *n)
+{
+    if (r->hook == RH_EVENT) {
+        if (r->seglen[0] == 1 && (r->seg[0][0] == '*' || r->seg[0][0] == '>')) return NULL;
+        *n = r->seglen[0];
+        return r->seg[0];
+    }
+    if (strchr(r->svc, '*')) return NULL;
+    *n = strlen(r->svc);
+    return r->svc;
+}
+
+static void push_idx(uint32_t **v, size_t *n, uint32_t x)
+{
+    *v = realloc(*v, (*n + 1) * sizeof **v);
+    if (!*v) abort();
+    (*v)[(*n)++] = x;
+}
+
+/* Builds the three indexes once every rule is read. */
+static void index_build(struct lstate *s)
+{
+    for (int h = 0; h < RH__COUNT; h++) {
+        struct rindex *ix = xcalloc0(1, sizeof *ix);
+        size_t lit = 0;
+        for (size_t i = 0; i < s->n_rules; i++) {
+            const struct rule *r = &s->rules[i];
+            size_t kn;
+            if ((int)r->hook != h) continue;
+            if (rule_key(r, &kn)) lit++;
+            else push_idx(&ix->wild, &ix->n_wild, (uint32_t)i);
+        }
+        if (lit) {
+            ix->nb = 8;
+            while (ix->nb < lit * 2) ix->nb *= 2;
+            ix->b = xcalloc0(ix->nb, sizeof *ix->b);
+        }
+        for (size_t i = 0; i < s->n_rules; i++) {
+            const struct rule *r = &s->rules[i];
+            size_t kn;
+            const char *k;
+            if ((int)r->hook != h || !(k = rule_key(r, &kn))) continue;
+            struct bucket *b = bucket_find(ix, k, kn);
+            if (!b) {
+                size_t j = hash_key(k, kn) & (ix->nb - 1);
+                while (ix->b[j].key) j = (j + 1) & (ix->nb - 1);
+                b = &ix->b[j];
+                b->key = xstrndup0(k, kn);
+                b->klen = kn;
+            }
+            push_idx(&b->rules, &b->n, (uint32_t)i);
+        }
+        /* Merge the wildcard rules into every bucket, in file order. */
+        for (size_t j = 0; j < ix->nb; j++) {
+            struct bucket *b = &ix->b[j];
+            if (!b->key || !ix->n_wild) continue;
+            uint32_t *m = xcalloc0(b->n + ix->n_wild, sizeof *m);
+            size_t x = 0, y = 0, o = 0;
+            while (x < b->n || y < ix->n_wild)
+                m[o++] = (y >= ix->n_wild || (x < b->n && b->rules[x] < ix->wild[y])) ? b->rules[x++] : ix->wild[y++];
+            free(b->rules);
+            b->rules = m;
+            b->n = o;
+        }
+        *index_of(s, (enum rule_hook)h) = ix;
+    }
+}
+
+static void rule_free(struct rule *r)
+{
+    free(r->name);
+    free(r->pattern);
+    for (size_t i = 0; i < r->nseg; i++) free(r->seg[i]);
+    free(r->svc);
+    free(r->mth);
+    for (size_t i = 0; i < r->n_from; i++) free(r->from[i]);
+    free(r->from);
+    free(r->set_to);
+    free(r->set_name);
+    jl_free(r->transform);
+    for (size_t i = 0; i < r->n_also; i++) free(r->also[i]);
+    free(r->also);
+    free(r->refuse_code);
+    free(r->refuse_msg);
+}
+
+void rules_free(struct lstate *s)
+{
+    for (size_t i = 0; i < s->n_rules; i++) rule_free(&s->rules[i]);
+    free(s->rules);
+    s->rules = NULL;
+    s->n_rules = 0;
+    index_free(s->ix_event);
+    index_free(s->ix_call);
+    index_free(s->ix_response);
+    s->ix_event = s->ix_call = s->ix_response = NULL;
+}
+
+#define RULE_ERR(L, r, fmt, ...) luaL_error(L, "routes.lua: rule '%s': " fmt, (r)->name, __VA_ARGS__)
+
+static char *opt_string(lua_State *L, struct rule *r, int t, const char *field)
+{
+    int ty = lua_getfield(L, t, field);
+    char *v = NULL;
+    if (ty == LUA_TSTRING) { size_t n; const char *p = lua_tolstring(L, -1, &n); v = xstrndup0(p, n); }
+    else if (ty != LUA_TNIL) RULE_ERR(L, r, "'%s' must be a string", field);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* A list of service names: a string or an array of strings. */
+static void name_list(lua_State *L, struct rule *r, int t, const char *field, char ***out, size_t *n)
+{
+    int ty = lua_getfield(L, t, field);
+    int v = lua_gettop(L);
+    if (ty == LUA_TNIL) { lua_pop(L, 1); return; }
+    size_t count = ty == LUA_TSTRING ? 1 : ty == LUA_TTABLE ? lua_rawlen(L, v) : 0;
+    if (!count || count > RR_MAX_ALSO) RULE_ERR(L, r, "'%s' must be a service name or a list of 1-%d names", field, RR_MAX_ALSO);
+    *out = xcalloc0(count, sizeof **out);
+    for (size_t i = 0; i < count; i++) {
+        if (ty == LUA_TTABLE) lua_rawgeti(L, v, (lua_Integer)i + 1);
+        else lua_pushvalue(L, v);
+        size_t len;
+        const char *p = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+        if (!p || !lbl_valid_service(p, len)) RULE_ERR(L, r, "'%s'[%zu] is not a valid service name", field, i + 1);
+        (*out)[(*n)++] = xstrndup0(p, len);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+static void read_selector(lua_State *L, struct rule *r, int t)
+{
+    static const char *const sel[] = { "event", "call", "response" };
+    int found = -1;
+    for (int i = 0; i < 3; i++) {
+        if (lua_getfield(L, t, sel[i]) != LUA_TNIL) {
+            if (found >= 0) RULE_ERR(L, r, "give one of event, call, response (both '%s' and '%s')", sel[found], sel[i]);
+            found = i;
+        }
+        lua_pop(L, 1);
+    }
+    if (found < 0) RULE_ERR(L, r, "%s", "needs a selector: event = PATTERN, call = SERVICE.METHOD or response = SERVICE.METHOD");
+    r->hook = (enum rule_hook)found;
+    lua_getfield(L, t, sel[found]);
+    size_t n;
+    if (found == RH_EVENT) {
+        const char *p = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+        if (!p || !lbl_valid_event_pattern(p, n)) RULE_ERR(L, r, "event = '%s' is not an event pattern", p ? p : "?");
+        r->pattern = xstrndup0(p, n);
+        for (size_t i = 0, st = 0; i <= n; i++) {
+            if (i < n && p[i] != ':') continue;
+            if (r->nseg == 32) RULE_ERR(L, r, "%s", "pattern has more than 32 segments");
+            r->seg[r->nseg] = xstrndup0(p + st, i - st);
+            r->seglen[r->nseg++] = i - st;
+            st = i + 1;
+        }
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+        const char *p = lua_tolstring(L, -1, &n), *dot = memchr(p, '.', n);
+        if (!dot || dot == p || dot == p + n - 1) RULE_ERR(L, r, "%s = '%s' must be SERVICE.METHOD", sel[found], p);
+        r->pattern = xstrndup0(p, n);
+        r->svc = xstrndup0(p, (size_t)(dot - p));
+        r->mth = xstrndup0(dot + 1, n - (size_t)(dot - p) - 1);
+    } else if (lua_type(L, -1) == LUA_TTABLE) {
+        int st = lua_gettop(L);
+        r->svc = opt_string(L, r, st, "service");
+        r->mth = opt_string(L, r, st, "method");
+        if (!r->svc) r->svc = xstrndup0("*", 1);
+        if (!r->mth) r->mth = xstrndup0("*", 1);
+        size_t len = strlen(r->svc) + strlen(r->mth) + 2;
+        r->pattern = xcalloc0(len, 1);
+        snprintf(r->pattern, len, "%s.%s", r->svc, r->mth);
+    } else {
+        RULE_ERR(L, r, "%s must be 'SERVICE.METHOD' or {service = ..., method = ...}", sel[found]);
+    }
+    lua_pop(L, 1);
+}
+
+static void read_actions(struct lstate *s, lua_State *L, struct rule *r, int t)
+{
+    if (lua_getfield(L, t, "fn") != LUA_TNIL) {
+        if (!lua_isfunction(L, -1)) RULE_ERR(L, r, "%s", "'fn' must be a function");
+        lua_Debug ar;
+        lua_pushvalue(L, -1);
+        if (lua_getinfo(L, ">S", &ar)) r->line = ar.linedefined;
+        r->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+        lua_pop(L, 1);
+    }
+    r->set_to = opt_string(L, r, t, "to");
+    r->set_name = opt_string(L, r, t, "rename");
+    if (r->set_to && !(r->hook == RH_EVENT && !strcmp(r->set_to, "broadcast")) && !lbl_valid_service(r->set_to, strlen(r->set_to)))
+        RULE_ERR(L, r, "to = '%s' is not a valid service name", r->set_to);
+    if (r->set_to && r->hook == RH_RESPONSE) RULE_ERR(L, r, "%s", "a response goes back to its caller: 'to' cannot change it");
+    if (r->set_name && r->hook == RH_RESPONSE) RULE_ERR(L, r, "%s", "'rename' applies to events and calls");
+    if (r->set_name && !(r->hook == RH_EVENT ? lbl_valid_event(r->set_name, strlen(r->set_name))
+                                             : lbl_valid_method(r->set_name, strlen(r->set_name))))
+        RULE_ERR(L, r, "rename = '%s' is not a valid %s name", r->set_name, r->hook == RH_EVENT ? "event" : "method");
+    name_list(L, r, t, "also", &r->also, &r->n_also);
+    if (r->n_also && r->hook != RH_EVENT) RULE_ERR(L, r, "%s", "'also' (fan-out) applies to events");
+    if (lua_getfield(L, t, "transform") != LUA_TNIL) {
+        char why[300];
+        json_t *v = lj_to_json(L, -1, JL_MAX_DEPTH, "transform", why, sizeof why);
+        if (!v) RULE_ERR(L, r, "%s", why);
+        r->transform = jl_compile(v, s->conf.extensions, why, sizeof why);
+        json_decref(v);
+        if (!r->transform) RULE_ERR(L, r, "transform: %s", why);
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, t, "refuse") != LUA_TNIL) {
+        int rt = lua_gettop(L);
+        if (!lua_istable(L, rt)) RULE_ERR(L, r, "%s", "refuse = { code = ..., message = ... }");
+        r->refuse_code = opt_string(L, r, rt, "code");
+        r->refuse_msg = opt_string(L, r, rt, "message");
+        if (!r->refuse_code) r->refuse_code = xstrndup0(LB_E_FORBIDDEN, strlen(LB_E_FORBIDDEN));
+    }
+    lua_pop(L, 1);
+    bool fixed = r->set_to || r->set_name || r->n_also || r->transform || r->refuse_code;
+    if (r->fn_ref != LUA_NOREF && fixed) RULE_ERR(L, r, "%s", "give either fn or fixed actions (to, rename, transform, also, refuse), not both");
+    if (r->fn_ref == LUA_NOREF && !fixed) RULE_ERR(L, r, "%s", "has no action (fn, to, rename, transform, also or refuse)");
+}
+
+static const char *const g_rule_fields[] = { "name", "event", "call", "response", "from", "last", "fn", "to",
+                                             "rename", "transform", "also", "refuse", NULL };
+
+static void check_fields(lua_State *L, struct rule *r, int t)
+{
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        bool known = false;
+        for (int i = 0; k && g_rule_fields[i]; i++) known |= strcmp(k, g_rule_fields[i]) == 0;
+        if (!known) RULE_ERR(L, r, "unknown field '%s'", k ? k : "(not a string)");
+    }
+}
+
+static bool valid_code(const char *c)
+{
+    size_t n = strlen(c);
+    if (n == 0 || n > 63 || c[0] < 'A' || c[0] > 'Z') return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((c[i] >= 'A' && c[i] <= 'Z') || (c[i] >= '0' && c[i] <= '9') || c[i] == '_')) return false;
+    return true;
+}
+
+void rules_build(struct lstate *s, lua_State *L, int t)
+{
+    lua_Integer n = (lua_Integer)lua_rawlen(L, t);
+    if (n > 10000) luaL_error(L, "routes.lua: more than 10000 rules");
+    for (lua_Integer i = 1; i <= n; i++) {
+        /* The rule is in s->rules before it is filled in, so a Lua error
+         * half-way leaves nothing lstate_free would not free. */
+        s->rules = realloc(s->rules, (s->n_rules + 1) * sizeof *s->rules);
+        if (!s->rules) abort();
+        struct rule *r = &s->rules[s->n_rules++];
+        memset(r, 0, sizeof *r);
+        r->fn_ref = LUA_NOREF;
+        char defname[32];
+        snprintf(defname, sizeof defname, "routes.lua#%lld", (long long)i);
+        r->name = xstrndup0(defname, strlen(defname));
+        lua_rawgeti(L, t, i);
+        int rt = lua_gettop(L);
+        if (!lua_istable(L, rt)) RULE_ERR(L, r, "%s", "a rule must be a table");
+        char *name = opt_string(L, r, rt, "name");
+        if (name) { free(r->name); r->name = name; }
+        check_fields(L, r, rt);
+        read_selector(L, r, rt);
+        name_list(L, r, rt, "from", &r->from, &r->n_from);
+        lua_getfield(L, rt, "last");
+        r->last = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        read_actions(s, L, r, rt);
+        if (r->refuse_code && !valid_code(r->refuse_code)) RULE_ERR(L, r, "refuse code '%s' must be like FORBIDDEN", r->refuse_code);
+        lua_pop(L, 1);
+    }
+    /* Anything but the list part is a mistake (rules = {...} by name?). */
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > n)
+            luaL_error(L, "routes.lua must return a list of rules { {...}, {...} } (found key '%s')",
+                       lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
+    }
+    index_build(s);
+}
+
+bool rules_any(const struct lstate *s, enum rule_hook k)
+{
+    const struct rindex *ix = k == RH_EVENT ? s->ix_event : k == RH_CALL ? s->ix_call : s->ix_response;
+    return ix && (ix->nb || ix->n_wild);
+}
+
+/* ---- running ------------------------------------------------------------- */
+
+static const char *body_name(enum rule_hook h) { return h == RH_EVENT ? "payload" : h == RH_CALL ? "params" : "data"; }
+static const char *name_field(enum rule_hook h) { return h == RH_EVENT ? "event" : "method"; }
+static const char *type_name(enum rule_hook h) { return h == RH_EVENT ? "EMIT" : h == RH_CALL ? "CALL" : "RESPONSE"; }
+
+struct run {
+    struct lstate *s;
+    struct rule *rule;
+    struct rmsg *m;             /* the view: updated as rules change it */
+    struct rresult *r;
+    char err[512];
+};
+
+static void set_str(struct sbuf *b, struct lb_str *view, const char *p, size_t n)
+{
+    b->len = 0;
+    sbuf_add(b, p, n);
+    sbuf_cstr(b);
+    view->p = b->p;
+    view->n = n;
+}
+
+/* Lazily decoded members of the view (__index): only what a rule reads
+ * is converted, and only while the rule runs. */
+static int view_index(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_view);
+    if (!lua_rawequal(L, 1, -1)) return luaL_error(L, "a message view is valid only while its rule runs");
+    struct run *run = lstate_ud(L);
+    const struct rmsg *m = run->m;
+    const char *k = lua_tostring(L, 2);
+    if (!k) return 0;
+    struct lb_str raw = { NULL, 0 };
+    if (!strcmp(k, body_name(m->hook))) raw = m->body;
+    else if (!strcmp(k, "context")) raw = m->context;
+    else if (!strcmp(k, "claims")) raw = m->claims;
+    else if (!strcmp(k, "error") && m->hook == RH_RESPONSE) raw = m->error;
+    if (!raw.p) return 0;
+    char err[200];
+    if (lj_decode(L, raw.p, raw.n, LBL_MAX_DEPTH, err, sizeof err)) return luaL_error(L, "%s: %s", k, err);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
+}
+
+static void field(lua_State *L, const char *k, struct lb_str v)
+{
+    if (!v.p) return;
+    lua_pushlstring(L, v.p, v.n);
+    lua_setfield(L, -2, k);
+}
+
+static void push_view(lua_State *L, const struct rmsg *m)
+{
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, type_name(m->hook));
+    lua_setfield(L, -2, "type");
+    field(L, "id", m->id);
+    field(L, "from", m->from);
+    field(L, "to", m->to);
+    field(L, name_field(m->hook), m->name);
+    field(L, "service", m->service);
+    field(L, "status", m->status);
+    if (luaL_newmetatable(L, "lexbus.view")) {
+        lua_pushcfunction(L, view_index);
+        lua_setfield(L, -2, "__index");
+        lua_pushliteral(L, "view");
+        lua_setfield(L, -2, "__metatable");
+    }
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_view);
+}
+
+static bool lbstr_eq(struct lb_str a, const char *p, size_t n) { return a.p && a.n == n && memcmp(a.p, p, n) == 0; }
+
+/* Raw lookups only: the action may be the view itself, whose __index
+ * would decode members the rule never touched. */
+static int rawfield(lua_State *L, int t, const char *k)
+{
+    lua_pushstring(L, k);
+    return lua_rawget(L, t);
+}
+
+/* A string member of the action: NULL when absent; raises when it is
+ * not a string. */
+static const char *act_string(lua_State *L, int t, const char *k, size_t *n)
+{
+    int ty = rawfield(L, t, k);
+    if (ty != LUA_TNIL && ty != LUA_TSTRING) luaL_error(L, "'%s' must be a string", k);
+    const char *p = ty == LUA_TSTRING ? lua_tolstring(L, -1, n) : NULL;
+    lua_pop(L, 1);   /* the string stays anchored in the table */
+    return p;
+}
+
+static void act_fixed_member(lua_State *L, struct run *run, int t, const char *k, struct lb_str orig)
+{
+    size_t n;
+    const char *p = act_string(L, t, k, &n);
+    if (p && !lbstr_eq(orig, p, n)) luaL_error(L, "a rule cannot change '%s'", k);
+}
+
+static void act_refuse(lua_State *L, struct run *run, int t)
+{
+    size_t n;
+    const char *code = act_string(L, t, "refuse", &n), *msg = act_string(L, t, "message", &n);
+    if (!valid_code(code)) luaL_error(L, "refuse code '%s' must be like FORBIDDEN", code);
+    run->r->kind = RR_REFUSE;
+    snprintf(run->r->code, sizeof run->r->code, "%s", code);
+    snprintf(run->r->message, sizeof run->r->message, "%s", msg ? msg : "refused by a rule");
+}
+
+static void act_also(lua_State *L, struct run *run, int t)
+{
+    if (rawfield(L, t, "also") == LUA_TNIL) { lua_pop(L, 1); return; }
+    if (run->m->hook != RH_EVENT) luaL_error(L, "'also' (fan-out) applies to events");
+    int a = lua_gettop(L);
+    if (!lua_istable(L, a)) luaL_error(L, "'also' must be a list of service names");
+    lua_Integer n = (lua_Integer)lua_rawlen(L, a);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, a, i);
+        size_t len;
+        const char *p = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+        if (!p || !lbl_valid_service(p, len)) luaL_error(L, "'also'[%d] is not a valid service name", (int)i);
+        struct rresult *r = run->r;
+        bool dup = false;
+        for (size_t k = 0; k < r->n_also; k++) dup |= strcmp(r->also[k], p) == 0;
+        if (!dup) {
+            if (r->n_also == RR_MAX_ALSO) luaL_error(L, "'also' names more than %d services", RR_MAX_ALSO);
+            snprintf(r->also[r->n_also++], LB_MAX_NAME + 1, "%s", p);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+static void set_body_text(struct run *run, const char *p, size_t n, bool encoded_in_next)
+{
+    struct rresult *r = run->r;
+    if (!encoded_in_next) {
+        int next = r->body_cur ^ 1;
+        r->body[next].len = 0;
+        sbuf_add(&r->body[next], p, n);
+    }
+    r->body_cur ^= 1;
+    r->set_body = true;
+    run->m->body.p = r->body[r->body_cur].p;
+    run->m->body.n = r->body[r->body_cur].len;
+}
+
+static void act_body(lua_State *L, struct run *run, int t)
+{
+    struct rmsg *m = run->m;
+    const char *k = body_name(m->hook);
+    if (rawfield(L, t, k) == LUA_TNIL) { lua_pop(L, 1); return; }
+    char err[300];
+    struct rresult *r = run->r;
+    struct sbuf *next = &r->body[r->body_cur ^ 1];
+    next->len = 0;
+    if (lj_encode(L, -1, next, LBL_MAX_DEPTH - 1, k, err, sizeof err)) luaL_error(L, "%s", err);
+    lua_pop(L, 1);
+    set_body_text(run, NULL, 0, true);
+}
+
+/* The rule's return value (at the top) into run->r and the view. */
+static void take_action(lua_State *L, struct run *run)
+{
+    int t = lua_gettop(L);
+    struct rmsg *m = run->m;
+    struct rresult *r = run->r;
+    if (lua_isnil(L, t) || (lua_isboolean(L, t) && lua_toboolean(L, t))) return;
+    if (lua_isboolean(L, t)) {
+        r->kind = RR_REFUSE;
+        snprintf(r->code, sizeof r->code, "%s", LB_E_FORBIDDEN);
+        snprintf(r->message, sizeof r->message, "refused by rule '%s'", run->rule->name);
+        return;
+    }
+    if (!lua_istable(L, t)) luaL_error(L, "returned a %s (expected nil, false, bus.refuse(...) or a table of changes)", luaL_typename(L, t));
+    static const char *const known[] = { "type", "id", "from", "to", "event", "method", "service", "status", "payload",
+                                         "params", "data", "error", "context", "claims", "refuse", "message", "also", NULL };
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        bool ok = false;
+        for (int i = 0; k && known[i]; i++) ok |= strcmp(k, known[i]) == 0;
+        if (!ok) luaL_error(L, "returned an unknown field '%s'", k ? k : luaL_typename(L, -1));
+    }
+    size_t n;
+    if (act_string(L, t, "refuse", &n)) { act_refuse(L, run, t); return; }
+    act_fixed_member(L, run, t, "type", (struct lb_str){ type_name(m->hook), strlen(type_name(m->hook)) });
+    act_fixed_member(L, run, t, "id", m->id);
+    act_fixed_member(L, run, t, "from", m->from);
+    act_fixed_member(L, run, t, "service", m->service);
+    act_fixed_member(L, run, t, "status", m->status);
+    const char *to = act_string(L, t, "to", &n);
+    if (to && !lbstr_eq(m->to, to, n)) {
+        if (m->hook == RH_RESPONSE) luaL_error(L, "a response goes back to its caller: 'to' cannot change");
+        if (!(m->hook == RH_EVENT && n == 9 && !memcmp(to, "broadcast", 9)) && !lbl_valid_service(to, n))
+            luaL_error(L, "to = '%s' is not a valid service name", to);
+        set_str(&r->to, &m->to, to, n);
+        r->set_to = true;
+    }
+    const char *other = m->hook == RH_EVENT ? "method" : "event";
+    if (act_string(L, t, other, &n)) luaL_error(L, "'%s' does not apply to a %s", other, type_name(m->hook));
+    const char *nm = act_string(L, t, name_field(m->hook), &n);
+    if (nm && !lbstr_eq(m->name, nm, n)) {
+        if (m->hook == RH_RESPONSE) luaL_error(L, "a response's method cannot change");
+        if (!(m->hook == RH_EVENT ? lbl_valid_event(nm, n) : lbl_valid_method(nm, n)))
+            luaL_error(L, "%s = '%s' is not a valid name", name_field(m->hook), nm);
+        set_str(&r->name, &m->name, nm, n);
+        r->set_name = true;
+    }
+    act_body(L, run, t);
+    act_also(L, run, t);
+    if (m->hook == RH_RESPONSE && rawfield(L, t, "error") != LUA_TNIL) {
+        char err[300];
+        r->error.len = 0;
+        if (lj_encode(L, -1, &r->error, 8, "error", err, sizeof err)) luaL_error(L, "%s", err);
+        r->set_error = true;
+        m->error.p = r->error.p;
+        m->error.n = r->error.len;
+    }
+}
+
+static int run_fn(lua_State *L)
+{
+    struct run *run = lstate_ud(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, run->rule->fn_ref);
+    push_view(L, run->m);
+    lua_call(L, 1, 1);
+    take_action(L, run);
+    return 0;
+}
+
+/* The JSONLex context of a transform: the message view as JSON. */
+static json_t *view_json(const struct rmsg *m)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "type", json_string(type_name(m->hook)));
+    struct { const char *k; struct lb_str v; bool raw; } f[] = {
+        { "id", m->id, false }, { "from", m->from, false }, { "to", m->to, false },
+        { name_field(m->hook), m->name, false }, { "service", m->service, false }, { "status", m->status, false },
+        { body_name(m->hook), m->body, true }, { "error", m->error, true }, { "context", m->context, true },
+        { "claims", m->claims, true },
+    };
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
+        if (!f[i].v.p) continue;
+        json_t *v;
+        if (f[i].raw) {
+            v = json_loadb(f[i].v.p, f[i].v.n, JSON_DECODE_ANY, NULL);
+            /* Integers beyond 64 bits: JSONLex numbers are doubles anyway. */
+            if (!v) v = json_loadb(f[i].v.p, f[i].v.n, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL);
+        } else {
+            v = json_stringn(f[i].v.p, f[i].v.n);
+        }
+        if (v) json_object_set_new(o, f[i].k, v);
+    }
+    return o;
+}
+
+static int run_fixed(struct run *run)
+{
+    struct rule *rule = run->rule;
+    struct rresult *r = run->r;
+    struct rmsg *m = run->m;
+    if (rule->refuse_code) {
+        r->kind = RR_REFUSE;
+        snprintf(r->code, sizeof r->code, "%s", rule->refuse_code);
+        snprintf(r->message, sizeof r->message, "%s", rule->refuse_msg ? rule->refuse_msg : "refused by a rule");
+        return 0;
+    }
+    if (rule->transform) {
+        json_t *ctx = view_json(m), *out = NULL;
+        char err[300];
+        int rc = host_jsonlex_compiled(run->s, rule->transform, ctx, &out, err, sizeof err);
+        json_decref(ctx);
+        if (rc) { snprintf(run->err, sizeof run->err, "transform: %s", err); return -1; }
+        struct sbuf *next = &r->body[r->body_cur ^ 1];
+        next->len = 0;
+        json_text(next, out);
+        json_decref(out);
+        set_body_text(run, NULL, 0, true);
+    }
+    if (rule->set_to) { set_str(&r->to, &m->to, rule->set_to, strlen(rule->set_to)); r->set_to = true; }
+    if (rule->set_name) { set_str(&r->name, &m->name, rule->set_name, strlen(rule->set_name)); r->set_name = true; }
+    for (size_t i = 0; i < rule->n_also && r->n_also < RR_MAX_ALSO; i++) {
+        bool dup = false;
+        for (size_t k = 0; k < r->n_also; k++) dup |= strcmp(r->also[k], rule->also[i]) == 0;
+        if (!dup) snprintf(r->also[r->n_also++], LB_MAX_NAME + 1, "%s", rule->also[i]);
+    }
+    return 0;
+}
+
+/* At most one log line per rule per second: a rule failing on every
+ * message must not flood the log. */
+static void log_error_throttled(struct lstate *s, struct rule *rule, const char *msg)
+{
+    uint64_t sec = lb_now_ms() / 1000;
+    if (sec == rule->log_sec) { rule->log_suppressed++; return; }
+    if (rule->log_suppressed)
+        lb_log(s->h->ctx, LB_LOG_WARN, "rule '%s': %llu more errors in the last second", rule->name,
+               (unsigned long long)rule->log_suppressed);
+    rule->log_sec = sec;
+    rule->log_suppressed = 0;
+    lb_log(s->h->ctx, LB_LOG_WARN, "%s", msg);
+}
+
+static void run_one(struct lstate *s, struct rule *rule, struct rmsg *view, struct rresult *r)
+{
+    struct run run = { .s = s, .rule = rule, .m = view, .r = r };
+    uint64_t t0 = lbl_mono_ns();
+    int rc;
+    if (rule->fn_ref != LUA_NOREF) {
+        enum lbl_fail kind;
+        char err[400];
+        rc = lstate_call(s, run_fn, &run, &kind, err, sizeof err);
+        lua_pushnil(s->L);
+        lua_rawsetp(s->L, LUA_REGISTRYINDEX, &k_view);
+        if (rc) snprintf(run.err, sizeof run.err, "%s", err);
+    } else {
+        rc = run_fixed(&run);
+    }
+    rule->ns += lbl_mono_ns() - t0;
+    if (rc) {
+        rule->errors++;
+        r->kind = RR_ERROR;
+        snprintf(r->code, sizeof r->code, "%s", LB_E_SCRIPT_ERROR);
+        snprintf(r->message, sizeof r->message, "rule '%.100s': %.380s", rule->name, run.err);
+        log_error_throttled(s, rule, r->message);
+    } else if (r->kind == RR_REFUSE) {
+        rule->refusals++;
+    }
+}
+
+void rules_run(struct lstate *s, const struct rmsg *m, struct rresult *r)
+{
+    rresult_reset(r);
+    const struct rindex *ix = m->hook == RH_EVENT ? s->ix_event : m->hook == RH_CALL ? s->ix_call : s->ix_response;
+    if (!ix || (!ix->nb && !ix->n_wild)) return;
+    struct lb_str key = index_key(m);
+    const struct bucket *b = key.p ? bucket_find(ix, key.p, key.n) : NULL;
+    const uint32_t *cand = b ? b->rules : ix->wild;
+    size_t n = b ? b->n : ix->n_wild;
+    struct rmsg view = *m;
+    for (size_t i = 0; i < n; i++) {
+        struct rule *rule = &s->rules[cand[i]];
+        if (!rule_matches(rule, m)) continue;
+        rule->matches++;
+        if (r->n_matched < RR_MAX_MATCHED) r->matched[r->n_matched++] = rule->name;
+        size_t also_before = r->n_also;
+        struct lb_str to0 = view.to, name0 = view.name, body0 = view.body;
+        run_one(s, rule, &view, r);
+        if (r->kind == RR_REFUSE || r->kind == RR_ERROR) return;
+        if (view.to.p != to0.p || view.name.p != name0.p || view.body.p != body0.p || r->n_also != also_before)
+            rule->changes++;
+        if (rule->last) break;
+    }
+    if (r->set_to || r->set_name || r->set_body || r->set_error || r->n_also) r->kind = RR_CHANGED;
+}
+
+json_t *rules_json(const struct lstate *s)
+{
+    static const char *const hooks[] = { "event", "call", "response" };
+    json_t *a = json_array();
+    for (size_t i = 0; i < s->n_rules; i++) {
+        const struct rule *r = &s->rules[i];
+        json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:f}", "name", r->name, "hook", hooks[r->hook],
+                              "pattern", r->pattern ? r->pattern : "", "lua", r->fn_ref != LUA_NOREF,
+                              "matches", (json_int_t)r->matches, "changes", (json_int_t)r->changes,
+                              "refusals", (json_int_t)r->refusals, "errors", (json_int_t)r->errors,
+                              "timeUs", (json_int_t)(r->ns / 1000),
+                              "avgUs", r->matches ? (double)r->ns / 1000.0 / (double)r->matches : 0.0);
+        if (r->line) json_object_set_new(o, "line", json_integer(r->line));
+        if (r->n_from) {
+            json_t *f = json_array();
+            for (size_t k = 0; k < r->n_from; k++) json_array_append_new(f, json_string(r->from[k]));
+            json_object_set_new(o, "from", f);
+        }
+        json_array_append_new(a, o);
+    }
+    return a;
+}
