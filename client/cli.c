@@ -41,6 +41,7 @@ static const char *const usage_main =
     "  stats                               the bus's counters\n"
     "  audit verify [--partial] FILE...    check audit files' hash chain (offline)\n"
     "  token issue|verify|revoke|state ... broker tokens (the tokens plugin)\n"
+    "  jsonlex EXPR [CONTEXT]              evaluate a JSONLex expression (the lua plugin)\n"
     "\n"
     "The bus: --server, else $LEXBUS_URL, else unix:" LB_DEFAULT_SOCKET ".\n"
     "tls://: --ca verifies the server (its name is checked), --cert/--key present a\n"
@@ -464,6 +465,90 @@ static int cmd_token(int argc, char **argv)
     return rc;
 }
 
+/* ---- jsonlex (the lua plugin) ------------------------------------------- */
+
+static const char *const usage_jsonlex =
+    "usage: lexbus jsonlex EXPR [CONTEXT]\n"
+    "       lexbus jsonlex --name NAME [CONTEXT]\n"
+    "  Evaluates a JSONLex expression on the bus (lexbus.jsonlex, [plugin lua])\n"
+    "  and prints the result.  EXPR is JSON: an envelope {\"__jsonlex\":true,\n"
+    "  \"expr\":...} or a bare expression such as '{\"$var\":\"user.name\"}';\n"
+    "  @FILE reads it from FILE, - from stdin.  CONTEXT is a JSON object (default\n"
+    "  {}).  --name evaluates an expression named in jsonlex.lua.  An expression\n"
+    "  that fails answers SCRIPT_ERROR with the reason (exit 1).\n";
+
+/* Strict JSON (no bare words); integers beyond 64 bits read as numbers. */
+static json_t *jsonlex_arg(const char *text, const char *what, int *rc)
+{
+    json_error_t je;
+    json_t *v = json_loads(text, JSON_DECODE_ANY, &je);
+    if (!v) v = json_loads(text, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL);
+    if (!v) {
+        char why[300];
+        snprintf(why, sizeof why, "%s is not JSON: %s (line %d, column %d)", what, je.text, je.line, je.column);
+        *rc = usage_error(usage_jsonlex, why);
+    }
+    return v;
+}
+
+/* EXPR as given, or the contents of @FILE / - (stdin). */
+static char *jsonlex_text(const char *arg)
+{
+    if (strcmp(arg, "-") != 0 && arg[0] != '@') return strdup(arg);
+    FILE *f = strcmp(arg, "-") == 0 ? stdin : fopen(arg + 1, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0, r;
+    char *buf = malloc(cap);
+    while (buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (n + 1 == cap) { char *nb = realloc(buf, cap *= 2); if (!nb) { free(buf); buf = NULL; } else buf = nb; }
+    }
+    if (f != stdin) fclose(f);
+    if (buf) buf[n] = 0;
+    return buf;
+}
+
+static int cmd_jsonlex(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) { fputs(usage_jsonlex, stdout); return EXIT_OK; }
+    const char *name = NULL, *expr_arg = NULL, *ctx_arg = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--name") && i + 1 < argc) name = argv[++i];
+        else if (!expr_arg && !name) expr_arg = argv[i];
+        else if (!ctx_arg) ctx_arg = argv[i];
+        else return usage_error(usage_jsonlex, "too many arguments");
+    }
+    if (!name && !expr_arg) return usage_error(usage_jsonlex, "jsonlex needs EXPR (or --name NAME)");
+    int rc = EXIT_OK;
+    json_t *p = json_object();
+    if (name) {
+        json_object_set_new(p, "name", json_string(name));
+    } else {
+        char *text = jsonlex_text(expr_arg);
+        if (!text) { json_decref(p); return usage_error(usage_jsonlex, "cannot read EXPR"); }
+        json_t *e = jsonlex_arg(text, "EXPR", &rc);
+        free(text);
+        if (!e) { json_decref(p); return rc; }
+        json_object_set_new(p, "expr", e);
+    }
+    if (ctx_arg) {
+        json_t *cx = jsonlex_arg(ctx_arg, "CONTEXT", &rc);
+        if (!cx) { json_decref(p); return rc; }
+        json_object_set_new(p, "context", cx);
+    }
+    struct lexbus_client *c = connect_or_fail(NULL, false, &rc);
+    if (c) {
+        json_t *result = NULL;
+        struct lexbus_error err;
+        if (lexbus_call_blocking(c, "lexbus", "jsonlex", p, g_timeout_ms, &result, &err) == 0) print_json(result);
+        else rc = fail(err.code, err.message);
+        json_decref(result);
+        lexbus_free(c);
+    }
+    json_decref(p);
+    return rc;
+}
+
 /* ---- audit verify (offline) ------------------------------------------- */
 
 static const char *const usage_audit =
@@ -600,6 +685,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "stats")) return cmd_stats(cargc, cargv);
     if (!strcmp(cmd, "audit")) return cmd_audit(cargc, cargv);
     if (!strcmp(cmd, "token")) return cmd_token(cargc, cargv);
+    if (!strcmp(cmd, "jsonlex")) return cmd_jsonlex(cargc, cargv);
     if (!strcmp(cmd, "help")) { fputs(usage_main, stdout); return EXIT_OK; }
     return usage_error(usage_main, "unknown command");
 }
