@@ -237,7 +237,13 @@ static int m_rules_test(void *ud, struct lb_conn *caller, json_t *params, json_t
     }
     if (r.set_to) json_object_set_new(o, "to", json_stringn(r.to.p, r.to.len));
     if (r.set_name) json_object_set_new(o, m.hook == RH_EVENT ? "event" : "method", json_stringn(r.name.p, r.name.len));
-    if (r.set_body) put_text(o, body, r.body[r.body_cur].p, r.body[r.body_cur].len);
+    if (r.set_body) {
+        /* The value, and the exact text that would go on the wire. */
+        char k[32];
+        put_text(o, body, r.body[r.body_cur].p, r.body[r.body_cur].len);
+        snprintf(k, sizeof k, "%sText", body);
+        json_object_set_new(o, k, json_stringn(r.body[r.body_cur].p, r.body[r.body_cur].len));
+    }
     if (r.set_error) put_text(o, "error", r.error.p, r.error.len);
     if (r.n_also) {
         json_t *a = json_array();

@@ -321,7 +321,7 @@ static void name_list(lua_State *L, struct rule *r, int t, const char *field, ch
         else lua_pushvalue(L, v);
         size_t len;
         const char *p = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-        if (!p || !lbl_valid_service(p, len)) RULE_ERR(L, r, "'%s'[%zu] is not a valid service name", field, i + 1);
+        if (!p || !lbl_valid_service(p, len)) RULE_ERR(L, r, "'%s'[%d] is not a valid service name", field, (int)i + 1);
         (*out)[(*n)++] = xstrndup0(p, len);
         lua_pop(L, 1);
     }
