@@ -249,7 +249,7 @@ int lstate_call(struct lstate *s, int (*fn)(lua_State *L), void *ud, enum lbl_fa
     lua_rawsetp(L, LUA_REGISTRYINDEX, &k_call_ud);
     s->over_budget = false;
     /* What a stopped entry left behind is garbage now: give it back. */
-    if (*kind == LBL_MEMORY || *kind == LBL_BUDGET) lua_gc(L, LUA_GCCOLLECT, 0);
+    if (*kind == LBL_MEMORY || *kind == LBL_BUDGET) { lua_gc(L, LUA_GCCOLLECT, 0); lua_gc(L, LUA_GCCOLLECT, 0); }
     return rc;
 }
 
