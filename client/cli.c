@@ -42,6 +42,7 @@ static const char *const usage_main =
     "  audit verify [--partial] FILE...    check audit files' hash chain (offline)\n"
     "  token issue|verify|revoke|state ... broker tokens (the tokens plugin)\n"
     "  jsonlex EXPR [CONTEXT]              evaluate a JSONLex expression (the lua plugin)\n"
+    "  rules [test MESSAGE]                the lua plugin's rules, or what they do to MESSAGE\n"
     "\n"
     "The bus: --server, else $LEXBUS_URL, else unix:" LB_DEFAULT_SOCKET ".\n"
     "tls://: --ca verifies the server (its name is checked), --cert/--key present a\n"
@@ -478,7 +479,7 @@ static const char *const usage_jsonlex =
     "  that fails answers SCRIPT_ERROR with the reason (exit 1).\n";
 
 /* Strict JSON (no bare words); integers beyond 64 bits read as numbers. */
-static json_t *jsonlex_arg(const char *text, const char *what, int *rc)
+static json_t *jsonlex_arg(const char *text, const char *what, const char *usage, int *rc)
 {
     json_error_t je;
     json_t *v = json_loads(text, JSON_DECODE_ANY, &je);
@@ -486,7 +487,7 @@ static json_t *jsonlex_arg(const char *text, const char *what, int *rc)
     if (!v) {
         char why[300];
         snprintf(why, sizeof why, "%s is not JSON: %s (line %d, column %d)", what, je.text, je.line, je.column);
-        *rc = usage_error(usage_jsonlex, why);
+        *rc = usage_error(usage, why);
     }
     return v;
 }
@@ -526,13 +527,13 @@ static int cmd_jsonlex(int argc, char **argv)
     } else {
         char *text = jsonlex_text(expr_arg);
         if (!text) { json_decref(p); return usage_error(usage_jsonlex, "cannot read EXPR"); }
-        json_t *e = jsonlex_arg(text, "EXPR", &rc);
+        json_t *e = jsonlex_arg(text, "EXPR", usage_jsonlex, &rc);
         free(text);
         if (!e) { json_decref(p); return rc; }
         json_object_set_new(p, "expr", e);
     }
     if (ctx_arg) {
-        json_t *cx = jsonlex_arg(ctx_arg, "CONTEXT", &rc);
+        json_t *cx = jsonlex_arg(ctx_arg, "CONTEXT", usage_jsonlex, &rc);
         if (!cx) { json_decref(p); return rc; }
         json_object_set_new(p, "context", cx);
     }
@@ -547,6 +548,28 @@ static int cmd_jsonlex(int argc, char **argv)
     }
     json_decref(p);
     return rc;
+}
+
+static const char *const usage_rules =
+    "usage: lexbus rules\n"
+    "       lexbus rules test MESSAGE\n"
+    "  Lists the lua plugin's scripts and routes.lua rules with their counters\n"
+    "  (matches, changes, refusals, errors, time), or shows what the rules would\n"
+    "  do with MESSAGE, a JSON message such as\n"
+    "  '{\"type\":\"EMIT\",\"event\":\"post:created\",\"payload\":{...}}' (nothing is sent).\n";
+
+static int cmd_rules(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) { fputs(usage_rules, stdout); return EXIT_OK; }
+    if (argc == 1) return do_call("lexbus", "rules", NULL);
+    if (argc == 3 && !strcmp(argv[1], "test")) {
+        int rc = EXIT_OK;
+        json_t *m = jsonlex_arg(argv[2], "MESSAGE", usage_rules, &rc);
+        if (!m) return rc;
+        json_decref(m);
+        return do_call("lexbus", "rules.test", argv[2]);
+    }
+    return usage_error(usage_rules, "rules takes no arguments, or: test MESSAGE");
 }
 
 /* ---- audit verify (offline) ------------------------------------------- */
@@ -686,6 +709,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "audit")) return cmd_audit(cargc, cargv);
     if (!strcmp(cmd, "token")) return cmd_token(cargc, cargv);
     if (!strcmp(cmd, "jsonlex")) return cmd_jsonlex(cargc, cargv);
+    if (!strcmp(cmd, "rules")) return cmd_rules(cargc, cargv);
     if (!strcmp(cmd, "help")) { fputs(usage_main, stdout); return EXIT_OK; }
     return usage_error(usage_main, "unknown command");
 }

@@ -1,7 +1,7 @@
 -- routes.lua: routing and transform rules for lexbus (the lua plugin).
 --
 -- Copy this folder, point `dir` of [plugin lua] at the copy, edit, and run
--- `kill -HUP $(pidof lexbusd)` (or `lexbus reload`): every script is compiled
+-- `kill -HUP $(pidof lexbusd)` (or `lexbus call lexbus reload`): every script is compiled
 -- into a fresh Lua state and swapped in only if all of them load; otherwise
 -- the log names file, line and error and the previous rules keep serving.
 --

@@ -80,62 +80,6 @@ static bool valid_segments(const char *p, size_t n, bool wild)
 bool lbl_valid_event(const char *p, size_t n) { return valid_segments(p, n, false); }
 bool lbl_valid_event_pattern(const char *p, size_t n) { return valid_segments(p, n, true); }
 
-/* ---- JSON text of jansson values ------------------------------------------ */
-
-static void json_str(struct sbuf *b, const char *p, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    sbuf_addc(b, '"');
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        sbuf_add(b, p + run, i - run);
-        if (c == '"' || c == '\\') { sbuf_addc(b, '\\'); sbuf_addc(b, (char)c); }
-        else if (c == '\n') sbuf_lit(b, "\\n");
-        else if (c == '\r') sbuf_lit(b, "\\r");
-        else if (c == '\t') sbuf_lit(b, "\\t");
-        else { char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] }; sbuf_add(b, e, 6); }
-        run = i + 1;
-    }
-    sbuf_add(b, p + run, n - run);
-    sbuf_addc(b, '"');
-}
-
-void json_text(struct sbuf *b, const json_t *v)
-{
-    char t[40];
-    switch (json_typeof(v)) {
-    case JSON_NULL: sbuf_lit(b, "null"); break;
-    case JSON_TRUE: sbuf_lit(b, "true"); break;
-    case JSON_FALSE: sbuf_lit(b, "false"); break;
-    case JSON_INTEGER: sbuf_add(b, t, (size_t)snprintf(t, sizeof t, "%lld", (long long)json_integer_value(v))); break;
-    case JSON_REAL: sbuf_add(b, t, lj_float_text(json_real_value(v), t)); break;
-    case JSON_STRING: json_str(b, json_string_value(v), json_string_length(v)); break;
-    case JSON_ARRAY:
-        sbuf_addc(b, '[');
-        for (size_t i = 0; i < json_array_size(v); i++) {
-            if (i) sbuf_addc(b, ',');
-            json_text(b, json_array_get(v, i));
-        }
-        sbuf_addc(b, ']');
-        break;
-    case JSON_OBJECT: {
-        sbuf_addc(b, '{');
-        bool first = true;
-        for (void *it = json_object_iter((json_t *)v); it; it = json_object_iter_next((json_t *)v, it)) {
-            if (!first) sbuf_addc(b, ',');
-            first = false;
-            json_str(b, json_object_iter_key(it), json_object_iter_key_len(it));
-            sbuf_addc(b, ':');
-            json_text(b, json_object_iter_value(it));
-        }
-        sbuf_addc(b, '}');
-        break;
-    }
-    }
-}
-
 /* ---- JSONLex through the host ------------------------------------------------ */
 
 int host_jsonlex_compiled(struct lstate *s, const struct jl_expr *x, json_t *ctx, json_t **out, char *err, size_t errlen)

@@ -101,10 +101,6 @@ struct lstate *lstate_of(lua_State *L);
 int host_jsonlex(struct lstate *s, json_t *expr, json_t *ctx, json_t **out, char *err, size_t errlen);
 int host_jsonlex_compiled(struct lstate *s, const struct jl_expr *x, json_t *ctx, json_t **out, char *err, size_t errlen);
 
-/* Writes a jansson value as JSON text (numbers in their shortest form:
- * 0.1, not jansson's 0.10000000000000001). */
-void json_text(struct sbuf *b, const json_t *v);
-
 /* Names the bus routes on (doc/protocol.md, Names). */
 bool lbl_valid_service(const char *p, size_t n);
 bool lbl_valid_method(const char *p, size_t n);

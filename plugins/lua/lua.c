@@ -28,6 +28,7 @@
 #include <lexbus/protocol.h>
 #include "host.h"
 #include "rules.h"
+#include "luajson.h"
 
 static struct host g_host;
 
@@ -170,7 +171,7 @@ static struct lb_str member_text(json_t *o, const char *k, struct sbuf *b)
     struct lb_str s = { NULL, 0 };
     if (!v) return s;
     b->len = 0;
-    json_text(b, v);
+    lj_json_text(b, v);
     s.p = b->p;
     s.n = b->len;
     return s;

@@ -850,6 +850,42 @@ json_t *lj_to_json(lua_State *L, int idx, int max_depth, const char *what, char 
     return root;
 }
 
+/* ---- jansson to text ----------------------------------------------------- */
+
+void lj_json_text(struct sbuf *b, const json_t *v)
+{
+    char t[40];
+    switch (json_typeof(v)) {
+    case JSON_NULL: sbuf_lit(b, "null"); break;
+    case JSON_TRUE: sbuf_lit(b, "true"); break;
+    case JSON_FALSE: sbuf_lit(b, "false"); break;
+    case JSON_INTEGER: sbuf_add(b, t, (size_t)snprintf(t, sizeof t, "%lld", (long long)json_integer_value(v))); break;
+    case JSON_REAL: sbuf_add(b, t, lj_float_text(json_real_value(v), t)); break;
+    case JSON_STRING: put_string(b, json_string_value(v), json_string_length(v)); break;
+    case JSON_ARRAY:
+        sbuf_addc(b, '[');
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            if (i) sbuf_addc(b, ',');
+            lj_json_text(b, json_array_get(v, i));
+        }
+        sbuf_addc(b, ']');
+        break;
+    case JSON_OBJECT: {
+        sbuf_addc(b, '{');
+        bool first = true;
+        for (void *it = json_object_iter((json_t *)v); it; it = json_object_iter_next((json_t *)v, it)) {
+            if (!first) sbuf_addc(b, ',');
+            first = false;
+            put_string(b, json_object_iter_key(it), json_object_iter_key_len(it));
+            sbuf_addc(b, ':');
+            lj_json_text(b, json_object_iter_value(it));
+        }
+        sbuf_addc(b, '}');
+        break;
+    }
+    }
+}
+
 /* ---- jansson to Lua --------------------------------------------------- */
 
 void lj_push_json(lua_State *L, const json_t *v)

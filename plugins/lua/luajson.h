@@ -60,6 +60,10 @@ int lj_encode(lua_State *L, int idx, struct sbuf *b, int max_depth, const char *
 void lj_push_json(lua_State *L, const json_t *v);
 json_t *lj_to_json(lua_State *L, int idx, int max_depth, const char *what, char *err, size_t errlen);
 
+/* Writes a jansson value as JSON text, numbers in their shortest form
+ * (0.1, where jansson writes 0.10000000000000001). */
+void lj_json_text(struct sbuf *b, const json_t *v);
+
 /* The shortest text that reads back as d, always with a '.' or an
  * exponent ("1.0", "0.1", "1e+300"): floats stay floats on the wire.
  * Returns the length written to buf (at most 32 bytes plus a NUL). */

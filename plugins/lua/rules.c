@@ -772,7 +772,7 @@ static int run_fixed(struct run *run)
         if (rc) { snprintf(run->err, sizeof run->err, "transform: %s", err); return -1; }
         struct sbuf *next = &r->body[r->body_cur ^ 1];
         next->len = 0;
-        json_text(next, out);
+        lj_json_text(next, out);
         json_decref(out);
         set_body_text(run, NULL, 0, true);
     }

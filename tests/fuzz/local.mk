@@ -10,4 +10,9 @@ fuzz_replay_conf_LDADD = $(LIBEVENT_LIBS)
 fuzz_replay_wire_SOURCES = fuzz/replay.c fuzz/fuzz_wire.c ../client/wire.c ../core/envelope.c
 fuzz_replay_wire_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/client -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/wire"'
 fuzz_replay_wire_LDADD = $(JANSSON_LIBS)
+check_PROGRAMS += fuzz/replay_lua
+TESTS += fuzz/replay_lua
+fuzz_replay_lua_SOURCES = fuzz/replay.c fuzz/fuzz_lua.c ../plugins/lua/luajson.c ../plugins/lua/jsonlex.c
+fuzz_replay_lua_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/plugins/lua $(LUA_CFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/lua"'
+fuzz_replay_lua_LDADD = $(JANSSON_LIBS) $(LUA_LIBS) -lm
 EXTRA_DIST += fuzz/run.sh fuzz/corpus
