@@ -179,13 +179,28 @@ size_t lj_float_text(double d, char buf[static 40])
     return (size_t)n;
 }
 
-/* ---- decoding ------------------------------------------------------------ */
+/* ---- parsing (one strict parser, two builders: Lua values and jansson) --- */
+
+enum jkind { JK_NULL, JK_TRUE, JK_FALSE, JK_INT, JK_REAL, JK_BIG, JK_STRING };
+
+struct builder {
+    /* A scalar (p/n: a string's decoded bytes, a bignum's text). */
+    int (*scalar)(struct builder *b, enum jkind k, const char *p, size_t n, long long i, double d);
+    int (*open)(struct builder *b, bool array);
+    /* An object member's name; -1 (with err) on a duplicate. */
+    int (*key)(struct builder *b, const char *p, size_t n);
+    /* The element or member value just built belongs to its container. */
+    int (*add)(struct builder *b);
+    void (*close)(struct builder *b, bool array);
+    const char *err;
+};
 
 struct dec {
-    lua_State *L;
     const unsigned char *p, *end;
     int max;
     const char *err;
+    struct sbuf tmp;           /* unescaped strings */
+    struct builder *b;
 };
 
 static void skip_ws(struct dec *d)
@@ -222,7 +237,7 @@ static size_t utf8_len(const unsigned char *p, const unsigned char *end)
     return n;
 }
 
-static void put_utf8(luaL_Buffer *b, unsigned cp)
+static void put_utf8(struct sbuf *b, unsigned cp)
 {
     char t[4];
     size_t n;
@@ -234,79 +249,81 @@ static void put_utf8(luaL_Buffer *b, unsigned cp)
         t[0] = (char)(0xF0 | cp >> 18); t[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
         t[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); t[3] = (char)(0x80 | (cp & 0x3F)); n = 4;
     }
-    luaL_addlstring(b, t, n);
+    sbuf_add(b, t, n);
 }
 
-/* An escaped string: decoded into a Lua buffer (Lua-owned memory, so an
- * out-of-memory error cannot leak it). */
-static int d_string_slow(struct dec *d, const unsigned char *start)
+/* An escaped string, from start (just past the quote): into d->tmp. */
+static int unescape(struct dec *d, const unsigned char *start)
 {
-    luaL_Buffer b;
-    luaL_buffinit(d->L, &b);
+    struct sbuf *b = &d->tmp;
     const unsigned char *p = start;
+    b->len = 0;
     for (;;) {
         const unsigned char *run = p;
         while (p < d->end && *p != '"' && *p != '\\' && *p >= 0x20 && *p < 0x80) p++;
-        luaL_addlstring(&b, (const char *)run, (size_t)(p - run));
-        if (p >= d->end) { d->err = "unterminated string"; goto bad; }
+        sbuf_add(b, (const char *)run, (size_t)(p - run));
+        if (p >= d->end) { d->err = "unterminated string"; return -1; }
         if (*p == '"') break;
-        if (*p < 0x20) { d->err = "control character in string"; goto bad; }
+        if (*p < 0x20) { d->err = "control character in string"; return -1; }
         if (*p >= 0x80) {
             size_t n = utf8_len(p, d->end);
-            if (!n) { d->err = "invalid UTF-8 in string"; goto bad; }
-            luaL_addlstring(&b, (const char *)p, n);
+            if (!n) { d->err = "invalid UTF-8 in string"; return -1; }
+            sbuf_add(b, (const char *)p, n);
             p += n;
             continue;
         }
-        if (++p >= d->end) { d->err = "unterminated string"; goto bad; }
+        if (++p >= d->end) { d->err = "unterminated string"; return -1; }
         char c = (char)*p++;
         switch (c) {
-        case '"': case '\\': case '/': luaL_addchar(&b, c); break;
-        case 'b': luaL_addchar(&b, '\b'); break;
-        case 'f': luaL_addchar(&b, '\f'); break;
-        case 'n': luaL_addchar(&b, '\n'); break;
-        case 'r': luaL_addchar(&b, '\r'); break;
-        case 't': luaL_addchar(&b, '\t'); break;
+        case '"': case '\\': case '/': sbuf_addc(b, c); break;
+        case 'b': sbuf_addc(b, '\b'); break;
+        case 'f': sbuf_addc(b, '\f'); break;
+        case 'n': sbuf_addc(b, '\n'); break;
+        case 'r': sbuf_addc(b, '\r'); break;
+        case 't': sbuf_addc(b, '\t'); break;
         case 'u': {
             unsigned cp, lo;
-            if (d->end - p < 4 || hex4(p, &cp)) { d->err = "bad \\u escape"; goto bad; }
+            if (d->end - p < 4 || hex4(p, &cp)) { d->err = "bad \\u escape"; return -1; }
             p += 4;
             if (cp >= 0xD800 && cp <= 0xDBFF && d->end - p >= 6 && p[0] == '\\' && p[1] == 'u' &&
                 hex4(p + 2, &lo) == 0 && lo >= 0xDC00 && lo <= 0xDFFF) {
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 p += 6;
             }
-            put_utf8(&b, cp);   /* a lone surrogate: its WTF-8 bytes (written back as \uXXXX) */
+            put_utf8(b, cp);   /* a lone surrogate: its WTF-8 bytes (written back as \uXXXX) */
             break;
         }
-        default: d->err = "bad escape in string"; goto bad;
+        default: d->err = "bad escape in string"; return -1;
         }
     }
     d->p = p + 1;
-    luaL_pushresult(&b);
     return 0;
-bad:
-    luaL_pushresult(&b);
-    lua_pop(d->L, 1);
-    return -1;
 }
 
-static int d_string(struct dec *d)
+/* A string (member name or value): its bytes in *out / *n, borrowed from
+ * the input when it has no escapes, else from d->tmp. */
+static int d_string(struct dec *d, const char **out, size_t *n)
 {
     const unsigned char *start = ++d->p, *p = start;
     while (p < d->end) {
         unsigned c = *p;
         if (c == '"') {
-            lua_pushlstring(d->L, (const char *)start, (size_t)(p - start));
+            *out = (const char *)start;
+            *n = (size_t)(p - start);
             d->p = p + 1;
             return 0;
         }
-        if (c == '\\') return d_string_slow(d, start);
+        if (c == '\\') {
+            if (unescape(d, start)) return -1;
+            *out = d->tmp.p ? d->tmp.p : "";
+            *n = d->tmp.len;
+            return 0;
+        }
         if (c < 0x20) { d->err = "control character in string"; return -1; }
         if (c < 0x80) { p++; continue; }
-        size_t n = utf8_len(p, d->end);
-        if (!n) { d->err = "invalid UTF-8 in string"; return -1; }
-        p += n;
+        size_t k = utf8_len(p, d->end);
+        if (!k) { d->err = "invalid UTF-8 in string"; return -1; }
+        p += k;
     }
     d->err = "unterminated string";
     return -1;
@@ -336,20 +353,18 @@ static int d_number(struct dec *d)
     d->p = p;
     size_t n = (size_t)(p - s);
     char tmp[64];
-    if (n >= sizeof tmp) { push_bignum(d->L, (const char *)s, n); return 0; }
+    if (n >= sizeof tmp) return d->b->scalar(d->b, JK_BIG, (const char *)s, n, 0, 0);
     memcpy(tmp, s, n);
     tmp[n] = 0;
     if (!is_float) {
         errno = 0;
         long long v = strtoll(tmp, NULL, 10);
-        if (errno == ERANGE) { push_bignum(d->L, tmp, n); return 0; }
-        lua_pushinteger(d->L, (lua_Integer)v);
-        return 0;
+        if (errno == ERANGE) return d->b->scalar(d->b, JK_BIG, (const char *)s, n, 0, 0);
+        return d->b->scalar(d->b, JK_INT, NULL, 0, v, 0);
     }
     double v = strtod(tmp, NULL);
-    if (isinf(v)) push_bignum(d->L, tmp, n);   /* 1e400: the text, not infinity */
-    else lua_pushnumber(d->L, v);
-    return 0;
+    if (isinf(v)) return d->b->scalar(d->b, JK_BIG, (const char *)s, n, 0, 0);   /* 1e400: the text, not infinity */
+    return d->b->scalar(d->b, JK_REAL, NULL, 0, 0, v);
 bad:
     d->err = "bad number";
     return -1;
@@ -357,22 +372,19 @@ bad:
 
 static int d_value(struct dec *d, int depth);
 
+static int fail_b(struct dec *d) { if (!d->err) d->err = d->b->err ? d->b->err : "cannot build the value"; return -1; }
+
 static int d_array(struct dec *d, int depth)
 {
-    lua_State *L = d->L;
     d->p++;
-    lua_createtable(L, 4, 0);
-    lj_set_array(L, -1);
-    int t = lua_gettop(L);
-    lua_Integer i = 0;
+    if (d->b->open(d->b, true)) return fail_b(d);
     skip_ws(d);
-    if (d->p < d->end && *d->p == ']') { d->p++; return 0; }
+    if (d->p < d->end && *d->p == ']') { d->p++; d->b->close(d->b, true); return 0; }
     for (;;) {
-        if (d_value(d, depth)) return -1;
-        lua_rawseti(L, t, ++i);
+        if (d_value(d, depth) || d->b->add(d->b)) return fail_b(d);
         skip_ws(d);
         if (d->p < d->end && *d->p == ',') { d->p++; continue; }
-        if (d->p < d->end && *d->p == ']') { d->p++; return 0; }
+        if (d->p < d->end && *d->p == ']') { d->p++; d->b->close(d->b, true); return 0; }
         d->err = "expected ',' or ']'";
         return -1;
     }
@@ -380,57 +392,34 @@ static int d_array(struct dec *d, int depth)
 
 static int d_object(struct dec *d, int depth)
 {
-    lua_State *L = d->L;
     d->p++;
-    lua_createtable(L, 0, 4);
-    lj_set_object(L, -1);
-    int t = lua_gettop(L);
-    lua_pushnil(L);                  /* t+1: the first key, then the order list */
-    int count = 0;
+    if (d->b->open(d->b, false)) return fail_b(d);
     skip_ws(d);
-    if (d->p < d->end && *d->p == '}') { d->p++; lua_settop(L, t); return 0; }
+    if (d->p < d->end && *d->p == '}') { d->p++; d->b->close(d->b, false); return 0; }
     for (;;) {
         skip_ws(d);
+        const char *k;
+        size_t kn;
         if (d->p >= d->end || *d->p != '"') { d->err = "expected a member name"; return -1; }
-        if (d_string(d)) return -1;
-        lua_pushvalue(L, -1);
-        if (lua_rawget(L, t) != LUA_TNIL) { d->err = "duplicate member name"; return -1; }
-        lua_pop(L, 1);
-        if (count == 0) {
-            lua_pushvalue(L, -1);
-            lua_replace(L, t + 1);
-        } else {
-            if (count == 1) {
-                lua_createtable(L, 4, 0);
-                lua_pushvalue(L, t + 1);
-                lua_rawseti(L, -2, 1);
-                lua_replace(L, t + 1);
-            }
-            lua_pushvalue(L, -1);
-            lua_rawseti(L, t + 1, count + 1);
-        }
-        count++;
+        if (d_string(d, &k, &kn)) return -1;
+        if (d->b->key(d->b, k, kn)) return fail_b(d);
         skip_ws(d);
         if (d->p >= d->end || *d->p != ':') { d->err = "expected ':'"; return -1; }
         d->p++;
-        if (d_value(d, depth)) return -1;
-        lua_rawset(L, t);
+        if (d_value(d, depth) || d->b->add(d->b)) return fail_b(d);
         skip_ws(d);
         if (d->p < d->end && *d->p == ',') { d->p++; continue; }
-        if (d->p < d->end && *d->p == '}') { d->p++; break; }
+        if (d->p < d->end && *d->p == '}') { d->p++; d->b->close(d->b, false); return 0; }
         d->err = "expected ',' or '}'";
         return -1;
     }
-    if (count >= 2) set_order(L, t);
-    else lua_pop(L, 1);
-    return 0;
 }
 
-static int d_literal(struct dec *d, const char *lit, size_t n)
+static int d_literal(struct dec *d, const char *lit, size_t n, enum jkind k)
 {
     if ((size_t)(d->end - d->p) < n || memcmp(d->p, lit, n) != 0) { d->err = "unexpected character"; return -1; }
     d->p += n;
-    return 0;
+    return d->b->scalar(d->b, k, NULL, 0, 0, 0) ? fail_b(d) : 0;
 }
 
 static int d_value(struct dec *d, int depth)
@@ -440,28 +429,226 @@ static int d_value(struct dec *d, int depth)
     switch (*d->p) {
     case '{': case '[':
         if (depth >= d->max) { d->err = "nesting too deep"; return -1; }
-        if (!lua_checkstack(d->L, 8)) { d->err = "nesting too deep"; return -1; }
         return *d->p == '{' ? d_object(d, depth + 1) : d_array(d, depth + 1);
-    case '"': return d_string(d);
-    case 't': if (d_literal(d, "true", 4)) return -1; lua_pushboolean(d->L, 1); return 0;
-    case 'f': if (d_literal(d, "false", 5)) return -1; lua_pushboolean(d->L, 0); return 0;
-    case 'n': if (d_literal(d, "null", 4)) return -1; lj_push_null(d->L); return 0;
+    case '"': {
+        const char *p;
+        size_t n;
+        if (d_string(d, &p, &n)) return -1;
+        return d->b->scalar(d->b, JK_STRING, p, n, 0, 0) ? fail_b(d) : 0;
+    }
+    case 't': return d_literal(d, "true", 4, JK_TRUE);
+    case 'f': return d_literal(d, "false", 5, JK_FALSE);
+    case 'n': return d_literal(d, "null", 4, JK_NULL);
     default: return d_number(d);
+    }
+}
+
+static int parse(struct builder *b, const char *p, size_t n, int max_depth, char *err, size_t errlen)
+{
+    struct dec d = { (const unsigned char *)p, (const unsigned char *)p + n, max_depth, NULL, { 0 }, b };
+    int rc = d_value(&d, 0);
+    if (rc == 0) {
+        skip_ws(&d);
+        if (d.p != d.end) { d.err = "text after the value"; rc = -1; }
+    }
+    sbuf_free(&d.tmp);
+    if (rc) snprintf(err, errlen, "bad JSON at byte %zu: %s", (size_t)(d.p - (const unsigned char *)p), d.err);
+    return rc;
+}
+
+/* -- the Lua builder: values on the Lua stack -- */
+
+struct lua_level { int t; lua_Integer n; bool array; };   /* container's stack index; elements so far */
+
+struct lua_builder {
+    struct builder b;
+    lua_State *L;
+    int mt_array, mt_object, order;   /* stack slots: looked up once per decode */
+    struct lua_level lv[130];
+    int depth;
+};
+
+static int lb_scalar(struct builder *bb, enum jkind k, const char *p, size_t n, long long i, double d)
+{
+    lua_State *L = ((struct lua_builder *)bb)->L;
+    switch (k) {
+    case JK_NULL: lj_push_null(L); break;
+    case JK_TRUE: lua_pushboolean(L, 1); break;
+    case JK_FALSE: lua_pushboolean(L, 0); break;
+    case JK_INT: lua_pushinteger(L, (lua_Integer)i); break;
+    case JK_REAL: lua_pushnumber(L, d); break;
+    case JK_BIG: push_bignum(L, p, n); break;
+    case JK_STRING: lua_pushlstring(L, p, n); break;
+    }
+    return 0;
+}
+
+/* An object's stack: t, then t+1 the first key or the order list (nil
+ * until the first member), then the pending member name. */
+static int lb_open(struct builder *bb, bool array)
+{
+    struct lua_builder *b = (struct lua_builder *)bb;
+    lua_State *L = b->L;
+    if (!lua_checkstack(L, 8)) { bb->err = "nesting too deep"; return -1; }
+    lua_createtable(L, array ? 4 : 0, array ? 0 : 4);
+    lua_pushvalue(L, array ? b->mt_array : b->mt_object);
+    lua_setmetatable(L, -2);
+    if (!array) lua_pushnil(L);
+    b->lv[b->depth].t = lua_gettop(L) - (array ? 0 : 1);
+    b->lv[b->depth].n = 0;
+    b->lv[b->depth].array = array;
+    b->depth++;
+    return 0;
+}
+
+static int lb_key(struct builder *bb, const char *p, size_t n)
+{
+    struct lua_builder *b = (struct lua_builder *)bb;
+    lua_State *L = b->L;
+    struct lua_level *lv = &b->lv[b->depth - 1];
+    lua_pushlstring(L, p, n);
+    if (lv->n > 0) {
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, lv->t) != LUA_TNIL) { bb->err = "duplicate member name"; return -1; }
+        lua_pop(L, 1);
+    }
+    if (lv->n == 0) {
+        lua_pushvalue(L, -1);
+        lua_replace(L, lv->t + 1);
+    } else {
+        if (lv->n == 1) {
+            lua_createtable(L, 4, 0);
+            lua_pushvalue(L, lv->t + 1);
+            lua_rawseti(L, -2, 1);
+            lua_replace(L, lv->t + 1);
+        }
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, lv->t + 1, lv->n + 1);
+    }
+    return 0;
+}
+
+static int lb_add(struct builder *bb)
+{
+    struct lua_builder *b = (struct lua_builder *)bb;
+    if (b->depth == 0) return 0;   /* the root */
+    struct lua_level *lv = &b->lv[b->depth - 1];
+    if (lv->array) lua_rawseti(b->L, lv->t, ++lv->n);
+    else { lua_rawset(b->L, lv->t); lv->n++; }
+    return 0;
+}
+
+static void lb_close(struct builder *bb, bool array)
+{
+    struct lua_builder *b = (struct lua_builder *)bb;
+    struct lua_level *lv = &b->lv[--b->depth];
+    if (!array) {
+        if (lv->n >= 2) {
+            lua_pushvalue(b->L, lv->t);
+            lua_pushvalue(b->L, lv->t + 1);
+            lua_rawset(b->L, b->order);
+        }
+        lua_settop(b->L, lv->t);
     }
 }
 
 int lj_decode(lua_State *L, const char *p, size_t n, int max_depth, char *err, size_t errlen)
 {
     int top = lua_gettop(L);
-    struct dec d = { L, (const unsigned char *)p, (const unsigned char *)p + n, max_depth, NULL };
-    if (d_value(&d, 0) == 0) {
-        skip_ws(&d);
-        if (d.p == d.end) return 0;
-        d.err = "text after the value";
+    struct lua_builder b = { .b = { lb_scalar, lb_open, lb_key, lb_add, lb_close, NULL }, .L = L,
+                             .mt_array = top + 1, .mt_object = top + 2, .order = top + 3 };
+    if (max_depth > 128) max_depth = 128;
+    lua_checkstack(L, 8);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_array);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_object);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_order);
+    if (parse(&b.b, p, n, max_depth, err, errlen) == 0) {
+        lua_replace(L, top + 1);   /* the value where the helpers were */
+        lua_settop(L, top + 1);
+        return 0;
     }
-    snprintf(err, errlen, "bad JSON at byte %zu: %s", (size_t)(d.p - (const unsigned char *)p), d.err);
     lua_settop(L, top);
     return -1;
+}
+
+/* -- the jansson builder: every value goes into its container as soon as
+ * it exists, so freeing the root frees everything after an error. -- */
+
+struct json_builder {
+    struct builder b;
+    json_t *stack[130];
+    int depth;
+    struct sbuf key;           /* pending member name (d->tmp is reused) */
+    json_t *root;
+};
+
+static int jb_put(struct json_builder *b, json_t *v)
+{
+    if (b->depth == 0) { b->root = v; return 0; }
+    json_t *parent = b->stack[b->depth - 1];
+    if (json_is_array(parent)) return json_array_append_new(parent, v);
+    if (json_object_setn_new(parent, b->key.p ? b->key.p : "", b->key.len, v)) {
+        b->b.err = "a member name with a lone surrogate escape";
+        return -1;
+    }
+    return 0;
+}
+
+static int jb_scalar(struct builder *bb, enum jkind k, const char *p, size_t n, long long i, double d)
+{
+    struct json_builder *b = (struct json_builder *)bb;
+    json_t *v = NULL;
+    switch (k) {
+    case JK_NULL: v = json_null(); break;
+    case JK_TRUE: v = json_true(); break;
+    case JK_FALSE: v = json_false(); break;
+    case JK_INT: v = json_integer((json_int_t)i); break;
+    case JK_REAL: v = json_real(d); break;
+    case JK_BIG: {
+        /* JSONLex numbers are doubles: beyond 64 bits, the nearest one. */
+        char t[400];
+        snprintf(t, sizeof t, "%.*s", (int)(n < 399 ? n : 399), p);
+        double x = strtod(t, NULL);
+        if (!isfinite(x)) { bb->err = "number out of range"; return -1; }
+        v = json_real(x);
+        break;
+    }
+    case JK_STRING:
+        if (!(v = json_stringn(p, n))) { bb->err = "a lone surrogate escape"; return -1; }
+        break;
+    }
+    return jb_put(b, v);
+}
+
+static int jb_open(struct builder *bb, bool array)
+{
+    struct json_builder *b = (struct json_builder *)bb;
+    json_t *v = array ? json_array() : json_object();
+    if (jb_put(b, v)) return -1;
+    b->stack[b->depth++] = v;   /* borrowed: owned by its parent or as root */
+    return 0;
+}
+
+static int jb_key(struct builder *bb, const char *p, size_t n)
+{
+    struct json_builder *b = (struct json_builder *)bb;
+    if (json_object_getn(b->stack[b->depth - 1], p, n)) { bb->err = "duplicate member name"; return -1; }
+    b->key.len = 0;
+    sbuf_add(&b->key, p, n);
+    return 0;
+}
+
+static int jb_add(struct builder *bb) { (void)bb; return 0; }
+static void jb_close(struct builder *bb, bool array) { (void)array; ((struct json_builder *)bb)->depth--; }
+
+json_t *lj_parse(const char *p, size_t n, int max_depth, char *err, size_t errlen)
+{
+    struct json_builder b = { .b = { jb_scalar, jb_open, jb_key, jb_add, jb_close, NULL } };
+    if (max_depth > 128) max_depth = 128;
+    int rc = parse(&b.b, p, n, max_depth, err, errlen);
+    sbuf_free(&b.key);
+    if (rc) { json_decref(b.root); return NULL; }
+    return b.root;
 }
 
 /* ---- walking Lua values (encode to text or to jansson) ------------------- */
@@ -479,6 +666,7 @@ struct sink_ops {
 
 struct sink {
     const struct sink_ops *ops;
+    int mt_array, mt_object, order;   /* stack slots (push_helpers) */
     int max;
     const char *what;
     char *err;
@@ -559,16 +747,25 @@ static int walk_array(struct sink *s, lua_State *L, int t)
     return 0;
 }
 
-static int walk_member(struct sink *s, lua_State *L, int t, const char *k, size_t kn)
+/* One member: its value is at stack index v. */
+static int walk_member(struct sink *s, lua_State *L, int v, const char *k, size_t kn)
 {
     if (check_text((const unsigned char *)k, kn)) return w_fail(s, "a member name is not UTF-8");
     s->path[s->depth - 1] = (struct where){ k, kn, 0 };
     if (s->ops->key(s, k, kn)) return -1;
-    lua_pushlstring(L, k, kn);
-    lua_rawget(L, t);
-    int rc = walk(s, L, lua_gettop(L));
-    lua_pop(L, 1);
-    return rc;
+    return walk(s, L, v);
+}
+
+static bool in_order(lua_State *L, int order, int key)
+{
+    lua_Integer n = (lua_Integer)lua_rawlen(L, order);
+    bool listed = false;
+    for (lua_Integer i = 1; i <= n && !listed; i++) {
+        lua_rawgeti(L, order, i);
+        listed = lua_rawequal(L, -1, key);
+        lua_pop(L, 1);
+    }
+    return listed;
 }
 
 /* Members in the remembered order, then the others sorted. */
@@ -582,24 +779,22 @@ static int walk_object(struct sink *s, lua_State *L, int t)
         count++;
     }
     if (s->ops->open(s, false)) return -1;
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_order);
     lua_pushvalue(L, t);
-    lua_rawget(L, -2);
-    lua_remove(L, -2);
+    lua_rawget(L, s->order);
     int order = lua_gettop(L);
+    bool has_order = lua_type(L, order) == LUA_TTABLE;
     size_t done = 0;
-    if (lua_type(L, order) == LUA_TTABLE) {
+    if (has_order) {
         lua_Integer n = (lua_Integer)lua_rawlen(L, order);
         for (lua_Integer i = 1; i <= n; i++) {
             lua_rawgeti(L, order, i);
             lua_pushvalue(L, -1);
-            bool present = lua_rawget(L, t) != LUA_TNIL;
-            lua_pop(L, 1);
+            if (lua_rawget(L, t) == LUA_TNIL) { lua_pop(L, 2); continue; }   /* removed by the script */
             size_t kn;
-            const char *k = lua_tolstring(L, -1, &kn);
-            if (present && walk_member(s, L, t, k, kn)) { lua_settop(L, order - 1); return -1; }
-            lua_pop(L, 1);
-            done += present;
+            const char *k = lua_tolstring(L, -2, &kn);
+            if (walk_member(s, L, lua_gettop(L), k, kn)) { lua_settop(L, order - 1); return -1; }
+            lua_pop(L, 2);
+            done++;
         }
     }
     if (done < count) {
@@ -609,23 +804,18 @@ static int walk_object(struct sink *s, lua_State *L, int t)
         lua_pushnil(L);
         while (lua_next(L, t)) {
             lua_pop(L, 1);
-            bool listed = false;
-            if (lua_type(L, order) == LUA_TTABLE) {
-                lua_Integer n = (lua_Integer)lua_rawlen(L, order);
-                for (lua_Integer i = 1; i <= n && !listed; i++) {
-                    lua_rawgeti(L, order, i);
-                    listed = lua_rawequal(L, -1, -2);
-                    lua_pop(L, 1);
-                }
-            }
-            if (!listed && m < count - done) {
+            if ((!has_order || !in_order(L, order, lua_gettop(L))) && m < count - done) {
                 keys[m].key = lua_tolstring(L, -1, &keys[m].keylen);   /* anchored by t */
                 m++;
             }
         }
         qsort(keys, m, sizeof *keys, keycmp);
-        for (size_t i = 0; i < m; i++)
-            if (walk_member(s, L, t, keys[i].key, keys[i].keylen)) { lua_settop(L, order - 1); return -1; }
+        for (size_t i = 0; i < m; i++) {
+            lua_pushlstring(L, keys[i].key, keys[i].keylen);
+            lua_rawget(L, t);
+            if (walk_member(s, L, lua_gettop(L), keys[i].key, keys[i].keylen)) { lua_settop(L, order - 1); return -1; }
+            lua_pop(L, 1);
+        }
     }
     lua_settop(L, order - 1);
     s->ops->close(s, false);
@@ -658,7 +848,15 @@ static int walk(struct sink *s, lua_State *L, int idx)
     if (s->depth >= s->max) return w_fail(s, "nesting too deep (or a table that contains itself)");
     if (!lua_checkstack(L, 8)) return w_fail(s, "nesting too deep");
     s->depth++;
-    bool array = lj_is_array(L, idx) || (!lj_is_object(L, idx) && looks_like_array(L, idx));
+    bool array, object = false;
+    if (lua_getmetatable(L, idx)) {
+        array = lua_rawequal(L, -1, s->mt_array);
+        object = lua_rawequal(L, -1, s->mt_object);
+        lua_pop(L, 1);
+    } else {
+        array = false;
+    }
+    if (!array && !object) array = looks_like_array(L, idx);
     int rc = array ? walk_array(s, L, idx) : walk_object(s, L, idx);
     if (rc == 0) s->depth--;
     return rc;
@@ -763,11 +961,27 @@ static void t_close(struct sink *s, bool array) { sbuf_addc(s->b, array ? ']' : 
 
 static const struct sink_ops text_ops = { t_scalar, t_open, t_key, t_close };
 
+/* The metatables and the order table, once per walk. */
+static void push_helpers(lua_State *L, struct sink *s)
+{
+    lua_checkstack(L, 8);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_array);
+    s->mt_array = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_object);
+    s->mt_object = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_order);
+    s->order = lua_gettop(L);
+}
+
 int lj_encode(lua_State *L, int idx, struct sbuf *b, int max_depth, const char *what, char *err, size_t errlen)
 {
     struct sink s = { .ops = &text_ops, .max = max_depth > 128 ? 128 : max_depth, .what = what,
                       .err = err, .errlen = errlen, .b = b };
-    return walk(&s, L, lua_absindex(L, idx));
+    idx = lua_absindex(L, idx);
+    push_helpers(L, &s);
+    int rc = walk(&s, L, idx);
+    lua_settop(L, s.mt_array - 1);
+    return rc;
 }
 
 /* -- the jansson sink -- */
@@ -842,7 +1056,10 @@ json_t *lj_to_json(lua_State *L, int idx, int max_depth, const char *what, char 
     lua_setmetatable(L, -2);
     struct sink s = { .ops = &json_ops, .max = max_depth > 128 ? 128 : max_depth, .what = what,
                       .err = err, .errlen = errlen, .guard = guard };
+    int base = lua_gettop(L);
+    push_helpers(L, &s);
     int rc = walk(&s, L, idx);
+    lua_settop(L, base);
     json_t *root = *guard;
     *guard = NULL;
     lua_pop(L, 1);

@@ -339,7 +339,10 @@ static void read_selector(lua_State *L, struct rule *r, int t)
         }
         lua_pop(L, 1);
     }
-    if (found < 0) RULE_ERR(L, r, "%s", "needs a selector: event = PATTERN, call = SERVICE.METHOD or response = SERVICE.METHOD");
+    if (found < 0) {
+        RULE_ERR(L, r, "%s", "needs a selector: event = PATTERN, call = SERVICE.METHOD or response = SERVICE.METHOD");
+        return;   /* not reached: luaL_error does not return */
+    }
     r->hook = (enum rule_hook)found;
     lua_getfield(L, t, sel[found]);
     size_t n;
@@ -656,6 +659,20 @@ static void act_body(lua_State *L, struct run *run, int t)
     set_body_text(run, NULL, 0, true);
 }
 
+/* The members a rule's answer may have (the view's own, and the action
+ * members): by length first, as this runs for every answer. */
+static bool action_key(const char *k, size_t n)
+{
+    static const char *const by_len[][6] = {
+        [2] = { "id", "to" }, [4] = { "type", "from", "data", "also" },
+        [5] = { "event", "error" }, [6] = { "method", "status", "params", "claims", "refuse" },
+        [7] = { "service", "payload", "context", "message" },
+    };
+    if (n >= sizeof by_len / sizeof *by_len) return false;
+    for (int i = 0; i < 6 && by_len[n][i]; i++) if (memcmp(by_len[n][i], k, n) == 0) return true;
+    return false;
+}
+
 /* The rule's return value (at the top) into run->r and the view. */
 static void take_action(lua_State *L, struct run *run)
 {
@@ -670,15 +687,12 @@ static void take_action(lua_State *L, struct run *run)
         return;
     }
     if (!lua_istable(L, t)) luaL_error(L, "returned a %s (expected nil, false, bus.refuse(...) or a table of changes)", luaL_typename(L, t));
-    static const char *const known[] = { "type", "id", "from", "to", "event", "method", "service", "status", "payload",
-                                         "params", "data", "error", "context", "claims", "refuse", "message", "also", NULL };
     lua_pushnil(L);
     while (lua_next(L, t)) {
         lua_pop(L, 1);
-        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-        bool ok = false;
-        for (int i = 0; k && known[i]; i++) ok |= strcmp(k, known[i]) == 0;
-        if (!ok) luaL_error(L, "returned an unknown field '%s'", k ? k : luaL_typename(L, -1));
+        size_t kn = 0;
+        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &kn) : NULL;
+        if (!k || !action_key(k, kn)) luaL_error(L, "returned an unknown field '%s'", k ? k : luaL_typename(L, -1));
     }
     size_t n;
     if (act_string(L, t, "refuse", &n)) { act_refuse(L, run, t); return; }
@@ -742,9 +756,8 @@ static json_t *view_json(const struct rmsg *m)
         if (!f[i].v.p) continue;
         json_t *v;
         if (f[i].raw) {
-            v = json_loadb(f[i].v.p, f[i].v.n, JSON_DECODE_ANY, NULL);
-            /* Integers beyond 64 bits: JSONLex numbers are doubles anyway. */
-            if (!v) v = json_loadb(f[i].v.p, f[i].v.n, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL);
+            char err[200];
+            v = lj_parse(f[i].v.p, f[i].v.n, LBL_MAX_DEPTH, err, sizeof err);
         } else {
             v = json_stringn(f[i].v.p, f[i].v.n);
         }
