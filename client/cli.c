@@ -43,6 +43,7 @@ static const char *const usage_main =
     "  token issue|verify|revoke|state ... broker tokens (the tokens plugin)\n"
     "  jsonlex EXPR [CONTEXT]              evaluate a JSONLex expression (the lua plugin)\n"
     "  rules [test MESSAGE]                the lua plugin's rules, or what they do to MESSAGE\n"
+    "  crud create|read|update|delete ...  CRUD requests (crud.lua maps them to calls)\n"
     "\n"
     "The bus: --server, else $LEXBUS_URL, else unix:" LB_DEFAULT_SOCKET ".\n"
     "tls://: --ca verifies the server (its name is checked), --cert/--key present a\n"
@@ -572,6 +573,57 @@ static int cmd_rules(int argc, char **argv)
     return usage_error(usage_rules, "rules takes no arguments, or: test MESSAGE");
 }
 
+/* ---- crud (the lua plugin) ---------------------------------------------- */
+
+static const char *const usage_crud =
+    "usage: lexbus crud create RESOURCE JSON [--to SERVICE]\n"
+    "       lexbus crud read RESOURCE [KEY] [--query JSON] [--to SERVICE]\n"
+    "       lexbus crud update RESOURCE KEY JSON [--to SERVICE]\n"
+    "       lexbus crud delete RESOURCE KEY [--to SERVICE]\n"
+    "  Sends a CRUD request; the bus ([plugin lua], crud.lua) calls\n"
+    "  RESOURCE.OP on --to, or on the service that declared RESOURCE when it\n"
+    "  registered, and prints the result.  An unknown resource answers\n"
+    "  SERVICE_NOT_FOUND; a request crud.lua refuses, INVALID_MESSAGE.\n";
+
+static int cmd_crud(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) { fputs(usage_crud, stdout); return EXIT_OK; }
+    struct lexbus_crud req = { 0 };
+    const char *pos[4] = { NULL, NULL, NULL, NULL }, *query = NULL, *data = NULL;
+    int npos = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--to") && i + 1 < argc) req.to = argv[++i];
+        else if (!strcmp(argv[i], "--query") && i + 1 < argc) query = argv[++i];
+        else if (argv[i][0] == '-' && argv[i][1] == '-') return usage_error(usage_crud, "unknown option");
+        else if (npos < 4) pos[npos++] = argv[i];
+        else return usage_error(usage_crud, "too many arguments");
+    }
+    if (npos < 2) return usage_error(usage_crud, "crud needs OP RESOURCE");
+    req.op = pos[0];
+    req.resource = pos[1];
+    if (!strcmp(req.op, "create") && npos == 3) data = pos[2];
+    else if (!strcmp(req.op, "read") && npos <= 3) req.key = pos[2];
+    else if (!strcmp(req.op, "update") && npos == 4) { req.key = pos[2]; data = pos[3]; }
+    else if (!strcmp(req.op, "delete") && npos == 3) req.key = pos[2];
+    else return usage_error(usage_crud, "see the forms above");
+    if (query && strcmp(req.op, "read")) return usage_error(usage_crud, "--query goes with read");
+    int rc = EXIT_OK;
+    if (data && !(req.data = jsonlex_arg(data, "JSON", usage_crud, &rc))) return rc;
+    if (query && !(req.query = jsonlex_arg(query, "--query", usage_crud, &rc))) { json_decref(req.data); return rc; }
+    struct lexbus_client *c = connect_or_fail(NULL, false, &rc);
+    if (c) {
+        json_t *result = NULL;
+        struct lexbus_error err;
+        if (lexbus_crud_blocking(c, &req, g_timeout_ms, &result, &err) == 0) print_json(result);
+        else rc = fail(err.code, err.message);
+        json_decref(result);
+        lexbus_free(c);
+    }
+    json_decref(req.data);
+    json_decref(req.query);
+    return rc;
+}
+
 /* ---- audit verify (offline) ------------------------------------------- */
 
 static const char *const usage_audit =
@@ -710,6 +762,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "token")) return cmd_token(cargc, cargv);
     if (!strcmp(cmd, "jsonlex")) return cmd_jsonlex(cargc, cargv);
     if (!strcmp(cmd, "rules")) return cmd_rules(cargc, cargv);
+    if (!strcmp(cmd, "crud")) return cmd_crud(cargc, cargv);
     if (!strcmp(cmd, "help")) { fputs(usage_main, stdout); return EXIT_OK; }
     return usage_error(usage_main, "unknown command");
 }

@@ -879,6 +879,36 @@ int lexbus_call(struct lexbus_client *c, const char *service, const char *method
     return rc;
 }
 
+/* CRUD: one frame, answered like a call (the bus turns it into one). */
+int lexbus_crud(struct lexbus_client *c, const struct lexbus_crud *req, unsigned timeout_ms,
+                lexbus_result_fn cb, void *ud)
+{
+    if (!c->ready || !req || !req->op || !req->resource) return -1;
+    if (!timeout_ms) timeout_ms = DEFAULT_TIMEOUT_MS;
+    struct pending *p = pending_new(c, timeout_ms + 1000);   /* the bus answers TIMEOUT first */
+    if (!p) return -1;
+    p->result_cb = cb;
+    p->ud = ud;
+    wb_begin(&c->out);
+    wb_key_str(&c->out, "type", "CRUD");
+    wb_key_str(&c->out, "id", p->id);
+    wb_key_str(&c->out, "from", c->service);
+    wb_key_str(&c->out, "op", req->op);
+    wb_key_str(&c->out, "resource", req->resource);
+    if (req->key) wb_key_str(&c->out, "key", req->key);
+    if (req->data) { wb_key(&c->out, "data"); wb_json(&c->out, req->data); }
+    if (req->query) { wb_key(&c->out, "query"); wb_json(&c->out, req->query); }
+    if (req->to) wb_key_str(&c->out, "to", req->to);
+    if (c->token) wb_key_str(&c->out, "token", c->token);
+    int rc = send_frame(c);
+    if (rc) {
+        pending_take(c, p->id);
+        event_free(p->timer);
+        free(p);
+    }
+    return rc;
+}
+
 /* The payload of an EMIT: a json_t, or JSON text already checked. */
 struct payload { const json_t *json; const char *text; size_t len; };
 
@@ -1012,6 +1042,20 @@ int lexbus_call_blocking(struct lexbus_client *c, const char *service, const cha
     struct wait w = { 0 };
     if (lexbus_call(c, service, method, params, timeout_ms, NULL, wait_result, &w) != 0) {
         set_err(err, LB_E_NOT_CONNECTED, "not connected to the bus");
+        return -1;
+    }
+    run_until(c, &w, 0);
+    if (w.rc) { *err = w.err; return -1; }
+    *result = w.result;
+    return 0;
+}
+
+int lexbus_crud_blocking(struct lexbus_client *c, const struct lexbus_crud *req, unsigned timeout_ms,
+                         json_t **result, struct lexbus_error *err)
+{
+    struct wait w = { 0 };
+    if (lexbus_crud(c, req, timeout_ms, wait_result, &w) != 0) {
+        set_err(err, LB_E_NOT_CONNECTED, "not connected to the bus (or no op/resource)");
         return -1;
     }
     run_until(c, &w, 0);

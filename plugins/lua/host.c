@@ -27,6 +27,7 @@
 #include "host.h"
 #include "luajson.h"
 #include "rules.h"
+#include "crud.h"
 
 static char k_env_template, k_loaded, k_call_ud;
 
@@ -78,6 +79,15 @@ static bool valid_segments(const char *p, size_t n, bool wild)
 }
 
 bool lbl_valid_event(const char *p, size_t n) { return valid_segments(p, n, false); }
+
+bool lbl_valid_code(const char *c)
+{
+    size_t n = strlen(c);
+    if (n == 0 || n > 47 || c[0] < 'A' || c[0] > 'Z') return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((c[i] >= 'A' && c[i] <= 'Z') || (c[i] >= '0' && c[i] <= '9') || c[i] == '_')) return false;
+    return true;
+}
 bool lbl_valid_event_pattern(const char *p, size_t n) { return valid_segments(p, n, true); }
 
 /* ---- JSONLex through the host ------------------------------------------------ */
@@ -772,7 +782,7 @@ static int load_script_fn(lua_State *L)
     if (!lua_istable(L, t)) return luaL_error(L, "%s must return a table (it returned a %s)", file, luaL_typename(L, t));
     if (j->which == 0) take_jsonlex(L, s, t);
     else if (j->which == 1) rules_build(s, L, t);
-    else { lua_pushvalue(L, t); s->crud_ref = luaL_ref(L, LUA_REGISTRYINDEX); }
+    else crud_build(s, L, t);
     return 0;
 }
 
@@ -797,7 +807,6 @@ struct lstate *lstate_load(struct host *h, const struct lbl_conf *conf, char *er
     s->conf.dir = strdup(conf->dir);
     s->cap = conf->max_memory;
     s->cache = jl_cache_new((size_t)conf->cache_entries, conf->extensions);
-    s->crud_ref = LUA_NOREF;
     s->cur_view_ref = LUA_NOREF;
     s->L = lua_newstate(cap_alloc, s);
     if (!s->L) { free(s); snprintf(err, errlen, "cannot create a Lua state (memory cap too small?)"); return NULL; }
@@ -833,6 +842,7 @@ void lstate_free(struct lstate *s)
     if (!s) return;
     if (s->L) lua_close(s->L);
     rules_free(s);
+    crud_free(s);
     for (size_t i = 0; i < s->n_named; i++) { free(s->named[i].name); jl_free(s->named[i].x); }
     free(s->named);
     jl_cache_free(s->cache);

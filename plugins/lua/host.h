@@ -39,6 +39,7 @@ struct lbl_conf {
 
 struct rule;
 struct rindex;
+struct crud_res;
 
 struct script_info { char name[64]; bool present; uint64_t loaded_ms; };
 
@@ -56,8 +57,9 @@ struct lstate {
     struct rule *rules;
     size_t n_rules;
     struct rindex *ix_event, *ix_call, *ix_response;
-    /* crud.lua: the table it returned (registry ref) */
-    int crud_ref;
+    /* crud.lua */
+    struct crud_res *crud;
+    size_t n_crud;
     /* jsonlex.lua: named expressions */
     struct named { char *name; struct jl_expr *x; } *named;
     size_t n_named;
@@ -106,6 +108,8 @@ bool lbl_valid_service(const char *p, size_t n);
 bool lbl_valid_method(const char *p, size_t n);
 bool lbl_valid_event(const char *p, size_t n);
 bool lbl_valid_event_pattern(const char *p, size_t n);
+/* An error code: 1-47 of A-Z 0-9 _, starting with a letter. */
+bool lbl_valid_code(const char *c);
 
 uint64_t lbl_mono_ns(void);
 #endif

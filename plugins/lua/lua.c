@@ -28,6 +28,7 @@
 #include <lexbus/protocol.h>
 #include "host.h"
 #include "rules.h"
+#include "crud.h"
 #include "luajson.h"
 
 static struct host g_host;
@@ -158,9 +159,9 @@ static int m_rules(void *ud, struct lb_conn *caller, json_t *params, json_t **re
     struct lstate *s = h->cur;
     json_t *named = json_array();
     for (size_t i = 0; i < s->n_named; i++) json_array_append_new(named, json_string(s->named[i].name));
-    *result = json_pack("{s:s,s:I,s:o,s:o,s:o,s:o}", "dir", s->conf.dir, "loadedAt", (json_int_t)s->loaded_ms,
-                        "scripts", scripts_json(s), "rules", rules_json(s), "expressions", named,
-                        "reload", reload_json(h));
+    *result = json_pack("{s:s,s:I,s:o,s:o,s:o,s:o,s:o}", "dir", s->conf.dir, "loadedAt", (json_int_t)s->loaded_ms,
+                        "scripts", scripts_json(s), "rules", rules_json(s), "resources", crud_json(s),
+                        "expressions", named, "reload", reload_json(h));
     return 0;
 }
 
@@ -257,6 +258,42 @@ static int m_rules_test(void *ud, struct lb_conn *caller, json_t *params, json_t
     return 0;
 }
 
+/* lexbus.crud.test {op, resource, key?, data?, query?, to?, declaredBy?}: the
+ * call crud.lua would make of that CRUD request (nothing is sent).
+ * declaredBy stands for the service that declared the resource at
+ * REGISTER. */
+static int m_crud_test(void *ud, struct lb_conn *caller, json_t *params, json_t **result,
+                       const char **code, char *msg)
+{
+    struct host *h = ud;
+    struct crud_req q;
+    memset(&q, 0, sizeof q);
+    q.op = member_str(params, "op");
+    q.resource = member_str(params, "resource");
+    q.to = member_str(params, "to");
+    q.from = (struct lb_str){ lb_conn_service(caller), strlen(lb_conn_service(caller)) };
+    q.declared_by = json_string_value(json_object_get(params, "declaredBy"));
+    struct sbuf bufs[3] = { { 0 } };
+    q.key = member_text(params, "key", &bufs[0]);
+    q.data = member_text(params, "data", &bufs[1]);
+    q.query = member_text(params, "query", &bufs[2]);
+    struct crud_out o;
+    memset(&o, 0, sizeof o);
+    crud_map(h->cur, &q, &o);
+    json_t *r;
+    if (o.ok) {
+        r = json_pack("{s:s,s:s%,s:s%}", "result", "call", "to", o.to.p, o.to.len, "method", o.method.p, o.method.len);
+        put_text(r, "params", o.params.p, o.params.len);
+        json_object_set_new(r, "paramsText", json_stringn(o.params.p, o.params.len));
+    } else {
+        r = json_pack("{s:s,s:s,s:s}", "result", "refused", "code", o.code, "message", o.message);
+    }
+    crud_out_free(&o);
+    for (int i = 0; i < 3; i++) sbuf_free(&bufs[i]);
+    *result = r;
+    return 0;
+}
+
 /* ---- stats ---------------------------------------------------------------- */
 
 static json_t *stats(void *ud)
@@ -275,7 +312,8 @@ static json_t *stats(void *ud)
                             "errors", (json_int_t)h->lua_errors, "budgetStops", (json_int_t)h->lua_budget_stops,
                             "memoryStops", (json_int_t)h->lua_memory_stops, "memory", (json_int_t)s->mem,
                             "memoryPeak", (json_int_t)s->peak, "memoryCap", (json_int_t)s->cap);
-    return json_pack("{s:o,s:o,s:o,s:o}", "jsonlex", jl, "lua", lua, "rules", rules_json(s), "reload", reload_json(h));
+    return json_pack("{s:o,s:o,s:o,s:o,s:o}", "jsonlex", jl, "lua", lua, "rules", rules_json(s), "resources", crud_json(s),
+                     "reload", reload_json(h));
 }
 
 /* ---- load / reload ----------------------------------------------------------- */
@@ -295,7 +333,8 @@ static int plugin_load(struct lb_plugin_ctx *ctx)
     log_loaded(h, h->cur, "loaded");
     if (lb_system_method_register(ctx, "jsonlex", m_jsonlex, h) ||
         lb_system_method_register(ctx, "rules", m_rules, h) ||
-        lb_system_method_register(ctx, "rules.test", m_rules_test, h))
+        lb_system_method_register(ctx, "rules.test", m_rules_test, h) ||
+        lb_system_method_register(ctx, "crud.test", m_crud_test, h))
         return -1;
     lb_stats_register(ctx, stats, h);
     return 0;

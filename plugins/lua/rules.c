@@ -437,15 +437,6 @@ static void check_fields(lua_State *L, struct rule *r, int t)
     }
 }
 
-static bool valid_code(const char *c)
-{
-    size_t n = strlen(c);
-    if (n == 0 || n > 63 || c[0] < 'A' || c[0] > 'Z') return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((c[i] >= 'A' && c[i] <= 'Z') || (c[i] >= '0' && c[i] <= '9') || c[i] == '_')) return false;
-    return true;
-}
-
 void rules_build(struct lstate *s, lua_State *L, int t)
 {
     lua_Integer n = (lua_Integer)lua_rawlen(L, t);
@@ -473,7 +464,7 @@ void rules_build(struct lstate *s, lua_State *L, int t)
         r->last = lua_toboolean(L, -1);
         lua_pop(L, 1);
         read_actions(s, L, r, rt);
-        if (r->refuse_code && !valid_code(r->refuse_code)) RULE_ERR(L, r, "refuse code '%s' must be like FORBIDDEN", r->refuse_code);
+        if (r->refuse_code && !lbl_valid_code(r->refuse_code)) RULE_ERR(L, r, "refuse code '%s' must be like FORBIDDEN", r->refuse_code);
         lua_pop(L, 1);
     }
     /* Anything but the list part is a mistake (rules = {...} by name?). */
@@ -601,7 +592,7 @@ static void act_refuse(lua_State *L, struct run *run, int t)
 {
     size_t n;
     const char *code = act_string(L, t, "refuse", &n), *msg = act_string(L, t, "message", &n);
-    if (!valid_code(code)) luaL_error(L, "refuse code '%s' must be like FORBIDDEN", code);
+    if (!lbl_valid_code(code)) luaL_error(L, "refuse code '%s' must be like FORBIDDEN", code);
     run->r->kind = RR_REFUSE;
     snprintf(run->r->code, sizeof run->r->code, "%s", code);
     snprintf(run->r->message, sizeof run->r->message, "%s", msg ? msg : "refused by a rule");

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# What the lua plugin costs, in one run:
+#   - per message, rules_run() on the plugin's own code (luabench): no
+#     scripts, 20 rules none of which selects the message, a Lua rule that
+#     passes, a Lua rule that edits the payload, a JSONLex transform, a
+#     fixed rewrite (CPU time of the measuring thread);
+#   - JSONLex over the conformance corpus: in-process evaluations/s
+#     (compiled, through the cache, cold) and through the real daemon
+#     (lexbus.jsonlex calls, pipelined; and the daemon's own per-evaluation
+#     time from `lexbus stats`);
+#   - the reference implementation under node, when LEXBUS_JSONLEX_REFERENCE
+#     names Exprsn's src/shared/utils/jsonlex.js (not in this repository).
+#
+#   tests/bench/lua-bench.sh [SECONDS_PER_ITEM]
+# Builds an optimised, sanitizer-free tree in _build-bench/ (as run.sh does).
+set -euo pipefail
+top="$(cd "$(dirname "$0")/../.." && pwd)"
+secs="${1:-2}"
+bdir="$top/_build-bench"
+if [[ ! -x "$top/configure" ]]; then (cd "$top" && autoreconf -fi >/dev/null); fi
+mkdir -p "$bdir"
+(cd "$bdir" && { [[ -f Makefile ]] || "$top/configure" -q CFLAGS="-O2 -g"; } && make -j"$(nproc)" >/dev/null)
+cases="$top/tests/lua/jsonlex-cases.jsonl"
+echo "== luabench (${secs}s per item)"
+"$bdir/tests/bench/luabench" "$cases" "$secs"
+echo "== JSONLex through the daemon"
+LEXBUSD="$bdir/core/lexbusd" PYTHONPATH="$top/tests/integration:$top/tests/lua" /usr/bin/python3 - "$cases" "$secs" <<'PY'
+import json, sys, time
+import lbtest
+from luatest import lua_bus, load_cases
+cases = load_cases()
+secs = float(sys.argv[2])
+# The two cases nested deeper than the bus's frame limit never reach the plugin.
+frames = [json.dumps({"type": "CALL", "id": "j%d" % i, "to": "lexbus", "method": "jsonlex",
+                      "params": {"expr": c["expr"], "context": c["context"]}}).encode()
+          for i, c in enumerate(cases) if not c["name"].startswith("deep/") or not c.get("error")]
+batch = b"".join(lbtest.frame(f) for f in frames)
+with lua_bus(bus="log_level = info\n") as bus:
+    c = bus.client("bench")
+    n = 0
+    t0 = time.time()
+    while time.time() - t0 < secs:
+        c.sock.sendall(batch)
+        for _ in frames:
+            c.recv(30)
+        n += len(frames)
+    wall = time.time() - t0
+    st = bus.stats()["plugins"]["lua"]["jsonlex"]
+print(json.dumps({"calls_per_sec_end_to_end": round(n / wall), "daemon_avg_us_per_eval": round(st["avgUs"], 3),
+                  "daemon_evals_per_sec": round(1e6 / st["avgUs"]) if st["avgUs"] else None,
+                  "cache": st["cache"]}))
+PY
+echo "== reference (Exprsn jsonlex.js under node)"
+if [[ -n "${LEXBUS_JSONLEX_REFERENCE:-}" ]] && command -v node >/dev/null; then
+  node "$top/tests/bench/jsonlex-ref.js" "$LEXBUS_JSONLEX_REFERENCE" "$cases" "$secs"
+else
+  echo '{"reference": "not run: set LEXBUS_JSONLEX_REFERENCE to Exprsn'"'"'s src/shared/utils/jsonlex.js (and have node)"}'
+fi
