@@ -15,8 +15,8 @@
  *
  * System methods: jsonlex, rules, rules.test (see README, Lua scripting).
  * Plugin ABI v1 has no rewrite hook yet: rules are loaded, listed and
- * dry-run (rules.test); they act on traffic once the v2 hooks exist
- * (lua_v2.c).
+ * dry-run (rules.test, crud.test); they act on traffic through the v2
+ * hooks (v2.c), compiled when plugin.h says LB_PLUGIN_ABI >= 2.
  */
 #include "config.h"
 #include <limits.h>
@@ -29,6 +29,7 @@
 #include "host.h"
 #include "rules.h"
 #include "crud.h"
+#include "v2.h"
 #include "luajson.h"
 
 static struct host g_host;
@@ -337,7 +338,7 @@ static int plugin_load(struct lb_plugin_ctx *ctx)
         lb_system_method_register(ctx, "crud.test", m_crud_test, h))
         return -1;
     lb_stats_register(ctx, stats, h);
-    return 0;
+    return lua_v2_register(h);
 }
 
 static int plugin_reload(struct lb_plugin_ctx *ctx)
@@ -374,6 +375,7 @@ static void plugin_unload(struct lb_plugin_ctx *ctx)
     h->cur = NULL;
     conf_free(&h->conf);
     sbuf_free(&h->out);
+    lua_v2_free();
 }
 
 __attribute__((visibility("default")))

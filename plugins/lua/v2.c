@@ -1,0 +1,164 @@
+/*
+ * The lua plugin's glue to plugin ABI v2 (the rewrite and response hooks),
+ * written against the names of V2-SKETCH.md.  Compiled only when
+ * include/lexbus/plugin.h says LB_PLUGIN_ABI >= 2: with ABI v1 the rules
+ * are loaded, listed and dry-run (rules.test, crud.test) but do not act on
+ * traffic.  Everything here only translates between the host's message
+ * and struct rmsg / struct crud_req; the work is in rules.c and crud.c.
+ *
+ * Host functions this needs beyond the sketch (see the report):
+ *   - for a RESPONSE, the service and method of the call it answers
+ *     (lb_msg_call_target below);
+ *   - which service declared a resource at REGISTER (lb_resource_service).
+ */
+#include "config.h"
+#include <string.h>
+#include <lexbus/plugin.h>
+#include <lexbus/protocol.h>
+#include "host.h"
+#include "rules.h"
+#include "crud.h"
+#include "v2.h"
+
+#if LB_PLUGIN_ABI >= 2
+
+static struct rresult g_r;
+static struct crud_out g_crud;
+static struct sbuf g_quoted;
+
+/* A validated name as a JSON string (names never need escapes). */
+static const char *quoted(const char *p, size_t n, size_t *len)
+{
+    g_quoted.len = 0;
+    sbuf_addc(&g_quoted, '"');
+    sbuf_add(&g_quoted, p, n);
+    sbuf_addc(&g_quoted, '"');
+    *len = g_quoted.len;
+    return g_quoted.p;
+}
+
+static int set_name(struct lb_msg *m, const char *member, const char *p, size_t n)
+{
+    size_t len;
+    const char *q = quoted(p, n, &len);
+    return lb_msg_set(m, member, q, len);
+}
+
+/* Applies what the rules decided; refusals and errors are the caller's. */
+static int apply(struct lb_msg *m, enum rule_hook hook, const struct rresult *r)
+{
+    if (r->set_to && set_name(m, "to", r->to.p, r->to.len)) return -1;
+    if (r->set_name && set_name(m, hook == RH_EVENT ? "event" : "method", r->name.p, r->name.len)) return -1;
+    if (r->set_body) {
+        const struct sbuf *b = &r->body[r->body_cur];
+        if (lb_msg_set(m, hook == RH_EVENT ? "payload" : hook == RH_CALL ? "params" : "data", b->p, b->len)) return -1;
+    }
+    if (r->set_error) {
+        if (lb_msg_set(m, "status", "\"error\"", 7) || lb_msg_set(m, "error", r->error.p, r->error.len)) return -1;
+    }
+    for (size_t i = 0; i < r->n_also; i++)
+        if (lb_msg_add_recipient(m, r->also[i])) return -1;
+    return 0;
+}
+
+static struct lb_str str_or(struct lb_str v, const char *def)
+{
+    if (!v.p && def) { v.p = def; v.n = strlen(def); }
+    return v;
+}
+
+static int run_rules(struct host *h, struct lb_conn *c, struct lb_msg *m, enum rule_hook hook, struct lb_err *err)
+{
+    struct lstate *s = h->cur;
+    if (!rules_any(s, hook)) return LB_PASS;   /* nothing could match: never enter the engine */
+    struct rmsg v;
+    memset(&v, 0, sizeof v);
+    v.hook = hook;
+    v.id = lb_msg_field(m, "id");
+    v.from = str_or(lb_msg_field(m, "from"), hook == RH_RESPONSE ? NULL : lb_conn_service(c));
+    v.to = str_or(lb_msg_field(m, "to"), hook == RH_EVENT ? "broadcast" : NULL);
+    if (hook == RH_RESPONSE) {
+        lb_msg_call_target(m, &v.service, &v.name);
+        v.status = lb_msg_field(m, "status");
+        v.body = lb_msg_raw(m, "data");
+        v.error = lb_msg_raw(m, "error");
+    } else {
+        v.name = lb_msg_field(m, hook == RH_EVENT ? "event" : "method");
+        v.body = lb_msg_raw(m, hook == RH_EVENT ? "payload" : "params");
+        v.claims = lb_msg_claims(m);
+    }
+    v.context = lb_msg_raw(m, "context");
+    rules_run(s, &v, &g_r);
+    switch (g_r.kind) {
+    case RR_PASS: return LB_PASS;
+    case RR_REFUSE: return lb_refuse(err, g_r.code, "%s", g_r.message);
+    case RR_ERROR: return lb_refuse(err, LB_E_SCRIPT_ERROR, "%s", g_r.message);
+    case RR_CHANGED:
+        if (apply(m, hook, &g_r)) return lb_refuse(err, LB_E_SCRIPT_ERROR, "a rule's change was refused by the bus");
+        return LB_PASS;
+    }
+    return LB_PASS;
+}
+
+static int crud_rewrite(struct host *h, struct lb_conn *c, struct lb_msg *m, struct lb_err *err)
+{
+    struct crud_req q;
+    memset(&q, 0, sizeof q);
+    q.id = lb_msg_field(m, "id");
+    q.from = str_or(lb_msg_field(m, "from"), lb_conn_service(c));
+    q.op = lb_msg_field(m, "op");
+    q.resource = lb_msg_field(m, "resource");
+    q.to = lb_msg_field(m, "to");
+    q.key = lb_msg_raw(m, "key");
+    q.data = lb_msg_raw(m, "data");
+    q.query = lb_msg_raw(m, "query");
+    char name[LB_MAX_NAME + 1];
+    if (q.resource.p && q.resource.n <= LB_MAX_NAME) {
+        memcpy(name, q.resource.p, q.resource.n);
+        name[q.resource.n] = 0;
+        q.declared_by = lb_resource_service(h->ctx, name);
+    }
+    crud_map(h->cur, &q, &g_crud);
+    if (!g_crud.ok) return lb_refuse(err, g_crud.code, "%s", g_crud.message);
+    if (lb_msg_set(m, "type", "\"CALL\"", 6) || set_name(m, "to", g_crud.to.p, g_crud.to.len) ||
+        set_name(m, "method", g_crud.method.p, g_crud.method.len) ||
+        lb_msg_set(m, "params", g_crud.params.p, g_crud.params.len))
+        return lb_refuse(err, LB_E_INTERNAL_ERROR, "the bus refused the CALL crud.lua made");
+    return LB_PASS;
+}
+
+static int on_rewrite(void *ud, struct lb_conn *c, struct lb_msg *m, struct lb_err *err)
+{
+    struct host *h = ud;
+    switch (lb_msg_type(m)) {
+    case LB_MSG_EMIT: return run_rules(h, c, m, RH_EVENT, err);
+    case LB_MSG_CALL: return run_rules(h, c, m, RH_CALL, err);
+    case LB_MSG_CRUD: return crud_rewrite(h, c, m, err);
+    default: return LB_PASS;
+    }
+}
+
+static int on_response(void *ud, struct lb_conn *caller, struct lb_msg *m, struct lb_err *err)
+{
+    return run_rules(ud, caller, m, RH_RESPONSE, err);
+}
+
+int lua_v2_register(struct host *h)
+{
+    struct lb_hooks hooks = { .size = sizeof hooks, .rewrite = on_rewrite, .response = on_response };
+    return lb_hooks_register(h->ctx, &hooks, h) < 0 ? -1 : 0;
+}
+
+void lua_v2_free(void)
+{
+    rresult_free(&g_r);
+    crud_out_free(&g_crud);
+    sbuf_free(&g_quoted);
+}
+
+#else
+
+int lua_v2_register(struct host *h) { (void)h; return 0; }
+void lua_v2_free(void) {}
+
+#endif
