@@ -290,6 +290,27 @@ static int sb_load(lua_State *L)
     return 1;
 }
 
+/* Script log lines: at most LOG_PER_SEC a second per state, then one
+ * line saying how many were dropped, so a rule that logs on every message
+ * cannot flood the log. */
+#define LOG_PER_SEC 100
+
+static bool log_allowed(struct lstate *s)
+{
+    uint64_t sec = lb_now_ms() / 1000;
+    if (sec != s->log_sec) {
+        if (s->log_dropped)
+            lb_log(s->h->ctx, LB_LOG_WARN, "scripts logged %llu more lines in the last second (dropped; at most %d a second)",
+                   (unsigned long long)s->log_dropped, LOG_PER_SEC);
+        s->log_sec = sec;
+        s->log_count = 0;
+        s->log_dropped = 0;
+    }
+    if (s->log_count >= LOG_PER_SEC) { s->log_dropped++; return false; }
+    s->log_count++;
+    return true;
+}
+
 static int sb_print(lua_State *L)
 {
     struct lstate *s = lstate_of(L);
@@ -301,7 +322,7 @@ static int sb_print(lua_State *L)
         luaL_addvalue(&b);
     }
     luaL_pushresult(&b);
-    lb_log(s->h->ctx, LB_LOG_INFO, "%s: %s", lua_tostring(L, lua_upvalueindex(1)), lua_tostring(L, -1));
+    if (log_allowed(s)) lb_log(s->h->ctx, LB_LOG_INFO, "%s: %s", lua_tostring(L, lua_upvalueindex(1)), lua_tostring(L, -1));
     return 0;
 }
 
@@ -405,7 +426,8 @@ static int b_log(lua_State *L)
     }
     size_t n;
     const char *msg = luaL_tolstring(L, first, &n);
-    lb_log(host_of(L)->ctx, lvl, "%s: %.*s", lua_tostring(L, lua_upvalueindex(1)), (int)(n > 2000 ? 2000 : n), msg);
+    if (log_allowed(lstate_of(L)))
+        lb_log(host_of(L)->ctx, lvl, "%s: %.*s", lua_tostring(L, lua_upvalueindex(1)), (int)(n > 2000 ? 2000 : n), msg);
     return 0;
 }
 

@@ -65,6 +65,7 @@ struct lstate {
     size_t n_named;
     struct script_info scripts[3];
     uint64_t loaded_ms;
+    uint64_t log_sec, log_count, log_dropped;   /* script log throttle */
     /* The message view handed to the running rule (rules.c). */
     const void *cur_msg;
     int cur_view_ref;
@@ -74,6 +75,8 @@ struct host {
     struct lb_plugin_ctx *ctx;
     struct lbl_conf conf;
     struct lstate *cur;
+    struct lstate *staged;     /* a reload's new state, until it is committed */
+    struct lbl_conf staged_conf;
     struct sbuf out;           /* reused for encoded values */
     /* counters */
     uint64_t jl_evals, jl_errors, jl_ns, jl_steps;

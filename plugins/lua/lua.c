@@ -90,10 +90,15 @@ static void log_loaded(struct host *h, const struct lstate *s, const char *what)
 
 /* ---- system methods --------------------------------------------------- */
 
-static int fail_with(const char **code, char *msg, const char *c, const char *text)
+/* Why a method failed, in a form independent of the plugin ABI (v1 has
+ * code + 256-byte message out-parameters, v2 a struct lb_err): the
+ * adapters below translate. */
+struct mfail { const char *code; char msg[400]; };
+
+static int fail_with(struct mfail *f, const char *c, const char *text)
 {
-    *code = c;
-    snprintf(msg, 256, "%.255s", text);
+    f->code = c;
+    snprintf(f->msg, sizeof f->msg, "%s", text);
     return -1;
 }
 
@@ -105,7 +110,7 @@ static const struct jl_expr *named_expr(const struct lstate *s, const char *name
 
 /* lexbus.jsonlex {expr, context} or {name, context} -> the value. */
 static int m_jsonlex(void *ud, struct lb_conn *caller, json_t *params, json_t **result,
-                     const char **code, char *msg)
+                     struct mfail *f)
 {
     struct host *h = ud;
     struct lstate *s = h->cur;
@@ -113,13 +118,13 @@ static int m_jsonlex(void *ud, struct lb_conn *caller, json_t *params, json_t **
     json_t *expr = json_object_get(params, "expr"), *name = json_object_get(params, "name");
     json_t *ctx = json_object_get(params, "context");
     if (!json_is_object(params) || (!expr && !json_is_string(name)))
-        return fail_with(code, msg, LB_E_INVALID_MESSAGE, "params: {\"expr\": EXPRESSION, \"context\": {...}} or {\"name\": NAME, \"context\": {...}}");
+        return fail_with(f, LB_E_INVALID_MESSAGE, "params: {\"expr\": EXPRESSION, \"context\": {...}} or {\"name\": NAME, \"context\": {...}}");
     int rc;
     if (!expr) {
         const struct jl_expr *x = named_expr(s, json_string_value(name));
         if (!x) {
             snprintf(err, sizeof err, "no expression named '%s' in jsonlex.lua", json_string_value(name));
-            return fail_with(code, msg, LB_E_INVALID_MESSAGE, err);
+            return fail_with(f, LB_E_INVALID_MESSAGE, err);
         }
         rc = host_jsonlex_compiled(s, x, ctx, result, err, sizeof err);
     } else {
@@ -128,7 +133,7 @@ static int m_jsonlex(void *ud, struct lb_conn *caller, json_t *params, json_t **
     if (rc) {
         char m[400];
         snprintf(m, sizeof m, "jsonlex: %.380s", err);
-        return fail_with(code, msg, LB_E_SCRIPT_ERROR, m);
+        return fail_with(f, LB_E_SCRIPT_ERROR, m);
     }
     return 0;
 }
@@ -154,7 +159,7 @@ static json_t *reload_json(const struct host *h)
 
 /* lexbus.rules: what is loaded, with per-rule counters. */
 static int m_rules(void *ud, struct lb_conn *caller, json_t *params, json_t **result,
-                   const char **code, char *msg)
+                   struct mfail *f)
 {
     struct host *h = ud;
     struct lstate *s = h->cur;
@@ -196,7 +201,7 @@ static void put_text(json_t *o, const char *k, const char *p, size_t n)
 /* lexbus.rules.test {type, event|method, from, to, service, payload|params|data, ...}:
  * what the loaded rules would do with that message (nothing is sent). */
 static int m_rules_test(void *ud, struct lb_conn *caller, json_t *params, json_t **result,
-                        const char **code, char *msg)
+                        struct mfail *f)
 {
     struct host *h = ud;
     struct lstate *s = h->cur;
@@ -206,7 +211,7 @@ static int m_rules_test(void *ud, struct lb_conn *caller, json_t *params, json_t
     if (type && !strcmp(type, "EMIT")) m.hook = RH_EVENT;
     else if (type && !strcmp(type, "CALL")) m.hook = RH_CALL;
     else if (type && !strcmp(type, "RESPONSE")) m.hook = RH_RESPONSE;
-    else return fail_with(code, msg, LB_E_INVALID_MESSAGE, "params: a message {\"type\": \"EMIT\"|\"CALL\"|\"RESPONSE\", ...}");
+    else return fail_with(f, LB_E_INVALID_MESSAGE, "params: a message {\"type\": \"EMIT\"|\"CALL\"|\"RESPONSE\", ...}");
     const char *body = m.hook == RH_EVENT ? "payload" : m.hook == RH_CALL ? "params" : "data";
     m.id = member_str(params, "id");
     m.from = member_str(params, "from");
@@ -224,7 +229,7 @@ static int m_rules_test(void *ud, struct lb_conn *caller, json_t *params, json_t
     m.claims = member_text(params, "claims", &bufs[3]);
     if (!m.name.p || (m.hook == RH_EVENT ? !lbl_valid_event(m.name.p, m.name.n) : !lbl_valid_method(m.name.p, m.name.n))) {
         for (int i = 0; i < 4; i++) sbuf_free(&bufs[i]);
-        return fail_with(code, msg, LB_E_INVALID_MESSAGE, m.hook == RH_EVENT ? "the message needs a valid \"event\"" : "the message needs a valid \"method\"");
+        return fail_with(f, LB_E_INVALID_MESSAGE, m.hook == RH_EVENT ? "the message needs a valid \"event\"" : "the message needs a valid \"method\"");
     }
     struct rresult r;
     rresult_init(&r);
@@ -264,7 +269,7 @@ static int m_rules_test(void *ud, struct lb_conn *caller, json_t *params, json_t
  * declaredBy stands for the service that declared the resource at
  * REGISTER. */
 static int m_crud_test(void *ud, struct lb_conn *caller, json_t *params, json_t **result,
-                       const char **code, char *msg)
+                       struct mfail *f)
 {
     struct host *h = ud;
     struct crud_req q;
@@ -294,6 +299,30 @@ static int m_crud_test(void *ud, struct lb_conn *caller, json_t *params, json_t 
     *result = r;
     return 0;
 }
+
+/* ---- the methods on either ABI ------------------------------------------- */
+
+#define METHOD_ADAPTER(name)                                                                          \
+    static int name##_abi(void *ud, struct lb_conn *caller, json_t *params, json_t **result, ABI_ERR_PARAMS) \
+    {                                                                                                  \
+        struct mfail f = { NULL, "" };                                                                 \
+        int rc = name(ud, caller, params, result, &f);                                                 \
+        if (rc) ABI_FAIL(f);                                                                           \
+        return rc;                                                                                     \
+    }
+#if LB_PLUGIN_ABI >= 2
+#define ABI_ERR_PARAMS struct lb_err *err
+#define ABI_FAIL(f) lb_refuse(err, (f).code ? (f).code : LB_E_INTERNAL_ERROR, "%s", (f).msg)
+#define METHOD_REGISTER(ctx, name, fn, ud) lb_system_method_register(ctx, name, 0, fn, ud)
+#else
+#define ABI_ERR_PARAMS const char **code, char *msg
+#define ABI_FAIL(f) (*code = (f).code, snprintf(msg, 256, "%.255s", (f).msg))
+#define METHOD_REGISTER(ctx, name, fn, ud) lb_system_method_register(ctx, name, fn, ud)
+#endif
+METHOD_ADAPTER(m_jsonlex)
+METHOD_ADAPTER(m_rules)
+METHOD_ADAPTER(m_rules_test)
+METHOD_ADAPTER(m_crud_test)
 
 /* ---- stats ---------------------------------------------------------------- */
 
@@ -332,14 +361,17 @@ static int plugin_load(struct lb_plugin_ctx *ctx)
     h->cur = lstate_load(h, &h->conf, err, sizeof err);
     if (!h->cur) { lb_plugin_fail(ctx, "%s", err); return -1; }
     log_loaded(h, h->cur, "loaded");
-    if (lb_system_method_register(ctx, "jsonlex", m_jsonlex, h) ||
-        lb_system_method_register(ctx, "rules", m_rules, h) ||
-        lb_system_method_register(ctx, "rules.test", m_rules_test, h) ||
-        lb_system_method_register(ctx, "crud.test", m_crud_test, h))
+    if (METHOD_REGISTER(ctx, "jsonlex", m_jsonlex_abi, h) || METHOD_REGISTER(ctx, "rules", m_rules_abi, h) ||
+        METHOD_REGISTER(ctx, "rules.test", m_rules_test_abi, h) || METHOD_REGISTER(ctx, "crud.test", m_crud_test_abi, h))
         return -1;
     lb_stats_register(ctx, stats, h);
     return lua_v2_register(h);
 }
+
+/* Reload, step 1: compile every script into a fresh state (staged); the
+ * running one keeps serving until step 2.  On plugin ABI v1 there is no
+ * step 2: a state that loaded is swapped in at once. */
+static void plugin_reload_done(struct lb_plugin_ctx *ctx, bool commit);
 
 static int plugin_reload(struct lb_plugin_ctx *ctx)
 {
@@ -358,13 +390,36 @@ static int plugin_reload(struct lb_plugin_ctx *ctx)
         conf_free(&nc);
         return -1;
     }
+    lstate_free(h->staged);
+    conf_free(&h->staged_conf);
+    h->staged = s;
+    h->staged_conf = nc;
+#if LB_PLUGIN_ABI < 2
+    plugin_reload_done(ctx, true);
+#endif
+    return 0;
+}
+
+/* Step 2: swap the staged state in, or drop it (another plugin's reload
+ * failed: reloads are all or nothing). */
+static void plugin_reload_done(struct lb_plugin_ctx *ctx, bool commit)
+{
+    struct host *h = lb_plugin_data(ctx);
+    if (!h->staged) return;
+    if (!commit) {
+        lstate_free(h->staged);
+        conf_free(&h->staged_conf);
+        h->staged = NULL;
+        return;
+    }
     h->last_reload_error[0] = 0;
     lstate_free(h->cur);
-    h->cur = s;
+    h->cur = h->staged;
+    h->staged = NULL;
     conf_free(&h->conf);
-    h->conf = nc;
-    log_loaded(h, s, "reloaded");
-    return 0;
+    h->conf = h->staged_conf;
+    h->staged_conf.dir = NULL;
+    log_loaded(h, h->cur, "reloaded");
 }
 
 static void plugin_unload(struct lb_plugin_ctx *ctx)
@@ -372,8 +427,10 @@ static void plugin_unload(struct lb_plugin_ctx *ctx)
     struct host *h = lb_plugin_data(ctx);
     if (!h) return;
     lstate_free(h->cur);
-    h->cur = NULL;
+    lstate_free(h->staged);
+    h->cur = h->staged = NULL;
     conf_free(&h->conf);
+    conf_free(&h->staged_conf);
     sbuf_free(&h->out);
     lua_v2_free();
 }
@@ -381,6 +438,10 @@ static void plugin_unload(struct lb_plugin_ctx *ctx)
 __attribute__((visibility("default")))
 const struct lb_plugin lexbus_plugin = {
     .abi = LB_PLUGIN_ABI,
+#if LB_PLUGIN_ABI >= 2
+    .size = sizeof(struct lb_plugin),
+    .reload_done = plugin_reload_done,
+#endif
     .name = "lua",
     .version = "1.0",
     .load = plugin_load,
