@@ -28,6 +28,7 @@
 #include "luajson.h"
 #include "rules.h"
 #include "crud.h"
+#include "v2.h"
 
 static char k_env_template, k_loaded, k_call_ud;
 
@@ -725,6 +726,7 @@ static void push_bus(lua_State *L, const char *script)
     set_named_fn(L, script, "set", b_store_set);
     set_named_fn(L, script, "delete", b_store_delete);
     lua_setfield(L, -2, "store");
+    lua_v2_bus_api(L);
 }
 
 /* Pushes a fresh environment for `script`. */

@@ -20,6 +20,10 @@
 #include "rules.h"
 #include "crud.h"
 #include "v2.h"
+#include "luajson.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <lauxlib.h>
 
 #if LB_PLUGIN_ABI >= 2
 
@@ -144,8 +148,110 @@ static enum lb_verdict_kind on_response(void *ud, struct lb_conn *c, struct lb_c
     return run_rules(ud, c, m, RH_RESPONSE, err);
 }
 
+/* ---- bus.emit and bus.services (plugin ABI v2) ------------------------- */
+
+/* The plugin's own in-process connection: scripts emit through it as the
+ * service "lua", through the normal validated path (routed on the next
+ * loop turn, never from inside a hook). */
+static struct lb_conn *g_conn;
+
+static void local_message(void *ud, struct lb_conn *conn, const struct lb_msg *m)
+{
+    (void)ud; (void)conn; (void)m;   /* ACKs and ERRORs of fire-and-forget emits */
+}
+
+static int open_local(struct host *h)
+{
+    static const struct lb_local_ops ops = { .size = sizeof ops, .on_message = local_message };
+    struct lb_local_opts opts = { .size = sizeof opts, .label = "lua", .trusted = true };
+    g_conn = lb_local_open(h->ctx, &opts, &ops, h);
+    if (!g_conn || lb_local_register(g_conn, "lua", NULL, 0)) {
+        lb_plugin_fail(h->ctx, "cannot open the plugin's in-process connection");
+        return -1;
+    }
+    return 0;
+}
+
+/* bus.emit(event, payload [, to]): true, or nil and why. */
+static int b_emit(lua_State *L)
+{
+    struct host *h = lstate_of(L)->h;
+    size_t n, tn = 0;
+    const char *ev = luaL_checklstring(L, 1, &n);
+    const char *to = luaL_optlstring(L, 3, NULL, &tn);
+    if (!lbl_valid_event(ev, n)) return luaL_error(L, "bus.emit: '%s' is not an event name", ev);
+    if (to && !(tn == 9 && !memcmp(to, "broadcast", 9)) && !lbl_valid_service(to, tn))
+        return luaL_error(L, "bus.emit: '%s' is not a service name", to);
+    char err[300];
+    h->out.len = 0;
+    if (!lua_isnoneornil(L, 2) && lj_encode(L, 2, &h->out, LBL_MAX_DEPTH - 1, "payload", err, sizeof err))
+        return luaL_error(L, "bus.emit: %s", err);
+    if (!g_conn || lb_emit(g_conn, NULL, ev, to, h->out.len ? h->out.p : NULL, h->out.len)) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "the bus did not take the event");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* bus.services(): { {name=, instances=, registered=, lastSeen=}, ... }.
+ * Collected in C first: a Lua error must not unwind through the host's
+ * iteration. */
+struct svc { char name[LB_MAX_NAME + 1]; uint64_t instances, registered, last_seen; };
+static struct svc *g_svcs;
+static size_t g_n_svcs, g_cap_svcs;
+
+static void collect_svc(void *ud, const struct lb_service_info *si)
+{
+    (void)ud;
+    if (g_n_svcs == g_cap_svcs) {
+        size_t cap = g_cap_svcs ? g_cap_svcs * 2 : 32;
+        struct svc *v = realloc(g_svcs, cap * sizeof *v);
+        if (!v) return;
+        g_svcs = v;
+        g_cap_svcs = cap;
+    }
+    struct svc *o = &g_svcs[g_n_svcs++];
+    snprintf(o->name, sizeof o->name, "%s", si->name);
+    o->instances = si->instances;
+    o->registered = si->registered_ms;
+    o->last_seen = si->last_seen_ms;
+}
+
+static int b_services(lua_State *L)
+{
+    struct host *h = lstate_of(L)->h;
+    g_n_svcs = 0;
+    lb_services_each(h->ctx, collect_svc, NULL);
+    lua_createtable(L, (int)g_n_svcs, 0);
+    lj_set_array(L, -1);
+    for (size_t i = 0; i < g_n_svcs; i++) {
+        lua_createtable(L, 0, 4);
+        lua_pushstring(L, g_svcs[i].name);
+        lua_setfield(L, -2, "name");
+        lua_pushinteger(L, (lua_Integer)g_svcs[i].instances);
+        lua_setfield(L, -2, "instances");
+        lua_pushinteger(L, (lua_Integer)g_svcs[i].registered);
+        lua_setfield(L, -2, "registered");
+        lua_pushinteger(L, (lua_Integer)g_svcs[i].last_seen);
+        lua_setfield(L, -2, "lastSeen");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+void lua_v2_bus_api(lua_State *L)
+{
+    lua_pushcfunction(L, b_emit);
+    lua_setfield(L, -2, "emit");
+    lua_pushcfunction(L, b_services);
+    lua_setfield(L, -2, "services");
+}
+
 int lua_v2_register(struct host *h)
 {
+    if (open_local(h)) return -1;
     struct lb_hooks hooks = { .size = sizeof hooks, .rewrite = on_rewrite, .response = on_response };
     if (lb_hooks_register(h->ctx, &hooks, h) < 0) {
         lb_plugin_fail(h->ctx, "cannot register the rewrite and response hooks");
@@ -156,6 +262,11 @@ int lua_v2_register(struct host *h)
 
 void lua_v2_free(void)
 {
+    if (g_conn) lb_local_close(g_conn);
+    g_conn = NULL;
+    free(g_svcs);
+    g_svcs = NULL;
+    g_n_svcs = g_cap_svcs = 0;
     rresult_free(&g_r);
     crud_out_free(&g_crud);
     sbuf_free(&g_quoted);
@@ -165,5 +276,6 @@ void lua_v2_free(void)
 
 int lua_v2_register(struct host *h) { (void)h; return 0; }
 void lua_v2_free(void) {}
+void lua_v2_bus_api(lua_State *L) { (void)L; }
 
 #endif

@@ -6,4 +6,9 @@ struct host;
  * lb_plugin_fail. */
 int lua_v2_register(struct host *h);
 void lua_v2_free(void);
+/* Adds bus.emit and bus.services to the bus table at the top of the
+ * stack (plugin ABI v2: they need an in-process connection and the
+ * service list); nothing on v1. */
+struct lua_State;
+void lua_v2_bus_api(struct lua_State *L);
 #endif

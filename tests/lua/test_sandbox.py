@@ -1,5 +1,7 @@
 """The Lua sandbox through the real daemon: what scripts cannot reach,
 the instruction budget, the memory cap, and that the bus keeps serving."""
+import time
+
 import lbtest
 from lbtest import check, check_eq, test
 from luatest import lua_bus
@@ -40,6 +42,7 @@ local probes = {
   concat_bomb = function() local s = "x" for i = 1, 64 do s = s .. s end return #s end,
   recursion = function() local function f(n) return f(n + 1) + 1 end return f(1) end,
   print_ok = function() print("hello from a rule", 42) return "printed" end,
+  log_flood = function() for i = 1, 500 do bus.log("warn", "flood " .. i) end return "flooded" end,
 }
 local rules = {}
 for name, fn in pairs(probes) do
@@ -88,6 +91,12 @@ def nothing_outside_the_sandbox():
         check_eq(probe(c, "libs_private")["payload"], "function", "another script's string.upper = nil stays there")
         check_eq(probe(c, "print_ok")["payload"], "printed", "print goes to the log")
         check("routes.lua: hello from a rule\t42" in bus.logtext(), "print logged with the script name")
+        check_eq(probe(c, "log_flood")["payload"], "flooded", "a rule that logs in a loop")
+        time.sleep(1.1)
+        probe(c, "print_ok")
+        log = bus.logtext()
+        check(log.count("routes.lua: flood ") <= 100, "at most 100 script lines a second (%d)" % log.count("routes.lua: flood "))
+        check("more lines in the last second (dropped" in log, "the dropped lines are counted in the log")
 
 
 @test
