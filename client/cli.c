@@ -30,7 +30,7 @@ static unsigned g_timeout_ms = 10000;
 
 static const char *const usage_main =
     "usage: lexbus [--server unix:/path|tls://host:port] [--ca F] [--cert F --key F] [--insecure]\n"
-    "              [--as NAME] [--timeout MS] [--token T] COMMAND [ARGS]\n"
+    "              [--as NAME] [--timeout MS] [--token T] [--encoding json|msgpack] COMMAND [ARGS]\n"
     "\n"
     "Commands:\n"
     "  call SERVICE METHOD [JSON]          call a method, print the result\n"
@@ -49,6 +49,9 @@ static const char *const usage_main =
     "tls://: --ca verifies the server (its name is checked), --cert/--key present a\n"
     "client certificate (mutual TLS); --insecure skips verification (debugging only).\n"
     "--as NAME registers under NAME (with mutual TLS: a name the certificate carries).\n"
+    "--token T: a session token (issued with --operation register) authenticates the\n"
+    "REGISTER; any other broker token goes with the CALL or EMIT it allows.\n"
+    "--encoding msgpack speaks MessagePack on the wire (as Bro IPC clients do); JSON by default.\n"
     "Exit codes: 0 ok, 1 error answer, 2 usage, 3 connection failure, 4 timeout.\n"
     "Errors are printed on stderr as {\"error\":{\"code\":...,\"message\":...}}.\n"
     "`lexbus COMMAND --help` describes each command.\n";
@@ -137,11 +140,38 @@ static int cmd_call(int argc, char **argv)
     return do_call(argv[1], argv[2], argc == 4 ? argv[3] : NULL);
 }
 
+/* The bus answers `services` a page at a time (lexbus.services takes
+ * {limit, after}): ask for pages until a short one, print them as one list. */
 static int cmd_services(int argc, char **argv)
 {
     if (wants_help(argc, argv)) { fputs("usage: lexbus services\n  Lists the services registered on the bus.\n", stdout); return EXIT_OK; }
     if (argc != 1) return usage_error("usage: lexbus services\n", "services takes no arguments");
-    return do_call("lexbus", "services", NULL);
+    int rc = EXIT_OK;
+    struct lexbus_client *c = connect_or_fail(NULL, false, &rc);
+    if (!c) return rc;
+    json_t *all = json_array();
+    const json_int_t page = 1000;
+    char *after = NULL;
+    for (;;) {
+        json_t *p = json_pack("{s:I}", "limit", page), *result = NULL;
+        if (after) json_object_set_new(p, "after", json_string(after));
+        struct lexbus_error err;
+        int r = lexbus_call_blocking(c, "lexbus", "services", p, g_timeout_ms, &result, &err);
+        json_decref(p);
+        if (r != 0) { rc = fail(err.code, err.message); break; }
+        size_t n = json_array_size(result);
+        json_array_extend(all, result);
+        const char *last = json_string_value(json_object_get(json_array_get(result, n ? n - 1 : 0), "name"));
+        free(after);
+        after = last ? strdup(last) : NULL;
+        json_decref(result);
+        if ((json_int_t)n < page || !after) break;
+    }
+    if (rc == EXIT_OK) print_json(all);
+    free(after);
+    json_decref(all);
+    lexbus_free(c);
+    return rc;
 }
 
 static int cmd_stats(int argc, char **argv)
@@ -412,14 +442,19 @@ static int cmd_serve(int argc, char **argv)
 /* ---- token -------------------------------------------------------------- */
 
 static const char *const usage_token =
-    "usage: lexbus token issue --target SERVICE --operation OP [--ttl SECONDS] [--source NAME]\n"
+    "usage: lexbus token issue --operation register --source NAME [--admin] [--ttl SECONDS]\n"
+    "       lexbus token issue --target SERVICE --operation OP [--source NAME] [--ttl SECONDS]\n"
     "                          [--stateful] [--rate-limit-exempt] [--auth-bypass] [--data JSON]\n"
     "       lexbus token verify TOKEN\n"
     "       lexbus token revoke JTI\n"
     "       lexbus token state get|delete JTI\n"
     "       lexbus token state set JTI JSON\n"
     "  Broker tokens (the tokens plugin): issue, revoke and state need a service\n"
-    "  listed in its `admins` (use --as NAME).\n";
+    "  listed in its `admins` (use --as NAME).\n"
+    "  A session token (--operation register) lets NAME register, and nothing else;\n"
+    "  --admin is required when NAME is in `admins` (the token then carries its powers).\n"
+    "  Any other token is a permission for CALLs (OP = method) or EMITs (OP = event)\n"
+    "  to SERVICE (\"*\" = any), for any holder, or only for NAME with --source.\n";
 
 static int cmd_token(int argc, char **argv)
 {
@@ -441,11 +476,15 @@ static int cmd_token(int argc, char **argv)
             else if (!strcmp(a, "--stateful")) json_object_set_new(p, "stateful", json_true());
             else if (!strcmp(a, "--rate-limit-exempt")) json_object_set_new(p, "rateLimitExempt", json_true());
             else if (!strcmp(a, "--auth-bypass")) json_object_set_new(p, "authBypass", json_true());
+            else if (!strcmp(a, "--admin")) json_object_set_new(p, "admin", json_true());
             else { json_decref(p); return usage_error(usage_token, "unknown or incomplete option for token issue"); }
         }
-        if (!json_object_get(p, "target") || !json_object_get(p, "operation")) {
+        const char *op = json_string_value(json_object_get(p, "operation"));
+        bool session = op && !strcmp(op, "register");
+        if (!op || (session ? !json_object_get(p, "source") : !json_object_get(p, "target"))) {
             json_decref(p);
-            return usage_error(usage_token, "token issue needs --target and --operation");
+            return usage_error(usage_token, "token issue needs --operation register --source NAME, "
+                                            "or --target and --operation");
         }
     } else if (!strcmp(sub, "verify") && argc == 3) {
         method = "token.verify";
@@ -633,9 +672,14 @@ static const char *const usage_audit =
     "  for the first line the bus ever wrote).  Give rotated files oldest first\n"
     "  (audit.jsonl.2 audit.jsonl.1 audit.jsonl): the chain runs across them.\n"
     "  --partial trusts the first line's \"prev\" (older files were rotated away)\n"
-    "  and checks everything after it.  Prints\n"
-    "  {\"ok\":true,\"lines\":N,\"files\":F,\"last\":\"<hash of the last line>\"},\n"
-    "  or names the first bad line on stderr and exits 1.  Needs no bus.\n"
+    "  and checks everything after it.  It also resynchronises after a gap: a\n"
+    "  cut line (a write interrupted by a full disk or a crash) or a LOST line\n"
+    "  (lines the bus could not write): the next record either continues the\n"
+    "  chain of the line before the gap (nothing else was lost) or is trusted as\n"
+    "  a new start (\"resumed\"); each place is named on stderr.  Prints\n"
+    "  {\"ok\":true,\"lines\":N,\"files\":F,\"last\":\"<hash of the last line>\"}\n"
+    "  (with --partial also \"cut\", \"lost\" and \"resumed\" counts), or names\n"
+    "  the first bad line on stderr and exits 1.  Needs no bus.\n"
     "  No later line vouches for the last one: compare \"last\" with the hash\n"
     "  lexbusd logs at shutdown (\"audit chain of FILE ends at HASH\").  On a\n"
     "  running bus, plugins.audit.lastHash of `lexbus stats` is the hash of the\n"
@@ -643,11 +687,82 @@ static const char *const usage_audit =
 
 #define AUDIT_HASH_HEX 64
 
-/* Checks one file's lines against the running chain in prev (updated).
- * *first: the next line read is the first of the whole run (for --partial).
- * Returns 0, or 1 after printing the first broken line. */
-static int audit_verify_file(const char *path, char prev[AUDIT_HASH_HEX + 1], bool *first, bool partial,
-                             long *total)
+/* The running state of a verification across files. */
+struct chain {
+    char prev[AUDIT_HASH_HEX + 1];   /* hash of the last complete line */
+    bool first;                      /* no complete line seen yet */
+    bool partial;
+    bool after_gap;                  /* a cut line or a LOST line came before (--partial) */
+    long lines, cut, resumed;
+    long long lost;
+};
+
+/* A line that marks a gap: cut off (not JSON), or the bus's LOST line.
+ * Returns 0 if it is neither, else 1 with *what describing it. */
+static int gap_line(json_t *j, char *what, size_t n)
+{
+    if (!j) {
+        snprintf(what, n, "is cut off (an interrupted write: a full disk or a crash)");
+        return 1;
+    }
+    json_t *lines = json_object_get(j, "lines");
+    if (json_object_get(j, "prev") || !json_is_string(json_object_get(j, "type")) ||
+        strcmp(json_string_value(json_object_get(j, "type")), "LOST") != 0 || !json_is_integer(lines))
+        return 0;
+    snprintf(what, n, "marks %lld lines the bus lost (a failed write: a full disk or an I/O error)",
+             (long long)json_integer_value(lines));
+    return 1;
+}
+
+/* One complete line (n bytes, no newline): updates ch.  Returns NULL, or
+ * why it breaks the chain (in buf). */
+static const char *verify_line(struct chain *ch, const char *path, long lineno, const char *line, size_t n,
+                               char *buf, size_t buflen)
+{
+    json_t *j = json_loadb(line, n, 0, NULL);
+    const char *p = j ? json_string_value(json_object_get(j, "prev")) : NULL, *why = NULL;
+    char what[160];
+    if (gap_line(j, what, sizeof what)) {
+        if (ch->partial) {
+            /* Nothing to check in it: the next record continues the chain
+             * (nothing else was lost) or starts it again. */
+            fprintf(stderr, "lexbus audit verify: line %ld of %s %s\n", lineno, path, what);
+            ch->cut += !j;
+            ch->lost += j ? json_integer_value(json_object_get(j, "lines")) : 0;
+            ch->after_gap = true;
+        } else {
+            snprintf(buf, buflen, "the line %s; --partial checks the lines after it", what);
+            why = buf;
+        }
+        json_decref(j);
+        return why;
+    }
+    if (!p || strlen(p) != AUDIT_HASH_HEX) {
+        why = "not a chained audit line";
+    } else if (ch->first && ch->partial) {
+        snprintf(ch->prev, sizeof ch->prev, "%s", p);   /* the anchor */
+    } else if (strcmp(p, ch->prev) != 0 && ch->after_gap) {
+        fprintf(stderr, "lexbus audit verify: line %ld of %s starts the chain again (the lines lost before it "
+                "cannot be checked)\n", lineno, path);
+        snprintf(ch->prev, sizeof ch->prev, "%s", p);
+        ch->resumed++;
+    } else if (strcmp(p, ch->prev) != 0) {
+        why = "\"prev\" does not match the line before it (edited, removed or reordered)";
+    }
+    json_decref(j);
+    if (why) return why;
+    ch->first = ch->after_gap = false;
+    ch->lines++;
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    EVP_Digest(line, n, md, &mdlen, EVP_sha256(), NULL);
+    for (int i = 0; i < 32; i++) snprintf(ch->prev + 2 * i, 3, "%02x", md[i]);
+    return NULL;
+}
+
+/* Checks one file's lines against the running chain.  Returns 0, or 1
+ * after printing the first broken line. */
+static int audit_verify_file(const char *path, struct chain *ch)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -660,22 +775,12 @@ static int audit_verify_file(const char *path, char prev[AUDIT_HASH_HEX + 1], bo
     ssize_t n;
     long lineno = 0;
     const char *why = NULL;
-    while ((n = getline(&line, &cap, f)) > 0) {
+    char buf[256];
+    while (!why && (n = getline(&line, &cap, f)) > 0) {
         lineno++;
-        if (line[n - 1] != '\n') { why = "the last line is cut off (no newline: a write was interrupted)"; break; }
-        line[--n] = 0;
-        json_t *j = json_loadb(line, (size_t)n, 0, NULL);
-        const char *p = j ? json_string_value(json_object_get(j, "prev")) : NULL;
-        if (!p || strlen(p) != AUDIT_HASH_HEX) why = "not a chained audit line";
-        else if (*first && partial) snprintf(prev, AUDIT_HASH_HEX + 1, "%s", p);   /* the anchor */
-        else if (strcmp(p, prev) != 0) why = "\"prev\" does not match the line before it (edited, removed or reordered)";
-        json_decref(j);
-        if (why) break;
-        *first = false;
-        unsigned char md[32];
-        unsigned int mdlen = 0;
-        EVP_Digest(line, (size_t)n, md, &mdlen, EVP_sha256(), NULL);
-        for (int i = 0; i < 32; i++) snprintf(prev + 2 * i, 3, "%02x", md[i]);
+        if (line[n - 1] == '\n') line[--n] = 0;
+        else if (!ch->partial) why = "the last line is cut off (no newline: a write was interrupted)";
+        if (!why) why = verify_line(ch, path, lineno, line, (size_t)n, buf, sizeof buf);
     }
     bool read_error = ferror(f);
     free(line);
@@ -686,7 +791,6 @@ static int audit_verify_file(const char *path, char prev[AUDIT_HASH_HEX + 1], bo
         snprintf(msg, sizeof msg, "line %ld of %s: %s", lineno, path, why);
         return fail("CHAIN_BROKEN", msg);
     }
-    *total += lineno;
     return 0;
 }
 
@@ -695,17 +799,15 @@ static int cmd_audit(int argc, char **argv)
     if (wants_help(argc, argv)) { fputs(usage_audit, stdout); return EXIT_OK; }
     if (argc < 3 || strcmp(argv[1], "verify") != 0) return usage_error(usage_audit, "audit needs: verify FILE...");
     int i = 2;
-    bool partial = false;
-    if (!strcmp(argv[i], "--partial")) { partial = true; i++; }
+    struct chain ch = { .first = true };
+    if (!strcmp(argv[i], "--partial")) { ch.partial = true; i++; }
     if (i >= argc) return usage_error(usage_audit, "audit verify needs at least one FILE");
-    char prev[AUDIT_HASH_HEX + 1];
-    memset(prev, '0', AUDIT_HASH_HEX);
-    prev[AUDIT_HASH_HEX] = 0;
-    bool first = true;
-    long total = 0;
+    memset(ch.prev, '0', AUDIT_HASH_HEX);
     for (int k = i; k < argc; k++)
-        if (audit_verify_file(argv[k], prev, &first, partial, &total)) return EXIT_REMOTE;
-    printf("{\"ok\":true,\"lines\":%ld,\"files\":%d,\"last\":\"%s\"}\n", total, argc - i, prev);
+        if (audit_verify_file(argv[k], &ch)) return EXIT_REMOTE;
+    printf("{\"ok\":true,\"lines\":%ld,\"files\":%d,\"last\":\"%s\"", ch.lines, argc - i, ch.prev);
+    if (ch.partial) printf(",\"cut\":%ld,\"lost\":%lld,\"resumed\":%ld", ch.cut, ch.lost, ch.resumed);
+    printf("}\n");
     return EXIT_OK;
 }
 
@@ -722,6 +824,7 @@ int main(int argc, char **argv)
         { "key", required_argument, NULL, 'K' },
         { "insecure", no_argument, NULL, 'I' },
         { "as", required_argument, NULL, 'A' },
+        { "encoding", required_argument, NULL, 'N' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -744,6 +847,11 @@ int main(int argc, char **argv)
         case 'K': g_opt.tls_key = optarg; break;
         case 'I': g_opt.tls_insecure = true; break;
         case 'A': g_opt.service = optarg; break;
+        case 'N':
+            if (!strcmp(optarg, "msgpack")) g_opt.encoding = LEXBUS_ENCODING_MSGPACK;
+            else if (!strcmp(optarg, "json")) g_opt.encoding = LEXBUS_ENCODING_JSON;
+            else return usage_error(usage_main, "--encoding takes json or msgpack");
+            break;
         case 'h': fputs(usage_main, stdout); return EXIT_OK;
         default: fputs(usage_main, stderr); return EXIT_USAGE;
         }

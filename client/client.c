@@ -19,23 +19,28 @@
 #include <event2/event.h>
 #include <netdb.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <lexbus/client.h>
 #include <lexbus/protocol.h>
+#include "codec_msgpack.h"
 #include "envelope.h"
+#include "names.h"
+#include "jwtpart.h"
 #include "wire.h"
 
 #define DEFAULT_URL "unix:" LB_DEFAULT_SOCKET
 #define DEFAULT_TIMEOUT_MS 30000u
 #define REGISTER_TIMEOUT_MS 5000u
+#define ID_PREFIX_LEN 16                 /* base64url characters: 96 random bits */
 
 struct method { char *name; lexbus_method_fn fn; void *ud; struct method *next; };
 struct sub { char *pattern; lexbus_event_fn fn; lexbus_raw_event_fn raw; void *ud; struct sub *next; };
 
 /* A call or an acknowledged emit waiting for the bus. */
 struct pending {
-    char id[32];
+    char id[48];                 /* "c" + ID_PREFIX_LEN random characters + "-" + counter */
     struct lexbus_client *c;
     lexbus_result_fn result_cb;
     lexbus_ack_fn ack_cb;
@@ -61,14 +66,17 @@ struct lexbus_client {
     struct addrinfo *addrs;      /* tls://: resolved at each connect attempt */
     const struct addrinfo *next_addr;   /* tried next if this one refuses */
     char *service;
-    char *token;
+    char *register_token;        /* sent with REGISTER: a session token */
+    char *message_token;         /* sent with CALL and EMIT: any other token */
     bool reconnect;
     unsigned backoff_base, backoff_max, attempt;
     size_t max_frame;
     struct bufferevent *bev;
     bool ready, stopped;
     unsigned long long generation;
+    char id_prefix[ID_PREFIX_LEN + 1];   /* random, per client: see next_id */
     unsigned long long seq;
+    unsigned long long undecodable;      /* events dropped without an error handler to tell */
     unsigned heartbeat_ms;
     unsigned rand_state;         /* jitter; rand_r keeps the application's rand() untouched */
     struct event *retry_timer, *heartbeat_timer;
@@ -77,6 +85,9 @@ struct lexbus_client {
     struct pending *pending;     /* oldest first: answers mostly come in order */
     struct pending **pending_tail;
     struct wbuf out;             /* scratch for outgoing frames, reused */
+    bool msgpack;                /* frames go both ways as MessagePack */
+    struct jw mp_out, mp_in;     /* their conversions, reused */
+    int dispatching;             /* a callback that runs the loop reads frames of its own */
     lexbus_state_fn state_cb;
     void *state_ud;
     lexbus_error_fn error_cb;
@@ -106,15 +117,27 @@ unsigned lexbus_backoff_ms(unsigned base, unsigned max, unsigned attempt, unsign
 
 /* ---- sending -------------------------------------------------------- */
 
+/* Queues one frame whose body is JSON text: as it is, or as MessagePack. */
+static int queue_body(struct lexbus_client *c, const char *body, size_t n)
+{
+    if (c->msgpack) {
+        char why[160];
+        c->mp_out.len = 0;
+        if (mp_from_json(body, n, &c->mp_out, UINT32_MAX, why, sizeof why) != MP_OK) return -1;
+        body = c->mp_out.buf;
+        n = c->mp_out.len;
+    }
+    uint32_t be = htonl((uint32_t)n);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    return evbuffer_add(out, &be, 4) || evbuffer_add(out, body, n) ? -1 : 0;
+}
+
 static int send_json(struct lexbus_client *c, json_t *msg)
 {
     if (!c->bev) return -1;
     char *body = json_dumps(msg, JSON_COMPACT);
     if (!body) return -1;
-    size_t n = strlen(body);
-    uint32_t be = htonl((uint32_t)n);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    int rc = evbuffer_add(out, &be, 4) || evbuffer_add(out, body, n) ? -1 : 0;
+    int rc = queue_body(c, body, strlen(body));
     free(body);
     return rc;
 }
@@ -124,12 +147,32 @@ static int send_frame(struct lexbus_client *c)
 {
     long n = wb_finish(&c->out);
     if (!c->bev || n < 0) return -1;
+    if (c->msgpack) return queue_body(c, c->out.p + 4, (size_t)n - 4);
     return evbuffer_add(bufferevent_get_output(c->bev), c->out.p, (size_t)n);
+}
+
+/* Message ids are a random prefix drawn once per client and a counter.
+ * The bus refuses a CALL whose id is already in flight at the callee, so
+ * predictable ids ("c<pid>-<n>", and pids are public in `lexbus
+ * services`) let anyone send a victim's next ids first and have its calls
+ * refused.  Returns 0, or -1 if the system has no randomness to give. */
+static int draw_id_prefix(struct lexbus_client *c)
+{
+    static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char r[ID_PREFIX_LEN * 6 / 8];
+    if (RAND_bytes(r, (int)sizeof r) != 1) return -1;
+    for (size_t i = 0; i < ID_PREFIX_LEN; i++) {
+        size_t bit = i * 6;   /* 6 bits per character, across byte boundaries */
+        unsigned v = ((unsigned)r[bit / 8] << 8 | (bit / 8 + 1 < sizeof r ? r[bit / 8 + 1] : 0)) >> (10 - bit % 8);
+        c->id_prefix[i] = b64url[v & 63];
+    }
+    c->id_prefix[ID_PREFIX_LEN] = 0;
+    return 0;
 }
 
 static void next_id(struct lexbus_client *c, char *buf, size_t n)
 {
-    snprintf(buf, n, "c%ld-%llu", (long)getpid(), ++c->seq);
+    snprintf(buf, n, "c%s-%llu", c->id_prefix, ++c->seq);
 }
 
 /* ---- pending calls -------------------------------------------------- */
@@ -231,7 +274,7 @@ static int send_register(struct lexbus_client *c)
     if (json_array_size(subs)) json_object_set_new(m, "subscribe", subs);
     else json_decref(subs);
     json_object_set_new(m, "metadata", json_pack("{s:I,s:s}", "pid", (json_int_t)getpid(), "hostname", host));
-    if (c->token) json_object_set_new(m, "token", json_string(c->token));
+    if (c->register_token) json_object_set_new(m, "token", json_string(c->register_token));
     int rc = send_json(c, m);
     json_decref(m);
     return rc;
@@ -418,23 +461,41 @@ static void env_raw(const struct env_val *v, const char **p, size_t *n)
     *n = v->n + 2u * str;
 }
 
-/* A value as json_t (new reference), or NULL when absent.  The scanner
- * has validated the frame (strict JSON, UTF-8), so plain strings and
- * literals are built directly; jansson parses the rest. */
-static json_t *env_json(const struct env_val *v)
+/* A value as json_t: 0 with *out a new reference (NULL when absent), or
+ * -1 with why[] set when jansson cannot represent it.  The scanner has
+ * validated the frame (strict JSON, UTF-8, surrogates paired), so the
+ * only such values are numbers beyond its range (1e400, integers past
+ * int64): the bus passes them, as other clients can read them, and the
+ * callers below report them rather than hand a handler null.  "\u0000"
+ * is kept: a json_t string holds NULs (json_string_length counts them).
+ * Plain strings and literals are built directly; jansson parses the rest. */
+static int env_decode(const struct env_val *v, json_t **out, char *why, size_t whylen)
 {
+    *out = NULL;
     switch (v->kind) {
-    case J_NONE: return NULL;
-    case J_STRING: if (!v->escaped) return json_stringn_nocheck(v->p, v->n); break;
-    case J_TRUE: return json_true();
-    case J_FALSE: return json_false();
-    case J_NULL: return json_null();
+    case J_NONE: return 0;
+    case J_STRING: if (!v->escaped) { *out = json_stringn_nocheck(v->p, v->n); return 0; } break;
+    case J_TRUE: *out = json_true(); return 0;
+    case J_FALSE: *out = json_false(); return 0;
+    case J_NULL: *out = json_null(); return 0;
     default: break;
     }
     const char *p;
     size_t n;
     env_raw(v, &p, &n);
-    return json_loadb(p, n, JSON_DECODE_ANY, NULL);
+    json_error_t je;
+    *out = json_loadb(p, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    if (*out) return 0;
+    if (why) snprintf(why, whylen, "%.100s at byte %d of %zu", je.text, je.position, n);
+    return -1;
+}
+
+/* The same where a failure needs no explanation (NULL). */
+static json_t *env_json(const struct env_val *v)
+{
+    json_t *j;
+    env_decode(v, &j, NULL, 0);
+    return j;
 }
 
 /* A string member copied into out (unescaped); false if absent, not a
@@ -488,9 +549,19 @@ static void error_from(struct lexbus_error *e, const struct env_val *err)
     set_err(e, code[0] ? code : LB_E_EXECUTION_FAILED, "%s", msg[0] ? msg : "error without a message");
 }
 
+/* Answers the caller itself when the params or context of its CALL
+ * cannot be represented here: the handler never sees a null in their
+ * place. */
+static void refuse_undecodable(struct lexbus_reply *r, const char *what, const char *why)
+{
+    char msg[300];
+    snprintf(msg, sizeof msg, "'%s' cannot represent the %s (liblexbus: %s)", r->c->service, what, why);
+    lexbus_reply_error(r, LB_E_INVALID_MESSAGE, msg);
+}
+
 static void handle_call(struct lexbus_client *c, const struct envelope *e)
 {
-    char method[LB_MAX_NAME + 1];
+    char method[LB_MAX_NAME + 1], why[160];
     struct lexbus_reply *r = calloc(1, sizeof *r);
     if (!r) return;
     if (!env_cstr(&e->f[F_ID], r->id, sizeof r->id) || !env_cstr(&e->f[F_METHOD], method, sizeof method)) {
@@ -499,11 +570,18 @@ static void handle_call(struct lexbus_client *c, const struct envelope *e)
     }
     r->c = c;
     env_cstr(&e->f[F_FROM], r->caller, sizeof r->caller);
-    r->context = env_json(&e->f[F_CONTEXT]);
     r->generation = c->generation;
+    if (env_decode(&e->f[F_CONTEXT], &r->context, why, sizeof why) != 0) {
+        refuse_undecodable(r, "context", why);
+        return;
+    }
     for (struct method *x = c->methods; x; x = x->next) {
         if (strcmp(x->name, method) == 0) {
-            json_t *params = env_json(&e->f[F_PARAMS]);
+            json_t *params;
+            if (env_decode(&e->f[F_PARAMS], &params, why, sizeof why) != 0) {
+                refuse_undecodable(r, "params", why);
+                return;
+            }
             x->fn(c, method, params ? params : json_null(), r, x->ud);
             json_decref(params);
             return;
@@ -514,18 +592,17 @@ static void handle_call(struct lexbus_client *c, const struct envelope *e)
     lexbus_reply_error(r, LB_E_METHOD_NOT_FOUND, msg);
 }
 
-/* Whether a subscription pattern matches an event name. */
-static bool pattern_matches(const char *p, const char *e)
+/* An event whose payload cannot be represented as json_t is not handed
+ * to its handler as null: the error handler hears of it, or (without
+ * one) stderr, at the 1st, 2nd, 4th, 8th... such event. */
+static void undecodable_event(struct lexbus_client *c, const char *event, const char *from, const char *why)
 {
-    while (*p) {
-        if (p[0] == '>' && !p[1]) return *e != 0;
-        size_t pl = strcspn(p, ":"), el = strcspn(e, ":");
-        if (!(pl == 1 && p[0] == '*') && (pl != el || strncmp(p, e, pl) != 0)) return false;
-        p += pl + (p[pl] == ':');
-        e += el + (e[el] == ':');
-        if (!*p && *e) return false;
-    }
-    return !*e;
+    struct lexbus_error err;
+    set_err(&err, LB_E_INVALID_MESSAGE, "event '%s' from '%s' not delivered: liblexbus cannot represent its "
+            "payload (%s); lexbus_on_raw hands over the text", event, from, why);
+    unsigned long long n = ++c->undecodable;
+    if (c->error_cb) c->error_cb(c, &err, c->error_ud);
+    else if ((n & (n - 1)) == 0) fprintf(stderr, "liblexbus: %s (%llu so far)\n", err.message, n);
 }
 
 static void handle_event(struct lexbus_client *c, const struct envelope *e)
@@ -536,7 +613,7 @@ static void handle_event(struct lexbus_client *c, const struct envelope *e)
     /* The bus already matched; a client with several patterns hands the
      * event to the first handler whose pattern matches it. */
     for (struct sub *s = c->subs; s; s = s->next) {
-        if (pattern_matches(s->pattern, event)) {
+        if (pattern_match(s->pattern, strlen(s->pattern), event, strlen(event))) {
             if (s->raw) {
                 const char *p = "null";
                 size_t n = 4;
@@ -544,7 +621,12 @@ static void handle_event(struct lexbus_client *c, const struct envelope *e)
                 s->raw(c, event, from, p, n, s->ud);
                 return;
             }
-            json_t *payload = env_json(&e->f[F_PAYLOAD]);
+            json_t *payload;
+            char why[160];
+            if (env_decode(&e->f[F_PAYLOAD], &payload, why, sizeof why) != 0) {
+                undecodable_event(c, event, from, why);
+                return;
+            }
             s->fn(c, event, from, payload ? payload : json_null(), s->ud);
             json_decref(payload);
             return;
@@ -574,7 +656,13 @@ static void handle_answer(struct lexbus_client *c, const struct envelope *e)
         error_from(&err, &e->f[F_ERROR]);
         pending_settle(p, &err, NULL, -1);
     } else if (e->type == LB_MSG_RESPONSE) {
-        json_t *data = env_json(&e->f[F_DATA]);
+        json_t *data;
+        char why[160];
+        if (env_decode(&e->f[F_DATA], &data, why, sizeof why) != 0) {
+            set_err(&err, LB_E_INVALID_MESSAGE, "liblexbus cannot represent the result (%s)", why);
+            pending_settle(p, &err, NULL, -1);
+            return;
+        }
         pending_settle(p, NULL, data ? data : json_null(), 0);
         json_decref(data);
     } else {
@@ -592,7 +680,7 @@ static void handle_register_ack(struct lexbus_client *c, const struct envelope *
     notify_state(c, true, NULL);
 }
 
-static void dispatch(struct lexbus_client *c, const char *frame, size_t n)
+static void dispatch_json(struct lexbus_client *c, const char *frame, size_t n)
 {
     struct envelope e;
     const char *why;
@@ -604,6 +692,23 @@ static void dispatch(struct lexbus_client *c, const char *frame, size_t n)
     case LB_MSG_RESPONSE: case LB_MSG_ACK: case LB_MSG_ERROR: case LB_MSG_HEARTBEAT: handle_answer(c, &e); break;
     default: break;
     }
+}
+
+static void dispatch(struct lexbus_client *c, const char *frame, size_t n)
+{
+    if (!c->msgpack) { dispatch_json(c, frame, n); return; }
+    /* Converted to JSON for the same scanner.  A callback may run the loop
+     * and so read frames itself: those use a buffer of their own. */
+    struct jw local = { 0 }, *w = c->dispatching ? &local : &c->mp_in;
+    char why[160];
+    w->len = 0;
+    enum mp_status st = mp_to_json(frame, n, w, 8 * c->max_frame, why, sizeof why);
+    if (st == MP_OK || st == MP_NO_JSON) {   /* NO_JSON: only +-Infinity can come from the bus */
+        c->dispatching++;
+        dispatch_json(c, w->buf, w->len);
+        c->dispatching--;
+    }
+    free(local.buf);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -630,6 +735,23 @@ static void on_read(struct bufferevent *bev, void *arg)
 }
 
 /* ---- public API ------------------------------------------------------ */
+
+/* A session token (claim operation "register") authenticates the
+ * REGISTER and goes nowhere else: the bus refuses it on a CALL or EMIT.
+ * Any other token is a permission for messages, which a REGISTER would
+ * refuse.  One the claims of which cannot be read goes with both, and the
+ * bus says what is wrong with it.  The claims are only read here; the
+ * bus verifies them. */
+static void set_token(struct lexbus_client *c, const char *tok)
+{
+    if (!tok) return;
+    json_t *claims = jwt_part_json(tok, 1);
+    const char *op = json_string_value(json_object_get(claims, "operation"));
+    bool session = op && !strcmp(op, "register");
+    if (session || !claims) c->register_token = strdup(tok);
+    if (!session) c->message_token = strdup(tok);
+    json_decref(claims);
+}
 
 struct lexbus_client *lexbus_new(struct event_base *base, const struct lexbus_options *opt)
 {
@@ -662,15 +784,21 @@ struct lexbus_client *lexbus_new(struct event_base *base, const struct lexbus_op
     char gen[64];
     snprintf(gen, sizeof gen, "client-%ld-%llu", (long)getpid(), ++n);
     c->service = strdup(o.service ? o.service : gen);
-    c->token = o.token ? strdup(o.token) : NULL;
+    set_token(c, o.token);
     c->reconnect = !o.no_reconnect;
     c->backoff_base = o.reconnect_base_ms ? o.reconnect_base_ms : 100;
     c->backoff_max = o.reconnect_max_ms ? o.reconnect_max_ms : 30000;
     c->max_frame = o.max_frame ? o.max_frame : 16u * 1024 * 1024;
+    c->msgpack = o.encoding == LEXBUS_ENCODING_MSGPACK;
     c->pending_tail = &c->pending;
     c->retry_timer = evtimer_new(base, retry_cb, c);
     c->heartbeat_timer = event_new(base, -1, EV_PERSIST, heartbeat_cb, c);
     c->rand_state = (unsigned)(time(NULL) ^ getpid()) ^ (unsigned)(uintptr_t)c;   /* not the app's rand() */
+    if (draw_id_prefix(c) != 0) {
+        fprintf(stderr, "liblexbus: no random bytes for message ids (OpenSSL RAND_bytes failed)\n");
+        lexbus_free(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -711,8 +839,11 @@ void lexbus_free(struct lexbus_client *c)
     free(c->port);
     free(c->path);
     free(c->service);
-    free(c->token);
+    free(c->register_token);
+    free(c->message_token);
     wb_free(&c->out);
+    free(c->mp_out.buf);
+    free(c->mp_in.buf);
     free(c);
 }
 
@@ -841,7 +972,7 @@ static void write_context(struct lexbus_client *c, const struct lexbus_reply *pa
     clock_gettime(CLOCK_REALTIME, &ts);
     long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     char root[80], tail[64];
-    snprintf(root, sizeof root, "root-%lld-%ld-%llu", now, (long)getpid(), ++c->seq);
+    snprintf(root, sizeof root, "root-%lld-%s-%llu", now, c->id_prefix, ++c->seq);
     wb_lit(&c->out, "{");
     wb_key_str(&c->out, "root", root);
     wb_lit(&c->out, ",\"chain\":[");
@@ -869,7 +1000,7 @@ static struct pending *begin_answered(struct lexbus_client *c, const char *type,
 /* Adds the token, sends; a frame that could not be sent has no answer to wait for. */
 static int send_answered(struct lexbus_client *c, struct pending *p)
 {
-    if (c->token) wb_key_str(&c->out, "token", c->token);
+    if (c->message_token) wb_key_str(&c->out, "token", c->message_token);
     int rc = send_frame(c);
     if (rc) {
         pending_take(c, p->id);
@@ -949,7 +1080,7 @@ static int emit(struct lexbus_client *c, const char *event, struct payload pl, c
     wb_key(&c->out, "payload");
     if (pl.text) wb_raw(&c->out, pl.text, pl.len);
     else wb_json(&c->out, pl.json);
-    if (c->token) wb_key_str(&c->out, "token", c->token);
+    if (c->message_token) wb_key_str(&c->out, "token", c->message_token);
     if (p) {
         wb_key_str(&c->out, "id", p->id);
         wb_lit(&c->out, ",\"ack\":true");

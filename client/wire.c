@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "wire.h"
+#include "names.h"
 
 #define HEADER 4
 
@@ -43,27 +44,12 @@ void wb_raw(struct wbuf *b, const char *s, size_t n)
     b->len += n;
 }
 
-/* JSON string of n bytes (may hold NUL, which becomes \u0000). */
+/* JSON string of n bytes (may hold NUL, which becomes \u0000), written by
+ * the escaper the daemon uses (core/names.c). */
 static void wb_strn(struct wbuf *b, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     if (n > (SIZE_MAX - 2) / 6 || !reserve(b, 2 + 6 * n)) { b->failed = true; return; }   /* worst case: \u00XX */
-    char *o = b->p + b->len;
-    const unsigned char *p = (const unsigned char *)s, *end = p + n;
-    *o++ = '"';
-    while (p < end) {
-        /* Runs of plain characters are copied at once. */
-        const unsigned char *q = p;
-        while (q < end && *q >= 0x20 && *q != '"' && *q != '\\') q++;
-        memcpy(o, p, (size_t)(q - p));
-        o += q - p;
-        if (q == end) break;
-        if (*q == '"' || *q == '\\') { *o++ = '\\'; *o++ = (char)*q; }
-        else { memcpy(o, "\\u00", 4); o[4] = hex[*q >> 4]; o[5] = hex[*q & 15]; o += 6; }
-        p = q + 1;   /* UTF-8 passes through; the bus validates it */
-    }
-    *o++ = '"';
-    b->len = (size_t)(o - b->p);
+    b->len += json_escape(b->p + b->len, s, n);
 }
 
 void wb_str(struct wbuf *b, const char *s)

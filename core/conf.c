@@ -7,6 +7,7 @@
 #include <libgen.h>
 #include "conf.h"
 #include "util.h"
+#include "utf8.h"
 
 #define CONF_MAX_LINE 4096
 #define CONF_MAX_BYTES (4u * 1024 * 1024)
@@ -137,49 +138,116 @@ static int parse_line(struct conf *c, char *raw, int line, char *err, size_t err
     return 0;
 }
 
+/* The whole file, at most CONF_MAX_BYTES: read at once so that NUL bytes
+ * are seen (a line-by-line read with fgets and strlen cannot tell a NUL
+ * from the end of the line).  Returns a malloc'd buffer or NULL with err. */
+static char *read_file(FILE *f, const char *path, size_t *len, char *err, size_t errlen)
+{
+    size_t cap = 8192, n = 0;
+    char *buf = xmalloc(cap);
+    for (;;) {
+        if (n == cap) {
+            if (cap > CONF_MAX_BYTES) break;
+            cap *= 2;
+            buf = xrealloc(buf, cap);
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) break;
+    }
+    if (ferror(f)) {
+        snprintf(err, errlen, "%s: read error: %s", path, strerror(errno));
+    } else if (n > CONF_MAX_BYTES) {
+        snprintf(err, errlen, "%s: file too large (max %u bytes)", path, CONF_MAX_BYTES);
+    } else {
+        *len = n;
+        return buf;
+    }
+    free(buf);
+    return NULL;
+}
+
+/* bus.conf is UTF-8 text: no NUL, no control character but tab (and the
+ * CR of a CRLF line end), no invalid UTF-8.  A binary or corrupted file
+ * must not be read as a configuration that happens to set nothing.
+ * Returns 0, or -1 with "file:line: cause" in err. */
+static int check_text(const char *path, int line, const char *p, size_t n, char *err, size_t errlen)
+{
+    const unsigned char *s = (const unsigned char *)p, *end = s + n;
+    if (n && end[-1] == '\r') end--;
+    for (const unsigned char *q = s; q < end;) {
+        size_t col = (size_t)(q - s) + 1;
+        if (*q == 0) {
+            snprintf(err, errlen, "%s:%d: NUL byte at column %zu (not a text file?)", path, line, col);
+            return -1;
+        }
+        if ((*q < 0x20 && *q != '\t') || *q == 0x7f) {
+            snprintf(err, errlen, "%s:%d: control character 0x%02x at column %zu (not a text file?)", path, line,
+                     *q, col);
+            return -1;
+        }
+        size_t len = *q < 0x80 ? 1 : utf8_seq(q, end);
+        if (!len) {
+            snprintf(err, errlen, "%s:%d: invalid UTF-8 (byte 0x%02x at column %zu): bus.conf must be UTF-8 text",
+                     path, line, *q, col);
+            return -1;
+        }
+        q += len;
+    }
+    return 0;
+}
+
+/* Parses the lines of buf (len bytes, any content). */
+static int parse_buf(struct conf *c, const char *buf, size_t len, char *err, size_t errlen)
+{
+    char line_buf[CONF_MAX_LINE + 1];
+    const char *p = buf, *end = buf + len;
+    int line = 0;
+    /* A UTF-8 byte order mark, as some editors write: not part of line 1. */
+    if (len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0) p += 3;
+    while (p < end) {
+        line++;
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = (size_t)((nl ? nl : end) - p);
+        if (check_text(c->path, line, p, n, err, errlen)) return -1;
+        if (n && p[n - 1] == '\r') n--;
+        if (n > CONF_MAX_LINE) {
+            snprintf(err, errlen, "%s:%d: line too long (max %d characters)", c->path, line, CONF_MAX_LINE);
+            return -1;
+        }
+        memcpy(line_buf, p, n);
+        line_buf[n] = 0;
+        if (parse_line(c, line_buf, line, err, errlen)) return -1;
+        p = nl ? nl + 1 : end;
+    }
+    if (c->n == 0) {
+        /* A truncated or emptied file would otherwise start (or reload) a
+         * bus with every setting at its default and no transport. */
+        snprintf(err, errlen, "%s: no [bus] or [plugin NAME] section (the file is empty or holds only comments)",
+                 c->path);
+        return -1;
+    }
+    return 0;
+}
+
 int conf_load(const char *path, struct conf **out, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen(path, "rb");
     if (!f) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
+    size_t len = 0;
+    char *buf = read_file(f, path, &len, err, errlen);
+    fclose(f);
+    if (!buf) return -1;
     struct conf *c = xcalloc(1, sizeof *c);
     c->path = xstrdup(path);
     char *tmp = xstrdup(path);
     c->dir = xstrdup(dirname(tmp));
     free(tmp);
-
-    char buf[CONF_MAX_LINE + 2];
-    int line = 0, rc = 0;
-    size_t total = 0;
-    while (fgets(buf, sizeof buf, f)) {
-        line++;
-        size_t n = strlen(buf);
-        total += n;
-        if (total > CONF_MAX_BYTES) {
-            snprintf(err, errlen, "%s:%d: file too large (max %u bytes)", path, line, CONF_MAX_BYTES);
-            rc = -1;
-            break;
-        }
-        if (n && buf[n - 1] != '\n' && !feof(f)) {
-            snprintf(err, errlen, "%s:%d: line too long (max %d characters)", path, line, CONF_MAX_LINE);
-            rc = -1;
-            break;
-        }
-        if (memchr(buf, 0, n) != NULL && strlen(buf) != n) {
-            snprintf(err, errlen, "%s:%d: NUL byte in file", path, line);
-            rc = -1;
-            break;
-        }
-        if ((rc = parse_line(c, buf, line, err, errlen)) != 0)
-            break;
-    }
-    if (!rc && ferror(f)) {
-        snprintf(err, errlen, "%s: read error", path);
-        rc = -1;
-    }
-    fclose(f);
+    int rc = parse_buf(c, buf, len, err, errlen);
+    free(buf);
     if (rc) { conf_free(c); return -1; }
     *out = c;
     return 0;

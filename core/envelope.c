@@ -4,9 +4,8 @@
 #include <stdlib.h>
 #include <errno.h>
 #include "envelope.h"
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
+#include "utf8.h"
+#include "jsontext.h"
 
 static const char *const field_names[F__COUNT] = {
     [F_TYPE] = "type", [F_ID] = "id", [F_FROM] = "from", [F_TO] = "to",
@@ -17,6 +16,7 @@ static const char *const field_names[F__COUNT] = {
     [F_EVENTS] = "events", [F_SUBSCRIBE] = "subscribe", [F_VERSION] = "version",
     [F_METADATA] = "metadata", [F_OP] = "op", [F_RESOURCE] = "resource",
     [F_KEY] = "key", [F_QUERY] = "query", [F_TIMESTAMP] = "timestamp", [F_IPC_REQUEST] = "ipcRequest",
+    [F_AUTH] = "auth", [F_NODE] = "node", [F_RESOURCES] = "resources",
 };
 
 static const char *const type_names[LB_MSG__COUNT] = {
@@ -64,57 +64,12 @@ static inline int hexval(unsigned char c)
     return -1;
 }
 
-/* Validates one UTF-8 sequence starting at p (non-ASCII lead byte); returns
- * its length or 0 if invalid (overlongs, surrogates, > U+10FFFF refused). */
-static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
+/* The code unit of the 4 hex digits at p, or -1. */
+static inline int hex4(const unsigned char *p, const unsigned char *end)
 {
-    unsigned c = p[0];
-    size_t n;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) n = 2;
-    else if (c == 0xE0) { n = 3; lo = 0xA0; }
-    else if (c >= 0xE1 && c <= 0xEC) n = 3;
-    else if (c == 0xED) { n = 3; hi = 0x9F; }
-    else if (c >= 0xEE && c <= 0xEF) n = 3;
-    else if (c == 0xF0) { n = 4; lo = 0x90; }
-    else if (c >= 0xF1 && c <= 0xF3) n = 4;
-    else if (c == 0xF4) { n = 4; hi = 0x8F; }
-    else return 0;
-    if ((size_t)(end - p) < n) return 0;
-    if (p[1] < lo || p[1] > hi) return 0;
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF) return 0;
-    return n;
-}
-
-/* Skips plain printable ASCII (not '"', not '\\'): most of every payload.
- * Returns the first byte that needs a closer look (or `end`). */
-static inline const unsigned char *skip_plain(const unsigned char *p, const unsigned char *end)
-{
-#if defined(__SSE2__)
-    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
-    while (end - p >= 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)p);
-        /* Signed compare: bytes >= 0x80 are negative, so "< 0x20" flags
-         * control characters and UTF-8 alike. */
-        __m128i bad = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
-                                   _mm_cmplt_epi8(v, space));
-        int mask = _mm_movemask_epi8(bad);
-        if (mask) return p + __builtin_ctz((unsigned)mask);
-        p += 16;
-    }
-#else
-    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    while (end - p >= 8) {
-        uint64_t x;
-        memcpy(&x, p, 8);
-        uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
-        uint64_t t = ((q - ones) & ~q) | ((b - ones) & ~b) | ((x - ones * 0x20) & ~x) | x;
-        if (t & highs) break;
-        p += 8;
-    }
-#endif
-    return p;
+    if (end - p < 4) return -1;
+    int a = hexval(p[0]), b = hexval(p[1]), c = hexval(p[2]), d = hexval(p[3]);
+    return (a | b | c | d) < 0 ? -1 : a << 12 | b << 8 | c << 4 | d;
 }
 
 /* s->p is just past the opening quote. */
@@ -145,11 +100,22 @@ static int scan_string(struct scan *s, struct env_val *out)
             case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
                 p++;
                 break;
-            case 'u':
-                if (end - p < 5 || hexval(p[1]) < 0 || hexval(p[2]) < 0 || hexval(p[3]) < 0 ||
-                    hexval(p[4]) < 0) { s->err = "bad \\u escape"; return -1; }
+            case 'u': {
+                int u = hex4(p + 1, end);
+                if (u < 0) { s->err = "bad \\u escape"; return -1; }
                 p += 5;
+                /* A surrogate must be a high one followed by a low one: an
+                 * unpaired one is no character (as in raw UTF-8, refused
+                 * above), and recipients' parsers refuse it, replace it
+                 * or keep it, each its own way. */
+                if (u >= 0xDC00 && u <= 0xDFFF) { s->err = "unpaired surrogate in \\u escape"; return -1; }
+                if (u >= 0xD800 && u <= 0xDBFF) {
+                    int lo = end - p >= 2 && p[0] == '\\' && p[1] == 'u' ? hex4(p + 2, end) : -1;
+                    if (lo < 0xDC00 || lo > 0xDFFF) { s->err = "unpaired surrogate in \\u escape"; return -1; }
+                    p += 6;
+                }
                 break;
+            }
             default:
                 s->err = "bad escape in string";
                 return -1;
@@ -263,12 +229,12 @@ static int known_field(const char *k, size_t n)
     switch (n) {
     case 2: F("id", F_ID); F("to", F_TO); F("op", F_OP); break;
     case 3: F("ack", F_ACK); F("key", F_KEY); break;
-    case 4: F("type", F_TYPE); F("from", F_FROM); F("data", F_DATA); break;
+    case 4: F("type", F_TYPE); F("from", F_FROM); F("data", F_DATA); F("auth", F_AUTH); F("node", F_NODE); break;
     case 5: F("event", F_EVENT); F("error", F_ERROR); F("token", F_TOKEN); F("query", F_QUERY); break;
     case 6: F("method", F_METHOD); F("params", F_PARAMS); F("status", F_STATUS); F("events", F_EVENTS); break;
     case 7: F("methods", F_METHODS); F("payload", F_PAYLOAD); F("context", F_CONTEXT); F("version", F_VERSION); break;
     case 8: F("metadata", F_METADATA); F("resource", F_RESOURCE); break;
-    case 9: F("subscribe", F_SUBSCRIBE); F("timestamp", F_TIMESTAMP); break;
+    case 9: F("subscribe", F_SUBSCRIBE); F("timestamp", F_TIMESTAMP); F("resources", F_RESOURCES); break;
     case 10: F("ipcRequest", F_IPC_REQUEST); break;
     case 11: F("serviceName", F_SERVICE_NAME); break;
     }
@@ -276,14 +242,22 @@ static int known_field(const char *k, size_t n)
     return -1;
 }
 
+/* By length, then one memcmp: this runs for every frame. */
 static enum lb_msg_type type_from_string(const struct env_val *v)
 {
     if (v->kind != J_STRING || v->escaped) return LB_MSG_UNKNOWN;
-    for (int t = 1; t < LB_MSG__COUNT; t++) {
-        size_t n = strlen(type_names[t]);
-        if (v->n == n && memcmp(v->p, type_names[t], n) == 0)
-            return (enum lb_msg_type)t;
+    const char *p = v->p;
+#define T(name, t) if (memcmp(p, name, sizeof(name) - 1) == 0) return t
+    switch (v->n) {
+    case 3: T("ACK", LB_MSG_ACK); break;
+    case 4: T("CALL", LB_MSG_CALL); T("EMIT", LB_MSG_EMIT); T("CRUD", LB_MSG_CRUD); break;
+    case 5: T("EVENT", LB_MSG_EVENT); T("ERROR", LB_MSG_ERROR); break;
+    case 8: T("RESPONSE", LB_MSG_RESPONSE); T("REGISTER", LB_MSG_REGISTER); break;
+    case 9: T("SUBSCRIBE", LB_MSG_SUBSCRIBE); T("HEARTBEAT", LB_MSG_HEARTBEAT); break;
+    case 11: T("UNSUBSCRIBE", LB_MSG_UNSUBSCRIBE); break;
+    case 12: T("REGISTER_ACK", LB_MSG_REGISTER_ACK); break;
     }
+#undef T
     return LB_MSG_UNKNOWN;
 }
 
@@ -360,6 +334,31 @@ int env_validate_value(const char *buf, size_t len, const char **err)
     return 0;
 }
 
+int env_members_next(const struct envelope *e, const char **cursor, struct env_member *out)
+{
+    struct scan s = { *cursor ? *cursor : e->frame, e->frame + e->len, NULL };
+    skip_ws(&s);
+    if (!*cursor) {
+        s.p++;   /* '{': the frame was validated already */
+        skip_ws(&s);
+    } else if (s.p < s.end && *s.p == ',') {
+        s.p++;
+        skip_ws(&s);
+    }
+    if (s.p >= s.end || *s.p != '"') return 0;
+    s.p++;
+    struct env_val k;
+    if (scan_string(&s, &k)) return 0;
+    skip_ws(&s);
+    s.p++;   /* ':' */
+    if (scan_value(&s, 1, &out->v)) return 0;
+    out->key = k.p;
+    out->key_len = k.n;
+    out->field = k.escaped ? -1 : known_field(k.p, k.n);
+    *cursor = s.p;
+    return 1;
+}
+
 int env_object_get(const struct env_val *obj, const char *key, struct env_val *out)
 {
     if (obj->kind != J_OBJECT) return -1;
@@ -423,6 +422,26 @@ int env_array_next(const struct env_val *arr, const char **cursor, struct env_va
     if (scan_value(&s, 1, out)) return 0;
     *cursor = s.p;
     return 1;
+}
+
+int env_integer(const struct env_val *v, int64_t min, int64_t max, int64_t *out)
+{
+    if (v->kind != J_NUMBER || v->n == 0 || v->n > 20) return -1;
+    const char *p = v->p, *end = v->p + v->n;
+    bool neg = *p == '-';
+    if (neg) p++;
+    if (p == end) return -1;
+    uint64_t u = 0;
+    for (; p < end; p++) {
+        if (*p < '0' || *p > '9') return -1;   /* fraction or exponent */
+        if (u > (UINT64_MAX - 9) / 10) return -1;
+        u = u * 10 + (uint64_t)(*p - '0');
+    }
+    if (u > (uint64_t)INT64_MAX) return -1;
+    int64_t x = neg ? -(int64_t)u : (int64_t)u;
+    if (x < min || x > max) return -1;
+    *out = x;
+    return 0;
 }
 
 int env_number_i64(const struct env_val *v, int64_t *out)

@@ -20,7 +20,7 @@ enum env_field {
     F_TYPE, F_ID, F_FROM, F_TO, F_METHOD, F_EVENT, F_SERVICE_NAME, F_METHODS,
     F_PARAMS, F_PAYLOAD, F_DATA, F_ERROR, F_STATUS, F_CONTEXT, F_TOKEN, F_ACK,
     F_EVENTS, F_SUBSCRIBE, F_VERSION, F_METADATA, F_OP, F_RESOURCE, F_KEY,
-    F_QUERY, F_TIMESTAMP, F_IPC_REQUEST,
+    F_QUERY, F_TIMESTAMP, F_IPC_REQUEST, F_AUTH, F_NODE, F_RESOURCES,
     F__COUNT
 };
 
@@ -31,6 +31,15 @@ struct env_val {
     uint32_t n;
     uint8_t kind;       /* enum env_kind; J_NONE = member absent */
     uint8_t escaped;    /* string contains backslash escapes */
+};
+
+/* One top-level member: its name (the characters between the quotes) and
+ * its value. */
+struct env_member {
+    const char *key;
+    uint32_t key_len;
+    int field;          /* enum env_field, or -1 for a member the bus does not know */
+    struct env_val v;
 };
 
 struct envelope {
@@ -57,6 +66,11 @@ enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, 
  * allowed) with the same rules.  Returns 0, or -1 with *err set. */
 int env_validate_value(const char *buf, size_t len, const char **err);
 
+/* Iterates the top-level members of a frame envelope_parse accepted, in
+ * the order written: *cursor starts NULL.  Returns 1 with *out set, 0 at
+ * the end.  For rebuilding a frame member by member. */
+int env_members_next(const struct envelope *e, const char **cursor, struct env_member *out);
+
 /* Looks up `key` among the members of an object value (one level).  */
 int env_object_get(const struct env_val *obj, const char *key, struct env_val *out);
 
@@ -77,6 +91,9 @@ const char *env_field_name(enum env_field f);
 /* Numbers: parses an integer-valued J_NUMBER (fractions truncated).
  * Returns 0, or -1 when not a number or out of range. */
 int env_number_i64(const struct env_val *v, int64_t *out);
+/* Strict: an integer written without fraction or exponent, within
+ * [min, max].  Returns 0, or -1. */
+int env_integer(const struct env_val *v, int64_t min, int64_t max, int64_t *out);
 
 /* Equality of a string value with plain bytes (escapes compare unequal,
  * since validated names never contain them). */

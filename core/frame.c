@@ -1,5 +1,6 @@
 #include "config.h"
 #include <arpa/inet.h>
+#include <string.h>
 #include <lexbus/plugin.h>
 #include <lexbus/protocol.h>
 #include "frame.h"
@@ -21,9 +22,19 @@ int lb_frame_write(struct evbuffer *out, const struct iovec *iov, int iovcnt)
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
     if (total == 0 || total > UINT32_MAX) return -1;
+    /* One reservation and one commit for prefix and body: each evbuffer_add
+     * is a round of bookkeeping and callbacks, and a fan-out does this once
+     * per recipient. */
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ssize_t)(LB_FRAME_HEADER + total), &v, 1) != 1) return -1;
     uint32_t be = htonl((uint32_t)total);
-    if (evbuffer_add(out, &be, sizeof be)) return -1;
-    for (int i = 0; i < iovcnt; i++)
-        if (evbuffer_add(out, iov[i].iov_base, iov[i].iov_len)) return -1;
-    return 0;
+    char *o = v.iov_base;
+    memcpy(o, &be, sizeof be);
+    o += sizeof be;
+    for (int i = 0; i < iovcnt; i++) {
+        memcpy(o, iov[i].iov_base, iov[i].iov_len);
+        o += iov[i].iov_len;
+    }
+    v.iov_len = LB_FRAME_HEADER + total;
+    return evbuffer_commit_space(out, &v, 1) == 0 ? 0 : -1;
 }

@@ -1,8 +1,10 @@
 #include "config.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <lexbus/plugin.h>
 #include "jsonw.h"
 #include "util.h"
+#include "names.h"
 
 void jw_init(struct jw *w, size_t cap)
 {
@@ -25,23 +27,8 @@ void jw_reserve(struct jw *w, size_t more)
 
 void jw_str(struct jw *w, const char *p, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     jw_reserve(w, n * 6 + 2);
-    char *o = w->buf + w->len;
-    *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c == '"' || c == '\\') { *o++ = '\\'; *o++ = (char)c; }
-        else if (c == '\n') { *o++ = '\\'; *o++ = 'n'; }
-        else if (c == '\r') { *o++ = '\\'; *o++ = 'r'; }
-        else if (c == '\t') { *o++ = '\\'; *o++ = 't'; }
-        else if (c < 0x20) {
-            *o++ = '\\'; *o++ = 'u'; *o++ = '0'; *o++ = '0';
-            *o++ = hex[c >> 4]; *o++ = hex[c & 15];
-        } else *o++ = (char)c;
-    }
-    *o++ = '"';
-    w->len = (size_t)(o - w->buf);
+    w->len += json_escape(w->buf + w->len, p, n);
 }
 
 void jw_cstr(struct jw *w, const char *s) { jw_str(w, s, strlen(s)); }
@@ -59,3 +46,32 @@ void jw_i64(struct jw *w, int64_t v)
     if (v < 0) { jw_lit(w, "-"); jw_u64(w, (uint64_t)0 - (uint64_t)v); }
     else jw_u64(w, (uint64_t)v);
 }
+
+/* ---- the same for plugins (struct lb_jw of plugin.h) ---------------- */
+
+struct lb_jw { struct jw w; };
+
+struct lb_jw *lb_jw_new(void)
+{
+    struct lb_jw *w = xcalloc(1, sizeof *w);
+    jw_init(&w->w, 256);
+    return w;
+}
+
+void lb_jw_free(struct lb_jw *w)
+{
+    if (!w) return;
+    jw_free(&w->w);
+    free(w);
+}
+
+void lb_jw_reset(struct lb_jw *w) { jw_reset(&w->w); }
+void lb_jw_raw(struct lb_jw *w, const char *p, size_t n) { jw_raw(&w->w, p, n); }
+void lb_jw_str(struct lb_jw *w, const char *p, size_t n) { jw_str(&w->w, p, n); }
+void lb_jw_int(struct lb_jw *w, long long v) { jw_i64(&w->w, v); }
+const char *lb_jw_data(const struct lb_jw *w, size_t *len)
+{
+    if (len) *len = w->w.len;
+    return w->w.buf;
+}
+

@@ -49,3 +49,53 @@ void log_msg(enum lb_log_level lvl, const char *subsys, const char *fmt, ...)
     log_vmsg(lvl, subsys, fmt, ap);
     va_end(ap);
 }
+
+/* ---- throttled lines ------------------------------------------------ */
+
+struct throttle { char key[64]; time_t window; unsigned written; unsigned long long held; };
+static struct throttle g_thr[64];
+
+static struct throttle *throttle_slot(const char *subsys, const char *key)
+{
+    char k[64];
+    snprintf(k, sizeof k, "%s/%s", subsys, key);
+    struct throttle *free_slot = NULL, *oldest = &g_thr[0];
+    for (size_t i = 0; i < sizeof g_thr / sizeof *g_thr; i++) {
+        struct throttle *t = &g_thr[i];
+        if (t->key[0] && strcmp(t->key, k) == 0) return t;
+        if (!t->key[0] && !free_slot) free_slot = t;
+        if (t->window < oldest->window) oldest = t;
+    }
+    struct throttle *t = free_slot ? free_slot : oldest;
+    memset(t, 0, sizeof *t);
+    snprintf(t->key, sizeof t->key, "%s", k);
+    return t;
+}
+
+void log_vthrottled(enum lb_log_level lvl, const char *subsys, const char *key, unsigned per_min,
+                    const char *fmt, va_list ap)
+{
+    if (lvl < g_level) return;
+    struct throttle *t = throttle_slot(subsys, key);
+    time_t now = time(NULL);
+    if (now - t->window >= 60) { t->window = now; t->written = 0; }
+    if (t->written >= per_min) { t->held++; return; }
+    t->written++;
+    char line[1536];
+    vsnprintf(line, sizeof line, fmt, ap);
+    if (t->held) {
+        log_msg(lvl, subsys, "%s (and %llu more like it since the last such line)", line, t->held);
+        t->held = 0;
+    } else {
+        log_msg(lvl, subsys, "%s", line);
+    }
+}
+
+void log_throttled(enum lb_log_level lvl, const char *subsys, const char *key, unsigned per_min,
+                   const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vthrottled(lvl, subsys, key, per_min, fmt, ap);
+    va_end(ap);
+}

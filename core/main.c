@@ -24,19 +24,23 @@
 #include "bus.h"
 #include "conf.h"
 #include "conn.h"
+#include "encoding.h"
+#include "hooks.h"
+#include "local.h"
 #include "log.h"
+#include "out.h"
 #include "plugin_host.h"
-#include "policy.h"
+#include "reload.h"
 #include "router.h"
+#include "router_int.h"
+#include "settings.h"
 #include "state.h"
+#include "stats.h"
+#include "sysmethod.h"
 #include "system_service.h"
 #include "util.h"
 
-struct bus g_bus;
-void listeners_disable_all(void);
-
-static struct conf **g_retired;      /* earlier configs: plugins may hold their strings */
-static size_t g_n_retired;
+static struct event *g_sig_term, *g_sig_int, *g_sig_hup;
 
 static void usage(FILE *f)
 {
@@ -49,180 +53,6 @@ static void usage(FILE *f)
             "  -v        print the version and exit\n"
             "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP re-reads bus.conf.\n",
             LB_SYSCONFDIR);
-}
-
-/* ---- [bus] settings ------------------------------------------------ */
-
-static void settings_free(struct bus_settings *s)
-{
-    free(s->node);
-    free(s->plugin_dir);
-    free(s->lua_dir);
-    free(s->pid_file);
-    free(s->state_file);
-    free(s->system_service);
-    free(s->log_file);
-    memset(s, 0, sizeof *s);
-}
-
-static const char *default_plugin_dir(void)
-{
-    /* Running the binary from the build tree finds the plugins built next
-     * to it; an installed binary uses the install location. */
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        if (strcmp(exe, LB_BUILD_EXE) == 0) return LB_BUILD_PLUGINDIR;
-    }
-    return LB_PLUGINDIR;
-}
-
-static int bad(struct conf *c, struct conf_entry *e, const char *expect, char *err, size_t errlen)
-{
-    snprintf(err, errlen, "%s:%d: [bus] bad value '%s' for '%s' (expected %s)", c->path, e->line,
-             e->value, e->key, expect);
-    return -1;
-}
-
-#define GET(key) (e = conf_get(sec, key, &dup), (dup ? (snprintf(err, errlen, "%s:%d: [bus] key '%s' given more than once", c->path, e->line, key), 1) : 0))
-
-static int settings_parse(struct conf *c, struct bus_settings *s, char *err, size_t errlen)
-{
-    struct conf_section *sec = conf_bus(c);
-    struct conf_entry *e;
-    bool dup;
-    char host[256] = "lexbus";
-    gethostname(host, sizeof host - 1);
-    memset(s, 0, sizeof *s);
-    s->log_level = LB_LOG_INFO;
-    s->max_frame = LB_DEFAULT_MAX_FRAME;
-    s->call_timeout_ms = 30000;
-    s->max_depth = 100;
-    s->heartbeat_ms = 30000;
-    s->outbuf_high = 1024 * 1024;
-    s->outbuf_max = 64ull * 1024 * 1024;
-    s->slow_consumer_timeout_ms = 10000;
-    s->max_connections = 0;
-    s->state_max = 16ull * 1024 * 1024;
-
-    if (GET("mode")) return -1;
-    if (e) {
-        if (!strcmp(e->value, "production")) s->production = true;
-        else if (strcmp(e->value, "development")) return bad(c, e, "development or production", err, errlen);
-    }
-    if (GET("node")) return -1;
-    if (e && !valid_service_name(e->value, strlen(e->value))) return bad(c, e, "a name of A-Z a-z 0-9 _ . - / @", err, errlen);
-    s->node = xstrdup(e ? e->value : host);
-    if (GET("plugin_dir")) return -1;
-    s->plugin_dir = e ? conf_resolve(c, e->value) : xstrdup(getenv("LEXBUS_PLUGIN_DIR") ? getenv("LEXBUS_PLUGIN_DIR") : default_plugin_dir());
-    if (GET("lua_dir")) return -1;
-    s->lua_dir = e ? conf_resolve(c, e->value) : xstrdup(LB_LUADIR);
-    if (GET("pid_file")) return -1;
-    s->pid_file = e ? conf_resolve(c, e->value) : NULL;
-    if (GET("state_file")) return -1;
-    s->state_file = e ? conf_resolve(c, e->value) : NULL;
-    if (GET("state_max")) return -1;
-    if (e && (parse_size(e->value, &s->state_max) || s->state_max < 1024 || s->state_max > 1024ull * 1024 * 1024))
-        return bad(c, e, "a size from 1K to 1G", err, errlen);
-    if (GET("log_file")) return -1;
-    s->log_file = e ? conf_resolve(c, e->value) : NULL;
-    if (GET("log_level")) return -1;
-    if (e && log_parse_level(e->value, &s->log_level)) return bad(c, e, "debug, info, warn or error", err, errlen);
-    if (GET("system_service")) return -1;
-    if (e && !valid_service_name(e->value, strlen(e->value))) return bad(c, e, "a service name", err, errlen);
-    s->system_service = xstrdup(e ? e->value : LB_DEFAULT_SYSTEM_SERVICE);
-    if (GET("max_frame")) return -1;
-    if (e && (parse_size(e->value, &s->max_frame) || s->max_frame < 64 || s->max_frame > 256ull * 1024 * 1024))
-        return bad(c, e, "a size from 64 to 256M", err, errlen);
-    if (GET("call_timeout")) return -1;
-    if (e && (parse_duration_ms(e->value, &s->call_timeout_ms) || !s->call_timeout_ms))
-        return bad(c, e, "a duration such as 30s", err, errlen);
-    if (GET("heartbeat")) return -1;
-    if (e && (parse_duration_ms(e->value, &s->heartbeat_ms) || s->heartbeat_ms < 100))
-        return bad(c, e, "a duration of at least 100ms", err, errlen);
-    if (GET("max_depth")) return -1;
-    if (e) {
-        char *end;
-        s->max_depth = strtoll(e->value, &end, 10);
-        if (end == e->value || *end || s->max_depth < 1 || s->max_depth > 100000)
-            return bad(c, e, "an integer from 1 to 100000", err, errlen);
-    }
-    if (GET("max_connections")) return -1;
-    if (e) {
-        char *end;
-        s->max_connections = strtoll(e->value, &end, 10);
-        if (end == e->value || *end || s->max_connections < 0) return bad(c, e, "0 (no limit) or a positive integer", err, errlen);
-    }
-    if (GET("outbuf_high")) return -1;
-    if (e && (parse_size(e->value, &s->outbuf_high) || s->outbuf_high < 4096)) return bad(c, e, "a size of at least 4K", err, errlen);
-    if (GET("outbuf_max")) return -1;
-    if (e && (parse_size(e->value, &s->outbuf_max) || s->outbuf_max < s->outbuf_high))
-        return bad(c, e, "a size of at least outbuf_high", err, errlen);
-    if (GET("slow_consumer_timeout")) return -1;
-    if (e && (parse_duration_ms(e->value, &s->slow_consumer_timeout_ms) || !s->slow_consumer_timeout_ms))
-        return bad(c, e, "a duration such as 10s", err, errlen);
-    struct conf_entry *u = conf_unused(sec);
-    if (u) {
-        snprintf(err, errlen, "%s:%d: [bus] unknown key '%s'", c->path, u->line, u->key);
-        return -1;
-    }
-    return 0;
-}
-
-/* ---- reload -------------------------------------------------------- */
-
-static void reopen_log(void)
-{
-    if (!g_bus.set.log_file) return;
-    if (!freopen(g_bus.set.log_file, "a", stderr))
-        log_error("bus", "cannot open log_file %s: %s", g_bus.set.log_file, strerror(errno));
-    setvbuf(stderr, NULL, _IOLBF, 0);
-}
-
-/* logrotate renames the files, then sends SIGHUP: reopen them first, so
- * that a bus.conf which cannot be re-read does not leave the bus writing
- * into the rotated files. */
-static void reopen_files(void)
-{
-    reopen_log();
-    plugins_reopen_all();
-}
-
-int bus_reload(char *err, size_t errlen)
-{
-    struct conf *nc;
-    struct bus_settings ns;
-    reopen_files();
-    if (conf_load(g_bus.conf_path, &nc, err, errlen)) return -1;
-    if (settings_parse(nc, &ns, err, errlen)) { settings_free(&ns); conf_free(nc); return -1; }
-    struct bus_settings *os = &g_bus.set;
-    if (ns.production != os->production || strcmp(ns.node, os->node) || strcmp(ns.plugin_dir, os->plugin_dir) ||
-        strcmp(ns.system_service, os->system_service))
-        log_warn("bus", "mode, node, plugin_dir and system_service change only on restart; kept");
-    if ((ns.state_file == NULL) != (os->state_file == NULL) ||
-        (ns.state_file && strcmp(ns.state_file, os->state_file)))
-        log_warn("bus", "state_file changes only on restart; kept");
-    os->state_max = ns.state_max;
-    state_set_max(os->state_max);
-    os->log_level = ns.log_level;
-    log_set_level(os->log_level);
-    os->max_frame = ns.max_frame;
-    os->call_timeout_ms = ns.call_timeout_ms;
-    os->max_depth = ns.max_depth;
-    os->heartbeat_ms = ns.heartbeat_ms;
-    os->outbuf_high = ns.outbuf_high;
-    os->outbuf_max = ns.outbuf_max;
-    os->slow_consumer_timeout_ms = ns.slow_consumer_timeout_ms;
-    os->max_connections = ns.max_connections;
-    settings_free(&ns);
-    conn_sweep_start();
-    g_retired = xrealloc(g_retired, (g_n_retired + 1) * sizeof *g_retired);
-    g_retired[g_n_retired++] = g_bus.conf;
-    g_bus.conf = nc;
-    plugins_reload_all(nc);
-    log_info("bus", "configuration reloaded from %s", g_bus.conf_path);
-    return 0;
 }
 
 /* ---- signals and drain --------------------------------------------- */
@@ -244,7 +74,7 @@ static void start_drain(const char *why)
     if (g_bus.draining) return;
     g_bus.draining = true;
     log_info("bus", "%s: draining (%zu connections, answering in-flight calls with SHUTTING_DOWN)",
-             why, g_bus.n_conns);
+             why, conn_count());
     listeners_disable_all();
     router_fail_all_calls(LB_E_SHUTTING_DOWN, "lexbusd is shutting down");
     conn_close_all("shutting down");
@@ -252,9 +82,9 @@ static void start_drain(const char *why)
     /* Once the signal events are gone, the drain timer is the loop's last
      * event exactly when every transport has flushed and freed. A second
      * SIGTERM now takes the default action: a forced stop. */
-    if (g_bus.sig_hup) { event_free(g_bus.sig_hup); g_bus.sig_hup = NULL; }
-    if (g_bus.sig_term) { event_free(g_bus.sig_term); g_bus.sig_term = NULL; }
-    if (g_bus.sig_int) { event_free(g_bus.sig_int); g_bus.sig_int = NULL; }
+    if (g_sig_hup) { event_free(g_sig_hup); g_sig_hup = NULL; }
+    if (g_sig_term) { event_free(g_sig_term); g_sig_term = NULL; }
+    if (g_sig_int) { event_free(g_sig_int); g_sig_int = NULL; }
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     struct event *t = event_new(g_bus.base, -1, EV_PERSIST, drain_check, NULL);
@@ -267,9 +97,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what; (void)arg;
     if (sig == SIGHUP) {
-        char err[1024];
+        struct reload_result r;
         log_info("bus", "SIGHUP: reloading %s", g_bus.conf_path);
-        if (bus_reload(err, sizeof err)) log_error("bus", "reload failed, old configuration kept: %s", err);
+        bus_reload(&r);   /* it logs what failed or what needs a restart */
         return;
     }
     start_drain(sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -365,30 +195,32 @@ static void tune_malloc(void)
 static void setup_signals(void)
 {
     signal(SIGPIPE, SIG_IGN);
-    g_bus.sig_term = evsignal_new(g_bus.base, SIGTERM, on_signal, NULL);
-    g_bus.sig_int = evsignal_new(g_bus.base, SIGINT, on_signal, NULL);
-    g_bus.sig_hup = evsignal_new(g_bus.base, SIGHUP, on_signal, NULL);
-    evsignal_add(g_bus.sig_term, NULL);
-    evsignal_add(g_bus.sig_int, NULL);
-    evsignal_add(g_bus.sig_hup, NULL);
+    g_sig_term = evsignal_new(g_bus.base, SIGTERM, on_signal, NULL);
+    g_sig_int = evsignal_new(g_bus.base, SIGINT, on_signal, NULL);
+    g_sig_hup = evsignal_new(g_bus.base, SIGHUP, on_signal, NULL);
+    evsignal_add(g_sig_term, NULL);
+    evsignal_add(g_sig_int, NULL);
+    evsignal_add(g_sig_hup, NULL);
 }
 
 static void teardown(void)
 {
-    if (g_bus.sig_term) event_free(g_bus.sig_term);
-    if (g_bus.sig_int) event_free(g_bus.sig_int);
-    if (g_bus.sig_hup) event_free(g_bus.sig_hup);
+    if (g_sig_term) event_free(g_sig_term);
+    if (g_sig_int) event_free(g_sig_int);
+    if (g_sig_hup) event_free(g_sig_hup);
     conn_sweep_stop();
     conn_close_all("exit");
     conn_flush_dirty();   /* drops the references the list holds */
     plugins_unload_all();
+    local_free();
     state_close();   /* after the plugins: their last changes are written too */
+    calls_free();
     router_free();
     sysmethods_free();
-    jw_free(&g_bus.out);
-    free(g_bus.dirty);
-    for (size_t i = 0; i < g_n_retired; i++) conf_free(g_retired[i]);
-    free(g_retired);
+    out_free();
+    encoding_free();
+    stats_free();
+    plugin_host_free();
     conf_free(g_bus.conf);
     settings_free(&g_bus.set);
     free(g_bus.conf_path);
@@ -406,7 +238,7 @@ int main(int argc, char **argv)
         switch (opt) {
         case 'c': conf_path = optarg; break;
         case 'd': daemon_mode = true; break;
-        case 't': g_check_only = true; break;
+        case 't': g_bus.check_only = true; break;
         case 'p': pid_opt = optarg; break;
         case 'v': printf("lexbusd %s (plugin ABI %d)\n", PACKAGE_VERSION, LB_PLUGIN_ABI); return 0;
         case 'h': usage(stdout); return 0;
@@ -417,9 +249,7 @@ int main(int argc, char **argv)
 
     char abs[PATH_MAX], err[1024];
     g_bus.conf_path = xstrdup(realpath(conf_path, abs) ? abs : conf_path);
-    list_init(&g_bus.conns);
     g_bus.started_ms = now_ms();
-    jw_init(&g_bus.out, 4096);
 
     if (conf_load(g_bus.conf_path, &g_bus.conf, err, sizeof err) ||
         settings_parse(g_bus.conf, &g_bus.set, err, sizeof err)) {
@@ -427,13 +257,14 @@ int main(int argc, char **argv)
         teardown();
         return 1;
     }
-    log_set_level(g_bus.set.log_level);
-    reopen_log();
+    log_set_level((enum lb_log_level)g_bus.set.log_level);
+    reload_reopen_log();
 
-    if (daemon_mode && !g_check_only && daemon_fork() != 0) { teardown(); return 1; }
+    if (daemon_mode && !g_bus.check_only && daemon_fork() != 0) { teardown(); return 1; }
     g_bus.base = event_base_new();
     if (!g_bus.base) { log_error("bus", "cannot create the event loop"); teardown(); return 1; }
     clock_use_base(g_bus.base);
+    conn_set_handlers(router_input, router_forget);
     router_init();
     system_service_init();
     /* Before the plugins, which read their state at load.  After the
@@ -444,14 +275,14 @@ int main(int argc, char **argv)
         return 1;
     }
     if (plugins_load_all() != 0) { teardown(); return 1; }
-    if (g_bus.set.production && !g_policy.authenticate && !g_policy.authenticators) {
+    if (g_bus.set.production && !g_hooks_n.authenticate && !g_hooks_n.authenticators) {
         log_error("config", "%s: mode = production needs an authenticating plugin ([plugin tokens], or a "
                   "transport that verifies client certificates such as [plugin tls-tcp] with "
                   "require_client_cert = yes); refusing to start an open bus", g_bus.conf_path);
         teardown();
         return 1;
     }
-    if (g_check_only) {
+    if (g_bus.check_only) {
         printf("%s: configuration OK (%zu plugins)\n", g_bus.conf_path, g_bus.n_plugins);
         teardown();
         return 0;

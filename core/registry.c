@@ -6,6 +6,8 @@
 
 struct name_key { const char *p; size_t n; };
 
+static struct htable g_services;     /* struct service by name */
+
 static bool svc_eq(const struct ht_node *node, const void *key)
 {
     const struct service *s = container_of(node, struct service, node);
@@ -13,7 +15,8 @@ static bool svc_eq(const struct ht_node *node, const void *key)
     return s->name_len == k->n && memcmp(s->name, k->p, k->n) == 0;
 }
 
-void registry_init(void) { ht_init(&g_bus.services, 64); }
+void registry_init(void) { ht_init(&g_services, 64); }
+size_t registry_count(void) { return g_services.count; }
 
 static void free_service(struct ht_node *n, void *ud)
 {
@@ -26,18 +29,19 @@ static void free_service(struct ht_node *n, void *ud)
 
 void registry_free(void)
 {
-    ht_each(&g_bus.services, free_service, NULL);
-    ht_free(&g_bus.services);
+    if (!g_services.buckets) return;
+    ht_each(&g_services, free_service, NULL);
+    ht_free(&g_services);
 }
 
 struct service *registry_find(const char *name, size_t n)
 {
     struct name_key k = { name, n };
-    struct ht_node *node = ht_find(&g_bus.services, hash_bytes(name, n), svc_eq, &k);
+    struct ht_node *node = ht_find(&g_services, hash_bytes(name, n), svc_eq, &k);
     return node ? container_of(node, struct service, node) : NULL;
 }
 
-struct service *registry_add(struct lb_conn *c, const char *name, size_t n)
+struct instance *registry_add(struct lb_conn *c, const char *name, size_t n)
 {
     struct service *s = registry_find(name, n);
     if (!s) {
@@ -45,33 +49,59 @@ struct service *registry_add(struct lb_conn *c, const char *name, size_t n)
         s->name = xstrndup(name, n);
         s->name_len = n;
         s->registered_ms = now_ms();
-        ht_insert(&g_bus.services, &s->node, hash_bytes(name, n));
-        g_bus.n_services++;
+        ht_insert(&g_services, &s->node, hash_bytes(name, n));
     }
     if (s->n == s->cap) {
         s->cap = s->cap ? s->cap * 2 : 4;
         s->inst = xrealloc(s->inst, s->cap * sizeof *s->inst);
     }
-    c->svc = s;
-    c->svc_index = s->n;
-    s->inst[s->n++] = c;
-    return s;
+    struct instance *i = xcalloc(1, sizeof *i);
+    i->svc = s;
+    i->name = s->name;
+    i->name_len = s->name_len;
+    i->conn = c;
+    i->registered_ms = now_ms();
+    i->svc_index = s->n;
+    s->inst[s->n++] = i;
+    s->n_fallback += c->fallback;
+    s->n_remote += c->link;
+    /* The connection's list keeps registration order: the first is its
+     * primary name. */
+    struct instance **tail = &c->inst;
+    while (*tail) tail = &(*tail)->next;
+    *tail = i;
+    c->n_inst++;
+    return i;
 }
 
-void registry_remove(struct lb_conn *c)
+static void free_names(char **v, size_t n)
 {
-    struct service *s = c->svc;
-    if (!s) return;
-    size_t i = c->svc_index;
+    for (size_t k = 0; k < n; k++) free(v[k]);
+    free(v);
+}
+
+void registry_remove(struct instance *i)
+{
+    struct service *s = i->svc;
+    struct lb_conn *c = i->conn;
+    for (struct instance **pp = &c->inst; *pp; pp = &(*pp)->next)
+        if (*pp == i) { *pp = i->next; c->n_inst--; break; }
     /* Swap-remove keeps removal O(1); the moved instance learns its index. */
-    s->inst[i] = s->inst[--s->n];
-    s->inst[i]->svc_index = i;
-    c->svc = NULL;
+    size_t k = i->svc_index;
+    s->inst[k] = s->inst[--s->n];
+    s->inst[k]->svc_index = k;
+    s->n_fallback -= c->fallback;
+    s->n_remote -= c->link;
     if (s->n == 0) {
-        ht_remove(&g_bus.services, &s->node);
-        g_bus.n_services--;
+        ht_remove(&g_services, &s->node);
         free_service(&s->node, NULL);
     }
+    free_names(i->methods, i->n_methods);
+    free_names(i->resources, i->n_resources);
+    free(i->version);
+    free(i->metadata_json);
+    free(i->node);
+    free(i);
 }
 
 static int cmp_method(const void *key, const void *elem)
@@ -83,23 +113,30 @@ static int cmp_method(const void *key, const void *elem)
     return m[k->n] ? -1 : 0;
 }
 
-bool conn_accepts_method(const struct lb_conn *c, const char *m, size_t n)
+bool instance_accepts(const struct instance *i, const char *m, size_t n)
 {
-    if (c->n_methods == 0) return true;
+    if (i->n_methods == 0) return true;
     struct name_key k = { m, n };
-    return bsearch(&k, c->methods, c->n_methods, sizeof *c->methods, cmp_method) != NULL;
+    return bsearch(&k, i->methods, i->n_methods, sizeof *i->methods, cmp_method) != NULL;
 }
 
-struct lb_conn *registry_pick(struct service *s, const char *method, size_t mlen, bool *no_method)
+static struct instance *pick_pass(struct service *s, const char *method, size_t mlen, bool want_fallback)
+{
+    for (size_t tries = 0; tries < s->n; tries++) {
+        struct instance *i = s->inst[s->rr++ % s->n];
+        if (i->conn->fallback != want_fallback) continue;
+        if (!method || instance_accepts(i, method, mlen)) return i;
+    }
+    return NULL;
+}
+
+struct instance *registry_pick(struct service *s, const char *method, size_t mlen, bool *no_method)
 {
     *no_method = false;
-    for (size_t tries = 0; tries < s->n; tries++) {
-        struct lb_conn *c = s->inst[s->rr++ % s->n];
-        if (!method || conn_accepts_method(c, method, mlen))
-            return c;
-    }
-    *no_method = s->n > 0;
-    return NULL;
+    struct instance *i = s->n_fallback < s->n ? pick_pass(s, method, mlen, false) : NULL;
+    if (!i && s->n_fallback) i = pick_pass(s, method, mlen, true);
+    if (!i) *no_method = s->n > 0;
+    return i;
 }
 
 struct each_ctx { void (*fn)(struct service *, void *); void *ud; };
@@ -112,5 +149,31 @@ static void each_cb(struct ht_node *n, void *ud)
 void registry_each(void (*fn)(struct service *s, void *ud), void *ud)
 {
     struct each_ctx e = { fn, ud };
-    ht_each(&g_bus.services, each_cb, &e);
+    ht_each(&g_services, each_cb, &e);
+}
+
+struct owner_ctx { const char *p; size_t n; struct service *found; uint64_t at; };
+
+static void owner_cb(struct service *s, void *ud)
+{
+    struct owner_ctx *o = ud;
+    for (size_t k = 0; k < s->n; k++) {
+        const struct instance *i = s->inst[k];
+        for (size_t r = 0; r < i->n_resources; r++) {
+            if (strlen(i->resources[r]) == o->n && memcmp(i->resources[r], o->p, o->n) == 0 &&
+                (!o->found || i->registered_ms < o->at)) {
+                o->found = s;
+                o->at = i->registered_ms;
+            }
+        }
+    }
+}
+
+struct service *registry_resource_owner(const char *res, size_t n)
+{
+    /* CRUD requests are rare next to calls and events: a walk is cheaper
+     * to keep right than an index kept in step with every REGISTER. */
+    struct owner_ctx o = { res, n, NULL, 0 };
+    registry_each(owner_cb, &o);
+    return o.found;
 }

@@ -1,31 +1,41 @@
 /* Services and their instances.  A service exists while at least one
- * connection is registered under its name. */
+ * instance is registered under its name; an instance belongs to one
+ * connection (which may hold several, see struct instance in conn.h). */
 #ifndef LB_REGISTRY_H
 #define LB_REGISTRY_H
-#include "bus.h"
+#include "conn.h"
 
 struct service {
     struct ht_node node;
     char *name;
     size_t name_len;
-    struct lb_conn **inst;       /* registered connections */
+    struct instance **inst;
     size_t n, cap;
+    size_t n_fallback;           /* instances on links that prefer local delivery */
+    size_t n_remote;             /* instances held by links */
     size_t rr;                   /* round-robin cursor */
     uint64_t registered_ms;
+    uint64_t calls_in, events_in;
 };
 
 void registry_init(void);
 void registry_free(void);
+size_t registry_count(void);
 struct service *registry_find(const char *name, size_t n);
-/* Adds conn as an instance of `name` (creating the service). */
-struct service *registry_add(struct lb_conn *c, const char *name, size_t n);
-/* Removes conn from its service (deleting the service when empty). */
-void registry_remove(struct lb_conn *c);
-/* Next instance (round-robin) that accepts `method` (NULL: any instance).
- * Returns NULL if none; *no_method is set when instances exist but none
- * accepts the method. */
-struct lb_conn *registry_pick(struct service *s, const char *method, size_t mlen, bool *no_method);
-bool conn_accepts_method(const struct lb_conn *c, const char *m, size_t n);
+/* Adds an instance of `name` on c (creating the service).  The caller
+ * fills the instance's methods, version, ... */
+struct instance *registry_add(struct lb_conn *c, const char *name, size_t n);
+/* Removes the instance (deleting the service when it was the last) and
+ * frees it. */
+void registry_remove(struct instance *inst);
+/* Next instance (round-robin) that accepts `method` (NULL: any instance),
+ * local ones before fallback ones.  Returns NULL if none; *no_method is
+ * set when instances exist but none accepts the method. */
+struct instance *registry_pick(struct service *s, const char *method, size_t mlen, bool *no_method);
+bool instance_accepts(const struct instance *i, const char *m, size_t n);
 /* Visits services in no particular order. */
 void registry_each(void (*fn)(struct service *s, void *ud), void *ud);
+/* The service that declared CRUD resource `res` first (REGISTER
+ * `resources`), or NULL. */
+struct service *registry_resource_owner(const char *res, size_t n);
 #endif

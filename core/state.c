@@ -12,6 +12,7 @@
  */
 #include "config.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,9 +21,10 @@
 #include <jansson.h>
 #include "bus.h"
 #include "log.h"
-#include "plugin_host.h"
+#include "plugin_ctx.h"
 #include "state.h"
 #include "state_writer.h"
+#include "htable.h"
 #include "util.h"
 
 #define HEADER "{\"lexbus-state\":1}\n"
@@ -52,6 +54,7 @@ static struct event *g_timer;
  * it covers.  All on the loop thread. */
 static uint64_t g_change_gen, g_handed_gen, g_durable_gen, g_reported_gen;
 static bool g_failing, g_retry;
+static int g_lock_fd = -1;         /* holds the lock on <state_file>.lock */
 
 static bool kv_eq(const struct ht_node *n, const void *key)
 {
@@ -273,22 +276,31 @@ static void tick(evutil_socket_t fd, short what, void *arg)
 static void changed(void)
 {
     g_change_gen++;
-    if (!g_path || g_check_only || !g_bus.base) return;
+    if (!g_path || g_bus.check_only || !g_bus.base) return;
     if (!g_timer) g_timer = evtimer_new(g_bus.base, tick, NULL);
     if (g_timer && !evtimer_pending(g_timer, NULL)) arm(COALESCE_MS);
 }
 
 /* ---- the plugin API ------------------------------------------------------- */
 
-int lb_state_set(struct lb_plugin_ctx *ctx, const char *key, const char *value, size_t len, uint64_t ttl_ms)
+/* A backend (lb_state_backend_register) sees every local change. */
+static struct lb_state_backend g_backend;
+static void *g_backend_ud;
+static struct lb_plugin_ctx *g_backend_ctx;
+
+static void tell_backend(const char *ns, const char *key, const char *value, size_t len, uint64_t exp)
+{
+    if (g_backend.changed) g_backend.changed(g_backend_ud, ns, key, value, len, exp);
+}
+
+static int set_ns(const char *ns, const char *key, const char *value, size_t len, uint64_t exp)
 {
     if (g_walking) { errno = EBUSY; return -1; }
     size_t kl = strlen(key), ll = 0;
     if (!kl || kl > MAX_KEY) { errno = EINVAL; return -1; }
-    uint64_t exp = ttl_ms ? now_ms() + ttl_ms : 0;
-    char *line = encode_line(ctx->name, key, value, len, exp, &ll);
+    char *line = encode_line(ns, key, value, len, exp, &ll);
     if (!line) { errno = EINVAL; return -1; }
-    char *full = join_key(ctx->name, key);
+    char *full = join_key(ns, key);
     struct kv *old = lookup(full);
     uint64_t after = g_bytes - (old ? old->line_len : 0) + ll;
     if (after > g_max) {
@@ -300,8 +312,16 @@ int lb_state_set(struct lb_plugin_ctx *ctx, const char *key, const char *value, 
     char *v = xmalloc(len + 1);
     memcpy(v, value, len);
     v[len] = 0;
-    put(full, strlen(ctx->name), v, len, exp, line, ll);
+    put(full, strlen(ns), v, len, exp, line, ll);
     changed();
+    return 0;
+}
+
+int lb_state_set(struct lb_plugin_ctx *ctx, const char *key, const char *value, size_t len, uint64_t ttl_ms)
+{
+    uint64_t exp = ttl_ms ? now_ms() + ttl_ms : 0;
+    if (set_ns(ctx->name, key, value, len, exp) != 0) return -1;
+    tell_backend(ctx->name, key, value, len, exp);
     return 0;
 }
 
@@ -315,16 +335,61 @@ const char *lb_state_get(struct lb_plugin_ctx *ctx, const char *key, size_t *len
     return e->val;
 }
 
-int lb_state_del(struct lb_plugin_ctx *ctx, const char *key)
+static int del_ns(const char *ns, const char *key)
 {
     if (g_walking) { errno = EBUSY; return -1; }
-    char *k = join_key(ctx->name, key);
+    char *k = join_key(ns, key);
     struct kv *e = lookup(k);
     free(k);
     if (!e) return -1;
     kv_remove(e);
     changed();
     return 0;
+}
+
+int lb_state_del(struct lb_plugin_ctx *ctx, const char *key)
+{
+    if (del_ns(ctx->name, key) != 0) return -1;
+    tell_backend(ctx->name, key, NULL, 0, 0);
+    return 0;
+}
+
+int lb_state_backend_register(struct lb_plugin_ctx *ctx, const struct lb_state_backend *b, void *ud)
+{
+    if (g_backend.changed) {
+        lb_plugin_fail(ctx, "a state backend is registered already (one at most)");
+        return -1;
+    }
+    if (!b->size) {
+        lb_plugin_fail(ctx, "lb_state_backend_register: size is 0 (set it to sizeof(struct lb_state_backend))");
+        return -1;
+    }
+    memset(&g_backend, 0, sizeof g_backend);
+    memcpy(&g_backend, b, b->size < sizeof g_backend ? b->size : sizeof g_backend);
+    g_backend_ud = ud;
+    g_backend_ctx = ctx;
+    return 0;
+}
+
+void state_forget_plugin(struct lb_plugin_ctx *ctx)
+{
+    if (g_backend_ctx != ctx) return;
+    memset(&g_backend, 0, sizeof g_backend);
+    g_backend_ud = NULL;
+    g_backend_ctx = NULL;
+}
+
+int lb_state_apply(struct lb_plugin_ctx *ctx, const char *ns, const char *key, const char *value, size_t len,
+                   uint64_t expires_ms)
+{
+    (void)ctx;
+    if (!ns || !*ns || !key) { errno = EINVAL; return -1; }
+    if (g_walking) { errno = EBUSY; return -1; }
+    if (!value || (expires_ms && expires_ms <= now_ms())) {
+        del_ns(ns, key);   /* absent already is as good */
+        return 0;
+    }
+    return set_ns(ns, key, value, len, expires_ms);
 }
 
 struct walk {
@@ -382,7 +447,7 @@ static int sync_now(void)
 int lb_state_sync(struct lb_plugin_ctx *ctx)
 {
     (void)ctx;
-    if (!g_path || g_check_only) return 1;      /* nothing is ever written */
+    if (!g_path || g_bus.check_only) return 1;      /* nothing is ever written */
     return sync_now();
 }
 
@@ -478,12 +543,82 @@ static int check_dir(const char *path, bool production, char *err, size_t errlen
     return 0;
 }
 
+/* Whether another process holds a lock on fd's file; *pid is the holder
+ * the kernel names, else the one the holder wrote into the file (0 if
+ * unknown: an NFS server may not say). */
+static bool locked_by(int fd, long *pid)
+{
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    if (fcntl(fd, F_GETLK, &fl) != 0 || fl.l_type == F_UNLCK) return false;
+    *pid = fl.l_pid;
+    if (*pid <= 0) {
+        char buf[32] = "";
+        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+        *pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+    }
+    return true;
+}
+
+/* Two daemons on one state_file would each replace the other's snapshots
+ * (a revocation written by one vanishes at the other's next write).  The
+ * state file itself is replaced by rename at every write, so the lock is
+ * on a companion file, <state_file>.lock, which is never removed: an fcntl
+ * lock dies with the process holding it, so a lock file left by a crash
+ * blocks nobody.  fcntl rather than flock: F_GETLK names the holder, and
+ * NFS honours it.  `-t` only looks, so it can check a running bus's file. */
+static int lock_state(const char *path, bool production, char *err, size_t errlen)
+{
+    char lock[4096];
+    if ((size_t)snprintf(lock, sizeof lock, "%s.lock", path) >= sizeof lock) {
+        snprintf(err, errlen, "state_file %s: path too long", path);
+        return -1;
+    }
+    int fd = open(lock, (g_bus.check_only ? O_RDONLY : O_RDWR | O_CREAT) | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 && g_bus.check_only) return 0;          /* no lock file: no daemon has run on it */
+    if (fd < 0) {
+        if (production) {
+            snprintf(err, errlen, "cannot lock state_file %s: %s: %s", path, lock, strerror(errno));
+            return -1;
+        }
+        log_warn("state", "cannot lock state_file %s (%s: %s): nothing stops another lexbusd from using it too",
+                 path, lock, strerror(errno));
+        return 0;
+    }
+    long pid = 0;
+    if (g_bus.check_only) {
+        if (locked_by(fd, &pid))
+            log_warn("state", "state_file %s is in use by lexbusd pid %ld: a second daemon on it would not start",
+                     path, pid);
+        close(fd);
+        return 0;
+    }
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    if (fcntl(fd, F_SETLK, &fl) != 0) {
+        int e = errno;
+        if ((e == EACCES || e == EAGAIN) && locked_by(fd, &pid))
+            snprintf(err, errlen, "state_file %s is in use by another lexbusd (pid %ld holds the lock on %s): "
+                     "each daemon needs its own state_file", path, pid, lock);
+        else
+            snprintf(err, errlen, "cannot lock state_file %s: %s: %s", path, lock, strerror(e));
+        close(fd);
+        return -1;
+    }
+    /* For people (and the fallback above): the lock is what counts. */
+    char text[32];
+    int n = snprintf(text, sizeof text, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)n, 0) != n)
+        log_debug("state", "cannot write the pid into %s: %s", lock, strerror(errno));
+    g_lock_fd = fd;
+    return 0;
+}
+
 int state_open(const char *path, uint64_t max_bytes, bool production, char *err, size_t errlen)
 {
     ensure_init();
     g_max = max_bytes;
     if (!path) return 0;
     g_path = xstrdup(path);
+    if (lock_state(path, production, err, errlen)) return -1;   /* before reading: the holder may be writing */
     FILE *f = fopen(path, "re");
     if (!f && errno != ENOENT) { snprintf(err, errlen, "cannot read state_file %s: %s", path, strerror(errno)); return -1; }
     int rc = f ? load_file(f, path, err, errlen) : 0;
@@ -501,7 +636,7 @@ static void free_cb(struct ht_node *n, void *ud) { (void)ud; kv_free(container_o
 
 void state_close(void)
 {
-    if (g_path && !g_check_only && sync_now() != 0)
+    if (g_path && !g_bus.check_only && sync_now() != 0)
         log_error("state", "state changes since the last write are lost: cannot write state_file %s: %s", g_path,
                   strerror(errno));
     state_writer_stop();
@@ -515,4 +650,6 @@ void state_close(void)
     free(g_path);
     g_path = NULL;
     g_bytes = 0;
+    if (g_lock_fd >= 0) close(g_lock_fd);   /* after the last write */
+    g_lock_fd = -1;
 }

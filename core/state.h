@@ -12,6 +12,11 @@
 int state_open(const char *path, uint64_t max_bytes, bool production, char *err, size_t errlen);
 /* SIGHUP: a new state_max. */
 void state_set_max(uint64_t max_bytes);
+/* The plugin is being unloaded: if it is the state backend, changes that
+ * other plugins make from now on (in their own unload, say) no longer
+ * reach it. */
+struct lb_plugin_ctx;
+void state_forget_plugin(struct lb_plugin_ctx *ctx);
 /* Writes what is pending (blocking), stops the writer, frees everything. */
 void state_close(void);
 #endif

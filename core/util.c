@@ -66,52 +66,6 @@ uint64_t hash_bytes(const void *p, size_t n)
     return h;
 }
 
-static bool name_char(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-' || c == '/' || c == '@';
-}
-
-bool valid_service_name(const char *p, size_t n)
-{
-    if (n == 0 || n > 128) return false;
-    for (size_t i = 0; i < n; i++) if (!name_char((unsigned char)p[i])) return false;
-    return true;
-}
-
-bool valid_method_name(const char *p, size_t n)
-{
-    if (n == 0 || n > 128) return false;
-    for (size_t i = 0; i < n; i++)
-        if (!name_char((unsigned char)p[i]) && p[i] != ':') return false;
-    return true;
-}
-
-/* Segments separated by ':'; every segment non-empty; `wild` allows the
- * pattern segments '*' anywhere and '>' last. */
-static bool valid_segments(const char *p, size_t n, bool wild)
-{
-    if (n == 0 || n > 255) return false;
-    size_t seg = 0;
-    for (size_t i = 0; i <= n; i++) {
-        if (i == n || p[i] == ':') {
-            size_t len = i - seg;
-            if (len == 0) return false;
-            if (wild && len == 1 && (p[seg] == '*' || p[seg] == '>')) {
-                if (p[seg] == '>' && i != n) return false;
-            } else {
-                for (size_t k = seg; k < i; k++)
-                    if (!name_char((unsigned char)p[k])) return false;
-            }
-            seg = i + 1;
-        }
-    }
-    return true;
-}
-
-bool valid_event_name(const char *p, size_t n) { return valid_segments(p, n, false); }
-bool valid_event_pattern(const char *p, size_t n) { return valid_segments(p, n, true); }
-
 static int parse_number_suffix(const char *s, uint64_t *num, const char **suffix)
 {
     if (!s || !*s) return -1;

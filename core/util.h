@@ -18,11 +18,7 @@ void clock_use_base(struct event_base *base);
 
 uint64_t hash_bytes(const void *p, size_t n);
 
-/* Name validation (see doc/protocol.md "Names"). */
-bool valid_service_name(const char *p, size_t n);
-bool valid_method_name(const char *p, size_t n);
-bool valid_event_name(const char *p, size_t n);
-bool valid_event_pattern(const char *p, size_t n);
+#include "names.h"
 
 /* "1M" / "64K" / "2G" / plain bytes.  Returns 0 or -1. */
 int parse_size(const char *s, uint64_t *out);

@@ -4,8 +4,19 @@
 set -euo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$top"
-if [[ ! -x configure || configure.ac -nt configure ]]; then
-  autoreconf -fi >/dev/null
+# (A configure generated before autogen.sh patched its 'rm -f core' is regenerated too.)
+if [[ ! -x configure || configure.ac -nt configure ]] || grep -q 'rm -f core' configure; then
+  ./autogen.sh >/dev/null
+fi
+# An in-tree ./configure (the README's classic way) leaves config.status
+# here, and configure refuses to build elsewhere from a configured tree.
+if [[ -f config.status ]]; then
+  echo "build.sh: $top is configured in place (./configure there); building in _build/ needs a clean" \
+       "source tree, so running 'make distclean' in $top (to build in place again: ./configure && make)" >&2
+  if ! { [[ -f Makefile ]] && make -s distclean >/dev/null; }; then
+    echo "build.sh: 'make distclean' failed in $top: remove config.status and the generated Makefiles there" >&2
+    exit 1
+  fi
 fi
 mkdir -p _build
 cd _build

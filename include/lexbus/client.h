@@ -19,6 +19,20 @@
  * struct lexbus_error with the protocol's code string (doc/protocol.md:
  * SERVICE_NOT_FOUND, TIMEOUT, ..., and client-side CONNECTION_LOST,
  * NOT_CONNECTED) and a message meant for people.
+ *
+ * Values jansson cannot represent: the bus forwards any valid JSON number,
+ * and json_t holds only doubles and int64 (1e400 and
+ * 123456789012345678901234567890 do not fit).  Such a value never reaches
+ * a callback as null: a CALL whose params (or context) hold one is
+ * answered INVALID_MESSAGE by the library, its method handler not called;
+ * an EVENT's payload goes to the lexbus_on_error handler as INVALID_MESSAGE
+ * instead of the lexbus_on handler (without an error handler, a line on
+ * stderr); a RESULT settles the call with INVALID_MESSAGE.  lexbus_on_raw
+ * handlers get the text as written, whatever it holds.  "\u0000" is kept:
+ * the json_t string holds the NUL (json_string_length counts it).
+ *
+ * Message ids are a random prefix per client (96 bits) and a counter, so
+ * no other client can predict them.
  */
 #ifndef LEXBUS_CLIENT_H
 #define LEXBUS_CLIENT_H
@@ -40,10 +54,21 @@ struct lexbus_error {
     char message[256];
 };
 
+/* How frames are written on the wire (the bus reads both).  MessagePack is
+ * what Bro IPC clients use by default; callbacks see JSON either way.  The
+ * bus sends a MessagePack connection nothing JSON cannot say, except
+ * +-Infinity for a JSON number beyond the double range (1e400), which
+ * reaches callbacks as null. */
+enum lexbus_encoding { LEXBUS_ENCODING_JSON = 0, LEXBUS_ENCODING_MSGPACK };
+
 struct lexbus_options {
     const char *url;            /* "unix:/path" or "tls://host:port"; NULL: $LEXBUS_URL, else unix:/tmp/lexbus.sock */
     const char *service;        /* name to register; NULL: "client-<pid>-<n>" */
-    const char *token;          /* broker token sent with REGISTER, CALL and EMIT; may be NULL */
+    /* A broker token, or NULL.  A session token (claim operation
+     * "register", `lexbus token issue --operation register`) is sent with
+     * REGISTER only; any other token with every CALL and EMIT (the bus
+     * checks it against their target and operation). */
+    const char *token;
     bool no_reconnect;          /* default: reconnect forever */
     unsigned reconnect_base_ms; /* first delay (default 100) */
     unsigned reconnect_max_ms;  /* cap (default 30000) */
@@ -54,6 +79,7 @@ struct lexbus_options {
     const char *tls_cert;       /* client certificate (mutual TLS), with tls_key */
     const char *tls_key;
     bool tls_insecure;          /* no verification: for debugging only */
+    enum lexbus_encoding encoding;  /* default JSON */
 };
 
 /* ---- callbacks ------------------------------------------------------ */

@@ -9,6 +9,10 @@
  * ...) are recorded like other CALLs, never with their params or result
  * (they may carry tokens).
  *
+ * A payload jansson cannot hold (a number beyond double or int64, which
+ * the bus forwards as written) is recorded as its JSON text in
+ * "paramsText", "payloadText", "dataText" or "errorText".
+ *
  * Lines are limited to 64K: a record whose payload would make it longer
  * is written without the payload, with "payloadTruncated":true and
  * "payloadBytes":N, so the operation is still on record.
@@ -27,6 +31,13 @@
  * line changes it).  SIGHUP reopens the file (logrotate: rename, then
  * HUP), even when bus.conf cannot be re-read.
  *
+ * Every record starts on a line of its own, even after a write cut off
+ * part-way (a full disk, or a crash mid-write found at the next start):
+ * the missing newline is written first, so the cut line stands alone;
+ * lines lost to a failed write are marked by {"type":"LOST","lines":N}
+ * once the file takes writes again.  `lexbus audit verify --partial`
+ * resynchronises after either.
+ *
  * [plugin audit]
  * file = /var/log/lexbus/audit.jsonl
  * payloads = no        include params/payload/data/error of the message (a completed
@@ -41,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/stat.h>
 #include <jansson.h>
@@ -53,12 +65,15 @@ struct audit {
     struct lb_plugin_ctx *ctx;
     const char *path;
     bool payloads, chain;
+    bool staged_payloads;          /* a reload's `payloads`, until reload_done */
     uint64_t cap;
     /* Loop thread only (and unload, once the writer has stopped). */
     char prev[65];                 /* hex SHA-256 of the last line queued */
     unsigned long long warned_at;
     /* The writer's while it runs; load and unload use it when it does not. */
     int fd;
+    bool mid_line;                 /* the file ends with a cut line: end it before the next record */
+    unsigned long long unmarked;   /* lines lost to failed writes, not yet marked in the file */
     /* Shared with the writer thread, under mu. */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -102,19 +117,79 @@ static size_t write_all(int fd, const char *p, size_t n)
     return off;
 }
 
-/* A write failed after `done` of n bytes (disk full, I/O error): end a
- * cut line so the next chunk does not run into it, and count the lines
- * that never reached the file.  The hash chain breaks there, and
- * `lexbus audit verify` names the line. */
-static unsigned long long salvage(int fd, const char *chunk, size_t done, size_t n)
+/* Whether the file open on fd ends in the middle of a line: cut by a
+ * crash during a write, or by a full disk.  fd is write-only (O_APPEND):
+ * the last byte is read through a second descriptor on the same inode.
+ * Only a regular file can be looked at (a FIFO to a log shipper cannot). */
+static bool ends_mid_line(const char *path, int fd)
 {
-    if (done && chunk[done - 1] != '\n' && fd >= 0) {
-        ssize_t w = write(fd, "\n", 1);
-        (void)w;
+    struct stat st, rst;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0) return false;
+    int rfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (rfd < 0) return false;
+    char last = '\n';
+    if (fstat(rfd, &rst) != 0 || rst.st_ino != st.st_ino || rst.st_dev != st.st_dev ||
+        pread(rfd, &last, 1, rst.st_size - 1) != 1)
+        last = '\n';
+    close(rfd);
+    return last != '\n';
+}
+
+/* Lines in p[done..n) never reached the file (the cut one included). */
+static unsigned long long lines_in(const char *p, size_t done, size_t n)
+{
+    unsigned long long lines = 0;
+    for (size_t i = done; i < n; i++) lines += p[i] == '\n';
+    return lines;
+}
+
+/* Ends a cut line.  False while even that newline cannot be written. */
+static bool end_cut_line(struct audit *a)
+{
+    if (a->mid_line && write_all(a->fd, "\n", 1) == 1) a->mid_line = false;
+    return !a->mid_line;
+}
+
+/* Marks where lines were lost with a line of its own,
+ *   {"time":ms,"type":"LOST","lines":N}
+ * (not chained: the lines it stands for were, and are gone), so a reader
+ * sees the gap even when the failed write cut no line.  False while it
+ * cannot be written. */
+static bool mark_lost(struct audit *a)
+{
+    if (!a->unmarked) return true;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);   /* the loop's cached clock is not this thread's */
+    char m[128];
+    int len = snprintf(m, sizeof m, "{\"time\":%lld,\"type\":\"LOST\",\"lines\":%llu}\n",
+                       (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, a->unmarked);
+    size_t done = write_all(a->fd, m, (size_t)len);
+    if (done == (size_t)len) {
+        a->unmarked = 0;
+        return true;
     }
-    unsigned long long lost = 0;
-    for (size_t i = done; i < n; i++) lost += chunk[i] == '\n';
-    return lost;
+    if (done) {
+        a->mid_line = true;
+        end_cut_line(a);
+    }
+    return false;
+}
+
+/* Appends whole lines.  Every record starts on a line of its own: after a
+ * write that failed part-way (on a full disk the newline ending the cut
+ * line fails too) the missing newline goes first, then a LOST line, and
+ * while those cannot be written nothing is.  So no record ever runs into
+ * a cut line, and `lexbus audit verify --partial` resynchronises after
+ * each gap.  Returns how many bytes of p reached the file. */
+static size_t append_lines(struct audit *a, const char *p, size_t n)
+{
+    size_t done = end_cut_line(a) && mark_lost(a) ? write_all(a->fd, p, n) : 0;
+    if (done < n) {
+        if (done) a->mid_line = p[done - 1] != '\n';
+        a->unmarked += lines_in(p, done, n);
+        end_cut_line(a);   /* the error may have been passing */
+    }
+    return done;
 }
 
 /* Keeps the old file when the new one cannot be opened: lines still land
@@ -125,6 +200,7 @@ static bool reopen_file(struct audit *a)
     if (fd < 0) return false;
     if (a->fd >= 0) close(a->fd);
     a->fd = fd;
+    a->mid_line = ends_mid_line(a->path, fd);
     return true;
 }
 
@@ -149,12 +225,9 @@ static void *writer(void *arg)
         /* The disk may be slow or hung: only this thread waits for it,
          * never while holding the lock the loop thread queues under. */
         unsigned errors = reopen && !reopen_file(a);
-        unsigned long long lost = 0;
-        size_t done = n ? write_all(a->fd, chunk, n) : 0;
-        if (done < n) {
-            errors++;
-            lost = salvage(a->fd, chunk, done, n);
-        }
+        size_t done = n ? append_lines(a, chunk, n) : 0;
+        unsigned long long lost = lines_in(chunk, done, n);
+        errors += done < n;
         pthread_mutex_lock(&a->mu);
         if (chunk) a->spare = chunk;
         a->write_errors += errors;
@@ -280,13 +353,23 @@ static json_t *record(struct audit *a, const struct lb_outcome *o)
     json_object_set_new(j, "delivered", json_integer(o->delivered));
     json_object_set_new(j, "bytes", json_integer((json_int_t)o->bytes));
     json_object_set_new(j, "durationUs", json_integer((json_int_t)o->duration_us));
+    if (o->error_code && o->refused_by) json_object_set_new(j, "refusedBy", json_string(o->refused_by));
     return j;
 }
 
 static const char *const payload_fields[] = { "params", "payload", "data", "error" };
 #define N_PAYLOAD_FIELDS (sizeof payload_fields / sizeof payload_fields[0])
 
-/* Adds the message's payload members; returns their size in bytes. */
+/* "<member>Text": where a payload member is kept as JSON text. */
+static const char *text_key(size_t i, char key[16])
+{
+    snprintf(key, 16, "%sText", payload_fields[i]);
+    return key;
+}
+
+/* Adds the message's payload members; returns their size in bytes.  A
+ * value jansson cannot hold (a number such as 1e400, which the bus
+ * forwards) is recorded as its JSON text, "<member>Text", never left out. */
 static size_t add_payloads(json_t *j, const struct lb_msg *m)
 {
     size_t bytes = 0;
@@ -294,15 +377,24 @@ static size_t add_payloads(json_t *j, const struct lb_msg *m)
         struct lb_str raw = lb_msg_raw(m, payload_fields[i]);
         if (!raw.p) continue;
         bytes += raw.n;
-        json_t *v = json_loadb(raw.p, raw.n, JSON_DECODE_ANY, NULL);
-        if (v) json_object_set_new(j, payload_fields[i], v);
+        json_t *v = json_loadb(raw.p, raw.n, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        if (v) {
+            json_object_set_new(j, payload_fields[i], v);
+        } else {
+            char key[16];
+            json_object_set_new(j, text_key(i, key), json_stringn(raw.p, raw.n));
+        }
     }
     return bytes;
 }
 
 static void without_payloads(struct audit *a, json_t *j, size_t bytes)
 {
-    for (size_t i = 0; i < N_PAYLOAD_FIELDS; i++) json_object_del(j, payload_fields[i]);
+    for (size_t i = 0; i < N_PAYLOAD_FIELDS; i++) {
+        char key[16];
+        json_object_del(j, payload_fields[i]);
+        json_object_del(j, text_key(i, key));
+    }
     json_object_set_new(j, "payloadTruncated", json_true());
     json_object_set_new(j, "payloadBytes", json_integer((json_int_t)bytes));
     pthread_mutex_lock(&a->mu);
@@ -354,12 +446,18 @@ static void load_prev(struct audit *a)
     if (!f) return;
     fseek(f, 0, SEEK_END);
     long size = ftell(f);
-    long from = size > LINE_MAX_BYTES ? size - LINE_MAX_BYTES : 0;
+    /* Room for a cut line after the last complete one. */
+    long from = size > 2 * LINE_MAX_BYTES ? size - 2 * LINE_MAX_BYTES : 0;
     fseek(f, from, SEEK_SET);
     char *buf = malloc((size_t)(size - from) + 1);
     size_t n = buf ? fread(buf, 1, (size_t)(size - from), f) : 0;
     fclose(f);
     if (!buf) return;
+    /* A cut last line (a crash mid-write) was never a record: the chain
+     * goes on from the last complete line, so a verifier sees nothing but
+     * that fragment missing. */
+    if (n && buf[n - 1] != '\n')
+        while (n && buf[n - 1] != '\n') n--;
     while (n && buf[n - 1] == '\n') n--;
     size_t start = n;
     while (start && buf[start - 1] != '\n') start--;
@@ -407,6 +505,11 @@ static int audit_load(struct lb_plugin_ctx *ctx)
     if (lb_check_only(ctx)) return 0;
     a->fd = open_file(a->path);
     if (a->fd < 0) { lb_plugin_fail(ctx, "cannot open %s: %s", a->path, strerror(errno)); return -1; }
+    a->mid_line = ends_mid_line(a->path, a->fd);
+    if (a->mid_line)
+        lb_log(ctx, LB_LOG_WARN, "%s ends with a cut line (lexbusd stopped in the middle of a write?): it is "
+               "ended, the next record starts a new line%s", a->path,
+               a->chain ? " and the chain continues from the last complete line" : "");
     load_prev(a);
     a->buf = malloc(a->cap);
     a->spare = malloc(a->cap);
@@ -415,7 +518,7 @@ static int audit_load(struct lb_plugin_ctx *ctx)
         return -1;
     }
     a->thread_started = true;
-    struct lb_hooks h = { .audit = on_audit };
+    struct lb_hooks h = { .size = sizeof h, .audit = on_audit };
     lb_hooks_register(ctx, &h, a);
     lb_stats_register(ctx, stats, a);
     lb_reopen_register(ctx, audit_reopen, a);
@@ -424,14 +527,21 @@ static int audit_load(struct lb_plugin_ctx *ctx)
     return 0;
 }
 
+/* Step 1 of a reload: validate; only `payloads` can change while running. */
 static int audit_reload(struct lb_plugin_ctx *ctx)
 {
     struct audit *a = lb_plugin_data(ctx), tmp = { 0 };
     if (read_settings(ctx, &tmp) < 0) return -1;
-    if (strcmp(tmp.path, a->path) != 0)
-        lb_log(ctx, LB_LOG_WARN, "file changed to %s: takes effect on restart", tmp.path);
-    a->payloads = tmp.payloads;     /* read by the loop thread only */
+    if (strcmp(tmp.path, a->path) != 0 || tmp.chain != a->chain || tmp.cap != a->cap)
+        lb_log(ctx, LB_LOG_WARN, "file, chain and buffer change only on restart: kept");
+    a->staged_payloads = tmp.payloads;
     return 0;
+}
+
+static void audit_reload_done(struct lb_plugin_ctx *ctx, bool commit)
+{
+    struct audit *a = lb_plugin_data(ctx);
+    if (commit) a->payloads = a->staged_payloads;   /* read by the loop thread only */
 }
 
 /* Lines dropped at the very end still leave their mark (the writer has
@@ -443,7 +553,7 @@ static void write_final_marker(struct audit *a)
     size_t n;
     char *line = j ? encode_line(a, j, &n) : NULL;
     json_decref(j);
-    if (line && write_all(a->fd, line, n + 1)) {
+    if (line && append_lines(a, line, n + 1) == n + 1) {
         if (a->chain) hex_sha256(line, n, a->prev);
         a->gap = 0;
     }
@@ -479,9 +589,11 @@ static void audit_unload(struct lb_plugin_ctx *ctx)
 __attribute__((visibility("default")))
 const struct lb_plugin lexbus_plugin = {
     .abi = LB_PLUGIN_ABI,
+    .size = sizeof(struct lb_plugin),
     .name = "audit",
     .version = PACKAGE_VERSION,
     .load = audit_load,
     .unload = audit_unload,
     .reload = audit_reload,
+    .reload_done = audit_reload_done,
 };

@@ -14,8 +14,9 @@
  * of the `tokens` plugin (a token it carries, even Exprsn's placeholder
  * "true", is not verified; recipients get {"type":"bypass",...} as
  * `token`).  Other policies (ratelimit, admins for token.issue) still
- * apply.  The decision is the host's (lb_msg_ipc_bypass), so the order of
- * the sections does not matter.
+ * apply.  This plugin marks such messages with the attribute
+ * `auth.bypass` in its inspect hook, which runs before every other
+ * plugin's hooks, so the order of the sections does not matter.
  *
  * Loaded with `mode = production`, it refuses to load, so lexbusd refuses
  * to start (and the host ignores the mark in production regardless).  It
@@ -28,6 +29,7 @@
  */
 #include "config.h"
 #include <stdlib.h>
+#include <string.h>
 #include <jansson.h>
 #include <lexbus/plugin.h>
 
@@ -40,9 +42,9 @@ struct bypass {
 
 static char marker;   /* per-connection flag: address of this byte */
 
-static enum lb_verdict_kind on_authenticate(void *ud, struct lb_conn *c, struct lb_msg *m, struct lb_verdict *v)
+static enum lb_verdict_kind on_authenticate(void *ud, struct lb_conn *c, struct lb_msg *m, struct lb_err *err)
 {
-    (void)v;
+    (void)err;
     struct bypass *b = ud;
     if (lb_msg_field(m, "token").p) return LB_PASS;   /* credentials: not ours to judge */
     lb_conn_set_auth(c, "bypass");
@@ -54,16 +56,19 @@ static enum lb_verdict_kind on_authenticate(void *ud, struct lb_conn *c, struct 
     return LB_ALLOW;
 }
 
-static enum lb_verdict_kind on_message(void *ud, struct lb_conn *c, struct lb_msg *m, struct lb_verdict *v)
+/* Marks CALLs and EMITs carrying the IPC request mark for the plugins
+ * that check tokens (they look for the attribute `auth.bypass`). */
+static void on_inspect(void *ud, struct lb_conn *c, struct lb_msg *m)
 {
-    (void)v;
     struct bypass *b = ud;
-    if (!lb_msg_ipc_bypass(m)) return LB_PASS;
+    enum lb_msg_type t = lb_msg_type(m);
+    struct lb_str mark = lb_msg_raw(m, "ipcRequest");
+    if ((t != LB_MSG_CALL && t != LB_MSG_EMIT) || mark.n != 4 || memcmp(mark.p, "true", 4) != 0) return;
+    lb_msg_attr_set(m, "auth.bypass", "ipcRequest");
     b->ipc++;
-    struct lb_str name = lb_msg_field(m, lb_msg_type(m) == LB_MSG_CALL ? "method" : "event");
+    struct lb_str name = lb_msg_field(m, t == LB_MSG_CALL ? "method" : "event");
     lb_log(b->ctx, LB_LOG_DEBUG, "#%llu %s %.*s marked ipcRequest: token checks skipped (dev-bypass)",
-           (unsigned long long)lb_conn_id(c), lb_msg_type_name(lb_msg_type(m)), (int)name.n, name.p ? name.p : "");
-    return LB_PASS;
+           (unsigned long long)lb_conn_id(c), lb_msg_type_name(t), (int)name.n, name.p ? name.p : "");
 }
 
 static void on_closed(void *ud, struct lb_conn *c)
@@ -94,8 +99,7 @@ static int bypass_load(struct lb_plugin_ctx *ctx)
     if (!b) { lb_plugin_fail(ctx, "out of memory"); return -1; }
     b->ctx = ctx;
     lb_plugin_set_data(ctx, b);
-    if (lb_ipc_bypass_enable(ctx) < 0) return -1;
-    struct lb_hooks h = { .authenticate = on_authenticate, .message = on_message, .closed = on_closed };
+    struct lb_hooks h = { .size = sizeof h, .inspect = on_inspect, .authenticate = on_authenticate, .closed = on_closed };
     lb_hooks_register(ctx, &h, b);
     lb_stats_register(ctx, stats, b);
     lb_log(ctx, LB_LOG_WARN, "DEVELOPMENT BYPASS ACTIVE: REGISTER without credentials is accepted under any claimed name, "
@@ -112,6 +116,7 @@ static void bypass_unload(struct lb_plugin_ctx *ctx)
 __attribute__((visibility("default")))
 const struct lb_plugin lexbus_plugin = {
     .abi = LB_PLUGIN_ABI,
+    .size = sizeof(struct lb_plugin),
     .name = "dev-bypass",
     .version = PACKAGE_VERSION,
     .load = bypass_load,

@@ -76,6 +76,7 @@ struct ratelimit {
     struct svc_log *buckets[BUCKETS];
     size_t tracked;                /* logs in `buckets` */
     uint64_t swept_ms;             /* last sweep (monotonic) */
+    struct ratelimit *staged;      /* a reload's settings, until reload_done */
     unsigned long long allowed, limited, forgotten;
 };
 
@@ -228,22 +229,21 @@ static bool exempt(const struct ratelimit *rl, const struct lb_msg *m)
     return yes;
 }
 
-static enum lb_verdict_kind refuse(struct ratelimit *rl, struct svc_log *l, struct lb_verdict *v,
+static enum lb_verdict_kind refuse(struct ratelimit *rl, struct svc_log *l, struct lb_err *err,
                                    bool by_ceiling, long long wait)
 {
     l->limited++;
     rl->limited++;
-    lb_deny(v, LB_E_RATE_LIMITED, "service '%s' is over its %s of %lld messages per %llu ms", l->name,
-            by_ceiling ? "ceiling (exempt or not)" : "limit", by_ceiling ? rl->ceiling : l->max,
-            (unsigned long long)l->window_ms);
-    v->retry_after_ms = wait;
-    return LB_DENY;
+    lb_err_retry_after(err, wait);
+    return lb_refuse(err, LB_E_RATE_LIMITED, "service '%s' is over its %s of %lld messages per %llu ms", l->name,
+                     by_ceiling ? "ceiling (exempt or not)" : "limit", by_ceiling ? rl->ceiling : l->max,
+                     (unsigned long long)l->window_ms);
 }
 
 /* Non-exempt messages must fit under `max`; with honour_exempt every
  * message must also fit under `ceiling`.  Both are checked before either
  * ring records the send, so a refusal counts nowhere. */
-static enum lb_verdict_kind on_message(void *ud, struct lb_conn *c, struct lb_msg *m, struct lb_verdict *v)
+static enum lb_verdict_kind on_message(void *ud, struct lb_conn *c, struct lb_msg *m, struct lb_err *err)
 {
     struct ratelimit *rl = ud;
     enum lb_msg_type t = lb_msg_type(m);
@@ -257,7 +257,7 @@ static enum lb_verdict_kind on_message(void *ud, struct lb_conn *c, struct lb_ms
     bool ex = exempt(rl, m);
     long long w_own = ex ? 0 : ring_wait(&l->own, l->max, l->window_ms, now);
     long long w_all = rl->honour_exempt ? ring_wait(&l->all, rl->ceiling, l->window_ms, now) : 0;
-    if (w_own || w_all) return refuse(rl, l, v, w_all > w_own, w_all > w_own ? w_all : w_own);
+    if (w_own || w_all) return refuse(rl, l, err, w_all > w_own, w_all > w_own ? w_all : w_own);
     if ((!ex && ring_push(&l->own, l->max, now) < 0) ||
         (rl->honour_exempt && ring_push(&l->all, rl->ceiling, now) < 0))
         return LB_PASS;       /* out of memory, as above */
@@ -360,7 +360,7 @@ static int rl_load(struct lb_plugin_ctx *ctx)
     check_order(ctx, rl);
     if (lb_check_only(ctx)) return 0;
     rl->swept_ms = mono_ms();
-    struct lb_hooks h = { .message = on_message };
+    struct lb_hooks h = { .size = sizeof h, .message = on_message };
     lb_hooks_register(ctx, &h, rl);
     lb_stats_register(ctx, stats, rl);
     lb_log(ctx, LB_LOG_INFO, "%lld messages per %llu ms per service, %zu overrides%s", rl->max,
@@ -398,22 +398,36 @@ static void apply_limits(struct ratelimit *rl, bool was_honouring)
     }
 }
 
+/* Step 1 of a reload: validate into staged settings, apply nothing. */
 static int rl_reload(struct lb_plugin_ctx *ctx)
 {
-    struct ratelimit *rl = lb_plugin_data(ctx), tmp = { 0 };
+    struct ratelimit *rl = lb_plugin_data(ctx), *tmp = calloc(1, sizeof *tmp);
+    if (!tmp) { lb_plugin_fail(ctx, "out of memory"); return -1; }
     const char *const *keys;
     size_t n = lb_conf_keys(ctx, &keys);
-    if (read_settings(ctx, &tmp) < 0 || read_overrides(ctx, &tmp, keys, n) < 0) return -1;
-    bool was_honouring = rl->honour_exempt;
-    rl->max = tmp.max;
-    rl->ceiling = tmp.ceiling;
-    rl->honour_exempt = tmp.honour_exempt;
-    rl->window_ms = tmp.window_ms;
-    memcpy(rl->ov, tmp.ov, sizeof rl->ov);
-    rl->n_ov = tmp.n_ov;
-    apply_limits(rl, was_honouring);
-    check_order(ctx, rl);
+    if (read_settings(ctx, tmp) < 0 || read_overrides(ctx, tmp, keys, n) < 0) { free(tmp); return -1; }
+    free(rl->staged);
+    rl->staged = tmp;
     return 0;
+}
+
+/* Step 2: every section was good (commit) or one was not. */
+static void rl_reload_done(struct lb_plugin_ctx *ctx, bool commit)
+{
+    struct ratelimit *rl = lb_plugin_data(ctx), *tmp = rl->staged;
+    rl->staged = NULL;
+    if (commit && tmp) {
+        bool was_honouring = rl->honour_exempt;
+        rl->max = tmp->max;
+        rl->ceiling = tmp->ceiling;
+        rl->honour_exempt = tmp->honour_exempt;
+        rl->window_ms = tmp->window_ms;
+        memcpy(rl->ov, tmp->ov, sizeof rl->ov);
+        rl->n_ov = tmp->n_ov;
+        apply_limits(rl, was_honouring);
+        check_order(ctx, rl);
+    }
+    free(tmp);
 }
 
 static void rl_unload(struct lb_plugin_ctx *ctx)
@@ -421,6 +435,7 @@ static void rl_unload(struct lb_plugin_ctx *ctx)
     struct ratelimit *rl = lb_plugin_data(ctx);
     if (!rl) return;
     free_logs(rl);
+    free(rl->staged);
     free(rl);
     lb_plugin_set_data(ctx, NULL);
 }
@@ -428,9 +443,11 @@ static void rl_unload(struct lb_plugin_ctx *ctx)
 __attribute__((visibility("default")))
 const struct lb_plugin lexbus_plugin = {
     .abi = LB_PLUGIN_ABI,
+    .size = sizeof(struct lb_plugin),
     .name = "ratelimit",
     .version = PACKAGE_VERSION,
     .load = rl_load,
     .unload = rl_unload,
     .reload = rl_reload,
+    .reload_done = rl_reload_done,
 };

@@ -17,6 +17,8 @@
  * handshake_timeout = 10s         a handshake not done by then is dropped
  * max_connections = 0             sockets held at once, handshaking or not (0 = no limit)
  * max_handshaking = 256           sockets still handshaking at once (0 = no limit)
+ * max_handshaking_per_address = 16  ... of them from one address: an IPv4 address or an
+ *                                 IPv6 /64 (0 = no limit)
  * names.svc-a = svc-a, billing    names a verified certificate naming svc-a may use
  *
  * SIGHUP re-reads the certificates and names.* lines: new connections use
@@ -49,17 +51,21 @@
 #include <event2/listener.h>
 #include <jansson.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <lexbus/plugin.h>
+#include "../common/stream.h"
+#include "../common/net.h"
+#include "../common/throttle.h"
+#include "../common/tls.h"
 #include <lexbus/protocol.h>
 
 #define MAX_LISTENERS 16
-#define MAX_NAMES 16                            /* names read from one certificate */
+#define MAX_NAMES TLS_MAX_NAMES                  /* names read from one certificate */
 #define MAX_MAPPED 16                           /* names one names.<certname> line may list */
 #define MAX_IDS (MAX_NAMES * (1 + MAX_MAPPED))  /* every cert name mapped: never truncated */
 #define NAMES_PREFIX "names."
-#define LOG_BURST 20                            /* refusal lines a second before summarising */
 #define FLUSH_TIMEOUT_S 5
 #define SESSION_ID_CTX "lexbus tls-tcp"
 
@@ -75,16 +81,6 @@ struct name_map {
     struct name_map *next;
 };
 
-/* Logs the first LOG_BURST events of a second and one summary line when
- * that second ends, so a flood of bad clients cannot flood the log. */
-struct throttle {
-    struct lb_plugin_ctx *ctx;
-    struct event tick;            /* end of a second with hidden lines */
-    uint64_t start_ms;
-    unsigned shown, hidden;
-    const char *what;             /* "refused", for the summary */
-};
-
 struct tls_plugin {
     struct lb_plugin_ctx *ctx;
     SSL_CTX *ssl;                 /* for new connections; each SSL holds its own reference */
@@ -94,6 +90,9 @@ struct tls_plugin {
     uint64_t handshake_ms;
     long long max_conns;          /* 0 = no limit */
     long long max_handshaking;    /* 0 = no limit */
+    long long max_per_addr;       /* max_handshaking_per_address, 0 = no limit */
+    struct net_addr_table handshaking_by_addr;
+    enum lb_encoding encoding;    /* `encoding` key: new connections get it */
     bool authenticator;           /* require_client_cert at start-up: declared, fixed */
     struct name_map *maps;        /* names.* lines in force */
     size_t n_maps;
@@ -104,8 +103,10 @@ struct tls_plugin {
     char cert_subject[256], cert_not_after[32];
     struct {
         unsigned long long accepted, established, refused, timeouts, over_limit, over_handshaking,
-                           reloads, reload_failures;
+                           over_per_addr, reloads, reload_failures;
     } n;
+    SSL_CTX *staged_ssl;          /* a reload's context and settings, until reload_done */
+    struct tls_settings *staged;
 };
 
 struct tls_conn {
@@ -113,19 +114,21 @@ struct tls_conn {
     struct bufferevent *bev;
     struct lb_conn *conn;         /* NULL while handshaking and after op_close */
     struct event deadline;        /* handshake_timeout, whole handshake */
+    struct net_addr_count *ac;    /* while handshaking: its address's count */
     bool handshaking;
     bool peer_gone;               /* EOF or error: no close_notify to a dead peer */
     char addr[64];
+    struct stream_marks marks;    /* frame boundaries, for discard */
     struct tls_conn *next, **pprev;
 };
 
 /* ---- settings and SSL_CTX ------------------------------------------ */
 
 struct tls_settings {
-    const char *cert, *key, *ca, *ciphers, *min_protocol;
-    bool require_cert;
+    struct tls_keys tls;
     uint64_t handshake_ms;
-    long long max_conns, max_handshaking;
+    long long max_conns, max_handshaking, max_per_addr;
+    enum lb_encoding encoding;
     struct name_map *maps;        /* owned until handed to the plugin */
     size_t n_maps;
 };
@@ -144,13 +147,7 @@ static void free_maps(struct name_map *m)
  * mapping to another name could never be used). */
 static bool valid_name(const char *p)
 {
-    size_t n = strlen(p);
-    if (n == 0 || n > LB_MAX_NAME) return false;
-    for (; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              strchr("_.-/@", *p)))
-            return false;
-    return true;
+    return lb_service_name_valid(p, strlen(p));
 }
 
 static char *trim(char *p)
@@ -214,7 +211,7 @@ static int read_maps(struct lb_plugin_ctx *ctx, struct tls_settings *s)
     size_t n = lb_conf_keys(ctx, &keys);
     for (size_t i = 0; i < n; i++)
         if (!strncmp(keys[i], NAMES_PREFIX, strlen(NAMES_PREFIX)) && read_map(ctx, keys[i], s) < 0) return -1;
-    if (s->maps && !s->ca) {
+    if (s->maps && !s->tls.ca) {
         lb_plugin_fail(ctx, NAMES_PREFIX "<certname> lines apply to verified client certificates: they need ca = <CA file>");
         return -1;
     }
@@ -223,48 +220,22 @@ static int read_maps(struct lb_plugin_ctx *ctx, struct tls_settings *s)
 
 /* Reload: lb_declare_authenticator cannot be undone (nor made after
  * start-up), so require_client_cert keeps its start-up value. */
-static void pin_require(struct lb_plugin_ctx *ctx, struct tls_settings *s, const bool *pinned)
-{
-    if (!pinned || s->require_cert == *pinned) return;
-    lb_log(ctx, LB_LOG_WARN, "require_client_cert changed to %s: refused, it decides whether tls-tcp authenticates "
-           "services (mode = production depends on it), which is fixed at start-up; restart lexbusd to apply it "
-           "(keeping require_client_cert = %s)", s->require_cert ? "yes" : "no", *pinned ? "yes" : "no");
-    s->require_cert = *pinned;
-}
-
 /* `pinned`: on reload, the require_client_cert in force (NULL at load).
  * On success the caller owns s->maps. */
 static int read_settings(struct lb_plugin_ctx *ctx, struct tls_settings *s, const bool *pinned)
 {
     memset(s, 0, sizeof *s);
-    if (lb_conf_str(ctx, "cert", NULL, &s->cert) < 0 || lb_conf_str(ctx, "key", NULL, &s->key) < 0 ||
-        lb_conf_str(ctx, "ca", NULL, &s->ca) < 0 || lb_conf_str(ctx, "ciphers", NULL, &s->ciphers) < 0 ||
-        lb_conf_str(ctx, "min_protocol", "TLS1.2", &s->min_protocol) < 0 ||
-        lb_conf_bool(ctx, "require_client_cert", false, &s->require_cert) < 0 ||
+    if (tls_keys_read(ctx, &s->tls, pinned) < 0 ||
         lb_conf_ms(ctx, "handshake_timeout", 10000, &s->handshake_ms) < 0 ||
         lb_conf_int(ctx, "max_connections", 0, 0, 10000000, &s->max_conns) < 0 ||
-        lb_conf_int(ctx, "max_handshaking", 256, 0, 10000000, &s->max_handshaking) < 0)
+        lb_conf_int(ctx, "max_handshaking", 256, 0, 10000000, &s->max_handshaking) < 0 ||
+        lb_conf_int(ctx, "max_handshaking_per_address", 16, 0, 10000000, &s->max_per_addr) < 0 ||
+        lb_conf_encoding(ctx, &s->encoding) < 0)
         return -1;
-    if (!s->cert || !s->key) {
-        lb_plugin_fail(ctx, "cert and key are required (scripts/gen-certs.sh makes development ones)");
-        return -1;
-    }
-    pin_require(ctx, s, pinned);
-    if (s->require_cert && !s->ca) {
-        lb_plugin_fail(ctx, "require_client_cert = yes needs ca = <CA file> to verify client certificates");
-        return -1;
-    }
-    if (strcmp(s->min_protocol, "TLS1.2") && strcmp(s->min_protocol, "TLS1.3")) {
-        lb_plugin_fail(ctx, "min_protocol '%s' is not TLS1.2 or TLS1.3 (older versions are refused)", s->min_protocol);
-        return -1;
-    }
     if (s->handshake_ms == 0 || s->handshake_ms > 3600 * 1000) {
         lb_plugin_fail(ctx, "handshake_timeout must be more than 0 and at most 1h");
         return -1;
     }
-    s->cert = lb_conf_path(ctx, s->cert);
-    s->key = lb_conf_path(ctx, s->key);
-    if (s->ca) s->ca = lb_conf_path(ctx, s->ca);
     if (read_maps(ctx, s) < 0) {
         free_maps(s->maps);
         s->maps = NULL;
@@ -273,112 +244,17 @@ static int read_settings(struct lb_plugin_ctx *ctx, struct tls_settings *s, cons
     return 0;
 }
 
-/* "2027-01-31T12:00:00Z" from an ASN1_TIME. */
-static void asn1_time_iso(const ASN1_TIME *t, char *out, size_t len)
-{
-    struct tm tm;
-    if (!t || ASN1_TIME_to_tm(t, &tm) != 1 || !strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm))
-        snprintf(out, len, "?");
-}
-
-static SSL_CTX *make_ssl_ctx(struct lb_plugin_ctx *ctx, const struct tls_settings *s)
-{
-    char err[512] = "";
-    SSL_CTX *ssl = SSL_CTX_new(TLS_server_method());
-    if (!ssl) goto fail;
-    if (SSL_CTX_set_min_proto_version(ssl, strcmp(s->min_protocol, "TLS1.3") ? TLS1_2_VERSION : TLS1_3_VERSION) != 1)
-        goto fail;
-    SSL_CTX_set_options(ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
-    /* Without a session id context OpenSSL aborts every resumed handshake
-     * when client certificates are verified ("internal error" alert). */
-    SSL_CTX_set_session_id_context(ssl, (const unsigned char *)SESSION_ID_CTX, sizeof SESSION_ID_CTX - 1);
-    if (SSL_CTX_use_certificate_chain_file(ssl, s->cert) != 1) { snprintf(err, sizeof err, "cannot load cert %s", s->cert); goto fail; }
-    if (SSL_CTX_use_PrivateKey_file(ssl, s->key, SSL_FILETYPE_PEM) != 1) { snprintf(err, sizeof err, "cannot load key %s", s->key); goto fail; }
-    if (SSL_CTX_check_private_key(ssl) != 1) { snprintf(err, sizeof err, "key %s does not match cert %s", s->key, s->cert); goto fail; }
-    if (s->ciphers && SSL_CTX_set_cipher_list(ssl, s->ciphers) != 1) { snprintf(err, sizeof err, "no usable cipher in '%s'", s->ciphers); goto fail; }
-    if (s->ca) {
-        if (SSL_CTX_load_verify_locations(ssl, s->ca, NULL) != 1) { snprintf(err, sizeof err, "cannot load ca %s", s->ca); goto fail; }
-        /* The CAs' names go into the CertificateRequest so that clients
-         * holding several certificates pick one this server trusts. */
-        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(s->ca);
-        if (names) SSL_CTX_set_client_CA_list(ssl, names);
-        SSL_CTX_set_verify(ssl, SSL_VERIFY_PEER | (s->require_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
-    }
-    ERR_clear_error();
-    return ssl;
-fail: {
-        unsigned long e = ERR_peek_last_error();
-        const char *r = e ? ERR_reason_error_string(e) : NULL;
-        ERR_clear_error();
-        lb_plugin_fail(ctx, "%s%s%s", err[0] ? err : "cannot create the TLS context", r ? ": " : "", r ? r : "");
-        SSL_CTX_free(ssl);
-        return NULL;
-    }
-}
-
-/* Subject and expiry of the server certificate, for logs and stats; warns
- * when it has expired or will within a week (it still loads: clients decide). */
-static void note_server_cert(struct tls_plugin *tp, SSL_CTX *ssl)
-{
-    X509 *c = SSL_CTX_get0_certificate(ssl);
-    tp->cert_subject[0] = 0;
-    snprintf(tp->cert_not_after, sizeof tp->cert_not_after, "?");
-    if (!c) return;
-    X509_NAME_oneline(X509_get_subject_name(c), tp->cert_subject, sizeof tp->cert_subject);
-    asn1_time_iso(X509_get0_notAfter(c), tp->cert_not_after, sizeof tp->cert_not_after);
-    if (X509_cmp_current_time(X509_get0_notAfter(c)) < 0)
-        lb_log(tp->ctx, LB_LOG_WARN, "server certificate %s EXPIRED on %s: clients will refuse it",
-               tp->cert_subject, tp->cert_not_after);
-    else if (X509_cmp_time(X509_get0_notAfter(c), &(time_t){ time(NULL) + 7 * 86400 }) < 0)
-        lb_log(tp->ctx, LB_LOG_WARN, "server certificate %s expires on %s", tp->cert_subject, tp->cert_not_after);
-}
-
-/* ---- log throttling ------------------------------------------------- */
-
-static void throttle_flush(struct throttle *t)
-{
-    if (t->hidden)
-        lb_log(t->ctx, LB_LOG_WARN, "... and %u more %s in the last second (at most %d a second are logged; "
-               "stats count them all)", t->hidden, t->what, LOG_BURST);
-    t->hidden = t->shown = 0;
-    t->start_ms = lb_now_ms();
-}
-
-static void throttle_tick(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd; (void)what;
-    throttle_flush(arg);
-}
-
-static void throttle_init(struct throttle *t, struct lb_plugin_ctx *ctx, const char *what)
-{
-    t->ctx = ctx;
-    t->what = what;
-    evtimer_assign(&t->tick, lb_event_base(ctx), throttle_tick, t);
-}
-
-/* True if this event may have its own log line; otherwise it is counted
- * for the summary written when the current second ends. */
-static bool throttle_pass(struct throttle *t)
-{
-    uint64_t now = lb_now_ms();
-    if (!t->hidden && now - t->start_ms >= 1000) {
-        t->start_ms = now;
-        t->shown = 0;
-    }
-    if (t->shown < LOG_BURST) {
-        t->shown++;
-        return true;
-    }
-    if (t->hidden++ == 0) {
-        uint64_t left = t->start_ms + 1000 > now ? t->start_ms + 1000 - now : 0;
-        struct timeval tv = { (time_t)(left / 1000), (suseconds_t)(left % 1000 * 1000) };
-        evtimer_add(&t->tick, &tv);
-    }
-    return false;
-}
-
 /* ---- connections ---------------------------------------------------- */
+
+/* The handshake is over, done or not: its slots are free. */
+static void handshake_over(struct tls_conn *tc)
+{
+    if (!tc->handshaking) return;
+    tc->handshaking = false;
+    tc->tp->n_handshaking--;
+    if (tc->ac) net_addr_release(&tc->tp->handshaking_by_addr, tc->ac);
+    tc->ac = NULL;
+}
 
 /* The only place a tls_conn is freed. */
 static void tc_free(struct tls_conn *tc)
@@ -387,9 +263,10 @@ static void tc_free(struct tls_conn *tc)
     *tc->pprev = tc->next;
     if (tc->next) tc->next->pprev = tc->pprev;
     tp->n_conns--;
-    if (tc->handshaking) tp->n_handshaking--;
+    handshake_over(tc);
     event_del(&tc->deadline);
     bufferevent_free(tc->bev);
+    stream_marks_free(&tc->marks);
     free(tc);
 }
 
@@ -441,7 +318,13 @@ static void ssl_reason(struct tls_conn *tc, short what, char *out, size_t len)
 static int op_send(void *tdata, const struct iovec *iov, int iovcnt)
 {
     struct tls_conn *tc = tdata;
-    return lb_frame_write(bufferevent_get_output(tc->bev), iov, iovcnt);
+    return stream_send(&tc->marks, bufferevent_get_output(tc->bev), iov, iovcnt);
+}
+
+static void op_discard(void *tdata)
+{
+    struct tls_conn *tc = tdata;
+    stream_discard(&tc->marks, bufferevent_get_output(tc->bev));
 }
 
 static size_t op_pending(void *tdata)
@@ -453,8 +336,12 @@ static size_t op_pending(void *tdata)
 static void op_set_read(void *tdata, bool enabled)
 {
     struct tls_conn *tc = tdata;
-    if (enabled) bufferevent_enable(tc->bev, EV_READ);
-    else bufferevent_disable(tc->bev, EV_READ);
+    if (!enabled) { bufferevent_disable(tc->bev, EV_READ); return; }
+    bufferevent_enable(tc->bev, EV_READ);
+    /* Frames read before the pause still wait in the input buffer: a
+     * deferred read callback routes them (not from inside the resume). */
+    if (evbuffer_get_length(bufferevent_get_input(tc->bev)))
+        bufferevent_trigger(tc->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS | BEV_TRIG_IGNORE_WATERMARKS);
 }
 
 static void flush_done(struct bufferevent *bev, void *arg)
@@ -484,7 +371,8 @@ static void op_close(void *tdata, bool flush)
 }
 
 static const struct lb_conn_ops tls_ops = {
-    .send = op_send, .pending = op_pending, .set_read = op_set_read, .close = op_close,
+    .size = sizeof tls_ops, .send = op_send, .pending = op_pending, .set_read = op_set_read,
+    .close = op_close, .discard = op_discard,
 };
 
 static void read_cb(struct bufferevent *bev, void *arg)
@@ -499,36 +387,6 @@ static void write_cb(struct bufferevent *bev, void *arg)
 {
     struct tls_conn *tc = arg;
     if (tc->conn && evbuffer_get_length(bufferevent_get_output(bev)) == 0) lb_conn_writable(tc->conn);
-}
-
-static size_t add_name(char names[MAX_NAMES][LB_MAX_NAME + 1], size_t n, const unsigned char *p, int len)
-{
-    if (n >= MAX_NAMES || len <= 0 || len > LB_MAX_NAME || memchr(p, 0, (size_t)len)) return n;
-    for (size_t i = 0; i < n; i++)
-        if (strlen(names[i]) == (size_t)len && !memcmp(names[i], p, (size_t)len)) return n;
-    memcpy(names[n], p, (size_t)len);
-    names[n][len] = 0;
-    return n + 1;
-}
-
-/* CN and DNS SANs of the verified client certificate. */
-static size_t cert_names(X509 *cert, char names[MAX_NAMES][LB_MAX_NAME + 1])
-{
-    size_t n = 0;
-    X509_NAME *subj = X509_get_subject_name(cert);
-    int i = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
-    if (i >= 0) {
-        ASN1_STRING *s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, i));
-        n = add_name(names, n, ASN1_STRING_get0_data(s), ASN1_STRING_length(s));
-    }
-    GENERAL_NAMES *sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-    for (int k = 0; sans && k < sk_GENERAL_NAME_num(sans); k++) {
-        GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, k);
-        if (g->type == GEN_DNS)
-            n = add_name(names, n, ASN1_STRING_get0_data(g->d.dNSName), ASN1_STRING_length(g->d.dNSName));
-    }
-    GENERAL_NAMES_free(sans);
-    return n;
 }
 
 /* Appends the names not in ids yet. */
@@ -568,12 +426,11 @@ static void handshake_done(struct tls_conn *tc)
     char subject[256] = "";
     size_t n = 0;
     event_del(&tc->deadline);
-    tc->handshaking = false;
-    tp->n_handshaking--;
+    handshake_over(tc);
     X509 *cert = SSL_get1_peer_certificate(ssl);
     if (cert && SSL_get_verify_result(ssl) == X509_V_OK) {
         X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
-        n = cert_names(cert, names);
+        n = tls_cert_names(cert, names);
     }
     X509_free(cert);
     if (subject[0] && n == 0 && SSL_get_verify_mode(ssl) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) {
@@ -591,11 +448,12 @@ static void handshake_done(struct tls_conn *tc)
         lb_log(tp->ctx, LB_LOG_DEBUG, "%s: %zu name(s) added by " NAMES_PREFIX "* lines for %s", tc->addr, n_ids - n,
                subject);
     struct lb_peer peer = {
-        .transport = "tls-tcp", .address = tc->addr, .tls_subject = subject[0] ? subject : NULL,
+        .size = sizeof peer, .transport = "tls-tcp", .address = tc->addr, .tls_subject = subject[0] ? subject : NULL,
         .identity_names = n_ids ? ids : NULL, .n_identity_names = n_ids,
     };
     tc->conn = lb_conn_new(tp->ctx, &tls_ops, tc, &peer);
     if (!tc->conn) { tc_free(tc); return; }
+    lb_conn_set_encoding(tc->conn, tp->encoding);
     tp->n.established++;
     lb_log(tp->ctx, LB_LOG_DEBUG, "%s: %s %s handshake done%s%s%s", tc->addr, SSL_get_version(ssl),
            SSL_session_reused(ssl) ? "resumed" : "full", subject[0] ? ", client " : "", subject,
@@ -641,28 +499,12 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     tc_free(tc);
 }
 
-static void format_addr(const struct sockaddr *sa, char *out, size_t len)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (sa->sa_family == AF_INET) {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof host);
-        port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
-        snprintf(out, len, "%s:%d", host, port);
-    } else if (sa->sa_family == AF_INET6) {
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof host);
-        port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
-        snprintf(out, len, "[%s]:%d", host, port);
-    } else {
-        snprintf(out, len, "?");
-    }
-}
-
-/* max_connections, then max_handshaking: a socket beyond either is closed
- * before any TLS, so stalled handshakes cannot use up the descriptors
- * (they wait for handshake_timeout; established connections do not count
- * against max_handshaking). */
-static bool over_limit(struct tls_plugin *tp, const char *addr)
+/* max_connections, max_handshaking, then max_handshaking_per_address: a
+ * socket beyond any is closed before any TLS, so stalled handshakes cannot
+ * use up the descriptors (they wait for handshake_timeout; established
+ * connections do not count against the handshake limits), and one address
+ * cannot take every handshake slot. */
+static bool over_limit(struct tls_plugin *tp, const char *addr, const unsigned char key[NET_ADDR_KEY])
 {
     const char *which;
     long long max;
@@ -671,6 +513,8 @@ static bool over_limit(struct tls_plugin *tp, const char *addr)
         which = "max_connections", max = tp->max_conns, count = &tp->n.over_limit;
     } else if (tp->max_handshaking && tp->n_handshaking >= tp->max_handshaking) {
         which = "max_handshaking", max = tp->max_handshaking, count = &tp->n.over_handshaking;
+    } else if (tp->max_per_addr && net_addr_count(&tp->handshaking_by_addr, key) >= tp->max_per_addr) {
+        which = "max_handshaking_per_address", max = tp->max_per_addr, count = &tp->n.over_per_addr;
     } else {
         return false;
     }
@@ -685,15 +529,19 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)l; (void)salen;
     struct tls_plugin *tp = arg;
     char addr[64];
-    format_addr(sa, addr, sizeof addr);
-    if (over_limit(tp, addr)) {
+    unsigned char key[NET_ADDR_KEY];
+    net_format_addr(sa, addr, sizeof addr);
+    net_addr_key(sa, key);
+    if (over_limit(tp, addr, key)) {
         evutil_closesocket(fd);
         return;
     }
     struct tls_conn *tc = calloc(1, sizeof *tc);
     SSL *ssl = tc ? SSL_new(tp->ssl) : NULL;
-    if (!ssl) {
+    struct net_addr_count *ac = ssl ? net_addr_acquire(&tp->handshaking_by_addr, key) : NULL;
+    if (!ac) {
         lb_log(tp->ctx, LB_LOG_ERROR, "out of memory accepting %s", addr);
+        SSL_free(ssl);
         free(tc);
         evutil_closesocket(fd);
         return;
@@ -707,6 +555,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     if (!tc->bev) {
         lb_log(tp->ctx, LB_LOG_ERROR, "cannot set up TLS for %s", addr);
         SSL_free(ssl);
+        net_addr_release(&tp->handshaking_by_addr, ac);
         free(tc);
         evutil_closesocket(fd);
         return;
@@ -721,6 +570,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     tp->n_handshaking++;
     tp->n.accepted++;
     tc->handshaking = true;
+    tc->ac = ac;
     /* The whole handshake has one deadline (not an idle timeout a client
      * could keep resetting by trickling bytes). */
     evtimer_assign(&tc->deadline, lb_event_base(tp->ctx), deadline_cb, tc);
@@ -732,54 +582,14 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 
 /* ---- listeners ------------------------------------------------------ */
 
-static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len)
-{
-    char host[128];
-    const char *colon;
-    if (s[0] == '[') {
-        const char *end = strchr(s, ']');
-        if (!end || end[1] != ':' || (size_t)(end - s - 1) >= sizeof host) return -1;
-        memcpy(host, s + 1, (size_t)(end - s - 1));
-        host[end - s - 1] = 0;
-        colon = end + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (!colon || (size_t)(colon - s) >= sizeof host || memchr(s, ':', (size_t)(colon - s))) return -1;
-        memcpy(host, s, (size_t)(colon - s));
-        host[colon - s] = 0;
-    }
-    char *end;
-    errno = 0;
-    long port = strtol(colon + 1, &end, 10);
-    if (!colon[1] || *end || errno || port < 0 || port > 65535) return -1;
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
-        in4->sin_family = AF_INET;
-        in4->sin_port = htons((uint16_t)port);
-        *len = sizeof *in4;
-    } else if (s[0] == '[' && inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)port);
-        *len = sizeof *in6;
-    } else if (!strcmp(host, "localhost")) {
-        in4->sin_family = AF_INET;
-        in4->sin_port = htons((uint16_t)port);
-        in4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        *len = sizeof *in4;
-    } else {
-        return -1;   /* numeric addresses only: no DNS lookups at start-up */
-    }
-    return 0;
-}
-
 static json_t *stats(void *ud)
 {
     struct tls_plugin *tp = ud;
-    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s}",
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s}",
                      "connections", (json_int_t)tp->n_conns, "handshaking", (json_int_t)tp->n_handshaking,
                      "maxConnections", (json_int_t)tp->max_conns, "maxHandshaking", (json_int_t)tp->max_handshaking,
+                     "maxHandshakingPerAddress", (json_int_t)tp->max_per_addr,
+                     "overHandshakingPerAddress", (json_int_t)tp->n.over_per_addr,
                      "accepted", (json_int_t)tp->n.accepted, "established", (json_int_t)tp->n.established,
                      "refused", (json_int_t)tp->n.refused, "handshakeTimeouts", (json_int_t)tp->n.timeouts,
                      "overLimit", (json_int_t)tp->n.over_limit, "overHandshaking", (json_int_t)tp->n.over_handshaking,
@@ -794,6 +604,8 @@ static void apply_settings(struct tls_plugin *tp, struct tls_settings *s)
     tp->handshake_ms = s->handshake_ms;
     tp->max_conns = s->max_conns;
     tp->max_handshaking = s->max_handshaking;
+    tp->max_per_addr = s->max_per_addr;
+    tp->encoding = s->encoding;
     free_maps(tp->maps);
     tp->maps = s->maps;
     tp->n_maps = s->n_maps;
@@ -814,29 +626,30 @@ static int tls_load(struct lb_plugin_ctx *ctx)
     struct sockaddr_storage ss[MAX_LISTENERS];
     socklen_t sl[MAX_LISTENERS];
     for (size_t i = 0; i < n; i++) {
-        if (parse_listen(listen[i], &ss[i], &sl[i])) {
+        if (net_parse_listen(listen[i], &ss[i], &sl[i])) {
             free_maps(s.maps);
             lb_plugin_fail(ctx, "listen '%s' is not host:port with a numeric host (127.0.0.1:7443, [::1]:7443)", listen[i]);
             return -1;
         }
     }
-    SSL_CTX *ssl = make_ssl_ctx(ctx, &s);
+    SSL_CTX *ssl = tls_server_ctx(ctx, &s.tls, SESSION_ID_CTX);
     if (!ssl || lb_check_only(ctx)) {
         SSL_CTX_free(ssl);
         free_maps(s.maps);
-        if (ssl && s.require_cert) lb_declare_authenticator(ctx);   /* -t checks production mode too */
+        if (ssl && s.tls.require_cert) lb_declare_authenticator(ctx);   /* -t checks production mode too */
         return ssl ? 0 : -1;
     }
     struct tls_plugin *tp = calloc(1, sizeof *tp);
     if (!tp) { SSL_CTX_free(ssl); free_maps(s.maps); lb_plugin_fail(ctx, "out of memory"); return -1; }
     tp->ctx = ctx;
     tp->ssl = ssl;
+    net_addr_table_init(&tp->handshaking_by_addr);
     apply_settings(tp, &s);
-    tp->authenticator = s.require_cert;
+    tp->authenticator = s.tls.require_cert;
     lb_plugin_set_data(ctx, tp);
     throttle_init(&tp->refusal_log, ctx, "refused");
     throttle_init(&tp->limit_log, ctx, "closed at accept (connection limits)");
-    note_server_cert(tp, ssl);
+    tls_note_server_cert(tp->ctx, ssl, tp->cert_subject, sizeof tp->cert_subject, tp->cert_not_after, sizeof tp->cert_not_after);
     for (size_t i = 0; i < n; i++) {
         unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
         if (ss[i].ss_family == AF_INET6) flags |= LEV_OPT_BIND_IPV6ONLY;   /* [::] and 0.0.0.0 side by side */
@@ -854,18 +667,20 @@ static int tls_load(struct lb_plugin_ctx *ctx)
         socklen_t bl = sizeof bound;
         char where[64];
         if (getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&bound, &bl) == 0)
-            format_addr((struct sockaddr *)&bound, where, sizeof where);
+            net_format_addr((struct sockaddr *)&bound, where, sizeof where);
         else
             snprintf(where, sizeof where, "%s", listen[i]);
-        lb_log(ctx, LB_LOG_INFO, "listening on %s (min %s%s%s%s)", where, s.min_protocol,
-               s.require_cert ? ", client certificates required" : s.ca ? ", client certificates optional" : "",
+        lb_log(ctx, LB_LOG_INFO, "listening on %s (min %s%s%s%s)", where, s.tls.min_protocol,
+               s.tls.require_cert ? ", client certificates required" : s.tls.ca ? ", client certificates optional" : "",
                s.max_conns ? ", max_connections set" : "", tp->n_maps ? ", " NAMES_PREFIX "* names mapped" : "");
     }
-    if (s.require_cert) lb_declare_authenticator(ctx);
+    if (s.tls.require_cert) lb_declare_authenticator(ctx);
     lb_stats_register(ctx, stats, tp);
     return 0;
 }
 
+/* SIGHUP, step 1: read the settings and build the new context (a
+ * certificate that does not load fails the reload here); apply nothing. */
 static int tls_reload(struct lb_plugin_ctx *ctx)
 {
     struct tls_settings s;
@@ -880,23 +695,46 @@ static int tls_reload(struct lb_plugin_ctx *ctx)
     bool same = n == tp->n_listeners;
     for (size_t i = 0; same && i < n; i++) same = tp->listen[i] && !strcmp(listen[i], tp->listen[i]);
     if (!same) lb_log(ctx, LB_LOG_WARN, "listen changed: takes effect on restart (still serving the old addresses)");
-    SSL_CTX *ssl = make_ssl_ctx(ctx, &s);
+    SSL_CTX *ssl = tls_server_ctx(ctx, &s.tls, SESSION_ID_CTX);
     if (!ssl) {
         free_maps(s.maps);
         tp->n.reload_failures++;
         return -1;   /* the old context keeps serving */
     }
+    struct tls_settings *st = malloc(sizeof *st);
+    if (!st) { SSL_CTX_free(ssl); free_maps(s.maps); lb_plugin_fail(ctx, "out of memory"); return -1; }
+    *st = s;
+    tp->staged_ssl = ssl;
+    tp->staged = st;
+    return 0;
+}
+
+/* Step 2: swap in the new context (commit) or drop it. */
+static void tls_reload_done(struct lb_plugin_ctx *ctx, bool commit)
+{
+    struct tls_plugin *tp = lb_plugin_data(ctx);
+    if (!tp || !tp->staged) return;
+    SSL_CTX *ssl = tp->staged_ssl;
+    struct tls_settings *s = tp->staged;
+    tp->staged_ssl = NULL;
+    tp->staged = NULL;
+    if (!commit) {
+        SSL_CTX_free(ssl);
+        free_maps(s->maps);
+        free(s);
+        return;
+    }
     /* Established connections hold their own reference to the old context
      * and keep the names they were given. */
     SSL_CTX_free(tp->ssl);
     tp->ssl = ssl;
-    apply_settings(tp, &s);
+    apply_settings(tp, s);
     tp->n.reloads++;
-    note_server_cert(tp, ssl);
+    tls_note_server_cert(tp->ctx, ssl, tp->cert_subject, sizeof tp->cert_subject, tp->cert_not_after, sizeof tp->cert_not_after);
     lb_log(ctx, LB_LOG_INFO, "certificates reloaded (%s, valid until %s, %zu " NAMES_PREFIX "* line(s)); "
-           "%lld established connection(s) keep theirs", s.cert, tp->cert_not_after, tp->n_maps,
+           "%lld established connection(s) keep theirs", s->tls.cert, tp->cert_not_after, tp->n_maps,
            tp->n_conns - tp->n_handshaking);
-    return 0;
+    free(s);
 }
 
 static void tls_unload(struct lb_plugin_ctx *ctx)
@@ -914,8 +752,10 @@ static void tls_unload(struct lb_plugin_ctx *ctx)
     }
     /* Connections the host closed are flushing or handshaking: free them. */
     while (tp->conns) tc_free(tp->conns);
+    net_addr_table_free(&tp->handshaking_by_addr);
     SSL_CTX_free(tp->ssl);
     free_maps(tp->maps);
+    tls_reload_done(ctx, false);
     free(tp);
     lb_plugin_set_data(ctx, NULL);
 }
@@ -923,9 +763,11 @@ static void tls_unload(struct lb_plugin_ctx *ctx)
 __attribute__((visibility("default")))
 const struct lb_plugin lexbus_plugin = {
     .abi = LB_PLUGIN_ABI,
+    .size = sizeof(struct lb_plugin),
     .name = "tls-tcp",
     .version = PACKAGE_VERSION,
     .load = tls_load,
     .unload = tls_unload,
     .reload = tls_reload,
+    .reload_done = tls_reload_done,
 };

@@ -10,6 +10,12 @@
  * backlog = 4096              listen() backlog
  * allow_uids = self, 1000     only these peer uids may connect (self = lexbusd's uid)
  * allow_gids = 100            ... or these peer gids (no lists: anyone who can open the socket)
+ *
+ * SIGHUP applies mode (the socket is chmod-ed), backlog, allow_uids and
+ * allow_gids: new connections are checked against the new lists, and open
+ * connections whose peer they no longer allow are closed (ERROR FORBIDDEN)
+ * — a uid taken off the list is cut off, not left connected.  A new path
+ * needs a restart: such a reload is refused and nothing of it applies.
  */
 
 #include "config.h"
@@ -28,6 +34,7 @@
 #include <event2/listener.h>
 #include <lexbus/plugin.h>
 #include <lexbus/protocol.h>
+#include "../common/stream.h"
 
 /* One readv() takes up to this much.  libevent's evbuffer_read() would cap
  * each read at 4 KiB and add an ioctl(FIONREAD) per call, so reads are
@@ -37,14 +44,31 @@
 
 struct unix_conn;
 
+struct unix_settings {
+    const char *path;
+    long mode;
+    long long backlog;
+    uid_t uids[16];
+    gid_t gids[16];
+    size_t n_uids, n_gids;
+    enum lb_encoding encoding;
+};
+
 struct unix_plugin {
     struct lb_plugin_ctx *ctx;
     struct evconnlistener *listener;
     char *path;
+    long long backlog;
+    long mode;
+    struct unix_conn *live;       /* connections the host holds */
     struct unix_conn *flushing;   /* closed by the host, still writing */
+    struct event *recheck;        /* closes live connections the allow lists no longer allow */
     uid_t uids[16];
     gid_t gids[16];
     size_t n_uids, n_gids;
+    struct unix_settings staged;  /* a reload's settings, until reload_done */
+    bool has_staged;
+    enum lb_encoding encoding;    /* `encoding` key: new connections get it */
 };
 
 struct unix_conn {
@@ -54,7 +78,8 @@ struct unix_conn {
     struct evbuffer *in, *out;
     struct lb_conn *conn;         /* NULL once the host has closed us */
     bool wev_added;
-    struct unix_conn *next;       /* in up->flushing */
+    struct stream_marks marks;    /* frame boundaries, for discard */
+    struct unix_conn *next;       /* in up->live or up->flushing */
     struct unix_conn **pprev;
 };
 
@@ -101,12 +126,27 @@ static int write_out(struct unix_conn *uc)
     return 0;
 }
 
+static void uc_link(struct unix_conn **head, struct unix_conn *uc)
+{
+    uc->next = *head;
+    if (*head) (*head)->pprev = &uc->next;
+    *head = uc;
+    uc->pprev = head;
+}
+
+static void uc_unlink(struct unix_conn *uc)
+{
+    if (!uc->pprev) return;
+    *uc->pprev = uc->next;
+    if (uc->next) uc->next->pprev = uc->pprev;
+    uc->next = NULL;
+    uc->pprev = NULL;
+}
+
 static void uc_free(struct unix_conn *uc)
 {
-    if (uc->pprev) {
-        *uc->pprev = uc->next;
-        if (uc->next) uc->next->pprev = uc->pprev;
-    }
+    uc_unlink(uc);
+    stream_marks_free(&uc->marks);
     event_del(&uc->rev);
     event_del(&uc->wev);
     evbuffer_free(uc->in);
@@ -120,7 +160,13 @@ static void uc_free(struct unix_conn *uc)
 static int op_send(void *tdata, const struct iovec *iov, int iovcnt)
 {
     struct unix_conn *uc = tdata;
-    return lb_frame_write(uc->out, iov, iovcnt);
+    return stream_send(&uc->marks, uc->out, iov, iovcnt);
+}
+
+static void op_discard(void *tdata)
+{
+    struct unix_conn *uc = tdata;
+    stream_discard(&uc->marks, uc->out);
 }
 
 static size_t op_pending(void *tdata)
@@ -132,8 +178,12 @@ static size_t op_pending(void *tdata)
 static void op_set_read(void *tdata, bool enabled)
 {
     struct unix_conn *uc = tdata;
-    if (enabled) event_add(&uc->rev, NULL);
-    else event_del(&uc->rev);
+    if (!enabled) { event_del(&uc->rev); return; }
+    event_add(&uc->rev, NULL);
+    /* Frames already read may wait in `in` (the host stopped routing
+     * them when it paused us): have read_cb see to them soon, not from
+     * inside whatever is resuming us. */
+    if (evbuffer_get_length(uc->in)) event_active(&uc->rev, EV_READ, 0);
 }
 
 static int op_flush(void *tdata)
@@ -157,6 +207,7 @@ static void op_close(void *tdata, bool flush)
 {
     struct unix_conn *uc = tdata;
     uc->conn = NULL;
+    uc_unlink(uc);
     event_del(&uc->rev);
     if (!flush || write_out(uc) != 0 || evbuffer_get_length(uc->out) == 0) {
         uc_free(uc);
@@ -164,10 +215,7 @@ static void op_close(void *tdata, bool flush)
     }
     /* Keep the socket until what is queued (an ERROR, say) is written. */
     struct unix_plugin *up = uc->up;
-    uc->next = up->flushing;
-    if (up->flushing) up->flushing->pprev = &uc->next;
-    up->flushing = uc;
-    uc->pprev = &up->flushing;
+    uc_link(&up->flushing, uc);
     event_del(&uc->wev);
     event_assign(&uc->wev, lb_event_base(up->ctx), uc->fd, EV_WRITE, flush_cb, uc);
     struct timeval tv = { FLUSH_TIMEOUT_S, 0 };
@@ -175,8 +223,8 @@ static void op_close(void *tdata, bool flush)
 }
 
 static const struct lb_conn_ops unix_ops = {
-    .send = op_send, .pending = op_pending, .set_read = op_set_read, .close = op_close,
-    .flush = op_flush,
+    .size = sizeof unix_ops, .send = op_send, .pending = op_pending, .set_read = op_set_read,
+    .close = op_close, .flush = op_flush, .discard = op_discard,
 };
 
 /* ---- socket callbacks ---------------------------------------------- */
@@ -185,6 +233,8 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what;
     struct unix_conn *uc = arg;
+    /* What was read before a pause goes first. */
+    if (evbuffer_get_length(uc->in) && lb_conn_read_frames(uc->conn, uc->in) < 0) return;
     ssize_t r = read_some(uc);
     if (r == -2) return;
     if (r <= 0) {
@@ -214,11 +264,17 @@ static bool peer_allowed(const struct unix_plugin *up, const struct lb_peer *p)
     return false;
 }
 
+/* No lists: anyone who can open the socket. */
+static bool lists_allow(const struct unix_plugin *up, const struct lb_peer *p)
+{
+    return (!up->n_uids && !up->n_gids) || peer_allowed(up, p);
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
     (void)l; (void)sa; (void)salen;
     struct unix_plugin *up = arg;
-    struct lb_peer peer = { .transport = "unix" };
+    struct lb_peer peer = { .size = sizeof peer, .transport = "unix" };
     struct ucred cred;
     socklen_t len = sizeof cred;
     char addr[64] = "unix";
@@ -230,8 +286,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         snprintf(addr, sizeof addr, "unix:pid=%ld,uid=%ld", (long)cred.pid, (long)cred.uid);
     }
     peer.address = addr;
-    if ((up->n_uids || up->n_gids) && !peer_allowed(up, &peer)) {
-        lb_log(up->ctx, LB_LOG_WARN, "refused %s: not in allow_uids/allow_gids", addr);
+    if (!lists_allow(up, &peer)) {
+        lb_log_throttled(up->ctx, LB_LOG_WARN, "refused", 20, "refused %s: not in allow_uids/allow_gids", addr);
         evutil_closesocket(fd);
         return;
     }
@@ -253,7 +309,42 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         uc_free(uc);
         return;
     }
+    uc_link(&up->live, uc);
+    lb_conn_set_encoding(uc->conn, up->encoding);
     event_add(&uc->rev, NULL);
+}
+
+/* After a reload: closes the open connections whose peer the allow lists
+ * no longer allow.  Run from an event, not from the reload (which may be
+ * answering a `lexbus.reload` call from one of them).  They are picked
+ * first and closed after: closing one connection may close others, so no
+ * pointer into up->live is kept across a close. */
+static void recheck_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    struct unix_plugin *up = arg;
+    struct unix_conn *out = NULL;
+    size_t n = 0;
+    for (struct unix_conn *uc = up->live, *next; uc; uc = next) {
+        next = uc->next;
+        if (lists_allow(up, lb_conn_peer(uc->conn))) continue;
+        uc_unlink(uc);
+        uc_link(&out, uc);
+        n++;
+    }
+    while (out) {
+        struct unix_conn *uc = out;
+        uc_unlink(uc);
+        uc_link(&up->live, uc);   /* op_close takes it off again */
+        const struct lb_peer *p = lb_conn_peer(uc->conn);
+        char msg[160];
+        snprintf(msg, sizeof msg, "uid %ld / gid %ld is no longer in allow_uids/allow_gids: connection closed",
+                 p->has_cred ? (long)p->uid : -1L, p->has_cred ? (long)p->gid : -1L);
+        lb_log(up->ctx, LB_LOG_WARN, "#%llu (%s): %s", (unsigned long long)lb_conn_id(uc->conn),
+               p->address ? p->address : "unix", msg);
+        lb_conn_close_error(uc->conn, LB_E_FORBIDDEN, msg);
+    }
+    if (n) lb_log(up->ctx, LB_LOG_WARN, "allow_uids/allow_gids changed: closed %zu connection(s) of peers no longer allowed", n);
 }
 
 /* ---- socket path ---------------------------------------------------- */
@@ -280,15 +371,6 @@ static int prepare_path(struct unix_plugin *up, const char *path)
     return 0;
 }
 
-struct unix_settings {
-    const char *path;
-    long mode;
-    long long backlog;
-    uid_t uids[16];
-    gid_t gids[16];
-    size_t n_uids, n_gids;
-};
-
 /* "self, 1000, 1001" -> ids.  Returns the count or -1. */
 static long parse_ids(const char *s, unsigned *out, size_t max)
 {
@@ -313,7 +395,8 @@ static int read_settings(struct lb_plugin_ctx *ctx, struct unix_settings *st)
     if (lb_conf_str(ctx, "path", LB_DEFAULT_SOCKET, &path) < 0 ||
         lb_conf_str(ctx, "mode", "0660", &mode_s) < 0 ||
         lb_conf_int(ctx, "backlog", 4096, 1, 65535, &st->backlog) < 0 ||
-        lb_conf_str(ctx, "allow_uids", "", &uids) < 0 || lb_conf_str(ctx, "allow_gids", "", &gids) < 0)
+        lb_conf_str(ctx, "allow_uids", "", &uids) < 0 || lb_conf_str(ctx, "allow_gids", "", &gids) < 0 ||
+        lb_conf_encoding(ctx, &st->encoding) < 0)
         return -1;
     long nu = parse_ids(uids, (unsigned *)st->uids, 16), ng = parse_ids(gids, (unsigned *)st->gids, 16);
     if (nu < 0 || ng < 0) {
@@ -337,6 +420,14 @@ static int read_settings(struct lb_plugin_ctx *ctx, struct unix_settings *st)
     return 0;
 }
 
+static void apply_lists(struct unix_plugin *up, const struct unix_settings *st)
+{
+    memcpy(up->uids, st->uids, sizeof up->uids);
+    memcpy(up->gids, st->gids, sizeof up->gids);
+    up->n_uids = st->n_uids;
+    up->n_gids = st->n_gids;
+}
+
 static int unix_load(struct lb_plugin_ctx *ctx)
 {
     struct unix_settings st;
@@ -350,11 +441,13 @@ static int unix_load(struct lb_plugin_ctx *ctx)
     struct unix_plugin *up = calloc(1, sizeof *up);
     if (!up) { lb_plugin_fail(ctx, "out of memory"); return -1; }
     up->ctx = ctx;
-    memcpy(up->uids, st.uids, sizeof up->uids);
-    memcpy(up->gids, st.gids, sizeof up->gids);
-    up->n_uids = st.n_uids;
-    up->n_gids = st.n_gids;
+    up->backlog = backlog;
+    up->mode = mode;
+    apply_lists(up, &st);
+    up->encoding = st.encoding;
     lb_plugin_set_data(ctx, up);
+    up->recheck = event_new(lb_event_base(ctx), -1, 0, recheck_cb, up);
+    if (!up->recheck) { lb_plugin_fail(ctx, "out of memory"); return -1; }
     if (prepare_path(up, path)) return -1;
     strcpy(sun.sun_path, path);
     /* Create the socket with the configured mode from the start: no window
@@ -386,29 +479,75 @@ static void unix_unload(struct lb_plugin_ctx *ctx)
         up->listener = NULL;
     }
     while (up->flushing) uc_free(up->flushing);
+    if (up->recheck) event_free(up->recheck);
     if (up->path) { unlink(up->path); free(up->path); }
     free(up);
     lb_plugin_set_data(ctx, NULL);
 }
 
+/* SIGHUP, step 1: mode, backlog and the allow lists can change, a new path
+ * cannot (it refuses the whole reload).  What can fail here (listen(),
+ * chmod) is done here, and undone in step 2 if another section was bad. */
 static int unix_reload(struct lb_plugin_ctx *ctx)
 {
-    /* The socket cannot move without dropping clients: validate the keys
-     * and keep serving where we are. */
     struct unix_settings st;
     if (read_settings(ctx, &st) < 0) return -1;
     struct unix_plugin *up = lb_plugin_data(ctx);
-    if (up && up->path && strcmp(st.path, up->path) != 0)
-        lb_log(ctx, LB_LOG_WARN, "path changed to %s: takes effect on restart (still serving %s)", st.path, up->path);
+    if (!up || !up->listener) return 0;
+    if (strcmp(st.path, up->path) != 0) {
+        lb_plugin_fail(ctx, "path changed to %s: the socket moves only on restart (still serving %s); nothing of "
+                       "this reload was applied", st.path, up->path);
+        return -1;
+    }
+    evutil_socket_t fd = evconnlistener_get_fd(up->listener);
+    if (st.backlog != up->backlog && listen(fd, (int)st.backlog) != 0) {
+        lb_plugin_fail(ctx, "cannot set backlog %lld on %s: %s; nothing of this reload was applied", st.backlog,
+                       up->path, strerror(errno));
+        return -1;
+    }
+    if (chmod(up->path, (mode_t)st.mode) != 0) {
+        int e = errno;
+        if (st.backlog != up->backlog) listen(fd, (int)up->backlog);
+        lb_plugin_fail(ctx, "cannot chmod %s to %04lo: %s; nothing of this reload was applied", up->path, st.mode,
+                       strerror(e));
+        return -1;
+    }
+    up->staged = st;
+    up->has_staged = true;
     return 0;
+}
+
+/* Step 2: keep what step 1 did and apply the lists (commit), or put the
+ * socket back as it was. */
+static void unix_reload_done(struct lb_plugin_ctx *ctx, bool commit)
+{
+    struct unix_plugin *up = lb_plugin_data(ctx);
+    if (!up || !up->has_staged) return;
+    up->has_staged = false;
+    const struct unix_settings *st = &up->staged;
+    if (!commit) {
+        if (st->backlog != up->backlog) listen(evconnlistener_get_fd(up->listener), (int)up->backlog);
+        chmod(up->path, (mode_t)up->mode);
+        return;
+    }
+    up->backlog = st->backlog;
+    up->mode = st->mode;
+    up->encoding = st->encoding;   /* for new connections */
+    apply_lists(up, st);
+    event_active(up->recheck, EV_TIMEOUT, 0);
+    lb_log(ctx, LB_LOG_INFO, "reloaded: %s mode %04lo, backlog %lld, %zu allowed uid(s), %zu allowed gid(s)%s",
+           up->path, st->mode, st->backlog, st->n_uids, st->n_gids,
+           st->n_uids || st->n_gids ? "; open connections of peers no longer allowed are being closed" : "");
 }
 
 __attribute__((visibility("default")))
 const struct lb_plugin lexbus_plugin = {
     .abi = LB_PLUGIN_ABI,
+    .size = sizeof(struct lb_plugin),
     .name = "unix",
     .version = PACKAGE_VERSION,
     .load = unix_load,
     .unload = unix_unload,
     .reload = unix_reload,
+    .reload_done = unix_reload_done,
 };

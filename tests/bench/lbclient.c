@@ -9,8 +9,11 @@
  *                                 payloads as json_t (lexbus_emit / lexbus_on)
  *   lbclient URL stream-raw N SIZE  the same with JSON text (lexbus_emit_json /
  *                                 lexbus_on_raw): no json_t per message
- *   lbclient URL rtt N            sequential calls to an echo service
- * Prints one JSON object, like lbbench.
+ *   lbclient URL rtt N            sequential calls to an echo service; every reply
+ *                                 is checked against the call's sequence number
+ *   --server-pid PID (last)       also report the daemon's CPU time
+ * Prints one JSON object, like lbbench, with the CPU time of each client
+ * process (and of the daemon) so a client-bound figure is visible.
  *
  * The publisher pipelines: it emits in batches and asks for an ACK on the
  * last message of each batch, keeping at most WINDOW_BATCHES batches
@@ -28,6 +31,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 #include <lexbus/client.h>
+#include "benchcpu.h"
 
 #define SEQ_DIGITS 10
 #define BATCH 1024
@@ -35,6 +39,7 @@
 #define TOPIC "bench:client"
 
 static const char *g_url;
+static pid_t g_server_pid;   /* --server-pid */
 
 static void die(const char *what, const struct lexbus_error *e)
 {
@@ -47,6 +52,14 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A child's CPU seconds, once it has ended. */
+static double reap(pid_t pid)
+{
+    double s = bc_reap_s(pid, NULL);
+    if (s < 0) die("wait4", NULL);
+    return s;
 }
 
 static struct lexbus_client *connect_as(const char *name)
@@ -162,6 +175,7 @@ static void run_stream(long n, size_t size, bool raw)
     }
     char one;
     if (read(ready[0], &one, 1) != 1) die("subscriber did not start", NULL);
+    double srv0 = bc_process_s(g_server_pid), w0 = now_s(), cpu0 = bc_self_s();
     struct pub_state p = { .c = connect_as("bench-client-pub"), .n = n, .size = size, .raw = raw };
     p.text = malloc(size + 3);
     memset(p.text, 'x', size + 2);
@@ -172,14 +186,19 @@ static void run_stream(long n, size_t size, bool raw)
     lexbus_run(p.c);
     double r[3];
     if (read(res[0], r, sizeof r) != sizeof r) die("subscriber result", NULL);
-    waitpid(pid, NULL, 0);
+    double wall = now_s() - w0, srv1 = bc_process_s(g_server_pid), pub_cpu = bc_self_s() - cpu0, sub_cpu = reap(pid);
     json_decref(p.payload);
     free(p.text);
     lexbus_free(p.c);
     printf("{\"peer\":\"%s\",\"workload\":\"stream\",\"messages\":%ld,\"size\":%zu,\"subscribers\":1,"
-           "\"delivered\":%.0f,\"seconds\":%.4f,\"msgs_per_s\":%.0f,\"mb_per_s\":%.2f,\"order_errors\":%.0f,\"lost\":%.0f}\n",
+           "\"delivered\":%.0f,\"seconds\":%.4f,\"msgs_per_s\":%.0f,\"mb_per_s\":%.2f,\"order_errors\":%.0f,\"lost\":%.0f",
            raw ? "liblexbus-raw" : "liblexbus", n, size, r[0], r[1], r[0] / r[1], r[0] * (double)size / r[1] / 1e6, r[2],
            (double)n - r[0]);
+    bc_put_pct("server_cpu_pct", srv0 < 0 ? -1 : srv1 - srv0, wall);
+    bc_put_pct("pub_cpu_pct", pub_cpu, wall);
+    bc_put_pct("sub_cpu_pct", sub_cpu, wall);
+    bc_put_pct("sub_cpu_max_pct", sub_cpu, wall);
+    printf("}\n");
 }
 
 /* ---- rtt --------------------------------------------------------------- */
@@ -190,15 +209,17 @@ static void echo(struct lexbus_client *c, const char *method, json_t *params, st
     lexbus_reply_ok(reply, json_incref(params));
 }
 
-struct rtt_state { struct lexbus_client *c; json_t *params; long i, n, warm; double t, *lat; };
+struct rtt_state { struct lexbus_client *c; json_t *params; long i, n, warm, errors; double t, *lat; };
 
 static void next_call(struct rtt_state *s);
 
 static void on_result(struct lexbus_client *c, const struct lexbus_error *err, json_t *result, void *ud)
 {
-    (void)c; (void)result;
+    (void)c;
     struct rtt_state *s = ud;
     if (err) die("call", err);
+    /* The echo must answer this call: its params carry the sequence number. */
+    if (!json_equal(result, s->params)) s->errors++;
     if (s->i >= s->warm) s->lat[s->i - s->warm] = (now_s() - s->t) * 1e6;
     s->i++;
     next_call(s);
@@ -207,6 +228,9 @@ static void on_result(struct lexbus_client *c, const struct lexbus_error *err, j
 static void next_call(struct rtt_state *s)
 {
     if (s->i == s->n + s->warm) { lexbus_stop(s->c); return; }
+    char seq[32];
+    snprintf(seq, sizeof seq, "%010ldabcdef", s->i);
+    json_string_set(s->params, seq);
     s->t = now_s();
     if (lexbus_call(s->c, "bench-client-echo", "echo", s->params, 5000, NULL, on_result, s) < 0) die("call", NULL);
 }
@@ -239,16 +263,22 @@ static void run_rtt(long n)
     char one;
     if (read(ready[0], &one, 1) != 1) die("echo service did not start", NULL);
     struct rtt_state s = { .c = connect_as("bench-client-caller"), .n = n, .warm = n / 10 > 1000 ? 1000 : n / 10 };
-    s.params = json_string("0123456789abcdef");
+    s.params = json_string("0000000000abcdef");
     s.lat = calloc((size_t)n, sizeof *s.lat);
+    double srv0 = bc_process_s(g_server_pid), cpu0 = bc_self_s();
     next_call(&s);
     lexbus_run(s.c);
+    double srv1 = bc_process_s(g_server_pid), caller = bc_self_s() - cpu0;
     kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
+    double responder = reap(pid), per = 1e6 / (double)(n + s.warm);
     qsort(s.lat, (size_t)n, sizeof *s.lat, cmpd);
+    /* A call that got no reply fails the run (die in on_result): none is lost. */
     printf("{\"peer\":\"liblexbus\",\"workload\":\"rtt\",\"round_trips\":%ld,\"p50_us\":%.1f,\"p90_us\":%.1f,"
-           "\"p99_us\":%.1f,\"p999_us\":%.1f}\n", n, s.lat[n / 2], s.lat[n * 9 / 10], s.lat[n * 99 / 100],
-           s.lat[n * 999 / 1000]);
+           "\"p99_us\":%.1f,\"p999_us\":%.1f,\"lost\":0,\"order_errors\":%ld", n, s.lat[n / 2], s.lat[n * 9 / 10],
+           s.lat[n * 99 / 100], s.lat[n * 999 / 1000], s.errors);
+    if (srv0 < 0) printf(",\"server_cpu_us_per_rt\":null");
+    else printf(",\"server_cpu_us_per_rt\":%.2f", (srv1 - srv0) * per);
+    printf(",\"caller_cpu_us_per_rt\":%.2f,\"responder_cpu_us_per_rt\":%.2f}\n", caller * per, responder * per);
     json_decref(s.params);
     free(s.lat);
     lexbus_free(s.c);
@@ -257,8 +287,12 @@ static void run_rtt(long n)
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: lbclient URL stream|stream-raw N SIZE | lbclient URL rtt N\n");
+        fprintf(stderr, "usage: lbclient URL stream|stream-raw N SIZE | lbclient URL rtt N  [--server-pid PID]\n");
         return 2;
+    }
+    if (argc >= 6 && !strcmp(argv[argc - 2], "--server-pid")) {
+        g_server_pid = (pid_t)atol(argv[argc - 1]);
+        argc -= 2;
     }
     g_url = argv[1];
     long n = atol(argv[3]);

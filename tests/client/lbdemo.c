@@ -6,9 +6,13 @@
  *   lbdemo reconnect   registers "phoenix" (method ping, events r:>), prints each state change
  *   lbdemo lost        calls sink.hold and prints how the call ended (bus stopped)
  *   lbdemo disconnect  calls sink.hold, disconnects, prints how the call ended
+ *   lbdemo values      registers "decoder" (method take, events v:*, an error handler), calls
+ *                      tester.give; prints what each handler got (values it cannot represent)
+ *   lbdemo victim      registers "victim", prints its pid, calls sink.hold after a line on stdin
  * Output: one JSON line per fact, flushed. */
 #include <signal.h>
 #include <stdarg.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +162,71 @@ static void hold_ready(struct lexbus_client *c, bool ready, const struct lexbus_
     if (!strcmp(mode, "disconnect")) lexbus_disconnect(c);
 }
 
+/* -- values -- */
+/* One JSON line: obj (stolen), plus "slen" when obj's "got" holds a string
+ * "s" (its length, NULs included). */
+static void out_json(json_t *obj)
+{
+    json_t *s = json_object_get(json_object_get(obj, "got"), "s");
+    if (json_is_string(s)) json_object_set_new(obj, "slen", json_integer((json_int_t)json_string_length(s)));
+    char *text = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
+    out("%s", text);
+    free(text);
+    json_decref(obj);
+}
+
+static void take(struct lexbus_client *c, const char *m, json_t *params, struct lexbus_reply *r, void *ud)
+{
+    (void)c; (void)m; (void)ud;
+    out_json(json_pack("{s:s,s:O}", "call", "take", "got", params));
+    lexbus_reply_ok(r, json_incref(params));
+}
+
+static void on_value(struct lexbus_client *c, const char *ev, const char *from, json_t *payload, void *ud)
+{
+    (void)c; (void)from; (void)ud;
+    out_json(json_pack("{s:s,s:O}", "event", ev, "got", payload));
+}
+
+static void print_error_msg(struct lexbus_client *c, const struct lexbus_error *err, void *ud)
+{
+    (void)c; (void)ud;
+    out_json(json_pack("{s:s,s:s}", "error", err->code, "message", err->message));
+}
+
+static void print_outcome(struct lexbus_client *c, const struct lexbus_error *err, json_t *result, void *ud)
+{
+    (void)ud;
+    if (err) print_error_msg(c, err, NULL);
+    else out_json(json_pack("{s:O}", "result", result));
+}
+
+static void values_ready(struct lexbus_client *c, bool ready, const struct lexbus_error *why, void *ud)
+{
+    (void)why; (void)ud;
+    if (!ready) return;
+    out("{\"ready\":true}");
+    lexbus_call(c, "tester", "give", NULL, 5000, NULL, print_outcome, NULL);
+}
+
+/* -- victim -- */
+static int victim(void)
+{
+    struct lexbus_error err;
+    struct lexbus_options o = { .service = "victim" };
+    struct lexbus_client *c = lexbus_connect_blocking(&o, 5000, &err);
+    if (!c) { out("{\"fatal\":\"%s\"}", err.code); return 1; }
+    out("{\"ready\":true,\"pid\":%ld}", (long)getpid());
+    char go[8];
+    json_t *result = NULL;
+    if (!fgets(go, sizeof go, stdin)) { lexbus_free(c); return 1; }
+    if (lexbus_call_blocking(c, "sink", "hold", NULL, 5000, &result, &err) == 0) print_outcome(c, NULL, result, NULL);
+    else print_error_msg(c, &err, NULL);
+    json_decref(result);
+    lexbus_free(c);
+    return 0;
+}
+
 /* A "listener" and an "emitter", each on its own private loop. */
 static int connect_pair(struct lexbus_client *cs[2], struct lexbus_error *err)
 {
@@ -233,6 +302,17 @@ int main(int argc, char **argv)
         lexbus_add_method(cs[0], "ping", ping, NULL);
         lexbus_on(cs[0], "r:>", on_r, NULL);
         lexbus_on_state(cs[0], print_state, NULL);
+    } else if (!strcmp(mode, "values")) {
+        cs[0] = client("decoder", 50);
+        lexbus_add_method(cs[0], "take", take, NULL);
+        lexbus_on(cs[0], "v:*", on_value, NULL);
+        lexbus_on_error(cs[0], print_error_msg, NULL);
+        lexbus_on_state(cs[0], values_ready, NULL);
+    } else if (!strcmp(mode, "victim")) {
+        int rc = victim();
+        event_free(st);
+        event_base_free(base);
+        return rc;
     } else if (!strcmp(mode, "lost") || !strcmp(mode, "disconnect")) {
         struct lexbus_options o = { .service = "holder", .no_reconnect = true };
         cs[0] = g_hold = lexbus_new(base, &o);

@@ -1,15 +1,21 @@
 # The fuzz corpus, replayed through the parsers as regression tests.
 # Fuzzing proper: tests/fuzz/run.sh (libFuzzer).
-check_PROGRAMS += fuzz/replay_envelope fuzz/replay_conf fuzz/replay_wire
-TESTS += fuzz/replay_envelope fuzz/replay_conf fuzz/replay_wire
+check_PROGRAMS += fuzz/replay_envelope fuzz/replay_conf fuzz/replay_wire fuzz/replay_jwtpart fuzz/replay_msgpack
+TESTS += fuzz/replay_envelope fuzz/replay_conf fuzz/replay_wire fuzz/replay_jwtpart fuzz/replay_msgpack
 fuzz_replay_envelope_SOURCES = fuzz/replay.c fuzz/fuzz_envelope.c ../core/envelope.c
 fuzz_replay_envelope_CPPFLAGS = $(AM_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/envelope"'
-fuzz_replay_conf_SOURCES = fuzz/replay.c fuzz/fuzz_conf.c ../core/conf.c ../core/util.c
+fuzz_replay_conf_SOURCES = fuzz/replay.c fuzz/fuzz_conf.c ../core/conf.c ../core/util.c ../core/names.c
 fuzz_replay_conf_CPPFLAGS = $(AM_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/conf"'
 fuzz_replay_conf_LDADD = $(LIBEVENT_LIBS)
-fuzz_replay_wire_SOURCES = fuzz/replay.c fuzz/fuzz_wire.c ../client/wire.c ../core/envelope.c
+fuzz_replay_wire_SOURCES = fuzz/replay.c fuzz/fuzz_wire.c ../client/wire.c ../core/envelope.c ../core/names.c
 fuzz_replay_wire_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/client -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/wire"'
 fuzz_replay_wire_LDADD = $(JANSSON_LIBS)
+fuzz_replay_jwtpart_SOURCES = fuzz/replay.c fuzz/fuzz_jwtpart.c
+fuzz_replay_jwtpart_CPPFLAGS = $(AM_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/jwtpart"'
+fuzz_replay_jwtpart_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(OPENSSL_CFLAGS)
+fuzz_replay_jwtpart_LDADD = $(JANSSON_LIBS) $(OPENSSL_LIBS)
+fuzz_replay_msgpack_SOURCES = fuzz/replay.c fuzz/fuzz_msgpack.c ../core/codec_msgpack.c ../core/envelope.c ../core/names.c
+fuzz_replay_msgpack_CPPFLAGS = $(AM_CPPFLAGS) $(MSGPACK_CFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/msgpack"'
 check_PROGRAMS += fuzz/replay_lua
 TESTS += fuzz/replay_lua
 fuzz_replay_lua_SOURCES = fuzz/replay.c fuzz/fuzz_lua.c ../plugins/lua/luajson.c ../plugins/lua/jsonlex.c

@@ -13,11 +13,14 @@ echo '#define _GNU_SOURCE 1' > "$out/config.h"
 flags=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
        -I"$out" -I"$top/include" -I"$top/core")
 clang "${flags[@]}" -o "$out/fuzz_envelope" "$here/fuzz_envelope.c" "$top/core/envelope.c"
-clang "${flags[@]}" -o "$out/fuzz_conf" "$here/fuzz_conf.c" "$top/core/conf.c" "$top/core/util.c" -levent
-clang "${flags[@]}" -I"$top/client" -o "$out/fuzz_wire" "$here/fuzz_wire.c" "$top/client/wire.c" "$top/core/envelope.c" -ljansson
+clang "${flags[@]}" -o "$out/fuzz_conf" "$here/fuzz_conf.c" "$top/core/conf.c" "$top/core/util.c" "$top/core/names.c" -levent
+clang "${flags[@]}" -I"$top/client" -o "$out/fuzz_wire" "$here/fuzz_wire.c" "$top/client/wire.c" "$top/core/envelope.c" "$top/core/names.c" -ljansson
+clang "${flags[@]}" -o "$out/fuzz_jwtpart" "$here/fuzz_jwtpart.c" -ljansson -lcrypto
+
+clang "${flags[@]}" -o "$out/fuzz_msgpack" "$here/fuzz_msgpack.c" "$top/core/codec_msgpack.c" "$top/core/envelope.c"
 clang "${flags[@]}" -I"$top/plugins/lua" $(pkg-config --cflags lua5.4) -o "$out/fuzz_lua" "$here/fuzz_lua.c" \
   "$top/plugins/lua/luajson.c" "$top/plugins/lua/jsonlex.c" -ljansson $(pkg-config --libs lua5.4) -lm
-for t in envelope conf wire lua; do
+for t in envelope conf wire jwtpart msgpack lua; do
   echo "== fuzz_$t for ${secs}s"
   "$out/fuzz_$t" -max_total_time="$secs" -max_len=4096 -timeout=5 "$here/corpus/$t" 2>&1 | tail -3
 done

@@ -328,7 +328,10 @@ def ten_thousand_connections_opened_and_dropped_at_once():
         socks = []
         for i in range(n):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(10)      # a full listen backlog makes connect wait, not fail
+            # A blocking connect waits while the listen backlog is full; any
+            # timeout (settimeout) makes the socket non-blocking, and a
+            # non-blocking AF_UNIX connect fails at once with EAGAIN then.
+            s.setblocking(True)
             s.connect(bus.sock)
             s.setblocking(False)
             socks.append(s)

@@ -54,6 +54,43 @@ def bad_configs_stop_start_up_with_file_line_and_cause():
 
 
 @test
+def empty_nul_filled_and_binary_configs_are_refused():
+    """-t and a start refuse a bus.conf that is not text or configures nothing;
+    a SIGHUP on one keeps the running configuration (its limits too)."""
+    cases = [
+        (b"", ": no [bus] or [plugin NAME] section (the file is empty or holds only comments)"),
+        (b"# nothing but a comment\n\n", ": no [bus] or [plugin NAME] section"),
+        (b"\0" * 4096, ":1: NUL byte at column 1"),
+        (b"[bus]\nnode = n1\n" + b"\0" * 64, ":3: NUL byte"),
+        (b"[bus]\nnode = n\xff1\n", ":2: invalid UTF-8 (byte 0xff at column 9)"),
+        (b"\x7fELF\x02\x01\x01\0\0", ":1: control character 0x7f at column 1"),
+        (b"[bus]\nnode = a\x1b[31mred\n", ":2: control character 0x1b at column 9"),
+    ]
+    for data, want in cases:
+        d = tempfile.mkdtemp(prefix="lexbus-conf-")
+        path = os.path.join(d, "bus.conf")
+        with open(path, "wb") as f:
+            f.write(data)
+        for args in (("-t",), ()):
+            p = subprocess.run([LEXBUSD, "-c", path] + list(args), capture_output=True, text=True, timeout=20)
+            check_eq(p.returncode, 1, "exit for %r %s: %s" % (data[:20], args, p.stderr))
+            check(path + want in p.stderr, "want %r in stderr for %r, got %r" % (path + want, data[:20], p.stderr))
+            check("configuration OK" not in p.stdout, p.stdout)
+    with Bus(bus="max_frame = 4K\n") as bus:
+        c = bus.client("svc")
+        for data in (b"", b"\0" * 100):
+            with open(bus.conf, "wb") as f:
+                f.write(data)
+            mark = len(bus.logtext())
+            bus.send_signal(signal.SIGHUP)
+            lbtest.wait_for(lambda: "reload failed, old configuration kept" in bus.logtext()[mark:], what="reload refused")
+        big = json.dumps({"type": "EMIT", "event": "a", "payload": "x" * 5000}).encode()
+        c.send_raw(len(big).to_bytes(4, "big") + big)
+        check_eq(c.expect_closed()[0]["error"]["code"], "PAYLOAD_TOO_LARGE", "max_frame = 4K still applies")
+        check_eq(bus.client("svc2").call("lexbus", "ping")["status"], "success", "still serving")
+
+
+@test
 def plugin_abi_mismatch_is_detected():
     d = tempfile.mkdtemp(prefix="lexbus-abi-")
     src = os.path.join(d, "old.c")
@@ -68,6 +105,14 @@ def plugin_abi_mismatch_is_detected():
     p, path, _ = run_daemon("[bus]\nplugin_dir = %s\n[plugin old]\n" % d)
     check_eq(p.returncode, 1, "exit")
     check("plugin ABI mismatch: plugin has ABI 9999" in p.stderr and path + ":3" in p.stderr, p.stderr)
+    # A plugin built for ABI 1 (lexbus 0.1) is refused, pointing at what changed.
+    with open(os.path.join(d, "v1.c"), "w") as f:
+        f.write('struct lb_plugin { int abi; const char *name; const char *version; void *load, *unload, *reload; };\n'
+                'const struct lb_plugin lexbus_plugin = { 1, "v1", "0", 0, 0, 0 };\n')
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", os.path.join(d, "v1.so"), os.path.join(d, "v1.c")], check=True)
+    p, path, _ = run_daemon("[bus]\nplugin_dir = %s\n[plugin v1]\n" % d)
+    check_eq(p.returncode, 1, "exit")
+    check("plugin has ABI 1, lexbusd needs 2" in p.stderr and "doc/plugins.md" in p.stderr, p.stderr)
     p, path, _ = run_daemon("[bus]\nplugin_dir = %s\n[plugin notaplugin]\n" % d)
     check_eq(p.returncode, 1, "exit")
     check("not a lexbus plugin" in p.stderr, p.stderr)
@@ -147,13 +192,15 @@ def bro_ipc_frames_work_unchanged():
 
 @test
 def slow_consumer_pauses_publisher_then_is_closed():
+    # Point-to-point (an EMIT to the service): the sender waits for the
+    # recipient; broadcasts never pause a publisher (test_hardening.py).
     with Bus(bus="outbuf_high = 64K\nslow_consumer_timeout = 1s\n") as bus:
         sink = bus.client("sink", subscribe=["flood"])
         sink.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         pub = bus.client("pub")
         other = bus.client("other", subscribe=["other"])
         payload = "x" * 1000
-        body = lbtest.frame({"type": "EMIT", "event": "flood", "payload": payload})
+        body = lbtest.frame({"type": "EMIT", "event": "flood", "to": "sink", "payload": payload})
         pub.sock.setblocking(False)
         pending = b""
         t = time.time()

@@ -114,7 +114,8 @@ def broadcast_patterns_star_and_tail():
         pub.send({"type": "EMIT", "event": "post:created", "payload": {"id": 7}, "ack": True})
         check_eq(star.recv()["payload"], {"id": 7}, "star got it")
         e = both.recv()
-        check_eq((e["type"], e["event"], e["from"], e["to"]), ("EVENT", "post:created", "pub", "broadcast"), "event")
+        check_eq((e["type"], e["event"], e["from"]), ("EVENT", "post:created", "pub"), "event")
+        check("to" not in e and "id" not in e, "a broadcast carries no `to`, and no id its emitter did not give: %r" % e)
         both.expect_nothing()   # two matching patterns, one delivery
         tail.expect_nothing()
         check_eq(pub.recv()["delivered"], 2, "ack count")
@@ -166,13 +167,21 @@ def service_targeted_emit_goes_to_one_instance():
 
 @test
 def heartbeat_with_id_answered_without_id_silent():
+    """doc/protocol.md: only a HEARTBEAT with a string id is answered (a probe);
+    Bro clients send theirs without one and expect nothing back."""
     with Bus() as bus:
+        pre = bus.raw()
+        pre.send({"type": "HEARTBEAT", "id": "before-register"})
+        m = pre.recv()
+        check_eq((m["type"], m["id"]), ("HEARTBEAT", "before-register"), "a probe before REGISTER is answered")
         c = bus.client("hb")
         c.send({"type": "HEARTBEAT", "from": "hb", "timestamp": 1})
+        c.send({"type": "HEARTBEAT", "id": 7, "timestamp": 1})
         c.expect_nothing()
         c.send({"type": "HEARTBEAT", "id": "h1", "timestamp": 1})
         m = c.recv()
         check_eq((m["type"], m["id"], m["from"]), ("HEARTBEAT", "h1", "lexbus"), "heartbeat reply")
+        check(isinstance(m["timestamp"], int) and abs(m["timestamp"] / 1000 - time.time()) < 60, "timestamp in ms")
 
 
 @test

@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import time
 
 import lbtest
@@ -137,6 +138,24 @@ def payloads_when_configured_and_a_large_one_truncated():
     # System calls never carry params or results into the file.
     ping = [r for r in recs if r["name"] == "ping"][0]
     check(not any(k in ping for k in ("params", "data", "error")), "system call without payload: %r" % ping)
+
+
+@test
+def payloads_jansson_cannot_hold_are_recorded_as_text():
+    """A payload the bus forwards but jansson cannot represent (1e400, a huge
+    integer) is recorded as its JSON text, never left out; NUL escapes stay."""
+    bus, path = audit_bus("payloads = yes\n")
+    with bus:
+        c = bus.client("emitter")
+        for eid, payload in (("big", b'{"x":1e400}'), ("int", b'[123456789012345678901234567890]'),
+                             ("nul", b'"a\\u0000b"')):
+            c.send_raw(lbtest.frame(b'{"type":"EMIT","id":"%s","event":"v","payload":%s,"ack":true}' % (eid.encode(), payload)))
+            c.recv_type("ACK")
+        bus.stop()
+        recs = {r.get("id"): r for r in (json.loads(l) for l in read_lines(path))}
+    check_eq((recs["big"].get("payloadText"), "payload" in recs["big"]), ('{"x":1e400}', False), "1e400 as text")
+    check_eq(recs["int"].get("payloadText"), "[123456789012345678901234567890]", "a huge integer as text")
+    check_eq((recs["nul"].get("payload"), "payloadText" in recs["nul"]), ("a\x00b", False), "a NUL kept")
 
 
 @test
@@ -312,6 +331,139 @@ def sighup_reopens_and_restart_continues_the_chain():
         check_eq(verify_chain(old + read_lines(path)), -1, "chain continues across a restart")
         check(any(json.loads(l)["name"] == "three" for l in read_lines(path)), "after restart")
 
+
+
+def parses(raw):
+    try:
+        json.loads(raw)
+        return True
+    except ValueError:
+        return False
+
+
+def check_cut_then_fresh_lines(bus, path, lost):
+    """The file holds exactly one cut line, standing alone (later records did
+    not run into it), followed by a LOST line when the bus knows lines were
+    lost; `lexbus audit verify` names the cut line and `--partial` verifies
+    everything else across it.  Returns the chained records and the cut line."""
+    data = open(path, "rb").read()
+    check(data.endswith(b"\n"), "the file ends with a complete line")
+    lines = data[:-1].split(b"\n")
+    bad = [i for i, l in enumerate(lines) if not parses(l)]
+    check_eq(len(bad), 1, "lines that are not JSON: %r" % [lines[i][:80] for i in bad])
+    cut = lines[bad[0]]
+    check(cut.startswith(b'{"time":') and cut.count(b'{"time":') == 1,
+          "the cut line holds one record's start and nothing appended: %r" % cut[-120:])
+    marks = [i for i, l in enumerate(lines) if parses(l) and json.loads(l).get("type") == "LOST"]
+    if lost:
+        check(bad[0] + 1 in marks, "a LOST line right after the cut: %r" % lines[bad[0] + 1][:120])
+        check(all(json.loads(lines[i])["lines"] >= 1 and "prev" not in json.loads(lines[i]) for i in marks),
+              "LOST lines count the lines and are not chained")
+    else:
+        check_eq(marks, [], "no LOST line: nothing the bus knows of was lost")
+    r = bus.cli("audit", "verify", path)
+    check(r.returncode == 1 and "line %d of %s" % (bad[0] + 1, path) in r.stderr and "cut off" in r.stderr,
+          "a strict verify stops at the cut line: %r" % (r,))
+    r = bus.cli("audit", "verify", "--partial", path)
+    check_eq(r.returncode, 0, "--partial resynchronises after the cut line: %r" % (r,))
+    out = json.loads(r.stdout)
+    recs = [json.loads(l) for i, l in enumerate(lines) if i not in bad and i not in marks]
+    check_eq((out["ok"], out["lines"], out["cut"], out["resumed"]), (True, len(recs), 1, len(marks)),
+             "what --partial verified (each LOST gap starts the chain again): %r" % (out,))
+    check_eq(out["lost"], sum(json.loads(lines[i])["lines"] for i in marks), "lost lines counted")
+    check("line %d of %s is cut off" % (bad[0] + 1, path) in r.stderr, "and names the cut line: %r" % r.stderr)
+    check_eq(verify_chain([l for i, l in enumerate(lines) if i > max([bad[0]] + marks)],
+                          json.loads(lines[max([bad[0]] + marks) + 1])["prev"]), -1, "the records after the gap chain")
+    return recs, cut
+
+
+def mount_tmpfs(path, size):
+    """A small file system that fills up: a tmpfs (needs root)."""
+    if os.geteuid() != 0:
+        raise lbtest.Skip("mounting a small tmpfs (a disk that fills up) needs root")
+    os.makedirs(path)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d" % size, "lexbus-test", path],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise lbtest.Skip("cannot mount a tmpfs: %s" % r.stderr.strip())
+
+
+@test
+def a_full_disk_cuts_a_line_and_later_records_start_on_a_fresh_one():
+    """A write cut off by a full disk leaves a partial line whose newline
+    cannot be written either; once there is room the next record must still
+    start on its own line, so the rest of the file can be verified."""
+    bus = Bus(start=False)
+    fs = os.path.join(bus.dir, "fs")
+    mount_tmpfs(fs, 64 * 1024)
+    try:
+        path, filler = os.path.join(fs, "audit.jsonl"), os.path.join(fs, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"\0" * (56 * 1024))            # 8K left for the audit file
+        bus.write_conf(open(bus.conf).read() + "[plugin audit]\nfile = %s\nchain = yes\n" % path)
+        bus.start()
+        with bus:
+            c = bus.client("writer")
+            seq = iter(range(100000))
+
+            def emit(prefix):
+                eid = "%s-%d" % (prefix, next(seq))
+                c.send({"type": "EMIT", "event": "fill", "payload": 1, "ack": True, "id": eid})
+                c.recv_type("ACK")
+                return eid
+
+            def audit():
+                return bus.stats()["plugins"]["audit"]
+
+            # Until a write fails mid-line: a page boundary can fall between
+            # two lines by chance, then a freed page lets the file grow on.
+            for _ in range(8):
+                errors = audit()["writeErrors"]
+                while audit()["writeErrors"] == errors:
+                    emit("fill")
+                if not open(path, "rb").read().endswith(b"\n"):
+                    break
+                os.truncate(filler, os.path.getsize(filler) - 4096)
+            check(not open(path, "rb").read().endswith(b"\n"), "a write was cut mid-line")
+            errors = audit()["writeErrors"]
+            emit("lost")                                 # the disk is still full: lost, counted
+            lbtest.wait_for(lambda: audit()["writeErrors"] > errors, what="another failed write")
+            os.unlink(filler)                            # room again
+            after = [emit("after") for _ in range(5)]
+            lbtest.wait_for(lambda: after[-1].encode() in open(path, "rb").read(), what="records after the cut")
+            check(audit()["linesLost"] >= 1, "lost lines counted")
+            check_eq(bus.stop(), 0, "stopped")
+            recs, _ = check_cut_then_fresh_lines(bus, path, lost=True)
+            ids = [r.get("id") for r in recs]
+            check(all(a in ids for a in after), "every record written after the cut is a line of its own: %r" % ids[-12:])
+            check("cannot write %s" % path in bus.logtext(), "the failure is logged")
+    finally:
+        subprocess.run(["umount", fs])
+
+
+@test
+def a_restart_after_a_crash_mid_line_starts_a_fresh_line():
+    """A crash in the middle of a write leaves the file ending without a
+    newline: the restarted bus ends that line first, and continues the chain
+    from the last complete line, so nothing but the cut record is lost."""
+    bus, path = audit_bus()
+    with bus:
+        bus.client("one")
+        bus.client("two")
+        lbtest.wait_for(lambda: b'"two"' in open(path, "rb").read(), what="lines written")
+        bus.proc.kill()
+        bus.proc.wait()
+        data = open(path, "rb").read()
+        with open(path, "wb") as f:
+            f.write(data[:-25])                         # the last record cut, as a crash mid-write leaves it
+        bus.start()
+        bus.client("three")
+        check_eq(bus.stop(), 0, "stopped")
+        recs, cut = check_cut_then_fresh_lines(bus, path, lost=False)
+        check(b'"name":"two"' in cut, "the cut record is the last one before the crash: %r" % cut)
+        check_eq([r["name"] for r in recs if r["type"] == "REGISTER"], ["one", "three"],
+                 "the record before the cut, and the first one after the restart, are lines of their own")
+        check("%s ends with a cut line" % path in bus.logtext(), "the restart says so: %s" % bus.logtext()[-2000:])
 
 
 @test

@@ -1,7 +1,4 @@
 """ratelimit through the real daemon: exact limits at window edges."""
-import base64
-import hashlib
-import hmac
 import json
 import os
 import signal
@@ -12,7 +9,7 @@ import time
 import lbtest
 from lbtest import LEXBUSD, Bus, check, check_eq, test
 
-SECRET = "test-secret-0123456789-abcdefghij"
+from tokenutil import SECRET, claims, mint
 
 
 def emit(c, i):
@@ -93,16 +90,13 @@ def bad_settings_stop_start_up():
 # ---------------------------------------------------------------- tokens
 
 
-def mint(source, **kw):
-    """An HS256 broker token for `source`, made here (as test_tokens.py does)."""
-    def b64(b):
-        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-    now = int(time.time())
-    c = {"jti": "j-%s-%d" % (source, time.time_ns()), "type": "broker", "version": 1, "source": source,
-         "sub": source, "target": "broadcast", "operation": "tick", "iat": now, "exp": now + 300}
-    c.update(kw)
-    signing = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "main"}).encode()) + "." + b64(json.dumps(c).encode())
-    return signing + "." + b64(hmac.new(SECRET.encode(), signing.encode(), hashlib.sha256).digest())
+def tick_token(source, **kw):
+    """A token for the EMITs of `tick` to broadcast, for `source` only."""
+    return mint(claims(source, target="broadcast", operation="tick", **kw))
+
+
+def session(source):
+    return mint(claims(source))
 
 
 def token_rl_bus(rl, tokens_first=True, start=True):
@@ -124,9 +118,9 @@ def emit_tok(c, i, token):
 @test
 def ceiling_caps_every_message_exempt_or_not():
     with token_rl_bus("window = 10s\nmax = 5\nceiling = 8\nhonour_exempt = yes\n") as bus:
-        ex, plain = mint("mix", rateLimitExempt=True), mint("mix")
+        ex, plain = tick_token("mix", rateLimitExempt=True), tick_token("mix")
         c = bus.raw()
-        check_eq(c.register("mix", token=plain)["type"], "REGISTER_ACK", "register")
+        check_eq(c.register("mix", token=session("mix"))["type"], "REGISTER_ACK", "register")
         got = [emit_tok(c, i, ex)["type"] for i in range(4)]
         got += [emit_tok(c, 4 + i, plain)["type"] for i in range(5)]
         check_eq(got, ["ACK"] * 8 + ["ERROR"], "4 exempt + 4 plain reach the ceiling of 8")
@@ -136,14 +130,14 @@ def ceiling_caps_every_message_exempt_or_not():
         check(0 < m["error"]["retryAfterMs"] <= 10000, "retryAfterMs %r" % m["error"]["retryAfterMs"])
         # Non-exempt messages are still held to max inside the ceiling.
         d = bus.raw()
-        dp = mint("plainy")
-        d.register("plainy", token=dp)
+        dp = tick_token("plainy")
+        d.register("plainy", token=session("plainy"))
         got = [emit_tok(d, i, dp)["type"] for i in range(6)]
         check_eq(got, ["ACK"] * 5 + ["ERROR"], "max applies to non-exempt messages")
-        got = [emit_tok(d, 6 + i, mint("plainy", rateLimitExempt=True))["type"] for i in range(4)]
+        got = [emit_tok(d, 6 + i, tick_token("plainy", rateLimitExempt=True))["type"] for i in range(4)]
         check_eq(got, ["ACK"] * 3 + ["ERROR"], "exempt messages fill the rest of the ceiling")
         probe = bus.raw()
-        probe.register("probe", token=mint("probe"))
+        probe.register("probe", token=session("probe"))
         st = probe.call("lexbus", "stats")["data"]["plugins"]["ratelimit"]
         check_eq(st["ceiling"], 8, "ceiling shown")
         check_eq((st["services"]["mix"]["allowed"], st["services"]["mix"]["limited"]), (8, 2), "counters")

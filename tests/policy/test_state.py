@@ -1,8 +1,10 @@
 """[bus] state_file: the host's key-value state (used by tokens) across restarts."""
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import lbtest
@@ -24,7 +26,7 @@ def token_bus_conf():
 
 def admin(bus):
     c = bus.raw()
-    check_eq(c.register("admin", token=mint(claims("admin")))["type"], "REGISTER_ACK", "admin bootstrap")
+    check_eq(c.register("admin", token=mint(claims("admin", admin=True)))["type"], "REGISTER_ACK", "admin bootstrap")
     return c
 
 
@@ -160,6 +162,49 @@ def a_corrupt_or_unreadable_state_file_stops_start_up():
         os.rmdir(path)
     finally:
         bus.__exit__(None, None, None)
+
+
+@test
+def two_daemons_cannot_share_a_state_file():
+    """The second lexbusd on the same state_file exits 1 naming the file and the
+    holder's pid; the first keeps serving and writing; the lock dies with its holder."""
+    bus = token_bus_conf()
+    d2 = tempfile.mkdtemp(prefix="lexbus-test-")
+    try:
+        bus.start()
+        conf2 = os.path.join(d2, "bus.conf")
+        sock2 = os.path.join(d2, "bus.sock")
+        with open(conf2, "w") as f:   # its own socket, the first one's state_file (absolute path)
+            f.write(open(bus.conf).read().replace(bus.sock, sock2)
+                    .replace("state_file = %s" % STATE, "state_file = %s" % state_path(bus)))
+        p = subprocess.run([lbtest.LEXBUSD, "-c", conf2], capture_output=True, text=True, timeout=30)
+        check_eq(p.returncode, 1, "the second daemon refuses to start: %s" % p.stderr)
+        want = "state_file %s is in use by another lexbusd (pid %d" % (state_path(bus), bus.proc.pid)
+        check(want in p.stderr, "want %r in %r" % (want, p.stderr))
+        check(not os.path.exists(sock2), "it opened no socket")
+        t = subprocess.run([lbtest.LEXBUSD, "-t", "-c", conf2], capture_output=True, text=True, timeout=30)
+        check_eq(t.returncode, 0, "-t still checks the file of a running bus: %s" % t.stderr)
+        check("in use by lexbusd pid %d" % bus.proc.pid in t.stderr, "and says who holds it: %r" % t.stderr)
+        a = admin(bus)
+        tok = issue(a, target="x", operation="y", source="gone")
+        check_eq(a.call("lexbus", "token.revoke", {"jti": tok["jti"]})["status"], "success", "the first still writes")
+        check("revoked" in (refused(bus, tok["token"], "gone") or ""), "and serves")
+        check_eq(bus.stop(), 0, "first stopped")
+        second = subprocess.Popen([lbtest.LEXBUSD, "-c", conf2], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            lbtest.wait_for(lambda: os.path.exists(sock2) or second.poll() is not None, 15, what="second daemon")
+            check(second.poll() is None, "the second starts once the first is gone")
+            _, entries = read_state(bus)
+            check(any(e["k"] == "revoked/" + tok["jti"] for e in entries), "the first's revocation is on disk")
+        finally:
+            second.kill()          # SIGKILL: no clean unlock; the kernel drops the lock
+            second.wait()
+        os.unlink(sock2)
+        bus.start()                # a lock file left behind by a dead daemon does not block
+        check("revoked" in (refused(bus, tok["token"], "gone") or ""), "the revocation survived both")
+    finally:
+        bus.__exit__(None, None, None)
+        shutil.rmtree(d2, ignore_errors=True)
 
 
 @test

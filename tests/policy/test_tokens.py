@@ -10,14 +10,14 @@ from lbtest import Bus, check, check_eq, test
 from tokenutil import SECRET, claims, mint
 
 
-def token_bus_conf():
+def token_bus_conf(admins="admin"):
     """A production bus.conf with [plugin tokens] (not started)."""
     bus = Bus(bus="mode = production\nstate_file = lexbus-state.json\n", start=False)
     keyf = os.path.join(bus.dir, "broker.key")
     with open(keyf, "w") as f:
         f.write("main:%s\nold:another-secret-0123456789-xyz\n" % SECRET)
     os.chmod(keyf, 0o600)
-    bus.write_conf(open(bus.conf).read() + "[plugin tokens]\nkey_file = %s\nadmins = admin\n" % keyf)
+    bus.write_conf(open(bus.conf).read() + "[plugin tokens]\nkey_file = %s\nadmins = %s\n" % (keyf, admins))
     return bus
 
 
@@ -27,7 +27,7 @@ def token_bus():
 
 def admin(bus):
     c = bus.raw()
-    ack = c.register("admin", token=mint(claims("admin")))
+    ack = c.register("admin", token=mint(claims("admin", admin=True)))
     check_eq((ack["type"], ack.get("auth")), ("REGISTER_ACK", "token"), "admin bootstrap with a minted token")
     return c
 
@@ -36,6 +36,11 @@ def issue(a, **params):
     r = a.call("lexbus", "token.issue", params)
     check_eq(r["status"], "success", "issue: %r" % r)
     return r["data"]
+
+
+def session_token(a, name, **kw):
+    """A session token for `name`, issued by the admin session `a`."""
+    return issue(a, operation="register", source=name, **kw)["token"]
 
 
 def refused(bus, token, name="victim"):
@@ -49,7 +54,7 @@ def refused(bus, token, name="victim"):
 def issued_token_authenticates_and_unauthenticated_is_refused():
     with token_bus() as bus:
         a = admin(bus)
-        t = issue(a, target="spark", operation="notify", ttl=300, source="worker")
+        t = issue(a, operation="register", source="worker", ttl=300)
         check(len(t["jti"]) == 32 and t["exp"] > time.time(), "jti and exp")
         w = bus.raw()
         ack = w.register("worker", token=t["token"])
@@ -60,7 +65,7 @@ def issued_token_authenticates_and_unauthenticated_is_refused():
               "a token names its service")
         v = a.call("lexbus", "token.verify", {"token": t["token"]})["data"]
         check_eq((v["valid"], v["claims"]["target"], v["claims"]["operation"], v["claims"]["type"]),
-                 (True, "spark", "notify", "broker"), "verify")
+                 (True, "lexbus", "register", "broker"), "verify")
         w2 = bus.raw()
         w2.register("worker", token=t["token"])
         r = w2.call("lexbus", "token.issue", {"target": "x", "operation": "y"})
@@ -95,11 +100,11 @@ def revoked_token_stops_working_at_once_and_claims_reach_recipients():
     with token_bus() as bus:
         a = admin(bus)
         spark = bus.raw()
-        spark.register("spark", token=issue(a, target="*", operation="*", source="spark")["token"])
+        spark.register("spark", token=session_token(a, "spark"))
         t = issue(a, target="spark", operation="notify", source="sender")
         s = bus.raw()
         # The session has its own token: revoking t refuses t, the session stays.
-        session = issue(a, target="*", operation="*", source="sender")["token"]
+        session = session_token(a, "sender")
         check_eq(s.register("sender", token=session)["type"], "REGISTER_ACK", "registered")
         s.send({"type": "CALL", "id": "c1", "to": "spark", "method": "notify", "token": t["token"]})
         m = spark.recv()
@@ -121,9 +126,9 @@ def revocations_and_state_persist_across_restart():
     bus = token_bus()
     try:
         a = admin(bus)
-        t = issue(a, target="x", operation="y", source="keeper", stateful=True)
+        t = issue(a, operation="register", source="keeper", stateful=True)
         a.call("lexbus", "token.state.set", {"jti": t["jti"], "state": {"step": 2}})
-        t2 = issue(a, target="x", operation="y", source="gone")
+        t2 = issue(a, operation="register", source="gone")
         a.call("lexbus", "token.revoke", {"jti": t2["jti"]})
         check_eq(bus.stop(), 0, "stopped")
         bus.start()
@@ -140,9 +145,9 @@ def revocations_and_state_persist_across_restart():
 @test
 def cli_issues_verifies_and_revokes():
     with token_bus() as bus:
-        boot = mint(claims("admin"))
-        r = bus.cli("--token", boot, "--as", "admin", "token", "issue", "--target", "spark", "--operation", "notify",
-                    "--ttl", "300", "--source", "cli-svc")
+        boot = mint(claims("admin", admin=True))
+        r = bus.cli("--token", boot, "--as", "admin", "token", "issue", "--operation", "register", "--ttl", "300",
+                    "--source", "cli-svc")
         check_eq(r.returncode, 0, "issue: " + r.stderr)
         t = json.loads(r.stdout)
         ack = bus.raw().register("cli-svc", token=t["token"])
@@ -155,6 +160,166 @@ def cli_issues_verifies_and_revokes():
         check("revoked" in json.loads(r.stderr)["error"]["message"], r.stderr)
         r = bus.cli("--as", "admin", "token", "verify", t["token"])
         check_eq(r.returncode, 1, "no token: the CLI cannot even register in production")
+
+
+@test
+def a_narrow_token_is_never_an_identity():
+    """`--as ops token issue --target spark --operation notify` must not give
+    its holder the session of ops (an admin), nor `--source mailer` that of
+    mailer: only a session token (operation "register") authenticates a
+    REGISTER."""
+    with token_bus_conf(admins="admin, ops").start() as bus:
+        ops = bus.raw()
+        check_eq(ops.register("ops", token=mint(claims("ops", admin=True)))["type"], "REGISTER_ACK", "ops session")
+        narrow = issue(ops, target="spark", operation="notify")
+        c = ops.call("lexbus", "token.verify", {"token": narrow["token"]})["data"]["claims"]
+        check("source" not in c and "sub" not in c, "source does not default to the issuer: %r" % c)
+        why = refused(bus, narrow["token"], "ops")
+        check(why and why.startswith("UNAUTHENTICATED") and "not a session token" in why,
+              "a narrow token does not register its issuer: %r" % why)
+        for params in ({"target": "spark", "operation": "notify", "source": "mailer"},
+                       {"target": "*", "operation": "*", "source": "mailer"}):
+            why = refused(bus, issue(ops, **params)["token"], "mailer")
+            check(why and "not a session token" in why, "%r does not register mailer: %r" % (params, why))
+        why = refused(bus, mint(claims("mailer", target="*", operation="*")), "mailer")
+        check(why and "not a session token" in why, "nor does a minted */* token: %r" % why)
+
+        session = session_token(ops, "mailer")
+        c = ops.call("lexbus", "token.verify", {"token": session})["data"]["claims"]
+        check_eq((c["operation"], c["source"], c["target"]), ("register", "mailer", "lexbus"), "session claims")
+        check("issued to 'mailer'" in (refused(bus, session, "impostor") or ""), "a session token names its service")
+        mailer = bus.raw()
+        check_eq(mailer.register("mailer", token=session)["auth"], "token", "the session token registers mailer")
+        r = mailer.call("lexbus", "token.issue", {"target": "x", "operation": "y"})
+        check_eq(r["error"]["code"], "FORBIDDEN", "a session token confers no admin powers")
+        r = mailer.call("spark", "notify", token=session)
+        check(r["error"]["code"] == "FORBIDDEN" and "session token" in r["error"]["message"],
+              "a session token is not a message token: %r" % r)
+
+        spark = bus.client("spark", methods=["notify"], token=mint(claims("spark")))
+        other = bus.client("other", token=mint(claims("other")))
+        bound = issue(ops, target="spark", operation="notify", source="mailer")
+        r = other.call("spark", "notify", token=bound["token"])
+        check(r["error"]["code"] == "FORBIDDEN" and "source" in r["error"]["message"],
+              "a token for source mailer is mailer's only: %r" % r)
+        for who, tok, src in ((mailer, bound["token"], "mailer"), (other, narrow["token"], None)):
+            who.send({"type": "CALL", "id": "n1", "to": "spark", "method": "notify", "token": tok})
+            m = spark.recv()
+            check_eq((m["from"], m["token"]["operation"], m["token"].get("source")), (who.name, "notify", src),
+                     "the recipient gets the verified claims")
+            spark.send({"type": "RESPONSE", "id": "n1", "status": "success", "data": 1})
+            check_eq(who.recv()["status"], "success", "answered")
+
+
+@test
+def admin_powers_come_only_from_an_admin_session_token():
+    with token_bus_conf(admins="admin, ops").start() as bus:
+        a = admin(bus)
+        r = a.call("lexbus", "token.issue", {"operation": "register", "source": "ops"})
+        check(r["status"] == "error" and "admin" in r["error"]["message"],
+              "a session token for an admin needs \"admin\": true: %r" % r)
+        for params in ({"operation": "register"}, {"operation": "register", "source": "*"},
+                       {"operation": "register", "source": "mailer", "target": "spark"},
+                       {"target": "spark", "operation": "notify", "admin": True}):
+            r = a.call("lexbus", "token.issue", params)
+            check_eq(r.get("error", {}).get("code"), "INVALID_MESSAGE", "%r: %r" % (params, r))
+        ops = bus.raw()
+        check_eq(ops.register("ops", token=session_token(a, "ops", admin=True))["auth"], "token", "admin session")
+        check_eq(ops.call("lexbus", "token.issue", {"target": "x", "operation": "y"})["status"], "success",
+                 "an admin session token confers the admin's powers")
+        # A token minted without the admin claim: the name, not the powers.
+        weak = bus.raw()
+        check_eq(weak.register("ops", token=mint(claims("ops")))["type"], "REGISTER_ACK", "registered")
+        r = weak.call("lexbus", "token.issue", {"target": "x", "operation": "y"})
+        check(r["error"]["code"] == "FORBIDDEN" and "admin" in r["error"]["message"], "no admin claim: %r" % r)
+        check_eq(weak.call("lexbus", "token.revoke", {"jti": "x"})["error"]["code"], "FORBIDDEN", "revoke either")
+
+
+@test
+def cli_carries_a_narrow_token_on_its_call_and_a_session_token_on_register():
+    bus = token_bus_conf()
+    bus.write_conf(open(bus.conf).read() + "peercred_uids = self\n")
+    with bus.start():
+        a = admin(bus)
+        spark = bus.client("spark", methods=["notify"])
+        narrow = issue(a, target="spark", operation="notify", source="worker")
+        env = dict(os.environ, LEXBUS_URL="unix:" + bus.sock)
+        for tok, jti in ((narrow["token"], narrow["jti"]), (session_token(a, "worker"), None)):
+            p = subprocess.Popen([lbtest.LEXBUS_CLI, "--token", tok, "--as", "worker", "call", "spark", "notify", "{}"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            m = spark.recv(10)
+            # A narrow token: the CLI registers by peer credentials and its CALL carries the token.
+            # A session token: the REGISTER carries it, the CALL does not.
+            check_eq((m["from"], m.get("token", {}).get("jti")), ("worker", jti), "what the CALL carried")
+            spark.send({"type": "RESPONSE", "id": m["id"], "status": "success", "data": {"ok": 1}})
+            out, err = p.communicate(timeout=15)
+            check_eq((p.returncode, json.loads(out or "null")), (0, {"ok": 1}), "answered: " + err)
+
+
+OLD_SECRET = "another-secret-0123456789-xyz"
+
+
+def reload(bus, conf=None, keys=None):
+    """bus.reload() after writing a new key file (when given)."""
+    if keys is not None:
+        with open(os.path.join(bus.dir, "broker.key"), "w") as f:
+            f.write(keys)
+    return bus.reload(conf)
+
+
+@test
+def sighup_applies_keys_admins_and_peercred_uids_to_new_and_open_sessions():
+    bus = token_bus_conf(admins="admin, ops")
+    bus.write_conf(open(bus.conf).read() + "peercred_uids = self\n")
+    with bus.start():
+        conf = open(bus.conf).read()
+        a = admin(bus)
+        old = bus.raw()
+        check_eq(old.register("w-old", token=mint(claims("w-old"), secret=OLD_SECRET, kid="old"))["auth"], "token",
+                 "a session signed with the key about to be removed")
+        kept = bus.raw()
+        two_hours = claims("w-main", exp=int(time.time()) + 7200)
+        check_eq(kept.register("w-main", token=mint(two_hours))["auth"], "token", "a session signed with main")
+        ops = bus.raw()
+        check_eq(ops.register("ops", token=mint(claims("ops", admin=True)))["auth"], "token", "ops, an admin")
+        local = bus.client("local")
+        check_eq(local.name, "local", "a session by peer credentials")
+
+        log = reload(bus, conf.replace("admins = admin, ops", "admins = admin").replace("peercred_uids = self\n", ""),
+                     keys="main:%s\n" % SECRET)
+        check("reload failed" not in log, log)
+        got = old.expect_closed(timeout=3)
+        check(got and got[-1]["error"]["code"] == "UNAUTHENTICATED" and "key 'old'" in got[-1]["error"]["message"],
+              "the session of the removed key is closed, told why: %r" % got)
+        got = local.expect_closed(timeout=3)
+        check(got and got[-1]["error"]["code"] == "UNAUTHENTICATED" and "peercred_uids" in got[-1]["error"]["message"],
+              "the peer-credential session of a removed uid is closed: %r" % got)
+        check_eq(kept.call("lexbus", "ping")["status"], "success", "a session with a kept key stays")
+        why = refused(bus, mint(claims("w-old"), secret=OLD_SECRET, kid="old"), "w-old")
+        check(why and "unknown key id" in why, "the removed key no longer verifies: %r" % why)
+        r = ops.call("lexbus", "token.issue", {"target": "x", "operation": "y"})
+        check_eq(r.get("error", {}).get("code"), "FORBIDDEN", "a removed admin no longer issues: %r" % r)
+        check_eq(a.call("lexbus", "token.issue", {"target": "x", "operation": "y"})["status"], "success", "admin does")
+        r = bus.raw().register("local")
+        check_eq(r.get("error", {}).get("code"), "UNAUTHENTICATED", "peercred_uids removed: no token, no session")
+
+        # A reload that cannot be applied keeps everything as it was, and says why.
+        log = reload(bus, keys="main:short\n")
+        check("reload failed" in log and "shorter than 16 bytes" in log, "refused with the reason: %s" % log)
+        check_eq(refused(bus, mint(claims("w-2")), "w-2"), None, "the old keys still verify")
+        text = open(bus.conf).read()
+        with open(os.path.join(bus.dir, "broker.key"), "w") as f:
+            f.write("main:%s\n" % SECRET)
+        log = reload(bus, text + "max_ttl = 1h\nstate_file = other.json\n")
+        check("reload failed" in log and "state_file" in log and "restart" in log, "state_file needs a restart: %s" % log)
+        check_eq(a.call("lexbus", "token.issue", {"target": "x", "operation": "y", "ttl": 7200})["status"], "success",
+                 "max_ttl of the refused reload not applied")
+        log = reload(bus, text + "max_ttl = 1h\n")
+        check("reload failed" not in log, log)
+        got = kept.expect_closed(timeout=3)
+        check(got and "max_ttl" in got[-1]["error"]["message"], "lowered max_ttl: longer-lived sessions end: %r" % got)
+        r = a.call("lexbus", "token.issue", {"target": "x", "operation": "y", "ttl": 7200})
+        check_eq(r.get("error", {}).get("code"), "INVALID_MESSAGE", "max_ttl = 1h applies to token.issue")
 
 
 def kill_and_restart(bus):
@@ -207,7 +372,7 @@ def revocation_is_durable_before_it_is_acknowledged():
     bus = token_bus()
     try:
         a = admin(bus)
-        t = issue(a, target="x", operation="y", source="gone")
+        t = issue(a, operation="register", source="gone")
         check_eq(a.call("lexbus", "token.revoke", {"jti": t["jti"]})["data"]["revoked"], True, "revoked")
         kill_and_restart(bus)
         check("revoked" in (refused(bus, t["token"], "gone") or ""), "revocation survives SIGKILL right after the ack")
@@ -221,10 +386,10 @@ def revocation_is_durable_before_it_is_acknowledged():
 def revoking_a_token_closes_the_sessions_it_authenticated():
     with token_bus() as bus:
         a = admin(bus)
-        t = issue(a, target="*", operation="*", source="worker")
+        t = issue(a, operation="register", source="worker")
         w1, w2 = bus.raw(), bus.raw()
         check_eq(w1.register("worker", token=t["token"])["type"], "REGISTER_ACK", "first session")
-        check_eq(w2.register("worker-2", token=issue(a, target="*", operation="*", source="worker-2")["token"])["type"],
+        check_eq(w2.register("worker-2", token=session_token(a, "worker-2"))["type"],
                  "REGISTER_ACK", "a session with another token")
         r = a.call("lexbus", "token.revoke", {"jti": t["jti"]})
         check_eq(r["data"]["revoked"], True, "the revoker gets its answer")
@@ -234,7 +399,7 @@ def revoking_a_token_closes_the_sessions_it_authenticated():
         check_eq(w2.call("lexbus", "ping")["type"], "RESPONSE", "other sessions are untouched")
         check_eq(a.call("lexbus", "ping")["type"], "RESPONSE", "the admin's session is untouched")
         # Revoking the token of one's own session: the answer first, then the close.
-        own = claims("admin")
+        own = claims("admin", admin=True)
         b = bus.raw()
         check_eq(b.register("admin", token=mint(own))["type"], "REGISTER_ACK", "second admin session")
         check_eq(b.call("lexbus", "token.revoke", {"jti": own["jti"]})["data"]["revoked"], True, "answered")
@@ -266,7 +431,7 @@ def a_revocation_outlives_a_token_issued_slightly_in_the_future():
 def a_session_ends_when_its_token_expires():
     with token_bus() as bus:
         a = admin(bus)
-        t = issue(a, target="*", operation="*", source="brief", ttl=2)
+        t = issue(a, operation="register", source="brief", ttl=2)
         w = bus.raw()
         check_eq(w.register("brief", token=t["token"])["type"], "REGISTER_ACK", "registered")
         start = time.time()
@@ -374,15 +539,35 @@ def rate_limit_exempt_tokens_honoured_only_when_configured_and_ceiling_holds():
         ex = mint(claims("fast", rateLimitExempt=True, target="broadcast", operation="tick"))
         plain = mint(claims("slow", target="broadcast", operation="tick"))
         fast, slow = bus.raw(), bus.raw()
-        fast.register("fast", token=ex)
-        slow.register("slow", token=plain)
+        fast.register("fast", token=mint(claims("fast")))
+        slow.register("slow", token=mint(claims("slow")))
         check_eq(emits(fast, ex, 5), ["ACK"] * 4 + ["ERROR"], "exempt: past max, stopped at the ceiling")
         check_eq(emits(slow, plain, 3), ["ACK", "ACK", "ERROR"], "not exempt: max applies")
     with exempt_bus(False) as bus:
         ex = mint(claims("fast", rateLimitExempt=True, target="broadcast", operation="tick"))
         fast = bus.raw()
-        fast.register("fast", token=ex)
+        fast.register("fast", token=mint(claims("fast")))
         check_eq(emits(fast, ex, 3), ["ACK", "ACK", "ERROR"], "exemption ignored unless honour_exempt = yes")
+
+
+@test
+def only_admins_reload_a_production_bus():
+    """Issue 8 item 2: methods that change the bus are admin-only in
+    production; the refusal names the method."""
+    with token_bus() as bus:
+        a = admin(bus)
+        w = bus.raw()
+        check_eq(w.register("worker", token=session_token(a, "worker"))["type"], "REGISTER_ACK", "a plain session")
+        r = w.call("lexbus", "reload")
+        check(r["status"] == "error" and r["error"]["code"] == "FORBIDDEN" and "reload" in r["error"]["message"],
+              "a non-admin session may not reload: %r" % r)
+        check_eq(w.call("lexbus", "ping")["status"], "success", "other methods stay open to it")
+        r = a.call("lexbus", "reload")
+        check_eq(r["status"], "success", "the admin session reloads: %r" % r)
+        # A token minted for an admin name without the admin claim: the name only.
+        o = bus.raw()
+        check_eq(o.register("admin", token=mint(claims("admin")))["type"], "REGISTER_ACK", "admin, no claim")
+        check_eq(o.call("lexbus", "reload")["error"]["code"], "FORBIDDEN", "no admin powers without the claim")
 
 
 lbtest.main()

@@ -22,9 +22,25 @@ def mint(claims, secret=SECRET, alg="HS256", kid="main", header=None):
 
 
 def claims(source, **kw):
-    """Broker-token claims for `source`, valid for 300 s, overridable."""
+    """Claims of a session token for `source` (operation "register": it lets
+    `source` REGISTER), valid for 300 s, overridable: give target and
+    operation for a token that CALLs and EMITs carry instead."""
     now = int(time.time())
     c = {"jti": "j-%s-%d" % (source, time.time_ns()), "type": "broker", "version": 1, "source": source, "sub": source,
-         "target": "*", "operation": "*", "iat": now, "exp": now + 300}
+         "target": "lexbus", "operation": "register", "iat": now, "exp": now + 300}
     c.update(kw)
     return c
+
+
+def token_bus_conf(admins="admin"):
+    """A production lexbusd with [plugin tokens] (keyed with SECRET) and a
+    [bus] state_file, configured but not started."""
+    import os
+    from lbtest import Bus
+    bus = Bus(bus="mode = production\nstate_file = lexbus-state.json\n", start=False)
+    keyf = os.path.join(bus.dir, "broker.key")
+    with open(keyf, "w") as f:
+        f.write("main:%s\n" % SECRET)
+    os.chmod(keyf, 0o600)
+    bus.write_conf(open(bus.conf).read() + "[plugin tokens]\nkey_file = %s\nadmins = %s\n" % (keyf, admins))
+    return bus

@@ -235,6 +235,38 @@ def max_handshaking_refuses_at_accept():
         check_eq(plugin_stats(bus)["maxHandshaking"], 256, "default max_handshaking")
 
 
+def idle_from(addr, port, n):
+    """n TCP connections from source address addr that never say anything."""
+    return [socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(addr, 0)) for _ in range(n)]
+
+
+@test
+def one_address_cannot_hold_every_handshake_slot():
+    """40 idle TCP connections from one address used to fill max_handshaking
+    and lock every new TLS client out until handshake_timeout."""
+    cdir = certs("svc-a")
+    port = free_port()
+    # A long handshake_timeout: the idle sockets hold their slots for the whole test.
+    with tls_bus(cdir, port, extra="max_handshaking = 20\n", timeout="60s") as bus:
+        idle = idle_from("127.0.0.2", port, 40)
+        held = lambda st: st["handshaking"] + st["overHandshaking"] + st.get("overHandshakingPerAddress", 0)
+        lbtest.wait_for(lambda: held(plugin_stats(bus)) == 40, what="the 40 idle sockets accepted or refused")
+        t = time.time()
+        check(served(lambda: tls_client(cdir, port, "svc-a"), "svc-a"), "a client from another address is served")
+        check(time.time() - t < 5, "served at once")
+        st = plugin_stats(bus)
+        check_eq((st["handshaking"], st["overHandshakingPerAddress"], st["maxHandshakingPerAddress"], st["overHandshaking"]),
+                 (16, 24, 16, 0), "127.0.0.2 holds max_handshaking_per_address (default 16) slots: %r" % st)
+        check("refused 127.0.0.2:" in bus.logtext() and "max_handshaking_per_address (16) reached" in bus.logtext(),
+              "the refusals are logged")
+        # The same address may handshake again once its own handshakes are done.
+        for s in idle:
+            s.close()
+        lbtest.wait_for(lambda: plugin_stats(bus)["handshaking"] == 0, what="the idle sockets released")
+        check(served(lambda: tls_client(cdir, port, "svc-a", source="127.0.0.2"), "svc-a"),
+              "127.0.0.2 is served again once its handshakes are over")
+
+
 def summarised(log):
     """Refusals the log accounts for: own lines plus the '... and K more' summaries."""
     lines = log.count("TLS handshake refused from")
@@ -246,8 +278,8 @@ def summarised(log):
 def a_flood_of_refusals_is_logged_with_a_limit_and_counted_in_full():
     cdir = certs("svc-a")
     port = free_port()
-    # max_handshaking = 0: all 300 reach the handshake even if accepted in one batch.
-    with tls_bus(cdir, port, extra="max_handshaking = 0\n") as bus:
+    # No handshake limits: all 300 reach the handshake even if accepted in one batch.
+    with tls_bus(cdir, port, extra="max_handshaking = 0\nmax_handshaking_per_address = 0\n") as bus:
         good = tls_client(cdir, port, "svc-a")
         good.register("svc-a")
         for _ in range(300):

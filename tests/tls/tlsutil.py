@@ -57,17 +57,17 @@ def p(cdir, name):
     return os.path.join(cdir, name)
 
 
-def tls_section(cdir, port, require=True, extra="", listen=None):
+def tls_section(cdir, port, require=True, extra="", listen=None, timeout="1s"):
     listen = listen or ["127.0.0.1:%d" % port]
     text = "[plugin tls-tcp]\n" + "".join("listen = %s\n" % l for l in listen)
-    text += "cert = %s\nkey = %s\nca = %s\nrequire_client_cert = %s\nhandshake_timeout = 1s\n%s" % (
+    text += "cert = %s\nkey = %s\nca = %s\nrequire_client_cert = %s\nhandshake_timeout = %s\n%s" % (
         p(cdir, "localhost-cert.pem"), p(cdir, "localhost-key.pem"), p(cdir, "ca-cert.pem"),
-        "yes" if require else "no", extra)
+        "yes" if require else "no", timeout, extra)
     return text
 
 
-def tls_bus(cdir, port, require=True, extra="", listen=None, bus=""):
-    return Bus(bus=bus, plugins=tls_section(cdir, port, require, extra, listen))
+def tls_bus(cdir, port, require=True, extra="", listen=None, bus="", timeout="1s"):
+    return Bus(bus=bus, plugins=tls_section(cdir, port, require, extra, listen, timeout))
 
 
 def client_ctx(cdir, name=None, ca=None, cert=None, key=None, maxver=None):
@@ -81,9 +81,10 @@ def client_ctx(cdir, name=None, ca=None, cert=None, key=None, maxver=None):
     return ctx
 
 
-def tls_client(cdir, port, name=None, ca=None, host="localhost", addr="127.0.0.1", ctx=None, session=None, **kw):
+def tls_client(cdir, port, name=None, ca=None, host="localhost", addr="127.0.0.1", ctx=None, session=None,
+               source=None, **kw):
     ctx = ctx or client_ctx(cdir, name, ca, **kw)
-    raw = socket.create_connection((addr, port), timeout=5)
+    raw = socket.create_connection((addr, port), timeout=5, source_address=(source, 0) if source else None)
     s = ctx.wrap_socket(raw, server_hostname=host, session=session)
     return RawClient(s)
 

@@ -10,12 +10,55 @@
 
 static char path[64];
 
-static int load(const char *text, struct conf **c, char *err, size_t n)
+/* Writes len bytes (NULs included) as the file and loads it. */
+static int load_bytes(const char *data, size_t len, struct conf **c, char *err, size_t n)
 {
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
+    FILE *f = fopen(path, "wb");
+    fwrite(data, 1, len, f);
     fclose(f);
     return conf_load(path, c, err, n);
+}
+
+static int load(const char *text, struct conf **c, char *err, size_t n)
+{
+    return load_bytes(text, strlen(text), c, err, n);
+}
+
+/* Files that are not text, or configure nothing, are refused with the
+ * file and line of the first offending byte. */
+static void not_text(void)
+{
+    static char nuls[1024];
+#define B(lit) lit, sizeof(lit) - 1     /* a literal and its length, NULs included */
+    const struct { const char *data; size_t len; const char *want; } bad[] = {
+        { nuls, sizeof nuls, ":1: NUL byte" },
+        { B("[bus]\nnode = a\0b\n"), ":2: NUL byte" },
+        { B("[bus]\nnode = a\n\0"), ":3: NUL byte" },
+        { B("[bus]\nnode = \xff\xfe\n"), ":2: invalid UTF-8 (byte 0xff at column 8)" },
+        { B("[bus]\nnode = \xc3\n"), ":2: invalid UTF-8" },              /* a cut sequence */
+        { B("[bus]\nnode = \xed\xa0\x80\n"), ":2: invalid UTF-8" },     /* a surrogate */
+        { B("[bus]\n\nnode = a\x01" "b\n"), ":3: control character 0x01 at column 9" },
+        { B("[bus]\nnode = a\x7f\n"), ":2: control character 0x7f" },
+        { B("\x7f" "ELF\x02\x01\x01"), ":1: control character 0x7f" },
+        { B(""), ": no [bus] or [plugin NAME] section (the file is empty or holds only comments)" },
+        { B("# only\n\n; comments\n   \n"), ": no [bus] or [plugin NAME] section" },
+    };
+#undef B
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        struct conf *c = NULL;
+        char err[512] = "";
+        int rc = load_bytes(bad[i].data, bad[i].len, &c, err, sizeof err);
+        CHECK(rc == -1 && strstr(err, path) && strstr(err, bad[i].want), "rejects %s (%s)", bad[i].want, err);
+        if (rc == 0) conf_free(c);
+    }
+    /* Text is more than ASCII: UTF-8, tabs, CRLF line ends, a BOM. */
+    struct conf *c = NULL;
+    char err[512] = "";
+    const char good[] = "\xef\xbb\xbf[bus]\r\nnode\t= n\xc3\xa9-\xf0\x9f\x9a\x8c\r\n";
+    int rc = load_bytes(good, sizeof good - 1, &c, err, sizeof err);
+    CHECK(rc == 0 && strcmp(conf_get(conf_bus(c), "node", NULL)->value, "n\xc3\xa9-\xf0\x9f\x9a\x8c") == 0,
+          "UTF-8 values, tabs, CRLF and a BOM are accepted (%s)", rc ? err : "");
+    if (rc == 0) conf_free(c);
 }
 
 int main(void)
@@ -65,6 +108,7 @@ int main(void)
     rc = load(big, &c, err, sizeof err);
     CHECK(rc == -1 && strstr(err, "line too long"), "over-long line rejected");
     free(big);
+    not_text();
     rc = conf_load("/nonexistent/bus.conf", &c, err, sizeof err);
     CHECK(rc == -1 && strstr(err, "cannot open"), "missing file");
 

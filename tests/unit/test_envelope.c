@@ -50,6 +50,13 @@ int main(void)
         "{\"type\":\"EMIT\",\"s\":\"\xf4\x90\x80\x80\"}",  /* > U+10FFFF */
         "{\"type\":\"EMIT\",\"s\":\"\xe2\x82\"}",          /* truncated */
         "{\"type\":\"EMIT\",\"s\":\"abc",
+        /* \u escapes of surrogates that do not pair: not Unicode text,
+         * just as the same code points in raw UTF-8 above. */
+        "{\"type\":\"EMIT\",\"s\":\"\\ud800\"}", "{\"type\":\"EMIT\",\"s\":\"\\uDBFF\"}",
+        "{\"type\":\"EMIT\",\"s\":\"\\udc00\"}", "{\"type\":\"EMIT\",\"s\":\"a\\ud800b\"}",
+        "{\"type\":\"EMIT\",\"s\":\"\\ud800\\u0041\"}", "{\"type\":\"EMIT\",\"s\":\"\\ud800\\ud800\"}",
+        "{\"type\":\"EMIT\",\"s\":\"\\ud800\\n\"}", "{\"type\":\"EMIT\",\"s\":\"\\ude00\\ud83d\"}",
+        "{\"type\":\"EMIT\",\"\\ud800\":1}",                 /* in a member name too */
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         CHECK(parse(&e, bad[i]) == ENV_BAD_JSON, "rejects bad JSON #%zu", i);
@@ -60,6 +67,8 @@ int main(void)
           "duplicate known member, type still known");
     CHECK(parse(&e, "{\"type\":\"EMIT\",\"event\":\"a\",\"z\":1,\"z\":2}") == ENV_OK, "duplicate unknown member passes");
     CHECK(parse(&e, "{\"type\":\"EMIT\",\"s\":\"h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80\"}") == ENV_OK, "valid UTF-8");
+    CHECK(parse(&e, "{\"type\":\"EMIT\",\"s\":\"\\ud83d\\ude00 \\uD83D\\uDE00 \\uffff \\u0000 \\ue000\"}") == ENV_OK,
+          "surrogate pairs, NUL and other \\u escapes pass");
 
     /* Nesting: exactly ENV_MAX_DEPTH levels below the top object is the limit. */
     char deep[512];

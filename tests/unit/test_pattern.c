@@ -7,6 +7,7 @@
 
 static int hits[8];
 static void count(void *sub, void *ud) { (void)ud; hits[(long)sub]++; }
+static void count_hit(void *sub, void *ud) { (void)sub; (void)ud; }
 
 static size_t match(struct ptrie *t, const char *ev)
 {
@@ -58,5 +59,27 @@ int main(void)
           !valid_event_pattern("", 0) && valid_event_name("a.b-c/d@e", 9) && !valid_event_name("a:*", 3),
           "pattern and name validation");
     ptrie_free(t);
+
+    /* pattern_match (one pattern, no trie: liblexbus and lb_pattern_match)
+     * agrees with the trie on every pair below. */
+    static const char *const pats[] = { "post:*", "post:>", ">", "*", "*:*", "a:*:c", "a:b", "a", "a:>", "*:b:>" };
+    static const char *const evs[] = { "post", "post:created", "post:a:b", "a", "a:b", "a:b:c", "a:x:c", "b:b:c", "x:b" };
+    int agree = 0, total = 0;
+    for (size_t i = 0; i < sizeof pats / sizeof *pats; i++) {
+        struct ptrie *one = ptrie_new();
+        ptrie_add(one, pats[i], strlen(pats[i]), (void *)1);
+        for (size_t k = 0; k < sizeof evs / sizeof *evs; k++) {
+            size_t calls = ptrie_match(one, evs[k], strlen(evs[k]), count_hit, NULL);
+            bool m = pattern_match(pats[i], strlen(pats[i]), evs[k], strlen(evs[k]));
+            agree += (calls > 0) == m;
+            total++;
+        }
+        ptrie_free(one);
+    }
+    CHECK(agree == total, "pattern_match agrees with the trie");
+    CHECK(pattern_match("post:*", 6, "post:created", 12) && !pattern_match("post:*", 6, "post:a:b", 8) &&
+          pattern_match("post:>", 6, "post:a:b", 8) && !pattern_match("post:>", 6, "post", 4) &&
+          pattern_match(">", 1, "x", 1) && !pattern_match("a:b", 3, "a", 1) && !pattern_match("a", 1, "a:b", 3),
+          "pattern_match by hand");
     return tap_done();
 }
