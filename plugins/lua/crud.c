@@ -100,7 +100,7 @@ static void read_op(lua_State *L, struct crud_res *res, int t, int op)
 static bool resource_name_ok(const char *p, size_t n)
 {
     /* resource.op must be a method name */
-    return n > 0 && n <= LB_MAX_NAME - 7 && lbl_valid_method(p, n);
+    return n > 0 && n <= LB_MAX_NAME - 7 && lb_method_name_valid(p, n);
 }
 
 void crud_build(struct lstate *s, lua_State *L, int t)
@@ -139,7 +139,7 @@ void crud_build(struct lstate *s, lua_State *L, int t)
         if (lua_getfield(L, v, "service") != LUA_TNIL) {
             size_t sn;
             const char *sv = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &sn) : NULL;
-            if (!sv || !lbl_valid_service(sv, sn)) luaL_error(L, "crud.lua: resource '%s': service must be a service name", name);
+            if (!sv || !lb_service_name_valid(sv, sn)) luaL_error(L, "crud.lua: resource '%s': service must be a service name", name);
             res->service = xdup(sv);
         }
         lua_pop(L, 1);
@@ -343,7 +343,7 @@ void crud_map(struct lstate *s, const struct crud_req *in, struct crud_out *o)
     }
     const char *rn = q.resource.p;
     int rl = (int)q.resource.n;
-    if (q.to.p && !lbl_valid_service(q.to.p, q.to.n)) { refuse(o, LB_E_INVALID_MESSAGE, "\"to\" must be a service name"); return; }
+    if (q.to.p && !lb_service_name_valid(q.to.p, q.to.n)) { refuse(o, LB_E_INVALID_MESSAGE, "\"to\" must be a service name"); return; }
     if ((op == OP_CREATE || op == OP_UPDATE) && (!q.data.p || q.data.p[0] != '{')) {
         refuse(o, LB_E_INVALID_MESSAGE, "%.*s.%s needs \"data\": an object", rl, rn, g_ops[op]);
         return;
@@ -360,19 +360,20 @@ void crud_map(struct lstate *s, const struct crud_req *in, struct crud_out *o)
         refuse(o, LB_E_SERVICE_NOT_FOUND, "no service serves resource '%.*s' (none declared it at REGISTER, crud.lua names none, and the request has no \"to\")", rl, rn);
         return;
     }
+    bool live = !s->dry_run;   /* crud.test is not counted */
     if (res) {
-        res->requests++;
-        if (!validate(res, op, &q, o)) { res->refusals++; return; }
+        if (live) res->requests++;
+        if (!validate(res, op, &q, o)) { res->refusals += live; return; }
         if (res->transform_ref != LUA_NOREF) {
             struct tjob j = { .res = res, .q = &q, .o = o };
             enum lbl_fail kind;
             char err[400];
             int rc = lstate_call(s, transform_fn, &j, &kind, err, sizeof err);
             if (rc) {
-                res->errors++;
+                res->errors += live;
                 refuse(o, LB_E_SCRIPT_ERROR, "crud.lua resource '%s': %.300s", res->name, err);
             } else if (j.refused) {
-                res->refusals++;
+                res->refusals += live;
             }
             /* The transformed members, before their buffers go. */
             if (!rc && !j.refused) build_params(o, q.resource, op, &q);

@@ -28,7 +28,7 @@
 #include "luajson.h"
 #include "rules.h"
 #include "crud.h"
-#include "v2.h"
+#include "hooks.h"
 
 static char k_env_template, k_loaded, k_call_ud;
 
@@ -39,57 +39,16 @@ uint64_t lbl_mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* ---- names (doc/protocol.md, Names) ----------------------------------- */
-
-static bool name_char(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-' || c == '/' || c == '@';
-}
-
-bool lbl_valid_service(const char *p, size_t n)
-{
-    if (n == 0 || n > 128) return false;
-    for (size_t i = 0; i < n; i++) if (!name_char((unsigned char)p[i])) return false;
-    return true;
-}
-
-bool lbl_valid_method(const char *p, size_t n)
-{
-    if (n == 0 || n > 128) return false;
-    for (size_t i = 0; i < n; i++) if (!name_char((unsigned char)p[i]) && p[i] != ':') return false;
-    return true;
-}
-
-static bool valid_segments(const char *p, size_t n, bool wild)
-{
-    if (n == 0 || n > 255) return false;
-    size_t seg = 0;
-    for (size_t i = 0; i <= n; i++) {
-        if (i < n && p[i] != ':') continue;
-        size_t len = i - seg;
-        if (len == 0) return false;
-        if (wild && len == 1 && (p[seg] == '*' || p[seg] == '>')) {
-            if (p[seg] == '>' && i != n) return false;
-        } else {
-            for (size_t k = seg; k < i; k++) if (!name_char((unsigned char)p[k])) return false;
-        }
-        seg = i + 1;
-    }
-    return true;
-}
-
-bool lbl_valid_event(const char *p, size_t n) { return valid_segments(p, n, false); }
+/* ---- error codes ------------------------------------------------------ */
 
 bool lbl_valid_code(const char *c)
 {
-    size_t n = strlen(c);
+    size_t n = c ? strlen(c) : 0;
     if (n == 0 || n > 47 || c[0] < 'A' || c[0] > 'Z') return false;
     for (size_t i = 0; i < n; i++)
         if (!((c[i] >= 'A' && c[i] <= 'Z') || (c[i] >= '0' && c[i] <= '9') || c[i] == '_')) return false;
     return true;
 }
-bool lbl_valid_event_pattern(const char *p, size_t n) { return valid_segments(p, n, true); }
 
 /* ---- JSONLex through the host ------------------------------------------------ */
 
@@ -188,6 +147,7 @@ int lstate_call(struct lstate *s, int (*fn)(lua_State *L), void *ud, enum lbl_fa
     lua_rawsetp(L, LUA_REGISTRYINDEX, &k_call_ud);
     s->budget = s->loading ? s->conf.max_instructions * 10 : s->conf.max_instructions;
     s->over_budget = false;
+    s->emits = 0;
     s->h->lua_entries++;
     lua_pushcfunction(L, fn);
     int st = lua_pcall(L, 0, 0, 0);
@@ -726,7 +686,7 @@ static void push_bus(lua_State *L, const char *script)
     set_named_fn(L, script, "set", b_store_set);
     set_named_fn(L, script, "delete", b_store_delete);
     lua_setfield(L, -2, "store");
-    lua_v2_bus_api(L);
+    lua_hooks_bus_api(L);
 }
 
 /* Pushes a fresh environment for `script`. */

@@ -26,9 +26,11 @@
 #define LBL_MAX_DEPTH 62
 #define LBL_MAX_SCRIPT (1024 * 1024)    /* bytes of one script file */
 #define LBL_HOOK_EVERY 1000             /* instructions between budget checks */
+#define LBL_MAX_EMITS 64                /* bus.emit calls per entry into Lua */
 
 struct lbl_conf {
     char *dir;                 /* the scripts folder */
+    const char *service;       /* the in-process connection's name (host-owned) */
     uint64_t max_memory;       /* bytes one Lua state may hold */
     long long max_instructions;/* per entry into Lua */
     bool extensions;           /* JSONLex §12 operators */
@@ -52,11 +54,18 @@ struct lstate {
     long long budget;          /* instructions left in this entry */
     bool over_budget;
     bool loading;              /* require() works only while scripts load */
+    bool dry_run;              /* rules.test: bus.emit sends nothing */
+    unsigned emits;            /* bus.emit calls in this entry */
+    unsigned dry_emits;        /* those a dry run held back */
     char budget_msg[256];
     /* routes.lua */
     struct rule *rules;
     size_t n_rules;
-    struct rindex *ix_event, *ix_call, *ix_response;
+    struct lb_patset *events;  /* event rules' patterns (ud: index + 1) */
+    size_t n_event_rules;
+    struct rindex *ix_call, *ix_response;
+    uint32_t *sel;             /* rules_select's answer (room for n_rules) */
+    size_t n_sel;
     /* crud.lua */
     struct crud_res *crud;
     size_t n_crud;
@@ -73,6 +82,8 @@ struct lstate {
 
 struct host {
     struct lb_plugin_ctx *ctx;
+    const char *service;       /* the in-process connection's name (host-owned) */
+    struct lb_conn *conn;      /* that connection; NULL once the bus closed it */
     struct lbl_conf conf;
     struct lstate *cur;
     struct lstate *staged;     /* a reload's new state, until it is committed */
@@ -82,6 +93,8 @@ struct host {
     uint64_t jl_evals, jl_errors, jl_ns, jl_steps;
     uint64_t lua_entries, lua_errors, lua_budget_stops, lua_memory_stops;
     uint64_t reloads, reload_failures;
+    uint64_t emits, emit_errors, crud_requests, crud_refusals;
+    uint64_t rule_matches, rule_changes, rule_refusals, rule_errors;
     char last_reload_error[512];
     uint64_t last_reload_ms;
 };
@@ -106,11 +119,6 @@ struct lstate *lstate_of(lua_State *L);
 int host_jsonlex(struct lstate *s, json_t *expr, json_t *ctx, json_t **out, char *err, size_t errlen);
 int host_jsonlex_compiled(struct lstate *s, const struct jl_expr *x, json_t *ctx, json_t **out, char *err, size_t errlen);
 
-/* Names the bus routes on (doc/protocol.md, Names). */
-bool lbl_valid_service(const char *p, size_t n);
-bool lbl_valid_method(const char *p, size_t n);
-bool lbl_valid_event(const char *p, size_t n);
-bool lbl_valid_event_pattern(const char *p, size_t n);
 /* An error code: 1-47 of A-Z 0-9 _, starting with a letter. */
 bool lbl_valid_code(const char *c);
 

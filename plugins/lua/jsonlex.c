@@ -36,7 +36,7 @@ static const struct { const char *name; enum op op; bool ext; } g_ops[] = {
     { "$get", OP_GET, true }, { "$has", OP_HAS, true },
 };
 
-struct seg { char *p; size_t n; };
+#define seg jl_seg   /* the public name of a path segment (jsonlex.h) */
 
 struct node {
     enum op op;
@@ -80,6 +80,18 @@ static void node_free(struct node *nd)
     free(nd->msg);
     json_decref(nd->lit);
     free(nd);
+}
+
+static void vars_of(const struct node *nd, void (*fn)(void *ud, const struct jl_seg *segs, size_t n), void *ud)
+{
+    if (!nd) return;
+    if (nd->op == OP_VAR) { fn(ud, nd->seg, nd->n); return; }
+    for (size_t i = 0; i < nd->n; i++) vars_of(nd->kid[i], fn, ud);
+}
+
+void jl_vars(const struct jl_expr *e, void (*fn)(void *ud, const struct jl_seg *segs, size_t n), void *ud)
+{
+    vars_of(e->root, fn, ud);
 }
 
 void jl_free(struct jl_expr *e)

@@ -40,6 +40,13 @@ struct jl_expr;
 struct jl_expr *jl_compile(json_t *expr, bool extensions, char *err, size_t errlen);
 void jl_free(struct jl_expr *e);
 
+/* Every `$var` path of e, as compiled (segments split at '.'), in no
+ * particular order, loop variables' included: all the expression can read
+ * of its context is under these paths, so a caller may build a context of
+ * just those parts.  The segments are e's own, valid while e lives. */
+struct jl_seg { char *p; size_t n; };
+void jl_vars(const struct jl_expr *e, void (*fn)(void *ud, const struct jl_seg *segs, size_t n), void *ud);
+
 /* Evaluates against `ctx` (NULL or JSON null: {}).  Returns 0 with *out
  * set (a missing result is JSON null), or -1 with a message in err (the
  * SPEC's evaluation errors, the step budget, the text cap).  *steps, if

@@ -13,13 +13,19 @@
  * jsonlex_max_steps = 1000000  evaluation budget per expression
  * jsonlex_max_text = 1M      longest text $concat/$substring may build
  *
- * System methods: jsonlex, rules, rules.test (see README, Lua scripting).
- * Plugin ABI v1 has no rewrite hook yet: rules are loaded, listed and
- * dry-run (rules.test, crud.test); they act on traffic through the v2
- * hooks (v2.c), compiled when plugin.h says LB_PLUGIN_ABI >= 2.
+ * service = lua              the plugin's in-process connection, which sends
+ *                            the events scripts emit (restart to change)
+ *
+ * dir defaults to [bus] lua_dir (the installed defaults, or the source
+ * tree's lua/ for a lexbusd run from the build tree).
+ *
+ * System methods: jsonlex (JSON text both ways), rules, rules.test,
+ * crud.test (see README, Lua scripting).  routes.lua and crud.lua act on
+ * traffic through the rewrite and response hooks (hooks.c).
  */
 #include "config.h"
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,25 +35,12 @@
 #include "host.h"
 #include "rules.h"
 #include "crud.h"
-#include "v2.h"
+#include "hooks.h"
 #include "luajson.h"
 
 static struct host g_host;
 
 /* ---- configuration ------------------------------------------------------- */
-
-static const char *default_dir(void)
-{
-    /* Like lexbusd's plugin_dir: a daemon run from the build tree uses the
-     * scripts of the source tree, an installed one the installed copy. */
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        if (strcmp(exe, LB_BUILD_EXE) == 0) return LB_BUILD_LUADIR;
-    }
-    return LB_LUADIR;
-}
 
 static int read_conf(struct lb_plugin_ctx *ctx, struct lbl_conf *c)
 {
@@ -57,7 +50,16 @@ static int read_conf(struct lb_plugin_ctx *ctx, struct lbl_conf *c)
     uint64_t sz;
     memset(c, 0, sizeof *c);
     if (lb_conf_str(ctx, "dir", NULL, &dir) < 0) return -1;
-    c->dir = strdup(dir ? lb_conf_path(ctx, dir) : default_dir());
+    if (lb_conf_str(ctx, "service", "lua", &c->service) < 0) return -1;
+    if (!lb_service_name_valid(c->service, strlen(c->service))) {
+        char where[300];
+        lb_plugin_fail(ctx, "%s: service = %s is not a service name", lb_conf_where(ctx, "service", where, sizeof where), c->service);
+        return -1;
+    }
+    /* [bus] lua_dir, when [plugin lua] has no dir: the old key, kept as an
+     * alias (build-tree aware, like plugin_dir). */
+    c->dir = strdup(dir ? lb_conf_path(ctx, dir) : lb_bus_lua_dir(ctx));
+    if (!c->dir) abort();
     if (lb_conf_size(ctx, "max_memory", 64ull << 20, &sz) < 0) return -1;
     if (sz < (1u << 20) || sz > (16ull << 30)) {
         char where[300];
@@ -90,52 +92,47 @@ static void log_loaded(struct host *h, const struct lstate *s, const char *what)
 
 /* ---- system methods --------------------------------------------------- */
 
-/* Why a method failed, in a form independent of the plugin ABI (v1 has
- * code + 256-byte message out-parameters, v2 a struct lb_err): the
- * adapters below translate. */
-struct mfail { const char *code; char msg[400]; };
-
-static int fail_with(struct mfail *f, const char *c, const char *text)
-{
-    f->code = c;
-    snprintf(f->msg, sizeof f->msg, "%s", text);
-    return -1;
-}
-
 static const struct jl_expr *named_expr(const struct lstate *s, const char *name)
 {
     for (size_t i = 0; i < s->n_named; i++) if (!strcmp(s->named[i].name, name)) return s->named[i].x;
     return NULL;
 }
 
-/* lexbus.jsonlex {expr, context} or {name, context} -> the value. */
-static int m_jsonlex(void *ud, struct lb_conn *caller, json_t *params, json_t **result,
-                     struct mfail *f)
+/* lexbus.jsonlex {expr, context} or {name, context} -> the value.  JSON
+ * text both ways (lb_system_method_register_raw): the params are read by
+ * the plugin's own parser, and the result is written with the shortest
+ * number forms (0.1, not 0.10000000000000001) and integers exact. */
+static int m_jsonlex(void *ud, struct lb_conn *caller, struct lb_str text, struct lb_jw *result, struct lb_err *err)
 {
     struct host *h = ud;
     struct lstate *s = h->cur;
-    char err[400];
+    char why[400];
+    (void)caller;
+    json_t *params = lj_parse(text.p, text.n, JL_MAX_DEPTH, why, sizeof why);
+    if (!params) {
+        lb_refuse(err, LB_E_INVALID_MESSAGE, "params: %s", why);
+        return -1;
+    }
     json_t *expr = json_object_get(params, "expr"), *name = json_object_get(params, "name");
-    json_t *ctx = json_object_get(params, "context");
-    if (!json_is_object(params) || (!expr && !json_is_string(name)))
-        return fail_with(f, LB_E_INVALID_MESSAGE, "params: {\"expr\": EXPRESSION, \"context\": {...}} or {\"name\": NAME, \"context\": {...}}");
-    int rc;
-    if (!expr) {
-        const struct jl_expr *x = named_expr(s, json_string_value(name));
-        if (!x) {
-            snprintf(err, sizeof err, "no expression named '%s' in jsonlex.lua", json_string_value(name));
-            return fail_with(f, LB_E_INVALID_MESSAGE, err);
-        }
-        rc = host_jsonlex_compiled(s, x, ctx, result, err, sizeof err);
+    json_t *ctx = json_object_get(params, "context"), *out = NULL;
+    int rc = -1;
+    if (!json_is_object(params) || (!expr && !json_is_string(name))) {
+        lb_refuse(err, LB_E_INVALID_MESSAGE,
+                  "params: {\"expr\": EXPRESSION, \"context\": {...}} or {\"name\": NAME, \"context\": {...}}");
+    } else if (!expr && !named_expr(s, json_string_value(name))) {
+        lb_refuse(err, LB_E_INVALID_MESSAGE, "no expression named '%s' in jsonlex.lua", json_string_value(name));
+    } else if ((expr ? host_jsonlex(s, expr, ctx, &out, why, sizeof why)
+                     : host_jsonlex_compiled(s, named_expr(s, json_string_value(name)), ctx, &out, why, sizeof why))) {
+        lb_refuse(err, LB_E_SCRIPT_ERROR, "jsonlex: %s", why);
     } else {
-        rc = host_jsonlex(s, expr, ctx, result, err, sizeof err);
+        h->out.len = 0;
+        lj_json_text(&h->out, out);
+        lb_jw_raw(result, h->out.p, h->out.len);
+        rc = 0;
     }
-    if (rc) {
-        char m[400];
-        snprintf(m, sizeof m, "jsonlex: %.380s", err);
-        return fail_with(f, LB_E_SCRIPT_ERROR, m);
-    }
-    return 0;
+    json_decref(out);
+    json_decref(params);
+    return rc;
 }
 
 static json_t *scripts_json(const struct lstate *s)
@@ -158,8 +155,7 @@ static json_t *reload_json(const struct host *h)
 }
 
 /* lexbus.rules: what is loaded, with per-rule counters. */
-static int m_rules(void *ud, struct lb_conn *caller, json_t *params, json_t **result,
-                   struct mfail *f)
+static int m_rules(void *ud, struct lb_conn *caller, json_t *params, json_t **result, struct lb_err *err)
 {
     struct host *h = ud;
     struct lstate *s = h->cur;
@@ -200,8 +196,7 @@ static void put_text(json_t *o, const char *k, const char *p, size_t n)
 
 /* lexbus.rules.test {type, event|method, from, to, service, payload|params|data, ...}:
  * what the loaded rules would do with that message (nothing is sent). */
-static int m_rules_test(void *ud, struct lb_conn *caller, json_t *params, json_t **result,
-                        struct mfail *f)
+static int m_rules_test(void *ud, struct lb_conn *caller, json_t *params, json_t **result, struct lb_err *err)
 {
     struct host *h = ud;
     struct lstate *s = h->cur;
@@ -211,11 +206,14 @@ static int m_rules_test(void *ud, struct lb_conn *caller, json_t *params, json_t
     if (type && !strcmp(type, "EMIT")) m.hook = RH_EVENT;
     else if (type && !strcmp(type, "CALL")) m.hook = RH_CALL;
     else if (type && !strcmp(type, "RESPONSE")) m.hook = RH_RESPONSE;
-    else return fail_with(f, LB_E_INVALID_MESSAGE, "params: a message {\"type\": \"EMIT\"|\"CALL\"|\"RESPONSE\", ...}");
+    else {
+        lb_refuse(err, LB_E_INVALID_MESSAGE, "params: a message {\"type\": \"EMIT\"|\"CALL\"|\"RESPONSE\", ...}");
+        return -1;
+    }
     const char *body = m.hook == RH_EVENT ? "payload" : m.hook == RH_CALL ? "params" : "data";
     m.id = member_str(params, "id");
     m.from = member_str(params, "from");
-    if (!m.from.p) m.from = (struct lb_str){ lb_conn_service(caller), strlen(lb_conn_service(caller)) };
+    if (!m.from.p && lb_conn_service(caller)) m.from = (struct lb_str){ lb_conn_service(caller), strlen(lb_conn_service(caller)) };
     m.to = member_str(params, "to");
     if (m.hook == RH_EVENT && !m.to.p) m.to = (struct lb_str){ "broadcast", 9 };
     m.name = member_str(params, m.hook == RH_EVENT ? "event" : "method");
@@ -227,15 +225,20 @@ static int m_rules_test(void *ud, struct lb_conn *caller, json_t *params, json_t
     m.error = member_text(params, "error", &bufs[1]);
     m.context = member_text(params, "context", &bufs[2]);
     m.claims = member_text(params, "claims", &bufs[3]);
-    if (!m.name.p || (m.hook == RH_EVENT ? !lbl_valid_event(m.name.p, m.name.n) : !lbl_valid_method(m.name.p, m.name.n))) {
+    if (!m.name.p || (m.hook == RH_EVENT ? !lb_event_name_valid(m.name.p, m.name.n) : !lb_method_name_valid(m.name.p, m.name.n))) {
         for (int i = 0; i < 4; i++) sbuf_free(&bufs[i]);
-        return fail_with(f, LB_E_INVALID_MESSAGE, m.hook == RH_EVENT ? "the message needs a valid \"event\"" : "the message needs a valid \"method\"");
+        lb_refuse(err, LB_E_INVALID_MESSAGE, "the message needs a valid \"%s\"", m.hook == RH_EVENT ? "event" : "method");
+        return -1;
     }
     struct rresult r;
     rresult_init(&r);
+    s->dry_run = true;
+    s->dry_emits = 0;
     rules_run(s, &m, &r);
+    s->dry_run = false;
     static const char *const kinds[] = { "pass", "changed", "refused", "error" };
     json_t *o = json_pack("{s:s}", "result", kinds[r.kind]);
+    if (s->dry_emits) json_object_set_new(o, "emits", json_integer(s->dry_emits));
     json_t *matched = json_array();
     for (size_t i = 0; i < r.n_matched; i++) json_array_append_new(matched, json_string(r.matched[i]));
     json_object_set_new(o, "matched", matched);
@@ -268,8 +271,7 @@ static int m_rules_test(void *ud, struct lb_conn *caller, json_t *params, json_t
  * call crud.lua would make of that CRUD request (nothing is sent).
  * declaredBy stands for the service that declared the resource at
  * REGISTER. */
-static int m_crud_test(void *ud, struct lb_conn *caller, json_t *params, json_t **result,
-                       struct mfail *f)
+static int m_crud_test(void *ud, struct lb_conn *caller, json_t *params, json_t **result, struct lb_err *err)
 {
     struct host *h = ud;
     struct crud_req q;
@@ -277,7 +279,7 @@ static int m_crud_test(void *ud, struct lb_conn *caller, json_t *params, json_t 
     q.op = member_str(params, "op");
     q.resource = member_str(params, "resource");
     q.to = member_str(params, "to");
-    q.from = (struct lb_str){ lb_conn_service(caller), strlen(lb_conn_service(caller)) };
+    if (lb_conn_service(caller)) q.from = (struct lb_str){ lb_conn_service(caller), strlen(lb_conn_service(caller)) };
     q.declared_by = json_string_value(json_object_get(params, "declaredBy"));
     struct sbuf bufs[3] = { { 0 } };
     q.key = member_text(params, "key", &bufs[0]);
@@ -285,7 +287,9 @@ static int m_crud_test(void *ud, struct lb_conn *caller, json_t *params, json_t 
     q.query = member_text(params, "query", &bufs[2]);
     struct crud_out o;
     memset(&o, 0, sizeof o);
+    h->cur->dry_run = true;
     crud_map(h->cur, &q, &o);
+    h->cur->dry_run = false;
     json_t *r;
     if (o.ok) {
         r = json_pack("{s:s,s:s%,s:s%}", "result", "call", "to", o.to.p, o.to.len, "method", o.method.p, o.method.len);
@@ -299,30 +303,6 @@ static int m_crud_test(void *ud, struct lb_conn *caller, json_t *params, json_t 
     *result = r;
     return 0;
 }
-
-/* ---- the methods on either ABI ------------------------------------------- */
-
-#define METHOD_ADAPTER(name)                                                                          \
-    static int name##_abi(void *ud, struct lb_conn *caller, json_t *params, json_t **result, ABI_ERR_PARAMS) \
-    {                                                                                                  \
-        struct mfail f = { NULL, "" };                                                                 \
-        int rc = name(ud, caller, params, result, &f);                                                 \
-        if (rc) ABI_FAIL(f);                                                                           \
-        return rc;                                                                                     \
-    }
-#if LB_PLUGIN_ABI >= 2
-#define ABI_ERR_PARAMS struct lb_err *err
-#define ABI_FAIL(f) lb_refuse(err, (f).code ? (f).code : LB_E_INTERNAL_ERROR, "%s", (f).msg)
-#define METHOD_REGISTER(ctx, name, fn, ud) lb_system_method_register(ctx, name, 0, fn, ud)
-#else
-#define ABI_ERR_PARAMS const char **code, char *msg
-#define ABI_FAIL(f) (*code = (f).code, snprintf(msg, 256, "%.255s", (f).msg))
-#define METHOD_REGISTER(ctx, name, fn, ud) lb_system_method_register(ctx, name, fn, ud)
-#endif
-METHOD_ADAPTER(m_jsonlex)
-METHOD_ADAPTER(m_rules)
-METHOD_ADAPTER(m_rules_test)
-METHOD_ADAPTER(m_crud_test)
 
 /* ---- stats ---------------------------------------------------------------- */
 
@@ -346,6 +326,34 @@ static json_t *stats(void *ud)
                      "reload", reload_json(h));
 }
 
+/* Counters for `lexbus stats` and /metrics (lexbus_plugin_lua_NAME): they
+ * live in the host struct, so they count across reloads. */
+static void register_counters(struct host *h)
+{
+    static const struct { const char *name, *help; size_t off; } c[] = {
+#define C(n, f, help) { n, help, offsetof(struct host, f) }
+        C("rule_matches", rule_matches, "times a routes.lua rule ran on a message"),
+        C("rule_changes", rule_changes, "messages a rule changed"),
+        C("rule_refusals", rule_refusals, "messages a rule refused"),
+        C("rule_errors", rule_errors, "rule runs that failed (SCRIPT_ERROR)"),
+        C("crud_requests", crud_requests, "CRUD requests mapped by crud.lua"),
+        C("crud_refusals", crud_refusals, "CRUD requests refused"),
+        C("emits", emits, "events scripts emitted"),
+        C("emit_errors", emit_errors, "events scripts emitted that the bus did not take"),
+        C("jsonlex_evals", jl_evals, "JSONLex evaluations"),
+        C("jsonlex_errors", jl_errors, "JSONLex evaluations that failed"),
+        C("lua_entries", lua_entries, "entries into Lua"),
+        C("lua_errors", lua_errors, "entries into Lua that raised an error"),
+        C("lua_budget_stops", lua_budget_stops, "entries stopped by max_instructions"),
+        C("lua_memory_stops", lua_memory_stops, "entries stopped by max_memory"),
+        C("reloads", reloads, "script reloads attempted"),
+        C("reload_failures", reload_failures, "script reloads that failed (the old scripts kept serving)"),
+#undef C
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++)
+        lb_counter_register(h->ctx, c[i].name, c[i].help, (const uint64_t *)((const char *)h + c[i].off), false);
+}
+
 /* ---- load / reload ----------------------------------------------------------- */
 
 static void conf_free(struct lbl_conf *c) { free(c->dir); c->dir = NULL; }
@@ -357,22 +365,28 @@ static int plugin_load(struct lb_plugin_ctx *ctx)
     h->ctx = ctx;
     lb_plugin_set_data(ctx, h);
     if (read_conf(ctx, &h->conf)) return -1;
+    h->service = h->conf.service;
     char err[600];
     h->cur = lstate_load(h, &h->conf, err, sizeof err);
     if (!h->cur) { lb_plugin_fail(ctx, "%s", err); return -1; }
+    if (lb_check_only(ctx)) return 0;   /* lexbusd -t: the scripts load; open nothing */
     log_loaded(h, h->cur, "loaded");
-    if (METHOD_REGISTER(ctx, "jsonlex", m_jsonlex_abi, h) || METHOD_REGISTER(ctx, "rules", m_rules_abi, h) ||
-        METHOD_REGISTER(ctx, "rules.test", m_rules_test_abi, h) || METHOD_REGISTER(ctx, "crud.test", m_crud_test_abi, h))
+    if (lb_system_method_register_raw(ctx, "jsonlex", 0, m_jsonlex, h) < 0 ||
+        lb_system_method_register(ctx, "rules", 0, m_rules, h) < 0 ||
+        lb_system_method_register(ctx, "rules.test", 0, m_rules_test, h) < 0 ||
+        lb_system_method_register(ctx, "crud.test", 0, m_crud_test, h) < 0) {
+        lb_plugin_fail(ctx, "cannot register the plugin's methods of the bus's own service");
         return -1;
+    }
     lb_stats_register(ctx, stats, h);
-    return lua_v2_register(h);
+    register_counters(h);
+    return lua_hooks_start(h);
 }
 
-/* Reload, step 1: compile every script into a fresh state (staged); the
- * running one keeps serving until step 2.  On plugin ABI v1 there is no
- * step 2: a state that loaded is swapped in at once. */
-static void plugin_reload_done(struct lb_plugin_ctx *ctx, bool commit);
-
+/* Reload, step 1: compile every script into a fresh state, staged; the
+ * running one keeps serving until step 2.  A script that does not load
+ * fails the reload with Lua's own message (routes.lua:12: ...), which the
+ * bus puts in the log and in lexbus.reload's answer. */
 static int plugin_reload(struct lb_plugin_ctx *ctx)
 {
     struct host *h = lb_plugin_data(ctx);
@@ -380,10 +394,11 @@ static int plugin_reload(struct lb_plugin_ctx *ctx)
     h->reloads++;
     h->last_reload_ms = lb_now_ms();
     if (read_conf(ctx, &nc)) { conf_free(&nc); h->reload_failures++; return -1; }
+    if (strcmp(nc.service, h->service))
+        lb_log(ctx, LB_LOG_WARN, "service = %s needs a restart (the connection stays '%s')", nc.service, h->service);
     char err[600];
     struct lstate *s = lstate_load(h, &nc, err, sizeof err);
     if (!s) {
-        /* Lua's own form (routes.lua:12: ...); the old scripts keep serving. */
         h->reload_failures++;
         snprintf(h->last_reload_error, sizeof h->last_reload_error, "%.500s", err);
         lb_plugin_fail(ctx, "%s (the previous scripts keep serving)", err);
@@ -394,14 +409,13 @@ static int plugin_reload(struct lb_plugin_ctx *ctx)
     conf_free(&h->staged_conf);
     h->staged = s;
     h->staged_conf = nc;
-#if LB_PLUGIN_ABI < 2
-    plugin_reload_done(ctx, true);
-#endif
     return 0;
 }
 
-/* Step 2: swap the staged state in, or drop it (another plugin's reload
- * failed: reloads are all or nothing). */
+/* Step 2: swap the staged state in, or drop it (something else in
+ * bus.conf failed: reloads are all or nothing).  Nothing holds the old
+ * state across loop turns (events scripts emit are queued as text), so it
+ * can go at once. */
 static void plugin_reload_done(struct lb_plugin_ctx *ctx, bool commit)
 {
     struct host *h = lb_plugin_data(ctx);
@@ -426,25 +440,23 @@ static void plugin_unload(struct lb_plugin_ctx *ctx)
 {
     struct host *h = lb_plugin_data(ctx);
     if (!h) return;
+    lua_hooks_stop(h);
     lstate_free(h->cur);
     lstate_free(h->staged);
     h->cur = h->staged = NULL;
     conf_free(&h->conf);
     conf_free(&h->staged_conf);
     sbuf_free(&h->out);
-    lua_v2_free();
 }
 
 __attribute__((visibility("default")))
 const struct lb_plugin lexbus_plugin = {
     .abi = LB_PLUGIN_ABI,
-#if LB_PLUGIN_ABI >= 2
     .size = sizeof(struct lb_plugin),
-    .reload_done = plugin_reload_done,
-#endif
     .name = "lua",
-    .version = "1.0",
+    .version = PACKAGE_VERSION,
     .load = plugin_load,
     .unload = plugin_unload,
     .reload = plugin_reload,
+    .reload_done = plugin_reload_done,
 };

@@ -651,6 +651,61 @@ json_t *lj_parse(const char *p, size_t n, int max_depth, char *err, size_t errle
     return b.root;
 }
 
+/* -- members of an object text, found without building anything -- */
+
+static int nb_scalar(struct builder *b, enum jkind k, const char *p, size_t n, long long i, double d)
+{
+    (void)b; (void)k; (void)p; (void)n; (void)i; (void)d;
+    return 0;
+}
+static int nb_open(struct builder *b, bool array) { (void)b; (void)array; return 0; }
+static int nb_key(struct builder *b, const char *p, size_t n) { (void)b; (void)p; (void)n; return 0; }
+static int nb_add(struct builder *b) { (void)b; return 0; }
+static void nb_close(struct builder *b, bool array) { (void)b; (void)array; }
+
+int lj_members(const char *p, size_t n, const struct lj_span *keys, size_t nk, struct lj_span *vals, int max_depth)
+{
+    struct builder nb = { nb_scalar, nb_open, nb_key, nb_add, nb_close, NULL };
+    struct dec d = { (const unsigned char *)p, (const unsigned char *)p + n, max_depth > 128 ? 128 : max_depth, NULL, { 0 }, &nb };
+    int rc = -1;
+    for (size_t i = 0; i < nk; i++) vals[i] = (struct lj_span){ NULL, 0 };
+    skip_ws(&d);
+    if (d.p >= d.end || *d.p != '{') goto out;
+    d.p++;
+    skip_ws(&d);
+    if (d.p < d.end && *d.p == '}') { d.p++; goto tail; }
+    for (;;) {
+        const char *k;
+        size_t kn;
+        skip_ws(&d);
+        if (d.p >= d.end || *d.p != '"' || d_string(&d, &k, &kn)) goto out;
+        size_t hit = nk;
+        for (size_t i = 0; i < nk && hit == nk; i++)
+            if (keys[i].n == kn && memcmp(keys[i].p, k, kn) == 0) hit = i;
+        skip_ws(&d);
+        if (d.p >= d.end || *d.p != ':') goto out;
+        d.p++;
+        skip_ws(&d);
+        const unsigned char *v = d.p;
+        if (d_value(&d, 1)) goto out;
+        if (hit < nk) {
+            if (vals[hit].p) goto out;   /* named twice: as lj_parse, refuse */
+            vals[hit] = (struct lj_span){ (const char *)v, (size_t)(d.p - v) };
+        }
+        skip_ws(&d);
+        if (d.p < d.end && *d.p == ',') { d.p++; continue; }
+        if (d.p < d.end && *d.p == '}') { d.p++; break; }
+        goto out;
+    }
+tail:
+    skip_ws(&d);
+    rc = d.p == d.end ? 0 : -1;
+out:
+    sbuf_free(&d.tmp);
+    if (rc) for (size_t i = 0; i < nk; i++) vals[i] = (struct lj_span){ NULL, 0 };
+    return rc;
+}
+
 /* ---- walking Lua values (encode to text or to jansson) ------------------- */
 
 /* Where the walker is, for error messages. */

@@ -54,6 +54,17 @@ int lj_decode(lua_State *L, const char *p, size_t n, int max_depth, char *err, s
  * jansson cannot hold) are refused.  NULL with a message in err. */
 json_t *lj_parse(const char *p, size_t n, int max_depth, char *err, size_t errlen);
 
+/* A piece of text. */
+struct lj_span { const char *p; size_t n; };
+
+/* The members named keys[0..nk) of the JSON object text p[0..n): each
+ * one's value text in vals[i] ({NULL,0} when absent), found by one pass
+ * of the parser that builds nothing (for taking a few parts of a payload
+ * without converting all of it).  Returns 0, or -1 (vals all absent)
+ * when the text is not one valid object within max_depth, or names one
+ * of the keys twice. */
+int lj_members(const char *p, size_t n, const struct lj_span *keys, size_t nk, struct lj_span *vals, int max_depth);
+
 /* Appends the JSON text of the value at idx to b.  Returns 0, or -1 with
  * a message in err naming the place (`payload.items[2]: a function is
  * not JSON`); `what` names the root in messages.  b may hold partial

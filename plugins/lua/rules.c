@@ -35,9 +35,7 @@ static char k_view;
 struct rule {
     char *name;
     enum rule_hook hook;
-    char *pattern;              /* as written */
-    char *seg[32];              /* RH_EVENT: the pattern's segments */
-    size_t seglen[32], nseg;
+    char *pattern;              /* as written (RH_EVENT: matched by the state's lb_patset) */
     char *svc, *mth;            /* RH_CALL / RH_RESPONSE: globs */
     char **from;
     size_t n_from;
@@ -45,6 +43,9 @@ struct rule {
     int line;
     char *set_to, *set_name;
     struct jl_expr *transform;
+    const struct jl_seg **paths;/* the transform's $var paths (its own segments) */
+    size_t *path_len, n_paths;
+    unsigned roots;             /* view members those paths start with (VIEW_* bits) */
     char **also;
     size_t n_also;
     char *refuse_code, *refuse_msg;
@@ -124,24 +125,6 @@ static bool glob(const char *g, const char *s, size_t n)
     return *g == 0;
 }
 
-/* Event patterns, as the router matches subscriptions. */
-static bool event_match(const struct rule *r, const char *ev, size_t n)
-{
-    size_t i = 0, k = 0;
-    while (k < r->nseg) {
-        if (i > n) return false;
-        size_t e = i;
-        while (e < n && ev[e] != ':') e++;
-        if (r->seglen[k] == 1 && r->seg[k][0] == '>') return i < n;   /* one or more segments left */
-        if (!(r->seglen[k] == 1 && r->seg[k][0] == '*') &&
-            (r->seglen[k] != e - i || memcmp(r->seg[k], ev + i, e - i) != 0))
-            return false;
-        i = e + 1;
-        k++;
-    }
-    return i == n + 1;
-}
-
 static bool from_ok(const struct rule *r, struct lb_str from)
 {
     if (!r->n_from) return true;
@@ -150,10 +133,11 @@ static bool from_ok(const struct rule *r, struct lb_str from)
     return false;
 }
 
+/* Call and response selectors (event rules are matched by the patset). */
 static bool rule_matches(const struct rule *r, const struct rmsg *m)
 {
     if (!from_ok(r, m->from)) return false;
-    if (r->hook == RH_EVENT) return event_match(r, m->name.p, m->name.n);
+    if (r->hook == RH_EVENT) return true;
     struct lb_str svc = r->hook == RH_RESPONSE ? m->service : m->to;
     return glob(r->svc, svc.p ? svc.p : "", svc.n) && glob(r->mth, m->name.p ? m->name.p : "", m->name.n);
 }
@@ -168,23 +152,17 @@ static struct bucket *bucket_find(const struct rindex *ix, const char *k, size_t
     }
 }
 
-/* The index key of a message: its event's first segment, or its service. */
+/* The index key of a call or response: its service. */
 static struct lb_str index_key(const struct rmsg *m)
 {
-    struct lb_str k = m->hook == RH_EVENT ? m->name : m->hook == RH_RESPONSE ? m->service : m->to;
-    if (m->hook == RH_EVENT) {
-        size_t e = 0;
-        while (e < k.n && k.p[e] != ':') e++;
-        k.n = e;
-    }
-    return k;
+    return m->hook == RH_RESPONSE ? m->service : m->to;
 }
 
 /* ---- building ------------------------------------------------------------- */
 
 static struct rindex **index_of(struct lstate *s, enum rule_hook h)
 {
-    return h == RH_EVENT ? &s->ix_event : h == RH_CALL ? &s->ix_call : &s->ix_response;
+    return h == RH_CALL ? &s->ix_call : &s->ix_response;
 }
 
 static void index_free(struct rindex *ix)
@@ -196,14 +174,10 @@ static void index_free(struct rindex *ix)
     free(ix);
 }
 
-/* The literal key a rule is indexed under, or NULL for a wildcard. */
+/* The literal key a call or response rule is indexed under, or NULL for
+ * a wildcard. */
 static const char *rule_key(const struct rule *r, size_t *n)
 {
-    if (r->hook == RH_EVENT) {
-        if (r->seglen[0] == 1 && (r->seg[0][0] == '*' || r->seg[0][0] == '>')) return NULL;
-        *n = r->seglen[0];
-        return r->seg[0];
-    }
     if (strchr(r->svc, '*')) return NULL;
     *n = strlen(r->svc);
     return r->svc;
@@ -216,10 +190,19 @@ static void push_idx(uint32_t **v, size_t *n, uint32_t x)
     (*v)[(*n)++] = x;
 }
 
-/* Builds the three indexes once every rule is read. */
+/* Builds the indexes once every rule is read: event patterns into a
+ * patset (the router's own trie), calls and responses by service. */
 static void index_build(struct lstate *s)
 {
-    for (int h = 0; h < RH__COUNT; h++) {
+    s->events = lb_patset_new();
+    for (size_t i = 0; i < s->n_rules; i++) {
+        const struct rule *r = &s->rules[i];
+        if (r->hook != RH_EVENT) continue;
+        lb_patset_add(s->events, r->pattern, strlen(r->pattern), (void *)(uintptr_t)(i + 1));
+        s->n_event_rules++;
+    }
+    s->sel = xcalloc0(s->n_rules, sizeof *s->sel);
+    for (int h = RH_CALL; h < RH__COUNT; h++) {
         struct rindex *ix = xcalloc0(1, sizeof *ix);
         size_t lit = 0;
         for (size_t i = 0; i < s->n_rules; i++) {
@@ -269,7 +252,6 @@ static void rule_free(struct rule *r)
 {
     free(r->name);
     free(r->pattern);
-    for (size_t i = 0; i < r->nseg; i++) free(r->seg[i]);
     free(r->svc);
     free(r->mth);
     for (size_t i = 0; i < r->n_from; i++) free(r->from[i]);
@@ -277,6 +259,8 @@ static void rule_free(struct rule *r)
     free(r->set_to);
     free(r->set_name);
     jl_free(r->transform);
+    free(r->paths);
+    free(r->path_len);
     for (size_t i = 0; i < r->n_also; i++) free(r->also[i]);
     free(r->also);
     free(r->refuse_code);
@@ -289,11 +273,17 @@ void rules_free(struct lstate *s)
     free(s->rules);
     s->rules = NULL;
     s->n_rules = 0;
-    index_free(s->ix_event);
+    lb_patset_free(s->events);
+    s->events = NULL;
+    s->n_event_rules = 0;
+    free(s->sel);
+    s->sel = NULL;
     index_free(s->ix_call);
     index_free(s->ix_response);
-    s->ix_event = s->ix_call = s->ix_response = NULL;
+    s->ix_call = s->ix_response = NULL;
 }
+
+static void keep_path(void *ud, const struct jl_seg *segs, size_t n);
 
 #define RULE_ERR(L, r, fmt, ...) luaL_error(L, "routes.lua: rule '%s': " fmt, (r)->name, __VA_ARGS__)
 
@@ -321,7 +311,7 @@ static void name_list(lua_State *L, struct rule *r, int t, const char *field, ch
         else lua_pushvalue(L, v);
         size_t len;
         const char *p = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-        if (!p || !lbl_valid_service(p, len)) RULE_ERR(L, r, "'%s'[%d] is not a valid service name", field, (int)i + 1);
+        if (!p || !lb_service_name_valid(p, len)) RULE_ERR(L, r, "'%s'[%d] is not a valid service name", field, (int)i + 1);
         (*out)[(*n)++] = xstrndup0(p, len);
         lua_pop(L, 1);
     }
@@ -348,15 +338,8 @@ static void read_selector(lua_State *L, struct rule *r, int t)
     size_t n;
     if (found == RH_EVENT) {
         const char *p = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
-        if (!p || !lbl_valid_event_pattern(p, n)) RULE_ERR(L, r, "event = '%s' is not an event pattern", p ? p : "?");
+        if (!p || !lb_pattern_valid(p, n)) RULE_ERR(L, r, "event = '%s' is not an event pattern", p ? p : "?");
         r->pattern = xstrndup0(p, n);
-        for (size_t i = 0, st = 0; i <= n; i++) {
-            if (i < n && p[i] != ':') continue;
-            if (r->nseg == 32) RULE_ERR(L, r, "%s", "pattern has more than 32 segments");
-            r->seg[r->nseg] = xstrndup0(p + st, i - st);
-            r->seglen[r->nseg++] = i - st;
-            st = i + 1;
-        }
     } else if (lua_type(L, -1) == LUA_TSTRING) {
         const char *p = lua_tolstring(L, -1, &n), *dot = memchr(p, '.', n);
         if (!dot || dot == p || dot == p + n - 1) RULE_ERR(L, r, "%s = '%s' must be SERVICE.METHOD", sel[found], p);
@@ -391,12 +374,12 @@ static void read_actions(struct lstate *s, lua_State *L, struct rule *r, int t)
     }
     r->set_to = opt_string(L, r, t, "to");
     r->set_name = opt_string(L, r, t, "rename");
-    if (r->set_to && !(r->hook == RH_EVENT && !strcmp(r->set_to, "broadcast")) && !lbl_valid_service(r->set_to, strlen(r->set_to)))
+    if (r->set_to && !(r->hook == RH_EVENT && !strcmp(r->set_to, "broadcast")) && !lb_service_name_valid(r->set_to, strlen(r->set_to)))
         RULE_ERR(L, r, "to = '%s' is not a valid service name", r->set_to);
     if (r->set_to && r->hook == RH_RESPONSE) RULE_ERR(L, r, "%s", "a response goes back to its caller: 'to' cannot change it");
     if (r->set_name && r->hook == RH_RESPONSE) RULE_ERR(L, r, "%s", "'rename' applies to events and calls");
-    if (r->set_name && !(r->hook == RH_EVENT ? lbl_valid_event(r->set_name, strlen(r->set_name))
-                                             : lbl_valid_method(r->set_name, strlen(r->set_name))))
+    if (r->set_name && !(r->hook == RH_EVENT ? lb_event_name_valid(r->set_name, strlen(r->set_name))
+                                             : lb_method_name_valid(r->set_name, strlen(r->set_name))))
         RULE_ERR(L, r, "rename = '%s' is not a valid %s name", r->set_name, r->hook == RH_EVENT ? "event" : "method");
     name_list(L, r, t, "also", &r->also, &r->n_also);
     if (r->n_also && r->hook != RH_EVENT) RULE_ERR(L, r, "%s", "'also' (fan-out) applies to events");
@@ -407,6 +390,7 @@ static void read_actions(struct lstate *s, lua_State *L, struct rule *r, int t)
         r->transform = jl_compile(v, s->conf.extensions, why, sizeof why);
         json_decref(v);
         if (!r->transform) RULE_ERR(L, r, "transform: %s", why);
+        jl_vars(r->transform, keep_path, r);
     }
     lua_pop(L, 1);
     if (lua_getfield(L, t, "refuse") != LUA_TNIL) {
@@ -480,7 +464,8 @@ void rules_build(struct lstate *s, lua_State *L, int t)
 
 bool rules_any(const struct lstate *s, enum rule_hook k)
 {
-    const struct rindex *ix = k == RH_EVENT ? s->ix_event : k == RH_CALL ? s->ix_call : s->ix_response;
+    if (k == RH_EVENT) return s->n_event_rules > 0;
+    const struct rindex *ix = k == RH_CALL ? s->ix_call : s->ix_response;
     return ix && (ix->nb || ix->n_wild);
 }
 
@@ -609,7 +594,7 @@ static void act_also(lua_State *L, struct run *run, int t)
         lua_rawgeti(L, a, i);
         size_t len;
         const char *p = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-        if (!p || !lbl_valid_service(p, len)) luaL_error(L, "'also'[%d] is not a valid service name", (int)i);
+        if (!p || !lb_service_name_valid(p, len)) luaL_error(L, "'also'[%d] is not a valid service name", (int)i);
         struct rresult *r = run->r;
         bool dup = false;
         for (size_t k = 0; k < r->n_also; k++) dup |= strcmp(r->also[k], p) == 0;
@@ -695,7 +680,7 @@ static void take_action(lua_State *L, struct run *run)
     const char *to = act_string(L, t, "to", &n);
     if (to && !lbstr_eq(m->to, to, n)) {
         if (m->hook == RH_RESPONSE) luaL_error(L, "a response goes back to its caller: 'to' cannot change");
-        if (!(m->hook == RH_EVENT && n == 9 && !memcmp(to, "broadcast", 9)) && !lbl_valid_service(to, n))
+        if (!(m->hook == RH_EVENT && n == 9 && !memcmp(to, "broadcast", 9)) && !lb_service_name_valid(to, n))
             luaL_error(L, "to = '%s' is not a valid service name", to);
         set_str(&r->to, &m->to, to, n);
         r->set_to = true;
@@ -705,7 +690,7 @@ static void take_action(lua_State *L, struct run *run)
     const char *nm = act_string(L, t, name_field(m->hook), &n);
     if (nm && !lbstr_eq(m->name, nm, n)) {
         if (m->hook == RH_RESPONSE) luaL_error(L, "a response's method cannot change");
-        if (!(m->hook == RH_EVENT ? lbl_valid_event(nm, n) : lbl_valid_method(nm, n)))
+        if (!(m->hook == RH_EVENT ? lb_event_name_valid(nm, n) : lb_method_name_valid(nm, n)))
             luaL_error(L, "%s = '%s' is not a valid name", name_field(m->hook), nm);
         set_str(&r->name, &m->name, nm, n);
         r->set_name = true;
@@ -732,27 +717,128 @@ static int run_fn(lua_State *L)
     return 0;
 }
 
-/* The JSONLex context of a transform: the message view as JSON. */
-static json_t *view_json(const struct rmsg *m)
+/* ---- the JSONLex context of a transform ------------------------------- */
+
+/* The members of the message view, by index (VIEW_* bits in rule->roots). */
+enum { V_TYPE, V_ID, V_FROM, V_TO, V_NAME, V_SERVICE, V_STATUS, V_BODY, V_ERROR, V_CONTEXT, V_CLAIMS, V__COUNT };
+
+static const char *view_name(enum rule_hook h, int v)
+{
+    static const char *const names[V__COUNT] = { "type", "id", "from", "to", NULL, "service", "status", NULL,
+                                                 "error", "context", "claims" };
+    return v == V_NAME ? name_field(h) : v == V_BODY ? body_name(h) : names[v];
+}
+
+static int view_member(enum rule_hook h, const char *p, size_t n)
+{
+    for (int v = 0; v < V__COUNT; v++) {
+        const char *k = view_name(h, v);
+        if (strlen(k) == n && memcmp(k, p, n) == 0) return v;
+    }
+    return -1;
+}
+
+static struct lb_str view_value(const struct rmsg *m, int v)
+{
+    switch (v) {
+    case V_TYPE: return (struct lb_str){ type_name(m->hook), strlen(type_name(m->hook)) };
+    case V_ID: return m->id;
+    case V_FROM: return m->from;
+    case V_TO: return m->to;
+    case V_NAME: return m->name;
+    case V_SERVICE: return m->service;
+    case V_STATUS: return m->status;
+    case V_BODY: return m->body;
+    case V_ERROR: return m->error;
+    case V_CONTEXT: return m->context;
+    default: return m->claims;
+    }
+}
+
+/* Keeps the $var paths of a transform that start at a member of the view:
+ * the context is built from those alone. */
+static void keep_path(void *ud, const struct jl_seg *segs, size_t n)
+{
+    struct rule *r = ud;
+    int v = view_member(r->hook, segs[0].p, segs[0].n);
+    if (v < 0) return;   /* a loop variable, or nothing the view has */
+    r->roots |= 1u << v;
+    r->paths = realloc(r->paths, (r->n_paths + 1) * sizeof *r->paths);
+    r->path_len = realloc(r->path_len, (r->n_paths + 1) * sizeof *r->path_len);
+    if (!r->paths || !r->path_len) abort();
+    r->paths[r->n_paths] = segs;
+    r->path_len[r->n_paths++] = n;
+}
+
+#define PART_MAX 32   /* paths and distinct keys handled per level; more: the whole value */
+
+/* The parts of the JSON text `raw` that paths[0..np) reach, segments from
+ * `depth` on: an object holding just those members, down to where a path
+ * ends or meets something other than an object (taken whole there).  A
+ * JSONLex expression reads its context only through $var paths, so it
+ * cannot tell this from the whole value.  NULL when raw is not JSON (the
+ * member is then missing, as with a full parse). */
+static json_t *partial(struct lb_str raw, const struct jl_seg *const *paths, const size_t *lens, size_t np, size_t depth)
+{
+    char err[160];
+    bool whole = np > PART_MAX;
+    size_t i = 0;
+    while (i < raw.n && (raw.p[i] == ' ' || raw.p[i] == '\t' || raw.p[i] == '\n' || raw.p[i] == '\r')) i++;
+    if (i >= raw.n || raw.p[i] != '{') whole = true;
+    struct lj_span keys[PART_MAX], vals[PART_MAX];
+    size_t nk = 0;
+    for (size_t k = 0; k < np && !whole; k++) {
+        if (lens[k] <= depth) { whole = true; break; }
+        const struct jl_seg *sg = &paths[k][depth];
+        size_t j = 0;
+        while (j < nk && !(keys[j].n == sg->n && memcmp(keys[j].p, sg->p, sg->n) == 0)) j++;
+        if (j == nk) keys[nk++] = (struct lj_span){ sg->p, sg->n };
+    }
+    if (whole) return lj_parse(raw.p, raw.n, LBL_MAX_DEPTH, err, sizeof err);
+    if (lj_members(raw.p, raw.n, keys, nk, vals, LBL_MAX_DEPTH)) return NULL;
+    json_t *o = json_object();
+    for (size_t j = 0; j < nk; j++) {
+        if (!vals[j].p) continue;
+        const struct jl_seg *sub[PART_MAX];
+        size_t sublen[PART_MAX], ns = 0;
+        for (size_t k = 0; k < np; k++)
+            if (paths[k][depth].n == keys[j].n && memcmp(paths[k][depth].p, keys[j].p, keys[j].n) == 0) {
+                sub[ns] = paths[k];
+                sublen[ns++] = lens[k];
+            }
+        json_t *v = partial((struct lb_str){ vals[j].p, vals[j].n }, sub, sublen, ns, depth + 1);
+        if (v) json_object_setn_new(o, keys[j].p, keys[j].n, v);
+    }
+    return o;
+}
+
+/* The JSONLex context of a transform: the message view as JSON, only as
+ * much of it as the expression's $var paths can reach, taken from the
+ * frame's text without converting the rest. */
+static json_t *view_json(const struct rule *r, const struct rmsg *m)
 {
     json_t *o = json_object();
-    json_object_set_new(o, "type", json_string(type_name(m->hook)));
-    struct { const char *k; struct lb_str v; bool raw; } f[] = {
-        { "id", m->id, false }, { "from", m->from, false }, { "to", m->to, false },
-        { name_field(m->hook), m->name, false }, { "service", m->service, false }, { "status", m->status, false },
-        { body_name(m->hook), m->body, true }, { "error", m->error, true }, { "context", m->context, true },
-        { "claims", m->claims, true },
-    };
-    for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
-        if (!f[i].v.p) continue;
-        json_t *v;
-        if (f[i].raw) {
-            char err[200];
-            v = lj_parse(f[i].v.p, f[i].v.n, LBL_MAX_DEPTH, err, sizeof err);
+    for (int v = 0; v < V__COUNT; v++) {
+        if (!(r->roots & (1u << v))) continue;
+        struct lb_str val = view_value(m, v);
+        if (!val.p) continue;
+        json_t *j;
+        if (v < V_BODY) {
+            j = json_stringn(val.p, val.n);
         } else {
-            v = json_stringn(f[i].v.p, f[i].v.n);
+            const struct jl_seg *sub[PART_MAX];
+            size_t sublen[PART_MAX], ns = 0;
+            bool whole = false;
+            for (size_t k = 0; k < r->n_paths; k++) {
+                if (view_member(m->hook, r->paths[k][0].p, r->paths[k][0].n) != v) continue;
+                if (ns == PART_MAX) { whole = true; break; }
+                sub[ns] = r->paths[k];
+                sublen[ns++] = r->path_len[k];
+            }
+            char err[160];
+            j = whole ? lj_parse(val.p, val.n, LBL_MAX_DEPTH, err, sizeof err) : partial(val, sub, sublen, ns, 1);
         }
-        if (v) json_object_set_new(o, f[i].k, v);
+        if (j) json_object_set_new(o, view_name(m->hook, v), j);
     }
     return o;
 }
@@ -769,7 +855,7 @@ static int run_fixed(struct run *run)
         return 0;
     }
     if (rule->transform) {
-        json_t *ctx = view_json(m), *out = NULL;
+        json_t *ctx = view_json(rule, m), *out = NULL;
         char err[300];
         int rc = host_jsonlex_compiled(run->s, rule->transform, ctx, &out, err, sizeof err);
         json_decref(ctx);
@@ -819,42 +905,87 @@ static void run_one(struct lstate *s, struct rule *rule, struct rmsg *view, stru
     } else {
         rc = run_fixed(&run);
     }
-    rule->ns += lbl_mono_ns() - t0;
+    /* A dry run (rules.test) answers its caller: it is neither counted
+     * nor logged. */
+    bool live = !s->dry_run;
+    if (live) rule->ns += lbl_mono_ns() - t0;
     if (rc) {
-        rule->errors++;
         r->kind = RR_ERROR;
         snprintf(r->code, sizeof r->code, "%s", LB_E_SCRIPT_ERROR);
         snprintf(r->message, sizeof r->message, "rule '%.100s': %.380s", rule->name, run.err);
-        log_error_throttled(s, rule, r->message);
-    } else if (r->kind == RR_REFUSE) {
+        if (live) {
+            rule->errors++;
+            s->h->rule_errors++;
+            log_error_throttled(s, rule, r->message);
+        }
+    } else if (r->kind == RR_REFUSE && live) {
         rule->refusals++;
+        s->h->rule_refusals++;
     }
 }
 
-void rules_run(struct lstate *s, const struct rmsg *m, struct rresult *r)
+static void collect_event(void *ud, void *arg)
 {
-    rresult_reset(r);
-    const struct rindex *ix = m->hook == RH_EVENT ? s->ix_event : m->hook == RH_CALL ? s->ix_call : s->ix_response;
-    if (!ix || (!ix->nb && !ix->n_wild)) return;
+    struct lstate *s = arg;
+    if (s->n_sel < s->n_rules) s->sel[s->n_sel++] = (uint32_t)((uintptr_t)ud - 1);
+}
+
+size_t rules_select(struct lstate *s, const struct rmsg *m)
+{
+    s->n_sel = 0;
+    if (!m->name.p) return 0;
+    if (m->hook == RH_EVENT) {
+        if (!s->n_event_rules) return 0;
+        lb_patset_match(s->events, m->name.p, m->name.n, collect_event, s);
+        /* File order (the trie reports matches in its own), then `from`. */
+        for (size_t i = 1; i < s->n_sel; i++)
+            for (size_t j = i; j > 0 && s->sel[j - 1] > s->sel[j]; j--) {
+                uint32_t t = s->sel[j];
+                s->sel[j] = s->sel[j - 1];
+                s->sel[j - 1] = t;
+            }
+        size_t k = 0;
+        for (size_t i = 0; i < s->n_sel; i++)
+            if (from_ok(&s->rules[s->sel[i]], m->from)) s->sel[k++] = s->sel[i];
+        return s->n_sel = k;
+    }
+    const struct rindex *ix = m->hook == RH_CALL ? s->ix_call : s->ix_response;
+    if (!ix || (!ix->nb && !ix->n_wild)) return 0;
     struct lb_str key = index_key(m);
     const struct bucket *b = key.p ? bucket_find(ix, key.p, key.n) : NULL;
     const uint32_t *cand = b ? b->rules : ix->wild;
     size_t n = b ? b->n : ix->n_wild;
+    for (size_t i = 0; i < n; i++)
+        if (rule_matches(&s->rules[cand[i]], m)) s->sel[s->n_sel++] = cand[i];
+    return s->n_sel;
+}
+
+void rules_run_selected(struct lstate *s, const struct rmsg *m, struct rresult *r)
+{
+    rresult_reset(r);
     struct rmsg view = *m;
-    for (size_t i = 0; i < n; i++) {
-        struct rule *rule = &s->rules[cand[i]];
-        if (!rule_matches(rule, m)) continue;
-        rule->matches++;
+    bool live = !s->dry_run;
+    for (size_t i = 0; i < s->n_sel; i++) {
+        struct rule *rule = &s->rules[s->sel[i]];
+        if (live) { rule->matches++; s->h->rule_matches++; }
         if (r->n_matched < RR_MAX_MATCHED) r->matched[r->n_matched++] = rule->name;
         size_t also_before = r->n_also;
         struct lb_str to0 = view.to, name0 = view.name, body0 = view.body;
         run_one(s, rule, &view, r);
         if (r->kind == RR_REFUSE || r->kind == RR_ERROR) return;
-        if (view.to.p != to0.p || view.name.p != name0.p || view.body.p != body0.p || r->n_also != also_before)
+        if (live && (view.to.p != to0.p || view.name.p != name0.p || view.body.p != body0.p || r->n_also != also_before)) {
             rule->changes++;
+            s->h->rule_changes++;
+        }
         if (rule->last) break;
     }
     if (r->set_to || r->set_name || r->set_body || r->set_error || r->n_also) r->kind = RR_CHANGED;
+}
+
+void rules_run(struct lstate *s, const struct rmsg *m, struct rresult *r)
+{
+    rules_select(s, m);
+    rules_run_selected(s, m, r);
 }
 
 json_t *rules_json(const struct lstate *s)

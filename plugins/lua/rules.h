@@ -58,7 +58,15 @@ void rules_build(struct lstate *s, lua_State *L, int t);
 void rules_free(struct lstate *s);
 /* Whether any rule could match messages of this kind (a cheap test). */
 bool rules_any(const struct lstate *s, enum rule_hook k);
-/* Matches and runs the rules for m; the outcome in r (reset first). */
+/* Finds the rules that select m, in file order (into s->sel), in C:
+ * reads only m's hook, name, to (calls), service (responses) and from, so
+ * the hook fills in the rest only for a message some rule selects.
+ * Returns how many. */
+size_t rules_select(struct lstate *s, const struct rmsg *m);
+/* Runs the rules the last rules_select found on m (every member filled
+ * in); the outcome in r (reset first). */
+void rules_run_selected(struct lstate *s, const struct rmsg *m, struct rresult *r);
+/* Both. */
 void rules_run(struct lstate *s, const struct rmsg *m, struct rresult *r);
 /* The loaded rules and their counters, for `lexbus rules` and stats. */
 json_t *rules_json(const struct lstate *s);
