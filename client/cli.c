@@ -39,6 +39,7 @@ static const char *const usage_main =
     "  serve SERVICE METHOD -- CMD [ARG]   answer calls by running CMD (params on stdin)\n"
     "  services                            list the services on the bus\n"
     "  stats                               the bus's counters\n"
+    "  reload                              re-read bus.conf and reload plugins (like SIGHUP)\n"
     "  audit verify [--partial] FILE...    check audit files' hash chain (offline)\n"
     "  token issue|verify|revoke|state ... broker tokens (the tokens plugin)\n"
     "  jsonlex EXPR [CONTEXT]              evaluate a JSONLex expression (the lua plugin)\n"
@@ -179,6 +180,18 @@ static int cmd_stats(int argc, char **argv)
     if (wants_help(argc, argv)) { fputs("usage: lexbus stats\n  Prints the bus's counters.\n", stdout); return EXIT_OK; }
     if (argc != 1) return usage_error("usage: lexbus stats\n", "stats takes no arguments");
     return do_call("lexbus", "stats", NULL);
+}
+
+static int cmd_reload(int argc, char **argv)
+{
+    static const char *const usage =
+        "usage: lexbus reload\n"
+        "  Re-reads bus.conf and reloads every plugin (the lua plugin recompiles its\n"
+        "  scripts), all or nothing, like SIGHUP; prints {\"reloaded\":true}, or the\n"
+        "  error that kept the old configuration (exit 1).\n";
+    if (wants_help(argc, argv)) { fputs(usage, stdout); return EXIT_OK; }
+    if (argc != 1) return usage_error(usage, "reload takes no arguments");
+    return do_call("lexbus", "reload", NULL);
 }
 
 /* ---- emit ------------------------------------------------------------- */
@@ -866,6 +879,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "serve")) return cmd_serve(cargc, cargv);
     if (!strcmp(cmd, "services")) return cmd_services(cargc, cargv);
     if (!strcmp(cmd, "stats")) return cmd_stats(cargc, cargv);
+    if (!strcmp(cmd, "reload")) return cmd_reload(cargc, cargv);
     if (!strcmp(cmd, "audit")) return cmd_audit(cargc, cargv);
     if (!strcmp(cmd, "token")) return cmd_token(cargc, cargv);
     if (!strcmp(cmd, "jsonlex")) return cmd_jsonlex(cargc, cargv);

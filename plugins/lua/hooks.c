@@ -188,7 +188,13 @@ static enum lb_verdict_kind on_response(void *ud, struct lb_conn *c, struct lb_c
 static void local_message(void *ud, struct lb_conn *conn, const struct lb_msg *m)
 {
     struct host *h = ud;
-    (void)conn;
+    /* The service has no methods of its own (the plugin's are the bus's:
+     * lexbus.jsonlex, ...); every CALL must be answered. */
+    if (lb_msg_type(m) == LB_MSG_CALL) {
+        lb_respond_error(conn, m, LB_E_METHOD_NOT_FOUND,
+                         "the lua plugin's service has no methods (see lexbus.jsonlex, lexbus.rules)");
+        return;
+    }
     /* Scripts' events are fire-and-forget; what comes back is the bus
      * refusing one (another plugin's policy, say). */
     if (lb_msg_type(m) == LB_MSG_ERROR) {
@@ -210,12 +216,9 @@ static void local_close(void *ud, struct lb_conn *conn, const char *why)
 static int open_local(struct host *h)
 {
     static const struct lb_local_ops ops = { .size = sizeof ops, .on_message = local_message, .on_close = local_close };
-    static const char *const no_methods[1] = { NULL };
     struct lb_local_opts opts = { .size = sizeof opts, .label = "lua", .trusted = true };
     h->conn = lb_local_open(h->ctx, &opts, &ops, h);
-    /* No methods: a CALL to the service is METHOD_NOT_FOUND (the plugin's
-     * methods are the bus's own: lexbus.jsonlex, ...). */
-    if (!h->conn || lb_local_register(h->conn, h->service, no_methods, 0)) {
+    if (!h->conn || lb_local_register(h->conn, h->service, NULL, 0)) {
         lb_plugin_fail(h->ctx, "cannot open the plugin's in-process connection");
         return -1;
     }
