@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # What the lua plugin costs, in one run:
-#   - per message, rules_run() on the plugin's own code (luabench): no
-#     scripts, 20 rules none of which selects the message, a Lua rule that
-#     passes, a Lua rule that edits the payload, a JSONLex transform, a
-#     fixed rewrite (CPU time of the measuring thread);
+#   - per message through the real daemon (luarules.py): the same EMIT
+#     stream with no plugin, the plugin without scripts, 40 rules none of
+#     which selects the traffic, a Lua rule that passes, a Lua rule that
+#     edits the payload, a JSONLex transform, a fixed rewrite (the daemon's
+#     CPU time per message, medians of interleaved rounds);
 #   - JSONLex over the conformance corpus: in-process evaluations/s
 #     (compiled, through the cache, cold) and through the real daemon
 #     (lexbus.jsonlex calls, pipelined; and the daemon's own per-evaluation
@@ -11,17 +12,20 @@
 #   - the reference implementation under node, when LEXBUS_JSONLEX_REFERENCE
 #     names Exprsn's src/shared/utils/jsonlex.js (not in this repository).
 #
-#   tests/bench/lua-bench.sh [SECONDS_PER_ITEM]
+#   tests/bench/lua-bench.sh [SECONDS_PER_ITEM] [ROUNDS]
 # Builds an optimised, sanitizer-free tree in _build-bench/ (as run.sh does).
 set -euo pipefail
 top="$(cd "$(dirname "$0")/../.." && pwd)"
 secs="${1:-2}"
+rounds="${2:-5}"
 bdir="$top/_build-bench"
 if [[ ! -x "$top/configure" ]]; then (cd "$top" && autoreconf -fi >/dev/null); fi
 mkdir -p "$bdir"
 (cd "$bdir" && { [[ -f Makefile ]] || "$top/configure" -q CFLAGS="-O2 -g"; } && make -j"$(nproc)" >/dev/null)
 cases="$top/tests/lua/jsonlex-cases.jsonl"
-echo "== luabench (${secs}s per item)"
+echo "== rules per message through the daemon (${secs}s per item, $rounds rounds)"
+LEXBUSD="$bdir/core/lexbusd" /usr/bin/python3 "$top/tests/bench/luarules.py" "$secs" "$rounds"
+echo "== JSONLex in-process, luabench (${secs}s per item)"
 "$bdir/tests/bench/luabench" "$cases" "$secs"
 echo "== JSONLex through the daemon"
 LEXBUSD="$bdir/core/lexbusd" PYTHONPATH="$top/tests/integration:$top/tests/lua" /usr/bin/python3 - "$cases" "$secs" <<'PY'

@@ -8,7 +8,9 @@
  * "expr" and "context" members is split into both) under a step budget;
  * the result must survive jansson -> Lua -> jansson unchanged, and its
  * text must parse.  Lua runs under a memory cap, inside pcall, as in the
- * plugin. */
+ * plugin.  And lj_members (the members a transform reads, found without
+ * building the rest) must find in any object exactly the member values
+ * lj_parse builds. */
 #include "config.h"
 #include <stddef.h>
 #include <stdint.h>
@@ -125,6 +127,31 @@ static void jsonlex(lua_State *L, const uint8_t *data, size_t size)
     json_decref(in);
 }
 
+static void members(const uint8_t *data, size_t size)
+{
+    char err[300];
+    json_t *v = lj_parse((const char *)data, size, 62, err, sizeof err);
+    struct lj_span keys[9], vals[9];
+    size_t nk = 0;
+    if (json_is_object(v))
+        for (void *it = json_object_iter(v); it && nk < 8; it = json_object_iter_next(v, it))
+            keys[nk++] = (struct lj_span){ json_object_iter_key(it), json_object_iter_key_len(it) };
+    keys[nk++] = (struct lj_span){ "\xff", 1 };   /* never a valid member name */
+    int rc = lj_members((const char *)data, size, keys, nk, vals, 62);
+    if (json_is_object(v)) {
+        check(rc == 0);
+        for (size_t i = 0; i + 1 < nk; i++) {
+            json_t *m = lj_parse(vals[i].p, vals[i].n, 62, err, sizeof err);
+            check(m && json_equal(m, json_object_getn(v, keys[i].p, keys[i].n)));
+            json_decref(m);
+        }
+        check(vals[nk - 1].p == NULL);
+    } else if (v) {
+        check(rc == -1);   /* not an object */
+    }
+    json_decref(v);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static lua_State *L;
@@ -139,6 +166,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sbuf_free(&j.a);
     sbuf_free(&j.b);
     jsonlex(L, data, size);
+    members(data, size);
     lua_settop(L, 0);
     lua_gc(L, LUA_GCCOLLECT, 0);
     return 0;

@@ -10,7 +10,8 @@ import time
 
 import lbtest
 from lbtest import check, check_eq, test, wait_for
-from luatest import lua_bus, write_script
+from lbtest import Bus
+from luatest import lua_bus, scripts_dir, write_script
 
 V1 = """local helper = require("helper")
 return {
@@ -79,6 +80,19 @@ def sighup_swaps_in_new_scripts_and_a_broken_one_changes_nothing():
         check_eq((r.returncode, json.loads(r.stdout)), (0, {"reloaded": True}), "a good reload: " + r.stderr)
         check_eq(version(c, sub), {"v": 1, "helper": 2}, "fixed")
         check(not c.call("lexbus", "rules")["data"]["reload"].get("lastError"), "error cleared")
+
+
+@test
+def bus_lua_dir_is_the_default_dir():
+    d = scripts_dir({"routes.lua": V1, "helper.lua": "return { n = 7 }"})
+    with Bus(bus="lua_dir = %s\n" % d, plugins="[plugin lua]\n") as bus:
+        c = bus.client("watcher")
+        sub = bus.client("sub", subscribe=["v:*"])
+        check_eq(version(c, sub), {"v": 1, "helper": 7}, "[bus] lua_dir is where [plugin lua] finds its scripts")
+        check_eq(c.call("lexbus", "rules")["data"]["dir"], d, "listed")
+    with lua_bus({"routes.lua": "return {}"}, bus="lua_dir = %s\n" % d) as bus:
+        c = bus.client("watcher")
+        check_eq(c.call("lexbus", "rules")["data"]["dir"], bus.lua_dir, "[plugin lua] dir wins")
 
 
 @test

@@ -1,0 +1,154 @@
+"""What a routes.lua rule costs per message, through the real daemon.
+
+One run, three daemons side by side:
+  plain    no [plugin lua] at all
+  empty    [plugin lua] with no scripts
+  rules    [plugin lua] with 20 rules that select none of the traffic below, plus
+           one rule per workload (pass, Lua payload edit, JSONLex transform, fixed
+           rewrite of the target)
+Workloads: a stream of EMITs (a 128-byte object payload) from one connection to
+one subscriber, pipelined in batches, through each daemon.  The figure is the
+daemon's CPU time per message (the scheduler's run time of all its threads, so
+other load on the machine does not count), the median over interleaved rounds;
+"added" is that minus the same traffic through the plain daemon.
+
+  LEXBUSD=... python3 luarules.py [SECONDS_PER_ITEM] [ROUNDS]
+prints one JSON object (tests/bench/lua-bench.sh runs it on an optimised build).
+"""
+import json
+import os
+import socket
+import statistics
+import struct
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(HERE, "..", "integration"), os.path.join(HERE, "..", "lua")]
+from lbtest import Bus  # noqa: E402
+from luatest import scripts_dir  # noqa: E402
+
+PAYLOAD = {"id": 12345, "title": "hello world", "tags": ["a", "b", "c"], "user": {"name": "ada", "age": 36},
+           "body": "lorem ipsum dolor sit amet"}
+
+ROUTES = r"""
+local rules = {}
+for i = 1, 20 do rules[#rules + 1] = { name = "other" .. i, event = "other" .. i .. ":*", to = "x" } end
+for i = 1, 20 do rules[#rules + 1] = { name = "call" .. i, call = "svc" .. i .. ".*", to = "x" } end
+rules[#rules + 1] = { name = "pass", event = "pass:x", fn = function(m) return nil end }
+rules[#rules + 1] = { name = "edit", event = "edit:x", fn = function(m)
+  local p = m.payload; p.seen = true; p.title = "[" .. p.title .. "]"; return m end }
+rules[#rules + 1] = { name = "jsonlex", event = "jl:x", transform = {
+  id = { ["$var"] = "payload.id" }, by = { ["$var"] = "from" },
+  title = { ["$concat"] = { "[", { ["$var"] = "payload.title" }, "]" } } } }
+rules[#rules + 1] = { name = "to", event = "to:x", to = "sink" }
+return rules
+"""
+
+BATCH = 500
+
+
+def frame(obj):
+    b = json.dumps(obj, separators=(",", ":")).encode()
+    return struct.pack(">I", len(b)) + b
+
+
+def cpu_ns(pid):
+    total = 0
+    for t in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, t)) as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total
+
+
+class Stream:
+    """A publisher and a subscriber ("sink") on one daemon."""
+
+    def __init__(self, bus, events):
+        self.bus = bus
+        self.sub = bus.client("sink", subscribe=sorted(set(events)))
+        self.pub = bus.client("pub")
+        self.batches = {e: frame({"type": "EMIT", "event": e, "payload": PAYLOAD}) * BATCH for e in events}
+        self.buf = b""
+
+    def _take(self, n):
+        """Reads n frames (counted by their length prefixes only)."""
+        s = self.sub.sock
+        got = 0
+        buf = self.buf
+        while got < n:
+            while len(buf) >= 4:
+                (ln,) = struct.unpack_from(">I", buf)
+                if len(buf) < 4 + ln:
+                    break
+                buf = buf[4 + ln:]
+                got += 1
+                if got == n:
+                    break
+            if got < n:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    raise RuntimeError("subscriber closed")
+                buf += chunk
+        self.buf = buf
+
+    def run(self, event, secs):
+        """Messages sent and daemon CPU ns spent, for about secs of wall time."""
+        batch = self.batches[event]
+        pid = self.bus.proc.pid
+        self.pub.sock.settimeout(30)
+        self.sub.sock.settimeout(30)
+        # Warm up (allocations, caches), then measure.
+        self.pub.sock.sendall(batch)
+        self._take(BATCH)
+        n = 0
+        c0 = cpu_ns(pid)
+        t0 = time.time()
+        while time.time() - t0 < secs:
+            self.pub.sock.sendall(batch)
+            self._take(BATCH)
+            n += BATCH
+        return n, cpu_ns(pid) - c0
+
+
+def main():
+    secs = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    conf = "log_level = info\n"
+    plain = Bus(bus=conf)
+    empty = Bus(bus=conf, plugins="[plugin lua]\ndir = %s\n" % scripts_dir())
+    rules = Bus(bus=conf, plugins="[plugin lua]\ndir = %s\n" % scripts_dir({"routes.lua": ROUTES}))
+    work = [("no plugin", plain, "none:x"), ("plugin, no scripts", empty, "none:x"),
+            ("40 rules, none selects", rules, "none:x"), ("Lua rule, passes", rules, "pass:x"),
+            ("Lua rule, edits the payload", rules, "edit:x"), ("JSONLex transform", rules, "jl:x"),
+            ("fixed rewrite of the target", rules, "to:x")]
+    try:
+        streams = {}
+        for bus in (plain, empty, rules):
+            streams[id(bus)] = Stream(bus, [e for _, b, e in work if b is bus])
+        samples = {name: [] for name, _, _ in work}
+        for _ in range(rounds):
+            for name, bus, event in work:
+                n, ns = streams[id(bus)].run(event, secs)
+                samples[name].append(ns / n)
+        per = {name: statistics.median(v) for name, v in samples.items()}
+        base = per["no plugin"]
+        out = {"ns_per_message": {k: round(v, 1) for k, v in per.items()},
+               "added_ns": {k: round(v - base, 1) for k, v in per.items() if k != "no plugin"},
+               "spread_ns": {k: round(max(v) - min(v), 1) for k, v in samples.items()},
+               "rounds": rounds, "seconds_per_item": secs, "batch": BATCH,
+               "payload_bytes": len(json.dumps(PAYLOAD, separators=(",", ":")))}
+        c = rules.client("probe")
+        st = c.call("lexbus", "rules")["data"]["rules"]
+        out["rule_avg_us_in_daemon"] = {r["name"]: round(r["avgUs"], 3) for r in st if r["matches"]}
+        print(json.dumps(out, indent=1))
+    finally:
+        for bus in (plain, empty, rules):
+            bus.__exit__(None, None, None)
+
+
+if __name__ == "__main__":
+    main()
