@@ -100,10 +100,11 @@ static enum lb_verdict_kind inbound(struct host *h, struct lb_conn *c, struct lb
     memset(&v, 0, sizeof v);
     v.hook = hook;
     v.name = lb_msg_field(m, hook == RH_EVENT ? "event" : "method");
-    v.to = lb_msg_field(m, "to");
-    if (hook == RH_EVENT && !v.to.p) v.to = cstr("broadcast");
+    if (hook == RH_CALL) v.to = lb_msg_field(m, "to");
+    if (!rules_maybe(s, &v)) return LB_PASS;   /* the common case: one hash lookup, Lua never sees it */
+    if (hook == RH_EVENT) v.to = str_or(lb_msg_field(m, "to"), "broadcast");
     v.from = str_or(lb_msg_field(m, "from"), lb_conn_service(c));
-    if (!rules_select(s, &v)) return LB_PASS;   /* the common case: Lua never sees it */
+    if (!rules_select(s, &v)) return LB_PASS;
     v.id = lb_msg_field(m, "id");
     v.body = lb_msg_raw(m, hook == RH_EVENT ? "payload" : "params");
     v.context = lb_msg_raw(m, "context");
@@ -171,6 +172,7 @@ static enum lb_verdict_kind on_response(void *ud, struct lb_conn *c, struct lb_c
     v.hook = RH_RESPONSE;
     v.service = cstr(lb_msg_attr_get(m, "call.to"));
     v.name = cstr(lb_msg_attr_get(m, "call.method"));
+    if (!rules_maybe(s, &v)) return LB_PASS;
     v.from = str_or(lb_msg_field(m, "from"), lb_conn_service(c));
     if (!rules_select(s, &v)) return LB_PASS;
     v.id = lb_msg_field(m, "id");

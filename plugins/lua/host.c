@@ -30,7 +30,7 @@
 #include "crud.h"
 #include "hooks.h"
 
-static char k_env_template, k_loaded, k_call_ud;
+static char k_env_template, k_loaded;
 
 uint64_t lbl_mono_ns(void)
 {
@@ -52,6 +52,19 @@ bool lbl_valid_code(const char *c)
 
 /* ---- JSONLex through the host ------------------------------------------------ */
 
+int host_jsonlex_resolved(struct lstate *s, const struct jl_expr *x, jl_resolve_fn fn, void *ud, json_t **out,
+                          char *err, size_t errlen)
+{
+    struct host *h = s->h;
+    struct jl_limits lim = { (uint64_t)s->conf.max_steps, (size_t)s->conf.max_text };
+    uint64_t steps = 0;
+    int rc = jl_eval_resolved(x, fn, ud, &lim, out, &steps, err, errlen);
+    h->jl_steps += steps;
+    h->jl_evals++;
+    if (rc) h->jl_errors++;
+    return rc;
+}
+
 int host_jsonlex_compiled(struct lstate *s, const struct jl_expr *x, json_t *ctx, json_t **out, char *err, size_t errlen)
 {
     struct host *h = s->h;
@@ -59,6 +72,7 @@ int host_jsonlex_compiled(struct lstate *s, const struct jl_expr *x, json_t *ctx
     uint64_t t0 = lbl_mono_ns(), steps = 0;
     int rc = jl_eval(x, ctx, &lim, out, &steps, err, errlen);
     h->jl_ns += lbl_mono_ns() - t0;
+    h->jl_timed++;
     h->jl_steps += steps;
     h->jl_evals++;
     if (rc) h->jl_errors++;
@@ -118,13 +132,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
     lua_error(L);
 }
 
-void *lstate_ud(lua_State *L)
-{
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_call_ud);
-    void *ud = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return ud;
-}
+void *lstate_ud(lua_State *L) { return lstate_of(L)->call_ud; }
 
 /* Everything unreachable back, including the stack a deep recursion grew
  * (the generational collector's full cycle keeps it; the incremental one
@@ -143,8 +151,8 @@ int lstate_call(struct lstate *s, int (*fn)(lua_State *L), void *ud, enum lbl_fa
     int top = lua_gettop(L);
     *kind = LBL_OK;
     if (!lua_checkstack(L, 4)) { *kind = LBL_MEMORY; snprintf(err, errlen, "Lua stack exhausted"); return -1; }
-    lua_pushlightuserdata(L, ud);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_call_ud);
+    void *outer = s->call_ud;
+    s->call_ud = ud;
     s->budget = s->loading ? s->conf.max_instructions * 10 : s->conf.max_instructions;
     s->over_budget = false;
     s->emits = 0;
@@ -171,8 +179,7 @@ int lstate_call(struct lstate *s, int (*fn)(lua_State *L), void *ud, enum lbl_fa
         }
     }
     lua_settop(L, top);
-    lua_pushlightuserdata(L, NULL);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_call_ud);
+    s->call_ud = outer;
     s->over_budget = false;
     /* What a stopped entry left behind is garbage now: give it back. */
     if (*kind == LBL_MEMORY || *kind == LBL_BUDGET) full_gc(L);
@@ -791,7 +798,7 @@ struct lstate *lstate_load(struct host *h, const struct lbl_conf *conf, char *er
     s->conf.dir = strdup(conf->dir);
     s->cap = conf->max_memory;
     s->cache = jl_cache_new((size_t)conf->cache_entries, conf->extensions);
-    s->cur_view_ref = LUA_NOREF;
+    s->view_mt = LUA_NOREF;
     s->L = lua_newstate(cap_alloc, s);
     if (!s->L) { free(s); snprintf(err, errlen, "cannot create a Lua state (memory cap too small?)"); return NULL; }
     lua_State *L = s->L;

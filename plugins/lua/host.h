@@ -63,7 +63,7 @@ struct lstate {
     size_t n_rules;
     struct lb_patset *events;  /* event rules' patterns (ud: index + 1) */
     size_t n_event_rules;
-    struct rindex *ix_call, *ix_response;
+    struct rindex *ix_event, *ix_call, *ix_response;
     uint32_t *sel;             /* rules_select's answer (room for n_rules) */
     size_t n_sel;
     /* crud.lua */
@@ -75,9 +75,13 @@ struct lstate {
     struct script_info scripts[3];
     uint64_t loaded_ms;
     uint64_t log_sec, log_count, log_dropped;   /* script log throttle */
-    /* The message view handed to the running rule (rules.c). */
-    const void *cur_msg;
-    int cur_view_ref;
+    void *call_ud;             /* the ud of the running lstate_call */
+    /* The message view handed to the running rule (rules.c): its
+     * metatable (a registry reference) and the view itself, by address,
+     * while the rule runs (NULL otherwise: a view kept by a script is
+     * stale). */
+    int view_mt;
+    const void *cur_view;
 };
 
 struct host {
@@ -90,7 +94,7 @@ struct host {
     struct lbl_conf staged_conf;
     struct sbuf out;           /* reused for encoded values */
     /* counters */
-    uint64_t jl_evals, jl_errors, jl_ns, jl_steps;
+    uint64_t jl_evals, jl_errors, jl_ns, jl_timed, jl_steps;   /* jl_ns over jl_timed evaluations */
     uint64_t lua_entries, lua_errors, lua_budget_stops, lua_memory_stops;
     uint64_t reloads, reload_failures;
     uint64_t emits, emit_errors, crud_requests, crud_refusals;
@@ -118,6 +122,10 @@ struct lstate *lstate_of(lua_State *L);
  * reference.  Returns 0, or -1 with err. */
 int host_jsonlex(struct lstate *s, json_t *expr, json_t *ctx, json_t **out, char *err, size_t errlen);
 int host_jsonlex_compiled(struct lstate *s, const struct jl_expr *x, json_t *ctx, json_t **out, char *err, size_t errlen);
+/* The same over a context resolved path by path (jl_eval_resolved),
+ * untimed (rules time themselves). */
+int host_jsonlex_resolved(struct lstate *s, const struct jl_expr *x, jl_resolve_fn fn, void *ud, json_t **out,
+                          char *err, size_t errlen);
 
 /* An error code: 1-47 of A-Z 0-9 _, starting with a letter. */
 bool lbl_valid_code(const char *c);

@@ -82,18 +82,6 @@ static void node_free(struct node *nd)
     free(nd);
 }
 
-static void vars_of(const struct node *nd, void (*fn)(void *ud, const struct jl_seg *segs, size_t n), void *ud)
-{
-    if (!nd) return;
-    if (nd->op == OP_VAR) { fn(ud, nd->seg, nd->n); return; }
-    for (size_t i = 0; i < nd->n; i++) vars_of(nd->kid[i], fn, ud);
-}
-
-void jl_vars(const struct jl_expr *e, void (*fn)(void *ud, const struct jl_seg *segs, size_t n), void *ud)
-{
-    vars_of(e->root, fn, ud);
-}
-
 void jl_free(struct jl_expr *e)
 {
     if (!e) return;
@@ -637,6 +625,8 @@ struct ev {
     const struct jl_limits *lim;
     uint64_t steps;
     json_t *ctx;
+    jl_resolve_fn resolve;      /* instead of ctx, when set */
+    void *rud;
     char *err;
     size_t errlen;
     bool marked;          /* a missing marker went into some array */
@@ -699,6 +689,7 @@ static json_t *lookup(struct ev *e, const struct node *nd, const struct scope *s
     for (; sc; sc = sc->up)
         if (sc->name->n == first->n && memcmp(sc->name->p, first->p, first->n) == 0)
             return walk(sc->val, nd->seg, 1, nd->n);
+    if (e->resolve) return e->resolve(e->rud, nd->seg, nd->n);
     return walk(e->ctx, nd->seg, 0, nd->n);
 }
 
@@ -1029,10 +1020,27 @@ static void unmark(json_t *v)
     }
 }
 
+json_t *jl_walk(json_t *v, const struct jl_seg *segs, size_t from, size_t n) { return walk(v, segs, from, n); }
+
+static int eval_root(struct ev *e, const struct jl_expr *x, json_t **out, uint64_t *steps);
+
 int jl_eval(const struct jl_expr *x, json_t *ctx, const struct jl_limits *lim, json_t **out,
             uint64_t *steps, char *err, size_t errlen)
 {
     struct ev e = { .lim = lim, .ctx = json_is_null(ctx) ? NULL : ctx, .err = err, .errlen = errlen };
+    return eval_root(&e, x, out, steps);
+}
+
+int jl_eval_resolved(const struct jl_expr *x, jl_resolve_fn fn, void *ud, const struct jl_limits *lim, json_t **out,
+                     uint64_t *steps, char *err, size_t errlen)
+{
+    struct ev e = { .lim = lim, .resolve = fn, .rud = ud, .err = err, .errlen = errlen };
+    return eval_root(&e, x, out, steps);
+}
+
+static int eval_root(struct ev *ep, const struct jl_expr *x, json_t **out, uint64_t *steps)
+{
+    struct ev e = *ep;
     json_t *v;
     int rc = eval(&e, x->root, NULL, &v);
     if (steps) *steps = e.steps;

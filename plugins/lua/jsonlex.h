@@ -40,12 +40,8 @@ struct jl_expr;
 struct jl_expr *jl_compile(json_t *expr, bool extensions, char *err, size_t errlen);
 void jl_free(struct jl_expr *e);
 
-/* Every `$var` path of e, as compiled (segments split at '.'), in no
- * particular order, loop variables' included: all the expression can read
- * of its context is under these paths, so a caller may build a context of
- * just those parts.  The segments are e's own, valid while e lives. */
+/* A segment of a $var path as compiled (the path split at '.'). */
 struct jl_seg { char *p; size_t n; };
-void jl_vars(const struct jl_expr *e, void (*fn)(void *ud, const struct jl_seg *segs, size_t n), void *ud);
 
 /* Evaluates against `ctx` (NULL or JSON null: {}).  Returns 0 with *out
  * set (a missing result is JSON null), or -1 with a message in err (the
@@ -53,6 +49,18 @@ void jl_vars(const struct jl_expr *e, void (*fn)(void *ud, const struct jl_seg *
  * given, receives the work done. */
 int jl_eval(const struct jl_expr *e, json_t *ctx, const struct jl_limits *lim, json_t **out,
             uint64_t *steps, char *err, size_t errlen);
+
+/* The same where the context is not one JSON value: fn(ud, segs, n) is
+ * asked for each $var path whose first segment is not a loop variable
+ * (segments as compiled), and returns what the path reaches in the
+ * context (a new reference; NULL: missing), as jl_walk would find it.
+ * For taking just the parts an expression reads out of a frame's text. */
+typedef json_t *(*jl_resolve_fn)(void *ud, const struct jl_seg *segs, size_t n);
+int jl_eval_resolved(const struct jl_expr *e, jl_resolve_fn fn, void *ud, const struct jl_limits *lim, json_t **out,
+                     uint64_t *steps, char *err, size_t errlen);
+/* What a $var path segs[from..n) reaches from v (object members, array
+ * indexes and `length`, SPEC §4): a new reference, or NULL (missing). */
+json_t *jl_walk(json_t *v, const struct jl_seg *segs, size_t from, size_t n);
 
 /* A bounded cache of compiled expressions keyed by the expression's value
  * (member order included: the first key decides, SPEC §3).  Looking one

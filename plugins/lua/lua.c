@@ -314,7 +314,7 @@ static json_t *stats(void *ud)
     jl_cache_stats(s->cache, &cs);
     json_t *jl = json_pack("{s:I,s:I,s:I,s:f,s:{s:I,s:I,s:I,s:I,s:I}}", "evals", (json_int_t)h->jl_evals,
                            "errors", (json_int_t)h->jl_errors, "steps", (json_int_t)h->jl_steps,
-                           "avgUs", h->jl_evals ? (double)h->jl_ns / 1000.0 / (double)h->jl_evals : 0.0, "cache",
+                           "avgUs", h->jl_timed ? (double)h->jl_ns / 1000.0 / (double)h->jl_timed : 0.0, "cache",
                            "entries", (json_int_t)cs.entries, "max", (json_int_t)cs.max_entries,
                            "hits", (json_int_t)cs.hits, "misses", (json_int_t)cs.misses,
                            "evictions", (json_int_t)cs.evictions);

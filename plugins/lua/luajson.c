@@ -166,6 +166,19 @@ static void set_order(lua_State *L, int obj)
 
 /* ---- numbers ------------------------------------------------------------- */
 
+size_t lj_int_text(long long v, char buf[static 24])
+{
+    char t[24];
+    size_t n = 0;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do { t[n++] = (char)('0' + u % 10); u /= 10; } while (u);
+    size_t o = 0;
+    if (v < 0) buf[o++] = '-';
+    while (n) buf[o++] = t[--n];
+    buf[o] = 0;
+    return o;
+}
+
 size_t lj_float_text(double d, char buf[static 40])
 {
     int n = 0;
@@ -555,8 +568,15 @@ static void lb_close(struct builder *bb, bool array)
 int lj_decode(lua_State *L, const char *p, size_t n, int max_depth, char *err, size_t errlen)
 {
     int top = lua_gettop(L);
-    struct lua_builder b = { .b = { lb_scalar, lb_open, lb_key, lb_add, lb_close, NULL }, .L = L,
-                             .mt_array = top + 1, .mt_object = top + 2, .order = top + 3 };
+    /* Not zeroed whole: lv[] (3 KiB) is written as levels open, and this
+     * runs for every payload a rule reads. */
+    struct lua_builder b;
+    b.b = (struct builder){ lb_scalar, lb_open, lb_key, lb_add, lb_close, NULL };
+    b.L = L;
+    b.mt_array = top + 1;
+    b.mt_object = top + 2;
+    b.order = top + 3;
+    b.depth = 0;
     if (max_depth > 128) max_depth = 128;
     lua_checkstack(L, 8);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &k_array);
@@ -643,7 +663,11 @@ static void jb_close(struct builder *bb, bool array) { (void)array; ((struct jso
 
 json_t *lj_parse(const char *p, size_t n, int max_depth, char *err, size_t errlen)
 {
-    struct json_builder b = { .b = { jb_scalar, jb_open, jb_key, jb_add, jb_close, NULL } };
+    struct json_builder b;   /* stack[] is written as levels open: not zeroed */
+    b.b = (struct builder){ jb_scalar, jb_open, jb_key, jb_add, jb_close, NULL };
+    b.depth = 0;
+    b.key = (struct sbuf){ 0 };
+    b.root = NULL;
     if (max_depth > 128) max_depth = 128;
     int rc = parse(&b.b, p, n, max_depth, err, errlen);
     sbuf_free(&b.key);
@@ -653,57 +677,72 @@ json_t *lj_parse(const char *p, size_t n, int max_depth, char *err, size_t errle
 
 /* -- members of an object text, found without building anything -- */
 
-static int nb_scalar(struct builder *b, enum jkind k, const char *p, size_t n, long long i, double d)
+/* Past the string whose opening quote is at p, or NULL. */
+static const char *skip_str(const char *p, const char *end)
 {
-    (void)b; (void)k; (void)p; (void)n; (void)i; (void)d;
-    return 0;
-}
-static int nb_open(struct builder *b, bool array) { (void)b; (void)array; return 0; }
-static int nb_key(struct builder *b, const char *p, size_t n) { (void)b; (void)p; (void)n; return 0; }
-static int nb_add(struct builder *b) { (void)b; return 0; }
-static void nb_close(struct builder *b, bool array) { (void)b; (void)array; }
-
-int lj_members(const char *p, size_t n, const struct lj_span *keys, size_t nk, struct lj_span *vals, int max_depth)
-{
-    struct builder nb = { nb_scalar, nb_open, nb_key, nb_add, nb_close, NULL };
-    struct dec d = { (const unsigned char *)p, (const unsigned char *)p + n, max_depth > 128 ? 128 : max_depth, NULL, { 0 }, &nb };
-    int rc = -1;
-    for (size_t i = 0; i < nk; i++) vals[i] = (struct lj_span){ NULL, 0 };
-    skip_ws(&d);
-    if (d.p >= d.end || *d.p != '{') goto out;
-    d.p++;
-    skip_ws(&d);
-    if (d.p < d.end && *d.p == '}') { d.p++; goto tail; }
-    for (;;) {
-        const char *k;
-        size_t kn;
-        skip_ws(&d);
-        if (d.p >= d.end || *d.p != '"' || d_string(&d, &k, &kn)) goto out;
-        size_t hit = nk;
-        for (size_t i = 0; i < nk && hit == nk; i++)
-            if (keys[i].n == kn && memcmp(keys[i].p, k, kn) == 0) hit = i;
-        skip_ws(&d);
-        if (d.p >= d.end || *d.p != ':') goto out;
-        d.p++;
-        skip_ws(&d);
-        const unsigned char *v = d.p;
-        if (d_value(&d, 1)) goto out;
-        if (hit < nk) {
-            if (vals[hit].p) goto out;   /* named twice: as lj_parse, refuse */
-            vals[hit] = (struct lj_span){ (const char *)v, (size_t)(d.p - v) };
-        }
-        skip_ws(&d);
-        if (d.p < d.end && *d.p == ',') { d.p++; continue; }
-        if (d.p < d.end && *d.p == '}') { d.p++; break; }
-        goto out;
+    for (p++; p < end; p++) {
+        if (*p == '"') return p + 1;
+        if (*p == '\\' && ++p >= end) return NULL;
     }
-tail:
-    skip_ws(&d);
-    rc = d.p == d.end ? 0 : -1;
-out:
-    sbuf_free(&d.tmp);
-    if (rc) for (size_t i = 0; i < nk; i++) vals[i] = (struct lj_span){ NULL, 0 };
-    return rc;
+    return NULL;
+}
+
+static const char *skip_sp(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    return p;
+}
+
+/* Past the value at p (valid JSON assumed: brackets are only counted,
+ * strings skipped), or NULL when the text ends first. */
+static const char *skip_value(const char *p, const char *end)
+{
+    if (p >= end) return NULL;
+    if (*p == '"') return skip_str(p, end);
+    if (*p != '{' && *p != '[') {
+        while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') p++;
+        return p;
+    }
+    size_t depth = 0;
+    for (; p < end; p++) {
+        if (*p == '"') {
+            if (!(p = skip_str(p, end))) return NULL;
+            p--;
+        } else if (*p == '{' || *p == '[') {
+            depth++;
+        } else if ((*p == '}' || *p == ']') && --depth == 0) {
+            return p + 1;
+        }
+    }
+    return NULL;
+}
+
+int lj_object_scan(const char *p, size_t n, struct lj_span *keys, struct lj_span *vals, size_t max)
+{
+    const char *end = p + n;
+    size_t nm = 0;
+    p = skip_sp(p, end);
+    if (p >= end || *p != '{') return -1;
+    p = skip_sp(p + 1, end);
+    if (p < end && *p == '}') return 0;
+    for (;;) {
+        if (p >= end || *p != '"' || nm == max) return -1;
+        const char *k = p + 1, *ke = skip_str(p, end);
+        if (!ke) return -1;
+        size_t kn = (size_t)(ke - 1 - k);
+        if (memchr(k, '\\', kn)) return -1;   /* an escaped name: the caller parses it all */
+        p = skip_sp(ke, end);
+        if (p >= end || *p != ':') return -1;
+        p = skip_sp(p + 1, end);
+        const char *v = p;
+        if (!(p = skip_value(p, end)) || p == v) return -1;
+        keys[nm] = (struct lj_span){ k, kn };
+        vals[nm++] = (struct lj_span){ v, (size_t)(p - v) };
+        p = skip_sp(p, end);
+        if (p < end && *p == ',') { p = skip_sp(p + 1, end); continue; }
+        if (p < end && *p == '}') return (int)nm;
+        return -1;
+    }
 }
 
 /* ---- walking Lua values (encode to text or to jansson) ------------------- */
@@ -902,6 +941,7 @@ static int walk(struct sink *s, lua_State *L, int idx)
     }
     if (s->depth >= s->max) return w_fail(s, "nesting too deep (or a table that contains itself)");
     if (!lua_checkstack(L, 8)) return w_fail(s, "nesting too deep");
+    s->path[s->depth] = (struct where){ NULL, 0, 0 };   /* until its first member or element */
     s->depth++;
     bool array, object = false;
     if (lua_getmetatable(L, idx)) {
@@ -974,7 +1014,7 @@ static int t_scalar(struct sink *s, lua_State *L, int idx)
     case LUA_TBOOLEAN: if (lua_toboolean(L, idx)) sbuf_lit(b, "true"); else sbuf_lit(b, "false"); return 0;
     case LUA_TNUMBER: {
         char t[40];
-        if (lua_isinteger(L, idx)) { sbuf_add(b, t, (size_t)snprintf(t, sizeof t, "%lld", (long long)lua_tointeger(L, idx))); return 0; }
+        if (lua_isinteger(L, idx)) { sbuf_add(b, t, lj_int_text((long long)lua_tointeger(L, idx), t)); return 0; }
         double d = lua_tonumber(L, idx);
         if (!isfinite(d)) return w_fail(s, "NaN and infinities are not JSON");
         sbuf_add(b, t, lj_float_text(d, t));
@@ -1017,6 +1057,25 @@ static void t_close(struct sink *s, bool array) { sbuf_addc(s->b, array ? ']' : 
 static const struct sink_ops text_ops = { t_scalar, t_open, t_key, t_close };
 
 /* The metatables and the order table, once per walk. */
+/* The scalar fields of a sink; its per-level arrays (path, first, stack:
+ * 5 KiB) are written as levels open, so they are not zeroed for every
+ * value encoded. */
+static void sink_init(struct sink *s, const struct sink_ops *ops, int max_depth, const char *what, char *err, size_t errlen)
+{
+    s->ops = ops;
+    s->max = max_depth > 128 ? 128 : max_depth;
+    s->what = what;
+    s->err = err;
+    s->errlen = errlen;
+    s->depth = 0;
+    s->b = NULL;
+    s->first[0] = true;
+    s->root = NULL;
+    s->guard = NULL;
+    s->pending_key = NULL;
+    s->pending_len = 0;
+}
+
 static void push_helpers(lua_State *L, struct sink *s)
 {
     lua_checkstack(L, 8);
@@ -1030,8 +1089,9 @@ static void push_helpers(lua_State *L, struct sink *s)
 
 int lj_encode(lua_State *L, int idx, struct sbuf *b, int max_depth, const char *what, char *err, size_t errlen)
 {
-    struct sink s = { .ops = &text_ops, .max = max_depth > 128 ? 128 : max_depth, .what = what,
-                      .err = err, .errlen = errlen, .b = b };
+    struct sink s;
+    sink_init(&s, &text_ops, max_depth, what, err, errlen);
+    s.b = b;
     idx = lua_absindex(L, idx);
     push_helpers(L, &s);
     int rc = walk(&s, L, idx);
@@ -1109,8 +1169,9 @@ json_t *lj_to_json(lua_State *L, int idx, int max_depth, const char *what, char 
     *guard = NULL;
     lua_rawgetp(L, LUA_REGISTRYINDEX, &k_guard);
     lua_setmetatable(L, -2);
-    struct sink s = { .ops = &json_ops, .max = max_depth > 128 ? 128 : max_depth, .what = what,
-                      .err = err, .errlen = errlen, .guard = guard };
+    struct sink s;
+    sink_init(&s, &json_ops, max_depth, what, err, errlen);
+    s.guard = guard;
     int base = lua_gettop(L);
     push_helpers(L, &s);
     int rc = walk(&s, L, idx);
@@ -1131,7 +1192,7 @@ void lj_json_text(struct sbuf *b, const json_t *v)
     case JSON_NULL: sbuf_lit(b, "null"); break;
     case JSON_TRUE: sbuf_lit(b, "true"); break;
     case JSON_FALSE: sbuf_lit(b, "false"); break;
-    case JSON_INTEGER: sbuf_add(b, t, (size_t)snprintf(t, sizeof t, "%lld", (long long)json_integer_value(v))); break;
+    case JSON_INTEGER: sbuf_add(b, t, lj_int_text((long long)json_integer_value(v), t)); break;
     case JSON_REAL: sbuf_add(b, t, lj_float_text(json_real_value(v), t)); break;
     case JSON_STRING: put_string(b, json_string_value(v), json_string_length(v)); break;
     case JSON_ARRAY:

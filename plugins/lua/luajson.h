@@ -57,13 +57,17 @@ json_t *lj_parse(const char *p, size_t n, int max_depth, char *err, size_t errle
 /* A piece of text. */
 struct lj_span { const char *p; size_t n; };
 
-/* The members named keys[0..nk) of the JSON object text p[0..n): each
- * one's value text in vals[i] ({NULL,0} when absent), found by one pass
- * of the parser that builds nothing (for taking a few parts of a payload
- * without converting all of it).  Returns 0, or -1 (vals all absent)
- * when the text is not one valid object within max_depth, or names one
- * of the keys twice. */
-int lj_members(const char *p, size_t n, const struct lj_span *keys, size_t nk, struct lj_span *vals, int max_depth);
+/* The members of the JSON object text p[0..n), in order: each one's name
+ * (the characters between its quotes) in keys[i] and its value's text in
+ * vals[i], found by skipping over the values (for taking a few parts of a
+ * payload without converting all of it).  The text must be valid JSON
+ * (every frame the bus hands a plugin is, and so is what lj_encode
+ * writes): for other text the answer is unspecified, though nothing
+ * outside p[0..n) is read, and the values found are still to be parsed.
+ * Returns how many (a name may come twice: the caller decides), or -1
+ * when the text is not an object, has more than max members, or a member
+ * name with an escape (parse the whole object then). */
+int lj_object_scan(const char *p, size_t n, struct lj_span *keys, struct lj_span *vals, size_t max);
 
 /* Appends the JSON text of the value at idx to b.  Returns 0, or -1 with
  * a message in err naming the place (`payload.items[2]: a function is
@@ -80,6 +84,9 @@ json_t *lj_to_json(lua_State *L, int idx, int max_depth, const char *what, char 
 /* Writes a jansson value as JSON text, numbers in their shortest form
  * (0.1, where jansson writes 0.10000000000000001). */
 void lj_json_text(struct sbuf *b, const json_t *v);
+
+/* A 64-bit integer's decimal text (without printf); returns its length. */
+size_t lj_int_text(long long v, char buf[static 24]);
 
 /* The shortest text that reads back as d, always with a '.' or an
  * exponent ("1.0", "0.1", "1e+300"): floats stay floats on the wire.

@@ -30,7 +30,6 @@
 #include "rules.h"
 #include "luajson.h"
 
-static char k_view;
 
 struct rule {
     char *name;
@@ -43,9 +42,6 @@ struct rule {
     int line;
     char *set_to, *set_name;
     struct jl_expr *transform;
-    const struct jl_seg **paths;/* the transform's $var paths (its own segments) */
-    size_t *path_len, n_paths;
-    unsigned roots;             /* view members those paths start with (VIEW_* bits) */
     char **also;
     size_t n_also;
     char *refuse_code, *refuse_msg;
@@ -152,17 +148,22 @@ static struct bucket *bucket_find(const struct rindex *ix, const char *k, size_t
     }
 }
 
-/* The index key of a call or response: its service. */
+/* The index key of a message: its event's first segment, or the service
+ * of a call or response. */
 static struct lb_str index_key(const struct rmsg *m)
 {
-    return m->hook == RH_RESPONSE ? m->service : m->to;
+    if (m->hook != RH_EVENT) return m->hook == RH_RESPONSE ? m->service : m->to;
+    struct lb_str k = m->name;
+    const char *colon = k.p ? memchr(k.p, ':', k.n) : NULL;
+    if (colon) k.n = (size_t)(colon - k.p);
+    return k;
 }
 
 /* ---- building ------------------------------------------------------------- */
 
 static struct rindex **index_of(struct lstate *s, enum rule_hook h)
 {
-    return h == RH_CALL ? &s->ix_call : &s->ix_response;
+    return h == RH_EVENT ? &s->ix_event : h == RH_CALL ? &s->ix_call : &s->ix_response;
 }
 
 static void index_free(struct rindex *ix)
@@ -174,10 +175,16 @@ static void index_free(struct rindex *ix)
     free(ix);
 }
 
-/* The literal key a call or response rule is indexed under, or NULL for
- * a wildcard. */
+/* The literal key a rule is indexed under (an event pattern's first
+ * segment, a call's service), or NULL for a wildcard. */
 static const char *rule_key(const struct rule *r, size_t *n)
 {
+    if (r->hook == RH_EVENT) {
+        size_t k = strcspn(r->pattern, ":");
+        if (k == 1 && (r->pattern[0] == '*' || r->pattern[0] == '>')) return NULL;
+        *n = k;
+        return r->pattern;
+    }
     if (strchr(r->svc, '*')) return NULL;
     *n = strlen(r->svc);
     return r->svc;
@@ -191,7 +198,9 @@ static void push_idx(uint32_t **v, size_t *n, uint32_t x)
 }
 
 /* Builds the indexes once every rule is read: event patterns into a
- * patset (the router's own trie), calls and responses by service. */
+ * patset (the router's own trie) and, as a prefilter that lets most
+ * messages go after one hash lookup, by their first segment; calls and
+ * responses by service. */
 static void index_build(struct lstate *s)
 {
     s->events = lb_patset_new();
@@ -202,7 +211,7 @@ static void index_build(struct lstate *s)
         s->n_event_rules++;
     }
     s->sel = xcalloc0(s->n_rules, sizeof *s->sel);
-    for (int h = RH_CALL; h < RH__COUNT; h++) {
+    for (int h = 0; h < RH__COUNT; h++) {
         struct rindex *ix = xcalloc0(1, sizeof *ix);
         size_t lit = 0;
         for (size_t i = 0; i < s->n_rules; i++) {
@@ -259,8 +268,6 @@ static void rule_free(struct rule *r)
     free(r->set_to);
     free(r->set_name);
     jl_free(r->transform);
-    free(r->paths);
-    free(r->path_len);
     for (size_t i = 0; i < r->n_also; i++) free(r->also[i]);
     free(r->also);
     free(r->refuse_code);
@@ -278,12 +285,11 @@ void rules_free(struct lstate *s)
     s->n_event_rules = 0;
     free(s->sel);
     s->sel = NULL;
+    index_free(s->ix_event);
     index_free(s->ix_call);
     index_free(s->ix_response);
-    s->ix_call = s->ix_response = NULL;
+    s->ix_event = s->ix_call = s->ix_response = NULL;
 }
-
-static void keep_path(void *ud, const struct jl_seg *segs, size_t n);
 
 #define RULE_ERR(L, r, fmt, ...) luaL_error(L, "routes.lua: rule '%s': " fmt, (r)->name, __VA_ARGS__)
 
@@ -390,7 +396,6 @@ static void read_actions(struct lstate *s, lua_State *L, struct rule *r, int t)
         r->transform = jl_compile(v, s->conf.extensions, why, sizeof why);
         json_decref(v);
         if (!r->transform) RULE_ERR(L, r, "transform: %s", why);
-        jl_vars(r->transform, keep_path, r);
     }
     lua_pop(L, 1);
     if (lua_getfield(L, t, "refuse") != LUA_TNIL) {
@@ -492,57 +497,62 @@ static void set_str(struct sbuf *b, struct lb_str *view, const char *p, size_t n
     view->n = n;
 }
 
-/* Lazily decoded members of the view (__index): only what a rule reads
- * is converted, and only while the rule runs. */
+/* The members of the view are made when a rule reads them (__index), and
+ * kept in the view for later reads: a rule that looks at nothing costs
+ * one empty table.  JSON members are decoded then, only those the rule
+ * reads.  A view kept past its rule's run is stale (an error to read). */
 static int view_index(lua_State *L)
 {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_view);
-    if (!lua_rawequal(L, 1, -1)) return luaL_error(L, "a message view is valid only while its rule runs");
-    struct run *run = lstate_ud(L);
+    struct lstate *s = lstate_of(L);
+    if (!s->cur_view || lua_topointer(L, 1) != s->cur_view)
+        return luaL_error(L, "a message view is valid only while its rule runs");
+    const struct run *run = s->call_ud;
     const struct rmsg *m = run->m;
-    const char *k = lua_tostring(L, 2);
+    size_t kn;
+    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &kn) : NULL;
     if (!k) return 0;
-    struct lb_str raw = { NULL, 0 };
-    if (!strcmp(k, body_name(m->hook))) raw = m->body;
-    else if (!strcmp(k, "context")) raw = m->context;
-    else if (!strcmp(k, "claims")) raw = m->claims;
-    else if (!strcmp(k, "error") && m->hook == RH_RESPONSE) raw = m->error;
-    if (!raw.p) return 0;
-    char err[200];
-    if (lj_decode(L, raw.p, raw.n, LBL_MAX_DEPTH, err, sizeof err)) return luaL_error(L, "%s: %s", k, err);
+    struct lb_str v = { NULL, 0 };
+    bool json = false;
+#define IS(lit) (kn == sizeof(lit) - 1 && memcmp(k, lit, kn) == 0)
+    if (IS("type")) v = (struct lb_str){ type_name(m->hook), strlen(type_name(m->hook)) };
+    else if (IS("id")) v = m->id;
+    else if (IS("from")) v = m->from;
+    else if (IS("to")) v = m->to;
+    else if (IS("service")) v = m->service;
+    else if (IS("status")) v = m->status;
+    else if (kn == strlen(name_field(m->hook)) && !memcmp(k, name_field(m->hook), kn)) v = m->name;
+    else if (kn == strlen(body_name(m->hook)) && !memcmp(k, body_name(m->hook), kn)) { v = m->body; json = true; }
+    else if (IS("context")) { v = m->context; json = true; }
+    else if (IS("claims")) { v = m->claims; json = true; }
+    else if (IS("error") && m->hook == RH_RESPONSE) { v = m->error; json = true; }
+#undef IS
+    if (!v.p) return 0;
+    if (!json) {
+        lua_pushlstring(L, v.p, v.n);
+    } else {
+        char err[200];
+        if (lj_decode(L, v.p, v.n, LBL_MAX_DEPTH, err, sizeof err)) return luaL_error(L, "%s: %s", k, err);
+    }
     lua_pushvalue(L, 2);
     lua_pushvalue(L, -2);
     lua_rawset(L, 1);
     return 1;
 }
 
-static void field(lua_State *L, const char *k, struct lb_str v)
+static void push_view(lua_State *L, struct lstate *s)
 {
-    if (!v.p) return;
-    lua_pushlstring(L, v.p, v.n);
-    lua_setfield(L, -2, k);
-}
-
-static void push_view(lua_State *L, const struct rmsg *m)
-{
-    lua_createtable(L, 0, 8);
-    lua_pushstring(L, type_name(m->hook));
-    lua_setfield(L, -2, "type");
-    field(L, "id", m->id);
-    field(L, "from", m->from);
-    field(L, "to", m->to);
-    field(L, name_field(m->hook), m->name);
-    field(L, "service", m->service);
-    field(L, "status", m->status);
-    if (luaL_newmetatable(L, "lexbus.view")) {
+    lua_createtable(L, 0, 4);
+    if (s->view_mt == LUA_NOREF) {
+        lua_createtable(L, 0, 2);
         lua_pushcfunction(L, view_index);
         lua_setfield(L, -2, "__index");
         lua_pushliteral(L, "view");
         lua_setfield(L, -2, "__metatable");
+        s->view_mt = luaL_ref(L, LUA_REGISTRYINDEX);
     }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->view_mt);
     lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_view);
+    s->cur_view = lua_topointer(L, -1);
 }
 
 static bool lbstr_eq(struct lb_str a, const char *p, size_t n) { return a.p && a.n == n && memcmp(a.p, p, n) == 0; }
@@ -636,20 +646,30 @@ static void act_body(lua_State *L, struct run *run, int t)
 }
 
 /* The members a rule's answer may have (the view's own, and the action
- * members): by length first, as this runs for every answer. */
-static bool action_key(const char *k, size_t n)
+ * members), as bits: by length first, as this runs for every answer. */
+enum { A_ID, A_TO, A_TYPE, A_FROM, A_DATA, A_ALSO, A_EVENT, A_ERROR, A_METHOD, A_STATUS, A_PARAMS, A_CLAIMS,
+       A_REFUSE, A_SERVICE, A_PAYLOAD, A_CONTEXT, A_MESSAGE };
+#define A(x) (1u << (x))
+
+static int action_key(const char *k, size_t n)
 {
-    static const char *const by_len[][6] = {
-        [2] = { "id", "to" }, [4] = { "type", "from", "data", "also" },
-        [5] = { "event", "error" }, [6] = { "method", "status", "params", "claims", "refuse" },
-        [7] = { "service", "payload", "context", "message" },
+    static const struct { const char *name; int id; } by_len[][6] = {
+        [2] = { { "id", A_ID }, { "to", A_TO } },
+        [4] = { { "type", A_TYPE }, { "from", A_FROM }, { "data", A_DATA }, { "also", A_ALSO } },
+        [5] = { { "event", A_EVENT }, { "error", A_ERROR } },
+        [6] = { { "method", A_METHOD }, { "status", A_STATUS }, { "params", A_PARAMS }, { "claims", A_CLAIMS },
+                { "refuse", A_REFUSE } },
+        [7] = { { "service", A_SERVICE }, { "payload", A_PAYLOAD }, { "context", A_CONTEXT }, { "message", A_MESSAGE } },
     };
-    if (n >= sizeof by_len / sizeof *by_len) return false;
-    for (int i = 0; i < 6 && by_len[n][i]; i++) if (memcmp(by_len[n][i], k, n) == 0) return true;
-    return false;
+    if (n >= sizeof by_len / sizeof *by_len) return -1;
+    for (int i = 0; i < 6 && by_len[n][i].name; i++) if (memcmp(by_len[n][i].name, k, n) == 0) return by_len[n][i].id;
+    return -1;
 }
 
-/* The rule's return value (at the top) into run->r and the view. */
+static int body_bit(enum rule_hook h) { return h == RH_EVENT ? A_PAYLOAD : h == RH_CALL ? A_PARAMS : A_DATA; }
+
+/* The rule's return value (at the top) into run->r and the view.  One
+ * pass finds which members it has; only those are looked at. */
 static void take_action(lua_State *L, struct run *run)
 {
     int t = lua_gettop(L);
@@ -663,21 +683,24 @@ static void take_action(lua_State *L, struct run *run)
         return;
     }
     if (!lua_istable(L, t)) luaL_error(L, "returned a %s (expected nil, false, bus.refuse(...) or a table of changes)", luaL_typename(L, t));
+    unsigned has = 0;
     lua_pushnil(L);
     while (lua_next(L, t)) {
         lua_pop(L, 1);
         size_t kn = 0;
         const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &kn) : NULL;
-        if (!k || !action_key(k, kn)) luaL_error(L, "returned an unknown field '%s'", k ? k : luaL_typename(L, -1));
+        int id = k ? action_key(k, kn) : -1;
+        if (id < 0) luaL_error(L, "returned an unknown field '%s'", k ? k : luaL_typename(L, -1));
+        has |= A(id);
     }
     size_t n;
-    if (act_string(L, t, "refuse", &n)) { act_refuse(L, run, t); return; }
-    act_fixed_member(L, run, t, "type", (struct lb_str){ type_name(m->hook), strlen(type_name(m->hook)) });
-    act_fixed_member(L, run, t, "id", m->id);
-    act_fixed_member(L, run, t, "from", m->from);
-    act_fixed_member(L, run, t, "service", m->service);
-    act_fixed_member(L, run, t, "status", m->status);
-    const char *to = act_string(L, t, "to", &n);
+    if (has & A(A_REFUSE)) { act_refuse(L, run, t); return; }
+    if (has & A(A_TYPE)) act_fixed_member(L, run, t, "type", (struct lb_str){ type_name(m->hook), strlen(type_name(m->hook)) });
+    if (has & A(A_ID)) act_fixed_member(L, run, t, "id", m->id);
+    if (has & A(A_FROM)) act_fixed_member(L, run, t, "from", m->from);
+    if (has & A(A_SERVICE)) act_fixed_member(L, run, t, "service", m->service);
+    if (has & A(A_STATUS)) act_fixed_member(L, run, t, "status", m->status);
+    const char *to = has & A(A_TO) ? act_string(L, t, "to", &n) : NULL;
     if (to && !lbstr_eq(m->to, to, n)) {
         if (m->hook == RH_RESPONSE) luaL_error(L, "a response goes back to its caller: 'to' cannot change");
         if (!(m->hook == RH_EVENT && n == 9 && !memcmp(to, "broadcast", 9)) && !lb_service_name_valid(to, n))
@@ -686,8 +709,9 @@ static void take_action(lua_State *L, struct run *run)
         r->set_to = true;
     }
     const char *other = m->hook == RH_EVENT ? "method" : "event";
-    if (act_string(L, t, other, &n)) luaL_error(L, "'%s' does not apply to a %s", other, type_name(m->hook));
-    const char *nm = act_string(L, t, name_field(m->hook), &n);
+    if ((has & A(m->hook == RH_EVENT ? A_METHOD : A_EVENT)) && act_string(L, t, other, &n))
+        luaL_error(L, "'%s' does not apply to a %s", other, type_name(m->hook));
+    const char *nm = has & A(m->hook == RH_EVENT ? A_EVENT : A_METHOD) ? act_string(L, t, name_field(m->hook), &n) : NULL;
     if (nm && !lbstr_eq(m->name, nm, n)) {
         if (m->hook == RH_RESPONSE) luaL_error(L, "a response's method cannot change");
         if (!(m->hook == RH_EVENT ? lb_event_name_valid(nm, n) : lb_method_name_valid(nm, n)))
@@ -695,9 +719,9 @@ static void take_action(lua_State *L, struct run *run)
         set_str(&r->name, &m->name, nm, n);
         r->set_name = true;
     }
-    act_body(L, run, t);
-    act_also(L, run, t);
-    if (m->hook == RH_RESPONSE && rawfield(L, t, "error") != LUA_TNIL) {
+    if (has & A(body_bit(m->hook))) act_body(L, run, t);
+    if (has & A(A_ALSO)) act_also(L, run, t);
+    if (m->hook == RH_RESPONSE && (has & A(A_ERROR)) && rawfield(L, t, "error") != LUA_TNIL) {
         char err[300];
         r->error.len = 0;
         if (lj_encode(L, -1, &r->error, 8, "error", err, sizeof err)) luaL_error(L, "%s", err);
@@ -711,7 +735,7 @@ static int run_fn(lua_State *L)
 {
     struct run *run = lstate_ud(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, run->rule->fn_ref);
-    push_view(L, run->m);
+    push_view(L, run->s);
     lua_call(L, 1, 1);
     take_action(L, run);
     return 0;
@@ -755,92 +779,90 @@ static struct lb_str view_value(const struct rmsg *m, int v)
     }
 }
 
-/* Keeps the $var paths of a transform that start at a member of the view:
- * the context is built from those alone. */
-static void keep_path(void *ud, const struct jl_seg *segs, size_t n)
+/* A transform's $var paths, resolved straight from the frame's text: a
+ * path into payload/params/data, context, claims or error walks down the
+ * text through objects (lj_members: the rest is skipped, not converted),
+ * and only the value it ends at (or the array or scalar it meets first)
+ * is parsed.  So a transform converts what it reads and nothing else, and
+ * reads exactly what it would in the whole view as JSON (SPEC §4 walks).
+ * A member named twice reads as missing where the path meets it, as a
+ * full parse would make that object missing. */
+#define SCAN_MAX 32   /* members of one object read from the text; more: parsed */
+#define SCANS 4       /* objects one transform may scan (more: parsed) */
+
+struct scan { const char *p; size_t n; int nm; struct lj_span key[SCAN_MAX], val[SCAN_MAX]; };
+struct resolve { const struct rmsg *m; struct scan scan[SCANS]; size_t n; };
+
+/* The members of the object text val, scanned once per evaluation (a
+ * transform usually reads several members of one payload). */
+static const struct scan *scan_of(struct resolve *rs, struct lb_str val)
 {
-    struct rule *r = ud;
-    int v = view_member(r->hook, segs[0].p, segs[0].n);
-    if (v < 0) return;   /* a loop variable, or nothing the view has */
-    r->roots |= 1u << v;
-    r->paths = realloc(r->paths, (r->n_paths + 1) * sizeof *r->paths);
-    r->path_len = realloc(r->path_len, (r->n_paths + 1) * sizeof *r->path_len);
-    if (!r->paths || !r->path_len) abort();
-    r->paths[r->n_paths] = segs;
-    r->path_len[r->n_paths++] = n;
+    for (size_t i = 0; i < rs->n; i++)
+        if (rs->scan[i].p == val.p && rs->scan[i].n == val.n) return &rs->scan[i];
+    if (rs->n == SCANS) return NULL;
+    struct scan *sc = &rs->scan[rs->n++];
+    sc->p = val.p;
+    sc->n = val.n;
+    sc->nm = lj_object_scan(val.p, val.n, sc->key, sc->val, SCAN_MAX);
+    return sc;
 }
 
-#define PART_MAX 32   /* paths and distinct keys handled per level; more: the whole value */
-
-/* The parts of the JSON text `raw` that paths[0..np) reach, segments from
- * `depth` on: an object holding just those members, down to where a path
- * ends or meets something other than an object (taken whole there).  A
- * JSONLex expression reads its context only through $var paths, so it
- * cannot tell this from the whole value.  NULL when raw is not JSON (the
- * member is then missing, as with a full parse). */
-static json_t *partial(struct lb_str raw, const struct jl_seg *const *paths, const size_t *lens, size_t np, size_t depth)
+/* The common leaves a path ends at, without the parser: a string without
+ * escapes (the frame's text is valid UTF-8), a small integer, a literal.
+ * NULL: parse it. */
+static json_t *leaf(struct lb_str v)
 {
-    char err[160];
-    bool whole = np > PART_MAX;
-    size_t i = 0;
-    while (i < raw.n && (raw.p[i] == ' ' || raw.p[i] == '\t' || raw.p[i] == '\n' || raw.p[i] == '\r')) i++;
-    if (i >= raw.n || raw.p[i] != '{') whole = true;
-    struct lj_span keys[PART_MAX], vals[PART_MAX];
-    size_t nk = 0;
-    for (size_t k = 0; k < np && !whole; k++) {
-        if (lens[k] <= depth) { whole = true; break; }
-        const struct jl_seg *sg = &paths[k][depth];
-        size_t j = 0;
-        while (j < nk && !(keys[j].n == sg->n && memcmp(keys[j].p, sg->p, sg->n) == 0)) j++;
-        if (j == nk) keys[nk++] = (struct lj_span){ sg->p, sg->n };
-    }
-    if (whole) return lj_parse(raw.p, raw.n, LBL_MAX_DEPTH, err, sizeof err);
-    if (lj_members(raw.p, raw.n, keys, nk, vals, LBL_MAX_DEPTH)) return NULL;
-    json_t *o = json_object();
-    for (size_t j = 0; j < nk; j++) {
-        if (!vals[j].p) continue;
-        const struct jl_seg *sub[PART_MAX];
-        size_t sublen[PART_MAX], ns = 0;
-        for (size_t k = 0; k < np; k++)
-            if (paths[k][depth].n == keys[j].n && memcmp(paths[k][depth].p, keys[j].p, keys[j].n) == 0) {
-                sub[ns] = paths[k];
-                sublen[ns++] = lens[k];
-            }
-        json_t *v = partial((struct lb_str){ vals[j].p, vals[j].n }, sub, sublen, ns, depth + 1);
-        if (v) json_object_setn_new(o, keys[j].p, keys[j].n, v);
-    }
-    return o;
-}
-
-/* The JSONLex context of a transform: the message view as JSON, only as
- * much of it as the expression's $var paths can reach, taken from the
- * frame's text without converting the rest. */
-static json_t *view_json(const struct rule *r, const struct rmsg *m)
-{
-    json_t *o = json_object();
-    for (int v = 0; v < V__COUNT; v++) {
-        if (!(r->roots & (1u << v))) continue;
-        struct lb_str val = view_value(m, v);
-        if (!val.p) continue;
-        json_t *j;
-        if (v < V_BODY) {
-            j = json_stringn(val.p, val.n);
-        } else {
-            const struct jl_seg *sub[PART_MAX];
-            size_t sublen[PART_MAX], ns = 0;
-            bool whole = false;
-            for (size_t k = 0; k < r->n_paths; k++) {
-                if (view_member(m->hook, r->paths[k][0].p, r->paths[k][0].n) != v) continue;
-                if (ns == PART_MAX) { whole = true; break; }
-                sub[ns] = r->paths[k];
-                sublen[ns++] = r->path_len[k];
-            }
-            char err[160];
-            j = whole ? lj_parse(val.p, val.n, LBL_MAX_DEPTH, err, sizeof err) : partial(val, sub, sublen, ns, 1);
+    if (v.n >= 2 && v.p[0] == '"' && v.p[v.n - 1] == '"' && !memchr(v.p + 1, '\\', v.n - 2))
+        return json_stringn_nocheck(v.p + 1, v.n - 2);
+    if (v.n > 0 && v.n <= 18) {
+        size_t k = v.p[0] == '-';
+        long long x = 0;
+        if (k == v.n || (v.p[k] == '0' && v.n > k + 1)) goto literal;
+        for (size_t i = k; i < v.n; i++) {
+            if (v.p[i] < '0' || v.p[i] > '9') goto literal;
+            x = x * 10 + (v.p[i] - '0');
         }
-        if (j) json_object_set_new(o, view_name(m->hook, v), j);
+        return json_integer(k ? -x : x);
     }
-    return o;
+literal:
+    if (v.n == 4 && !memcmp(v.p, "true", 4)) return json_true();
+    if (v.n == 5 && !memcmp(v.p, "false", 5)) return json_false();
+    if (v.n == 4 && !memcmp(v.p, "null", 4)) return json_null();
+    return NULL;
+}
+
+static json_t *view_resolve(void *ud, const struct jl_seg *segs, size_t n)
+{
+    struct resolve *rs = ud;
+    const struct rmsg *m = rs->m;
+    int v = view_member(m->hook, segs[0].p, segs[0].n);
+    if (v < 0) return NULL;
+    struct lb_str val = view_value(m, v);
+    if (!val.p) return NULL;
+    if (v < V_BODY) return n == 1 ? json_stringn(val.p, val.n) : NULL;   /* a string has no members */
+    size_t i = 1;
+    while (i < n) {
+        size_t k = 0;
+        while (k < val.n && (val.p[k] == ' ' || val.p[k] == '\t' || val.p[k] == '\n' || val.p[k] == '\r')) k++;
+        if (k == val.n || val.p[k] != '{') break;
+        const struct scan *sc = scan_of(rs, val);
+        if (!sc || sc->nm < 0) break;   /* escaped names, too many: parse it */
+        int hit = -1, hits = 0;
+        for (int j = 0; j < sc->nm; j++)
+            if (sc->key[j].n == segs[i].n && memcmp(sc->key[j].p, segs[i].p, segs[i].n) == 0) { hit = j; hits++; }
+        if (!hits) return NULL;
+        if (hits > 1) break;   /* named twice: the parse below refuses the object */
+        val = (struct lb_str){ sc->val[hit].p, sc->val[hit].n };
+        i++;
+    }
+    json_t *j = i == n ? leaf(val) : NULL;
+    if (j) return j;
+    char err[160];
+    j = lj_parse(val.p, val.n, LBL_MAX_DEPTH, err, sizeof err);
+    if (!j || i == n) return j;
+    json_t *r = jl_walk(j, segs, i, n);
+    json_decref(j);
+    return r;
 }
 
 static int run_fixed(struct run *run)
@@ -855,10 +877,12 @@ static int run_fixed(struct run *run)
         return 0;
     }
     if (rule->transform) {
-        json_t *ctx = view_json(rule, m), *out = NULL;
+        json_t *out = NULL;
         char err[300];
-        int rc = host_jsonlex_compiled(run->s, rule->transform, ctx, &out, err, sizeof err);
-        json_decref(ctx);
+        struct resolve rs;
+        rs.m = m;
+        rs.n = 0;
+        int rc = host_jsonlex_resolved(run->s, rule->transform, view_resolve, &rs, &out, err, sizeof err);
         if (rc) { snprintf(run->err, sizeof run->err, "transform: %s", err); return -1; }
         struct sbuf *next = &r->body[r->body_cur ^ 1];
         next->len = 0;
@@ -899,8 +923,7 @@ static void run_one(struct lstate *s, struct rule *rule, struct rmsg *view, stru
         enum lbl_fail kind;
         char err[400];
         rc = lstate_call(s, run_fn, &run, &kind, err, sizeof err);
-        lua_pushnil(s->L);
-        lua_rawsetp(s->L, LUA_REGISTRYINDEX, &k_view);
+        s->cur_view = NULL;
         if (rc) snprintf(run.err, sizeof run.err, "%s", err);
     } else {
         rc = run_fixed(&run);
@@ -930,12 +953,20 @@ static void collect_event(void *ud, void *arg)
     if (s->n_sel < s->n_rules) s->sel[s->n_sel++] = (uint32_t)((uintptr_t)ud - 1);
 }
 
+bool rules_maybe(const struct lstate *s, const struct rmsg *m)
+{
+    const struct rindex *ix = m->hook == RH_EVENT ? s->ix_event : m->hook == RH_CALL ? s->ix_call : s->ix_response;
+    if (!ix || !m->name.p) return false;
+    if (ix->n_wild) return true;
+    struct lb_str key = index_key(m);
+    return key.p && bucket_find(ix, key.p, key.n) != NULL;
+}
+
 size_t rules_select(struct lstate *s, const struct rmsg *m)
 {
     s->n_sel = 0;
-    if (!m->name.p) return 0;
+    if (!rules_maybe(s, m)) return 0;
     if (m->hook == RH_EVENT) {
-        if (!s->n_event_rules) return 0;
         lb_patset_match(s->events, m->name.p, m->name.n, collect_event, s);
         /* File order (the trie reports matches in its own), then `from`. */
         for (size_t i = 1; i < s->n_sel; i++)

@@ -58,6 +58,10 @@ void rules_build(struct lstate *s, lua_State *L, int t);
 void rules_free(struct lstate *s);
 /* Whether any rule could match messages of this kind (a cheap test). */
 bool rules_any(const struct lstate *s, enum rule_hook k);
+/* A prefilter for rules_select, one hash lookup: false when no rule can
+ * select m.  Reads only m's hook, name and to (calls) or service
+ * (responses). */
+bool rules_maybe(const struct lstate *s, const struct rmsg *m);
 /* Finds the rules that select m, in file order (into s->sel), in C:
  * reads only m's hook, name, to (calls), service (responses) and from, so
  * the hook fills in the rest only for a message some rule selects.
