@@ -320,12 +320,32 @@ void lua_hooks_bus_api(lua_State *L)
 int lua_hooks_start(struct host *h)
 {
     if (open_local(h)) return -1;
-    struct lb_hooks hooks = { .size = sizeof hooks, .rewrite = on_rewrite, .response = on_response };
+    struct lb_hooks hooks = { .size = sizeof hooks, .rewrite = on_rewrite };
     if (lb_hooks_register(h->ctx, &hooks, h) < 0) {
-        lb_plugin_fail(h->ctx, "cannot register the rewrite and response hooks");
+        lb_plugin_fail(h->ctx, "cannot register the rewrite hook");
         return -1;
     }
+    lua_hooks_sync(h);
     return 0;
+}
+
+/* The response hook is there only while some response rule is loaded: a
+ * registered one makes the bus name the call (attributes call.to and
+ * call.method) for every RESPONSE, about 1.7k instructions each, which
+ * traffic no rule selects must not pay.  Called from load() and
+ * reload_done(), never from inside a hook. */
+void lua_hooks_sync(struct host *h)
+{
+    bool want = rules_any(h->cur, RH_RESPONSE);
+    if (want && !h->response_hooks) {
+        struct lb_hooks hooks = { .size = sizeof hooks, .response = on_response };
+        int id = lb_hooks_register(h->ctx, &hooks, h);
+        if (id > 0) h->response_hooks = id;
+        else lb_log(h->ctx, LB_LOG_ERROR, "cannot register the response hook: response rules do not run");
+    } else if (!want && h->response_hooks) {
+        lb_hooks_unregister(h->ctx, h->response_hooks);
+        h->response_hooks = 0;
+    }
 }
 
 void lua_hooks_stop(struct host *h)

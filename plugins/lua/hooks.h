@@ -15,6 +15,9 @@ struct lua_State;
 /* Opens the in-process connection and registers the hooks (load()).
  * Returns 0, or -1 after lb_plugin_fail. */
 int lua_hooks_start(struct host *h);
+/* Registers the response hook when response rules are loaded, removes it
+ * when none are (reload_done()). */
+void lua_hooks_sync(struct host *h);
 /* Closes the connection and frees the hooks' buffers (unload()). */
 void lua_hooks_stop(struct host *h);
 /* Adds bus.emit and bus.services to the bus table at the top of the stack. */

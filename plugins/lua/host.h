@@ -88,6 +88,7 @@ struct host {
     struct lb_plugin_ctx *ctx;
     const char *service;       /* the in-process connection's name (host-owned) */
     struct lb_conn *conn;      /* that connection; NULL once the bus closed it */
+    int response_hooks;        /* the response hook's id while registered, else 0 */
     struct lbl_conf conf;
     struct lstate *cur;
     struct lstate *staged;     /* a reload's new state, until it is committed */

@@ -433,6 +433,7 @@ static void plugin_reload_done(struct lb_plugin_ctx *ctx, bool commit)
     conf_free(&h->conf);
     h->conf = h->staged_conf;
     h->staged_conf.dir = NULL;
+    lua_hooks_sync(h);
     log_loaded(h, h->cur, "reloaded");
 }
 

@@ -503,7 +503,7 @@ static int lb_open(struct builder *bb, bool array)
     struct lua_builder *b = (struct lua_builder *)bb;
     lua_State *L = b->L;
     if (!lua_checkstack(L, 8)) { bb->err = "nesting too deep"; return -1; }
-    lua_createtable(L, array ? 4 : 0, array ? 0 : 4);
+    lua_createtable(L, array ? 4 : 0, array ? 0 : 8);
     lua_pushvalue(L, array ? b->mt_array : b->mt_object);
     lua_setmetatable(L, -2);
     if (!array) lua_pushnil(L);

@@ -6,8 +6,11 @@ One run, three daemons side by side:
   rules    [plugin lua] with 20 rules that select none of the traffic below, plus
            one rule per workload (pass, Lua payload edit, JSONLex transform, fixed
            rewrite of the target)
-Workloads: a stream of EMITs (a 128-byte object payload) from one connection to
-one subscriber, pipelined in batches, through each daemon.  The figure is the
+Workloads: a stream of EMITs (a 122-byte object payload) from one connection to
+one subscriber, pipelined in batches, through each daemon; and CALL round trips
+(the same payload as params, answered by a service with a small result),
+through the plain daemon and past 20 call rules that select none of them
+(the response hook runs for every RESPONSE).  The figure is the
 daemon's CPU time per message (the scheduler's run time of all its threads, so
 other load on the machine does not count), the median over interleaved rounds;
 "added" is that minus the same traffic through the plain daemon.
@@ -17,6 +20,7 @@ prints one JSON object (tests/bench/lua-bench.sh runs it on an optimised build).
 """
 import json
 import os
+import re
 import socket
 import statistics
 import struct
@@ -62,6 +66,60 @@ def cpu_ns(pid):
         except OSError:
             pass
     return total
+
+
+ID = re.compile(rb'"id":"([^"]*)"')
+
+
+class Calls:
+    """A caller and a service answering every CALL, batch by batch."""
+
+    def __init__(self, bus):
+        self.bus = bus
+        self.svc = bus.client("svc", methods=["m"])
+        self.caller = bus.client("caller")
+        self.batch = b"".join(frame({"type": "CALL", "id": "c%d" % i, "to": "svc", "method": "m", "params": PAYLOAD})
+                              for i in range(BATCH))
+        self.bufs = {}
+
+    def _frames(self, c, n):
+        buf = self.bufs.get(id(c), b"")
+        out = []
+        while len(out) < n:
+            while len(buf) >= 4 and len(out) < n:
+                (ln,) = struct.unpack_from(">I", buf)
+                if len(buf) < 4 + ln:
+                    break
+                out.append(buf[4:4 + ln])
+                buf = buf[4 + ln:]
+            if len(out) < n:
+                chunk = c.sock.recv(1 << 20)
+                if not chunk:
+                    raise RuntimeError("closed")
+                buf += chunk
+        self.bufs[id(c)] = buf
+        return out
+
+    def _round(self):
+        self.caller.sock.sendall(self.batch)
+        calls = self._frames(self.svc, BATCH)
+        self.svc.sock.sendall(b"".join(
+            frame({"type": "RESPONSE", "id": ID.search(f).group(1).decode(), "to": "caller", "status": "success",
+                   "data": {"ok": True}}) for f in calls))
+        self._frames(self.caller, BATCH)
+
+    def run(self, event, secs):
+        pid = self.bus.proc.pid
+        for c in (self.svc, self.caller):
+            c.sock.settimeout(30)
+        self._round()
+        n = 0
+        c0 = cpu_ns(pid)
+        t0 = time.time()
+        while time.time() - t0 < secs:
+            self._round()
+            n += BATCH
+        return n, cpu_ns(pid) - c0
 
 
 class Stream:
@@ -124,20 +182,23 @@ def main():
     work = [("no plugin", plain, "none:x"), ("plugin, no scripts", empty, "none:x"),
             ("40 rules, none selects", rules, "none:x"), ("Lua rule, passes", rules, "pass:x"),
             ("Lua rule, edits the payload", rules, "edit:x"), ("JSONLex transform", rules, "jl:x"),
-            ("fixed rewrite of the target", rules, "to:x")]
+            ("fixed rewrite of the target", rules, "to:x"),
+            ("CALL round trip, no plugin", plain, "CALL"), ("CALL round trip, 40 rules, none selects", rules, "CALL")]
     try:
         streams = {}
         for bus in (plain, empty, rules):
-            streams[id(bus)] = Stream(bus, [e for _, b, e in work if b is bus])
+            streams[id(bus)] = Stream(bus, [e for _, b, e in work if b is bus and e != "CALL"])
+        calls = {id(b): Calls(b) for b in (plain, rules)}
         samples = {name: [] for name, _, _ in work}
         for _ in range(rounds):
             for name, bus, event in work:
-                n, ns = streams[id(bus)].run(event, secs)
+                n, ns = (calls if event == "CALL" else streams)[id(bus)].run(event, secs)
                 samples[name].append(ns / n)
         per = {name: statistics.median(v) for name, v in samples.items()}
-        base = per["no plugin"]
+        base, cbase = per["no plugin"], per["CALL round trip, no plugin"]
         out = {"ns_per_message": {k: round(v, 1) for k, v in per.items()},
-               "added_ns": {k: round(v - base, 1) for k, v in per.items() if k != "no plugin"},
+               "added_ns": {k: round(v - (cbase if k.startswith("CALL") else base), 1) for k, v in per.items()
+                            if k not in ("no plugin", "CALL round trip, no plugin")},
                "spread_ns": {k: round(max(v) - min(v), 1) for k, v in samples.items()},
                "rounds": rounds, "seconds_per_item": secs, "batch": BATCH,
                "payload_bytes": len(json.dumps(PAYLOAD, separators=(",", ":")))}

@@ -96,6 +96,29 @@ def bus_lua_dir_is_the_default_dir():
 
 
 @test
+def response_rules_come_and_go_with_reloads():
+    # The response hook is registered only while response rules are loaded.
+    with lua_bus({"routes.lua": "return {}"}) as bus:
+        svc = bus.client("svc", methods=["m"])
+        c = bus.client("caller")
+
+        def round_trip(i):
+            c.send({"type": "CALL", "id": "r%d" % i, "to": "svc", "method": "m", "params": {}})
+            call = svc.recv_type("CALL")
+            svc.send({"type": "RESPONSE", "id": call["id"], "to": call["from"], "status": "success", "data": {"n": i}})
+            return c.recv_type("RESPONSE")["data"]
+
+        check_eq(round_trip(1), {"n": 1}, "no rules")
+        write_script(bus.lua_dir, "routes.lua",
+                     'return { { response = "svc.m", fn = function(m) m.data.seen = true; return m end } }')
+        check_eq(bus.cli("reload").returncode, 0, "reloaded")
+        check_eq(round_trip(2), {"n": 2, "seen": True}, "a response rule added by a reload runs")
+        write_script(bus.lua_dir, "routes.lua", "return {}")
+        check_eq(bus.cli("reload").returncode, 0, "reloaded")
+        check_eq(round_trip(3), {"n": 3}, "and is gone after the next")
+
+
+@test
 def store_survives_reloads():
     routes = """return { { event = "count:*", fn = function(m)
   local n = (bus.store.get("n") or 0) + 1
