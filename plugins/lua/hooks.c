@@ -97,11 +97,12 @@ static enum lb_verdict_kind inbound(struct host *h, struct lb_conn *c, struct lb
     struct lstate *s = h->cur;
     if (!rules_any(s, hook)) return LB_PASS;
     struct rmsg v;
-    memset(&v, 0, sizeof v);
     v.hook = hook;
     v.name = lb_msg_field(m, hook == RH_EVENT ? "event" : "method");
-    if (hook == RH_CALL) v.to = lb_msg_field(m, "to");
+    v.to = hook == RH_CALL ? lb_msg_field(m, "to") : (struct lb_str){ NULL, 0 };
+    v.service = (struct lb_str){ NULL, 0 };
     if (!rules_maybe(s, &v)) return LB_PASS;   /* the common case: one hash lookup, Lua never sees it */
+    v.status = v.error = (struct lb_str){ NULL, 0 };
     if (hook == RH_EVENT) v.to = str_or(lb_msg_field(m, "to"), "broadcast");
     v.from = str_or(lb_msg_field(m, "from"), lb_conn_service(c));
     if (!rules_select(s, &v)) return LB_PASS;

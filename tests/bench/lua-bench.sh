@@ -4,7 +4,9 @@
 #     stream with no plugin, the plugin without scripts, 40 rules none of
 #     which selects the traffic, a Lua rule that passes, a Lua rule that
 #     edits the payload, a JSONLex transform, a fixed rewrite (the daemon's
-#     CPU time per message, medians of interleaved rounds);
+#     CPU time per message, medians of interleaved rounds; and, with valgrind
+#     at hand, the instructions per message routed, which no other load on
+#     the machine changes);
 #   - JSONLex over the conformance corpus: in-process evaluations/s
 #     (compiled, through the cache, cold) and through the real daemon
 #     (lexbus.jsonlex calls, pipelined; and the daemon's own per-evaluation
@@ -25,6 +27,10 @@ mkdir -p "$bdir"
 cases="$top/tests/lua/jsonlex-cases.jsonl"
 echo "== rules per message through the daemon (${secs}s per item, $rounds rounds)"
 LEXBUSD="$bdir/core/lexbusd" /usr/bin/python3 "$top/tests/bench/luarules.py" "$secs" "$rounds"
+if command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null; then
+  echo "== the same, instructions per message routed (callgrind, exact)"
+  LEXBUSD="$bdir/core/lexbusd" /usr/bin/python3 "$top/tests/bench/luarules.py" --callgrind 10000
+fi
 echo "== JSONLex in-process, luabench (${secs}s per item)"
 "$bdir/tests/bench/luabench" "$cases" "$secs"
 echo "== JSONLex through the daemon"

@@ -17,6 +17,11 @@ other load on the machine does not count), the median over interleaved rounds;
 
   LEXBUSD=... python3 luarules.py [SECONDS_PER_ITEM] [ROUNDS]
 prints one JSON object (tests/bench/lua-bench.sh runs it on an optimised build).
+
+  LEXBUSD=... python3 luarules.py --callgrind N
+counts instead the instructions the daemon executes per message in routing
+(router_input, hooks included) for N messages of each workload, each daemon
+under valgrind's callgrind: exact and independent of the machine's load.
 """
 import json
 import os
@@ -127,9 +132,15 @@ class Stream:
 
     def __init__(self, bus, events):
         self.bus = bus
-        self.sub = bus.client("sink", subscribe=sorted(set(events)))
+        # "EVENT@SERVICE": the EMIT addressed to that service.
+        self.sub = bus.client("sink", subscribe=sorted(set(e.split("@")[0] for e in events)))
         self.pub = bus.client("pub")
-        self.batches = {e: frame({"type": "EMIT", "event": e, "payload": PAYLOAD}) * BATCH for e in events}
+        self.batches = {}
+        for e in events:
+            msg = {"type": "EMIT", "event": e.split("@")[0], "payload": PAYLOAD}
+            if "@" in e:
+                msg["to"] = e.split("@")[1]
+            self.batches[e] = frame(msg) * BATCH
         self.buf = b""
 
     def _take(self, n):
@@ -172,7 +183,70 @@ class Stream:
         return n, cpu_ns(pid) - c0
 
 
+def instructions(plugins, event, n):
+    """Instructions per message in router_input, lexbusd under callgrind."""
+    import shutil
+    import subprocess
+    import tempfile
+    out = tempfile.mkdtemp(prefix="luarules-cg-")
+    wrapper = os.path.join(out, "lexbusd")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=%s/cg.out %s \"$@\"\n"
+                % (out, os.environ.get("LEXBUSD", "lexbusd")))
+    os.chmod(wrapper, 0o755)
+    import lbtest
+    real = lbtest.LEXBUSD
+    lbtest.LEXBUSD = wrapper
+    try:
+        bus = Bus(bus="log_level = info\n", plugins=plugins)
+        try:
+            if event == "CALL":
+                c = Calls(bus)
+                for x in (c.svc, c.caller):
+                    x.sock.settimeout(120)
+                for _ in range(n // BATCH):
+                    c._round()
+            else:
+                st = Stream(bus, [event])
+                st.pub.sock.settimeout(120)
+                st.sub.sock.settimeout(120)
+                for _ in range(n // BATCH):
+                    st.pub.sock.sendall(st.batches[event])
+                    st._take(BATCH)
+        finally:
+            bus.__exit__(None, None, None)
+        ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", os.path.join(out, "cg.out")],
+                             capture_output=True, text=True).stdout
+        for line in ann.splitlines():
+            if "router.c:router_input" in line:
+                return round(int(line.split()[0].replace(",", "")) / (n * (2 if event == "CALL" else 1)))
+        return None
+    finally:
+        lbtest.LEXBUSD = real
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def main_callgrind(n):
+    plugins = {"plain": "", "empty": "[plugin lua]\ndir = %s\n" % scripts_dir(),
+               "rules": "[plugin lua]\ndir = %s\n" % scripts_dir({"routes.lua": ROUTES})}
+    work = [("no plugin", "plain", "none:x"), ("plugin, no scripts", "empty", "none:x"),
+            ("40 rules, none selects", "rules", "none:x"), ("Lua rule, passes", "rules", "pass:x"),
+            ("Lua rule, edits the payload", "rules", "edit:x"), ("JSONLex transform", "rules", "jl:x"),
+            ("fixed rewrite of the target", "rules", "to:x"), ("no plugin, EMIT sent to the service", "plain", "to:x@sink"),
+            ("CALL round trip, no plugin", "plain", "CALL"), ("CALL round trip, 40 rules, none selects", "rules", "CALL")]
+    per = {name: instructions(plugins[kind], event, n) for name, kind, event in work}
+    base, cbase = per["no plugin"], per["CALL round trip, no plugin"]
+    print(json.dumps({"instructions_per_message_routed": per,
+                      "added": {k: v - (cbase if k.startswith("CALL") else base) for k, v in per.items()
+                                if k not in ("no plugin", "CALL round trip, no plugin")},
+                      "rewrite_of_the_target_over_sending_it_there": per["fixed rewrite of the target"]
+                      - per["no plugin, EMIT sent to the service"],
+                      "messages": n, "note": "CALL: per frame routed (the CALL and its RESPONSE)"}, indent=1))
+
+
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--callgrind":
+        return main_callgrind(int(sys.argv[2]))
     secs = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     conf = "log_level = info\n"
@@ -182,7 +256,7 @@ def main():
     work = [("no plugin", plain, "none:x"), ("plugin, no scripts", empty, "none:x"),
             ("40 rules, none selects", rules, "none:x"), ("Lua rule, passes", rules, "pass:x"),
             ("Lua rule, edits the payload", rules, "edit:x"), ("JSONLex transform", rules, "jl:x"),
-            ("fixed rewrite of the target", rules, "to:x"),
+            ("fixed rewrite of the target", rules, "to:x"), ("no plugin, EMIT sent to the service", plain, "to:x@sink"),
             ("CALL round trip, no plugin", plain, "CALL"), ("CALL round trip, 40 rules, none selects", rules, "CALL")]
     try:
         streams = {}
@@ -200,6 +274,8 @@ def main():
                "added_ns": {k: round(v - (cbase if k.startswith("CALL") else base), 1) for k, v in per.items()
                             if k not in ("no plugin", "CALL round trip, no plugin")},
                "spread_ns": {k: round(max(v) - min(v), 1) for k, v in samples.items()},
+               "rewrite_of_the_target_over_sending_it_there_ns":
+                   round(per["fixed rewrite of the target"] - per["no plugin, EMIT sent to the service"], 1),
                "rounds": rounds, "seconds_per_item": secs, "batch": BATCH,
                "payload_bytes": len(json.dumps(PAYLOAD, separators=(",", ":")))}
         c = rules.client("probe")
