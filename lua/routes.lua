@@ -20,8 +20,12 @@
 --   refuse = { code = "FORBIDDEN", message = "..." }
 --
 -- m (the message view) has type, id, from, to, event or method, service and
--- status (RESPONSE), and, decoded when first read: payload (EMIT), params
--- (CALL), data / error (RESPONSE), context, claims (verified token claims).
+-- status (RESPONSE: the call's service and method), payload (EMIT), params
+-- (CALL), data / error (RESPONSE), context, claims (verified token claims),
+-- each made (JSON decoded) when the rule first reads it.
+--
+-- Event and call rules run on messages as they come in, before the bus
+-- routes them; response rules on RESPONSEs on their way back to the caller.
 -- fn returns nil to pass the message on unchanged, false to refuse it
 -- (FORBIDDEN), bus.refuse(code, message), or a table of changes:
 --   { to = ..., event = ..., method = ..., payload = ..., params = ...,
