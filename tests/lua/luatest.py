@@ -4,7 +4,7 @@ import json
 import os
 import tempfile
 
-from lbtest import Bus
+from lbtest import Bus, check_eq
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -50,3 +50,23 @@ def json_equal(a, b):
 def load_cases():
     with open(os.path.join(HERE, "jsonlex-cases.jsonl")) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def method(c, name, params):
+    """Calls lexbus.NAME; checks it succeeded and returns its data."""
+    r = c.call("lexbus", name, params)
+    check_eq(r.get("status"), "success", "%s answered: %r" % (name, r))
+    return r["data"]
+
+
+def answer(svc, data=None, error=None):
+    """Answers the next CALL svc receives (with data, data(call) when it is
+    a function, the CALL's params when None, or an error); returns the CALL."""
+    call = svc.recv_type("CALL")
+    resp = {"type": "RESPONSE", "id": call["id"], "to": call["from"]}
+    if error:
+        resp.update(status="error", error=error)
+    else:
+        resp.update(status="success", data=data(call) if callable(data) else data if data is not None else call.get("params"))
+    svc.send(resp)
+    return call

@@ -11,7 +11,8 @@ import threading
 
 import lbtest
 from lbtest import check, check_eq, test
-from luatest import lua_bus
+import luatest
+from luatest import lua_bus, method
 
 CRUD = r"""
 return { resources = {
@@ -34,9 +35,7 @@ return { resources = {
 
 
 def test_map(c, **req):
-    r = c.call("lexbus", "crud.test", req)
-    check_eq(r.get("status"), "success", "crud.test answered: %r" % r)
-    return r["data"]
+    return method(c, "crud.test", req)
 
 
 @test
@@ -103,11 +102,8 @@ def crud(c, cid, **req):
 
 
 def answer(svc, data=None):
-    """Answers the next CALL svc receives with {"method", "params"} (or data)."""
-    call = svc.recv_type("CALL")
-    svc.send({"type": "RESPONSE", "id": call["id"], "to": call["from"], "status": "success",
-              "data": data if data is not None else {"method": call["method"], "params": call["params"]}})
-    return call
+    """Answers the next CALL with {"method", "params"} (or data)."""
+    return luatest.answer(svc, data if data is not None else (lambda call: {"method": call["method"], "params": call["params"]}))
 
 
 def response(c, cid):

@@ -7,7 +7,7 @@ import re
 
 import lbtest
 from lbtest import check, check_eq, test, wait_for
-from luatest import lua_bus
+from luatest import answer, lua_bus
 
 ROUTES = r"""
 return {
@@ -47,18 +47,6 @@ return {
 """
 
 
-def serve_one(svc, data=None, error=None):
-    """Answers the next CALL svc receives; returns that CALL."""
-    call = svc.recv_type("CALL")
-    resp = {"type": "RESPONSE", "id": call["id"], "to": call["from"]}
-    if error:
-        resp.update(status="error", error=error)
-    else:
-        resp.update(status="success", data=data if data is not None else call.get("params"))
-    svc.send(resp)
-    return call
-
-
 @test
 def calls_rewritten_refused_and_transformed():
     with lua_bus({"routes.lua": ROUTES}) as bus:
@@ -66,7 +54,7 @@ def calls_rewritten_refused_and_transformed():
         calc = bus.client("calc", methods=["add", "fail"])
         c = bus.client("caller")
         c.send({"type": "CALL", "id": "c1", "to": "users", "method": "getUserById", "params": {"id": 1}})
-        call = serve_one(users, data={"name": "ada", "passwordHash": "x"})
+        call = answer(users, data={"name": "ada", "passwordHash": "x"})
         # "moved" rewrote the target; rules are selected on the message as it
         # arrived, so "renamed" (user-service.getUserById) did not run.
         check_eq((call["to"], call["method"], call["params"]), ("user-service", "getUserById", {"id": 1}), "target rewritten")
@@ -74,7 +62,7 @@ def calls_rewritten_refused_and_transformed():
         check_eq((r["id"], r["status"], r["data"]), ("c1", "success", {"name": "ada", "passwordHash": "x"}),
                  "response rules match the call's own service and method")
         c.send({"type": "CALL", "id": "c2", "to": "user-service", "method": "getUserById", "params": {"id": 2}})
-        call = serve_one(users, data={"name": "bob", "passwordHash": "y"})
+        call = answer(users, data={"name": "bob", "passwordHash": "y"})
         check_eq(call["method"], "getUser", "method renamed")
         r = c.recv_type("RESPONSE")
         check_eq(r["data"], {"name": "bob", "via": "user-service.getUser"}, "result transformed by the response rule")
@@ -83,13 +71,13 @@ def calls_rewritten_refused_and_transformed():
                  ("RESPONSE", "error", "FORBIDDEN", "deletes are disabled"), "refused with code and message")
         users.expect_nothing(0.2)
         c.send({"type": "CALL", "id": "c4", "to": "calc", "method": "add", "params": {"a": 5, "b": 1}})
-        call = serve_one(calc)
+        call = answer(calc)
         check_eq(call["params"], {"a": 10, "b": 1}, "params transformed in Lua")
         check_eq(c.recv_type("RESPONSE")["data"], {"a": 10, "b": 1}, "answered")
         r = c.call("calc", "add", {"a": 500, "b": 1})
         check_eq((r["error"]["code"], r["error"]["message"]), ("RATE_LIMITED", "a is too big"), "bus.refuse from Lua")
         c.send({"type": "CALL", "id": "c6", "to": "calc", "method": "fail", "params": {}})
-        serve_one(calc, data={"ok": True})
+        answer(calc, data={"ok": True})
         r = c.recv_type("RESPONSE")
         check_eq((r["status"], r["error"], "data" in r), ("error", {"code": "EXECUTION_FAILED", "message": "rewritten"}, False),
                  "a response rule turns a success into an error")

@@ -10,7 +10,7 @@ import re
 
 import lbtest
 from lbtest import check, check_eq, test
-from luatest import lua_bus
+from luatest import lua_bus, method
 
 ROUTES = r"""
 return {
@@ -45,9 +45,7 @@ return {
 
 
 def dry(c, msg):
-    r = c.call("lexbus", "rules.test", msg)
-    check_eq(r.get("status"), "success", "rules.test answered: %r" % r)
-    return r["data"]
+    return method(c, "rules.test", msg)
 
 
 @test
