@@ -43,6 +43,8 @@ return {
       return nil
     end },
   { name = "echo-loop", event = "loop:*", fn = function(m) bus.emit("loop:again", m.payload) end },
+  { name = "spin", event = "spin:*", fn = function(m) while true do end end },
+  { name = "bomb", call = "calc.bomb", fn = function(m) local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 1000) .. i end end },
 }
 """
 
@@ -133,6 +135,25 @@ def runtime_errors_are_script_errors_naming_script_and_line():
         st = bus.stats()["plugins"]["lua"]
         check_eq(st["rule_errors"], 30, "counted (lb_counter_register)")
         check_eq([r["errors"] for r in st["rules"] if r["name"] == "boom"], [30], "per rule in lexbus stats")
+
+
+@test
+def runaway_rules_on_live_traffic_end_that_message_only():
+    with lua_bus({"routes.lua": ROUTES}, extra="max_memory = 16M\n") as bus:
+        sub = bus.client("reader", subscribe=["post:*"])
+        calc = bus.client("calc", methods=["add", "bomb"])
+        w = bus.client("writer")
+        w.send({"type": "EMIT", "event": "spin:x", "id": "s1", "payload": {}})
+        e = w.recv_type("ERROR", timeout=20)
+        check_eq(e["error"]["code"], "SCRIPT_ERROR", "a runaway loop is stopped")
+        check("instruction budget exceeded" in e["error"]["message"] and "routes.lua:" in e["error"]["message"],
+              "naming the budget, script and line: %r" % e["error"])
+        r = w.call("calc", "bomb", {}, timeout=20)
+        check_eq((r["status"], r["error"]["code"]), ("error", "SCRIPT_ERROR"), "a memory bomb too, as the CALL's RESPONSE")
+        check("memory cap" in r["error"]["message"], "naming the cap: %r" % r["error"])
+        calc.expect_nothing(0.2)
+        w.send({"type": "EMIT", "event": "post:edited", "payload": {"id": 2}})
+        check_eq(sub.recv_type("EVENT")["payload"], {"id": 2, "tagged": True}, "the next messages are served, rules and all")
 
 
 @test
