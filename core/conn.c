@@ -5,6 +5,7 @@
  * someone still points at it is freed only when the last one lets go.
  */
 #include "config.h"
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,19 @@ void conn_each(void (*fn)(struct lb_conn *c, void *ud), void *ud)
 
 static char *dup_or_null(const char *s) { return s ? xstrdup(s) : NULL; }
 
+/* Transport names are few ("unix", "tls-tcp", "local:lua"...): one copy
+ * each for every connection's lb_peer, kept until exit. */
+static const char *transport_name(const char *t)
+{
+    static char **names;
+    static size_t n;
+    if (!t) return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], t) == 0) return names[i];
+    names = xrealloc(names, (n + 1) * sizeof *names);
+    return names[n++] = xstrdup(t);
+}
+
 static void copy_peer(struct lb_peer *dst, const struct lb_peer *src)
 {
     memset(dst, 0, sizeof *dst);
@@ -72,7 +86,7 @@ static void copy_peer(struct lb_peer *dst, const struct lb_peer *src)
     size_t n = src->size && src->size < sizeof *dst ? src->size : sizeof *dst;
     memcpy(dst, src, n);
     dst->size = sizeof *dst;
-    dst->transport = dup_or_null(src->transport);
+    dst->transport = transport_name(src->transport);
     dst->address = dup_or_null(dst->address);
     dst->tls_subject = dup_or_null(dst->tls_subject);
     if (dst->n_identity_names) {
@@ -84,7 +98,6 @@ static void copy_peer(struct lb_peer *dst, const struct lb_peer *src)
 
 static void free_peer(struct lb_peer *p)
 {
-    free((char *)p->transport);
     free((char *)p->address);
     free((char *)p->tls_subject);
     for (size_t i = 0; i < p->n_identity_names; i++) free((char *)p->identity_names[i]);
@@ -106,7 +119,6 @@ struct lb_conn *conn_create(struct lb_plugin_ctx *transport, const struct lb_con
     c->connected_mono_ms = c->last_seen_mono_ms = mono_us() / 1000;
     list_init(&c->calls_out);
     list_init(&c->calls_in);
-    if (g_bus.n_plugins) c->plugin_data = xcalloc(g_bus.n_plugins, sizeof *c->plugin_data);
     list_add_tail(&g_conns, &c->link_node);
     g_n_conns++;
     stats_transport_open(c->peer.transport, 1);
@@ -125,6 +137,12 @@ struct lb_conn *lb_conn_new(struct lb_plugin_ctx *ctx, const struct lb_conn_ops 
                       peer->transport ? peer->transport : "?", peer->address ? peer->address : "?",
                       g_bus.set.max_connections);
         g_stats.conns_refused++;
+        return NULL;
+    }
+    if (!ops || ops->size < offsetof(struct lb_conn_ops, discard) || !ops->send || !ops->pending ||
+        !ops->set_read || !ops->close) {
+        log_error("conn", "[plugin %s] lb_conn_new: struct lb_conn_ops of %u bytes lacks what ABI %d needs",
+                  ctx ? ctx->name : "?", ops ? ops->size : 0, LB_PLUGIN_ABI);
         return NULL;
     }
     struct lb_conn *c = conn_create(ctx, ops, tdata, peer);
@@ -395,12 +413,9 @@ void conn_send_error(struct lb_conn *c, const char *id, size_t id_len, const cha
         jw_raw(w, id, id_len);
         jw_lit(w, "\"");
     }
-    jw_lit(w, ",\"error\":{\"code\":");
-    jw_cstr(w, code);
-    jw_lit(w, ",\"message\":");
-    jw_str(w, msg, strnlen(msg, 1024));
-    if (retry_after_ms >= 0) { jw_lit(w, ",\"retryAfterMs\":"); jw_i64(w, retry_after_ms); }
-    jw_lit(w, "},\"timestamp\":");
+    jw_lit(w, ",\"error\":");
+    jw_error_object(w, code, msg, retry_after_ms);
+    jw_lit(w, ",\"timestamp\":");
     jw_u64(w, now_ms());
     jw_lit(w, "}");
     stats_count_error(code);
@@ -507,9 +522,10 @@ void conn_close(struct lb_conn *c, bool flush, const char *why)
     stats_transport_open(c->peer.transport, -1);
     g_outbuf_total -= c->queued;
     c->queued = 0;
-    if (g_forget) g_forget(c);
     release_waiters(c);
+    /* Plugins hear of it while the connection still has its names. */
     hooks_closed(c);
+    if (g_forget) g_forget(c);
     if (!c->in_input && c->ops) {
         const struct lb_conn_ops *ops = c->ops;
         c->ops = NULL;
@@ -558,7 +574,13 @@ void *lb_conn_get_data(const struct lb_conn *c, struct lb_plugin_ctx *ctx)
 }
 void lb_conn_set_data(struct lb_conn *c, struct lb_plugin_ctx *ctx, void *data)
 {
-    if (c->plugin_data && ctx->index < g_bus.n_plugins) c->plugin_data[ctx->index] = data;
+    if (ctx->index >= g_bus.n_plugins) return;
+    /* Made on first use: most connections never get any plugin's data. */
+    if (!c->plugin_data) {
+        if (!data) return;
+        c->plugin_data = xcalloc(g_bus.n_plugins, sizeof *c->plugin_data);
+    }
+    c->plugin_data[ctx->index] = data;
 }
 void lb_conn_set_auth(struct lb_conn *c, const char *how) { c->auth = how; }
 void lb_conn_set_admin(struct lb_conn *c, bool admin) { c->admin = admin; }

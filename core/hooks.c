@@ -245,43 +245,35 @@ enum lb_verdict_kind hooks_message(struct lb_conn *c, struct lb_msg *m, struct h
     RUN_UNTIL_DENY(message, r, c, m);
 }
 
-enum lb_verdict_kind hooks_rewrite(struct lb_conn *c, struct lb_msg *m, struct hook_refusal *r)
+/* Rewrite and response hooks may change the message (lb_msg_set): it is
+ * writable only while they run. */
+static enum lb_verdict_kind run_changing(bool response, struct lb_conn *c, struct lb_conn *to, struct lb_msg *m,
+                                         struct hook_refusal *r)
 {
+    enum lb_verdict_kind v = LB_PASS;
     m->rewritable = true;
     enter();
-    for (size_t i = 0; i < g_n_sets; i++) {
+    for (size_t i = 0; i < g_n_sets && v == LB_PASS; i++) {
         struct hook_set *s = &g_sets[i];
-        if (s->removed || !s->h.rewrite) continue;
-        if (s->h.rewrite(s->ud, c, m, err_begin()) == LB_DENY) {
-            denied(s, r);
-            leave();
-            m->rewritable = false;
-            return LB_DENY;
-        }
+        if (s->removed || !(response ? s->h.response != NULL : s->h.rewrite != NULL)) continue;
+        enum lb_verdict_kind k = response ? s->h.response(s->ud, c, to, m, err_begin())
+                                          : s->h.rewrite(s->ud, c, m, err_begin());
+        if (k == LB_DENY) v = denied(s, r);
     }
     leave();
     m->rewritable = false;
-    return LB_PASS;
+    return v;
+}
+
+enum lb_verdict_kind hooks_rewrite(struct lb_conn *c, struct lb_msg *m, struct hook_refusal *r)
+{
+    return run_changing(false, c, NULL, m, r);
 }
 
 enum lb_verdict_kind hooks_response(struct lb_conn *callee, struct lb_conn *caller, struct lb_msg *m,
                                     struct hook_refusal *r)
 {
-    m->rewritable = true;
-    enter();
-    for (size_t i = 0; i < g_n_sets; i++) {
-        struct hook_set *s = &g_sets[i];
-        if (s->removed || !s->h.response) continue;
-        if (s->h.response(s->ud, callee, caller, m, err_begin()) == LB_DENY) {
-            denied(s, r);
-            leave();
-            m->rewritable = false;
-            return LB_DENY;
-        }
-    }
-    leave();
-    m->rewritable = false;
-    return LB_PASS;
+    return run_changing(true, callee, caller, m, r);
 }
 
 enum lb_verdict_kind hooks_deliver(struct lb_conn *from, struct lb_conn *to, struct lb_msg *m,

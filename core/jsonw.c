@@ -41,6 +41,16 @@ void jw_u64(struct jw *w, uint64_t v)
     jw_raw(w, tmp + i, (size_t)(24 - i));
 }
 
+void jw_error_object(struct jw *w, const char *code, const char *msg, long long retry_after_ms)
+{
+    jw_lit(w, "{\"code\":");
+    jw_cstr(w, code);
+    jw_lit(w, ",\"message\":");
+    jw_str(w, msg, strnlen(msg, 1024));   /* messages are for people: bounded */
+    if (retry_after_ms >= 0) { jw_lit(w, ",\"retryAfterMs\":"); jw_i64(w, retry_after_ms); }
+    jw_lit(w, "}");
+}
+
 void jw_i64(struct jw *w, int64_t v)
 {
     if (v < 0) { jw_lit(w, "-"); jw_u64(w, (uint64_t)0 - (uint64_t)v); }

@@ -23,5 +23,8 @@ static inline void jw_raw(struct jw *w, const char *p, size_t n)
 void jw_str(struct jw *w, const char *p, size_t n);
 void jw_cstr(struct jw *w, const char *s);
 void jw_i64(struct jw *w, int64_t v);
+/* The error object of an ERROR or an error RESPONSE:
+ * {"code":...,"message":...[,"retryAfterMs":n]} (retry < 0: left out). */
+void jw_error_object(struct jw *w, const char *code, const char *msg, long long retry_after_ms);
 void jw_u64(struct jw *w, uint64_t v);
 #endif

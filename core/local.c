@@ -109,7 +109,7 @@ static const struct lb_conn_ops local_ops = {
 struct lb_conn *lb_local_open(struct lb_plugin_ctx *ctx, const struct lb_local_opts *opts,
                               const struct lb_local_ops *ops, void *ud)
 {
-    if (!ops || !ops->size || !ops->on_message) return NULL;
+    if (!ops || !ops->size || !ops->on_message || g_bus.draining) return NULL;
     struct local *l = xcalloc(1, sizeof *l);
     memcpy(&l->ops, ops, ops->size < sizeof l->ops ? ops->size : sizeof l->ops);
     l->ctx = ctx;

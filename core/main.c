@@ -79,6 +79,7 @@ static void start_drain(const char *why)
     router_fail_all_calls(LB_E_SHUTTING_DOWN, "lexbusd is shutting down");
     conn_close_all("shutting down");
     conn_sweep_stop();
+    plugins_drain_all();   /* what plugins hold besides connections ends now, not in 2 s */
     /* Once the signal events are gone, the drain timer is the loop's last
      * event exactly when every transport has flushed and freed. A second
      * SIGTERM now takes the default action: a forced stop. */

@@ -57,12 +57,9 @@ void out_call_error(struct lb_conn *caller, const char *id, size_t id_len, const
     jw_lit(w, "\",\"from\":");
     jw_cstr(w, g_bus.set.system_service);
     if (to) { jw_lit(w, ",\"to\":"); jw_str(w, to, to_len); }
-    jw_lit(w, ",\"status\":\"error\",\"error\":{\"code\":");
-    jw_cstr(w, code);
-    jw_lit(w, ",\"message\":");
-    jw_str(w, msg, strnlen(msg, 1024));
-    if (retry_after_ms >= 0) { jw_lit(w, ",\"retryAfterMs\":"); jw_i64(w, retry_after_ms); }
-    jw_lit(w, "}}");
+    jw_lit(w, ",\"status\":\"error\",\"error\":");
+    jw_error_object(w, code, msg, retry_after_ms);
+    jw_lit(w, "}");
     stats_count_error(code);
     log_debug("out", "#%llu call %.*s failed: %s %s", (unsigned long long)caller->id, (int)id_len, id, code, msg);
     conn_send(caller, w->buf, w->len, LB_MSG_RESPONSE);

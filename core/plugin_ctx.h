@@ -22,6 +22,8 @@ struct lb_plugin_ctx {
     bool staged;                 /* reload() succeeded, reload_done pending */
     void (*reopen)(void *ud);    /* lb_reopen_register */
     void *reopen_ud;
+    void (*drain)(void *ud);     /* lb_drain_register */
+    void *drain_ud;
     lb_stats_fn stats;           /* lb_stats_register */
     void *stats_ud;
 };

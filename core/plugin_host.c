@@ -180,7 +180,7 @@ const char *lb_conf_where(struct lb_plugin_ctx *ctx, const char *key, char *buf,
 
 int lb_conf_encoding(struct lb_plugin_ctx *ctx, enum lb_encoding *out)
 {
-    const char *v;
+    const char *v = "auto";
     int rc = lb_conf_str(ctx, "encoding", "auto", &v);
     if (rc < 0) return -1;
     if (!strcmp(v, "auto")) *out = LB_ENCODING_AUTO;
@@ -257,6 +257,21 @@ int lb_reopen_register(struct lb_plugin_ctx *ctx, void (*fn)(void *ud), void *ud
     ctx->reopen = fn;
     ctx->reopen_ud = ud;
     return 0;
+}
+
+int lb_drain_register(struct lb_plugin_ctx *ctx, void (*fn)(void *ud), void *ud)
+{
+    ctx->drain = fn;
+    ctx->drain_ud = ud;
+    return 0;
+}
+
+void plugins_drain_all(void)
+{
+    for (size_t i = 0; i < g_bus.n_plugins; i++) {
+        struct lb_plugin_ctx *ctx = g_bus.plugins[i].ctx;
+        if (ctx->loaded && ctx->drain) ctx->drain(ctx->drain_ud);
+    }
 }
 
 void plugins_reopen_all(void)
@@ -338,6 +353,7 @@ static void forget_plugin(struct lb_plugin_ctx *ctx)
     state_forget_plugin(ctx);
     ctx->stats = NULL;
     ctx->reopen = NULL;
+    ctx->drain = NULL;
 }
 
 static int load_one(struct lb_plugin_ctx *ctx)

@@ -22,6 +22,8 @@ int plugins_reload_prepare(struct conf *newconf, char *err, size_t errlen, char 
 void plugins_reload_finish(bool commit);
 /* SIGHUP: lets plugins reopen their files (even when the reload fails). */
 void plugins_reopen_all(void);
+/* SIGTERM: tells plugins the bus is draining (lb_drain_register). */
+void plugins_drain_all(void);
 /* Appends each plugin's stats (and counters) under its name. */
 void plugin_stats_into(json_t *obj);
 void plugin_host_free(void);

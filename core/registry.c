@@ -52,7 +52,7 @@ struct instance *registry_add(struct lb_conn *c, const char *name, size_t n)
         ht_insert(&g_services, &s->node, hash_bytes(name, n));
     }
     if (s->n == s->cap) {
-        s->cap = s->cap ? s->cap * 2 : 4;
+        s->cap = s->cap ? s->cap * 2 : 1;   /* most services have one instance */
         s->inst = xrealloc(s->inst, s->cap * sizeof *s->inst);
     }
     struct instance *i = xcalloc(1, sizeof *i);

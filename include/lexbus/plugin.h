@@ -153,8 +153,10 @@ const char *lb_bus_system_service(struct lb_plugin_ctx *ctx);
 /* [bus] lua_dir: the folder of Lua scripts (the build tree's lua/ when
  * lexbusd runs from the build tree, else the installed defaults). */
 const char *lb_bus_lua_dir(struct lb_plugin_ctx *ctx);
-/* [bus] max_frame and heartbeat, for transports that frame or ping
- * themselves. */
+/* [bus] max_frame (bytes: the largest frame lb_conn_input accepts) and
+ * heartbeat (a connection silent for three is evicted), for transports
+ * that frame or ping themselves.  Both may change on reload: read them
+ * when needed rather than once at load(). */
 uint64_t lb_bus_max_frame(struct lb_plugin_ctx *ctx);
 uint64_t lb_bus_heartbeat_ms(struct lb_plugin_ctx *ctx);
 /* True while draining (SIGTERM): /health answers 503, say. */
@@ -242,7 +244,9 @@ struct lb_conn_ops {
 
 /* Creates a connection after the accept hook of every policy plugin said
  * yes.  Returns NULL if refused (the reason is logged and the transport
- * must close the socket itself).  The connection is owned by the host. */
+ * must close the socket itself).  The connection is owned by the host.
+ * `ops` is kept by pointer (a static struct): it must stay valid as long
+ * as the connection, and cover at least the fields up to `flush`. */
 struct lb_conn *lb_conn_new(struct lb_plugin_ctx *ctx, const struct lb_conn_ops *ops,
                             void *tdata, const struct lb_peer *peer);
 
@@ -595,7 +599,8 @@ typedef int (*lb_method_fn)(void *ud, struct lb_conn *caller, json_t *params, js
                             struct lb_err *err);
 enum lb_method_flags {
     LB_METHOD_ADMIN = 1,       /* mode = production: only lb_conn_is_admin callers */
-    LB_METHOD_SECRET = 2,      /* params and result never reach the audit (tokens) */
+    LB_METHOD_SECRET = 2,      /* params and result never reach the audit (every system method
+                                * is audited without them today: this says it must stay so) */
 };
 int lb_system_method_register(struct lb_plugin_ctx *ctx, const char *method, unsigned flags,
                               lb_method_fn fn, void *ud);
@@ -680,6 +685,15 @@ const char *lb_resource_owner(struct lb_plugin_ctx *ctx, const char *resource, s
  * could be re-read: reopen files here (logrotate renames them, then sends
  * SIGHUP).  One per plugin; must not block. */
 int lb_reopen_register(struct lb_plugin_ctx *ctx, void (*fn)(void *ud), void *ud);
+
+/* Called once when the bus starts draining (SIGTERM, SIGINT), after the
+ * listeners were disabled, calls in flight answered SHUTTING_DOWN and
+ * every connection closed (each transport's ops->close has run, with
+ * lb_bus_draining already true).  lexbusd exits when nothing but its own
+ * drain timer is left in the loop (at most about 2 s): end here what the
+ * plugin holds besides connections (idle sockets, timers) so that the
+ * exit is not held up.  One per plugin; must not block. */
+int lb_drain_register(struct lb_plugin_ctx *ctx, void (*fn)(void *ud), void *ud);
 
 /* ------------------------------------------------------------------ */
 /* Key-value state, namespaced per plugin (a plugin sees only its own   */

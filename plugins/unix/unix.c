@@ -38,8 +38,12 @@
 
 /* One readv() takes up to this much.  libevent's evbuffer_read() would cap
  * each read at 4 KiB and add an ioctl(FIONREAD) per call, so reads are
- * done here directly into reserved evbuffer space. */
-#define READ_CHUNK (64 * 1024)
+ * done here directly into reserved evbuffer space.  16 KiB, not more:
+ * what a read routes is flushed only when the loop turn ends, so a larger
+ * read holds the first messages back until the last is routed — a
+ * publisher that waits for its subscribers (flow control) stalls on it
+ * (64 KiB: 0.99x Redis flow-controlled, 16 KiB: 1.35x; blast unchanged). */
+#define READ_CHUNK (16 * 1024)
 #define FLUSH_TIMEOUT_S 5
 
 struct unix_conn;
@@ -75,10 +79,10 @@ struct unix_conn {
     struct unix_plugin *up;
     evutil_socket_t fd;
     struct event rev, wev;        /* read / write readiness */
-    struct evbuffer *in, *out;
+    struct evbuffer *in;
+    struct obuf out;              /* what is queued for the peer */
     struct lb_conn *conn;         /* NULL once the host has closed us */
     bool wev_added;
-    struct stream_marks marks;    /* frame boundaries, for discard */
     struct unix_conn *next;       /* in up->live or up->flushing */
     struct unix_conn **pprev;
 };
@@ -86,41 +90,14 @@ struct unix_conn {
 /* ---- plain socket I/O ---------------------------------------------- */
 
 /* Returns bytes read, 0 at EOF, -1 on error (EAGAIN: -2). */
-static ssize_t read_some(struct unix_conn *uc)
-{
-    struct evbuffer_iovec vec[2];
-    int n = evbuffer_reserve_space(uc->in, READ_CHUNK, vec, 2);
-    if (n <= 0) return -1;
-    struct iovec iov[2];
-    for (int i = 0; i < n; i++) { iov[i].iov_base = vec[i].iov_base; iov[i].iov_len = vec[i].iov_len; }
-    ssize_t r = readv(uc->fd, iov, n);
-    if (r < 0) {
-        evbuffer_commit_space(uc->in, vec, 0);
-        return (errno == EAGAIN || errno == EINTR) ? -2 : -1;
-    }
-    size_t left = (size_t)r;
-    for (int i = 0; i < n; i++) {
-        size_t take = left < vec[i].iov_len ? left : vec[i].iov_len;
-        vec[i].iov_len = take;
-        left -= take;
-    }
-    evbuffer_commit_space(uc->in, vec, n);
-    return r;
-}
+static ssize_t read_some(struct unix_conn *uc) { return stream_readv(uc->fd, uc->in, READ_CHUNK); }
 
 /* Writes what is queued; arms the write event if the socket is full.
  * Returns 0, or -1 on a hard error. */
 static int write_out(struct unix_conn *uc)
 {
-    while (evbuffer_get_length(uc->out) > 0) {
-        int w = evbuffer_write(uc->out, uc->fd);
-        if (w < 0) {
-            if (errno == EAGAIN || errno == EINTR) break;
-            return -1;
-        }
-        if (w == 0) break;
-    }
-    bool more = evbuffer_get_length(uc->out) > 0;
+    if (obuf_write(&uc->out, uc->fd) != 0) return -1;
+    bool more = obuf_len(&uc->out) > 0;
     if (more && !uc->wev_added) { event_add(&uc->wev, NULL); uc->wev_added = true; }
     else if (!more && uc->wev_added) { event_del(&uc->wev); uc->wev_added = false; }
     return 0;
@@ -146,11 +123,10 @@ static void uc_unlink(struct unix_conn *uc)
 static void uc_free(struct unix_conn *uc)
 {
     uc_unlink(uc);
-    stream_marks_free(&uc->marks);
     event_del(&uc->rev);
     event_del(&uc->wev);
     evbuffer_free(uc->in);
-    evbuffer_free(uc->out);
+    obuf_free(&uc->out);
     evutil_closesocket(uc->fd);
     free(uc);
 }
@@ -160,19 +136,19 @@ static void uc_free(struct unix_conn *uc)
 static int op_send(void *tdata, const struct iovec *iov, int iovcnt)
 {
     struct unix_conn *uc = tdata;
-    return stream_send(&uc->marks, uc->out, iov, iovcnt);
+    return obuf_frame(&uc->out, iov, iovcnt);
 }
 
 static void op_discard(void *tdata)
 {
     struct unix_conn *uc = tdata;
-    stream_discard(&uc->marks, uc->out);
+    obuf_discard(&uc->out);
 }
 
 static size_t op_pending(void *tdata)
 {
     struct unix_conn *uc = tdata;
-    return evbuffer_get_length(uc->out);
+    return obuf_len(&uc->out);
 }
 
 static void op_set_read(void *tdata, bool enabled)
@@ -195,7 +171,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     struct unix_conn *uc = arg;
-    if ((what & EV_TIMEOUT) || write_out(uc) != 0 || evbuffer_get_length(uc->out) == 0) {
+    if ((what & EV_TIMEOUT) || write_out(uc) != 0 || obuf_len(&uc->out) == 0) {
         uc_free(uc);   /* flushed, failed, or timed out: done */
         return;
     }
@@ -209,7 +185,7 @@ static void op_close(void *tdata, bool flush)
     uc->conn = NULL;
     uc_unlink(uc);
     event_del(&uc->rev);
-    if (!flush || write_out(uc) != 0 || evbuffer_get_length(uc->out) == 0) {
+    if (!flush || write_out(uc) != 0 || obuf_len(&uc->out) == 0) {
         uc_free(uc);
         return;
     }
@@ -253,7 +229,7 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     /* The output queue drained: senders paused on us may resume. */
-    if (evbuffer_get_length(uc->out) == 0) lb_conn_writable(uc->conn);
+    if (obuf_len(&uc->out) == 0) lb_conn_writable(uc->conn);
 }
 
 static bool peer_allowed(const struct unix_plugin *up, const struct lb_peer *p)
@@ -293,7 +269,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
 
     struct unix_conn *uc = calloc(1, sizeof *uc);
-    if (!uc || !(uc->in = evbuffer_new()) || !(uc->out = evbuffer_new())) {
+    if (!uc || !(uc->in = evbuffer_new())) {
         lb_log(up->ctx, LB_LOG_ERROR, "out of memory accepting a connection");
         if (uc) { if (uc->in) evbuffer_free(uc->in); free(uc); }
         evutil_closesocket(fd);

@@ -22,3 +22,15 @@ fuzz_replay_lua_SOURCES = fuzz/replay.c fuzz/fuzz_lua.c ../plugins/lua/luajson.c
 fuzz_replay_lua_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/plugins/lua $(LUA_CFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/lua"'
 fuzz_replay_lua_LDADD = $(JANSSON_LIBS) $(LUA_LIBS) -lm
 EXTRA_DIST += fuzz/run.sh fuzz/corpus
+# The websocket plugin's parsers: HTTP requests, WebSocket frames, Engine.IO/Socket.IO.
+WS_FUZZ_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/plugins/websocket
+check_PROGRAMS += fuzz/replay_http fuzz/replay_wsframe fuzz/replay_sio
+TESTS += fuzz/replay_http fuzz/replay_wsframe fuzz/replay_sio
+fuzz_replay_http_SOURCES = fuzz/replay.c fuzz/fuzz_http.c ../plugins/websocket/http.c
+fuzz_replay_http_CPPFLAGS = $(WS_FUZZ_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/http"'
+fuzz_replay_http_LDADD = $(HTTP_PARSER_LIBS)
+fuzz_replay_wsframe_SOURCES = fuzz/replay.c fuzz/fuzz_wsframe.c ../plugins/websocket/wsframe.c
+fuzz_replay_wsframe_CPPFLAGS = $(WS_FUZZ_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/wsframe"'
+fuzz_replay_wsframe_LDADD = $(WSLAY_LIBS) $(OPENSSL_LIBS) $(LIBEVENT_LIBS)
+fuzz_replay_sio_SOURCES = fuzz/replay.c fuzz/fuzz_sio.c ../plugins/websocket/eio.c ../core/envelope.c
+fuzz_replay_sio_CPPFLAGS = $(WS_FUZZ_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/sio"'

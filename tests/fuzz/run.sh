@@ -18,9 +18,14 @@ clang "${flags[@]}" -I"$top/client" -o "$out/fuzz_wire" "$here/fuzz_wire.c" "$to
 clang "${flags[@]}" -o "$out/fuzz_jwtpart" "$here/fuzz_jwtpart.c" -ljansson -lcrypto
 
 clang "${flags[@]}" -o "$out/fuzz_msgpack" "$here/fuzz_msgpack.c" "$top/core/codec_msgpack.c" "$top/core/envelope.c"
+ws="$top/plugins/websocket"
+clang "${flags[@]}" -I"$ws" -o "$out/fuzz_http" "$here/fuzz_http.c" "$ws/http.c" -lhttp_parser
+clang "${flags[@]}" -I"$ws" -o "$out/fuzz_wsframe" "$here/fuzz_wsframe.c" "$ws/wsframe.c" \
+  -lwslay -lcrypto -levent
+clang "${flags[@]}" -I"$ws" -o "$out/fuzz_sio" "$here/fuzz_sio.c" "$ws/eio.c" "$top/core/envelope.c"
 clang "${flags[@]}" -I"$top/plugins/lua" $(pkg-config --cflags lua5.4) -o "$out/fuzz_lua" "$here/fuzz_lua.c" \
   "$top/plugins/lua/luajson.c" "$top/plugins/lua/jsonlex.c" -ljansson $(pkg-config --libs lua5.4) -lm
-for t in envelope conf wire jwtpart msgpack lua; do
+for t in envelope conf wire jwtpart msgpack http wsframe sio lua; do
   echo "== fuzz_$t for ${secs}s"
   "$out/fuzz_$t" -max_total_time="$secs" -max_len=4096 -timeout=5 "$here/corpus/$t" 2>&1 | tail -3
 done
