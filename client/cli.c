@@ -39,8 +39,12 @@ static const char *const usage_main =
     "  serve SERVICE METHOD -- CMD [ARG]   answer calls by running CMD (params on stdin)\n"
     "  services                            list the services on the bus\n"
     "  stats                               the bus's counters\n"
+    "  reload                              re-read bus.conf and reload plugins (like SIGHUP)\n"
     "  audit verify [--partial] FILE...    check audit files' hash chain (offline)\n"
     "  token issue|verify|revoke|state ... broker tokens (the tokens plugin)\n"
+    "  jsonlex EXPR [CONTEXT]              evaluate a JSONLex expression (the lua plugin)\n"
+    "  rules [test MESSAGE]                the lua plugin's rules, or what they do to MESSAGE\n"
+    "  crud create|read|update|delete ...  CRUD requests (crud.lua maps them to calls)\n"
     "\n"
     "The bus: --server, else $LEXBUS_URL, else unix:" LB_DEFAULT_SOCKET ".\n"
     "tls://: --ca verifies the server (its name is checked), --cert/--key present a\n"
@@ -176,6 +180,18 @@ static int cmd_stats(int argc, char **argv)
     if (wants_help(argc, argv)) { fputs("usage: lexbus stats\n  Prints the bus's counters.\n", stdout); return EXIT_OK; }
     if (argc != 1) return usage_error("usage: lexbus stats\n", "stats takes no arguments");
     return do_call("lexbus", "stats", NULL);
+}
+
+static int cmd_reload(int argc, char **argv)
+{
+    static const char *const usage =
+        "usage: lexbus reload\n"
+        "  Re-reads bus.conf and reloads every plugin (the lua plugin recompiles its\n"
+        "  scripts), all or nothing, like SIGHUP; prints {\"reloaded\":true}, or the\n"
+        "  error that kept the old configuration (exit 1).\n";
+    if (wants_help(argc, argv)) { fputs(usage, stdout); return EXIT_OK; }
+    if (argc != 1) return usage_error(usage, "reload takes no arguments");
+    return do_call("lexbus", "reload", NULL);
 }
 
 /* ---- emit ------------------------------------------------------------- */
@@ -503,6 +519,163 @@ static int cmd_token(int argc, char **argv)
     return rc;
 }
 
+/* ---- jsonlex (the lua plugin) ------------------------------------------- */
+
+static const char *const usage_jsonlex =
+    "usage: lexbus jsonlex EXPR [CONTEXT]\n"
+    "       lexbus jsonlex --name NAME [CONTEXT]\n"
+    "  Evaluates a JSONLex expression on the bus (lexbus.jsonlex, [plugin lua])\n"
+    "  and prints the result.  EXPR is JSON: an envelope {\"__jsonlex\":true,\n"
+    "  \"expr\":...} or a bare expression such as '{\"$var\":\"user.name\"}';\n"
+    "  @FILE reads it from FILE, - from stdin.  CONTEXT is a JSON object (default\n"
+    "  {}).  --name evaluates an expression named in jsonlex.lua.  An expression\n"
+    "  that fails answers SCRIPT_ERROR with the reason (exit 1).\n";
+
+/* Strict JSON (no bare words); integers beyond 64 bits read as numbers. */
+static json_t *jsonlex_arg(const char *text, const char *what, const char *usage, int *rc)
+{
+    json_error_t je;
+    json_t *v = json_loads(text, JSON_DECODE_ANY, &je);
+    if (!v) v = json_loads(text, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL);
+    if (!v) {
+        char why[300];
+        snprintf(why, sizeof why, "%s is not JSON: %s (line %d, column %d)", what, je.text, je.line, je.column);
+        *rc = usage_error(usage, why);
+    }
+    return v;
+}
+
+/* EXPR as given, or the contents of @FILE / - (stdin). */
+static char *jsonlex_text(const char *arg)
+{
+    if (strcmp(arg, "-") != 0 && arg[0] != '@') return strdup(arg);
+    FILE *f = strcmp(arg, "-") == 0 ? stdin : fopen(arg + 1, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0, r;
+    char *buf = malloc(cap);
+    while (buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (n + 1 == cap) { char *nb = realloc(buf, cap *= 2); if (!nb) { free(buf); buf = NULL; } else buf = nb; }
+    }
+    if (f != stdin) fclose(f);
+    if (buf) buf[n] = 0;
+    return buf;
+}
+
+static int cmd_jsonlex(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) { fputs(usage_jsonlex, stdout); return EXIT_OK; }
+    const char *name = NULL, *expr_arg = NULL, *ctx_arg = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--name") && i + 1 < argc) name = argv[++i];
+        else if (!expr_arg && !name) expr_arg = argv[i];
+        else if (!ctx_arg) ctx_arg = argv[i];
+        else return usage_error(usage_jsonlex, "too many arguments");
+    }
+    if (!name && !expr_arg) return usage_error(usage_jsonlex, "jsonlex needs EXPR (or --name NAME)");
+    int rc = EXIT_OK;
+    json_t *p = json_object();
+    if (name) {
+        json_object_set_new(p, "name", json_string(name));
+    } else {
+        char *text = jsonlex_text(expr_arg);
+        if (!text) { json_decref(p); return usage_error(usage_jsonlex, "cannot read EXPR"); }
+        json_t *e = jsonlex_arg(text, "EXPR", usage_jsonlex, &rc);
+        free(text);
+        if (!e) { json_decref(p); return rc; }
+        json_object_set_new(p, "expr", e);
+    }
+    if (ctx_arg) {
+        json_t *cx = jsonlex_arg(ctx_arg, "CONTEXT", usage_jsonlex, &rc);
+        if (!cx) { json_decref(p); return rc; }
+        json_object_set_new(p, "context", cx);
+    }
+    struct lexbus_client *c = connect_or_fail(NULL, false, &rc);
+    if (c) {
+        json_t *result = NULL;
+        struct lexbus_error err;
+        if (lexbus_call_blocking(c, "lexbus", "jsonlex", p, g_timeout_ms, &result, &err) == 0) print_json(result);
+        else rc = fail(err.code, err.message);
+        json_decref(result);
+        lexbus_free(c);
+    }
+    json_decref(p);
+    return rc;
+}
+
+static const char *const usage_rules =
+    "usage: lexbus rules\n"
+    "       lexbus rules test MESSAGE\n"
+    "  Lists the lua plugin's scripts and routes.lua rules with their counters\n"
+    "  (matches, changes, refusals, errors, time), or shows what the rules would\n"
+    "  do with MESSAGE, a JSON message such as\n"
+    "  '{\"type\":\"EMIT\",\"event\":\"post:created\",\"payload\":{...}}' (nothing is sent).\n";
+
+static int cmd_rules(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) { fputs(usage_rules, stdout); return EXIT_OK; }
+    if (argc == 1) return do_call("lexbus", "rules", NULL);
+    if (argc == 3 && !strcmp(argv[1], "test")) {
+        int rc = EXIT_OK;
+        json_t *m = jsonlex_arg(argv[2], "MESSAGE", usage_rules, &rc);
+        if (!m) return rc;
+        json_decref(m);
+        return do_call("lexbus", "rules.test", argv[2]);
+    }
+    return usage_error(usage_rules, "rules takes no arguments, or: test MESSAGE");
+}
+
+/* ---- crud (the lua plugin) ---------------------------------------------- */
+
+static const char *const usage_crud =
+    "usage: lexbus crud create RESOURCE JSON [--to SERVICE]\n"
+    "       lexbus crud read RESOURCE [KEY] [--query JSON] [--to SERVICE]\n"
+    "       lexbus crud update RESOURCE KEY JSON [--to SERVICE]\n"
+    "       lexbus crud delete RESOURCE KEY [--to SERVICE]\n"
+    "  Sends a CRUD request; the bus ([plugin lua], crud.lua) calls\n"
+    "  RESOURCE.OP on --to, or on the service that declared RESOURCE when it\n"
+    "  registered, and prints the result.  An unknown resource answers\n"
+    "  SERVICE_NOT_FOUND; a request crud.lua refuses, INVALID_MESSAGE.\n";
+
+static int cmd_crud(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) { fputs(usage_crud, stdout); return EXIT_OK; }
+    struct lexbus_crud req = { 0 };
+    const char *pos[4] = { NULL, NULL, NULL, NULL }, *query = NULL, *data = NULL;
+    int npos = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--to") && i + 1 < argc) req.to = argv[++i];
+        else if (!strcmp(argv[i], "--query") && i + 1 < argc) query = argv[++i];
+        else if (argv[i][0] == '-' && argv[i][1] == '-') return usage_error(usage_crud, "unknown option");
+        else if (npos < 4) pos[npos++] = argv[i];
+        else return usage_error(usage_crud, "too many arguments");
+    }
+    if (npos < 2) return usage_error(usage_crud, "crud needs OP RESOURCE");
+    req.op = pos[0];
+    req.resource = pos[1];
+    if (!strcmp(req.op, "create") && npos == 3) data = pos[2];
+    else if (!strcmp(req.op, "read") && npos <= 3) req.key = pos[2];
+    else if (!strcmp(req.op, "update") && npos == 4) { req.key = pos[2]; data = pos[3]; }
+    else if (!strcmp(req.op, "delete") && npos == 3) req.key = pos[2];
+    else return usage_error(usage_crud, "see the forms above");
+    if (query && strcmp(req.op, "read")) return usage_error(usage_crud, "--query goes with read");
+    int rc = EXIT_OK;
+    if (data && !(req.data = jsonlex_arg(data, "JSON", usage_crud, &rc))) return rc;
+    if (query && !(req.query = jsonlex_arg(query, "--query", usage_crud, &rc))) { json_decref(req.data); return rc; }
+    struct lexbus_client *c = connect_or_fail(NULL, false, &rc);
+    if (c) {
+        json_t *result = NULL;
+        struct lexbus_error err;
+        if (lexbus_crud_blocking(c, &req, g_timeout_ms, &result, &err) == 0) print_json(result);
+        else rc = fail(err.code, err.message);
+        json_decref(result);
+        lexbus_free(c);
+    }
+    json_decref(req.data);
+    json_decref(req.query);
+    return rc;
+}
+
 /* ---- audit verify (offline) ------------------------------------------- */
 
 static const char *const usage_audit =
@@ -706,8 +879,12 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "serve")) return cmd_serve(cargc, cargv);
     if (!strcmp(cmd, "services")) return cmd_services(cargc, cargv);
     if (!strcmp(cmd, "stats")) return cmd_stats(cargc, cargv);
+    if (!strcmp(cmd, "reload")) return cmd_reload(cargc, cargv);
     if (!strcmp(cmd, "audit")) return cmd_audit(cargc, cargv);
     if (!strcmp(cmd, "token")) return cmd_token(cargc, cargv);
+    if (!strcmp(cmd, "jsonlex")) return cmd_jsonlex(cargc, cargv);
+    if (!strcmp(cmd, "rules")) return cmd_rules(cargc, cargv);
+    if (!strcmp(cmd, "crud")) return cmd_crud(cargc, cargv);
     if (!strcmp(cmd, "help")) { fputs(usage_main, stdout); return EXIT_OK; }
     return usage_error(usage_main, "unknown command");
 }

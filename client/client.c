@@ -981,25 +981,25 @@ static void write_context(struct lexbus_client *c, const struct lexbus_reply *pa
     wb_raw(&c->out, tail, (size_t)n);
 }
 
-int lexbus_call(struct lexbus_client *c, const char *service, const char *method, json_t *params,
-                unsigned timeout_ms, const struct lexbus_reply *parent, lexbus_result_fn cb, void *ud)
+/* A frame answered by a RESPONSE (CALL, CRUD): a pending entry, then
+ * type, id and from.  NULL when the entry cannot be made. */
+static struct pending *begin_answered(struct lexbus_client *c, const char *type, unsigned timeout_ms,
+                                      lexbus_result_fn cb, void *ud)
 {
-    if (!c->ready) return -1;
-    if (!timeout_ms) timeout_ms = DEFAULT_TIMEOUT_MS;
     struct pending *p = pending_new(c, timeout_ms + 1000);   /* the bus answers TIMEOUT first */
-    if (!p) return -1;
+    if (!p) return NULL;
     p->result_cb = cb;
     p->ud = ud;
     wb_begin(&c->out);
-    wb_key_str(&c->out, "type", "CALL");
+    wb_key_str(&c->out, "type", type);
     wb_key_str(&c->out, "id", p->id);
     wb_key_str(&c->out, "from", c->service);
-    wb_key_str(&c->out, "to", service);
-    wb_key_str(&c->out, "method", method);
-    wb_key(&c->out, "params");
-    if (params) wb_json(&c->out, params);
-    else wb_lit(&c->out, "{}");
-    write_context(c, parent, timeout_ms);
+    return p;
+}
+
+/* Adds the token, sends; a frame that could not be sent has no answer to wait for. */
+static int send_answered(struct lexbus_client *c, struct pending *p)
+{
     if (c->message_token) wb_key_str(&c->out, "token", c->message_token);
     int rc = send_frame(c);
     if (rc) {
@@ -1008,6 +1008,38 @@ int lexbus_call(struct lexbus_client *c, const char *service, const char *method
         free(p);
     }
     return rc;
+}
+
+int lexbus_call(struct lexbus_client *c, const char *service, const char *method, json_t *params,
+                unsigned timeout_ms, const struct lexbus_reply *parent, lexbus_result_fn cb, void *ud)
+{
+    if (!c->ready) return -1;
+    if (!timeout_ms) timeout_ms = DEFAULT_TIMEOUT_MS;
+    struct pending *p = begin_answered(c, "CALL", timeout_ms, cb, ud);
+    if (!p) return -1;
+    wb_key_str(&c->out, "to", service);
+    wb_key_str(&c->out, "method", method);
+    wb_key(&c->out, "params");
+    if (params) wb_json(&c->out, params);
+    else wb_lit(&c->out, "{}");
+    write_context(c, parent, timeout_ms);
+    return send_answered(c, p);
+}
+
+/* CRUD: one frame, answered like a call (the bus turns it into one). */
+int lexbus_crud(struct lexbus_client *c, const struct lexbus_crud *req, unsigned timeout_ms,
+                lexbus_result_fn cb, void *ud)
+{
+    if (!c->ready || !req || !req->op || !req->resource) return -1;
+    struct pending *p = begin_answered(c, "CRUD", timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS, cb, ud);
+    if (!p) return -1;
+    wb_key_str(&c->out, "op", req->op);
+    wb_key_str(&c->out, "resource", req->resource);
+    if (req->key) wb_key_str(&c->out, "key", req->key);
+    if (req->data) { wb_key(&c->out, "data"); wb_json(&c->out, req->data); }
+    if (req->query) { wb_key(&c->out, "query"); wb_json(&c->out, req->query); }
+    if (req->to) wb_key_str(&c->out, "to", req->to);
+    return send_answered(c, p);
 }
 
 /* The payload of an EMIT: a json_t, or JSON text already checked. */
@@ -1143,6 +1175,20 @@ int lexbus_call_blocking(struct lexbus_client *c, const char *service, const cha
     struct wait w = { 0 };
     if (lexbus_call(c, service, method, params, timeout_ms, NULL, wait_result, &w) != 0) {
         set_err(err, LB_E_NOT_CONNECTED, "not connected to the bus");
+        return -1;
+    }
+    run_until(c, &w, 0);
+    if (w.rc) { *err = w.err; return -1; }
+    *result = w.result;
+    return 0;
+}
+
+int lexbus_crud_blocking(struct lexbus_client *c, const struct lexbus_crud *req, unsigned timeout_ms,
+                         json_t **result, struct lexbus_error *err)
+{
+    struct wait w = { 0 };
+    if (lexbus_crud(c, req, timeout_ms, wait_result, &w) != 0) {
+        set_err(err, LB_E_NOT_CONNECTED, "not connected to the bus (or no op/resource)");
         return -1;
     }
     run_until(c, &w, 0);

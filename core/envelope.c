@@ -35,13 +35,11 @@ const char *lb_msg_type_name(enum lb_msg_type t)
 
 const char *env_field_name(enum env_field f) { return field_names[f]; }
 
-int env_field_by_name(const char *name)
-{
-    for (int i = 0; i < F__COUNT; i++)
-        if (strcmp(field_names[i], name) == 0)
-            return i;
-    return -1;
-}
+static int known_field(const char *k, size_t n);
+
+/* Plugins look members up by name (lb_msg_field, lb_msg_raw, lb_msg_set)
+ * on every message their hooks see: the same switch as the scanner's. */
+int env_field_by_name(const char *name) { return known_field(name, strlen(name)); }
 
 /* ---- scanner ------------------------------------------------------- */
 

@@ -171,6 +171,25 @@ int lexbus_emit(struct lexbus_client *c, const char *event, json_t *payload, con
 int lexbus_emit_json(struct lexbus_client *c, const char *event, const char *payload_json, size_t len,
                      const char *to, lexbus_ack_fn cb, void *ud);
 
+/* A CRUD request: the bus ([plugin lua], crud.lua) turns it into a call
+ * of `<resource>.<op>` on `to`, or on the service that declared the
+ * resource in its REGISTER, with params {resource, op, key, data, query}.
+ * Strings and values are borrowed; NULL members are left out. */
+struct lexbus_crud {
+    const char *op;            /* "create", "read", "update", "delete" */
+    const char *resource;
+    const char *key;
+    json_t *data;
+    json_t *query;
+    const char *to;
+};
+/* Sends it; cb runs exactly once, as for lexbus_call (the result, or the
+ * bus's error: SERVICE_NOT_FOUND for an unknown resource,
+ * INVALID_MESSAGE for a request crud.lua refuses, ...).  Returns 0, or -1
+ * if not ready (the callback is then not called). */
+int lexbus_crud(struct lexbus_client *c, const struct lexbus_crud *req, unsigned timeout_ms,
+                lexbus_result_fn cb, void *ud);
+
 /* ---- blocking helpers (a private event loop) ------------------------ */
 
 /* Connects and registers, waiting up to timeout_ms.  Returns a client that
@@ -180,6 +199,9 @@ struct lexbus_client *lexbus_connect_blocking(const struct lexbus_options *opt, 
 /* Returns 0 with *result (a new reference: json_decref it), or -1 with *err. */
 int lexbus_call_blocking(struct lexbus_client *c, const char *service, const char *method, json_t *params,
                          unsigned timeout_ms, json_t **result, struct lexbus_error *err);
+/* lexbus_crud, waiting: 0 with *result (a new reference), or -1 with *err. */
+int lexbus_crud_blocking(struct lexbus_client *c, const struct lexbus_crud *req, unsigned timeout_ms,
+                         json_t **result, struct lexbus_error *err);
 /* Emits and waits until the bus has routed it; with delivered != NULL, asks
  * for an ack and stores the recipient count.  Returns 0 or -1 with *err. */
 int lexbus_emit_blocking(struct lexbus_client *c, const char *event, json_t *payload, const char *to,

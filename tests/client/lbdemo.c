@@ -9,6 +9,8 @@
  *   lbdemo values      registers "decoder" (method take, events v:*, an error handler), calls
  *                      tester.give; prints what each handler got (values it cannot represent)
  *   lbdemo victim      registers "victim", prints its pid, calls sink.hold after a line on stdin
+ *   lbdemo crud        lexbus_crud: create, read, update and delete of "posts", then a read of
+ *                      "ghosts"; prints each answer (needs [plugin lua] and a posts service)
  * Output: one JSON line per fact, flushed. */
 #include <signal.h>
 #include <stdarg.h>
@@ -236,6 +238,46 @@ static int connect_pair(struct lexbus_client *cs[2], struct lexbus_error *err)
     return cs[0] && cs[1] ? 0 : -1;
 }
 
+/* -- crud -- */
+static void crud_one(struct lexbus_client *c, const char *op, const char *resource, const char *key,
+                     const char *data, const char *query)
+{
+    struct lexbus_crud req = { .op = op, .resource = resource, .key = key };
+    req.data = data ? json_loads(data, 0, NULL) : NULL;
+    req.query = query ? json_loads(query, 0, NULL) : NULL;
+    json_t *result = NULL;
+    struct lexbus_error err;
+    if (lexbus_crud_blocking(c, &req, 5000, &result, &err) == 0) {
+        char *t = json_dumps(result, JSON_COMPACT | JSON_ENCODE_ANY);
+        out("{\"op\":\"%s\",\"result\":%s}", op, t);
+        free(t);
+        json_decref(result);
+    } else {
+        json_t *e = json_pack("{s:s,s:s,s:s}", "op", op, "error", err.code, "message", err.message);
+        char *t = json_dumps(e, JSON_COMPACT);
+        out("%s", t);
+        free(t);
+        json_decref(e);
+    }
+    json_decref(req.data);
+    json_decref(req.query);
+}
+
+static int run_crud(void)
+{
+    struct lexbus_options o = { .service = "crud-client" };
+    struct lexbus_error err;
+    struct lexbus_client *c = lexbus_connect_blocking(&o, 5000, &err);
+    if (!c) { out("{\"fatal\":\"%s\"}", err.code); return 1; }
+    crud_one(c, "create", "posts", NULL, "{\"content\":\"hi\"}", NULL);
+    crud_one(c, "read", "posts", NULL, NULL, "{\"userId\":\"1\"}");
+    crud_one(c, "update", "posts", "k1", "{\"content\":\"x\"}", NULL);
+    crud_one(c, "delete", "posts", "k1", NULL, NULL);
+    crud_one(c, "read", "ghosts", NULL, NULL, NULL);
+    lexbus_free(c);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) return 2;
@@ -244,6 +286,12 @@ int main(int argc, char **argv)
     evsignal_add(st, NULL);
     const char *mode = argv[1];
     struct lexbus_client *cs[3] = { 0 };
+    if (!strcmp(mode, "crud")) {
+        int rc = run_crud();
+        event_free(st);
+        event_base_free(base);
+        return rc;
+    }
     if (!strcmp(mode, "nested")) {
         cs[0] = client("svc-back", 50);
         cs[1] = client("svc-front", 50);

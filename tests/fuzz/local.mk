@@ -20,6 +20,11 @@ fuzz_replay_redis_SOURCES = fuzz/replay.c fuzz/fuzz_redis.c ../plugins/redis/wir
 	../core/msg.c ../core/jsonw.c ../core/util.c
 fuzz_replay_redis_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/plugins/redis -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/redis"'
 fuzz_replay_redis_LDADD = $(JANSSON_LIBS) $(LIBEVENT_LIBS)
+check_PROGRAMS += fuzz/replay_lua
+TESTS += fuzz/replay_lua
+fuzz_replay_lua_SOURCES = fuzz/replay.c fuzz/fuzz_lua.c ../plugins/lua/luajson.c ../plugins/lua/jsonlex.c
+fuzz_replay_lua_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/plugins/lua $(LUA_CFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/lua"'
+fuzz_replay_lua_LDADD = $(JANSSON_LIBS) $(LUA_LIBS) -lm
 EXTRA_DIST += fuzz/run.sh fuzz/corpus
 # The websocket plugin's parsers: HTTP requests, WebSocket frames, Engine.IO/Socket.IO.
 WS_FUZZ_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/plugins/websocket
