@@ -2,7 +2,7 @@
 worker.js) and lexbus services on the same Redis channels: discovery,
 events both ways with broker tokens each side verifies, acks, broadcasts
 and a worker's broadcast flood, hostile worker messages, CRUD and JSONLex
-requests without the Lua plugin, calls to workers, and a service on two
+requests without and with the Lua plugin, calls to workers, and a service on two
 nodes getting each worker message once."""
 import json
 import os
@@ -202,6 +202,45 @@ def crud_and_jsonlex_requests_without_lua():
                    data={"expression": {"$concat": ["a", "b"]}, "context": {}})
             res = w.expect(lambda m: "got" in m and m["got"]["event"] == "jsonlex:result", 5, "jsonlex:result")["got"]
             check_eq((res["data"].get("error") or {}).get("code"), "METHOD_NOT_FOUND", "jsonlex without Lua %r" % res)
+            check(not [m for m in w.drain() if "rejected" in m], "the worker accepted the results: %r" % w.seen)
+        finally:
+            w.close()
+            n1.__exit__(None, None, None)
+
+
+@test
+def crud_and_jsonlex_requests_with_lua():
+    """With [plugin lua] a worker's crud:* reaches the service that declared
+    the resource, as a CALL <resource>.<op>, and its answer comes back as
+    crud:result; jsonlex:execute is evaluated by lexbus.jsonlex."""
+    with Redis() as r:
+        n1 = xnode(r, "n1", plugins_after="[plugin lua]\n")
+        w = Worker(r, "w1")
+        try:
+            wait_for(lambda: rstats(n1)["state"] == "up", 5, what="n1 up")
+            svc = n1.client("posts-svc", methods=["posts.create", "posts.read"], resources=["posts"])
+            time.sleep(0.2)
+            w.send(cmd="emit", event="crud:create", target="bridge", operation="crud",
+                   data={"resource": "posts", "data": {"content": "hi"}, "operation": "create"})
+            call = svc.recv_type("CALL", 5)
+            check_eq((call["method"], call["from"]), ("posts.create", "w1"), "the CRUD request as a CALL %r" % call)
+            check_eq((call["params"].get("op"), call["params"].get("data")), ("create", {"content": "hi"}),
+                     "the CALL's params %r" % call)
+            svc.send({"type": "RESPONSE", "id": call["id"], "status": "success", "data": {"id": 41, "content": "hi"}})
+            res = w.expect(lambda m: "got" in m and m["got"]["event"] == "crud:result", 5, "crud:result")["got"]
+            check_eq((res["data"]["operation"], res["data"]["resource"], res["data"].get("result")),
+                     ("create", "posts", {"id": 41, "content": "hi"}), "crud:result %r" % res)
+            check("error" not in res["data"], "no error in %r" % res)
+            # A resource nobody declared: an error the worker can read, not silence.
+            w.send(cmd="emit", event="crud:read", target="bridge", operation="crud",
+                   data={"resource": "nothing", "key": "1", "operation": "read"})
+            res = w.expect(lambda m: "got" in m and m["got"]["event"] == "crud:result"
+                           and m["got"]["data"]["resource"] == "nothing", 5, "crud:result for nothing")["got"]
+            check_eq((res["data"].get("error") or {}).get("code"), "SERVICE_NOT_FOUND", "unknown resource %r" % res)
+            w.send(cmd="emit", event="jsonlex:execute", target="bridge", operation="jsonlex",
+                   data={"expression": {"$concat": ["a", {"$var": "x"}]}, "context": {"x": "b"}})
+            res = w.expect(lambda m: "got" in m and m["got"]["event"] == "jsonlex:result", 5, "jsonlex:result")["got"]
+            check_eq(res["data"], {"result": "ab"}, "jsonlex with Lua %r" % res)
             check(not [m for m in w.drain() if "rejected" in m], "the worker accepted the results: %r" % w.seen)
         finally:
             w.close()

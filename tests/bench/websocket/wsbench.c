@@ -34,6 +34,13 @@
 
 #define BATCH (64 * 1024)
 #define RBUF (256 * 1024)
+
+static char *rbuf_alloc(void)
+{
+    char *p = malloc(RBUF);
+    if (!p) { perror("malloc"); exit(1); }
+    return p;
+}
 #define WINDOW_BYTES (16u << 20)
 #define SEQ_DIGITS 10
 
@@ -226,7 +233,7 @@ static void make_payload(char *p, long seq)
 static void run_stream(long n, size_t size)
 {
     if (size < SEQ_DIGITS || size > 65536) die("size must be %d to 65536", SEQ_DIGITS);
-    struct rbuf r = { malloc(RBUF), 0 };
+    struct rbuf r = { rbuf_alloc(), 0 };
     int sub = connect_as("bench-sub", "", &r);
     int prog[2];
     if (pipe(prog)) die("pipe");
@@ -236,7 +243,7 @@ static void run_stream(long n, size_t size)
     pid_t pid = fork();
     if (pid == 0) {
         close(prog[1]);
-        struct rbuf pr = { malloc(RBUF), 0 };
+        struct rbuf pr = { rbuf_alloc(), 0 };
         int fd = connect_as("bench-pub", "", &pr);
         long sent = 0, acked = 0;
         while (sent < n) {
@@ -294,14 +301,14 @@ static int cmpd(const void *a, const void *b)
 
 static void echo_server(void)
 {
-    struct rbuf r = { malloc(RBUF), 0 };
+    struct rbuf r = { rbuf_alloc(), 0 };
     int fd = connect_as("bench-echo", ",\"methods\":[\"echo\"]", &r);
     char json[512], out[600];
     for (;;) {
         const char *b;
         size_t bl, m;
         while ((m = next(r.b, r.len, &b, &bl))) {
-            const char *id = bl ? memmem(b, bl, "\"id\":\"", 6) : NULL;
+            const char *id = bl && b ? memmem(b, bl, "\"id\":\"", 6) : NULL;
             if (id && memmem(b, bl, "\"CALL\"", 6)) {
                 id += 6;
                 const char *e = memchr(id, '"', (size_t)(b + bl - id));
@@ -320,7 +327,7 @@ static void run_rtt(long n)
     pid_t pid = fork();
     if (pid == 0) echo_server();
     usleep(200000);
-    struct rbuf r = { malloc(RBUF), 0 };
+    struct rbuf r = { rbuf_alloc(), 0 };
     int fd = connect_as("bench-caller", "", &r);
     long warm = n / 10;
     double *lat = malloc(sizeof *lat * (size_t)n);
@@ -335,7 +342,7 @@ static void run_rtt(long n)
             const char *b;
             size_t bl, m = next(r.b, r.len, &b, &bl);
             if (m) {
-                bool done = bl && memmem(b, bl, "\"RESPONSE\"", 10);
+                bool done = bl && b && memmem(b, bl, "\"RESPONSE\"", 10);
                 if (done && !memmem(b, bl, "\"success\"", 9)) die("rtt: error reply: %.*s", (int)bl, b);
                 rb_consume(&r, m);
                 if (done) break;
@@ -376,7 +383,7 @@ static void run_floor(bool tcp, long mb)
         _exit(0);
     }
     int fd = accept(ls, NULL, NULL);
-    char *b = malloc(RBUF);
+    char *b = rbuf_alloc();
     size_t got = 0;
     double t0 = now_s();
     while (got < total) {
