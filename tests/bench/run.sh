@@ -6,12 +6,17 @@
 #
 #   tests/bench/run.sh [--quick] [--out FILE.json] [--only stream|fc|fanout|rtt|idle]
 #                      [--window N] [--procs P] [--compare OLD_LBBENCH]
+#                      [--with websocket,msgpack,redis,lua | --with all]
 #
 # --window: how far (messages) the publisher may run ahead of the slowest
 # subscriber in the flow-controlled workloads (default 500); --procs: the
 # processes the 50 fan-out subscribers are spread over (default 5);
 # --compare: also run another lbbench build (e.g. the previous method) on the
 # blast and round-trip workloads, interleaved, for a before/after table.
+# --with: then, in the same run and against the same build, the transports'
+# and plugins' own benchmarks (tests/bench/websocket/run.sh, mprun.sh,
+# redis-bench.sh, lua-bench.sh), each into OUT's name with .PART.json (.txt
+# for lua), and their summaries under "parts" in OUT.
 # LEXBUSD, LBBENCH (and LBCLIENT) may point at prebuilt binaries; by default an
 # optimised, sanitizer-free build is made in _build-bench/.
 set -euo pipefail
@@ -21,6 +26,7 @@ only=""
 window=500
 procs=5
 compare=""
+with=""
 out="$top/bench-results.json"
 while (($#)); do
   case "$1" in
@@ -30,7 +36,8 @@ while (($#)); do
     --window) window="$2"; shift ;;
     --procs) procs="$2"; shift ;;
     --compare) compare="$(realpath "$2")"; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --with) with="$2"; shift ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -168,3 +175,33 @@ fi
 
 python3 "$top/tests/bench/report.py" "$results" "$out" "$quick" "$window" ||
   { cp "$results" "$out.jsonl"; echo "run.sh: report failed; raw results in $out.jsonl" >&2; exit 1; }
+
+# ---- the parts' own benchmarks, same run, same build ----
+[[ $with == all ]] && with=websocket,msgpack,redis,lua
+bindir="$(dirname "$LBBENCH")"
+base="${out%.json}"
+q=(); ((quick)) && q=(--quick)
+for part in ${with//,/ }; do
+  echo "== part: $part" >&2
+  case $part in
+    websocket) LEXBUSD="$LEXBUSD" WSBENCH="$bindir/wsbench" "$top/tests/bench/websocket/run.sh" "${q[@]}" --out "$base.websocket.json" ;;
+    msgpack) LEXBUSD="$LEXBUSD" MPBENCH="$bindir/mpbench" "$top/tests/bench/mprun.sh" "${q[@]}" --out "$base.msgpack.json" ;;
+    redis) LEXBUSD="$LEXBUSD" REDISBENCH="$bindir/redisbench" "$top/tests/bench/redis-bench.sh" "${q[@]}" --out "$base.redis.json" ;;
+    lua) if ((quick)); then "$top/tests/bench/lua-bench.sh" 1 3; else "$top/tests/bench/lua-bench.sh"; fi | tee "$base.lua.txt" ;;
+    *) echo "run.sh: --with: unknown part $part (websocket, msgpack, redis, lua)" >&2; exit 2 ;;
+  esac
+done
+[[ -z $with ]] || python3 - "$out" "$base" ${with//,/ } <<'PY'
+import json, sys
+out, base, parts = sys.argv[1], sys.argv[2], sys.argv[3:]
+d = json.load(open(out))
+d["parts"] = {}
+for p in parts:
+    try:
+        with open("%s.%s.json" % (base, p)) as f:
+            v = json.load(f)
+        d["parts"][p] = v.get("summary", v)
+    except (OSError, ValueError):
+        d["parts"][p] = {"output": "%s.%s.%s" % (base, p, "txt" if p == "lua" else "json")}
+json.dump(d, open(out, "w"), indent=1)
+PY
