@@ -254,6 +254,42 @@ int conn_input(struct lb_conn *c, const char *frame, size_t len)
 
 int lb_conn_input(struct lb_conn *c, const char *frame, size_t len) { return conn_input(c, frame, len); }
 
+/* Routes the whole frames at the front of p[0, n) in place, stopping at a
+ * frame not yet complete, a pause or a close.  A bad length is refused
+ * (ERROR, then a close: the stream cannot be resynchronised after it) as
+ * soon as its header is in, before any of its body.  Returns the bytes of
+ * the frames routed.  Inside input_begin/input_end. */
+static size_t feed_frames(struct lb_conn *c, const char *p, size_t n)
+{
+    size_t off = 0;
+    while (!conn_closing(c) && !paused(c) && n - off >= LB_FRAME_HEADER) {
+        uint32_t len;
+        memcpy(&len, p + off, sizeof len);
+        len = ntohl(len);
+        if (len == 0) {
+            refuse_frame(c, LB_E_BAD_FRAME, "zero-length frame", "frame length is zero");
+            break;
+        }
+        if (len > g_bus.set.max_frame) {
+            refuse_frame(c, LB_E_PAYLOAD_TOO_LARGE, "frame too large", "frame length %u exceeds max_frame (%llu)",
+                         len, (unsigned long long)g_bus.set.max_frame);
+            break;
+        }
+        if (n - off - LB_FRAME_HEADER < len) break;
+        input_frame(c, p + off + LB_FRAME_HEADER, len);
+        off += LB_FRAME_HEADER + (size_t)len;
+    }
+    return off;
+}
+
+ssize_t lb_conn_feed(struct lb_conn *c, const char *p, size_t n)
+{
+    if (conn_closing(c)) return -1;
+    input_begin(c);
+    size_t used = feed_frames(c, p, n);
+    return input_end(c) < 0 ? -1 : (ssize_t)used;
+}
+
 int lb_conn_read_frames(struct lb_conn *c, struct evbuffer *in)
 {
     if (conn_closing(c)) return -1;
@@ -262,18 +298,10 @@ int lb_conn_read_frames(struct lb_conn *c, struct evbuffer *in)
      * once; only a frame split across chunks is pulled up (copied). */
     while (!conn_closing(c) && !paused(c)) {
         size_t contig = evbuffer_get_contiguous_space(in);
-        const char *base = (const char *)evbuffer_pullup(in, (ssize_t)contig);
-        size_t off = 0;
-        uint32_t n = 0;
-        while (!conn_closing(c) && !paused(c) && contig - off >= LB_FRAME_HEADER) {
-            memcpy(&n, base + off, sizeof n);
-            n = ntohl(n);
-            if (n == 0 || n > g_bus.set.max_frame || contig - off - LB_FRAME_HEADER < n) break;
-            input_frame(c, base + off + LB_FRAME_HEADER, n);
-            off += LB_FRAME_HEADER + (size_t)n;
-        }
+        size_t off = feed_frames(c, (const char *)evbuffer_pullup(in, (ssize_t)contig), contig);
         if (off) evbuffer_drain(in, off);
         if (conn_closing(c) || paused(c)) break;
+        uint32_t n = 0;
         enum frame_status st = frame_peek(in, g_bus.set.max_frame, &n);
         if (st == FRAME_NEED_MORE) break;
         if (st == FRAME_ZERO) {
@@ -281,7 +309,6 @@ int lb_conn_read_frames(struct lb_conn *c, struct evbuffer *in)
             break;
         }
         if (st == FRAME_TOO_LARGE) {
-            /* The stream cannot be resynchronised after a bad length. */
             refuse_frame(c, LB_E_PAYLOAD_TOO_LARGE, "frame too large", "frame length %u exceeds max_frame (%llu)",
                          n, (unsigned long long)g_bus.set.max_frame);
             break;

@@ -263,6 +263,15 @@ int lb_conn_input(struct lb_conn *conn, const char *frame, size_t len);
  * Returns 0, or -1 when the connection was closed. */
 int lb_conn_read_frames(struct lb_conn *conn, struct evbuffer *in);
 
+/* The same for a transport that reads into a buffer of its own (the unix
+ * transport reads into one scratch buffer shared by all its connections):
+ * routes the whole frames at the front of p[0, n) in place.  Returns the
+ * bytes it used -- whole frames; what is left is a frame not yet complete,
+ * or frames held back because the connection was paused (set_read false)
+ * or is closing: hand them in again, in front of what is read next -- or
+ * -1 when the host closed the connection (`close` has been called). */
+ssize_t lb_conn_feed(struct lb_conn *conn, const char *p, size_t n);
+
 /* Writes the 4-byte big-endian prefix plus the iov pieces to `out`:
  * helper for stream transports' send op. */
 int lb_frame_write(struct evbuffer *out, const struct iovec *iov, int iovcnt);

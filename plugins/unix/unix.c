@@ -2,7 +2,7 @@
  * unix: the Unix-domain-socket transport.  Length-prefixed JSON frames
  * (doc/protocol.md); peer credentials (SO_PEERCRED) are passed to the
  * policy plugins.  Framing and routing live in the core: this file only
- * moves bytes between sockets and lb_conn_read_frames / ops->send.
+ * moves bytes between sockets and lb_conn_feed / ops->send.
  *
  * [plugin unix]
  * path = /tmp/lexbus.sock    socket path
@@ -20,6 +20,7 @@
 
 #include "config.h"
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,6 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
-#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <event2/listener.h>
@@ -36,14 +36,6 @@
 #include <lexbus/protocol.h>
 #include "../common/stream.h"
 
-/* One readv() takes up to this much.  libevent's evbuffer_read() would cap
- * each read at 4 KiB and add an ioctl(FIONREAD) per call, so reads are
- * done here directly into reserved evbuffer space.  16 KiB, not more:
- * what a read routes is flushed only when the loop turn ends, so a larger
- * read holds the first messages back until the last is routed — a
- * publisher that waits for its subscribers (flow control) stalls on it
- * (64 KiB: 0.99x Redis flow-controlled, 16 KiB: 1.35x; blast unchanged). */
-#define READ_CHUNK (16 * 1024)
 #define FLUSH_TIMEOUT_S 5
 
 struct unix_conn;
@@ -75,31 +67,51 @@ struct unix_plugin {
     enum lb_encoding encoding;    /* `encoding` key: new connections get it */
 };
 
+/* The one [plugin unix] (a section appears once): connections find it
+ * here rather than each keeping a pointer. */
+static struct unix_plugin *g_up;
+
+/* What an idle connection costs is mostly this record and the core's:
+ * one event for the socket (not one for reading and one for writing),
+ * and input and output buffers only while bytes wait in them. */
 struct unix_conn {
-    struct unix_plugin *up;
-    evutil_socket_t fd;
-    struct event rev, wev;        /* read / write readiness */
-    struct evbuffer *in;
-    struct obuf out;              /* what is queued for the peer */
+    /* The socket's event: EV_READ unless the host paused us, EV_WRITE
+     * while output waits for room.  Its fd is the socket's. */
+    struct event ev;
     struct lb_conn *conn;         /* NULL once the host has closed us */
-    bool wev_added;
-    struct unix_conn *next;       /* in up->live or up->flushing */
+    struct unix_conn *next;       /* in g_up->live or g_up->flushing */
     struct unix_conn **pprev;
+    struct ibuf in;               /* read and not yet routed: usually nothing */
+    struct obuf out;              /* what is queued for the peer */
+    bool reading;                 /* the host's last set_read */
+    bool kicked;                  /* made active to route what `in` holds */
 };
 
-/* ---- plain socket I/O ---------------------------------------------- */
+static void io_cb(evutil_socket_t fd, short what, void *arg);
 
-/* Returns bytes read, 0 at EOF, -1 on error (EAGAIN: -2). */
-static ssize_t read_some(struct unix_conn *uc) { return stream_readv(uc->fd, uc->in, READ_CHUNK); }
+static int uc_fd(const struct unix_conn *uc) { return event_get_fd(&uc->ev); }
 
-/* Writes what is queued; arms the write event if the socket is full.
+/* Points the event at what is wanted now.  A change is event_del +
+ * event_assign + event_add (an epoll_ctl each), so it is made only when
+ * the mask differs: a write that leaves nothing queued, the usual case,
+ * costs none. */
+static void watch(struct unix_conn *uc, short want)
+{
+    short have = event_get_events(&uc->ev) & (EV_READ | EV_WRITE);
+    if (want == have) return;
+    if (have) event_del(&uc->ev);
+    event_assign(&uc->ev, event_get_base(&uc->ev), uc_fd(uc), want | EV_PERSIST, io_cb, uc);
+    if (want) event_add(&uc->ev, NULL);
+    /* event_del dropped a pending activation: renew it. */
+    if (uc->kicked && (want & EV_READ)) event_active(&uc->ev, EV_READ, 0);
+}
+
+/* Writes what is queued; watches for room if the socket is full.
  * Returns 0, or -1 on a hard error. */
 static int write_out(struct unix_conn *uc)
 {
-    if (obuf_write(&uc->out, uc->fd) != 0) return -1;
-    bool more = obuf_len(&uc->out) > 0;
-    if (more && !uc->wev_added) { event_add(&uc->wev, NULL); uc->wev_added = true; }
-    else if (!more && uc->wev_added) { event_del(&uc->wev); uc->wev_added = false; }
+    if (obuf_write(&uc->out, uc_fd(uc)) != 0) return -1;
+    watch(uc, (uc->reading ? EV_READ : 0) | (obuf_len(&uc->out) ? EV_WRITE : 0));
     return 0;
 }
 
@@ -123,11 +135,10 @@ static void uc_unlink(struct unix_conn *uc)
 static void uc_free(struct unix_conn *uc)
 {
     uc_unlink(uc);
-    event_del(&uc->rev);
-    event_del(&uc->wev);
-    evbuffer_free(uc->in);
+    event_del(&uc->ev);
+    ibuf_free(&uc->in);
     obuf_free(&uc->out);
-    evutil_closesocket(uc->fd);
+    evutil_closesocket(uc_fd(uc));
     free(uc);
 }
 
@@ -154,12 +165,15 @@ static size_t op_pending(void *tdata)
 static void op_set_read(void *tdata, bool enabled)
 {
     struct unix_conn *uc = tdata;
-    if (!enabled) { event_del(&uc->rev); return; }
-    event_add(&uc->rev, NULL);
+    uc->reading = enabled;
+    watch(uc, (enabled ? EV_READ : 0) | (event_get_events(&uc->ev) & EV_WRITE));
     /* Frames already read may wait in `in` (the host stopped routing
-     * them when it paused us): have read_cb see to them soon, not from
+     * them when it paused us): have io_cb see to them soon, not from
      * inside whatever is resuming us. */
-    if (evbuffer_get_length(uc->in)) event_active(&uc->rev, EV_READ, 0);
+    if (enabled && uc->in.len && !uc->kicked) {
+        uc->kicked = true;
+        event_active(&uc->ev, EV_READ, 0);
+    }
 }
 
 static int op_flush(void *tdata)
@@ -169,14 +183,13 @@ static int op_flush(void *tdata)
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
-    (void)fd;
     struct unix_conn *uc = arg;
-    if ((what & EV_TIMEOUT) || write_out(uc) != 0 || obuf_len(&uc->out) == 0) {
+    if ((what & EV_TIMEOUT) || obuf_write(&uc->out, fd) != 0 || obuf_len(&uc->out) == 0) {
         uc_free(uc);   /* flushed, failed, or timed out: done */
         return;
     }
     struct timeval tv = { FLUSH_TIMEOUT_S, 0 };
-    event_add(&uc->wev, &tv);
+    event_add(&uc->ev, &tv);
 }
 
 static void op_close(void *tdata, bool flush)
@@ -184,18 +197,17 @@ static void op_close(void *tdata, bool flush)
     struct unix_conn *uc = tdata;
     uc->conn = NULL;
     uc_unlink(uc);
-    event_del(&uc->rev);
-    if (!flush || write_out(uc) != 0 || obuf_len(&uc->out) == 0) {
+    ibuf_free(&uc->in);
+    if (!flush || obuf_write(&uc->out, uc_fd(uc)) != 0 || obuf_len(&uc->out) == 0) {
         uc_free(uc);
         return;
     }
     /* Keep the socket until what is queued (an ERROR, say) is written. */
-    struct unix_plugin *up = uc->up;
-    uc_link(&up->flushing, uc);
-    event_del(&uc->wev);
-    event_assign(&uc->wev, lb_event_base(up->ctx), uc->fd, EV_WRITE, flush_cb, uc);
+    uc_link(&g_up->flushing, uc);
+    event_del(&uc->ev);
+    event_assign(&uc->ev, event_get_base(&uc->ev), uc_fd(uc), EV_WRITE, flush_cb, uc);
     struct timeval tv = { FLUSH_TIMEOUT_S, 0 };
-    event_add(&uc->wev, &tv);
+    event_add(&uc->ev, &tv);
 }
 
 static const struct lb_conn_ops unix_ops = {
@@ -205,31 +217,30 @@ static const struct lb_conn_ops unix_ops = {
 
 /* ---- socket callbacks ---------------------------------------------- */
 
-static void read_cb(evutil_socket_t fd, short what, void *arg)
+static void on_readable(struct unix_conn *uc)
 {
-    (void)fd; (void)what;
-    struct unix_conn *uc = arg;
     /* What was read before a pause goes first. */
-    if (evbuffer_get_length(uc->in) && lb_conn_read_frames(uc->conn, uc->in) < 0) return;
-    ssize_t r = read_some(uc);
-    if (r == -2) return;
-    if (r <= 0) {
-        lb_conn_gone(uc->conn, r == 0 ? "peer closed the connection" : strerror(errno));
-        return;   /* the host called op_close: uc is gone */
-    }
-    lb_conn_read_frames(uc->conn, uc->in);
+    if (uc->in.len && ibuf_route(&uc->in, uc->conn) < 0) return;
+    if (!uc->reading) return;   /* paused (again): the socket keeps the rest */
+    ssize_t r = ibuf_read(&uc->in, uc->conn, uc_fd(uc));
+    if (r > 0 || r == -2 || r == -3) return;   /* -3: the host closed us */
+    lb_conn_gone(uc->conn, r == 0 ? "peer closed the connection" : strerror(errno));
 }
 
-static void write_cb(evutil_socket_t fd, short what, void *arg)
+static void io_cb(evutil_socket_t fd, short what, void *arg)
 {
-    (void)fd; (void)what;
+    (void)fd;
     struct unix_conn *uc = arg;
-    if (write_out(uc) != 0) {
-        lb_conn_gone(uc->conn, strerror(errno));
-        return;
+    uc->kicked = false;
+    if (what & EV_WRITE) {
+        if (write_out(uc) != 0) {
+            lb_conn_gone(uc->conn, strerror(errno));
+            return;   /* the host called op_close: uc is gone */
+        }
+        /* The output queue drained: senders paused on us may resume. */
+        if (obuf_len(&uc->out) == 0) lb_conn_writable(uc->conn);
     }
-    /* The output queue drained: senders paused on us may resume. */
-    if (obuf_len(&uc->out) == 0) lb_conn_writable(uc->conn);
+    if (what & EV_READ) on_readable(uc);
 }
 
 static bool peer_allowed(const struct unix_plugin *up, const struct lb_peer *p)
@@ -269,17 +280,13 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
 
     struct unix_conn *uc = calloc(1, sizeof *uc);
-    if (!uc || !(uc->in = evbuffer_new())) {
+    if (!uc) {
         lb_log(up->ctx, LB_LOG_ERROR, "out of memory accepting a connection");
-        if (uc) { if (uc->in) evbuffer_free(uc->in); free(uc); }
         evutil_closesocket(fd);
         return;
     }
-    uc->up = up;
-    uc->fd = fd;
-    struct event_base *base = lb_event_base(up->ctx);
-    event_assign(&uc->rev, base, fd, EV_READ | EV_PERSIST, read_cb, uc);
-    event_assign(&uc->wev, base, fd, EV_WRITE | EV_PERSIST, write_cb, uc);
+    event_assign(&uc->ev, lb_event_base(up->ctx), fd, EV_READ | EV_PERSIST, io_cb, uc);
+    uc->reading = true;
     uc->conn = lb_conn_new(up->ctx, &unix_ops, uc, &peer);
     if (!uc->conn) {
         uc_free(uc);
@@ -287,7 +294,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     uc_link(&up->live, uc);
     lb_conn_set_encoding(uc->conn, up->encoding);
-    event_add(&uc->rev, NULL);
+    event_add(&uc->ev, NULL);
 }
 
 /* After a reload: closes the open connections whose peer the allow lists
@@ -422,6 +429,7 @@ static int unix_load(struct lb_plugin_ctx *ctx)
     apply_lists(up, &st);
     up->encoding = st.encoding;
     lb_plugin_set_data(ctx, up);
+    g_up = up;
     up->recheck = event_new(lb_event_base(ctx), -1, 0, recheck_cb, up);
     if (!up->recheck) { lb_plugin_fail(ctx, "out of memory"); return -1; }
     if (prepare_path(up, path)) return -1;
@@ -458,6 +466,7 @@ static void unix_unload(struct lb_plugin_ctx *ctx)
     if (up->recheck) event_free(up->recheck);
     if (up->path) { unlink(up->path); free(up->path); }
     free(up);
+    g_up = NULL;
     lb_plugin_set_data(ctx, NULL);
 }
 

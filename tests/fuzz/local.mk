@@ -20,6 +20,12 @@ fuzz_replay_redis_SOURCES = fuzz/replay.c fuzz/fuzz_redis.c ../plugins/redis/wir
 	../core/msg.c ../core/jsonw.c ../core/util.c
 fuzz_replay_redis_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/plugins/redis -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/redis"'
 fuzz_replay_redis_LDADD = $(JANSSON_LIBS) $(LIBEVENT_LIBS)
+# The stream transports' input buffer (plugins/common/stream.c).
+check_PROGRAMS += fuzz/replay_ibuf
+TESTS += fuzz/replay_ibuf
+fuzz_replay_ibuf_SOURCES = fuzz/replay.c fuzz/fuzz_ibuf.c ../plugins/common/stream.c
+fuzz_replay_ibuf_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/plugins/common -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/ibuf"'
+fuzz_replay_ibuf_LDADD = $(LIBEVENT_LIBS)
 check_PROGRAMS += fuzz/replay_lua
 TESTS += fuzz/replay_lua
 fuzz_replay_lua_SOURCES = fuzz/replay.c fuzz/fuzz_lua.c ../plugins/lua/luajson.c ../plugins/lua/jsonlex.c

@@ -27,7 +27,8 @@ clang "${flags[@]}" -I"$top/plugins/redis" -o "$out/fuzz_redis" "$here/fuzz_redi
   "$top/core/envelope.c" "$top/core/names.c" "$top/core/msg.c" "$top/core/jsonw.c" "$top/core/util.c" -ljansson -levent
 clang "${flags[@]}" -I"$top/plugins/lua" $(pkg-config --cflags lua5.4) -o "$out/fuzz_lua" "$here/fuzz_lua.c" \
   "$top/plugins/lua/luajson.c" "$top/plugins/lua/jsonlex.c" -ljansson $(pkg-config --libs lua5.4) -lm
-for t in envelope conf wire jwtpart msgpack http wsframe sio redis lua; do
+clang "${flags[@]}" -I"$top/plugins/common" -o "$out/fuzz_ibuf" "$here/fuzz_ibuf.c" "$top/plugins/common/stream.c" -levent
+for t in envelope conf wire jwtpart msgpack http wsframe sio redis lua ibuf; do
   echo "== fuzz_$t for ${secs}s"
   "$out/fuzz_$t" -max_total_time="$secs" -max_len=4096 -timeout=5 "$here/corpus/$t" 2>&1 | tail -3
 done

@@ -3,8 +3,8 @@
  * module but main.c, no daemon, no sockets.  Registration and its
  * refusals, calls and their RESPONSE, every error code the router sends,
  * one call id from two callers at one callee, RESPONSE forwarding,
- * fan-out with patterns, back-pressure, and in-process connections
- * (lb_local_*, lb_call).
+ * fan-out with patterns, back-pressure, stream input through
+ * lb_conn_feed, and in-process connections (lb_local_*, lb_call).
  */
 #include "config.h"
 #include <errno.h>
@@ -721,6 +721,62 @@ static void test_local(void)
     CHECK(q.replies == 0 && q.closes == 0 && !lb_service_exists(NULL, "plug2", 5), "lb_local_close: nothing called back");
 }
 
+/* Appends one length-prefixed frame to buf at *n. */
+static void put_frame(char *buf, size_t *n, const char *json)
+{
+    uint32_t len = (uint32_t)strlen(json);
+    buf[(*n)++] = (char)(len >> 24);
+    buf[(*n)++] = (char)(len >> 16);
+    buf[(*n)++] = (char)(len >> 8);
+    buf[(*n)++] = (char)len;
+    memcpy(buf + *n, json, len);
+    *n += len;
+}
+
+/* The event of the next frame f got, "" if it is not an EVENT. */
+static const char *next_event(struct fake *f)
+{
+    json_t *m = fake_next(f);
+    return is_type(m, "EVENT") ? jstr(m, "event") : "";
+}
+
+static void test_feed(void)
+{
+    struct fake *b = registered("feed-slow", NULL), *c = registered("feed-c", NULL);
+    char buf[1024];
+    size_t n = 0;
+    put_frame(buf, &n, "{\"type\":\"EMIT\",\"event\":\"e1\",\"to\":\"feed-slow\"}");
+    size_t first = n;
+    put_frame(buf, &n, "{\"type\":\"EMIT\",\"event\":\"e2\",\"to\":\"feed-slow\"}");
+    size_t two = n;
+    put_frame(buf, &n, "{\"type\":\"EMIT\",\"event\":\"e3\",\"to\":\"feed-slow\"}");
+    CHECK(lb_conn_feed(c->conn, buf, 3) == 0 && lb_conn_feed(c->conn, buf, first - 1) == 0 && !fake_next(b),
+          "lb_conn_feed: a frame not yet whole (header or body cut) is left, nothing routed");
+    CHECK(lb_conn_feed(c->conn, buf, two + 5) == (ssize_t)two && !strcmp(next_event(b), "e1") &&
+          !strcmp(next_event(b), "e2") && !fake_next(b),
+          "whole frames are routed and their bytes reported used; the cut one is left");
+    b->pending = g_bus.set.outbuf_high + 1;
+    ssize_t used = lb_conn_feed(c->conn, buf, n);
+    CHECK(used == (ssize_t)first && !c->reading && !strcmp(next_event(b), "e1") && !fake_next(b),
+          "a pause stops it after the frame that paused: the rest is left for the transport to keep");
+    b->pending = 0;
+    lb_conn_writable(b->conn);
+    CHECK(c->reading && lb_conn_feed(c->conn, buf + used, n - (size_t)used) == (ssize_t)(n - (size_t)used) &&
+          !strcmp(next_event(b), "e2") && !strcmp(next_event(b), "e3") && !fake_next(b),
+          "resumed, the rest is routed in order");
+
+    static const char zero[] = { 0, 0, 0, 0, '{' };
+    CHECK(lb_conn_feed(c->conn, zero, sizeof zero) == -1 && c->closed && error_frame(fake_next(c), LB_E_BAD_FRAME),
+          "a zero length: ERROR BAD_FRAME and the connection closed (-1)");
+    struct fake *d = registered("feed-d", NULL);
+    static const char big[] = { 0x7f, 0, 0, 0 };
+    CHECK(lb_conn_feed(d->conn, big, sizeof big) == -1 && d->closed && error_frame(fake_next(d), LB_E_PAYLOAD_TOO_LARGE),
+          "a length past max_frame is refused from its header alone, before any body");
+    fake_free(b);
+    fake_free(c);
+    fake_free(d);
+}
+
 int main(void)
 {
     fakebus_init(NULL);
@@ -731,6 +787,7 @@ int main(void)
     test_response_forwarding();
     test_fanout();
     test_backpressure();
+    test_feed();
     test_hooks();
     test_state_backend();
     test_local();
