@@ -248,13 +248,19 @@ static int ibuf_resize(struct ibuf *b, uint64_t cap)
     return 0;
 }
 
-/* Room to read into b itself: IBUF_READ more, or up to the whole front
- * frame, but never more than twice what is there. */
+/* Room to read into b itself.  b grows only when less than a read is
+ * left and the front frame needs more than is left: towards the whole
+ * front frame, but never past twice what is there (a length prefix that
+ * lies buys no more than that), and by a read at least.  So a big frame
+ * doubles its buffer a few times instead of growing it at every read. */
 static int ibuf_grow(struct ibuf *b)
 {
-    uint64_t want = (uint64_t)b->len + IBUF_READ, frame = front_frame(b), most = 2 * (uint64_t)b->len;
-    if (frame > want) want = frame < most ? frame : (most > want ? most : want);
-    return want > b->cap ? ibuf_resize(b, want) : 0;
+    uint64_t len = b->len, room = b->cap - len, frame = front_frame(b);
+    uint64_t need = frame > len ? frame - len : 0;
+    if (room >= IBUF_READ || (room > 0 && room >= need)) return 0;
+    uint64_t want = frame < 2 * len ? frame : 2 * len;
+    if (want < len + IBUF_READ) want = len + IBUF_READ;
+    return ibuf_resize(b, want);
 }
 
 /* `used` bytes of b were routed: the rest moves to the front. */
