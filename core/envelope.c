@@ -262,6 +262,7 @@ enum lb_msg_type env_type_of(const struct env_val *v)
 enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, const char **err)
 {
     memset(e->f, 0, sizeof e->f);
+    e->present = 0;
     e->frame = buf;
     e->len = len;
     e->type = LB_MSG_UNKNOWN;
@@ -302,6 +303,7 @@ enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, 
                     return ENV_DUPLICATE;
                 }
                 e->f[fid] = v;
+                e->present |= 1u << fid;
             }
             skip_ws(&s);
             if (s.p >= s.end) { *err = "unterminated object"; return ENV_BAD_JSON; }

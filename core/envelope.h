@@ -46,6 +46,7 @@ struct envelope {
     const char *frame;
     size_t len;
     enum lb_msg_type type;
+    uint32_t present;   /* bit f: f[f] is there (kind != J_NONE) */
     struct env_val f[F__COUNT];
 };
 

@@ -236,7 +236,7 @@ static void wi_begin(struct windex *x, struct envelope *e, const struct jw *w)
 {
     x->e = e;
     x->base = w->len;
-    if (e) memset(e->f, 0, sizeof e->f);
+    if (e) { memset(e->f, 0, sizeof e->f); e->present = 0; }
 }
 
 /* Known member `field` has value v (kind and escapes) at offset off of w. */
@@ -245,6 +245,7 @@ static void wi_note(struct windex *x, int field, size_t off, uint8_t kind, uint8
     if (!x->e || field < 0) return;
     struct env_val *f = &x->e->f[field];
     x->off[field] = (uint32_t)(off - x->base);
+    x->e->present |= 1u << field;
     f->kind = kind;
     f->escaped = escaped;
     f->n = (uint32_t)(kind == J_STRING ? textlen - 2 : textlen);
@@ -256,8 +257,10 @@ static void wi_end(struct windex *x, const struct jw *w, enum lb_msg_type type, 
     if (!e) return;
     e->frame = w->buf + x->base;
     e->len = w->len - x->base;
-    for (int f = 0; f < F__COUNT; f++)
-        if (e->f[f].kind != J_NONE) e->f[f].p = e->frame + x->off[f] + (e->f[f].kind == J_STRING ? 1 : 0);
+    for (uint32_t b = e->present; b; b &= b - 1) {
+        int f = __builtin_ctz(b);
+        e->f[f].p = e->frame + x->off[f] + (e->f[f].kind == J_STRING ? 1 : 0);
+    }
     e->type = type_changed ? env_type_of(&e->f[F_TYPE]) : type;
 }
 
@@ -316,19 +319,23 @@ static void put_run(struct jw *w, bool *first, const char *a, const char *b, str
     jw_raw(w, a, (size_t)(b - a));
 }
 
-static size_t collect_cuts(const struct lb_msg *m, uint64_t drop, struct cut *cuts, uint32_t *seen)
+/* The members to leave out or replace, in frame order; *fields: theirs. */
+static size_t collect_cuts(const struct lb_msg *m, uint64_t drop, struct cut *cuts, uint32_t *seen, uint32_t *fields)
 {
     const struct envelope *e = &m->env;
     size_t n = 0;
-    for (uint64_t d = drop; d; d &= d - 1) {
+    for (uint64_t d = drop & e->present; d; d &= d - 1) {
         int f = __builtin_ctzll(d);
-        if (f < F__COUNT && env_member_span(e, f, &cuts[n].start, &cuts[n].end) == 0) cuts[n++].o = NULL;
+        env_member_span(e, f, &cuts[n].start, &cuts[n].end);
+        cuts[n++].o = NULL;
+        *fields |= 1u << f;
     }
     for (size_t i = 0; i < m->n_over; i++) {
         const struct msg_override *o = &m->over[i];
         if ((drop & FBIT(o->field)) || env_member_span(e, o->field, &cuts[n].start, &cuts[n].end) != 0) continue;
         cuts[n++].o = o;
         *seen |= 1u << i;
+        *fields |= 1u << o->field;
     }
     for (size_t i = 1; i < n; i++)   /* into frame order; a handful at most */
         for (size_t j = i; j > 0 && cuts[j - 1].start > cuts[j].start; j--) {
@@ -347,7 +354,8 @@ static void write_runs(struct jw *w, const struct lb_msg *m, uint64_t drop, bool
     const struct envelope *e = &m->env;
     struct cut cuts[F__COUNT + MSG_MAX_OVERRIDES];
     struct run runs[F__COUNT + MSG_MAX_OVERRIDES + 1];
-    size_t ncuts = collect_cuts(m, drop, cuts, seen), nruns = 0;
+    uint32_t cut_fields = 0;
+    size_t ncuts = collect_cuts(m, drop, cuts, seen, &cut_fields), nruns = 0;
     /* The members lie between the frame's '{' and '}' (white space around
      * them allowed). */
     const char *at = e->frame, *end = e->frame + e->len;
@@ -362,10 +370,11 @@ static void write_runs(struct jw *w, const struct lb_msg *m, uint64_t drop, bool
     }
     put_run(w, first, at, end, runs, &nruns);
     if (!x->e) return;
-    /* The members copied: where their values went. */
-    for (int f = 0; f < F__COUNT; f++) {
+    /* The members copied (neither cut nor written anew): where their
+     * values went. */
+    for (uint32_t b = e->present & ~cut_fields & ~x->e->present; b; b &= b - 1) {
+        int f = __builtin_ctz(b);
         const struct env_val *v = &e->f[f];
-        if (v->kind == J_NONE || x->e->f[f].kind != J_NONE) continue;
         const char *text = v->kind == J_STRING ? v->p - 1 : v->p;
         for (size_t r = 0; r < nruns; r++)
             if (text >= runs[r].from && text < runs[r].until) {
