@@ -114,12 +114,24 @@ int lb_msg_attr_set(struct lb_msg *m, const char *name, const char *value)
     return 0;
 }
 
-const char *lb_msg_attr_get(const struct lb_msg *m, const char *name) { return attr_find(m, name); }
+/* call.to and call.method are not in the table: they are the pending
+ * call's own strings (one set by a plugin comes first, as it replaced
+ * them when they were written into the table). */
+const char *lb_msg_attr_get(const struct lb_msg *m, const char *name)
+{
+    const char *v = m->attr_len ? attr_find(m, name) : NULL;
+    if (v || !m->call_to || strncmp(name, "call.", 5) != 0) return v;
+    if (strcmp(name + 5, "to") == 0) return m->call_to;
+    if (strcmp(name + 5, "method") == 0) return m->call_method;
+    return NULL;
+}
 
 void msg_carry(struct lb_msg *to, const struct lb_msg *from)
 {
     to->claims = from->claims;
     to->claims_len = from->claims_len;
+    to->call_to = from->call_to;
+    to->call_method = from->call_method;
     memcpy(to->attrs, from->attrs, from->attr_len);
     to->attr_len = from->attr_len;
     to->n_attrs = from->n_attrs;

@@ -34,6 +34,10 @@ struct lb_msg {
     struct envelope env;
     const char *claims;          /* verified token claims (JSON), or NULL */
     size_t claims_len;
+    /* The call a RESPONSE answers (NUL-terminated, borrowed from its
+     * pending call), read as the attributes "call.to" and "call.method"
+     * only when a hook asks for them: NULL otherwise. */
+    const char *call_to, *call_method;
     /* Attributes: "name\0value\0" pairs. */
     uint16_t attr_len;
     uint8_t n_attrs;
@@ -50,6 +54,7 @@ static inline void msg_init(struct lb_msg *m, struct jw *scratch)
 {
     m->claims = NULL;
     m->claims_len = 0;
+    m->call_to = m->call_method = NULL;
     m->attr_len = 0;
     m->n_attrs = 0;
     m->rewritable = false;

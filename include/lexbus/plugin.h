@@ -592,7 +592,8 @@ struct lb_hooks {
      * callee): may lb_msg_set "data", "error" or "status", or refuse (the
      * caller then gets an error RESPONSE with the hook's code).  The call
      * it answers is in the attributes "call.to" (the service called) and
-     * "call.method". */
+     * "call.method" (lb_msg_attr_get; they cost nothing until read, and
+     * do not count against the 8 attributes). */
     enum lb_verdict_kind (*response)(void *ud, struct lb_conn *c, struct lb_conn *to,
                                      struct lb_msg *m, struct lb_err *err);
     /* Each recipient of a routed message. */

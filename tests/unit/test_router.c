@@ -401,6 +401,8 @@ struct seen {
     bool response_to_refused;    /* `to` of a RESPONSE is the bus's */
     bool depth_ok;               /* lb_msg_set counts nesting from the frame's object */
     bool rw_ok;                  /* the changes of method "rw" were all taken */
+    char call_attrs[300];        /* "call.to call.method" as the last response hook read them */
+    bool attr_override_ok;       /* a plugin's own call.to comes first */
     char refused_by[64], audit_code[64];
 };
 static struct seen g_seen;
@@ -480,6 +482,14 @@ static enum lb_verdict_kind h_response(void *ud, struct lb_conn *callee, struct 
 {
     (void)ud; (void)callee; (void)to;
     struct lb_str data = lb_msg_raw(m, "data");
+    const char *to_attr = lb_msg_attr_get(m, "call.to"), *method_attr = lb_msg_attr_get(m, "call.method");
+    snprintf(g_seen.call_attrs, sizeof g_seen.call_attrs, "%s %s", to_attr ? to_attr : "(none)",
+             method_attr ? method_attr : "(none)");
+    if (is(data, "\"attrs\"")) {
+        g_seen.attr_override_ok = lb_msg_attr_set(m, "call.to", "other") == 0 &&
+                                  !strcmp(lb_msg_attr_get(m, "call.to"), "other") &&
+                                  !strcmp(lb_msg_attr_get(m, "call.method"), "m") && !lb_msg_attr_get(m, "call.x");
+    }
     if (is(data, "\"secret\"")) return lb_refuse(err, LB_E_FORBIDDEN, "no secrets");
     if (is(data, "\"rewrite\"")) {
         lb_msg_set(m, "data", "\"rewritten\"", 11);
@@ -592,6 +602,11 @@ static void test_hooks(void)
     fake_input(c, "{\"type\":\"CALL\",\"id\":\"h6\",\"to\":\"svc-a\",\"method\":\"m\"}");
     answer(a, "\"secret\"");
     CHECK(call_error(fake_next(c), "h6", LB_E_FORBIDDEN), "a response hook's refusal: the caller gets its error instead");
+    CHECK(!strcmp(g_seen.call_attrs, "svc-a m"), "a response hook reads the call's service and method as attributes call.to and call.method");
+    fake_input(c, "{\"type\":\"CALL\",\"id\":\"h6a\",\"to\":\"svc-a\",\"method\":\"m\"}");
+    answer(a, "\"attrs\"");
+    fake_skip(c);
+    CHECK(g_seen.attr_override_ok, "...and one a plugin sets itself comes first");
     fake_input(c, "{\"type\":\"CALL\",\"id\":\"h7\",\"to\":\"svc-a\",\"method\":\"m\"}");
     answer(a, "\"rewrite\"");
     r = fake_next(c);
