@@ -45,6 +45,9 @@ return {
   { name = "echo-loop", event = "loop:*", fn = function(m) bus.emit("loop:again", m.payload) end },
   { name = "spin", event = "spin:*", fn = function(m) while true do end end },
   { name = "bomb", call = "calc.bomb", fn = function(m) local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 1000) .. i end end },
+  -- A lone surrogate is a Lua string and encodes as "\ud800", which no frame may carry.
+  { name = "surrogate", event = "bad:*", fn = function(m) return { payload = { s = "\u{D800}" } } end },
+  { name = "surrogate-call", call = "calc.bad", fn = function(m) return { params = { "\u{D800}" } } end },
 }
 """
 
@@ -154,6 +157,25 @@ def runaway_rules_on_live_traffic_end_that_message_only():
         calc.expect_nothing(0.2)
         w.send({"type": "EMIT", "event": "post:edited", "payload": {"id": 2}})
         check_eq(sub.recv_type("EVENT")["payload"], {"id": 2, "tagged": True}, "the next messages are served, rules and all")
+
+
+@test
+def a_change_the_bus_refuses_is_a_script_error_and_nothing_goes_out():
+    with lua_bus({"routes.lua": ROUTES}) as bus:
+        sub = bus.client("reader", subscribe=["bad:*", "post:*"])
+        calc = bus.client("calc", methods=["add", "bad"])
+        w = bus.client("writer")
+        w.send({"type": "EMIT", "event": "bad:x", "id": "b1", "payload": {"ok": 1}})
+        e = w.recv_type("ERROR")
+        check_eq((e["id"], e["error"]["code"]), ("b1", "SCRIPT_ERROR"), "an EMIT whose rule wrote a value the bus refuses")
+        check("rule 'surrogate'" in e["error"]["message"] and "refused its change" in e["error"]["message"],
+              "naming the rule: %r" % e["error"])
+        r = w.call("calc", "bad", {"a": 1})
+        check_eq((r["status"], r["error"]["code"]), ("error", "SCRIPT_ERROR"), "a CALL's: the caller's RESPONSE")
+        sub.expect_nothing(0.2)
+        calc.expect_nothing(0.2)
+        w.send({"type": "EMIT", "event": "post:edited", "payload": {"id": 3}})
+        check_eq(sub.recv_type("EVENT")["payload"], {"id": 3, "tagged": True}, "and the next message is served")
 
 
 @test
