@@ -187,7 +187,8 @@ int lb_msg_set(struct lb_msg *m, const char *member, const char *json, size_t le
     size_t nl = member ? strlen(member) : 0;
     struct env_val v = { NULL, 0, J_NONE, 0 };
     if (!m->rewritable) { errno = EPERM; return -1; }
-    if (!nl || nl > LB_MAX_NAME || !plain_name(member, nl) || (json && env_validate_member(json, len, &v, &err) != 0)) {
+    if (!nl || nl > LB_MAX_NAME || !plain_name(member, nl) ||
+        (json && (len >= UINT32_MAX || env_validate_member(json, len, &v, &err) != 0))) {
         errno = EINVAL;
         return -1;
     }

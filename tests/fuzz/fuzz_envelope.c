@@ -49,6 +49,22 @@ static void expect_member(const struct lb_msg *m, const struct envelope *orig, c
     check(same_text(raw_text(&got->f[f]), want.p, want.n));
 }
 
+static void forward(struct jw *fwd, const struct lb_msg *m)
+{
+    static const char prefix[] = "\"type\":\"CALL\",\"id\":\"w\",\"from\":\"f\"";
+    struct envelope again;
+    const char *err;
+    jw_reset(fwd);
+    msg_write(fwd, m, prefix, sizeof prefix - 1, FBIT(F_TYPE) | FBIT(F_ID) | FBIT(F_FROM) | FBIT(F_TOKEN), NULL);
+    check(envelope_parse(&again, fwd->buf, fwd->len, &err) == ENV_OK && again.type == LB_MSG_CALL);
+    check(again.f[F_TOKEN].kind == J_NONE && same_text(raw_text(&again.f[F_ID]), "\"w\"", 3));
+    for (int f = F_TO; f < F__COUNT; f++)
+        if (f != F_TOKEN) {
+            struct lb_str a = raw_text(&again.f[f]), b = raw_text(&m->env.f[f]);
+            if (!m->n_over) check(same_text(a, b.p, b.n));
+        }
+}
+
 static void check_rewrite(const struct envelope *e, const uint8_t *data, size_t size)
 {
     static struct jw scratch, out, fwd;
@@ -77,12 +93,13 @@ static void check_rewrite(const struct envelope *e, const uint8_t *data, size_t 
         expect_member(&m, e, &again, f);
     }
     /* As the router forwards a CALL: members of its own first, the
-     * frame's copies of them left out (a change to them too). */
-    static const char prefix[] = "\"type\":\"CALL\",\"id\":\"w\",\"from\":\"f\"";
-    jw_reset(&fwd);
-    msg_write(&fwd, &m, prefix, sizeof prefix - 1, FBIT(F_TYPE) | FBIT(F_ID) | FBIT(F_FROM) | FBIT(F_TOKEN), NULL);
-    check(envelope_parse(&again, fwd.buf, fwd.len, &err) == ENV_OK && again.type == LB_MSG_CALL);
-    check(again.f[F_TOKEN].kind == J_NONE && same_text(raw_text(&again.f[F_ID]), "\"w\"", 3));
+     * frame's copies of them left out (a change to them too); and then the
+     * frame a rewrite made, by the index alone. */
+    forward(&fwd, &m);
+    struct lb_msg rewritten;
+    msg_init(&rewritten, &scratch);
+    rewritten.env = idx;
+    forward(&fwd, &rewritten);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
