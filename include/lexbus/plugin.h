@@ -478,13 +478,20 @@ int lb_msg_attr_set(struct lb_msg *m, const char *name, const char *value);
 const char *lb_msg_attr_get(const struct lb_msg *m, const char *name);
 
 /* Rewriting (rewrite and response hooks only; -1 with errno EPERM
- * elsewhere).  Sets a top-level member to `json` (a JSON value text,
- * validated by the host: -1 with errno EINVAL when it is not one), or
- * removes it (json NULL).  Members the bus owns cannot be set (EPERM):
- * `from`, `token`, `auth`, `id`, `type` except CRUD -> "CALL", and the
- * `to` of a RESPONSE (always the caller).  The host
- * rebuilds the frame once after every hook has run, and the result goes
- * through the same validation as a frame from a client. */
+ * elsewhere).  Sets a top-level member to `json` (a JSON value text, copied,
+ * white space around it allowed), or removes it (json NULL).  The value is
+ * validated here, by the bus's envelope scanner, as a member of the frame:
+ * strict JSON, UTF-8, escapes, nesting counted from the frame's object (at
+ * most 63 levels in the value): -1 with errno EINVAL otherwise, and for a
+ * member name that is not 1-128 bytes of printable ASCII without '"' or
+ * '\'.  Members the bus owns cannot be set (EPERM): `from`, `token`,
+ * `auth`, `id`, `type` except CRUD -> "CALL", and the `to` of a RESPONSE
+ * (always the caller).  At most 16 members changed (ENOSPC).  After every
+ * hook has run the host writes the frame once with the changes (members
+ * nothing changed are copied as they are); what the message then says
+ * is checked as for a frame from a client (a CALL's `to`, `method`,
+ * `context`, ...), without scanning its text again: every byte of it was
+ * scanned, as the client's or here. */
 int lb_msg_set(struct lb_msg *m, const char *member, const char *json, size_t len);
 /* EMIT only: deliver the event to one instance of `service` as well (at
  * most 16 extra recipients).  Returns 0 or -1. */
@@ -585,7 +592,8 @@ struct lb_hooks {
      * callee): may lb_msg_set "data", "error" or "status", or refuse (the
      * caller then gets an error RESPONSE with the hook's code).  The call
      * it answers is in the attributes "call.to" (the service called) and
-     * "call.method". */
+     * "call.method" (lb_msg_attr_get; they cost nothing until read, and
+     * do not count against the 8 attributes). */
     enum lb_verdict_kind (*response)(void *ud, struct lb_conn *c, struct lb_conn *to,
                                      struct lb_msg *m, struct lb_err *err);
     /* Each recipient of a routed message. */
