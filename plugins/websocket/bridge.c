@@ -21,15 +21,18 @@
  * ({id, from, method, params, context}, callback), whose callback value
  * is the RESPONSE.  Binary attachments are refused (CONNECT_ERROR for the
  * namespace): lexbus carries JSON.
+ *
+ * The layer above the Engine.IO session (session.h): what the session
+ * hears comes here through bridge_eio_ops, which websocket.c gives it.
  */
 #include "config.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "wsp.h"
+#include "bridge.h"
+#include "session.h"
 #include "eio.h"
 
-#define HEARTBEAT_FRAME "{\"type\":\"HEARTBEAT\"}"
 #define SACK_DEFAULT_TTL_MS (10 * 60 * 1000)
 
 enum pend_kind { PK_EMIT, PK_CALL, PK_SUB, PK_UNSUB, PK_CRUD, PK_JSONLEX, PK_SACK };
@@ -268,6 +271,15 @@ static void put_token(struct lb_jw *w, const struct env_val *options)
     if (tok.kind == J_STRING) put_member(w, "token", &tok);
 }
 
+/* A request whose answer is its result needs the client's ack callback
+ * to take it: refused without one. */
+static bool ack_missing(struct sns *ns, int64_t ack, const char *msg, bool call_shape)
+{
+    if (ack >= 0) return false;
+    local_error(ns, -1, LB_E_INVALID_MESSAGE, msg, call_shape);
+    return true;
+}
+
 static int req_emit(struct sns *ns, const struct env_val *arg, int64_t ack)
 {
     struct env_val ev = member(arg, "event"), to = member(arg, "target"), payload = member(arg, "payload"),
@@ -306,10 +318,7 @@ static int req_call(struct sns *ns, const struct env_val *arg, int64_t ack)
                     "ipc:call takes {service: string, method: string, params, options: {timeout: ms, token}}", true);
         return 0;
     }
-    if (ack < 0) {
-        local_error(ns, -1, LB_E_INVALID_MESSAGE, "ipc:call needs an acknowledgement callback for its result", true);
-        return 0;
-    }
+    if (ack_missing(ns, ack, "ipc:call needs an acknowledgement callback for its result", true)) return 0;
     struct pend *p = req_new(ns, PK_CALL, ack);
     if (!p) return 0;
     struct lb_jw *w = req_begin(ns, "CALL", p);
@@ -356,10 +365,7 @@ static int req_crud(struct sns *ns, const char *op, const struct env_val *arg, i
         local_error(ns, ack, LB_E_INVALID_MESSAGE, "ipc:create/read/update/delete take {resource: string, data | query | id, options}", false);
         return 0;
     }
-    if (ack < 0) {
-        local_error(ns, -1, LB_E_INVALID_MESSAGE, "CRUD requests need an acknowledgement callback for their result", false);
-        return 0;
-    }
+    if (ack_missing(ns, ack, "CRUD requests need an acknowledgement callback for their result", false)) return 0;
     struct pend *p = req_new(ns, PK_CRUD, ack);
     if (!p) return 0;
     struct lb_jw *w = req_begin(ns, "CRUD", p);
@@ -384,10 +390,7 @@ static int req_jsonlex(struct sns *ns, const struct env_val *arg, int64_t ack)
         local_error(ns, ack, LB_E_INVALID_MESSAGE, "ipc:jsonlex takes {expression, context}", false);
         return 0;
     }
-    if (ack < 0) {
-        local_error(ns, -1, LB_E_INVALID_MESSAGE, "ipc:jsonlex needs an acknowledgement callback for its result", false);
-        return 0;
-    }
+    if (ack_missing(ns, ack, "ipc:jsonlex needs an acknowledgement callback for its result", false)) return 0;
     struct pend *p = req_new(ns, PK_JSONLEX, ack);
     if (!p) return 0;
     struct lb_jw *w = req_begin(ns, "CALL", p);
@@ -522,6 +525,16 @@ static int service_for(const struct wsp *wp, const char *nsp, size_t n, char out
 
 static const struct lb_conn_ops sio_ops;
 
+/* The session ends: the namespace leaves the bus (no packet is sent). */
+static void sns_detach(struct sns *ns, const char *why)
+{
+    ns->detaching = true;
+    struct lb_conn *c = ns->conn;
+    ns->conn = NULL;
+    if (c) lb_conn_gone(c, why);   /* op_close: nothing to do */
+    ns_free(ns);
+}
+
 /* Ends a namespace from our side: packet (41 or 44, or none), then it
  * leaves the bus.  Never from inside a host callback for this conn. */
 static void ns_drop(struct sns *ns, const char *packet_type, const char *why)
@@ -531,15 +544,6 @@ static void ns_drop(struct sns *ns, const char *packet_type, const char *why)
         else { pkt(ns, *packet_type, -1); pkt_send(ns); }
     }
     sns_detach(ns, why);
-}
-
-void sns_detach(struct sns *ns, const char *why)
-{
-    ns->detaching = true;
-    struct lb_conn *c = ns->conn;
-    ns->conn = NULL;
-    if (c) lb_conn_gone(c, why);   /* op_close: nothing to do */
-    ns_free(ns);
 }
 
 static int join(struct eio *s, const struct sio_packet *pk)
@@ -598,11 +602,21 @@ static int join(struct eio *s, const struct sio_packet *pk)
 
 /* ---- packets from the client --------------------------------------- */
 
-int sio_packet_in(struct eio *s, const char *p, size_t n, const char **why)
+static struct sns *find_ns(struct eio *s, const char *nsp, size_t n)
+{
+    for (size_t i = 0; i < eio_ns_count(s); i++) {
+        struct sns *ns = eio_ns_at(s, i);
+        if (ns->nsp_len == n && memcmp(ns->nsp, nsp, n) == 0) return ns;
+    }
+    return NULL;
+}
+
+/* A Socket.IO packet of the session (eio_ops.packet). */
+static int sio_packet_in(struct eio *s, const char *p, size_t n, const char **why)
 {
     struct sio_packet pk;
     if (sio_parse(p, n, &pk, why) != 0) return -1;
-    struct sns *ns = eio_find_ns(s, pk.nsp, pk.nsp_len);
+    struct sns *ns = find_ns(s, pk.nsp, pk.nsp_len);
     if (pk.type == SIO_BINARY_EVENT || pk.type == SIO_BINARY_ACK) {
         /* Refused, clearly: the namespace gets a CONNECT_ERROR saying why
          * and leaves the bus; its attachments are dropped as they come. */
@@ -635,9 +649,18 @@ int sio_packet_in(struct eio *s, const char *p, size_t n, const char **why)
     }
 }
 
-void sns_heartbeat(struct sns *ns)
+/* An Engine.IO pong: a sign of life for every namespace's connection. */
+static void sio_pong(struct eio *s)
 {
-    if (ns->conn && ns->st == NS_JOINED) lb_conn_input(ns->conn, HEARTBEAT_FRAME, sizeof HEARTBEAT_FRAME - 1);
+    for (size_t i = 0; i < eio_ns_count(s) && !eio_closed(s); i++) {
+        struct sns *ns = eio_ns_at(s, i);
+        if (ns->conn && ns->st == NS_JOINED) lb_conn_input(ns->conn, HEARTBEAT_FRAME, sizeof HEARTBEAT_FRAME - 1);
+    }
+}
+
+static void sio_closing(struct eio *s, const char *why)
+{
+    while (eio_ns_count(s)) sns_detach(eio_ns_at(s, eio_ns_count(s) - 1), why);
 }
 
 /* ---- frames from the bus ------------------------------------------- */
@@ -950,7 +973,9 @@ static void answer_refused_calls(struct sns *ns)
     }
 }
 
-void bridge_later(struct eio *s)
+/* Deferred work of the session's namespaces (refusals, calls refused
+ * for max_pending): run from the session's `later` event. */
+static void bridge_later(struct eio *s)
 {
     /* From the end: dropping a namespace removes it from the array. */
     for (size_t i = eio_ns_count(s); i-- > 0;) {
@@ -960,3 +985,7 @@ void bridge_later(struct eio *s)
         if (ns->refused_calls) answer_refused_calls(ns);
     }
 }
+
+const struct eio_ops bridge_eio_ops = {
+    .packet = sio_packet_in, .pong = sio_pong, .closing = sio_closing, .later = bridge_later,
+};

@@ -1,19 +1,6 @@
 /*
- * websocket: browsers and Socket.IO clients on the bus, plus HTTP
- * endpoints for operators, all on one listener.
+ * The listener's sockets (sock.h).
  *
- *   GET /lexbus          RFC 6455; one text message = one lexbus JSON message
- *   /socket.io/          Engine.IO v4 (WebSocket, long-polling, upgrade) carrying
- *                        Socket.IO v5; namespace /ipc/<name> = service <name>
- *   GET /health          {"status":"ok",...} (503 while draining)
- *   GET /api/ipc/stats   the Exprsn shape plus lexbus's stats
- *   GET /metrics         Prometheus text format 0.0.4
- *   GET /                the demo page (demo = yes)
- *
- * Libraries: http-parser parses requests (bounded in http.c); WebSocket
- * frames are parsed in place (wsframe.c: wslay was measured and is kept
- * as the fuzzer's reference); Engine.IO and Socket.IO in eio.c; TLS is
- * OpenSSL on the socket (tls.c, with plugins/common/tls.c's context).
  * Sockets are read here directly (16 KiB readv, like the unix transport)
  * rather than through bufferevents, which read 4 KiB per wake-up.
  * libevent's evhttp is not used: it cannot hand a request's socket over to
@@ -25,7 +12,10 @@
  * within header_timeout) -> answered and kept (keep-alive), held
  * (HC_HELD: a long-poll GET, or a POST waiting for back-pressure to ease),
  * upgraded (HC_WS: /lexbus with its own lb_conn, or an Engine.IO
- * session's transport) -> HC_CLOSING (flushing) -> freed.
+ * session's transport) -> HC_CLOSING (flushing) -> freed.  Whoever takes
+ * a socket over (lexbus.c at the upgrade, session.c for a session's
+ * WebSocket or a request it holds) sets hc->ops, and from then on hears
+ * through it what happens to the socket.
  */
 #include "config.h"
 #include <arpa/inet.h>
@@ -33,19 +23,18 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <event2/buffer.h>
 #include <event2/listener.h>
-#include "wsp.h"
+#include "sock.h"
+#include "tls.h"
 
 /* What one read takes: 16 KiB, as the unix transport (what a read routes
  * is flushed when the loop turn ends, so a larger read holds the first
@@ -56,84 +45,6 @@
 #define DRAIN_GRACE_MS 1000          /* a request being read at SIGTERM gets this long */
 #define LINGER_MS 2000               /* after the last byte out, reading what the peer still sends */
 #define LINGER_DRAINING_MS 300
-#define HEARTBEAT_FRAME "{\"type\":\"HEARTBEAT\"}"
-
-/* ---- small helpers ------------------------------------------------- */
-
-void *wsp_alloc(size_t n)
-{
-    void *p = calloc(1, n ? n : 1);
-    if (!p) { fprintf(stderr, "lexbusd: websocket: out of memory (%zu bytes)\n", n); abort(); }
-    return p;
-}
-
-void *wsp_realloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (!q) { fprintf(stderr, "lexbusd: websocket: out of memory (%zu bytes)\n", n); abort(); }
-    return q;
-}
-
-char *wsp_strndup(const char *s, size_t n)
-{
-    char *d = wsp_alloc(n + 1);
-    memcpy(d, s, n);
-    return d;
-}
-
-void wsp_random_chars(char *out, size_t n)
-{
-    static const char alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    unsigned char b[64];
-    size_t got = 0;
-    if (n > sizeof b) n = sizeof b;
-    while (got < n) {
-        ssize_t r = getrandom(b + got, n - got, 0);
-        if (r <= 0) { if (errno == EINTR) continue; break; }
-        got += (size_t)r;
-    }
-    for (size_t i = got; i < n; i++) b[i] = (unsigned char)random();   /* no getrandom: never here on Linux 3.17+ */
-    for (size_t i = 0; i < n; i++) out[i] = alpha[b[i] & 63];
-    out[n] = 0;
-}
-
-/* Refusals a client can provoke at will: throttled (stats count them all). */
-void wsp_log_refusal(struct wsp *wp, const char *fmt, ...)
-{
-    if (!throttle_pass(&wp->refusals)) return;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    lb_log(wp->ctx, LB_LOG_INFO, "%s", msg);
-}
-
-void wsp_peer(const struct hc *hc, struct lb_peer *peer, const char *transport)
-{
-    memset(peer, 0, sizeof *peer);
-    peer->size = sizeof *peer;
-    peer->transport = transport;
-    peer->address = hc->addr;
-    peer->tls_subject = hc->cert_subject[0] ? hc->cert_subject : NULL;
-    peer->identity_names = hc->ids;
-    peer->n_identity_names = hc->n_ids;
-}
-
-uint64_t wsp_ping_period(const struct wsp *wp)
-{
-    uint64_t p = wp->c.ping_interval_ms, hb = lb_bus_heartbeat_ms(wp->ctx);
-    /* Pongs count as heartbeats: ping within the bus's eviction window
-     * (three heartbeat intervals). */
-    if (hb && hb < p) p = hb;
-    return p ? p : 1000;
-}
-
-void wsp_arm(struct event *ev, uint64_t ms)
-{
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000) };
-    evtimer_add(ev, &tv);
-}
 
 /* ---- socket I/O ---------------------------------------------------- */
 
@@ -179,9 +90,9 @@ static ssize_t read_some(struct hc *hc)
 
 static void hc_free_now(struct hc *hc);
 
-/* Writes what is queued; arms the write event if the socket is full.
- * Returns 0, or -1 on a hard error (the caller decides what that ends). */
-static int write_some(struct hc *hc)
+/* Arms the write event if the socket is full; a hard error is the
+ * caller's to act on. */
+int hc_write(struct hc *hc)
 {
     if (hc->ssl) {
         if (tls_write(hc) != 0) return -1;
@@ -205,7 +116,13 @@ static void hc_gone(struct hc *hc, const char *why);
 void hc_write_out(struct hc *hc)
 {
     if (hc->dead) return;
-    if (write_some(hc) != 0) hc_gone(hc, strerror(errno));
+    if (hc_write(hc) != 0) hc_gone(hc, strerror(errno));
+}
+
+/* The part that took the socket over lets go of it. */
+static void tell_gone(struct hc *hc, const char *why)
+{
+    if (hc->ops) hc->ops->gone(hc, why);
 }
 
 static void hc_free(struct hc *hc)
@@ -217,14 +134,8 @@ static void hc_free(struct hc *hc)
 static void hc_free_now(struct hc *hc)
 {
     struct wsp *wp = hc->wp;
-    if (hc->conn) {
-        struct lb_conn *c = hc->conn;
-        hc->conn = NULL;
-        hc->ws_closing = true;
-        lb_conn_gone(c, "socket closed");
-    }
-    if (hc->sess) eio_socket_gone(hc, "socket closed");
-    if (hc->kind == HK_LEXBUS) wp->n_lexbus--;
+    tell_gone(hc, "socket closed");
+    if (hc->ops && hc->ops->freed) hc->ops->freed(hc);
     *hc->pprev = hc->next;
     if (hc->next) hc->next->pprev = hc->pprev;
     wp->n_conns--;
@@ -245,8 +156,6 @@ static void hc_free_now(struct hc *hc)
     free(hc);
 }
 
-static void tmo_cb(evutil_socket_t fd, short what, void *arg);
-static void respond_text(struct hc *hc, int status, const char *extra, const char *text);
 
 /* Everything queued is out: half-close, and read (and drop) what the
  * peer still sends until it closes too or the linger ends.  Closing with
@@ -285,7 +194,7 @@ void hc_close(struct hc *hc, bool flush)
     hc->st = HC_CLOSING;
     hc_update_events(hc);
     evtimer_del(&hc->tmo);
-    if (!flush || write_some(hc) != 0) {
+    if (!flush || hc_write(hc) != 0) {
         hc_free(hc);
         return;
     }
@@ -304,13 +213,7 @@ static void hc_gone(struct hc *hc, const char *why)
 {
     if (hc->dead) return;
     hc->peer_gone = true;
-    if (hc->conn) {
-        struct lb_conn *c = hc->conn;
-        hc->conn = NULL;
-        hc->ws_closing = true;   /* op_close: nothing left to do */
-        lb_conn_gone(c, why);
-    }
-    if (hc->sess) eio_socket_gone(hc, why);
+    tell_gone(hc, why);
     hc_free(hc);
 }
 
@@ -353,7 +256,7 @@ void hc_respond_eio_error(struct hc *hc, int status, int code, const char *messa
     hc_respond(hc, status, "application/json", cors, body, (size_t)n);
 }
 
-static void respond_text(struct hc *hc, int status, const char *extra, const char *text)
+void hc_respond_text(struct hc *hc, int status, const char *extra, const char *text)
 {
     char body[512];
     int n = snprintf(body, sizeof body, "%s\n", text);
@@ -454,10 +357,9 @@ int hc_ws_accept(struct hc *hc, const char *subprotocol)
     return 0;
 }
 
-/* Every frame to a WebSocket goes through here, so that discard knows
- * where whole frames end (plugins/common/stream.h's marks; the 101
- * response before the first frame is counted in at the upgrade). */
-static int hc_frame(struct hc *hc, enum ws_op op, const struct iovec *iov, int iovcnt)
+/* The frame boundaries are plugins/common/stream.h's marks; the 101
+ * response before the first frame is counted in at the upgrade. */
+int hc_ws_frame(struct hc *hc, enum ws_op op, const struct iovec *iov, int iovcnt)
 {
     size_t before = evbuffer_get_length(hc->out);
     stream_frame_starts(&hc->marks, before);
@@ -466,18 +368,18 @@ static int hc_frame(struct hc *hc, enum ws_op op, const struct iovec *iov, int i
     return 0;
 }
 
-static void hc_close_frame(struct hc *hc, unsigned code, const char *why)
+void hc_ws_close_frame(struct hc *hc, unsigned code, const char *why)
 {
     uint8_t b[125];
     struct iovec iov = { b, ws_close_payload(b, code, why) };
-    hc_frame(hc, WS_OP_CLOSE, &iov, 1);
+    hc_ws_frame(hc, WS_OP_CLOSE, &iov, 1);
 }
 
 int hc_ws_text(struct hc *hc, const char *p, size_t n)
 {
     if (hc->dead || hc->ws_closing) return -1;
     struct iovec iov = { (void *)p, n };
-    return hc_frame(hc, WS_OP_TEXT, &iov, 1);
+    return hc_ws_frame(hc, WS_OP_TEXT, &iov, 1);
 }
 
 /* Queues our close frame, takes the connection off the bus, flushes. */
@@ -485,14 +387,9 @@ static void ws_end(struct hc *hc, unsigned code, const char *why)
 {
     if (hc->dead || hc->ws_closing || hc->st != HC_WS) return;
     hc->ws_closing = true;
-    hc_close_frame(hc, code, why);
+    hc_ws_close_frame(hc, code, why);
     lb_log(hc->wp->ctx, LB_LOG_DEBUG, "%s: WebSocket closed with %u: %s", hc->addr, code, why);
-    if (hc->conn) {
-        struct lb_conn *c = hc->conn;
-        hc->conn = NULL;
-        lb_conn_gone(c, why);   /* op_close sees ws_closing: ours to close */
-    }
-    if (hc->sess) eio_socket_gone(hc, why);
+    tell_gone(hc, why);
     hc_close(hc, true);
 }
 
@@ -506,60 +403,7 @@ void hc_ws_fail(struct hc *hc, unsigned code, const char *why)
     ws_end(hc, code, why);
 }
 
-/* ---- /lexbus: one text message = one lexbus message ---------------- */
-
-static void arm_ws_ping(struct hc *hc) { wsp_arm(&hc->tmo, wsp_ping_period(hc->wp)); }
-
-static int lx_send(void *tdata, const struct iovec *iov, int iovcnt)
-{
-    struct hc *hc = tdata;
-    if (hc->dead || hc->ws_closing) return -1;
-    return hc_frame(hc, WS_OP_TEXT, iov, iovcnt);
-}
-
-static size_t lx_pending(void *tdata)
-{
-    struct hc *hc = tdata;
-    return evbuffer_get_length(hc->out);
-}
-
-static void lx_set_read(void *tdata, bool enabled)
-{
-    hc_set_pause(tdata, P_HOST, !enabled);
-}
-
-static void lx_close(void *tdata, bool flush)
-{
-    struct hc *hc = tdata;
-    hc->conn = NULL;
-    if (hc->ws_closing) return;   /* we are ending it ourselves */
-    hc->ws_closing = true;
-    /* The host closes with a flush at shutdown (draining) or right after
-     * an ERROR that says why (eviction, a revoked token, ...). */
-    if (flush && lb_bus_draining(hc->wp->ctx)) hc_close_frame(hc, 1001, "lexbusd is going away");
-    else if (flush) hc_close_frame(hc, 1008, "closed by the bus (see its ERROR)");
-    hc_close(hc, flush);
-}
-
-static int lx_flush(void *tdata)
-{
-    struct hc *hc = tdata;
-    if (hc->dead) return -1;
-    return write_some(hc);
-}
-
-/* A slow consumer's SLOW_CONSUMER goes out next: drop the whole frames
- * queued after what is being written. */
-static void lx_discard(void *tdata)
-{
-    struct hc *hc = tdata;
-    stream_discard(&hc->marks, hc->out);
-}
-
-static const struct lb_conn_ops lexbus_ops = {
-    .size = sizeof lexbus_ops, .send = lx_send, .pending = lx_pending, .set_read = lx_set_read,
-    .close = lx_close, .flush = lx_flush, .discard = lx_discard,
-};
+/* ---- WebSocket input ---------------------------------------------- */
 
 /* Client pings are answered at once, up to max_ping_rate a second: a
  * client that floods pings (and maybe never reads the pongs) is closed. */
@@ -573,7 +417,7 @@ static int ws_ping(struct hc *hc, const uint8_t *p, size_t n)
         return -1;
     }
     struct iovec iov = { (void *)p, n };
-    hc_frame(hc, WS_OP_PONG, &iov, 1);
+    hc_ws_frame(hc, WS_OP_PONG, &iov, 1);
     hc_write_out(hc);
     return hc->dead ? -1 : 0;
 }
@@ -588,33 +432,13 @@ static int ws_close_received(struct hc *hc, const uint8_t *p, size_t n, unsigned
     return -1;
 }
 
-static int lexbus_message(struct hc *hc, enum ws_op op, const uint8_t *p, size_t n)
-{
-    switch (op) {
-    case WS_OP_TEXT:
-        if (lb_conn_input(hc->conn, (const char *)p, n) < 0) return -1;
-        return hc->pause || hc->dead ? 1 : 0;
-    case WS_OP_BINARY:
-        hc_ws_fail(hc, 1003, "binary messages are not lexbus JSON: send text");
-        return -1;
-    case WS_OP_PONG:
-        if (!hc->ping_out) return 0;
-        hc->ping_out = false;
-        /* The pong answers our ping: the connection is alive. */
-        return lb_conn_input(hc->conn, HEARTBEAT_FRAME, sizeof HEARTBEAT_FRAME - 1) < 0 ? -1 : 0;
-    default:
-        return 0;
-    }
-}
-
 static int ws_msg_cb(void *ud, enum ws_op op, const uint8_t *p, size_t n, unsigned code)
 {
     struct hc *hc = ud;
     if (hc->dead || hc->ws_closing) return -1;
     if (op == WS_OP_PING) return ws_ping(hc, p, n);
     if (op == WS_OP_CLOSE) return ws_close_received(hc, p, n, code);
-    if (hc->kind == HK_LEXBUS) return lexbus_message(hc, op, p, n);
-    return eio_ws_message(hc, op, p, n);
+    return hc->ops ? hc->ops->message(hc, op, p, n) : -1;   /* every WebSocket was taken over */
 }
 
 /* Feeds buffered input to the frame reader until it is used up, the
@@ -641,45 +465,9 @@ static void ws_input(struct hc *hc)
     }
 }
 
-static void lexbus_upgrade(struct hc *hc, struct http_req *r)
-{
-    struct wsp *wp = hc->wp;
-    int status;
-    const char *why, *extra;
-    hc->keep_alive = false;
-    if (hc_ws_check(hc, &status, &why, &extra)) {
-        wsp_log_refusal(wp, "%s: WebSocket upgrade refused (%d): %s", hc->addr, status, why);
-        respond_text(hc, status, extra, why);
-        return;
-    }
-    if (ws_reader_init(&hc->wr, wsp_max_message(wp)) != 0) { respond_text(hc, 503, NULL, "out of memory"); return; }
-    struct lb_peer peer;
-    wsp_peer(hc, &peer, "websocket");
-    hc->kind = HK_LEXBUS;
-    wp->n_lexbus++;
-    hc->conn = lb_conn_new(wp->ctx, &lexbus_ops, hc, &peer);
-    if (!hc->conn) {
-        respond_text(hc, 503, NULL, "the bus refused the connection (max_connections, draining, or a policy)");
-        return;
-    }
-    /* Text messages are JSON: a first byte that looks like a MessagePack
-     * map (a UTF-8 lead byte 0xde or 0xdf can) must not switch the
-     * connection to binary answers in text frames. */
-    lb_conn_set_encoding(hc->conn, LB_ENCODING_JSON);
-    wp->n.ws_lexbus++;
-    const char *sub = http_req_header_has_token(r, "sec-websocket-protocol", "lexbus") ? "lexbus" : NULL;
-    hc_ws_accept(hc, sub);
-    arm_ws_ping(hc);
-}
-
 /* ---- HTTP requests ------------------------------------------------- */
 
-static bool is_sio_path(const struct wsp *wp, const char *path, size_t n)
-{
-    size_t k = wp->c.sio_path_len;
-    return (n == k || (n == k + 1 && path[k] == '/')) && memcmp(path, wp->c.sio_path, k) == 0;
-}
-
+/* A complete request goes to the part that serves its path. */
 static void dispatch(struct hc *hc)
 {
     struct wsp *wp = hc->wp;
@@ -687,20 +475,7 @@ static void dispatch(struct hc *hc)
     wp->n.http_requests++;
     evtimer_del(&hc->tmo);
     hc->keep_alive = r->keep_alive && !r->upgrade && !wp->draining;
-    const char *path = r->path;
-    if (wp->c.socketio && is_sio_path(wp, path, r->path_len)) { eio_http(hc, r); return; }
-    if (wp->c.lexbus && !strcmp(path, wp->c.path)) { lexbus_upgrade(hc, r); return; }
-    bool known = (wp->c.health && !strcmp(path, "/health")) || (wp->c.stats && !strcmp(path, "/api/ipc/stats")) ||
-                 (wp->c.metrics && !strcmp(path, "/metrics")) || (wp->c.demo && !strcmp(path, "/"));
-    if (!known) { respond_text(hc, 404, NULL, "not found"); return; }
-    if (r->p.method != HTTP_GET && r->p.method != HTTP_HEAD) {
-        respond_text(hc, 405, "Allow: GET, HEAD\r\n", "only GET and HEAD are served here");
-        return;
-    }
-    if (!strcmp(path, "/health")) api_health(hc, r);
-    else if (!strcmp(path, "/api/ipc/stats")) api_stats(hc, r);
-    else if (!strcmp(path, "/metrics")) api_metrics(hc, r);
-    else api_demo(hc, r);
+    wp->route(hc, r);
 }
 
 static void http_input(struct hc *hc)
@@ -717,7 +492,7 @@ static void http_input(struct hc *hc)
         if (hc->req->state == HTTP_FAILED) {
             wsp_log_refusal(hc->wp, "%s: bad HTTP request (%d): %s", hc->addr, hc->req->status, hc->req->why);
             hc->keep_alive = false;
-            respond_text(hc, hc->req->status, NULL, hc->req->why);
+            hc_respond_text(hc, hc->req->status, NULL, hc->req->why);
             return;
         }
         if (hc->req->state == HTTP_COMPLETE) dispatch(hc);
@@ -757,7 +532,7 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
     if (hc->write_wants_read) {
         /* A TLS write was waiting for the peer's bytes. */
         hc->write_wants_read = false;
-        if (write_some(hc) != 0) { hc_gone(hc, "write failed"); return; }
+        if (hc_write(hc) != 0) { hc_gone(hc, "write failed"); return; }
     }
     hc->busy++;
     ssize_t r = wants_read(hc) ? read_some(hc) : -2;
@@ -786,11 +561,10 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
         hc->read_wants_write = false;
         event_active(&hc->rev, EV_READ, 0);
     }
-    if (write_some(hc) != 0) { hc_gone(hc, hc->ssl ? "TLS error" : strerror(errno)); return; }
+    if (hc_write(hc) != 0) { hc_gone(hc, hc->ssl ? "TLS error" : strerror(errno)); return; }
     if (evbuffer_get_length(hc->out) > 0) return;
     if (hc->st == HC_CLOSING) { hc_linger(hc); return; }
-    if (hc->conn) lb_conn_writable(hc->conn);
-    else if (hc->sess) eio_flush(hc->sess);
+    if (hc->ops && hc->ops->writable) hc->ops->writable(hc);
 }
 
 static void tmo_cb(evutil_socket_t fd, short what, void *arg)
@@ -813,18 +587,13 @@ static void tmo_cb(evutil_socket_t fd, short what, void *arg)
             wsp_log_refusal(hc->wp, "%s: request head not complete within header_timeout (%llu ms)", hc->addr,
                             (unsigned long long)hc->wp->c.header_timeout_ms);
             hc->keep_alive = false;
-            respond_text(hc, 408, NULL, "request head not complete within header_timeout");
+            hc_respond_text(hc, 408, NULL, "request head not complete within header_timeout");
         } else {
             hc_close(hc, false);   /* idle keep-alive socket, or the drain's grace is over */
         }
         break;
     case HC_WS:
-        if (hc->kind == HK_LEXBUS && !hc->ws_closing) {
-            hc_frame(hc, WS_OP_PING, NULL, 0);
-            hc->ping_out = true;
-            hc_write_out(hc);
-            if (!hc->dead) arm_ws_ping(hc);
-        }
+        if (hc->ops && hc->ops->timer) hc->ops->timer(hc);
         break;
     case HC_HELD:
         break;
@@ -898,13 +667,12 @@ void wsp_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr
     hc_update_events(hc);
 }
 
-/* SIGTERM, once every lb_conn is closed: what is left ends now.  A
- * request that is being read still gets its answer (with Connection:
- * close: /health says 503), within a short grace. */
+/* SIGTERM, once every lb_conn and every session is closed (websocket.c
+ * set wp->draining first: what closes now lingers briefly): what is left
+ * ends now.  A request that is being read still gets its answer (with
+ * Connection: close: /health says 503), within a short grace. */
 void wsp_drain(struct wsp *wp)
 {
-    wp->draining = true;
-    eio_close_all(wp, "lexbusd is going away");
     for (struct hc *hc = wp->conns, *next; hc; hc = next) {
         next = hc->next;
         if (hc->dead || hc->st != HC_HTTP || hc->conn || hc->sess) continue;
