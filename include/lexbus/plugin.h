@@ -82,7 +82,10 @@ struct lb_plugin {
     /* Step 2: every plugin's reload() and the [bus] settings were valid:
      * apply the staged settings (commit = true), or drop them because
      * something else failed (commit = false).  Must not fail.  Required
-     * when reload is given: reloads are all or nothing. */
+     * when reload is given: reloads are all or nothing.  No hook runs
+     * while it is called (the host calls it from its SIGHUP handler, or
+     * from the `reload` method once that CALL's hooks have returned), so
+     * it may register and unregister hooks. */
     void (*reload_done)(struct lb_plugin_ctx *ctx, bool commit);
     void *reserved[8];
 };
@@ -609,9 +612,14 @@ struct lb_hooks {
 void lb_declare_authenticator(struct lb_plugin_ctx *ctx);
 
 /* Registers this plugin's hooks (copied); `ud` is passed back to each.
- * Returns an id > 0 for lb_hooks_unregister, or -1 (bad size).  A plugin
- * may register several sets; they run at the plugin's place in the
- * order.  The host removes a plugin's hooks when it is unloaded. */
+ * Returns an id > 0 for lb_hooks_unregister, or -1 (bad size, or called
+ * from inside a hook).  A plugin may register several sets; they run at
+ * the plugin's place in the order.  Call it from load() or reload_done(),
+ * when no hook runs: never from a hook or from what a hook calls (the
+ * host walks the sets then, and a new one could move them; refused).
+ * lb_hooks_unregister is safe anywhere: a set removed while hooks run is
+ * skipped from then on and dropped once none runs.  The host removes a
+ * plugin's hooks when it is unloaded. */
 int lb_hooks_register(struct lb_plugin_ctx *ctx, const struct lb_hooks *hooks, void *ud);
 void lb_hooks_unregister(struct lb_plugin_ctx *ctx, int id);
 
