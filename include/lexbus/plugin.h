@@ -408,9 +408,9 @@ int lb_local_register(struct lb_conn *conn, const char *service, const char *con
  * bad name). */
 int lb_local_unregister(struct lb_conn *conn, const char *service);
 /* Bytes the plugin queued (lb_local_send, lb_call, ...) that the bus has
- * not routed yet: a plugin feeding the bus from elsewhere (a Redis
- * subscription) stops reading there while this is large, so its input
- * stays bounded when the bus cannot keep up. */
+ * not routed yet (0 for a closed connection): a plugin feeding the bus
+ * from elsewhere (a Redis subscription) stops reading there while this
+ * is large, so its input stays bounded when the bus cannot keep up. */
 size_t lb_local_backlog(const struct lb_conn *conn);
 
 /* A CALL from this connection.  `from` NULL: its first registered
@@ -649,9 +649,13 @@ typedef int (*lb_method_raw_fn)(void *ud, struct lb_conn *caller, struct lb_str 
                                 struct lb_err *err);
 int lb_system_method_register_raw(struct lb_plugin_ctx *ctx, const char *method, unsigned flags,
                                   lb_method_raw_fn fn, void *ud);
-/* Gives the bus's own service another name (load time): CALLs to it are
- * the bus's, and no client may REGISTER it (an Exprsn bridge's `bridge`,
- * say).  Returns 0, or -1 after lb_plugin_fail (a bad name, too many). */
+/* Gives the bus's own service another name: CALLs to it are the bus's,
+ * and no client may REGISTER it (an Exprsn bridge's `bridge`, say).  Call
+ * it from load(), before any client can have registered the name (under
+ * lexbusd -t as well: a bad name then fails the check).  The name goes
+ * when the plugin is unloaded.  Returns 0 (also for a name the service
+ * has already), or -1 after lb_plugin_fail (a bad name, "broadcast",
+ * more than 16 aliases in all). */
 int lb_system_alias_add(struct lb_plugin_ctx *ctx, const char *name);
 /* Whether `name` names the bus's own service ([bus] system_service,
  * "lexbus", or an alias): a token plugin matches targets with it. */
@@ -725,7 +729,8 @@ void lb_services_each(struct lb_plugin_ctx *ctx,
 /* Whether a service of that name is registered here (links' included). */
 bool lb_service_exists(struct lb_plugin_ctx *ctx, const char *name, size_t n);
 /* The event patterns this node's own connections (not links) subscribe
- * to, each once, in no particular order; returns how many.  A federation
+ * to, each once, in no particular order; returns how many.  `pat` (n
+ * bytes) is host-owned and valid during the call only.  A federation
  * plugin shares them so that other nodes send it only what someone here
  * listens to. */
 size_t lb_subscriptions_each(struct lb_plugin_ctx *ctx, void (*fn)(void *ud, const char *pat, size_t n),
