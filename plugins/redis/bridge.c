@@ -99,14 +99,9 @@ void br_on_message(struct rd *rd, const char *chan, size_t chlen, const char *p,
     }
     if (own_echo(rd, echo_hash(chan, chlen, p, n))) return;
     struct lb_jw *w = rd->w;
-    lb_jw_reset(w);
-    JW_LIT(w, "{\"type\":\"EMIT\",\"event\":\"");
-    lb_jw_raw(w, chan, chlen);
-    JW_LIT(w, "\",\"from\":");
-    lb_jw_str(w, rd->cfg.bridge_from, strlen(rd->cfg.bridge_from));
-    JW_LIT(w, ",\"to\":\"broadcast\",\"payload\":");
-    lb_jw_raw(w, p, n);
-    JW_LIT(w, "}");
+    struct rd_emit e = { .event = { chan, chlen }, .from = { rd->cfg.bridge_from, strlen(rd->cfg.bridge_from) },
+                         .to = { "broadcast", 9 }, .payload = { p, n } };
+    rd_jw_emit(w, &e);
     size_t len;
     const char *f = lb_jw_data(w, &len);
     if (rd_inject(rd, f, len) == 0) rd->c_bridged_in++;

@@ -175,13 +175,8 @@ static bool same_methods(const struct rw_service *a, const struct rw_service *b)
 static void link_register(struct rd *rd, struct rnode *x, const struct rw_record *r, const struct rw_service *s)
 {
     struct lb_jw *w = rd->w2;
-    lb_jw_reset(w);
-    JW_LIT(w, "{\"type\":\"REGISTER\",\"serviceName\":");
-    lb_jw_str(w, s->name, strlen(s->name));
-    JW_LIT(w, ",\"node\":");
-    lb_jw_str(w, x->name, strlen(x->name));
-    rd_jw_methods(w, s->any, (const char *const *)s->methods, s->n_methods);
-    JW_LIT(w, ",\"metadata\":{\"pid\":");
+    rd_jw_register_begin(w, s->name, x->name, s->any, (const char *const *)s->methods, s->n_methods);
+    JW_LIT(w, "\"pid\":");
     lb_jw_int(w, r->pid);
     if (r->hostname) {
         JW_LIT(w, ",\"hostname\":");
@@ -523,22 +518,11 @@ static const char *emit_frame(struct rd *rd, const struct lb_msg *m, struct lb_s
         lb_jw_raw(w, f.p + sizeof EVENT_PREFIX - 1, f.n - (sizeof EVENT_PREFIX - 1));
         return lb_jw_data(w, len);
     }
-    struct lb_str id = lb_msg_field(m, "id"), ev = lb_msg_field(m, "event"), from = lb_msg_field(m, "from");
-    struct lb_str payload = lb_msg_raw(m, "payload"), token = lb_msg_raw(m, "token");
-    lb_jw_reset(w);
-    JW_LIT(w, "{\"type\":\"EMIT\"");
-    if (id.p) { JW_LIT(w, ",\"id\":\""); lb_jw_raw(w, id.p, id.n); JW_LIT(w, "\""); }
-    JW_LIT(w, ",\"event\":\"");
-    lb_jw_raw(w, ev.p, ev.n);
-    JW_LIT(w, "\",\"from\":\"");
-    lb_jw_raw(w, from.p, from.n);
-    JW_LIT(w, "\",\"to\":\"");
-    lb_jw_raw(w, to.p, to.n);
-    JW_LIT(w, "\",\"payload\":");
-    if (payload.p) lb_jw_raw(w, payload.p, payload.n);
-    else JW_LIT(w, "null");
-    if (token.p && token.p[0] == '{') { JW_LIT(w, ",\"token\":"); lb_jw_raw(w, token.p, token.n); }
-    JW_LIT(w, "}");
+    struct lb_str token = lb_msg_raw(m, "token");
+    struct rd_emit e = { .id = lb_msg_field(m, "id"), .event = lb_msg_field(m, "event"),
+                         .from = lb_msg_field(m, "from"), .to = to, .payload = lb_msg_raw(m, "payload") };
+    if (token.p && token.p[0] == '{') e.token = token;    /* verified claims travel; a raw token does not */
+    rd_jw_emit(w, &e);
     return lb_jw_data(w, len);
 }
 

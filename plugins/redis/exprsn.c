@@ -247,27 +247,25 @@ static void px_done(struct pending_x *x)
 
 /* ---- into the bus --------------------------------------------------------- */
 
-static void put_str(struct lb_jw *w, const char *key, struct lb_str s)
+/* The id a worker request goes into the bus with: the bus's answer
+ * names it, px_find reads it back. */
+static struct lb_str px_id(const struct pending_x *x, char buf[24])
 {
-    lb_jw_raw(w, key, strlen(key));
-    JW_LIT(w, "\"");
-    lb_jw_raw(w, s.p, s.n);
-    JW_LIT(w, "\"");
+    int n = snprintf(buf, 24, "x%llu", (unsigned long long)x->seq);
+    return (struct lb_str){ buf, (size_t)n };
 }
 
-/* {"type":"<type>","id":"x<seq>" in rd->w: the bus's answer names the
- * id, px_find reads it back. */
+/* {"type":"<type>","id":"x<seq>" in rd->w (CRUD and CALL; rd_jw_emit
+ * writes EMITs). */
 static struct lb_jw *inject_begin(struct rd *rd, const struct pending_x *x, const char *type)
 {
     struct lb_jw *w = rd->w;
     char id[24];
-    snprintf(id, sizeof id, "x%llu", (unsigned long long)x->seq);
     lb_jw_reset(w);
     JW_LIT(w, "{\"type\":\"");
     lb_jw_raw(w, type, strlen(type));
-    JW_LIT(w, "\",\"id\":\"");
-    lb_jw_raw(w, id, strlen(id));
     JW_LIT(w, "\"");
+    rd_jw_plain(w, ",\"id\":", px_id(x, id));
     return w;
 }
 
@@ -286,16 +284,13 @@ static void inject_emit(struct rd *rd, const struct rw_ipc *m, struct lb_str to)
     copy(x->target, sizeof x->target, to);
     copy(x->event, sizeof x->event, m->event);
     if (ack && !(x->token = strndup(m->token.p, m->token.n))) abort();
-    struct lb_jw *w = inject_begin(rd, x, "EMIT");
-    put_str(w, ",\"event\":", m->event);
-    put_str(w, ",\"from\":", m->source);
-    put_str(w, ",\"to\":", to);
-    JW_LIT(w, ",\"payload\":");
-    lb_jw_raw(w, m->data.p ? m->data.p : "null", m->data.p ? m->data.n : 4);
-    put_str(w, ",\"token\":", m->token);
-    if (ack) JW_LIT(w, ",\"ack\":true");
-    JW_LIT(w, "}");
-    finish_inject(rd, x, w);
+    char id[24];
+    /* The token with its quotes, as the message has it (every worker
+     * message that gets here carries one). */
+    struct rd_emit e = { .id = px_id(x, id), .event = m->event, .from = m->source, .to = to, .payload = m->data,
+                         .token = { m->token.p - 1, m->token.n + 2 }, .ack = ack };
+    rd_jw_emit(rd->w, &e);
+    finish_inject(rd, x, rd->w);
 }
 
 /* crud:<op> {resource, data, query, id} -> CRUD {op, resource, key, data, query} */
@@ -314,16 +309,16 @@ static void inject_crud(struct rd *rd, const struct rw_ipc *m, struct lb_str op)
     copy(x->op, sizeof x->op, op);
     copy(x->resource, sizeof x->resource, res);
     struct lb_jw *w = inject_begin(rd, x, "CRUD");
-    put_str(w, ",\"from\":", m->source);
-    put_str(w, ",\"op\":", op);
-    put_str(w, ",\"resource\":", res);
+    rd_jw_plain(w, ",\"from\":", m->source);
+    rd_jw_plain(w, ",\"op\":", op);
+    rd_jw_plain(w, ",\"resource\":", res);
     if (!lb_json_object_get(d, dn, "id", &v) && v.n) {
         if (v.p[0] == '"') { JW_LIT(w, ",\"key\":"); lb_jw_raw(w, v.p, v.n); }
         else if (v.p[0] == '-' || (v.p[0] >= '0' && v.p[0] <= '9')) { JW_LIT(w, ",\"key\":\""); lb_jw_raw(w, v.p, v.n); JW_LIT(w, "\""); }
     }
     if (!lb_json_object_get(d, dn, "data", &v)) { JW_LIT(w, ",\"data\":"); lb_jw_raw(w, v.p, v.n); }
     if (!lb_json_object_get(d, dn, "query", &v)) { JW_LIT(w, ",\"query\":"); lb_jw_raw(w, v.p, v.n); }
-    put_str(w, ",\"token\":", m->token);
+    rd_jw_plain(w, ",\"token\":", m->token);
     JW_LIT(w, "}");
     finish_inject(rd, x, w);
 }
@@ -341,15 +336,15 @@ static void inject_jsonlex(struct rd *rd, const struct rw_ipc *m, struct lb_str 
     }
     struct pending_x *x = px_new(rd, PX_JSONLEX, m->source);
     struct lb_jw *w = inject_begin(rd, x, "CALL");
-    put_str(w, ",\"from\":", m->source);
-    put_str(w, ",\"to\":", to);
+    rd_jw_plain(w, ",\"from\":", m->source);
+    rd_jw_plain(w, ",\"to\":", to);
     JW_LIT(w, ",\"method\":\"jsonlex\",\"params\":{\"expr\":");
     lb_jw_raw(w, expr.p, expr.n);
     JW_LIT(w, ",\"context\":");
     if (!lb_json_object_get(d, dn, "context", &ctx)) lb_jw_raw(w, ctx.p, ctx.n);
     else JW_LIT(w, "{}");
     JW_LIT(w, "}");
-    put_str(w, ",\"token\":", m->token);
+    rd_jw_plain(w, ",\"token\":", m->token);
     JW_LIT(w, "}");
     finish_inject(rd, x, w);
 }
@@ -571,20 +566,27 @@ static const struct lb_local_ops workers_ops = { .size = sizeof workers_ops, .on
 static void register_worker(struct rd *rd, const char *name, json_t *info)
 {
     if (!rd->workers || sset_find(&rd->workers_known, name, strlen(name))) return;
-    json_t *reg = json_pack("{s:s,s:s,s:s}", "type", "REGISTER", "serviceName", name, "node", rd->cfg.ns);
-    json_t *meta = json_object();
+    struct lb_jw *w = rd->w2;
+    rd_jw_register_begin(w, name, rd->cfg.ns, true, NULL, 0);
     json_t *pid = json_object_get(info, "pid"), *host = json_object_get(info, "hostname");
-    if (json_is_integer(pid)) json_object_set(meta, "pid", pid);
-    if (json_is_string(host) && strlen(json_string_value(host)) < 256) json_object_set(meta, "hostname", host);
-    json_object_set_new(meta, "exprsnWorker", json_true());
-    json_object_set_new(reg, "metadata", meta);
-    char *text = json_dumps(reg, JSON_COMPACT);
-    json_decref(reg);
-    if (text && lb_local_send(rd->workers, text, strlen(text)) == 0) {
+    if (json_is_integer(pid)) {
+        JW_LIT(w, "\"pid\":");
+        lb_jw_int(w, (long long)json_integer_value(pid));
+        JW_LIT(w, ",");
+    }
+    const char *h = json_string_value(host);
+    if (h && strlen(h) < 256) {
+        JW_LIT(w, "\"hostname\":");
+        lb_jw_str(w, h, strlen(h));
+        JW_LIT(w, ",");
+    }
+    JW_LIT(w, "\"exprsnWorker\":true}}");
+    size_t len;
+    const char *p = lb_jw_data(w, &len);
+    if (lb_local_send(rd->workers, p, len) == 0) {
         sset_add(&rd->workers_known, name, strlen(name));
         lb_log(rd->ctx, LB_LOG_INFO, "Exprsn worker '%s' found", name);
     }
-    free(text);
     rd->c_workers = rd->workers_known.n;
 }
 

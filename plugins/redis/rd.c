@@ -107,6 +107,45 @@ void rd_jw_methods(struct lb_jw *w, bool any, const char *const *methods, size_t
     JW_LIT(w, "]");
 }
 
+void rd_jw_plain(struct lb_jw *w, const char *key, struct lb_str s)
+{
+    lb_jw_raw(w, key, strlen(key));
+    JW_LIT(w, "\"");
+    lb_jw_raw(w, s.p, s.n);
+    JW_LIT(w, "\"");
+}
+
+void rd_jw_emit(struct lb_jw *w, const struct rd_emit *e)
+{
+    lb_jw_reset(w);
+    JW_LIT(w, "{\"type\":\"EMIT\"");
+    if (e->id.p) rd_jw_plain(w, ",\"id\":", e->id);
+    rd_jw_plain(w, ",\"event\":", e->event);
+    rd_jw_plain(w, ",\"from\":", e->from);
+    rd_jw_plain(w, ",\"to\":", e->to);
+    JW_LIT(w, ",\"payload\":");
+    if (e->payload.p) lb_jw_raw(w, e->payload.p, e->payload.n);
+    else JW_LIT(w, "null");
+    if (e->token.p) {
+        JW_LIT(w, ",\"token\":");
+        lb_jw_raw(w, e->token.p, e->token.n);
+    }
+    if (e->ack) JW_LIT(w, ",\"ack\":true");
+    JW_LIT(w, "}");
+}
+
+void rd_jw_register_begin(struct lb_jw *w, const char *name, const char *node, bool any, const char *const *methods,
+                          size_t n)
+{
+    lb_jw_reset(w);
+    JW_LIT(w, "{\"type\":\"REGISTER\",\"serviceName\":");
+    lb_jw_str(w, name, strlen(name));
+    JW_LIT(w, ",\"node\":");
+    lb_jw_str(w, node, strlen(node));
+    rd_jw_methods(w, any, methods, n);
+    JW_LIT(w, ",\"metadata\":{");
+}
+
 void rd_drop(struct rd *rd, uint64_t *counter, const char *key, const char *fmt, ...)
 {
     if (counter != &rd->c_dropped) rd->c_dropped++;

@@ -243,6 +243,19 @@ struct rd {
 /* ,"methods":[...] unless any (every method): a service as REGISTER
  * and a node's record write it. */
 void rd_jw_methods(struct lb_jw *w, bool any, const char *const *methods, size_t n);
+/* key (",\"name\":", say), then s in quotes: s is the contents of a JSON
+ * string that needs no escapes, as read from valid JSON. */
+void rd_jw_plain(struct lb_jw *w, const char *key, struct lb_str s);
+/* The frames the parts hand the bus, each type written in one place.
+ * An EMIT: id, event, from and to are the contents of JSON strings that
+ * need no escapes (names, ids); payload and token raw JSON values; an
+ * absent id or token ({NULL,0}) is left out, an absent payload is null. */
+struct rd_emit { struct lb_str id, event, from, to, payload, token; bool ack; };
+void rd_jw_emit(struct lb_jw *w, const struct rd_emit *e);
+/* A REGISTER of `name` for another node or a worker (`node`), up to
+ * ,"metadata":{ : the caller writes the metadata's members and "}}". */
+void rd_jw_register_begin(struct lb_jw *w, const char *name, const char *node, bool any, const char *const *methods,
+                          size_t n);
 /* Throttled warning about something a peer can provoke, counted. */
 void rd_drop(struct rd *rd, uint64_t *counter, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
