@@ -114,24 +114,32 @@ static void ns_free(struct sns *ns)
 
 /* ---- packets to the client ----------------------------------------- */
 
-/* "4<type><nsp>,<ack>" into the scratch buffer. */
-static struct lb_jw *pkt(struct sns *ns, char type, int64_t ack)
+/* "4<type><nsp>,<ack>" into the scratch buffer: the head of every packet
+ * to the client, for namespace nsp of session s. */
+static struct lb_jw *pkt_to(struct eio *s, const char *nsp, size_t n, char type, int64_t ack)
 {
-    struct lb_jw *w = WP(ns)->scratch;
+    struct lb_jw *w = eio_wsp(s)->scratch;
     lb_jw_reset(w);
     char head[2] = { '4', type };
     lb_jw_raw(w, head, 2);
-    if (!(ns->nsp_len == 1 && ns->nsp[0] == '/')) { lb_jw_raw(w, ns->nsp, ns->nsp_len); JW_LIT(w, ","); }
+    if (!(n == 1 && nsp[0] == '/')) { lb_jw_raw(w, nsp, n); JW_LIT(w, ","); }
     if (ack >= 0) lb_jw_int(w, ack);
     return w;
 }
 
-static void pkt_send(struct sns *ns)
+static struct lb_jw *pkt(struct sns *ns, char type, int64_t ack)
+{
+    return pkt_to(ns->s, ns->nsp, ns->nsp_len, type, ack);
+}
+
+static void pkt_send_to(struct eio *s)
 {
     size_t n;
-    const char *p = lb_jw_data(WP(ns)->scratch, &n);
-    eio_send(ns->s, p, n);
+    const char *p = lb_jw_data(eio_wsp(s)->scratch, &n);
+    eio_send(s, p, n);
 }
+
+static void pkt_send(struct sns *ns) { pkt_send_to(ns->s); }
 
 /* A value from a parsed frame, as JSON text (null when absent). */
 static void put(struct lb_jw *w, const struct env_val *v)
@@ -219,6 +227,17 @@ static void local_error(struct sns *ns, int64_t ack, const char *code, const cha
 }
 
 /* ---- requests to the bus ------------------------------------------- */
+
+/* {"type":"RESPONSE","id":"<id>" into reqbuf: the answer to a CALL of the bus. */
+static struct lb_jw *resp_begin(struct sns *ns, const char *id, size_t n)
+{
+    struct lb_jw *w = WP(ns)->reqbuf;
+    lb_jw_reset(w);
+    JW_LIT(w, "{\"type\":\"RESPONSE\",\"id\":\"");
+    lb_jw_raw(w, id, n);
+    JW_LIT(w, "\"");
+    return w;
+}
 
 static struct lb_jw *req_begin(struct sns *ns, const char *type, struct pend *p)
 {
@@ -445,11 +464,7 @@ static int client_ack(struct sns *ns, const struct sio_packet *pk)
     struct env_val arg = { 0 };
     const char *cur = NULL;
     if (!env_array_next(&pk->data, &cur, &arg)) memset(&arg, 0, sizeof arg);
-    struct lb_jw *w = WP(ns)->reqbuf;
-    lb_jw_reset(w);
-    JW_LIT(w, "{\"type\":\"RESPONSE\",\"id\":\"");
-    lb_jw_raw(w, p->buf, p->a_len);
-    JW_LIT(w, "\"");
+    struct lb_jw *w = resp_begin(ns, p->buf, p->a_len);
     pend_done(ns, &ns->sacks, p);
     struct env_val ok = member(&arg, "success");
     if (ok.kind == J_FALSE) {
@@ -476,20 +491,16 @@ static int client_ack(struct sns *ns, const struct sio_packet *pk)
 
 static void send_connect_error(struct eio *s, const char *nsp, size_t n, const char *payload)
 {
-    struct lb_jw *w = eio_wsp(s)->scratch;
-    lb_jw_reset(w);
-    JW_LIT(w, "44");
-    if (!(n == 1 && nsp[0] == '/')) { lb_jw_raw(w, nsp, n); JW_LIT(w, ","); }
+    struct lb_jw *w = pkt_to(s, nsp, n, '4', -1);
     lb_jw_raw(w, payload, strlen(payload));
-    size_t len;
-    const char *p = lb_jw_data(w, &len);
-    eio_send(s, p, len);
+    pkt_send_to(s);
 }
 
-static void refuse_join(struct eio *s, const struct sio_packet *pk, const char *code, const char *msg)
+/* A CONNECT_ERROR payload for a refusal made here, {"message","data":
+ * {"code"}}, into out (cut to fit). */
+static void local_refusal(struct wsp *wp, const char *code, const char *msg, char *out, size_t cap)
 {
-    char payload[512];
-    struct lb_jw *t = eio_wsp(s)->errbuf;
+    struct lb_jw *t = wp->errbuf;
     lb_jw_reset(t);
     JW_LIT(t, "{\"message\":");
     JW_CSTR(t, msg);
@@ -498,7 +509,13 @@ static void refuse_join(struct eio *s, const struct sio_packet *pk, const char *
     JW_LIT(t, "}}");
     size_t tn;
     const char *tp = lb_jw_data(t, &tn);
-    snprintf(payload, sizeof payload, "%.*s", (int)tn, tp);
+    snprintf(out, cap, "%.*s", (int)tn, tp);
+}
+
+static void refuse_join(struct eio *s, const struct sio_packet *pk, const char *code, const char *msg)
+{
+    char payload[512];
+    local_refusal(eio_wsp(s), code, msg, payload, sizeof payload);
     eio_wsp(s)->n.sio_refused++;
     send_connect_error(s, pk->nsp, pk->nsp_len, payload);
 }
@@ -624,7 +641,7 @@ static int sio_packet_in(struct eio *s, const char *p, size_t n, const char **wh
         eio_skip_binary(s, pk.attachments);
         static const char msg[] = "binary attachments are not supported: lexbus carries JSON (send base64 in a string)";
         if (ns) {
-            snprintf(ns->refuse, sizeof ns->refuse, "{\"message\":\"%s\",\"data\":{\"code\":\"" LB_E_INVALID_MESSAGE "\"}}", msg);
+            local_refusal(eio_wsp(s), LB_E_INVALID_MESSAGE, msg, ns->refuse, sizeof ns->refuse);
             ns_drop(ns, "4", "binary attachments refused");
         } else {
             refuse_join(s, &pk, LB_E_INVALID_MESSAGE, msg);
@@ -712,8 +729,7 @@ static void refused(struct sns *ns, const struct env_val *err)
     size_t tn;
     const char *tp = lb_jw_data(t, &tn);
     snprintf(ns->refuse, sizeof ns->refuse, "%.*s", (int)tn, tp);
-    if (tn >= sizeof ns->refuse)
-        snprintf(ns->refuse, sizeof ns->refuse, "{\"message\":\"refused\",\"data\":{\"code\":\"%s\"}}", LB_E_UNAUTHENTICATED);
+    if (tn >= sizeof ns->refuse) local_refusal(WP(ns), LB_E_UNAUTHENTICATED, "refused", ns->refuse, sizeof ns->refuse);
     ns->st = NS_REFUSED;
     eio_wsp(ns->s)->n.sio_refused++;
     eio_later(ns->s);   /* ended there unless join() ends it first */
@@ -962,11 +978,8 @@ static void answer_refused_calls(struct sns *ns)
     while (ns->refused_calls && ns->conn) {
         struct pend *p = ns->refused_calls;
         ns->refused_calls = p->next;
-        struct lb_jw *w = WP(ns)->reqbuf;
-        lb_jw_reset(w);
-        JW_LIT(w, "{\"type\":\"RESPONSE\",\"id\":\"");
-        lb_jw_raw(w, p->buf, p->a_len);
-        JW_LIT(w, "\",\"status\":\"error\",\"error\":{\"code\":\"" LB_E_SERVICE_UNAVAILABLE "\",\"message\":"
+        struct lb_jw *w = resp_begin(ns, p->buf, p->a_len);
+        JW_LIT(w, ",\"status\":\"error\",\"error\":{\"code\":\"" LB_E_SERVICE_UNAVAILABLE "\",\"message\":"
                   "\"too many calls in flight to this Socket.IO client (max_pending)\"}}");
         free(p);
         if (req_send(ns) < 0) return;
@@ -975,7 +988,7 @@ static void answer_refused_calls(struct sns *ns)
 
 /* Deferred work of the session's namespaces (refusals, calls refused
  * for max_pending): run from the session's `later` event. */
-static void bridge_later(struct eio *s)
+static void sio_later(struct eio *s)
 {
     /* From the end: dropping a namespace removes it from the array. */
     for (size_t i = eio_ns_count(s); i-- > 0;) {
@@ -987,5 +1000,5 @@ static void bridge_later(struct eio *s)
 }
 
 const struct eio_ops bridge_eio_ops = {
-    .packet = sio_packet_in, .pong = sio_pong, .closing = sio_closing, .later = bridge_later,
+    .packet = sio_packet_in, .pong = sio_pong, .closing = sio_closing, .later = sio_later,
 };
