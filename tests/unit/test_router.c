@@ -532,6 +532,15 @@ static json_t *answer(struct fake *callee, const char *data)
     return call;
 }
 
+/* A hook that tries to register another set: the host is walking them. */
+static int g_register_inside = 0;
+static void h_inspect_registers(void *ud, struct lb_conn *c, struct lb_msg *m)
+{
+    (void)c; (void)m;
+    struct lb_hooks h = { .size = sizeof h, .audit = h_audit };
+    if (!g_register_inside) g_register_inside = lb_hooks_register(ud, &h, NULL);
+}
+
 static void test_hooks(void)
 {
     struct lb_plugin_ctx ctx = { .index = 0, .name = "hooktest" };
@@ -540,7 +549,11 @@ static void test_hooks(void)
     int id = lb_hooks_register(&ctx, &h, NULL);
     struct lb_hooks too_big = { .size = sizeof h + 8 };
     CHECK(id > 0 && lb_hooks_register(&ctx, &too_big, NULL) == -1, "lb_hooks_register: an id; a struct larger than the host's is refused");
+    struct lb_hooks inner = { .size = sizeof inner, .inspect = h_inspect_registers };
+    int inner_id = lb_hooks_register(&ctx, &inner, &ctx);
     struct fake *a = registered("svc-a", NULL), *c = registered("c", NULL), *blocked = registered("blocked", NULL);
+    CHECK(inner_id > 0 && g_register_inside == -1, "lb_hooks_register from inside a hook is refused (-1)");
+    lb_hooks_unregister(&ctx, inner_id);
     struct fake *s = registered("sub", NULL);
 
     fake_input(c, "{\"type\":\"CALL\",\"id\":\"h1\",\"to\":\"svc-a\",\"method\":\"limited\"}");
