@@ -63,13 +63,8 @@ static int open_listeners(struct wsp *wp, const char *const *listen, size_t n)
         lb_listener_add(ctx, l);
         wp->listen[wp->n_listeners] = wsp_strndup(listen[i], strlen(listen[i]));
         wp->listeners[wp->n_listeners++] = l;
-        struct sockaddr_storage bound;
-        socklen_t bl = sizeof bound;
         char where[64];
-        if (getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&bound, &bl) == 0)
-            net_format_addr((struct sockaddr *)&bound, where, sizeof where);
-        else
-            snprintf(where, sizeof where, "%s", listen[i]);
+        net_format_bound(evconnlistener_get_fd(l), listen[i], where, sizeof where);
         lb_log(ctx, LB_LOG_INFO, "listening on %s://%s (%s%s%s%s%s%s)%s", c->tls ? "https" : "http", where,
                c->lexbus ? c->path : "", c->socketio ? " " : "", c->socketio ? c->sio_path : "",
                c->health ? " /health" : "", c->metrics ? " /metrics" : "", c->demo ? " demo at /" : "",
