@@ -241,7 +241,7 @@ static int known_field(const char *k, size_t n)
 }
 
 /* By length, then one memcmp: this runs for every frame. */
-static enum lb_msg_type type_from_string(const struct env_val *v)
+enum lb_msg_type env_type_of(const struct env_val *v)
 {
     if (v->kind != J_STRING || v->escaped) return LB_MSG_UNKNOWN;
     const char *p = v->p;
@@ -262,6 +262,7 @@ static enum lb_msg_type type_from_string(const struct env_val *v)
 enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, const char **err)
 {
     memset(e->f, 0, sizeof e->f);
+    e->present = 0;
     e->frame = buf;
     e->len = len;
     e->type = LB_MSG_UNKNOWN;
@@ -298,10 +299,11 @@ enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, 
                     /* A second `from` or `to` could make the bus and the
                      * recipient disagree about who sent what: refuse. */
                     *err = "a member is given twice";
-                    e->type = e->f[F_TYPE].kind ? type_from_string(&e->f[F_TYPE]) : LB_MSG_UNKNOWN;
+                    e->type = e->f[F_TYPE].kind ? env_type_of(&e->f[F_TYPE]) : LB_MSG_UNKNOWN;
                     return ENV_DUPLICATE;
                 }
                 e->f[fid] = v;
+                e->present |= 1u << fid;
             }
             skip_ws(&s);
             if (s.p >= s.end) { *err = "unterminated object"; return ENV_BAD_JSON; }
@@ -314,7 +316,7 @@ enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, 
     skip_ws(&s);
     if (s.p != s.end) { *err = "trailing data after the JSON object"; return ENV_BAD_JSON; }
     if (e->f[F_TYPE].kind == J_NONE) { *err = "missing \"type\""; return ENV_BAD_TYPE; }
-    e->type = type_from_string(&e->f[F_TYPE]);
+    e->type = env_type_of(&e->f[F_TYPE]);
     if (e->type == LB_MSG_UNKNOWN) { *err = "unknown or non-string \"type\""; return ENV_BAD_TYPE; }
     if (escaped_name) {
         *err = "a top-level member name is written with escapes (not accepted: it could hide a member the bus checks)";
@@ -329,6 +331,34 @@ int env_validate_value(const char *buf, size_t len, const char **err)
     if (scan_value(&s, 0, NULL) != 0) { *err = s.err ? s.err : "not JSON"; return -1; }
     skip_ws(&s);
     if (s.p != s.end) { *err = "trailing data after the JSON value"; return -1; }
+    return 0;
+}
+
+int env_validate_member(const char *buf, size_t len, struct env_val *out, const char **err)
+{
+    struct scan s = { buf, buf + len, NULL };
+    if (scan_value(&s, 1, out) != 0) { *err = s.err ? s.err : "not JSON"; return -1; }
+    skip_ws(&s);
+    if (s.p != s.end) { *err = "trailing data after the JSON value"; return -1; }
+    return 0;
+}
+
+static inline bool is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+int env_member_span(const struct envelope *e, int f, const char **start, const char **end)
+{
+    const struct env_val *v = &e->f[f];
+    if (v->kind == J_NONE) return -1;
+    bool str = v->kind == J_STRING;
+    /* Back from the value over `"name" :` as the scanner read it: the
+     * name is the field's own, unescaped (envelope_parse refuses escaped
+     * member names), so its opening quote is exactly that far back. */
+    const char *q = str ? v->p - 1 : v->p;
+    while (is_ws(q[-1])) q--;
+    q--;                                   /* ':' */
+    while (is_ws(q[-1])) q--;
+    *start = q - 2 - strlen(field_names[f]);
+    *end = v->p + v->n + (str ? 1 : 0);
     return 0;
 }
 

@@ -46,6 +46,7 @@ struct envelope {
     const char *frame;
     size_t len;
     enum lb_msg_type type;
+    uint32_t present;   /* bit f: f[f] is there (kind != J_NONE) */
     struct env_val f[F__COUNT];
 };
 
@@ -65,6 +66,21 @@ enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, 
 /* Validates one complete JSON value (any kind; white space around it is
  * allowed) with the same rules.  Returns 0, or -1 with *err set. */
 int env_validate_value(const char *buf, size_t len, const char **err);
+
+/* The same for a value that is to be a top-level member of a frame (what
+ * lb_msg_set is given): nesting is counted from the frame's object, as
+ * envelope_parse counts it, so a value accepted here never makes a frame
+ * the scanner would refuse.  On success *out describes the value as
+ * envelope_parse would (p into buf, white space around it excluded). */
+int env_validate_member(const char *buf, size_t len, struct env_val *out, const char **err);
+
+/* The message type a `type` value names (LB_MSG_UNKNOWN: none). */
+enum lb_msg_type env_type_of(const struct env_val *v);
+
+/* Where known member f of a frame envelope_parse accepted lies: from the
+ * opening quote of its name to the end of its value.  Returns 0, or -1
+ * when f is absent. */
+int env_member_span(const struct envelope *e, int f, const char **start, const char **end);
 
 /* Iterates the top-level members of a frame envelope_parse accepted, in
  * the order written: *cursor starts NULL.  Returns 1 with *out set, 0 at

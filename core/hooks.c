@@ -29,8 +29,8 @@ struct lb_err {
     long long retry_after_ms;
 };
 
-/* Registered at load time only (a hook must not register hooks: the array
- * may move). */
+/* Registered from load() or reload_done(), when no hook runs: a set added
+ * while the host walks the array could move it (refused, below). */
 static struct hook_set *g_sets;
 static size_t g_n_sets;
 static int g_next_id;
@@ -56,6 +56,11 @@ int lb_hooks_register(struct lb_plugin_ctx *ctx, const struct lb_hooks *hooks, v
     if (!hooks->size || hooks->size > sizeof(struct lb_hooks)) {
         lb_plugin_fail(ctx, "lb_hooks_register: struct lb_hooks of %u bytes (this lexbusd knows %zu)",
                        hooks->size, sizeof(struct lb_hooks));
+        return -1;
+    }
+    if (g_depth) {
+        log_error(ctx->name, "lb_hooks_register from inside a hook is refused: register from load() or "
+                  "reload_done(), when no hook runs");
         return -1;
     }
     struct hook_set s = { .ud = ud, .ctx = ctx, .id = ++g_next_id };

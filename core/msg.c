@@ -114,12 +114,24 @@ int lb_msg_attr_set(struct lb_msg *m, const char *name, const char *value)
     return 0;
 }
 
-const char *lb_msg_attr_get(const struct lb_msg *m, const char *name) { return attr_find(m, name); }
+/* call.to and call.method are not in the table: they are the pending
+ * call's own strings (one set by a plugin comes first, as it replaced
+ * them when they were written into the table). */
+const char *lb_msg_attr_get(const struct lb_msg *m, const char *name)
+{
+    const char *v = m->attr_len ? attr_find(m, name) : NULL;
+    if (v || !m->call_to || strncmp(name, "call.", 5) != 0) return v;
+    if (strcmp(name + 5, "to") == 0) return m->call_to;
+    if (strcmp(name + 5, "method") == 0) return m->call_method;
+    return NULL;
+}
 
 void msg_carry(struct lb_msg *to, const struct lb_msg *from)
 {
     to->claims = from->claims;
     to->claims_len = from->claims_len;
+    to->call_to = from->call_to;
+    to->call_method = from->call_method;
     memcpy(to->attrs, from->attrs, from->attr_len);
     to->attr_len = from->attr_len;
     to->n_attrs = from->n_attrs;
@@ -154,14 +166,36 @@ static bool plain_name(const char *p, size_t n)
     return true;
 }
 
+/* What must hold of a change for the frame written with it to be one the
+ * envelope scanner accepts, so that it need not be scanned again (the
+ * rest of the frame was scanned when it came in):
+ *   - the value is one complete JSON value under the scanner's own rules
+ *     (strict syntax, UTF-8, escapes, surrogates), nesting counted from
+ *     the frame's object: env_validate_member, here, once;
+ *   - the name is plain printable ASCII without quote or backslash (it is
+ *     written between quotes as it is, and an escaped name is one the
+ *     scanner refuses), of a valid length;
+ *   - no member ends up twice: a name has one change, which replaces the
+ *     member in place or is added once (msg_write);
+ *   - the type changes only as one CRUD becomes a CALL (bus_owned), so
+ *     the written frame's type is a known one.
+ * What the message then means (a valid target, method, context, ...) is
+ * checked by the router on the frame written, as for any client's. */
 int lb_msg_set(struct lb_msg *m, const char *member, const char *json, size_t len)
 {
     const char *err;
     size_t nl = member ? strlen(member) : 0;
+    struct env_val v = { NULL, 0, J_NONE, 0 };
     if (!m->rewritable) { errno = EPERM; return -1; }
-    if (!nl || nl > LB_MAX_NAME || !plain_name(member, nl) || (json && env_validate_value(json, len, &err) != 0)) {
+    if (!nl || nl > LB_MAX_NAME || !plain_name(member, nl) ||
+        (json && (len >= UINT32_MAX || env_validate_member(json, len, &v, &err) != 0))) {
         errno = EINVAL;
         return -1;
+    }
+    if (json) {
+        /* Stored as the scanner saw it: without the white space around. */
+        json = v.kind == J_STRING ? v.p - 1 : v.p;
+        len = v.kind == J_STRING ? v.n + 2u : v.n;
     }
     int field = env_field_by_name(member);
     if (field >= 0 && bus_owned(field, m, json, len)) { errno = EPERM; return -1; }
@@ -179,6 +213,8 @@ int lb_msg_set(struct lb_msg *m, const char *member, const char *json, size_t le
     }
     o->json_off = json ? (int64_t)scratch_put(m->scratch, json, len) : -1;
     o->len = json ? (uint32_t)len : 0;
+    o->kind = v.kind;
+    o->escaped = v.escaped;
     return 0;
 }
 
@@ -201,6 +237,46 @@ struct lb_str msg_recipient(const struct lb_msg *m, size_t i)
 
 /* ---- writing a frame with changes ----------------------------------- */
 
+/* The index msg_write builds: value offsets into w while it writes (the
+ * buffer may move), pointers once it is done. */
+struct windex {
+    struct envelope *e;          /* NULL: none wanted */
+    size_t base;                 /* where the frame starts in w */
+    uint32_t off[F__COUNT];      /* of the value's text (a string's opening quote) */
+};
+
+static void wi_begin(struct windex *x, struct envelope *e, const struct jw *w)
+{
+    x->e = e;
+    x->base = w->len;
+    if (e) { memset(e->f, 0, sizeof e->f); e->present = 0; }
+}
+
+/* Known member `field` has value v (kind and escapes) at offset off of w. */
+static void wi_note(struct windex *x, int field, size_t off, uint8_t kind, uint8_t escaped, size_t textlen)
+{
+    if (!x->e || field < 0) return;
+    struct env_val *f = &x->e->f[field];
+    x->off[field] = (uint32_t)(off - x->base);
+    x->e->present |= 1u << field;
+    f->kind = kind;
+    f->escaped = escaped;
+    f->n = (uint32_t)(kind == J_STRING ? textlen - 2 : textlen);
+}
+
+static void wi_end(struct windex *x, const struct jw *w, enum lb_msg_type type, bool type_changed)
+{
+    struct envelope *e = x->e;
+    if (!e) return;
+    e->frame = w->buf + x->base;
+    e->len = w->len - x->base;
+    for (uint32_t b = e->present; b; b &= b - 1) {
+        int f = __builtin_ctz(b);
+        e->f[f].p = e->frame + x->off[f] + (e->f[f].kind == J_STRING ? 1 : 0);
+    }
+    e->type = type_changed ? env_type_of(&e->f[F_TYPE]) : type;
+}
+
 static const struct msg_override *override_of(const struct lb_msg *m, const struct env_member *mem)
 {
     for (size_t i = 0; i < m->n_over; i++) {
@@ -221,34 +297,155 @@ static void put_member(struct jw *w, bool *first, const char *key, size_t kn, co
     jw_raw(w, val, vn);
 }
 
-void msg_write(struct jw *w, const struct lb_msg *m, const char *prefix, size_t plen, uint64_t drop)
+static void put_override(struct jw *w, bool *first, const struct lb_msg *m, const struct msg_override *o,
+                         struct windex *x)
 {
-    bool first = plen == 0;
-    uint32_t seen = 0;   /* overrides applied in place */
-    jw_lit(w, "{");
-    jw_raw(w, prefix, plen);
+    const char *sb = m->scratch->buf;
+    put_member(w, first, sb + o->name_off, o->name_len, sb + o->json_off, o->len);
+    wi_note(x, o->field, w->len - o->len, o->kind, o->escaped, o->len);
+}
+
+/* ---- the fast way: runs of untouched members copied whole ---- */
+
+/* A member the writer leaves out or replaces (o NULL: leaves out). */
+struct cut { const char *start, *end; const struct msg_override *o; };
+
+/* A run of the frame copied as it is: its members' values move by
+ * (to - from). */
+struct run { const char *from, *until; size_t to; };
+
+static inline bool sep_char(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t' || c == ','; }
+
+/* Copies the members between a and b (white space and commas around them
+ * trimmed: a member starts with '"' and ends with its value, so what is
+ * left is members and the separators between them). */
+static void put_run(struct jw *w, bool *first, const char *a, const char *b, struct run *runs, size_t *nruns)
+{
+    while (a < b && sep_char(*a)) a++;
+    while (b > a && sep_char(b[-1])) b--;
+    if (a == b) return;
+    if (!*first) jw_lit(w, ",");
+    *first = false;
+    runs[*nruns].from = a;
+    runs[*nruns].until = b;
+    runs[(*nruns)++].to = w->len;
+    jw_raw(w, a, (size_t)(b - a));
+}
+
+/* The members to leave out or replace, in frame order; *fields: theirs. */
+static size_t collect_cuts(const struct lb_msg *m, uint64_t drop, struct cut *cuts, uint32_t *seen, uint32_t *fields)
+{
+    const struct envelope *e = &m->env;
+    size_t n = 0;
+    for (uint64_t d = drop & e->present; d; d &= d - 1) {
+        int f = __builtin_ctzll(d);
+        env_member_span(e, f, &cuts[n].start, &cuts[n].end);
+        cuts[n++].o = NULL;
+        *fields |= 1u << f;
+    }
+    for (size_t i = 0; i < m->n_over; i++) {
+        const struct msg_override *o = &m->over[i];
+        if ((drop & FBIT(o->field)) || env_member_span(e, o->field, &cuts[n].start, &cuts[n].end) != 0) continue;
+        cuts[n++].o = o;
+        *seen |= 1u << i;
+        *fields |= 1u << o->field;
+    }
+    for (size_t i = 1; i < n; i++)   /* into frame order; a handful at most */
+        for (size_t j = i; j > 0 && cuts[j - 1].start > cuts[j].start; j--) {
+            struct cut t = cuts[j];
+            cuts[j] = cuts[j - 1];
+            cuts[j - 1] = t;
+        }
+    return n;
+}
+
+/* Every change is of a member the envelope knows (so it knows where each
+ * is): the frame is copied in runs around them. */
+static void write_runs(struct jw *w, const struct lb_msg *m, uint64_t drop, bool *first, uint32_t *seen,
+                       struct windex *x)
+{
+    const struct envelope *e = &m->env;
+    struct cut cuts[F__COUNT + MSG_MAX_OVERRIDES];
+    struct run runs[F__COUNT + MSG_MAX_OVERRIDES + 1];
+    uint32_t cut_fields = 0;
+    size_t ncuts = collect_cuts(m, drop, cuts, seen, &cut_fields), nruns = 0;
+    /* The members lie between the frame's '{' and '}' (white space around
+     * them allowed). */
+    const char *at = e->frame, *end = e->frame + e->len;
+    while (*at != '{') at++;
+    at++;
+    while (end[-1] != '}') end--;
+    end--;
+    for (size_t i = 0; i < ncuts; i++) {
+        put_run(w, first, at, cuts[i].start, runs, &nruns);
+        if (cuts[i].o && cuts[i].o->json_off >= 0) put_override(w, first, m, cuts[i].o, x);
+        at = cuts[i].end;
+    }
+    put_run(w, first, at, end, runs, &nruns);
+    if (!x->e) return;
+    /* The members copied (neither cut nor written anew): where their
+     * values went. */
+    for (uint32_t b = e->present & ~cut_fields & ~x->e->present; b; b &= b - 1) {
+        int f = __builtin_ctz(b);
+        const struct env_val *v = &e->f[f];
+        const char *text = v->kind == J_STRING ? v->p - 1 : v->p;
+        for (size_t r = 0; r < nruns; r++)
+            if (text >= runs[r].from && text < runs[r].until) {
+                wi_note(x, f, runs[r].to + (size_t)(text - runs[r].from), v->kind, v->escaped,
+                        v->n + (v->kind == J_STRING ? 2u : 0u));
+                break;
+            }
+    }
+}
+
+/* ---- the general way: member by member ---- */
+
+/* A change of a member the envelope does not know (its name may even be
+ * given twice in the frame): every member is looked at. */
+static void write_members(struct jw *w, const struct lb_msg *m, uint64_t drop, bool *first, uint32_t *seen,
+                          struct windex *x)
+{
     const char *cur = NULL;
     struct env_member mem;
     while (env_members_next(&m->env, &cur, &mem)) {
         if (mem.field >= 0 && (drop & FBIT(mem.field))) continue;
-        const struct msg_override *o = m->n_over ? override_of(m, &mem) : NULL;
+        const struct msg_override *o = override_of(m, &mem);
         if (o) {
-            seen |= 1u << (o - m->over);
-            if (o->json_off >= 0)
-                put_member(w, &first, mem.key, mem.key_len, m->scratch->buf + o->json_off, o->len);
+            *seen |= 1u << (o - m->over);
+            if (o->json_off >= 0) put_override(w, first, m, o, x);
             continue;
         }
         struct lb_str raw = raw_of(&mem.v);
-        put_member(w, &first, mem.key, mem.key_len, raw.p, raw.n);
+        put_member(w, first, mem.key, mem.key_len, raw.p, raw.n);
+        wi_note(x, mem.field, w->len - raw.n, mem.v.kind, mem.v.escaped, raw.n);
     }
+}
+
+void msg_write(struct jw *w, const struct lb_msg *m, const char *prefix, size_t plen, uint64_t drop,
+               struct envelope *idx)
+{
+    bool first = plen == 0;
+    uint32_t seen = 0;   /* overrides applied in place */
+    struct windex x;
+    bool all_known = true, type_changed = false;
+    for (size_t i = 0; i < m->n_over; i++) {
+        all_known &= m->over[i].field >= 0;
+        type_changed |= m->over[i].field == F_TYPE;
+    }
+    wi_begin(&x, plen ? NULL : idx, w);
+    jw_lit(w, "{");
+    jw_raw(w, prefix, plen);
+    if (all_known) write_runs(w, m, drop, &first, &seen, &x);
+    else write_members(w, m, drop, &first, &seen, &x);
     for (size_t i = 0; i < m->n_over; i++) {
         const struct msg_override *o = &m->over[i];
         /* A member the writer drops is one it writes itself (in `prefix`):
          * a change to it must not add a second copy. */
         if ((seen & (1u << i)) || o->json_off < 0 || (o->field >= 0 && (drop & FBIT(o->field)))) continue;
-        put_member(w, &first, m->scratch->buf + o->name_off, o->name_len, m->scratch->buf + o->json_off, o->len);
+        put_override(w, &first, m, o, &x);
     }
     jw_lit(w, "}");
+    wi_end(&x, w, m->env.type, type_changed);
 }
 
 /* ---- parsing for plugins ------------------------------------------- */

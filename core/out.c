@@ -190,7 +190,7 @@ bool out_call(struct jw *w, const struct lb_msg *m, const char *from, size_t fro
     if (m->claims) { jw_lit(p, ",\"token\":"); jw_raw(p, m->claims, m->claims_len); }
     if (need_ctx) write_new_context(p, from, from_len, deadline);
     jw_reset(w);
-    msg_write(w, m, p->buf, p->len, FBIT(F_TYPE) | FBIT(F_ID) | FBIT(F_FROM) | FBIT(F_TOKEN) | FBIT(F_AUTH));
+    msg_write(w, m, p->buf, p->len, FBIT(F_TYPE) | FBIT(F_ID) | FBIT(F_FROM) | FBIT(F_TOKEN) | FBIT(F_AUTH), NULL);
     return true;
 }
 
@@ -210,6 +210,6 @@ bool out_response(struct jw *w, const struct lb_msg *m, const struct pending_cal
     jw_lit(p, ",\"to\":");
     jw_str(p, pc->from, pc->from_len);
     jw_reset(w);
-    msg_write(w, m, p->buf, p->len, FBIT(F_TYPE) | FBIT(F_ID) | FBIT(F_FROM) | FBIT(F_TO) | FBIT(F_TOKEN) | FBIT(F_AUTH));
+    msg_write(w, m, p->buf, p->len, FBIT(F_TYPE) | FBIT(F_ID) | FBIT(F_FROM) | FBIT(F_TO) | FBIT(F_TOKEN) | FBIT(F_AUTH), NULL);
     return true;
 }

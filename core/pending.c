@@ -105,8 +105,10 @@ struct pending_call *pending_add(struct lb_conn *caller, struct lb_conn *callee,
     memcpy(pc->id, a->id, a->id_len);
     pc->method_len = (uint8_t)a->method_len;
     memcpy(pc->method, a->method, a->method_len);
+    pc->method[a->method_len] = 0;
     pc->target_len = (uint8_t)a->target_len;
     memcpy(pc->target, a->target, a->target_len);
+    pc->target[a->target_len] = 0;
     pc->from_len = (uint8_t)a->from_len;
     memcpy(pc->from, a->from, a->from_len);
     pc->wire_is_id = !a->bus_id && !pending_find(callee, a->id, a->id_len);

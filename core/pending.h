@@ -33,8 +33,8 @@ struct pending_call {
     uint8_t id_len, wire_len, method_len, target_len, from_len;
     char id[LB_MAX_ID];          /* the caller's id (raw JSON string contents) */
     char wire[WIRE_ID_MAX];      /* the bus's id, when !wire_is_id */
-    char method[LB_MAX_NAME];
-    char target[LB_MAX_NAME];    /* the service called */
+    char method[LB_MAX_NAME + 1];   /* NUL-terminated: the response hooks' call.method */
+    char target[LB_MAX_NAME + 1];   /* the service called (NUL-terminated: call.to) */
     char from[LB_MAX_NAME];      /* the name the caller called as */
 };
 

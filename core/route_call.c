@@ -259,13 +259,10 @@ void handle_response(const struct sender *s, struct lb_msg *m)
     }
     struct lb_conn *caller = pc->caller;
     struct hook_refusal r;
-    if (g_hooks_n.response) {
-        char to[LB_MAX_NAME + 1], method[LB_MAX_NAME + 1];
-        snprintf(to, sizeof to, "%.*s", (int)pc->target_len, pc->target);
-        snprintf(method, sizeof method, "%.*s", (int)pc->method_len, pc->method);
-        lb_msg_attr_set(m, "call.to", to);
-        lb_msg_attr_set(m, "call.method", method);
-    }
+    /* The call's service and method, for hooks that ask (the attributes
+     * call.to and call.method): pc outlives every use of m. */
+    m->call_to = pc->target;
+    m->call_method = pc->method;
     if (g_hooks_n.response && hooks_response(s->c, caller, m, &r) == LB_DENY) {
         out_call_error(caller, pc->id, pc->id_len, pc->from, pc->from_len, r.code, r.retry_after_ms, r.message);
         audit_call_end(pc, m, r.code);

@@ -108,8 +108,12 @@ static bool admissible(struct sender *s, struct lb_conn *c, struct lb_msg *m)
 /* ---- rewriting ----------------------------------------------------- */
 
 /* Applies what rewrite hooks asked for: the frame is written once with the
- * changes and parsed again, so the result passes every check a frame from
- * a client passes.  Returns the message to route (m itself, or *out). */
+ * changes, and indexed as it is written (msg_write), not scanned again.
+ * The result passes every check a frame from a client passes: its bytes
+ * are the client's, which were scanned, or values lb_msg_set validated as
+ * members (msg.c says what that covers), and the handler the message goes
+ * to checks its members as for any frame.  Returns the message to route
+ * (m itself, or *out). */
 static struct lb_msg *rewrite(struct sender *s, struct lb_msg *m, struct lb_msg *out)
 {
     struct hook_refusal r;
@@ -119,11 +123,11 @@ static struct lb_msg *rewrite(struct sender *s, struct lb_msg *m, struct lb_msg 
     }
     if (!m->n_over) return m;
     jw_reset(&g_rewritten);
-    msg_write(&g_rewritten, m, "", 0, 0);
-    const char *err;
     msg_init(out, m->scratch);
-    if (envelope_parse(&out->env, g_rewritten.buf, g_rewritten.len, &err) != ENV_OK) {
-        refuse(s, m, LB_E_SCRIPT_ERROR, -1, NULL, "a rewrite produced an invalid message: %s", err);
+    msg_write(&g_rewritten, m, "", 0, 0, &out->env);
+    if (out->env.type == LB_MSG_UNKNOWN) {
+        /* lb_msg_set allows no change of type but CRUD -> CALL: never. */
+        refuse(s, m, LB_E_SCRIPT_ERROR, -1, NULL, "a rewrite produced an invalid message: unknown \"type\"");
         return NULL;
     }
     msg_carry(out, m);

@@ -82,7 +82,10 @@ struct lb_plugin {
     /* Step 2: every plugin's reload() and the [bus] settings were valid:
      * apply the staged settings (commit = true), or drop them because
      * something else failed (commit = false).  Must not fail.  Required
-     * when reload is given: reloads are all or nothing. */
+     * when reload is given: reloads are all or nothing.  No hook runs
+     * while it is called (the host calls it from its SIGHUP handler, or
+     * from the `reload` method once that CALL's hooks have returned), so
+     * it may register and unregister hooks. */
     void (*reload_done)(struct lb_plugin_ctx *ctx, bool commit);
     void *reserved[8];
 };
@@ -414,9 +417,9 @@ int lb_local_register(struct lb_conn *conn, const char *service, const char *con
  * bad name). */
 int lb_local_unregister(struct lb_conn *conn, const char *service);
 /* Bytes the plugin queued (lb_local_send, lb_call, ...) that the bus has
- * not routed yet: a plugin feeding the bus from elsewhere (a Redis
- * subscription) stops reading there while this is large, so its input
- * stays bounded when the bus cannot keep up. */
+ * not routed yet (0 for a closed connection): a plugin feeding the bus
+ * from elsewhere (a Redis subscription) stops reading there while this
+ * is large, so its input stays bounded when the bus cannot keep up. */
 size_t lb_local_backlog(const struct lb_conn *conn);
 
 /* A CALL from this connection.  `from` NULL: its first registered
@@ -487,13 +490,20 @@ int lb_msg_attr_set(struct lb_msg *m, const char *name, const char *value);
 const char *lb_msg_attr_get(const struct lb_msg *m, const char *name);
 
 /* Rewriting (rewrite and response hooks only; -1 with errno EPERM
- * elsewhere).  Sets a top-level member to `json` (a JSON value text,
- * validated by the host: -1 with errno EINVAL when it is not one), or
- * removes it (json NULL).  Members the bus owns cannot be set (EPERM):
- * `from`, `token`, `auth`, `id`, `type` except CRUD -> "CALL", and the
- * `to` of a RESPONSE (always the caller).  The host
- * rebuilds the frame once after every hook has run, and the result goes
- * through the same validation as a frame from a client. */
+ * elsewhere).  Sets a top-level member to `json` (a JSON value text, copied,
+ * white space around it allowed), or removes it (json NULL).  The value is
+ * validated here, by the bus's envelope scanner, as a member of the frame:
+ * strict JSON, UTF-8, escapes, nesting counted from the frame's object (at
+ * most 63 levels in the value): -1 with errno EINVAL otherwise, and for a
+ * member name that is not 1-128 bytes of printable ASCII without '"' or
+ * '\'.  Members the bus owns cannot be set (EPERM): `from`, `token`,
+ * `auth`, `id`, `type` except CRUD -> "CALL", and the `to` of a RESPONSE
+ * (always the caller).  At most 16 members changed (ENOSPC).  After every
+ * hook has run the host writes the frame once with the changes (members
+ * nothing changed are copied as they are); what the message then says
+ * is checked as for a frame from a client (a CALL's `to`, `method`,
+ * `context`, ...), without scanning its text again: every byte of it was
+ * scanned, as the client's or here. */
 int lb_msg_set(struct lb_msg *m, const char *member, const char *json, size_t len);
 /* EMIT only: deliver the event to one instance of `service` as well (at
  * most 16 extra recipients).  Returns 0 or -1. */
@@ -594,7 +604,8 @@ struct lb_hooks {
      * callee): may lb_msg_set "data", "error" or "status", or refuse (the
      * caller then gets an error RESPONSE with the hook's code).  The call
      * it answers is in the attributes "call.to" (the service called) and
-     * "call.method". */
+     * "call.method" (lb_msg_attr_get; they cost nothing until read, and
+     * do not count against the 8 attributes). */
     enum lb_verdict_kind (*response)(void *ud, struct lb_conn *c, struct lb_conn *to,
                                      struct lb_msg *m, struct lb_err *err);
     /* Each recipient of a routed message. */
@@ -618,9 +629,14 @@ struct lb_hooks {
 void lb_declare_authenticator(struct lb_plugin_ctx *ctx);
 
 /* Registers this plugin's hooks (copied); `ud` is passed back to each.
- * Returns an id > 0 for lb_hooks_unregister, or -1 (bad size).  A plugin
- * may register several sets; they run at the plugin's place in the
- * order.  The host removes a plugin's hooks when it is unloaded. */
+ * Returns an id > 0 for lb_hooks_unregister, or -1 (bad size, or called
+ * from inside a hook).  A plugin may register several sets; they run at
+ * the plugin's place in the order.  Call it from load() or reload_done(),
+ * when no hook runs: never from a hook or from what a hook calls (the
+ * host walks the sets then, and a new one could move them; refused).
+ * lb_hooks_unregister is safe anywhere: a set removed while hooks run is
+ * skipped from then on and dropped once none runs.  The host removes a
+ * plugin's hooks when it is unloaded. */
 int lb_hooks_register(struct lb_plugin_ctx *ctx, const struct lb_hooks *hooks, void *ud);
 void lb_hooks_unregister(struct lb_plugin_ctx *ctx, int id);
 
@@ -650,9 +666,13 @@ typedef int (*lb_method_raw_fn)(void *ud, struct lb_conn *caller, struct lb_str 
                                 struct lb_err *err);
 int lb_system_method_register_raw(struct lb_plugin_ctx *ctx, const char *method, unsigned flags,
                                   lb_method_raw_fn fn, void *ud);
-/* Gives the bus's own service another name (load time): CALLs to it are
- * the bus's, and no client may REGISTER it (an Exprsn bridge's `bridge`,
- * say).  Returns 0, or -1 after lb_plugin_fail (a bad name, too many). */
+/* Gives the bus's own service another name: CALLs to it are the bus's,
+ * and no client may REGISTER it (an Exprsn bridge's `bridge`, say).  Call
+ * it from load(), before any client can have registered the name (under
+ * lexbusd -t as well: a bad name then fails the check).  The name goes
+ * when the plugin is unloaded.  Returns 0 (also for a name the service
+ * has already), or -1 after lb_plugin_fail (a bad name, "broadcast",
+ * more than 16 aliases in all). */
 int lb_system_alias_add(struct lb_plugin_ctx *ctx, const char *name);
 /* Whether `name` names the bus's own service ([bus] system_service,
  * "lexbus", or an alias): a token plugin matches targets with it. */
@@ -726,7 +746,8 @@ void lb_services_each(struct lb_plugin_ctx *ctx,
 /* Whether a service of that name is registered here (links' included). */
 bool lb_service_exists(struct lb_plugin_ctx *ctx, const char *name, size_t n);
 /* The event patterns this node's own connections (not links) subscribe
- * to, each once, in no particular order; returns how many.  A federation
+ * to, each once, in no particular order; returns how many.  `pat` (n
+ * bytes) is host-owned and valid during the call only.  A federation
  * plugin shares them so that other nodes send it only what someone here
  * listens to. */
 size_t lb_subscriptions_each(struct lb_plugin_ctx *ctx, void (*fn)(void *ud, const char *pat, size_t n),

@@ -67,6 +67,16 @@ void net_format_addr(const struct sockaddr *sa, char *out, size_t len)
     }
 }
 
+void net_format_bound(int fd, const char *fallback, char *out, size_t len)
+{
+    struct sockaddr_storage bound;
+    socklen_t bl = sizeof bound;
+    if (getsockname(fd, (struct sockaddr *)&bound, &bl) == 0)
+        net_format_addr((struct sockaddr *)&bound, out, len);
+    else
+        snprintf(out, len, "%s", fallback);
+}
+
 /* The key an address is counted under: IPv4 (also as an IPv4-mapped IPv6
  * address) or the /64 of an IPv6 address. */
 void net_addr_key(const struct sockaddr *sa, unsigned char key[NET_ADDR_KEY])

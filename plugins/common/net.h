@@ -15,6 +15,10 @@
 int net_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 /* "1.2.3.4:5" or "[::1]:5" ("?" for other families). */
 void net_format_addr(const struct sockaddr *sa, char *out, size_t len);
+/* The address a listening socket is bound to, as net_format_addr writes it
+ * (`listen = ...:0` picks a port: the log says which); `fallback` (the
+ * configured value) when the kernel cannot say. */
+void net_format_bound(int fd, const char *fallback, char *out, size_t len);
 
 /* Sockets counted per address: an IPv4 address (also IPv4-mapped) or the
  * /64 of an IPv6 address (one host commonly has a whole /64). */

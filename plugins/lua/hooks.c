@@ -330,11 +330,9 @@ int lua_hooks_start(struct host *h)
     return 0;
 }
 
-/* The response hook is there only while some response rule is loaded: a
- * registered one makes the bus name the call (attributes call.to and
- * call.method) for every RESPONSE, about 1.7k instructions each, which
- * traffic no rule selects must not pay.  Called from load() and
- * reload_done(), never from inside a hook. */
+/* The response hook is there only while some response rule is loaded:
+ * RESPONSEs no rule can select then cost not even the hook call.  Called
+ * from load() and reload_done(), never from inside a hook. */
 void lua_hooks_sync(struct host *h)
 {
     bool want = rules_any(h->cur, RH_RESPONSE);

@@ -850,16 +850,14 @@ static int walk_member(struct sink *s, lua_State *L, int v, const char *k, size_
     return walk(s, L, v);
 }
 
-static bool in_order(lua_State *L, int order, int key)
+/* Whether key k is one of the n written already.  Compared in C, not
+ * through the Lua API: a short string is one object wherever it is used
+ * (the same pointer), a long one is compared by its bytes. */
+static bool written(const struct where *w, size_t n, const char *k, size_t kn)
 {
-    lua_Integer n = (lua_Integer)lua_rawlen(L, order);
-    bool listed = false;
-    for (lua_Integer i = 1; i <= n && !listed; i++) {
-        lua_rawgeti(L, order, i);
-        listed = lua_rawequal(L, -1, key);
-        lua_pop(L, 1);
-    }
-    return listed;
+    for (size_t i = 0; i < n; i++)
+        if (w[i].keylen == kn && (w[i].key == k || memcmp(w[i].key, k, kn) == 0)) return true;
+    return false;
 }
 
 /* Members in the remembered order, then the others sorted. */
@@ -878,8 +876,11 @@ static int walk_object(struct sink *s, lua_State *L, int t)
     int order = lua_gettop(L);
     bool has_order = lua_type(L, order) == LUA_TTABLE;
     size_t done = 0;
+    /* The keys written in order (anchored by t), for telling the others. */
+    struct where few[32], *listed = few;
     if (has_order) {
         lua_Integer n = (lua_Integer)lua_rawlen(L, order);
+        if ((size_t)n > sizeof few / sizeof *few) listed = lua_newuserdatauv(L, (size_t)n * sizeof *listed, 0);
         for (lua_Integer i = 1; i <= n; i++) {
             lua_rawgeti(L, order, i);
             lua_pushvalue(L, -1);
@@ -888,7 +889,8 @@ static int walk_object(struct sink *s, lua_State *L, int t)
             const char *k = lua_tolstring(L, -2, &kn);
             if (walk_member(s, L, lua_gettop(L), k, kn)) { lua_settop(L, order - 1); return -1; }
             lua_pop(L, 2);
-            done++;
+            listed[done].key = k;
+            listed[done++].keylen = kn;
         }
     }
     if (done < count) {
@@ -898,7 +900,9 @@ static int walk_object(struct sink *s, lua_State *L, int t)
         lua_pushnil(L);
         while (lua_next(L, t)) {
             lua_pop(L, 1);
-            if ((!has_order || !in_order(L, order, lua_gettop(L))) && m < count - done) {
+            size_t kn;
+            const char *k = lua_tolstring(L, -1, &kn);
+            if (!written(listed, done, k, kn) && m < count - done) {
                 keys[m].key = lua_tolstring(L, -1, &keys[m].keylen);   /* anchored by t */
                 m++;
             }

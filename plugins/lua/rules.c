@@ -965,7 +965,6 @@ bool rules_maybe(const struct lstate *s, const struct rmsg *m)
 size_t rules_select(struct lstate *s, const struct rmsg *m)
 {
     s->n_sel = 0;
-    if (!rules_maybe(s, m)) return 0;
     if (m->hook == RH_EVENT) {
         lb_patset_match(s->events, m->name.p, m->name.n, collect_event, s);
         /* File order (the trie reports matches in its own), then `from`. */
@@ -1015,7 +1014,8 @@ void rules_run_selected(struct lstate *s, const struct rmsg *m, struct rresult *
 
 void rules_run(struct lstate *s, const struct rmsg *m, struct rresult *r)
 {
-    rules_select(s, m);
+    s->n_sel = 0;
+    if (rules_maybe(s, m)) rules_select(s, m);
     rules_run_selected(s, m, r);
 }
 

@@ -64,7 +64,8 @@ bool rules_any(const struct lstate *s, enum rule_hook k);
 bool rules_maybe(const struct lstate *s, const struct rmsg *m);
 /* Finds the rules that select m, in file order (into s->sel), in C:
  * reads only m's hook, name, to (calls), service (responses) and from, so
- * the hook fills in the rest only for a message some rule selects.
+ * the hook fills in the rest only for a message some rule selects.  Only
+ * for a message rules_maybe said yes to (it is not asked again).
  * Returns how many. */
 size_t rules_select(struct lstate *s, const struct rmsg *m);
 /* Runs the rules the last rules_select found on m (every member filled

@@ -15,17 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "redis.h"
+#include "bridge.h"
+#include "rconn.h"
 
 #define ECHO_SLOTS (sizeof ((struct rd *)0)->echo / sizeof ((struct rd *)0)->echo[0])
-
-int br_init(struct rd *rd)
-{
-    rd->bridge_set = lb_patset_new();
-    for (size_t i = 0; i < rd->cfg.n_bridges; i++)
-        lb_patset_add(rd->bridge_set, rd->cfg.bridges[i], strlen(rd->cfg.bridges[i]), rd);
-    return 0;
-}
 
 /* The Redis glob of a lexbus pattern: `*` and a final `>` become `*`,
  * which also matches across ':' (what Redis sends is matched again with
@@ -37,20 +30,21 @@ static void glob_of(const char *pat, char *out, size_t cap)
     out[o] = 0;
 }
 
-void br_subscribe(struct rd *rd)
+int br_init(struct rd *rd)
 {
     char glob[LB_MAX_EVENT + 2];
+    rd->bridge_set = lb_patset_new();
     for (size_t i = 0; i < rd->cfg.n_bridges; i++) {
+        lb_patset_add(rd->bridge_set, rd->cfg.bridges[i], strlen(rd->cfg.bridges[i]), rd);
         glob_of(rd->cfg.bridges[i], glob, sizeof glob);
         rc_subscribe(rd, true, true, glob);
     }
+    return 0;
 }
-
-static void no_op(void *ud, void *arg) { (void)ud; (void)arg; }
 
 bool br_matches(struct rd *rd, struct lb_str event)
 {
-    return lb_patset_match(rd->bridge_set, event.p, event.n, no_op, NULL) > 0;
+    return rd_matches(rd->bridge_set, event);
 }
 
 static uint64_t echo_hash(const char *chan, size_t chlen, const char *p, size_t n)
@@ -105,14 +99,9 @@ void br_on_message(struct rd *rd, const char *chan, size_t chlen, const char *p,
     }
     if (own_echo(rd, echo_hash(chan, chlen, p, n))) return;
     struct lb_jw *w = rd->w;
-    lb_jw_reset(w);
-    JW_LIT(w, "{\"type\":\"EMIT\",\"event\":\"");
-    lb_jw_raw(w, chan, chlen);
-    JW_LIT(w, "\",\"from\":");
-    lb_jw_str(w, rd->cfg.bridge_from, strlen(rd->cfg.bridge_from));
-    JW_LIT(w, ",\"to\":\"broadcast\",\"payload\":");
-    lb_jw_raw(w, p, n);
-    JW_LIT(w, "}");
+    struct rd_emit e = { .event = { chan, chlen }, .from = { rd->cfg.bridge_from, strlen(rd->cfg.bridge_from) },
+                         .to = { "broadcast", 9 }, .payload = { p, n } };
+    rd_jw_emit(w, &e);
     size_t len;
     const char *f = lb_jw_data(w, &len);
     if (rd_inject(rd, f, len) == 0) rd->c_bridged_in++;

@@ -1,5 +1,5 @@
 /*
- * Many nodes as one bus (see redis.h and wire.h).
+ * Many nodes as one bus (cluster.h; the format is wire.h's).
  *
  * Each node claims <prefix>:node:<name> (a Lua script: set it unless a
  * live record of another incarnation holds it), keeps it alive with a
@@ -14,6 +14,10 @@
  * its ttl), when it says it leaves, and when Redis goes away.  Nothing
  * that arrives over a link goes back out over one: the core guarantees
  * it, and every message names its origin, so a node ignores its own.
+ *
+ * What arrives from Redis is sorted here: lexbus nodes' channels are
+ * this file's, <prefix>:s goes to rstate.c, <ns>:* to exprsn.c; and what
+ * the main link gets goes to bridge.c and exprsn.c as it concerns them.
  */
 #include "config.h"
 #include <errno.h>
@@ -23,7 +27,11 @@
 #include <string.h>
 #include <unistd.h>
 #include <jansson.h>
-#include "redis.h"
+#include "cluster.h"
+#include "bridge.h"
+#include "exprsn.h"
+#include "rconn.h"
+#include "rstate.h"
 
 #define MAIN_SUBS_MAX 1000        /* past it the main link takes every broadcast (">") */
 #define SUBS_PER_FRAME 256
@@ -43,12 +51,8 @@ static const char RELEASE_LUA[] =
     "  if ok and type(r) == 'table' and r.epoch == ARGV[1] then redis.call('DEL', KEYS[1]) end end\n"
     "return 1\n";
 
-const char *cl_node_channel(struct rd *rd, const char *node)
-{
-    if (!strcmp(node, rd->node)) return rd->ch_self;
-    snprintf(rd->chan, sizeof rd->chan, "%s:n:%s", rd->cfg.prefix, node);
-    return rd->chan;
-}
+/* What takes the replies to our commands (below). */
+static rc_reply_fn claim_reply, nodes_scanned, nodes_got;
 
 static void node_key(struct rd *rd, const char *node, char *buf, size_t len)
 {
@@ -70,7 +74,7 @@ static struct rnode *node_by_serial(struct rd *rd, uint64_t serial)
     return NULL;
 }
 
-size_t cl_remote_services(const struct rd *rd)
+static size_t remote_services(const struct rd *rd)
 {
     size_t n = 0;
     for (const struct rnode *x = rd->nodes; x; x = x->next) n += x->rec.n_services;
@@ -80,7 +84,7 @@ size_t cl_remote_services(const struct rd *rd)
 static void count_nodes(struct rd *rd)
 {
     rd->c_nodes = rd->n_nodes;
-    rd->c_remote_services = cl_remote_services(rd);
+    rd->c_remote_services = remote_services(rd);
 }
 
 static void pats_add(struct rd *rd, char **pats, size_t n)
@@ -103,6 +107,8 @@ static void pats_remove(struct rd *rd, char **pats, size_t n)
     }
 }
 
+static void main_resubscribe(struct rd *rd);
+
 static void node_free(struct rd *rd, struct rnode *x, const char *why)
 {
     for (struct rnode **pp = &rd->nodes; *pp; pp = &(*pp)->next)
@@ -116,7 +122,7 @@ static void node_free(struct rd *rd, struct rnode *x, const char *why)
     rw_record_free(&x->rec);
     free(x);
     count_nodes(rd);
-    cl_main_resubscribe(rd);         /* its subscribers' patterns may be nobody's now */
+    main_resubscribe(rd);         /* its subscribers' patterns may be nobody's now */
 }
 
 static void link_closed(void *ud, struct lb_conn *conn, const char *why)
@@ -142,7 +148,7 @@ static struct rnode *node_new(struct rd *rd, const char *name, const char *epoch
     x->rd = rd;
     x->serial = ++rd->node_serial;
     x->ttl_ms = rd->cfg.node_ttl_ms;
-    x->heard_ms = mono_ms();
+    x->heard_ms = rd_mono_ms();
     char label[LB_MAX_NAME + 16];
     snprintf(label, sizeof label, "redis:%s", name);
     struct lb_local_opts o = { .size = sizeof o, .label = label, .link = true, .fallback = rd->cfg.prefer_local };
@@ -164,31 +170,13 @@ static bool same_methods(const struct rw_service *a, const struct rw_service *b)
     return true;
 }
 
-static const struct rw_service *rec_service(const struct rw_record *r, const char *name)
-{
-    for (size_t i = 0; i < r->n_services; i++) if (!strcmp(r->services[i].name, name)) return &r->services[i];
-    return NULL;
-}
-
 /* REGISTER of a remote service on the node's link (it keeps the link's
  * place in the frame order, like everything the link sends). */
 static void link_register(struct rd *rd, struct rnode *x, const struct rw_record *r, const struct rw_service *s)
 {
     struct lb_jw *w = rd->w2;
-    lb_jw_reset(w);
-    JW_LIT(w, "{\"type\":\"REGISTER\",\"serviceName\":");
-    lb_jw_str(w, s->name, strlen(s->name));
-    JW_LIT(w, ",\"node\":");
-    lb_jw_str(w, x->name, strlen(x->name));
-    if (!s->any) {
-        JW_LIT(w, ",\"methods\":[");
-        for (size_t i = 0; i < s->n_methods; i++) {
-            if (i) JW_LIT(w, ",");
-            lb_jw_str(w, s->methods[i], strlen(s->methods[i]));
-        }
-        JW_LIT(w, "]");
-    }
-    JW_LIT(w, ",\"metadata\":{\"pid\":");
+    rd_jw_register_begin(w, s->name, x->name, s->any, (const char *const *)s->methods, s->n_methods);
+    JW_LIT(w, "\"pid\":");
     lb_jw_int(w, r->pid);
     if (r->hostname) {
         JW_LIT(w, ",\"hostname\":");
@@ -206,11 +194,11 @@ static void apply_record(struct rd *rd, struct rnode *x, struct rw_record *r)
 {
     if (!x->link) { rw_record_free(r); return; }
     for (size_t i = 0; i < r->n_services; i++) {
-        const struct rw_service *old = rec_service(&x->rec, r->services[i].name);
+        const struct rw_service *old = rw_record_service(&x->rec, r->services[i].name);
         if (!old || !same_methods(old, &r->services[i])) link_register(rd, x, r, &r->services[i]);
     }
     for (size_t i = 0; i < x->rec.n_services; i++)
-        if (!rec_service(r, x->rec.services[i].name)) lb_local_unregister(x->link, x->rec.services[i].name);
+        if (!rw_record_service(r, x->rec.services[i].name)) lb_local_unregister(x->link, x->rec.services[i].name);
     pats_add(rd, r->patterns, r->n_patterns);
     pats_remove(rd, x->rec.patterns, x->rec.n_patterns);
     rw_record_free(&x->rec);
@@ -220,7 +208,7 @@ static void apply_record(struct rd *rd, struct rnode *x, struct rw_record *r)
     x->ttl_ms = x->rec.ttl_ms;
     x->pid = x->rec.pid;
     count_nodes(rd);
-    cl_main_resubscribe(rd);
+    main_resubscribe(rd);
 }
 
 /* A record read from Redis or published by its node (origin: the
@@ -247,9 +235,9 @@ static void take_record(struct rd *rd, const char *text, size_t len, bool live, 
         node_free(rd, x, "restarted");
         x = NULL;
     }
-    if (x && r.gen <= x->gen && x->rec.node) { x->heard_ms = mono_ms(); rw_record_free(&r); return; }
+    if (x && r.gen <= x->gen && x->rec.node) { x->heard_ms = rd_mono_ms(); rw_record_free(&r); return; }
     if (!x && !(x = node_new(rd, r.node, r.epoch))) { rw_record_free(&r); return; }
-    if (live) x->heard_ms = mono_ms();
+    if (live) x->heard_ms = rd_mono_ms();
     x->fetching = false;
     apply_record(rd, x, &r);
 }
@@ -258,7 +246,7 @@ static void fetch_record(struct rd *rd, const char *node)
 {
     char key[LB_MAX_NAME + 80];
     node_key(rd, node, key, sizeof key);
-    struct pent e = { .kind = PK_NODES_GET };
+    struct pent e = { .done = nodes_got };
     rc_commandf(rd, &e, "MGET %s", key);
 }
 
@@ -277,14 +265,7 @@ static void gather_service(void *ud, const struct lb_service_info *s)
     struct lb_jw *w = lb_jw_new();
     JW_LIT(w, "{\"name\":");
     lb_jw_str(w, s->name, strlen(s->name));
-    if (!s->any_method) {
-        JW_LIT(w, ",\"methods\":[");
-        for (size_t i = 0; i < s->n_methods; i++) {
-            if (i) JW_LIT(w, ",");
-            lb_jw_str(w, s->methods[i], strlen(s->methods[i]));
-        }
-        JW_LIT(w, "]");
-    }
+    rd_jw_methods(w, s->any_method, s->methods, s->n_methods);
     JW_LIT(w, ",\"instances\":");
     lb_jw_int(w, (long long)(s->instances - s->remote_instances));
     JW_LIT(w, "}");
@@ -320,11 +301,6 @@ static void gather_pattern(void *ud, const char *pat, size_t n)
     if (!(p->v[p->n++] = strndup(pat, n))) abort();
 }
 
-static int cmp_cstr(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* Our services and patterns as the record's body (without gen), and the
  * sets they make. */
 static char *describe(struct rd *rd, struct sset *names, struct pats *pats, size_t *len)
@@ -333,7 +309,7 @@ static char *describe(struct rd *rd, struct sset *names, struct pats *pats, size
     lb_services_each(rd->ctx, gather_service, &g);
     if (g.n) qsort(g.v, g.n, sizeof *g.v, cmp_text);
     lb_subscriptions_each(rd->ctx, gather_pattern, pats);
-    if (pats->n) qsort(pats->v, pats->n, sizeof *pats->v, cmp_cstr);
+    if (pats->n) qsort(pats->v, pats->n, sizeof *pats->v, rd_strcmp_p);
     if (g.n > RW_MAX_SERVICES || pats->n > RW_MAX_PATTERNS)
         lb_log_throttled(rd->ctx, LB_LOG_WARN, "record-too-big", 2, "this node has %zu services and %zu patterns: "
                          "only %d of each are announced to other nodes", g.n, pats->n, RW_MAX_SERVICES);
@@ -397,7 +373,7 @@ static void claim(struct rd *rd, bool force)
     snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)rd->cfg.node_ttl_ms);
     const char *argv[] = { "EVAL", CLAIM_LUA, "1", key, rd->epoch, rd->record, ttl, force ? "1" : "0" };
     size_t lens[] = { 4, sizeof CLAIM_LUA - 1, 1, strlen(key), RW_EPOCH_LEN, rd->record_len, strlen(ttl), 1 };
-    struct pent e = { .kind = PK_CLAIM };
+    struct pent e = { .done = claim_reply };
     rc_command(rd, &e, 8, argv, lens);
 }
 
@@ -492,7 +468,9 @@ static void main_sub_frames(struct rd *rd, const char *type, char **list, size_t
     }
 }
 
-void cl_main_resubscribe(struct rd *rd)
+/* The main link's subscriptions follow remote nodes' patterns, bridges
+ * and workers (none while Redis is away). */
+static void main_resubscribe(struct rd *rd)
 {
     if (!rd->main) return;
     struct sset want = { 0 };
@@ -540,26 +518,13 @@ static const char *emit_frame(struct rd *rd, const struct lb_msg *m, struct lb_s
         lb_jw_raw(w, f.p + sizeof EVENT_PREFIX - 1, f.n - (sizeof EVENT_PREFIX - 1));
         return lb_jw_data(w, len);
     }
-    struct lb_str id = lb_msg_field(m, "id"), ev = lb_msg_field(m, "event"), from = lb_msg_field(m, "from");
-    struct lb_str payload = lb_msg_raw(m, "payload"), token = lb_msg_raw(m, "token");
-    lb_jw_reset(w);
-    JW_LIT(w, "{\"type\":\"EMIT\"");
-    if (id.p) { JW_LIT(w, ",\"id\":\""); lb_jw_raw(w, id.p, id.n); JW_LIT(w, "\""); }
-    JW_LIT(w, ",\"event\":\"");
-    lb_jw_raw(w, ev.p, ev.n);
-    JW_LIT(w, "\",\"from\":\"");
-    lb_jw_raw(w, from.p, from.n);
-    JW_LIT(w, "\",\"to\":\"");
-    lb_jw_raw(w, to.p, to.n);
-    JW_LIT(w, "\",\"payload\":");
-    if (payload.p) lb_jw_raw(w, payload.p, payload.n);
-    else JW_LIT(w, "null");
-    if (token.p && token.p[0] == '{') { JW_LIT(w, ",\"token\":"); lb_jw_raw(w, token.p, token.n); }
-    JW_LIT(w, "}");
+    struct lb_str token = lb_msg_raw(m, "token");
+    struct rd_emit e = { .id = lb_msg_field(m, "id"), .event = lb_msg_field(m, "event"),
+                         .from = lb_msg_field(m, "from"), .to = to, .payload = lb_msg_raw(m, "payload") };
+    if (token.p && token.p[0] == '{') e.token = token;    /* verified claims travel; a raw token does not */
+    rd_jw_emit(w, &e);
     return lb_jw_data(w, len);
 }
-
-static void count_match(void *ud, void *arg) { (void)ud; (void)arg; }
 
 static void broadcast_out(struct rd *rd, const struct lb_msg *m)
 {
@@ -567,7 +532,7 @@ static void broadcast_out(struct rd *rd, const struct lb_msg *m)
     if (!ev.p || !from.p) return;
     if (rd->cfg.n_bridges && br_matches(rd, ev)) {
         br_publish(rd, m);          /* other nodes hear it on the bridged channel */
-    } else if (rd->n_nodes && lb_patset_match(rd->remote_set, ev.p, ev.n, count_match, NULL)) {
+    } else if (rd->n_nodes && rd_matches(rd->remote_set, ev)) {
         size_t len;
         struct lb_str to = { "broadcast", 9 };
         const char *f = emit_frame(rd, m, to, &len);
@@ -576,6 +541,26 @@ static void broadcast_out(struct rd *rd, const struct lb_msg *m)
         if (rc_publish_lb(rd, NULL, rd->ch_b, strlen(rd->ch_b), head, hl, f, len) == 0) rd->c_published++;
     }
     if (rd->cfg.exprsn) ex_broadcast(rd, m);
+}
+
+/* A message for another node in rd->w: our header of `kind`, then the
+ * frame with the first `drop` bytes of its id (a member of m) replaced by
+ * `insert`: a CALL's id takes the caller's node name, its RESPONSE's
+ * gives it back. */
+static const char *node_frame(struct rd *rd, char kind, const struct lb_msg *m, struct lb_str id, size_t drop,
+                              const char *insert, size_t *len)
+{
+    struct lb_str frame = lb_msg_frame(m);
+    size_t cut = (size_t)(id.p - frame.p);
+    char head[RW_HEAD_MAX];
+    size_t hl = rw_head_write(head, kind, rd->node, rd->epoch, NULL, 0);
+    struct lb_jw *w = rd->w;
+    lb_jw_reset(w);
+    lb_jw_raw(w, head, hl);
+    lb_jw_raw(w, frame.p, cut);
+    lb_jw_raw(w, insert, strlen(insert));
+    lb_jw_raw(w, frame.p + cut + drop, frame.n - cut - drop);
+    return lb_jw_data(w, len);
 }
 
 /* A RESPONSE from this bus to a caller on another node: the CALL's id
@@ -591,19 +576,9 @@ static bool response_out(struct rd *rd, const struct lb_msg *m)
                 "node is gone", (int)(tilde - id.p), id.p);
         return true;
     }
-    struct lb_str frame = lb_msg_frame(m);
-    size_t cut = (size_t)(id.p - frame.p), drop = (size_t)(tilde - id.p);
-    char head[RW_HEAD_MAX];
-    size_t hl = rw_head_write(head, 'R', rd->node, rd->epoch, NULL, 0);
-    /* The frame without the origin's name in the id: the caller's node
-     * knows its wire id only. */
-    struct lb_jw *w = rd->w;
-    lb_jw_reset(w);
-    lb_jw_raw(w, head, hl);
-    lb_jw_raw(w, frame.p, cut);
-    lb_jw_raw(w, frame.p + cut + drop, frame.n - cut - drop);
+    /* The origin's name leaves the id: the caller's node knows its wire id only. */
     size_t len;
-    const char *p = lb_jw_data(w, &len);
+    const char *p = node_frame(rd, 'R', m, id, (size_t)(tilde - id.p), "", &len);
     if (rc_publish_lb(rd, NULL, x->chan, x->chlen, NULL, 0, p, len) == 0) rd->c_published++;
     return true;
 }
@@ -636,7 +611,7 @@ static void fail_call_now(struct lb_conn *link, const struct lb_msg *m, const ch
 
 static void call_out(struct rd *rd, struct rnode *x, const struct lb_msg *m)
 {
-    struct lb_str id = lb_msg_field(m, "id"), frame = lb_msg_frame(m);
+    struct lb_str id = lb_msg_field(m, "id");
     if (!rc_up(rd) || rd->state != RS_UP) {
         fail_call_now(x->link, m, "Redis is unreachable: calls to other nodes cannot be sent now");
         return;
@@ -645,20 +620,9 @@ static void call_out(struct rd *rd, struct rnode *x, const struct lb_msg *m)
         fail_call_now(x->link, m, "internal: the call's id is not the bus's");
         return;
     }
-    size_t cut = (size_t)(id.p - frame.p);
-    char head[RW_HEAD_MAX];
-    size_t hl = rw_head_write(head, 'C', rd->node, rd->epoch, NULL, 0);
-    struct lb_jw *w = rd->w;
-    lb_jw_reset(w);
-    lb_jw_raw(w, head, hl);
-    lb_jw_raw(w, frame.p, cut);
-    lb_jw_raw(w, rd->node, strlen(rd->node));     /* "<origin>~<wire id>" */
-    lb_jw_raw(w, frame.p + cut, frame.n - cut);
     size_t len;
-    const char *p = lb_jw_data(w, &len);
-    struct pent e = { .kind = PK_PUBLISH_CALL, .idlen = (uint8_t)id.n, .a = x->serial };
-    memcpy(e.id, id.p, id.n);
-    if (rc_publish_lb(rd, &e, x->chan, x->chlen, NULL, 0, p, len) != 0) {
+    const char *p = node_frame(rd, 'C', m, id, 0, rd->node, &len);   /* "<origin>~<wire id>" */
+    if (rc_publish_call(rd, x->serial, id, x->chan, x->chlen, p, len) != 0) {
         fail_call_now(x->link, m, "Redis is not keeping up: the call could not be queued (max_queue)");
         return;
     }
@@ -754,7 +718,7 @@ static void control_message(struct rd *rd, const struct rw_head *h)
         take_record(rd, h->body, h->body_len, true, h);
         break;
     case 'H':
-        if (same) x->heard_ms = mono_ms();
+        if (same) x->heard_ms = rd_mono_ms();
         if ((!same || (h->nargs >= 1 && h->arg[0] > x->gen)) && !(x && same && x->fetching)) {
             /* A node we have not heard of (we missed its record: pub/sub
              * is at most once), or a newer record we missed. */
@@ -818,7 +782,7 @@ void cl_on_message(struct rd *rd, const char *chan, size_t chlen, const char *p,
         if (!ours && c)
             lb_log_throttled(rd->ctx, LB_LOG_ERROR, "name-clash", 2, "another lexbusd says it is node '%s' on this Redis: "
                              "every node needs its own [bus] node", rd->node);
-        if (ours && c && h.kind == 'H') rd->self_heard_ms = mono_ms();
+        if (ours && c && h.kind == 'H') rd->self_heard_ms = rd_mono_ms();
         return;                      /* our own, back from Redis */
     }
     bool kind_ok = self ? strchr("CRE", h.kind) != NULL : b ? h.kind == 'B' : c ? strchr("UHL", h.kind) != NULL
@@ -840,6 +804,12 @@ static bool pid_gone(long pid)
     return pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
+static void scan_nodes(struct rd *rd, const char *cursor)
+{
+    struct pent e = { .done = nodes_scanned };
+    rc_commandf(rd, &e, "SCAN %s MATCH %s:node:* COUNT 200", cursor, rd->cfg.prefix);
+}
+
 static void joined(struct rd *rd)
 {
     bool again = rd->c_reconnects > 0;
@@ -848,26 +818,16 @@ static void joined(struct rd *rd)
     lb_log(rd->ctx, LB_LOG_INFO, "%s the cluster on Redis at %s as node '%s'", again ? "rejoined" : "joined",
            rd->cfg.url_text, rd->node);
     publish_control(rd, 'U', rd->record, rd->record_len);
-    /* Everyone else: SCAN their keys (pub/sub told us nothing of the past). */
-    struct pent e = { .kind = PK_NODES_SCAN };
-    rc_commandf(rd, &e, "SCAN 0 MATCH %s:node:* COUNT 200", rd->cfg.prefix);
-    cl_main_resubscribe(rd);
+    scan_nodes(rd, "0");             /* everyone else: pub/sub told us nothing of the past */
+    main_resubscribe(rd);
     ex_joined(rd);
     st_joined(rd);
 }
 
-static void claim_reply(struct rd *rd, redisReply *r)
+/* Another record holds our name: its process may be gone (then we take
+ * the name over), or alive (a clash: we stay out). */
+static void claim_refused(struct rd *rd, redisReply *r)
 {
-    if (!r) return;
-    if (r->type == REDIS_REPLY_INTEGER) {
-        if (rd->state == RS_JOINING || rd->state == RS_CLASH) joined(rd);
-        return;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
-        rc_fail(rd, "Redis refused the node claim script: %.200s", r->str);
-        return;
-    }
-    if (r->type != REDIS_REPLY_STRING) return;
     struct rw_record holder;
     char why[200];
     bool parsed = rw_record_parse(r->str, r->len, &holder, why, sizeof why) == 0;
@@ -889,58 +849,54 @@ static void claim_reply(struct rd *rd, redisReply *r)
     if (parsed) rw_record_free(&holder);
     rd->state = RS_CLASH;
     snprintf(rd->last_error, sizeof rd->last_error, "node name '%s' is in use by another lexbusd", rd->node);
-    if (was_up) {
-        cl_disconnected(rd);
-        ex_disconnected(rd);
+    if (was_up) cl_disconnected(rd);
+}
+
+static void claim_reply(struct rd *rd, const struct pent *e, redisReply *r)
+{
+    (void)e;
+    if (!r) return;
+    if (r->type == REDIS_REPLY_INTEGER) {
+        if (rd->state == RS_JOINING || rd->state == RS_CLASH) joined(rd);
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        rc_fail(rd, "Redis refused the node claim script: %.200s", r->str);
+    } else if (r->type == REDIS_REPLY_STRING) {
+        claim_refused(rd, r);
     }
 }
 
-static void scan_reply(struct rd *rd, redisReply *r)
+static void nodes_scanned(struct rd *rd, const struct pent *e, redisReply *r)
 {
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
-        r->element[1]->type != REDIS_REPLY_ARRAY)
-        return;
-    redisReply *keys = r->element[1];
+    (void)e;
+    const char *cursor;
+    redisReply *keys;
+    if (!rc_scan_parse(r, &cursor, &keys)) return;
     if (keys->elements) {
-        const char **argv = calloc(keys->elements + 1, sizeof *argv);
-        size_t *lens = calloc(keys->elements + 1, sizeof *lens), n = 1;
-        if (!argv || !lens) abort();
-        argv[0] = "MGET";
-        lens[0] = 4;
-        for (size_t i = 0; i < keys->elements; i++)
-            if (keys->element[i]->type == REDIS_REPLY_STRING) {
-                argv[n] = keys->element[i]->str;
-                lens[n++] = keys->element[i]->len;
-            }
-        struct pent e = { .kind = PK_NODES_GET };
-        if (n > 1) rc_command(rd, &e, (int)n, argv, lens);
-        free(argv);
-        free(lens);
+        static const char *const mget[] = { "MGET" };
+        struct pent got = { .done = nodes_got };
+        rc_command_keys(rd, &got, mget, 1, keys);
     }
-    if (strcmp(r->element[0]->str, "0")) {
-        struct pent e = { .kind = PK_NODES_SCAN };
-        rc_commandf(rd, &e, "SCAN %s MATCH %s:node:* COUNT 200", r->element[0]->str, rd->cfg.prefix);
-    }
+    if (strcmp(cursor, "0")) scan_nodes(rd, cursor);
 }
 
-static void call_lost(struct rd *rd, uint64_t serial, const char *id, size_t idlen, const char *why);
-
-void cl_calls_lost(struct rd *rd, const struct bundle_calls *c, const char *why)
+/* Records read from Redis (MGET): a node that is gone reads as nil. */
+static void nodes_got(struct rd *rd, const struct pent *e, redisReply *r)
 {
-    for (size_t i = 0; i < c->n; i++) call_lost(rd, c->serial, c->v[i].id, c->v[i].len, why);
+    (void)e;
+    if (!r || r->type != REDIS_REPLY_ARRAY) return;
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING) take_record(rd, r->element[i]->str, r->element[i]->len, false, NULL);
 }
 
-/* Nobody listens on that node's channel: it is gone or reconnecting, and
- * the call is lost; say so now rather than at the deadline. */
-static void call_lost(struct rd *rd, uint64_t serial, const char *id, size_t idlen, const char *why)
+/* A call that will never be answered over Redis, answered on the node's
+ * link: the caller hears now rather than at its deadline. */
+static void call_lost(struct rd *rd, struct rnode *x, const struct call_id *c, const char *why)
 {
-    struct rnode *x = node_by_serial(rd, serial);
-    if (!x || !x->link) return;
     rd->c_unavailable++;
     struct lb_jw *w = rd->w;
     lb_jw_reset(w);
     JW_LIT(w, "{\"type\":\"RESPONSE\",\"id\":\"");
-    lb_jw_raw(w, id, idlen);
+    lb_jw_raw(w, c->id, c->len);
     JW_LIT(w, "\",\"status\":\"error\",\"error\":{\"code\":\"SERVICE_UNAVAILABLE\",\"message\":");
     char msg[LB_MAX_NAME + 160];
     if (why) snprintf(msg, sizeof msg, "%s", why);
@@ -952,51 +908,14 @@ static void call_lost(struct rd *rd, uint64_t serial, const char *id, size_t idl
     lb_local_send(x->link, p, len);
 }
 
-static bool nobody_heard(redisReply *r)
+void cl_calls_lost(struct rd *rd, const struct call_ids *c, const char *why)
 {
-    return r && r->type == REDIS_REPLY_INTEGER && r->integer == 0;
-}
-
-static void bundle_reply(struct rd *rd, const struct pent *e, redisReply *r)
-{
-    struct bundle_calls *c = e->p;
-    if (!c) return;
-    if (e->gen == rd->session && nobody_heard(r))
-        cl_calls_lost(rd, c, NULL);
-    free(c->v);
-    free(c);
-}
-
-void cl_on_reply(struct rd *rd, const struct pent *e, redisReply *r)
-{
-    if (e->kind == PK_PUBLISH_BUNDLE) { bundle_reply(rd, e, r); return; }
-    if (e->gen != rd->session) return;     /* an answer to an earlier session */
-    switch (e->kind) {
-    case PK_PUBLISH: break;
-    case PK_PUBLISH_CALL: if (nobody_heard(r)) call_lost(rd, e->a, e->id, e->idlen, NULL); break;
-    case PK_CLAIM: claim_reply(rd, r); break;
-    case PK_NODES_SCAN: scan_reply(rd, r); break;
-    case PK_NODES_GET:
-        if (!r || r->type != REDIS_REPLY_ARRAY) break;
-        for (size_t i = 0; i < r->elements; i++)
-            if (r->element[i]->type == REDIS_REPLY_STRING) take_record(rd, r->element[i]->str, r->element[i]->len, false, NULL);
-        break;
-    default: break;
-    }
+    struct rnode *x = node_by_serial(rd, c->node);   /* it may be gone by now */
+    if (!x || !x->link) return;
+    for (size_t i = 0; i < c->n; i++) call_lost(rd, x, &c->v[i], why);
 }
 
 /* ---- session ---------------------------------------------------------- */
-
-void cl_subscribe_all(struct rd *rd)
-{
-    rc_subscribe(rd, false, true, rd->ch_self);
-    rc_subscribe(rd, false, true, rd->ch_b);
-    rc_subscribe(rd, false, true, rd->ch_c);
-    if (rd->cfg.state_redis) rc_subscribe(rd, false, true, rd->ch_s);
-    for (size_t i = 0; i < rd->ipc_subs.cap; i++)
-        if (rd->ipc_subs.v[i].s) rc_subscribe(rd, false, true, rd->ipc_subs.v[i].s);
-    br_subscribe(rd);
-}
 
 void cl_connected(struct rd *rd)
 {
@@ -1009,17 +928,16 @@ void cl_connected(struct rd *rd)
 void cl_disconnected(struct rd *rd)
 {
     while (rd->nodes) node_free(rd, rd->nodes, NULL);
-    rd->scanning = false;
-    cl_main_resubscribe(rd);         /* not up: the main link stops taking broadcasts */
+    main_resubscribe(rd);         /* not up: the main link stops taking broadcasts */
     count_nodes(rd);
+    ex_disconnected(rd);          /* workers are known through Redis only */
 }
 
 static void heartbeat(struct rd *rd)
 {
     claim(rd, false);                /* refreshes our key's TTL, or finds a clash */
     publish_control(rd, 'H', NULL, 0);
-    struct pent e = { .kind = PK_LATENCY };
-    rc_commandf(rd, &e, "PING");
+    rc_ping(rd);
 }
 
 /* A node is gone when its heartbeats stopped while ours kept coming back:
@@ -1032,14 +950,14 @@ static void expire_nodes(struct rd *rd)
         next = x->next;
         if (rd->self_heard_ms <= x->heard_ms || rd->self_heard_ms - x->heard_ms <= x->ttl_ms) continue;
         char why[96];
-        snprintf(why, sizeof why, "no heartbeat for %llu ms", (unsigned long long)(mono_ms() - x->heard_ms));
+        snprintf(why, sizeof why, "no heartbeat for %llu ms", (unsigned long long)(rd_mono_ms() - x->heard_ms));
         node_free(rd, x, why);
     }
 }
 
 void cl_tick(struct rd *rd)
 {
-    uint64_t now = mono_ms();
+    uint64_t now = rd_mono_ms();
     uint64_t gen = lb_routing_gen(rd->ctx);
     if (gen != rd->seen_gen && now - rd->last_rebuild_ms >= 100) {
         rd->seen_gen = gen;
@@ -1070,34 +988,10 @@ void cl_leave(struct rd *rd)
     rc_flush(rd);
 }
 
-bool cl_hosted_elsewhere(struct rd *rd, const char *service)
-{
-    for (struct rnode *x = rd->nodes; x; x = x->next)
-        if (rec_service(&x->rec, service)) return true;
-    return false;
-}
-
-bool cl_mine(struct rd *rd, const char *service, size_t n, uint64_t h)
-{
-    /* The nodes that hold it, this one included, in name order: the
-     * hash picks one, and every node computes the same pick. */
-    const char *names[256];
-    size_t k = 0;
-    names[k++] = rd->node;
-    for (struct rnode *x = rd->nodes; x && k < 256; x = x->next) {
-        if (!service) { names[k++] = x->name; continue; }
-        char nm[LB_MAX_NAME + 1];
-        snprintf(nm, sizeof nm, "%.*s", (int)n, service);
-        if (rec_service(&x->rec, nm)) names[k++] = x->name;
-    }
-    qsort(names, k, sizeof *names, cmp_cstr);
-    return !strcmp(names[h % k], rd->node);
-}
-
 json_t *cl_stats(struct rd *rd)
 {
     json_t *nodes = json_array();
-    uint64_t now = mono_ms();
+    uint64_t now = rd_mono_ms();
     for (struct rnode *x = rd->nodes; x; x = x->next)
         json_array_append_new(nodes, json_pack("{s:s,s:I,s:I,s:I}", "node", x->name, "services",
                                                (json_int_t)x->rec.n_services, "patterns", (json_int_t)x->rec.n_patterns,
@@ -1111,6 +1005,10 @@ int cl_init(struct rd *rd)
     snprintf(rd->ch_b, sizeof rd->ch_b, "%s:b", rd->cfg.prefix);
     snprintf(rd->ch_c, sizeof rd->ch_c, "%s:c", rd->cfg.prefix);
     snprintf(rd->ch_s, sizeof rd->ch_s, "%s:s", rd->cfg.prefix);
+    rc_subscribe(rd, false, true, rd->ch_self);
+    rc_subscribe(rd, false, true, rd->ch_b);
+    rc_subscribe(rd, false, true, rd->ch_c);
+    if (rd->cfg.state_redis) rc_subscribe(rd, false, true, rd->ch_s);
     rd->remote_set = lb_patset_new();
     rd->local_set = lb_patset_new();
     struct lb_local_opts o = { .size = sizeof o, .label = "redis", .trusted = true, .link = true };

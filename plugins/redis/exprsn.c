@@ -35,7 +35,8 @@
 #include <unistd.h>
 #include <jansson.h>
 #include "jwtpart.h"
-#include "redis.h"
+#include "exprsn.h"
+#include "rconn.h"
 
 #define RING 4096                  /* worker messages in the bus at once (older ones forgotten) */
 #define NEG_MS 1000                /* a name looked up in vain stays unknown this long */
@@ -69,6 +70,9 @@ struct waiting {
     char name[LB_MAX_NAME + 1];    /* the channel's name part */
 };
 
+/* What takes the replies to our commands (below). */
+static rc_reply_fn revoked_reply, workers_scanned;
+
 static const char JWT_HEADER[] = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";   /* {"alg":"HS256","typ":"JWT"} */
 
 static bool is_bridge(struct rd *rd, const char *p, size_t n)
@@ -81,6 +85,14 @@ static bool is_bridge(struct rd *rd, const char *p, size_t n)
 static void ipc_channel(struct rd *rd, const char *name, size_t n, char *buf, size_t cap)
 {
     snprintf(buf, cap, "%s:%.*s", rd->cfg.ns, (int)n, name);
+}
+
+/* Hears <ns>:<name> from now on (on), or no longer. */
+static void hear(struct rd *rd, const char *name, bool on)
+{
+    char chan[LB_MAX_NAME + 80];
+    ipc_channel(rd, name, strlen(name), chan, sizeof chan);
+    rc_subscribe(rd, false, on, chan);
 }
 
 /* ---- tokens and messages for workers ------------------------------- */
@@ -196,7 +208,13 @@ void ex_broadcast(struct rd *rd, const struct lb_msg *m)
 
 /* ---- the ring of worker messages in the bus ---------------------------- */
 
-static struct pending_x *px_new(struct rd *rd, enum px_kind kind)
+static void copy(char *dst, size_t cap, struct lb_str s)
+{
+    snprintf(dst, cap, "%.*s", (int)(s.n < cap ? s.n : cap - 1), s.p ? s.p : "");
+}
+
+/* A worker's request going into the bus; `worker` is who to answer. */
+static struct pending_x *px_new(struct rd *rd, enum px_kind kind, struct lb_str worker)
 {
     uint64_t seq = ++rd->x_seq;
     struct pending_x *x = &rd->px[seq % RING];
@@ -204,6 +222,7 @@ static struct pending_x *px_new(struct rd *rd, enum px_kind kind)
     memset(x, 0, sizeof *x);
     x->seq = seq;
     x->kind = (uint8_t)kind;
+    copy(x->worker, sizeof x->worker, worker);
     return x;
 }
 
@@ -228,17 +247,26 @@ static void px_done(struct pending_x *x)
 
 /* ---- into the bus --------------------------------------------------------- */
 
-static void put_str(struct lb_jw *w, const char *key, struct lb_str s)
+/* The id a worker request goes into the bus with: the bus's answer
+ * names it, px_find reads it back. */
+static struct lb_str px_id(const struct pending_x *x, char buf[24])
 {
-    lb_jw_raw(w, key, strlen(key));
-    JW_LIT(w, "\"");
-    lb_jw_raw(w, s.p, s.n);
-    JW_LIT(w, "\"");
+    int n = snprintf(buf, 24, "x%llu", (unsigned long long)x->seq);
+    return (struct lb_str){ buf, (size_t)n };
 }
 
-static void copy(char *dst, size_t cap, struct lb_str s)
+/* {"type":"<type>","id":"x<seq>" in rd->w (CRUD and CALL; rd_jw_emit
+ * writes EMITs). */
+static struct lb_jw *inject_begin(struct rd *rd, const struct pending_x *x, const char *type)
 {
-    snprintf(dst, cap, "%.*s", (int)(s.n < cap ? s.n : cap - 1), s.p ? s.p : "");
+    struct lb_jw *w = rd->w;
+    char id[24];
+    lb_jw_reset(w);
+    JW_LIT(w, "{\"type\":\"");
+    lb_jw_raw(w, type, strlen(type));
+    JW_LIT(w, "\"");
+    rd_jw_plain(w, ",\"id\":", px_id(x, id));
+    return w;
 }
 
 static void finish_inject(struct rd *rd, struct pending_x *x, struct lb_jw *w)
@@ -252,27 +280,17 @@ static void finish_inject(struct rd *rd, struct pending_x *x, struct lb_jw *w)
 static void inject_emit(struct rd *rd, const struct rw_ipc *m, struct lb_str to)
 {
     bool ack = m->require_ack && !(to.n == 9 && !memcmp(to.p, "broadcast", 9));
-    struct pending_x *x = px_new(rd, ack ? PX_ACK : PX_EMIT);
-    copy(x->worker, sizeof x->worker, m->source);
+    struct pending_x *x = px_new(rd, ack ? PX_ACK : PX_EMIT, m->source);
     copy(x->target, sizeof x->target, to);
     copy(x->event, sizeof x->event, m->event);
     if (ack && !(x->token = strndup(m->token.p, m->token.n))) abort();
-    struct lb_jw *w = rd->w;
     char id[24];
-    snprintf(id, sizeof id, "x%llu", (unsigned long long)x->seq);
-    lb_jw_reset(w);
-    JW_LIT(w, "{\"type\":\"EMIT\",\"id\":\"");
-    lb_jw_raw(w, id, strlen(id));
-    JW_LIT(w, "\"");
-    put_str(w, ",\"event\":", m->event);
-    put_str(w, ",\"from\":", m->source);
-    put_str(w, ",\"to\":", to);
-    JW_LIT(w, ",\"payload\":");
-    lb_jw_raw(w, m->data.p ? m->data.p : "null", m->data.p ? m->data.n : 4);
-    put_str(w, ",\"token\":", m->token);
-    if (ack) JW_LIT(w, ",\"ack\":true");
-    JW_LIT(w, "}");
-    finish_inject(rd, x, w);
+    /* The token with its quotes, as the message has it (every worker
+     * message that gets here carries one). */
+    struct rd_emit e = { .id = px_id(x, id), .event = m->event, .from = m->source, .to = to, .payload = m->data,
+                         .token = { m->token.p - 1, m->token.n + 2 }, .ack = ack };
+    rd_jw_emit(rd->w, &e);
+    finish_inject(rd, x, rd->w);
 }
 
 /* crud:<op> {resource, data, query, id} -> CRUD {op, resource, key, data, query} */
@@ -287,27 +305,20 @@ static void inject_crud(struct rd *rd, const struct rw_ipc *m, struct lb_str op)
                 "name)", (int)m->event.n, m->event.p, (int)m->source.n, m->source.p);
         return;
     }
-    struct pending_x *x = px_new(rd, PX_CRUD);
-    copy(x->worker, sizeof x->worker, m->source);
+    struct pending_x *x = px_new(rd, PX_CRUD, m->source);
     copy(x->op, sizeof x->op, op);
     copy(x->resource, sizeof x->resource, res);
-    struct lb_jw *w = rd->w;
-    char id[24];
-    snprintf(id, sizeof id, "x%llu", (unsigned long long)x->seq);
-    lb_jw_reset(w);
-    JW_LIT(w, "{\"type\":\"CRUD\",\"id\":\"");
-    lb_jw_raw(w, id, strlen(id));
-    JW_LIT(w, "\"");
-    put_str(w, ",\"from\":", m->source);
-    put_str(w, ",\"op\":", op);
-    put_str(w, ",\"resource\":", res);
+    struct lb_jw *w = inject_begin(rd, x, "CRUD");
+    rd_jw_plain(w, ",\"from\":", m->source);
+    rd_jw_plain(w, ",\"op\":", op);
+    rd_jw_plain(w, ",\"resource\":", res);
     if (!lb_json_object_get(d, dn, "id", &v) && v.n) {
         if (v.p[0] == '"') { JW_LIT(w, ",\"key\":"); lb_jw_raw(w, v.p, v.n); }
         else if (v.p[0] == '-' || (v.p[0] >= '0' && v.p[0] <= '9')) { JW_LIT(w, ",\"key\":\""); lb_jw_raw(w, v.p, v.n); JW_LIT(w, "\""); }
     }
     if (!lb_json_object_get(d, dn, "data", &v)) { JW_LIT(w, ",\"data\":"); lb_jw_raw(w, v.p, v.n); }
     if (!lb_json_object_get(d, dn, "query", &v)) { JW_LIT(w, ",\"query\":"); lb_jw_raw(w, v.p, v.n); }
-    put_str(w, ",\"token\":", m->token);
+    rd_jw_plain(w, ",\"token\":", m->token);
     JW_LIT(w, "}");
     finish_inject(rd, x, w);
 }
@@ -323,24 +334,17 @@ static void inject_jsonlex(struct rd *rd, const struct rw_ipc *m, struct lb_str 
                 "\"expression\"", (int)m->source.n, m->source.p);
         return;
     }
-    struct pending_x *x = px_new(rd, PX_JSONLEX);
-    copy(x->worker, sizeof x->worker, m->source);
-    struct lb_jw *w = rd->w;
-    char id[24];
-    snprintf(id, sizeof id, "x%llu", (unsigned long long)x->seq);
-    lb_jw_reset(w);
-    JW_LIT(w, "{\"type\":\"CALL\",\"id\":\"");
-    lb_jw_raw(w, id, strlen(id));
-    JW_LIT(w, "\"");
-    put_str(w, ",\"from\":", m->source);
-    put_str(w, ",\"to\":", to);
+    struct pending_x *x = px_new(rd, PX_JSONLEX, m->source);
+    struct lb_jw *w = inject_begin(rd, x, "CALL");
+    rd_jw_plain(w, ",\"from\":", m->source);
+    rd_jw_plain(w, ",\"to\":", to);
     JW_LIT(w, ",\"method\":\"jsonlex\",\"params\":{\"expr\":");
     lb_jw_raw(w, expr.p, expr.n);
     JW_LIT(w, ",\"context\":");
     if (!lb_json_object_get(d, dn, "context", &ctx)) lb_jw_raw(w, ctx.p, ctx.n);
     else JW_LIT(w, "{}");
     JW_LIT(w, "}");
-    put_str(w, ",\"token\":", m->token);
+    rd_jw_plain(w, ",\"token\":", m->token);
     JW_LIT(w, "}");
     finish_inject(rd, x, w);
 }
@@ -404,7 +408,7 @@ static void check_and_deliver(struct rd *rd, const char *p, size_t n, const char
     memcpy(wt->copy, p, n);
     wt->n = n;
     snprintf(wt->name, sizeof wt->name, "%.*s", (int)nlen, name);
-    struct pent e = { .kind = PK_REVOKED, .p = wt };
+    struct pent e = { .done = revoked_reply, .p = wt };
     char key[256];
     snprintf(key, sizeof key, "%s:data:token:%s", rd->cfg.ns, tid);
     if (rc_commandf(rd, &e, "GET %s", key) != 0) { free(wt->copy); free(wt); }
@@ -413,7 +417,7 @@ static void check_and_deliver(struct rd *rd, const char *p, size_t n, const char
 static void revoked_reply(struct rd *rd, const struct pent *e, redisReply *r)
 {
     struct waiting *wt = e->p;
-    if (r && e->gen == rd->session && rd->state == RS_UP) {
+    if (r && rd->state == RS_UP) {
         bool revoked = false;
         if (r->type == REDIS_REPLY_STRING) {
             json_t *rec = json_loadb(r->str, r->len, 0, NULL);
@@ -434,8 +438,6 @@ static void revoked_reply(struct rd *rd, const struct pent *e, redisReply *r)
     free(wt);
 }
 
-static void no_op(void *ud, void *arg) { (void)ud; (void)arg; }
-
 void ex_on_message(struct rd *rd, const char *name, size_t nlen, const char *p, size_t n)
 {
     if (rd->state != RS_UP) return;
@@ -453,7 +455,7 @@ void ex_on_message(struct rd *rd, const char *name, size_t nlen, const char *p, 
             rd_drop(rd, &rd->c_dropped_bad, "ipc-bad", "dropped a message on %s:broadcast: not an IPC message", rd->cfg.ns);
             return;
         }
-        if (!lb_patset_match(rd->local_set, ev.p, ev.n, no_op, NULL)) { rd->c_ipc_ignored++; return; }
+        if (!rd_matches(rd->local_set, ev)) { rd->c_ipc_ignored++; return; }
     }
     struct rw_ipc m;
     const char *why;
@@ -472,7 +474,7 @@ void ex_on_message(struct rd *rd, const char *name, size_t nlen, const char *p, 
     if (!bcast) {
         bool bridge = is_bridge(rd, name, nlen);
         if (!bridge && !sset_find(&rd->local_services, name, nlen)) return;   /* not served here (any more) */
-        if (!cl_mine(rd, bridge ? NULL : name, nlen, rw_hash(p, n))) return;   /* another node takes it */
+        if (!rd_mine(rd, bridge ? NULL : name, nlen, rw_hash(p, n))) return;   /* another node takes it */
     }
     if (!m.token.p) {
         rd_drop(rd, &rd->c_ipc_refused, "ipc-no-token", "dropped '%.*s' from '%.*s': no token (every worker message "
@@ -564,20 +566,27 @@ static const struct lb_local_ops workers_ops = { .size = sizeof workers_ops, .on
 static void register_worker(struct rd *rd, const char *name, json_t *info)
 {
     if (!rd->workers || sset_find(&rd->workers_known, name, strlen(name))) return;
-    json_t *reg = json_pack("{s:s,s:s,s:s}", "type", "REGISTER", "serviceName", name, "node", rd->cfg.ns);
-    json_t *meta = json_object();
+    struct lb_jw *w = rd->w2;
+    rd_jw_register_begin(w, name, rd->cfg.ns, true, NULL, 0);
     json_t *pid = json_object_get(info, "pid"), *host = json_object_get(info, "hostname");
-    if (json_is_integer(pid)) json_object_set(meta, "pid", pid);
-    if (json_is_string(host) && strlen(json_string_value(host)) < 256) json_object_set(meta, "hostname", host);
-    json_object_set_new(meta, "exprsnWorker", json_true());
-    json_object_set_new(reg, "metadata", meta);
-    char *text = json_dumps(reg, JSON_COMPACT);
-    json_decref(reg);
-    if (text && lb_local_send(rd->workers, text, strlen(text)) == 0) {
+    if (json_is_integer(pid)) {
+        JW_LIT(w, "\"pid\":");
+        lb_jw_int(w, (long long)json_integer_value(pid));
+        JW_LIT(w, ",");
+    }
+    const char *h = json_string_value(host);
+    if (h && strlen(h) < 256) {
+        JW_LIT(w, "\"hostname\":");
+        lb_jw_str(w, h, strlen(h));
+        JW_LIT(w, ",");
+    }
+    JW_LIT(w, "\"exprsnWorker\":true}}");
+    size_t len;
+    const char *p = lb_jw_data(w, &len);
+    if (lb_local_send(rd->workers, p, len) == 0) {
         sset_add(&rd->workers_known, name, strlen(name));
         lb_log(rd->ctx, LB_LOG_INFO, "Exprsn worker '%s' found", name);
     }
-    free(text);
     rd->c_workers = rd->workers_known.n;
 }
 
@@ -643,7 +652,7 @@ static struct keylist *keylist_of(redisReply *keys, size_t skip)
     return kl;
 }
 
-static void workers_get_reply(struct rd *rd, redisReply *r, const struct pent *e)
+static void workers_got(struct rd *rd, const struct pent *e, redisReply *r)
 {
     struct keylist *kl = e->p;
     if (r && r->type == REDIS_REPLY_ARRAY && kl && kl->n == r->elements) {
@@ -662,37 +671,31 @@ static void workers_get_reply(struct rd *rd, redisReply *r, const struct pent *e
     if (e->a) scan_done(rd);           /* the last batch */
 }
 
-static void workers_scan_reply(struct rd *rd, redisReply *r)
+/* The next batch of discovery keys (cursor "0": the first). */
+static int scan_workers(struct rd *rd, const char *cursor)
 {
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
-        r->element[1]->type != REDIS_REPLY_ARRAY) {
+    struct pent e = { .done = workers_scanned };
+    return rc_commandf(rd, &e, "SCAN %s MATCH %s:data:services:* COUNT 500", cursor, rd->cfg.ns);
+}
+
+static void workers_scanned(struct rd *rd, const struct pent *e, redisReply *r)
+{
+    (void)e;
+    const char *cursor;
+    redisReply *keys;
+    if (!rc_scan_parse(r, &cursor, &keys)) {
         rd->scanning = false;
         return;
     }
-    redisReply *keys = r->element[1];
-    bool last = !strcmp(r->element[0]->str, "0");
+    bool last = !strcmp(cursor, "0");
     if (keys->elements) {
-        const char **argv = calloc(keys->elements + 1, sizeof *argv);
-        size_t *lens = calloc(keys->elements + 1, sizeof *lens);
-        if (!argv || !lens) abort();
-        argv[0] = "MGET";
-        lens[0] = 4;
-        for (size_t i = 0; i < keys->elements; i++) {
-            argv[i + 1] = keys->element[i]->type == REDIS_REPLY_STRING ? keys->element[i]->str : "";
-            lens[i + 1] = keys->element[i]->type == REDIS_REPLY_STRING ? keys->element[i]->len : 0;
-        }
-        struct pent e = { .kind = PK_WORKERS_GET, .p = keylist_of(keys, key_prefix_len(rd)), .a = last };
-        if (rc_command(rd, &e, (int)keys->elements + 1, argv, lens)) { keylist_free(e.p); rd->scanning = false; }
-        free(argv);
-        free(lens);
+        static const char *const mget[] = { "MGET" };
+        struct pent got = { .done = workers_got, .p = keylist_of(keys, key_prefix_len(rd)), .a = last };
+        if (rc_command_keys(rd, &got, mget, 1, keys)) { keylist_free(got.p); rd->scanning = false; }
     } else if (last) {
         scan_done(rd);
     }
-    if (!last) {
-        struct pent e = { .kind = PK_WORKERS_SCAN };
-        if (rc_commandf(rd, &e, "SCAN %s MATCH %s:data:services:* COUNT 500", r->element[0]->str, rd->cfg.ns))
-            rd->scanning = false;
-    }
+    if (!last && scan_workers(rd, cursor)) rd->scanning = false;
 }
 
 /* ---- a name looked up on a miss ------------------------------------------ */
@@ -727,7 +730,7 @@ static void lookup_reply(struct rd *rd, const struct pent *e, redisReply *r)
     if (r && r->type == REDIS_REPLY_STRING) info = worker_info(h->name, strlen(h->name), r->str, r->len);
     exists = info != NULL;
     if (info) { register_worker(rd, h->name, info); json_decref(info); }
-    else if (r) sset_add(&rd->neg, h->name, strlen(h->name))->n = mono_ms();
+    else if (r) sset_add(&rd->neg, h->name, strlen(h->name))->n = rd_mono_ms();
     const char *err;
     if (r) answer_held(rd, h, exists);
     else if (rd->workers && !lb_msg_parse(rd->msg, h->frame, h->len, &err) && lb_msg_type(rd->msg) == LB_MSG_CALL)
@@ -741,7 +744,7 @@ struct lb_conn *ex_route(struct rd *rd, const struct lb_msg *m, struct lb_str se
     (void)m;
     if (!rd->workers || rd->state != RS_UP || !rc_up(rd)) return NULL;
     struct sent *neg = sset_find(&rd->neg, service.p, service.n);
-    if (neg && mono_ms() - neg->n < NEG_MS) return NULL;       /* looked up in vain just now */
+    if (neg && rd_mono_ms() - neg->n < NEG_MS) return NULL;       /* looked up in vain just now */
     return rd->workers;
 }
 
@@ -755,7 +758,7 @@ static void hold(struct rd *rd, const struct lb_msg *m, struct lb_str to)
     snprintf(h->name, sizeof h->name, "%.*s", (int)to.n, to.p);
     char key[LB_MAX_NAME + 80];
     snprintf(key, sizeof key, "%s:data:services:%s", rd->cfg.ns, h->name);
-    struct pent e = { .kind = PK_WORKER_LOOKUP, .p = h };
+    struct pent e = { .done = lookup_reply, .p = h };
     if (rc_commandf(rd, &e, "GET %s", key) != 0) {
         if (lb_msg_type(m) == LB_MSG_CALL)
             lb_respond_error(rd->workers, m, LB_E_SERVICE_UNAVAILABLE, "Redis is unreachable: cannot look the name up");
@@ -819,23 +822,17 @@ static void delete_keys(struct rd *rd, const char *name)
 void ex_local_changed(struct rd *rd, const struct sset *added, const struct sset *removed)
 {
     if (!rd->cfg.exprsn) return;
-    char chan[LB_MAX_NAME + 80];
     for (size_t i = 0; i < added->cap; i++) {
         const char *s = added->v[i].s;
         if (!s) continue;
-        ipc_channel(rd, s, strlen(s), chan, sizeof chan);
-        if (!sset_find(&rd->ipc_subs, chan, strlen(chan))) {
-            sset_add(&rd->ipc_subs, chan, strlen(chan));
-            rc_subscribe(rd, false, true, chan);
-        }
+        hear(rd, s, true);
         if (rd->state == RS_UP) write_keys(rd, s);
     }
     for (size_t i = 0; i < removed->cap; i++) {
         const char *s = removed->v[i].s;
         if (!s || is_bridge(rd, s, strlen(s))) continue;
-        ipc_channel(rd, s, strlen(s), chan, sizeof chan);
-        if (sset_del(&rd->ipc_subs, chan, strlen(chan))) rc_subscribe(rd, false, false, chan);
-        if (rd->state == RS_UP && !cl_hosted_elsewhere(rd, s)) delete_keys(rd, s);
+        hear(rd, s, false);
+        if (rd->state == RS_UP && !rd_hosted_elsewhere(rd, s)) delete_keys(rd, s);
     }
 }
 
@@ -843,7 +840,7 @@ void ex_joined(struct rd *rd)
 {
     if (!rd->cfg.exprsn) return;
     rd->last_scan_ms = 0;
-    rd->last_keys_ms = mono_ms();
+    rd->last_keys_ms = rd_mono_ms();
     for (size_t i = 0; i < rd->local_services.cap; i++)
         if (rd->local_services.v[i].s) write_keys(rd, rd->local_services.v[i].s);
 }
@@ -868,7 +865,7 @@ void ex_disconnected(struct rd *rd)
 void ex_tick(struct rd *rd)
 {
     if (!rd->cfg.exprsn || rd->state != RS_UP || !rc_up(rd)) return;
-    uint64_t now = mono_ms();
+    uint64_t now = rd_mono_ms();
     /* Names looked up in vain are remembered NEG_MS: a caller trying
      * endless new names must not grow the set. */
     if (rd->neg.n > 4096 || (rd->neg.n && now - rd->last_neg_sweep_ms > NEG_MS)) {
@@ -877,28 +874,12 @@ void ex_tick(struct rd *rd)
     }
     if (!rd->scanning && now - rd->last_scan_ms >= rd->cfg.exprsn_scan_ms) {
         rd->last_scan_ms = now;
-        struct pent e = { .kind = PK_WORKERS_SCAN };
-        if (rc_commandf(rd, &e, "SCAN 0 MATCH %s:data:services:* COUNT 500", rd->cfg.ns) == 0) rd->scanning = true;
+        if (scan_workers(rd, "0") == 0) rd->scanning = true;
     }
     if (now - rd->last_keys_ms >= KEY_REFRESH_MS) {
         rd->last_keys_ms = now;
         for (size_t i = 0; i < rd->local_services.cap; i++)
             if (rd->local_services.v[i].s) write_keys(rd, rd->local_services.v[i].s);
-    }
-}
-
-void ex_on_reply(struct rd *rd, const struct pent *e, redisReply *r)
-{
-    bool current = e->gen == rd->session;
-    switch (e->kind) {
-    case PK_WORKERS_SCAN: if (current) workers_scan_reply(rd, r); else rd->scanning = false; break;
-    case PK_WORKERS_GET:
-        if (current) workers_get_reply(rd, r, e);
-        else keylist_free(e->p);
-        break;
-    case PK_WORKER_LOOKUP: lookup_reply(rd, e, current ? r : NULL); break;
-    case PK_REVOKED: revoked_reply(rd, e, r); break;
-    default: break;
     }
 }
 
@@ -910,16 +891,9 @@ int ex_init(struct rd *rd)
     struct lb_local_opts o = { .size = sizeof o, .label = "redis:workers", .link = true, .fallback = true };
     rd->workers = lb_local_open(rd->ctx, &o, &workers_ops, rd);
     if (!rd->workers) { lb_plugin_fail(rd->ctx, "cannot open the workers link"); return -1; }
-    char chan[LB_MAX_NAME + 80];
-    ipc_channel(rd, "broadcast", 9, chan, sizeof chan);
-    sset_add(&rd->ipc_subs, chan, strlen(chan));
-    for (size_t i = 0; i < rd->cfg.n_bridge_names; i++) {
-        ipc_channel(rd, rd->cfg.bridge_names[i], strlen(rd->cfg.bridge_names[i]), chan, sizeof chan);
-        sset_add(&rd->ipc_subs, chan, strlen(chan));
-    }
-    const char *sys = lb_bus_system_service(rd->ctx);
-    ipc_channel(rd, sys, strlen(sys), chan, sizeof chan);
-    sset_add(&rd->ipc_subs, chan, strlen(chan));
+    hear(rd, "broadcast", true);
+    for (size_t i = 0; i < rd->cfg.n_bridge_names; i++) hear(rd, rd->cfg.bridge_names[i], true);
+    hear(rd, lb_bus_system_service(rd->ctx), true);
     return 0;
 }
 
@@ -931,6 +905,5 @@ void ex_free(struct rd *rd)
     rd->px = NULL;
     sset_free(&rd->workers_known);
     sset_free(&rd->workers_seen);
-    sset_free(&rd->ipc_subs);
     sset_free(&rd->neg);
 }

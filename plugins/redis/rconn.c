@@ -1,5 +1,5 @@
 /*
- * The two Redis connections and the session (see redis.h).
+ * The two Redis connections and the session (rconn.h).
  *
  * hiredis's async API runs on the bus's event base through the glue
  * below (hiredis's own libevent adapter does the same, less one thing):
@@ -15,8 +15,12 @@
  * Every command on the command connection pushes an entry on a ring of
  * replies awaited (struct pent); hiredis answers in order, so each reply
  * pops the head.  The ring gives the latency of the heartbeat, the age of
- * the oldest unanswered command (command_timeout) and what to do with
- * each reply, without an allocation per command of our own.
+ * the oldest unanswered command (command_timeout) and the function that
+ * takes each reply, without an allocation per command of our own.
+ *
+ * This file calls no part of the plugin: the session's events go to the
+ * rc_ops redis.c handed to rc_init, and replies to the functions their
+ * commands named.
  */
 #include "config.h"
 #include <arpa/inet.h>
@@ -28,20 +32,20 @@
 #include <event2/dns.h>
 #include <event2/util.h>
 #include <hiredis/sds.h>
-#include "redis.h"
-
-uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+#include "rconn.h"
 
 static uint64_t mono_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void call_ids_free(struct call_ids *c)
+{
+    if (!c) return;
+    free(c->v);
+    free(c);
 }
 
 /* ---- the ring of replies awaited -------------------------------------- */
@@ -75,46 +79,41 @@ static bool q_pop(struct rd *rd, struct pent *out)
     return true;
 }
 
+/* A reply of an earlier session is as good as none: its command's
+ * effect on this one is unknown. */
 static void dispatch(struct rd *rd, const struct pent *e, redisReply *r)
 {
-    switch (e->kind) {
-    case PK_IGNORE: break;
-    case PK_SETUP:
-        if (r && r->type == REDIS_REPLY_ERROR) rc_fail(rd, "Redis refused the connection set-up: %.200s", r->str);
-        break;
-    case PK_READY:
-        if (r && r->type != REDIS_REPLY_ERROR && e->gen == rd->session) {
-            rd->ready_pub = true;
-            if (rd->ready_sub && rd->state == RS_CONNECTING) cl_connected(rd);
-        }
-        break;
-    case PK_LATENCY: {
-        uint64_t us = mono_us() - e->t_us;
-        rd->c_latency_us = us;
-        if (us > rd->c_latency_max_us) rd->c_latency_max_us = us;
-        break;
-    }
-    case PK_PUBLISH:
-    case PK_PUBLISH_CALL:
-    case PK_PUBLISH_BUNDLE:
-    case PK_CLAIM:
-    case PK_NODES_SCAN:
-    case PK_NODES_GET:
-        cl_on_reply(rd, e, r);
-        break;
-    case PK_STATE_SCAN:
-    case PK_STATE_GET:
-        st_on_reply(rd, e, r);
-        break;
-    case PK_WORKERS_SCAN:
-    case PK_WORKERS_GET:
-    case PK_WORKER_LOOKUP:
-    case PK_REVOKED:
-        ex_on_reply(rd, e, r);
-        break;
-    case PK_INFO:
-        break;
-    }
+    if (e->done) e->done(rd, e, e->gen == rd->session ? r : NULL);
+}
+
+/* AUTH, SELECT: an error ends the session. */
+static void setup_reply(struct rd *rd, const struct pent *e, redisReply *r)
+{
+    (void)e;
+    if (r && r->type == REDIS_REPLY_ERROR) rc_fail(rd, "Redis refused the connection set-up: %.200s", r->str);
+}
+
+/* The PING after set-up: the command connection works. */
+static void ready_reply(struct rd *rd, const struct pent *e, redisReply *r)
+{
+    (void)e;
+    if (!r || r->type == REDIS_REPLY_ERROR) return;
+    rd->ready_pub = true;
+    if (rd->ready_sub && rd->state == RS_CONNECTING) rd->rc_ops->up(rd);
+}
+
+static void latency_reply(struct rd *rd, const struct pent *e, redisReply *r)
+{
+    (void)r;
+    uint64_t us = mono_us() - e->t_us;
+    rd->c_latency_us = us;
+    if (us > rd->c_latency_max_us) rd->c_latency_max_us = us;
+}
+
+void rc_ping(struct rd *rd)
+{
+    struct pent e = { .done = latency_reply };
+    rc_commandf(rd, &e, "PING");
 }
 
 /* Every reply on the command connection (NULL: the connection is going
@@ -141,17 +140,49 @@ static void sub_reply(redisAsyncContext *ac, void *reply, void *priv)
     if (!strcmp(kind->str, "message") && r->element[1]->type == REDIS_REPLY_STRING &&
         r->element[2]->type == REDIS_REPLY_STRING) {
         rd->c_received++;
-        cl_on_message(rd, r->element[1]->str, r->element[1]->len, r->element[2]->str, r->element[2]->len);
+        rd->rc_ops->message(rd, r->element[1]->str, r->element[1]->len, r->element[2]->str, r->element[2]->len);
     } else if (!strcmp(kind->str, "pmessage") && r->elements == 4 && r->element[2]->type == REDIS_REPLY_STRING &&
                r->element[3]->type == REDIS_REPLY_STRING) {
         rd->c_received++;
-        br_on_message(rd, r->element[2]->str, r->element[2]->len, r->element[3]->str, r->element[3]->len);
+        rd->rc_ops->pmessage(rd, r->element[2]->str, r->element[2]->len, r->element[3]->str, r->element[3]->len);
     } else if (!strcmp(kind->str, "subscribe") && r->element[1]->type == REDIS_REPLY_STRING &&
-               !strcmp(r->element[1]->str, cl_node_channel(rd, rd->node))) {
-        /* Our own channel is heard: nothing sent to this node is lost from now on. */
+               !strcmp(r->element[1]->str, rd->ch_self)) {
+        /* Our own channel, subscribed last, is heard: so is every other,
+         * and nothing sent to this node is lost from now on. */
         rd->ready_sub = true;
-        if (rd->ready_pub && rd->state == RS_CONNECTING) cl_connected(rd);
+        if (rd->ready_pub && rd->state == RS_CONNECTING) rd->rc_ops->up(rd);
     }
+}
+
+/* ---- subscriptions ------------------------------------------------------ */
+
+static int send_subscribe(struct rd *rd, bool pattern, bool add, const char *chan)
+{
+    if (!rd->sub.ac || rd->failing) return -1;
+    const char *cmd = pattern ? (add ? "PSUBSCRIBE %s" : "PUNSUBSCRIBE %s") : (add ? "SUBSCRIBE %s" : "UNSUBSCRIBE %s");
+    return redisAsyncCommand(rd->sub.ac, add ? sub_reply : NULL, rd, cmd, chan) == REDIS_OK ? 0 : -1;
+}
+
+/* What the parts asked to hear, on a new subscriber connection: our own
+ * channel last, so that hearing it (sub_reply) means hearing them all. */
+static void subscribe_wanted(struct rd *rd)
+{
+    for (size_t i = 0; i < rd->subs.cap; i++) {
+        const char *c = rd->subs.v[i].s;
+        if (c && strcmp(c, rd->ch_self)) send_subscribe(rd, false, true, c);
+    }
+    for (size_t i = 0; i < rd->psubs.cap; i++)
+        if (rd->psubs.v[i].s) send_subscribe(rd, true, true, rd->psubs.v[i].s);
+    send_subscribe(rd, false, true, rd->ch_self);
+}
+
+int rc_subscribe(struct rd *rd, bool pattern, bool add, const char *chan)
+{
+    struct sset *want = pattern ? &rd->psubs : &rd->subs;
+    size_t n = strlen(chan);
+    if (add ? sset_find(want, chan, n) != NULL : !sset_del(want, chan, n)) return 0;
+    if (add) sset_add(want, chan, n);
+    return send_subscribe(rd, pattern, add, chan);
 }
 
 /* ---- libevent glue ----------------------------------------------------- */
@@ -162,7 +193,7 @@ static void g_read(evutil_socket_t fd, short what, void *arg)
     struct rconn *rc = arg;
     struct rd *rd = rc->rd;
     if (!rc->ac || rd->failing) return;
-    rd->read_ms = mono_ms();          /* one clock read for everything this read brings */
+    rd->read_ms = rd_mono_ms();          /* one clock read for everything this read brings */
     redisAsyncHandleRead(rc->ac);     /* may end the connection: then rc->ac is NULL */
     if (!rc->ac || rd->failing) return;
     /* A message up to twice max_message is read and dropped whole (its
@@ -295,7 +326,7 @@ static void setup_commands(struct rd *rd, struct rconn *rc)
 {
     const struct rw_url *u = &rd->cfg.url;
     redisAsyncContext *ac = rc->ac;
-    struct pent setup = { .kind = PK_SETUP };
+    struct pent setup = { .done = setup_reply };
     char name[LB_MAX_NAME + 32];
     snprintf(name, sizeof name, "lexbus:%s:cmd", rd->node);
     for (char *p = name; *p; p++) if (*p == ' ' || *p == '\n') *p = '_';
@@ -306,7 +337,7 @@ static void setup_commands(struct rd *rd, struct rconn *rc)
     }
     if (u->db && redisAsyncCommand(ac, pub_reply, rd, "SELECT %d", u->db) == REDIS_OK) q_push(rd, &setup);
     if (redisAsyncCommand(ac, pub_reply, rd, "CLIENT SETNAME %s", name) == REDIS_OK) q_push(rd, NULL);
-    struct pent ready = { .kind = PK_READY };
+    struct pent ready = { .done = ready_reply };
     if (redisAsyncCommand(ac, pub_reply, rd, "PING") == REDIS_OK) q_push(rd, &ready);
 }
 
@@ -347,7 +378,7 @@ static int open_both(struct rd *rd, const char *ip)
     char name[LB_MAX_NAME + 32];
     snprintf(name, sizeof name, "lexbus:%s:sub", rd->node);
     redisAsyncCommand(rd->sub.ac, NULL, NULL, "CLIENT SETNAME %s", name);
-    cl_subscribe_all(rd);
+    subscribe_wanted(rd);
     return 0;
 }
 
@@ -448,12 +479,12 @@ static void teardown(struct rd *rd)
         struct outq *q = &rd->outq[i];
         lb_jw_reset(q->buf);
         q->n = 0;
-        if (q->calls) { free(q->calls->v); free(q->calls); q->calls = NULL; }
+        call_ids_free(q->calls);
+        q->calls = NULL;
     }
     rd->n_outq = 0;
     rd->outq_bytes = 0;
-    cl_disconnected(rd);
-    ex_disconnected(rd);
+    rd->rc_ops->down(rd);
     rd->state = RS_DOWN;
     rd->failing = false;
     if (was_up) rd->c_reconnects++;
@@ -539,6 +570,40 @@ int rc_commandf(struct rd *rd, const struct pent *e, const char *fmt, ...)
     return 0;
 }
 
+bool rc_scan_parse(redisReply *r, const char **cursor, redisReply **keys)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[1]->type != REDIS_REPLY_ARRAY)
+        return false;
+    *cursor = r->element[0]->str;
+    *keys = r->element[1];
+    return true;
+}
+
+/* A key that is not a string goes as "": it names no key, and the
+ * arguments stay in step with the reply's elements. */
+int rc_command_keys(struct rd *rd, const struct pent *e, const char *const *pre, int npre, const redisReply *keys)
+{
+    size_t n = (size_t)npre + keys->elements;
+    const char **argv = calloc(n, sizeof *argv);
+    size_t *lens = calloc(n, sizeof *lens);
+    if (!argv || !lens) abort();
+    for (int i = 0; i < npre; i++) {
+        argv[i] = pre[i];
+        lens[i] = strlen(pre[i]);
+    }
+    for (size_t i = 0; i < keys->elements; i++) {
+        const redisReply *k = keys->element[i];
+        bool str = k->type == REDIS_REPLY_STRING;
+        argv[(size_t)npre + i] = str ? k->str : "";
+        lens[(size_t)npre + i] = str ? k->len : 0;
+    }
+    int rc = rc_command(rd, e, (int)n, argv, lens);
+    free(argv);
+    free(lens);
+    return rc;
+}
+
 static size_t put_bulk_len(char *p, const char *tag, size_t n)
 {
     size_t tl = strlen(tag);
@@ -580,8 +645,7 @@ static int publish_now(struct rd *rd, const struct pent *e, const char *chan, si
     memcpy(p, "\r\n", 2);
     p += 2;
     if (redisAsyncFormattedCommand(rd->pub.ac, pub_reply, rd, rd->cmd, (size_t)(p - rd->cmd)) != REDIS_OK) return -1;
-    struct pent def = { .kind = PK_PUBLISH };
-    q_push(rd, e ? e : &def);
+    q_push(rd, e);
     return 0;
 }
 
@@ -592,7 +656,33 @@ int rc_publish(struct rd *rd, const struct pent *e, const char *chan, size_t chl
     return publish_now(rd, e, chan, chlen, head, hl, body, bl);
 }
 
-/* ---- bundles ---------------------------------------------------------- */
+/* ---- calls and bundles ------------------------------------------------ */
+
+/* PUBLISH answers how many subscribers heard it. */
+static bool nobody_heard(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_INTEGER && r->integer == 0;
+}
+
+/* A CALL on its own: nobody listening on the node's channel means it is
+ * gone or reconnecting, and the call is lost; say so now rather than at
+ * its deadline. */
+static void call_published(struct rd *rd, const struct pent *e, redisReply *r)
+{
+    if (!nobody_heard(r)) return;
+    struct call_id one = { .len = e->idlen };
+    memcpy(one.id, e->id, e->idlen);
+    struct call_ids c = { .node = e->a, .n = 1, .cap = 1, .v = &one };
+    rd->rc_ops->calls_lost(rd, &c, NULL);
+}
+
+/* A bundle with CALLs in it (e->p, freed here). */
+static void bundle_published(struct rd *rd, const struct pent *e, redisReply *r)
+{
+    struct call_ids *c = e->p;
+    if (nobody_heard(r)) rd->rc_ops->calls_lost(rd, c, NULL);
+    call_ids_free(c);
+}
 
 /* A bundle never holds more than a quarter of max_queue (and 256 KiB). */
 static size_t bundle_max(const struct rd *rd)
@@ -616,12 +706,13 @@ static void flush_one(struct rd *rd, struct outq *q)
         char head[RW_HEAD_MAX];
         uint64_t n = q->n;
         size_t hl = rw_head_write(head, 'M', rd->node, rd->epoch, &n, 1);
-        struct pent e = { .kind = PK_PUBLISH_BUNDLE, .p = q->calls };
+        struct pent e = { .done = q->calls ? bundle_published : NULL, .p = q->calls };
         rc = publish_now(rd, &e, q->chan, q->chlen, head, hl, p, len);
         if (rc == 0) q->calls = NULL;   /* the reply frees it */
     }
-    if (rc && q->calls) cl_calls_lost(rd, q->calls, "Redis is unreachable: the call could not be sent");
-    if (q->calls) { free(q->calls->v); free(q->calls); q->calls = NULL; }
+    if (rc && q->calls) rd->rc_ops->calls_lost(rd, q->calls, "Redis is unreachable: the call could not be sent");
+    call_ids_free(q->calls);
+    q->calls = NULL;
     rd->outq_bytes -= len;
     lb_jw_reset(q->buf);
     q->n = 0;
@@ -656,10 +747,10 @@ static struct outq *outq_for(struct rd *rd, const char *chan, size_t chlen)
 
 static void note_call(struct outq *q, const struct pent *e)
 {
-    struct bundle_calls *c = q->calls;
+    struct call_ids *c = q->calls;
     if (!c) {
         if (!(c = q->calls = calloc(1, sizeof *c))) abort();
-        c->serial = e->a;
+        c->node = e->a;
     }
     if (c->n == c->cap) {
         c->cap = c->cap ? c->cap * 2 : 16;
@@ -671,8 +762,9 @@ static void note_call(struct outq *q, const struct pent *e)
     c->n++;
 }
 
-int rc_publish_lb(struct rd *rd, const struct pent *e, const char *chan, size_t chlen, const char *head, size_t hl,
-                  const char *body, size_t bl)
+/* Queues one message of a bundle; `call`: e is a CALL's (rc_publish_call). */
+static int queue_lb(struct rd *rd, const struct pent *e, bool call, const char *chan, size_t chlen, const char *head,
+                    size_t hl, const char *body, size_t bl)
 {
     if (!room_for(rd, hl + bl + 64)) return -1;
     struct outq *q = outq_for(rd, chan, chlen);
@@ -687,18 +779,26 @@ int rc_publish_lb(struct rd *rd, const struct pent *e, const char *chan, size_t 
     rd->outq_bytes += ln + hl + bl;
     if (hl) lb_jw_raw(q->buf, head, hl);
     lb_jw_raw(q->buf, body, bl);
-    struct pent def = { .kind = PK_PUBLISH };
-    if (q->n++ == 0) q->first = e ? *e : def;
-    if (e && e->kind == PK_PUBLISH_CALL) note_call(q, e);
+    if (q->n++ == 0) q->first = e ? *e : (struct pent){ 0 };
+    if (call) note_call(q, e);
     event_active(rd->flush_ev, EV_TIMEOUT, 0);
     return 0;
 }
 
-int rc_subscribe(struct rd *rd, bool pattern, bool add, const char *chan)
+int rc_publish_lb(struct rd *rd, const struct pent *e, const char *chan, size_t chlen, const char *head, size_t hl,
+                  const char *body, size_t bl)
 {
-    if (!rd->sub.ac || rd->failing) return -1;
-    const char *cmd = pattern ? (add ? "PSUBSCRIBE %s" : "PUNSUBSCRIBE %s") : (add ? "SUBSCRIBE %s" : "UNSUBSCRIBE %s");
-    return redisAsyncCommand(rd->sub.ac, add ? sub_reply : NULL, rd, cmd, chan) == REDIS_OK ? 0 : -1;
+    return queue_lb(rd, e, false, chan, chlen, head, hl, body, bl);
+}
+
+int rc_publish_call(struct rd *rd, uint64_t node, struct lb_str id, const char *chan, size_t chlen, const char *body,
+                    size_t bl)
+{
+    struct pent e = { .done = call_published, .a = node };
+    if (id.n > sizeof e.id) return -1;
+    e.idlen = (uint8_t)id.n;
+    memcpy(e.id, id.p, id.n);
+    return queue_lb(rd, &e, true, chan, chlen, NULL, 0, body, bl);
 }
 
 void rc_check_timeout(struct rd *rd)
@@ -746,8 +846,9 @@ void rc_check_backlog(struct rd *rd)
     evtimer_add(rd->resume_ev, &tv);
 }
 
-void rc_init(struct rd *rd)
+void rc_init(struct rd *rd, const struct rc_ops *ops)
 {
+    rd->rc_ops = ops;
     rd->pub = (struct rconn){ .rd = rd, .what = "commands" };
     rd->sub = (struct rconn){ .rd = rd, .what = "subscriber" };
     rd->retry_ev = evtimer_new(rd->base, retry_cb, rd);
@@ -776,7 +877,7 @@ void rc_stop(struct rd *rd)
     for (size_t i = 0; i < OUTQ_MAX; i++) {
         struct outq *q = &rd->outq[i];
         lb_jw_free(q->buf);
-        if (q->calls) { free(q->calls->v); free(q->calls); }
+        call_ids_free(q->calls);
         memset(q, 0, sizeof *q);
     }
     rd->n_outq = 0;
@@ -788,4 +889,6 @@ void rc_stop(struct rd *rd)
     rd->q_n = rd->q_cap = rd->q_head = 0;
     free(rd->cmd);
     rd->cmd = NULL;
+    sset_free(&rd->subs);
+    sset_free(&rd->psubs);
 }

@@ -1,7 +1,9 @@
 /*
- * [plugin redis]: settings, life cycle, counters, and the helpers the
- * parts share (see redis.h for the shape, README "Many nodes" for the
- * user's view, man/bus.conf.5 for every key).
+ * [plugin redis]: settings, life cycle, counters and stats, and the
+ * wiring of the parts (rd.h has the shape, README "Many nodes" the
+ * user's view, man/bus.conf.5 every key).  The top layer: it alone knows
+ * every part, so it is what hands them to each other (the session's
+ * handlers to rconn.c, exprsn.c's lookup to the route hook).
  */
 #include "config.h"
 #include <stdarg.h>
@@ -10,120 +12,13 @@
 #include <string.h>
 #include <unistd.h>
 #include <jansson.h>
-#include <openssl/rand.h>
-#include "redis.h"
+#include "bridge.h"
+#include "cluster.h"
+#include "exprsn.h"
+#include "rconn.h"
+#include "rstate.h"
 
 static struct rd *g_rd;          /* one per process: the loop is single-threaded */
-
-/* ---- sets of strings ---------------------------------------------------- */
-
-static void sset_grow(struct sset *s)
-{
-    size_t cap = s->cap ? s->cap * 2 : 16;
-    struct sent *v = calloc(cap, sizeof *v);
-    if (!v) abort();
-    for (size_t i = 0; i < s->cap; i++) {
-        if (!s->v[i].s) continue;
-        size_t j = s->v[i].h & (cap - 1);
-        while (v[j].s) j = (j + 1) & (cap - 1);
-        v[j] = s->v[i];
-    }
-    free(s->v);
-    s->v = v;
-    s->cap = cap;
-}
-
-static size_t sset_slot(const struct sset *s, const char *p, size_t n, uint64_t h)
-{
-    size_t j = h & (s->cap - 1);
-    while (s->v[j].s && !(s->v[j].h == h && strlen(s->v[j].s) == n && !memcmp(s->v[j].s, p, n)))
-        j = (j + 1) & (s->cap - 1);
-    return j;
-}
-
-struct sent *sset_find(const struct sset *s, const char *p, size_t n)
-{
-    if (!s->cap) return NULL;
-    size_t j = sset_slot(s, p, n, rw_hash(p, n));
-    return s->v[j].s ? &s->v[j] : NULL;
-}
-
-struct sent *sset_add(struct sset *s, const char *p, size_t n)
-{
-    if ((s->n + 1) * 2 > s->cap) sset_grow(s);
-    uint64_t h = rw_hash(p, n);
-    size_t j = sset_slot(s, p, n, h);
-    if (!s->v[j].s) {
-        if (!(s->v[j].s = strndup(p, n))) abort();
-        s->v[j].h = h;
-        s->v[j].n = 0;
-        s->n++;
-    }
-    s->v[j].n++;
-    return &s->v[j];
-}
-
-bool sset_del(struct sset *s, const char *p, size_t n)
-{
-    if (!s->cap) return false;
-    size_t j = sset_slot(s, p, n, rw_hash(p, n));
-    if (!s->v[j].s) return false;
-    free(s->v[j].s);
-    s->v[j].s = NULL;
-    s->n--;
-    /* Backward shift: later entries of the run move up, so no probe
-     * sequence is cut short. */
-    for (size_t k = (j + 1) & (s->cap - 1); s->v[k].s; k = (k + 1) & (s->cap - 1)) {
-        size_t home = s->v[k].h & (s->cap - 1);
-        bool between = j <= k ? (home > j && home <= k) : (home > j || home <= k);
-        if (between) continue;
-        s->v[j] = s->v[k];
-        s->v[k].s = NULL;
-        j = k;
-    }
-    return true;
-}
-
-void sset_clear(struct sset *s)
-{
-    for (size_t i = 0; i < s->cap; i++) { free(s->v[i].s); s->v[i].s = NULL; }
-    s->n = 0;
-}
-
-void sset_free(struct sset *s)
-{
-    sset_clear(s);
-    free(s->v);
-    memset(s, 0, sizeof *s);
-}
-
-/* ---- shared helpers ----------------------------------------------------- */
-
-void rd_drop(struct rd *rd, uint64_t *counter, const char *key, const char *fmt, ...)
-{
-    if (counter != &rd->c_dropped) rd->c_dropped++;
-    (*counter)++;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    lb_log_throttled(rd->ctx, LB_LOG_WARN, key, 10, "%s", msg);
-}
-
-int rd_inject(struct rd *rd, const char *frame, size_t len)
-{
-    if (!rd->main) return -1;
-    return lb_local_send(rd->main, frame, len);
-}
-
-void rd_random_hex(char *out, size_t n)
-{
-    unsigned char b[64];
-    if (n > sizeof b) n = sizeof b;
-    if (RAND_bytes(b, (int)n) != 1) for (size_t i = 0; i < n; i++) b[i] = (unsigned char)rand();
-    for (size_t i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
-}
 
 /* ---- settings ----------------------------------------------------------- */
 
@@ -358,6 +253,16 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     ex_tick(rd);
 }
 
+/* The session's events go to the cluster, which passes on to the parts
+ * below it what concerns them; raw channels go to the bridge. */
+static const struct rc_ops session_ops = {
+    .up = cl_connected,
+    .down = cl_disconnected,
+    .message = cl_on_message,
+    .pmessage = br_on_message,
+    .calls_lost = cl_calls_lost,
+};
+
 static struct lb_conn *route_hook(void *ud, struct lb_conn *from, const struct lb_msg *m, struct lb_str service)
 {
     (void)from;
@@ -401,7 +306,7 @@ static int redis_load(struct lb_plugin_ctx *ctx)
     rd->w = lb_jw_new();
     rd->w2 = lb_jw_new();
     rd->msg = lb_msg_new();
-    rc_init(rd);
+    rc_init(rd, &session_ops);
     if (cl_init(rd) || br_init(rd) || ex_init(rd) || st_init(rd)) return -1;
     rd->tick_ev = event_new(rd->base, -1, EV_PERSIST, tick_cb, rd);
     struct timeval tv = { 0, 100000 };

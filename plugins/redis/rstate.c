@@ -13,7 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "redis.h"
+#include "rstate.h"
+#include "rconn.h"
 
 #define MAX_PENDING 65536            /* changes kept while Redis is away */
 #define LOAD_BATCH 200
@@ -32,6 +33,8 @@ static const char LOAD_LUA[] =
     "  if v then out[#out + 1] = k; out[#out + 1] = v; out[#out + 1] = redis.call('PTTL', k) end\n"
     "end\n"
     "return out\n";
+
+static void scan_states(struct rd *rd, const char *cursor);
 
 static void state_key(struct rd *rd, const char *ns, const char *key, char *buf, size_t cap)
 {
@@ -91,7 +94,7 @@ static void queue_change(struct rd *rd, const char *ns, const char *key, const c
     rd->n_pending_state++;
 }
 
-static void changed(void *ud, const char *ns, const char *key, const char *value, size_t len, uint64_t expires_ms)
+static void state_changed(void *ud, const char *ns, const char *key, const char *value, size_t len, uint64_t expires_ms)
 {
     struct rd *rd = ud;
     if (rd->state == RS_UP && rc_up(rd)) write_change(rd, ns, key, value, len, expires_ms);
@@ -116,7 +119,7 @@ int st_init(struct rd *rd)
 {
     rd->pending_tail = &rd->pending_state;
     if (!rd->cfg.state_redis) return 0;
-    struct lb_state_backend b = { .size = sizeof b, .changed = changed };
+    struct lb_state_backend b = { .size = sizeof b, .changed = state_changed };
     return lb_state_backend_register(rd->ctx, &b, rd);
 }
 
@@ -130,8 +133,7 @@ void st_joined(struct rd *rd)
     if (!rd->cfg.state_redis) return;
     for (struct state_change *c = rd->pending_state; c; c = c->next) write_change(rd, c->ns, c->key, c->val, c->len, c->exp);
     free_pending(rd);
-    struct pent e = { .kind = PK_STATE_SCAN };
-    rc_commandf(rd, &e, "SCAN 0 MATCH %s:state:* COUNT %d", rd->cfg.prefix, LOAD_BATCH);
+    scan_states(rd, "0");
 }
 
 static void apply(struct rd *rd, const char *ns, const char *key, const char *val, size_t len, uint64_t exp)
@@ -155,8 +157,10 @@ void st_on_message(struct rd *rd, const struct rw_head *h)
     apply(rd, ns, key, val, vlen, exp);
 }
 
-static void load_reply(struct rd *rd, redisReply *r)
+/* EVAL LOAD_LUA's answer: key, value, PTTL for each key still there. */
+static void states_loaded(struct rd *rd, const struct pent *e, redisReply *r)
 {
+    (void)e;
     if (!r || r->type != REDIS_REPLY_ARRAY) return;
     uint64_t now = lb_now_ms();
     for (size_t i = 0; i + 2 < r->elements; i += 3) {
@@ -168,40 +172,24 @@ static void load_reply(struct rd *rd, redisReply *r)
     }
 }
 
-static void scan_reply(struct rd *rd, redisReply *r)
+static void states_scanned(struct rd *rd, const struct pent *e, redisReply *r)
 {
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
-        r->element[1]->type != REDIS_REPLY_ARRAY)
-        return;
-    redisReply *keys = r->element[1];
+    (void)e;
+    const char *cursor;
+    redisReply *keys;
+    if (!rc_scan_parse(r, &cursor, &keys)) return;
     if (keys->elements) {
-        size_t n = keys->elements;
-        const char **argv = calloc(n + 3, sizeof *argv);
-        size_t *lens = calloc(n + 3, sizeof *lens);
         char num[24];
-        if (!argv || !lens) abort();
-        snprintf(num, sizeof num, "%zu", n);
-        argv[0] = "EVAL"; lens[0] = 4;
-        argv[1] = LOAD_LUA; lens[1] = sizeof LOAD_LUA - 1;
-        argv[2] = num; lens[2] = strlen(num);
-        size_t k = 3;
-        for (size_t i = 0; i < n; i++)
-            if (keys->element[i]->type == REDIS_REPLY_STRING) { argv[k] = keys->element[i]->str; lens[k++] = keys->element[i]->len; }
-        if (k - 3 != n) { snprintf(num, sizeof num, "%zu", k - 3); lens[2] = strlen(num); }
-        struct pent e = { .kind = PK_STATE_GET };
-        rc_command(rd, &e, (int)k, argv, lens);
-        free(argv);
-        free(lens);
+        snprintf(num, sizeof num, "%zu", keys->elements);
+        const char *const eval[] = { "EVAL", LOAD_LUA, num };
+        struct pent got = { .done = states_loaded };
+        rc_command_keys(rd, &got, eval, 3, keys);
     }
-    if (strcmp(r->element[0]->str, "0")) {
-        struct pent e = { .kind = PK_STATE_SCAN };
-        rc_commandf(rd, &e, "SCAN %s MATCH %s:state:* COUNT %d", r->element[0]->str, rd->cfg.prefix, LOAD_BATCH);
-    }
+    if (strcmp(cursor, "0")) scan_states(rd, cursor);
 }
 
-void st_on_reply(struct rd *rd, const struct pent *e, redisReply *r)
+static void scan_states(struct rd *rd, const char *cursor)
 {
-    if (e->gen != rd->session) return;
-    if (e->kind == PK_STATE_SCAN) scan_reply(rd, r);
-    else load_reply(rd, r);
+    struct pent e = { .done = states_scanned };
+    rc_commandf(rd, &e, "SCAN %s MATCH %s:state:* COUNT %d", cursor, rd->cfg.prefix, LOAD_BATCH);
 }

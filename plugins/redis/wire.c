@@ -416,6 +416,13 @@ out:
     return rc;
 }
 
+const struct rw_service *rw_record_service(const struct rw_record *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_services; i++)
+        if (!strcmp(r->services[i].name, name)) return &r->services[i];
+    return NULL;
+}
+
 /* ---- Exprsn messages --------------------------------------------------- */
 
 bool rw_plain_string(struct lb_str raw, struct lb_str *out)

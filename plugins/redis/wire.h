@@ -119,6 +119,8 @@ struct rw_record {
  * or -1 with why (nothing to free). */
 int rw_record_parse(const char *text, size_t len, struct rw_record *r, char *why, size_t whylen);
 void rw_record_free(struct rw_record *r);
+/* The record's service of that name, or NULL. */
+const struct rw_service *rw_record_service(const struct rw_record *r, const char *name);
 
 /* ---- Exprsn IPC messages -------------------------------------------- */
 

@@ -662,14 +662,8 @@ static int tls_load(struct lb_plugin_ctx *ctx)
         lb_listener_add(ctx, l);
         tp->listen[tp->n_listeners] = strdup(listen[i]);
         tp->listeners[tp->n_listeners++] = l;
-        /* The bound address (port 0 picks one). */
-        struct sockaddr_storage bound;
-        socklen_t bl = sizeof bound;
         char where[64];
-        if (getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&bound, &bl) == 0)
-            net_format_addr((struct sockaddr *)&bound, where, sizeof where);
-        else
-            snprintf(where, sizeof where, "%s", listen[i]);
+        net_format_bound(evconnlistener_get_fd(l), listen[i], where, sizeof where);
         lb_log(ctx, LB_LOG_INFO, "listening on %s (min %s%s%s%s)", where, s.tls.min_protocol,
                s.tls.require_cert ? ", client certificates required" : s.tls.ca ? ", client certificates optional" : "",
                s.max_conns ? ", max_connections set" : "", tp->n_maps ? ", " NAMES_PREFIX "* names mapped" : "");

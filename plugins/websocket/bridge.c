@@ -21,15 +21,18 @@
  * ({id, from, method, params, context}, callback), whose callback value
  * is the RESPONSE.  Binary attachments are refused (CONNECT_ERROR for the
  * namespace): lexbus carries JSON.
+ *
+ * The layer above the Engine.IO session (session.h): what the session
+ * hears comes here through bridge_eio_ops, which websocket.c gives it.
  */
 #include "config.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "wsp.h"
+#include "bridge.h"
+#include "session.h"
 #include "eio.h"
 
-#define HEARTBEAT_FRAME "{\"type\":\"HEARTBEAT\"}"
 #define SACK_DEFAULT_TTL_MS (10 * 60 * 1000)
 
 enum pend_kind { PK_EMIT, PK_CALL, PK_SUB, PK_UNSUB, PK_CRUD, PK_JSONLEX, PK_SACK };
@@ -111,24 +114,32 @@ static void ns_free(struct sns *ns)
 
 /* ---- packets to the client ----------------------------------------- */
 
-/* "4<type><nsp>,<ack>" into the scratch buffer. */
-static struct lb_jw *pkt(struct sns *ns, char type, int64_t ack)
+/* "4<type><nsp>,<ack>" into the scratch buffer: the head of every packet
+ * to the client, for namespace nsp of session s. */
+static struct lb_jw *pkt_to(struct eio *s, const char *nsp, size_t n, char type, int64_t ack)
 {
-    struct lb_jw *w = WP(ns)->scratch;
+    struct lb_jw *w = eio_wsp(s)->scratch;
     lb_jw_reset(w);
     char head[2] = { '4', type };
     lb_jw_raw(w, head, 2);
-    if (!(ns->nsp_len == 1 && ns->nsp[0] == '/')) { lb_jw_raw(w, ns->nsp, ns->nsp_len); JW_LIT(w, ","); }
+    if (!(n == 1 && nsp[0] == '/')) { lb_jw_raw(w, nsp, n); JW_LIT(w, ","); }
     if (ack >= 0) lb_jw_int(w, ack);
     return w;
 }
 
-static void pkt_send(struct sns *ns)
+static struct lb_jw *pkt(struct sns *ns, char type, int64_t ack)
+{
+    return pkt_to(ns->s, ns->nsp, ns->nsp_len, type, ack);
+}
+
+static void pkt_send_to(struct eio *s)
 {
     size_t n;
-    const char *p = lb_jw_data(WP(ns)->scratch, &n);
-    eio_send(ns->s, p, n);
+    const char *p = lb_jw_data(eio_wsp(s)->scratch, &n);
+    eio_send(s, p, n);
 }
+
+static void pkt_send(struct sns *ns) { pkt_send_to(ns->s); }
 
 /* A value from a parsed frame, as JSON text (null when absent). */
 static void put(struct lb_jw *w, const struct env_val *v)
@@ -217,6 +228,17 @@ static void local_error(struct sns *ns, int64_t ack, const char *code, const cha
 
 /* ---- requests to the bus ------------------------------------------- */
 
+/* {"type":"RESPONSE","id":"<id>" into reqbuf: the answer to a CALL of the bus. */
+static struct lb_jw *resp_begin(struct sns *ns, const char *id, size_t n)
+{
+    struct lb_jw *w = WP(ns)->reqbuf;
+    lb_jw_reset(w);
+    JW_LIT(w, "{\"type\":\"RESPONSE\",\"id\":\"");
+    lb_jw_raw(w, id, n);
+    JW_LIT(w, "\"");
+    return w;
+}
+
 static struct lb_jw *req_begin(struct sns *ns, const char *type, struct pend *p)
 {
     struct lb_jw *w = WP(ns)->reqbuf;
@@ -268,6 +290,15 @@ static void put_token(struct lb_jw *w, const struct env_val *options)
     if (tok.kind == J_STRING) put_member(w, "token", &tok);
 }
 
+/* A request whose answer is its result needs the client's ack callback
+ * to take it: refused without one. */
+static bool ack_missing(struct sns *ns, int64_t ack, const char *msg, bool call_shape)
+{
+    if (ack >= 0) return false;
+    local_error(ns, -1, LB_E_INVALID_MESSAGE, msg, call_shape);
+    return true;
+}
+
 static int req_emit(struct sns *ns, const struct env_val *arg, int64_t ack)
 {
     struct env_val ev = member(arg, "event"), to = member(arg, "target"), payload = member(arg, "payload"),
@@ -306,10 +337,7 @@ static int req_call(struct sns *ns, const struct env_val *arg, int64_t ack)
                     "ipc:call takes {service: string, method: string, params, options: {timeout: ms, token}}", true);
         return 0;
     }
-    if (ack < 0) {
-        local_error(ns, -1, LB_E_INVALID_MESSAGE, "ipc:call needs an acknowledgement callback for its result", true);
-        return 0;
-    }
+    if (ack_missing(ns, ack, "ipc:call needs an acknowledgement callback for its result", true)) return 0;
     struct pend *p = req_new(ns, PK_CALL, ack);
     if (!p) return 0;
     struct lb_jw *w = req_begin(ns, "CALL", p);
@@ -356,10 +384,7 @@ static int req_crud(struct sns *ns, const char *op, const struct env_val *arg, i
         local_error(ns, ack, LB_E_INVALID_MESSAGE, "ipc:create/read/update/delete take {resource: string, data | query | id, options}", false);
         return 0;
     }
-    if (ack < 0) {
-        local_error(ns, -1, LB_E_INVALID_MESSAGE, "CRUD requests need an acknowledgement callback for their result", false);
-        return 0;
-    }
+    if (ack_missing(ns, ack, "CRUD requests need an acknowledgement callback for their result", false)) return 0;
     struct pend *p = req_new(ns, PK_CRUD, ack);
     if (!p) return 0;
     struct lb_jw *w = req_begin(ns, "CRUD", p);
@@ -384,10 +409,7 @@ static int req_jsonlex(struct sns *ns, const struct env_val *arg, int64_t ack)
         local_error(ns, ack, LB_E_INVALID_MESSAGE, "ipc:jsonlex takes {expression, context}", false);
         return 0;
     }
-    if (ack < 0) {
-        local_error(ns, -1, LB_E_INVALID_MESSAGE, "ipc:jsonlex needs an acknowledgement callback for its result", false);
-        return 0;
-    }
+    if (ack_missing(ns, ack, "ipc:jsonlex needs an acknowledgement callback for its result", false)) return 0;
     struct pend *p = req_new(ns, PK_JSONLEX, ack);
     if (!p) return 0;
     struct lb_jw *w = req_begin(ns, "CALL", p);
@@ -442,11 +464,7 @@ static int client_ack(struct sns *ns, const struct sio_packet *pk)
     struct env_val arg = { 0 };
     const char *cur = NULL;
     if (!env_array_next(&pk->data, &cur, &arg)) memset(&arg, 0, sizeof arg);
-    struct lb_jw *w = WP(ns)->reqbuf;
-    lb_jw_reset(w);
-    JW_LIT(w, "{\"type\":\"RESPONSE\",\"id\":\"");
-    lb_jw_raw(w, p->buf, p->a_len);
-    JW_LIT(w, "\"");
+    struct lb_jw *w = resp_begin(ns, p->buf, p->a_len);
     pend_done(ns, &ns->sacks, p);
     struct env_val ok = member(&arg, "success");
     if (ok.kind == J_FALSE) {
@@ -473,20 +491,16 @@ static int client_ack(struct sns *ns, const struct sio_packet *pk)
 
 static void send_connect_error(struct eio *s, const char *nsp, size_t n, const char *payload)
 {
-    struct lb_jw *w = eio_wsp(s)->scratch;
-    lb_jw_reset(w);
-    JW_LIT(w, "44");
-    if (!(n == 1 && nsp[0] == '/')) { lb_jw_raw(w, nsp, n); JW_LIT(w, ","); }
+    struct lb_jw *w = pkt_to(s, nsp, n, '4', -1);
     lb_jw_raw(w, payload, strlen(payload));
-    size_t len;
-    const char *p = lb_jw_data(w, &len);
-    eio_send(s, p, len);
+    pkt_send_to(s);
 }
 
-static void refuse_join(struct eio *s, const struct sio_packet *pk, const char *code, const char *msg)
+/* A CONNECT_ERROR payload for a refusal made here, {"message","data":
+ * {"code"}}, into out (cut to fit). */
+static void local_refusal(struct wsp *wp, const char *code, const char *msg, char *out, size_t cap)
 {
-    char payload[512];
-    struct lb_jw *t = eio_wsp(s)->errbuf;
+    struct lb_jw *t = wp->errbuf;
     lb_jw_reset(t);
     JW_LIT(t, "{\"message\":");
     JW_CSTR(t, msg);
@@ -495,7 +509,13 @@ static void refuse_join(struct eio *s, const struct sio_packet *pk, const char *
     JW_LIT(t, "}}");
     size_t tn;
     const char *tp = lb_jw_data(t, &tn);
-    snprintf(payload, sizeof payload, "%.*s", (int)tn, tp);
+    snprintf(out, cap, "%.*s", (int)tn, tp);
+}
+
+static void refuse_join(struct eio *s, const struct sio_packet *pk, const char *code, const char *msg)
+{
+    char payload[512];
+    local_refusal(eio_wsp(s), code, msg, payload, sizeof payload);
     eio_wsp(s)->n.sio_refused++;
     send_connect_error(s, pk->nsp, pk->nsp_len, payload);
 }
@@ -522,6 +542,16 @@ static int service_for(const struct wsp *wp, const char *nsp, size_t n, char out
 
 static const struct lb_conn_ops sio_ops;
 
+/* The session ends: the namespace leaves the bus (no packet is sent). */
+static void sns_detach(struct sns *ns, const char *why)
+{
+    ns->detaching = true;
+    struct lb_conn *c = ns->conn;
+    ns->conn = NULL;
+    if (c) lb_conn_gone(c, why);   /* op_close: nothing to do */
+    ns_free(ns);
+}
+
 /* Ends a namespace from our side: packet (41 or 44, or none), then it
  * leaves the bus.  Never from inside a host callback for this conn. */
 static void ns_drop(struct sns *ns, const char *packet_type, const char *why)
@@ -531,15 +561,6 @@ static void ns_drop(struct sns *ns, const char *packet_type, const char *why)
         else { pkt(ns, *packet_type, -1); pkt_send(ns); }
     }
     sns_detach(ns, why);
-}
-
-void sns_detach(struct sns *ns, const char *why)
-{
-    ns->detaching = true;
-    struct lb_conn *c = ns->conn;
-    ns->conn = NULL;
-    if (c) lb_conn_gone(c, why);   /* op_close: nothing to do */
-    ns_free(ns);
 }
 
 static int join(struct eio *s, const struct sio_packet *pk)
@@ -598,11 +619,21 @@ static int join(struct eio *s, const struct sio_packet *pk)
 
 /* ---- packets from the client --------------------------------------- */
 
-int sio_packet_in(struct eio *s, const char *p, size_t n, const char **why)
+static struct sns *find_ns(struct eio *s, const char *nsp, size_t n)
+{
+    for (size_t i = 0; i < eio_ns_count(s); i++) {
+        struct sns *ns = eio_ns_at(s, i);
+        if (ns->nsp_len == n && memcmp(ns->nsp, nsp, n) == 0) return ns;
+    }
+    return NULL;
+}
+
+/* A Socket.IO packet of the session (eio_ops.packet). */
+static int sio_packet_in(struct eio *s, const char *p, size_t n, const char **why)
 {
     struct sio_packet pk;
     if (sio_parse(p, n, &pk, why) != 0) return -1;
-    struct sns *ns = eio_find_ns(s, pk.nsp, pk.nsp_len);
+    struct sns *ns = find_ns(s, pk.nsp, pk.nsp_len);
     if (pk.type == SIO_BINARY_EVENT || pk.type == SIO_BINARY_ACK) {
         /* Refused, clearly: the namespace gets a CONNECT_ERROR saying why
          * and leaves the bus; its attachments are dropped as they come. */
@@ -610,7 +641,7 @@ int sio_packet_in(struct eio *s, const char *p, size_t n, const char **why)
         eio_skip_binary(s, pk.attachments);
         static const char msg[] = "binary attachments are not supported: lexbus carries JSON (send base64 in a string)";
         if (ns) {
-            snprintf(ns->refuse, sizeof ns->refuse, "{\"message\":\"%s\",\"data\":{\"code\":\"" LB_E_INVALID_MESSAGE "\"}}", msg);
+            local_refusal(eio_wsp(s), LB_E_INVALID_MESSAGE, msg, ns->refuse, sizeof ns->refuse);
             ns_drop(ns, "4", "binary attachments refused");
         } else {
             refuse_join(s, &pk, LB_E_INVALID_MESSAGE, msg);
@@ -635,9 +666,18 @@ int sio_packet_in(struct eio *s, const char *p, size_t n, const char **why)
     }
 }
 
-void sns_heartbeat(struct sns *ns)
+/* An Engine.IO pong: a sign of life for every namespace's connection. */
+static void sio_pong(struct eio *s)
 {
-    if (ns->conn && ns->st == NS_JOINED) lb_conn_input(ns->conn, HEARTBEAT_FRAME, sizeof HEARTBEAT_FRAME - 1);
+    for (size_t i = 0; i < eio_ns_count(s) && !eio_closed(s); i++) {
+        struct sns *ns = eio_ns_at(s, i);
+        if (ns->conn && ns->st == NS_JOINED) lb_conn_input(ns->conn, HEARTBEAT_FRAME, sizeof HEARTBEAT_FRAME - 1);
+    }
+}
+
+static void sio_closing(struct eio *s, const char *why)
+{
+    while (eio_ns_count(s)) sns_detach(eio_ns_at(s, eio_ns_count(s) - 1), why);
 }
 
 /* ---- frames from the bus ------------------------------------------- */
@@ -689,8 +729,7 @@ static void refused(struct sns *ns, const struct env_val *err)
     size_t tn;
     const char *tp = lb_jw_data(t, &tn);
     snprintf(ns->refuse, sizeof ns->refuse, "%.*s", (int)tn, tp);
-    if (tn >= sizeof ns->refuse)
-        snprintf(ns->refuse, sizeof ns->refuse, "{\"message\":\"refused\",\"data\":{\"code\":\"%s\"}}", LB_E_UNAUTHENTICATED);
+    if (tn >= sizeof ns->refuse) local_refusal(WP(ns), LB_E_UNAUTHENTICATED, "refused", ns->refuse, sizeof ns->refuse);
     ns->st = NS_REFUSED;
     eio_wsp(ns->s)->n.sio_refused++;
     eio_later(ns->s);   /* ended there unless join() ends it first */
@@ -939,18 +978,17 @@ static void answer_refused_calls(struct sns *ns)
     while (ns->refused_calls && ns->conn) {
         struct pend *p = ns->refused_calls;
         ns->refused_calls = p->next;
-        struct lb_jw *w = WP(ns)->reqbuf;
-        lb_jw_reset(w);
-        JW_LIT(w, "{\"type\":\"RESPONSE\",\"id\":\"");
-        lb_jw_raw(w, p->buf, p->a_len);
-        JW_LIT(w, "\",\"status\":\"error\",\"error\":{\"code\":\"" LB_E_SERVICE_UNAVAILABLE "\",\"message\":"
+        struct lb_jw *w = resp_begin(ns, p->buf, p->a_len);
+        JW_LIT(w, ",\"status\":\"error\",\"error\":{\"code\":\"" LB_E_SERVICE_UNAVAILABLE "\",\"message\":"
                   "\"too many calls in flight to this Socket.IO client (max_pending)\"}}");
         free(p);
         if (req_send(ns) < 0) return;
     }
 }
 
-void bridge_later(struct eio *s)
+/* Deferred work of the session's namespaces (refusals, calls refused
+ * for max_pending): run from the session's `later` event. */
+static void sio_later(struct eio *s)
 {
     /* From the end: dropping a namespace removes it from the array. */
     for (size_t i = eio_ns_count(s); i-- > 0;) {
@@ -960,3 +998,7 @@ void bridge_later(struct eio *s)
         if (ns->refused_calls) answer_refused_calls(ns);
     }
 }
+
+const struct eio_ops bridge_eio_ops = {
+    .packet = sio_packet_in, .pong = sio_pong, .closing = sio_closing, .later = sio_later,
+};

@@ -16,8 +16,11 @@
 #include <string.h>
 #include <event2/buffer.h>
 #include <jansson.h>
-#include "wsp.h"
+#include "httpapi.h"
+#include "bridge.h"
 #include "prom.h"
+#include "session.h"
+#include "sock.h"
 
 static void respond_json(struct hc *hc, struct http_req *r, int status, json_t *j)
 {

@@ -2,7 +2,9 @@
  * Engine.IO v4 sessions: the open handshake, server pings (pingInterval /
  * pingTimeout), HTTP long-polling (one held GET, POSTed batches, 0x1E
  * separators), the upgrade to WebSocket (2probe / 3probe / 5, noops to the
- * held poll), and the session's end.  Socket.IO packets go to bridge.c.
+ * held poll), and the session's end.  Socket.IO packets go to the layer
+ * the session carries (wp->sio: bridge.c), as do its pongs, its end and
+ * its deferred work.
  *
  * A session outlives the HTTP requests of a polling client: it holds the
  * packets for the next GET (pq), the held GET itself, a POST held back by
@@ -16,7 +18,8 @@
 #include <string.h>
 #include <event2/buffer.h>
 #include <openssl/crypto.h>
-#include "wsp.h"
+#include "session.h"
+#include "sock.h"
 #include "eio.h"
 
 struct eio {
@@ -51,6 +54,8 @@ struct eio {
     size_t n_ids;
 };
 
+static void take(struct hc *hc, struct eio *s);
+
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /* The slot a sid names: its last characters, base64url, 6 bits each. */
@@ -75,20 +80,14 @@ static struct eio *find_session(struct wsp *wp, const char *sid, size_t n)
     return s && CRYPTO_memcmp(s->sid, sid, WSP_SID_LEN) == 0 ? s : NULL;
 }
 
-const char *eio_sid(const struct eio *s) { return s->sid; }
+bool eio_closed(const struct eio *s) { return s->closed; }
 const char *eio_addr(const struct eio *s) { return s->addr; }
 struct lb_plugin_ctx *eio_ctx(const struct eio *s) { return s->wp->ctx; }
 struct wsp *eio_wsp(const struct eio *s) { return s->wp; }
 
 void eio_peer(const struct eio *s, struct lb_peer *peer)
 {
-    memset(peer, 0, sizeof *peer);
-    peer->size = sizeof *peer;
-    peer->transport = "socket.io";
-    peer->address = s->addr;
-    peer->tls_subject = s->cert_subject[0] ? s->cert_subject : NULL;
-    peer->identity_names = s->ids;
-    peer->n_identity_names = s->n_ids;
+    wsp_peer(peer, "socket.io", s->addr, s->cert_subject, s->ids, s->n_ids);
 }
 size_t eio_ns_count(const struct eio *s) { return s->n_ns; }
 struct sns *eio_ns_at(const struct eio *s, size_t i) { return s->ns[i]; }
@@ -99,16 +98,6 @@ void eio_each_ns(struct wsp *wp, void (*fn)(void *ud, struct sns *ns), void *ud)
         struct eio *s = slots_at(&wp->sessions, i);
         for (size_t k = 0; s && k < s->n_ns; k++) fn(ud, s->ns[k]);
     }
-}
-
-struct sns *eio_find_ns(struct eio *s, const char *nsp, size_t n)
-{
-    for (size_t i = 0; i < s->n_ns; i++) {
-        size_t k;
-        const char *name = sns_name(s->ns[i], &k);
-        if (k == n && memcmp(name, nsp, n) == 0) return s->ns[i];
-    }
-    return NULL;
 }
 
 int eio_add_ns(struct eio *s, struct sns *ns)
@@ -181,7 +170,7 @@ static void close_now(struct eio *s, const char *why, unsigned code, bool client
     event_del(&s->ping_ev);
     event_del(&s->connect_ev);
     event_del(&s->upgrade_ev);
-    while (s->n_ns) sns_detach(s->ns[s->n_ns - 1], why);
+    wp->sio->closing(s, why);
     if (s->get) {
         s->get->sess = NULL;
         answer_poll(s, client ? "6" : "1", 1);
@@ -202,8 +191,6 @@ static void close_now(struct eio *s, const char *why, unsigned code, bool client
     }
     unref(s);
 }
-
-void eio_close(struct eio *s, const char *why) { close_now(s, why, 1000, false); }
 
 /* From inside a host callback: the host may be walking its connections. */
 static void close_deferred(struct eio *s, unsigned code, const char *why)
@@ -292,7 +279,7 @@ static void pong(struct eio *s)
     if (!s->awaiting_pong) return;   /* a late or extra pong */
     s->awaiting_pong = false;
     wsp_arm(&s->ping_ev, wsp_ping_period(s->wp));
-    for (size_t i = 0; i < s->n_ns && !s->closed; i++) sns_heartbeat(s->ns[i]);
+    s->wp->sio->pong(s);
 }
 
 static void connect_cb(evutil_socket_t fd, short what, void *arg)
@@ -330,7 +317,7 @@ static void later_cb(evutil_socket_t fd, short what, void *arg)
     if (s->close_later) {
         close_now(s, s->close_later, s->close_later_code, false);
     } else {
-        bridge_later(s);
+        s->wp->sio->later(s);
         if (!s->closed && s->post && !s->paused) {
             struct hc *hc = s->post;
             s->post = NULL;
@@ -400,11 +387,9 @@ static int open_packet(struct eio *s, char *out, size_t len)
 
 static void ws_refuse(struct hc *hc, int status, const char *extra, const char *why)
 {
-    char body[256];
-    int n = snprintf(body, sizeof body, "%s\n", why);
     hc->keep_alive = false;
     wsp_log_refusal(hc->wp, "%s: Engine.IO WebSocket refused (%d): %s", hc->addr, status, why);
-    hc_respond(hc, status, "text/plain; charset=utf-8", extra, body, (size_t)n);
+    hc_respond_text(hc, status, extra, why);
 }
 
 /* The client's WebSocket, new session or upgrade probe. */
@@ -418,8 +403,7 @@ static void ws_open(struct hc *hc, struct eio *s)
     if (s && (s->websocket || s->probe)) { ws_refuse(hc, 400, NULL, "the session already has a WebSocket"); return; }
     if (ws_reader_init(&hc->wr, wp->c.max_payload) != 0) { ws_refuse(hc, 503, NULL, "out of memory"); return; }
     if (!s && !(s = session_new(hc, true))) { ws_refuse(hc, 503, NULL, "too many sessions (max_connections)"); return; }
-    hc->kind = HK_EIO;
-    hc->sess = s;
+    take(hc, s);
     if (s->websocket) {
         s->ws = hc;
         hc_ws_accept(hc, NULL);
@@ -446,7 +430,7 @@ static void poll_get(struct hc *hc, struct eio *s)
     }
     s->get = hc;
     hc->st = HC_HELD;
-    hc->sess = s;
+    take(hc, s);
     hc->pause |= P_HELD;
     if (s->probed) { s->get->sess = NULL; answer_poll(s, "6", 1); return; }
     eio_flush(s);
@@ -502,7 +486,7 @@ static void poll_post(struct hc *hc, struct eio *s)
         /* Back-pressure: the POST waits (and so does the client). */
         s->post = hc;
         hc->st = HC_HELD;
-        hc->sess = s;
+        take(hc, s);
         hc->pause |= P_HELD;
         return;
     }
@@ -609,7 +593,7 @@ static int eio_packet(struct eio *s, struct hc *probe, const char *p, size_t n, 
         return 0;
     case EIO_MESSAGE:
         if (s->skip_binary) s->skip_binary = 0;   /* fewer attachments came than announced */
-        return sio_packet_in(s, p + 1, n - 1, why) ? -1 : (s->closed || s->paused ? 1 : 0);
+        return s->wp->sio->packet(s, p + 1, n - 1, why) ? -1 : (s->closed || s->paused ? 1 : 0);
     case EIO_CLOSE:
         close_now(s, "the client closed the session", 1000, true);
         return 1;
@@ -624,7 +608,7 @@ static int eio_packet(struct eio *s, struct hc *probe, const char *p, size_t n, 
     }
 }
 
-int eio_ws_message(struct hc *hc, enum ws_op op, const uint8_t *p, size_t n)
+static int eio_ws_message(struct hc *hc, enum ws_op op, const uint8_t *p, size_t n)
 {
     struct eio *s = hc->sess;
     if (!s || s->closed) return -1;
@@ -656,7 +640,7 @@ int eio_ws_message(struct hc *hc, enum ws_op op, const uint8_t *p, size_t n)
     return rc < 0 || gone ? -1 : rc;
 }
 
-void eio_socket_gone(struct hc *hc, const char *why)
+static void eio_socket_gone(struct hc *hc, const char *why)
 {
     struct eio *s = hc->sess;
     hc->sess = NULL;
@@ -681,3 +665,20 @@ void eio_socket_gone(struct hc *hc, const char *why)
 void eio_close_from_host(struct eio *s, unsigned code, const char *why) { close_deferred(s, code, why); }
 void eio_skip_binary(struct eio *s, unsigned n) { s->skip_binary = n; }
 void eio_later(struct eio *s) { later_soon(s); }
+
+static void eio_writable(struct hc *hc)
+{
+    if (hc->sess) eio_flush(hc->sess);
+}
+
+/* What a socket of a session (its WebSocket, a probe, a held request)
+ * tells it. */
+static const struct hc_ops eio_sock_ops = {
+    .message = eio_ws_message, .gone = eio_socket_gone, .writable = eio_writable,
+};
+
+static void take(struct hc *hc, struct eio *s)
+{
+    hc->sess = s;
+    hc->ops = &eio_sock_ops;
+}

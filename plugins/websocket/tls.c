@@ -7,7 +7,7 @@
  *
  * Non-blocking rules: an SSL call that returns WANT_READ or WANT_WRITE
  * waits for that socket event, whichever direction the call was for
- * (hc->read_wants_write, hc->write_wants_read; websocket.c arms the events
+ * (hc->read_wants_write, hc->write_wants_read; sock.c arms the events
  * and retries).  Renegotiation is off (tls_server_ctx), so after the
  * handshake a write only waits for room to write.
  */
@@ -19,7 +19,7 @@
 #include <event2/buffer.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
-#include "wsp.h"
+#include "tls.h"
 
 /* One TLS record: the most SSL_write sends at once. */
 #define RECORD (16 * 1024)
@@ -85,23 +85,6 @@ static int peer_identity(struct hc *hc)
     hc->ids = wsp_names_dup(ptrs, n);
     hc->n_ids = n;
     return 0;
-}
-
-const char **wsp_names_dup(const char *const *names, size_t n)
-{
-    if (!n) return NULL;
-    /* One block: the pointers, then the strings. */
-    size_t bytes = n * sizeof(char *);
-    for (size_t i = 0; i < n; i++) bytes += strlen(names[i]) + 1;
-    const char **ids = wsp_alloc(bytes);
-    char *p = (char *)(ids + n);
-    for (size_t i = 0; i < n; i++) {
-        size_t k = strlen(names[i]) + 1;
-        memcpy(p, names[i], k);
-        ids[i] = p;
-        p += k;
-    }
-    return ids;
 }
 
 int tls_handshake(struct hc *hc)

@@ -14,665 +14,120 @@
  * frames are parsed in place (wsframe.c: wslay was measured and is kept
  * as the fuzzer's reference); Engine.IO and Socket.IO in eio.c; TLS is
  * OpenSSL on the socket (tls.c, with plugins/common/tls.c's context).
- * Sockets are read here directly (16 KiB readv, like the unix transport)
- * rather than through bufferevents, which read 4 KiB per wake-up.
- * libevent's evhttp is not used: it cannot hand a request's socket over to
- * a WebSocket, nor hold a long-poll request open while it answers others
- * on the same session.
  *
- * Lifecycle of a socket (struct hc): accept -> (TLS listeners: the
- * handshake, within header_timeout) -> HC_HTTP (a request head
- * within header_timeout) -> answered and kept (keep-alive), held
- * (HC_HELD: a long-poll GET, or a POST waiting for back-pressure to ease),
- * upgraded (HC_WS: /lexbus with its own lb_conn, or an Engine.IO
- * session's transport) -> HC_CLOSING (flushing) -> freed.
+ * This file is the plugin's top layer (wsp.h has the others): its life
+ * (load, unload, the two-step reload, the drain), the listeners, what it
+ * reports (counters and stats), and which part serves each path.
+ *
+ * Reload: step 1 (ws_reload) reads the section and, for TLS, builds the
+ * new context into wp->staged / wp->staged_ssl without touching what
+ * runs; step 2 (ws_reload_done) swaps them in or drops them.  Sockets and
+ * sessions already open keep the TLS context and the limits they were
+ * given; `listen` and switching TLS on or off need a restart.
  */
 #include "config.h"
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <unistd.h>
-#include <sys/random.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
-#include <event2/buffer.h>
 #include <event2/listener.h>
-#include "wsp.h"
+#include <jansson.h>
+#include "bridge.h"
+#include "httpapi.h"
+#include "lexbus.h"
+#include "session.h"
+#include "sock.h"
+#include "wsconf.h"
 
-/* What one read takes: 16 KiB, as the unix transport (what a read routes
- * is flushed when the loop turn ends, so a larger read holds the first
- * messages back until the last is routed, and flow-controlled clients
- * stall on it).  One TLS record is 16 KiB too. */
-#define READ_CHUNK (16 * 1024)
-#define FLUSH_TIMEOUT_S 5
-#define DRAIN_GRACE_MS 1000          /* a request being read at SIGTERM gets this long */
-#define LINGER_MS 2000               /* after the last byte out, reading what the peer still sends */
-#define LINGER_DRAINING_MS 300
-#define HEARTBEAT_FRAME "{\"type\":\"HEARTBEAT\"}"
+#define SESSION_ID_CTX "lexbus websocket"
 
-/* ---- small helpers ------------------------------------------------- */
+/* ---- listeners ------------------------------------------------------ */
 
-void *wsp_alloc(size_t n)
+static int open_listeners(struct wsp *wp, const char *const *listen, size_t n)
 {
-    void *p = calloc(1, n ? n : 1);
-    if (!p) { fprintf(stderr, "lexbusd: websocket: out of memory (%zu bytes)\n", n); abort(); }
-    return p;
-}
-
-void *wsp_realloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (!q) { fprintf(stderr, "lexbusd: websocket: out of memory (%zu bytes)\n", n); abort(); }
-    return q;
-}
-
-char *wsp_strndup(const char *s, size_t n)
-{
-    char *d = wsp_alloc(n + 1);
-    memcpy(d, s, n);
-    return d;
-}
-
-void wsp_random_chars(char *out, size_t n)
-{
-    static const char alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    unsigned char b[64];
-    size_t got = 0;
-    if (n > sizeof b) n = sizeof b;
-    while (got < n) {
-        ssize_t r = getrandom(b + got, n - got, 0);
-        if (r <= 0) { if (errno == EINTR) continue; break; }
-        got += (size_t)r;
-    }
-    for (size_t i = got; i < n; i++) b[i] = (unsigned char)random();   /* no getrandom: never here on Linux 3.17+ */
-    for (size_t i = 0; i < n; i++) out[i] = alpha[b[i] & 63];
-    out[n] = 0;
-}
-
-/* Refusals a client can provoke at will: throttled (stats count them all). */
-void wsp_log_refusal(struct wsp *wp, const char *fmt, ...)
-{
-    if (!throttle_pass(&wp->refusals)) return;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    lb_log(wp->ctx, LB_LOG_INFO, "%s", msg);
-}
-
-void wsp_peer(const struct hc *hc, struct lb_peer *peer, const char *transport)
-{
-    memset(peer, 0, sizeof *peer);
-    peer->size = sizeof *peer;
-    peer->transport = transport;
-    peer->address = hc->addr;
-    peer->tls_subject = hc->cert_subject[0] ? hc->cert_subject : NULL;
-    peer->identity_names = hc->ids;
-    peer->n_identity_names = hc->n_ids;
-}
-
-uint64_t wsp_ping_period(const struct wsp *wp)
-{
-    uint64_t p = wp->c.ping_interval_ms, hb = lb_bus_heartbeat_ms(wp->ctx);
-    /* Pongs count as heartbeats: ping within the bus's eviction window
-     * (three heartbeat intervals). */
-    if (hb && hb < p) p = hb;
-    return p ? p : 1000;
-}
-
-void wsp_arm(struct event *ev, uint64_t ms)
-{
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000) };
-    evtimer_add(ev, &tv);
-}
-
-/* ---- socket I/O ---------------------------------------------------- */
-
-/* Reading wanted: not paused, not closing.  A TLS write that waits for
- * the peer's bytes needs the read event even then. */
-static bool wants_read(const struct hc *hc)
-{
-    return !hc->dead && hc->st != HC_CLOSING && !(hc->pause & P_HOST) && !(hc->st == HC_WS && hc->ws_closing);
-}
-
-static void hc_update_events(struct hc *hc)
-{
-    bool want = !hc->dead && (wants_read(hc) || hc->write_wants_read || hc->handshaking || hc->lingering);
-    if (want && !hc->rev_on) { event_add(&hc->rev, NULL); hc->rev_on = true; }
-    else if (!want && hc->rev_on) { event_del(&hc->rev); hc->rev_on = false; }
-}
-
-/* The write event: output queued (and not waiting for the peer's bytes),
- * or a TLS read or handshake that waits for room to write. */
-static void update_wev(struct hc *hc)
-{
-    bool want = !hc->dead && ((evbuffer_get_length(hc->out) > 0 && !hc->write_wants_read) || hc->read_wants_write);
-    if (want && !hc->wev_on) { event_add(&hc->wev, NULL); hc->wev_on = true; }
-    else if (!want && hc->wev_on) { event_del(&hc->wev); hc->wev_on = false; }
-}
-
-void hc_set_pause(struct hc *hc, unsigned flag, bool on)
-{
-    unsigned old = hc->pause;
-    if (on) hc->pause |= flag;
-    else hc->pause &= ~flag;
-    hc_update_events(hc);
-    /* Input that arrived while paused is waiting in hc->in:
-     * process it from the loop, not from inside the caller. */
-    if (old && !hc->pause && !hc->dead) event_active(&hc->rev, EV_READ, 0);
-}
-
-/* Returns bytes read, 0 at EOF, -1 on error, -2 when nothing is ready. */
-static ssize_t read_some(struct hc *hc)
-{
-    return hc->ssl ? tls_read(hc, READ_CHUNK) : stream_readv(hc->fd, hc->in, READ_CHUNK);
-}
-
-static void hc_free_now(struct hc *hc);
-
-/* Writes what is queued; arms the write event if the socket is full.
- * Returns 0, or -1 on a hard error (the caller decides what that ends). */
-static int write_some(struct hc *hc)
-{
-    if (hc->ssl) {
-        if (tls_write(hc) != 0) return -1;
-    } else {
-        while (evbuffer_get_length(hc->out) > 0) {
-            int w = evbuffer_write(hc->out, hc->fd);
-            if (w < 0) {
-                if (errno == EAGAIN || errno == EINTR) break;
-                return -1;
-            }
-            if (w == 0) break;
+    struct lb_plugin_ctx *ctx = wp->ctx;
+    const struct wsp_conf *c = &wp->c;
+    for (size_t i = 0; i < n; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl;
+        net_parse_listen(listen[i], &ss, &sl);   /* checked before */
+        unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
+        if (ss.ss_family == AF_INET6) flags |= LEV_OPT_BIND_IPV6ONLY;
+        struct evconnlistener *l = evconnlistener_new_bind(lb_event_base(ctx), wsp_accept_cb, wp, flags, 4096,
+                                                           (struct sockaddr *)&ss, (int)sl);
+        if (!l) {
+            lb_plugin_fail(ctx, "cannot listen on %s: %s", listen[i], strerror(errno));
+            return -1;
         }
+        lb_listener_add(ctx, l);
+        wp->listen[wp->n_listeners] = wsp_strndup(listen[i], strlen(listen[i]));
+        wp->listeners[wp->n_listeners++] = l;
+        char where[64];
+        net_format_bound(evconnlistener_get_fd(l), listen[i], where, sizeof where);
+        lb_log(ctx, LB_LOG_INFO, "listening on %s://%s (%s%s%s%s%s%s)%s", c->tls ? "https" : "http", where,
+               c->lexbus ? c->path : "", c->socketio ? " " : "", c->socketio ? c->sio_path : "",
+               c->health ? " /health" : "", c->metrics ? " /metrics" : "", c->demo ? " demo at /" : "",
+               !c->tls ? "" : c->keys.require_cert ? ", client certificates required"
+                            : c->keys.ca ? ", client certificates optional" : "");
     }
-    update_wev(hc);
-    hc_update_events(hc);
     return 0;
 }
 
-static void hc_gone(struct hc *hc, const char *why);
+/* ---- counters and stats --------------------------------------------- */
 
-void hc_write_out(struct hc *hc)
+static int register_counters(struct wsp *wp)
 {
-    if (hc->dead) return;
-    if (write_some(hc) != 0) hc_gone(hc, strerror(errno));
-}
-
-static void hc_free(struct hc *hc)
-{
-    if (hc->busy) { hc->dead = true; hc_update_events(hc); return; }
-    hc_free_now(hc);
-}
-
-static void hc_free_now(struct hc *hc)
-{
-    struct wsp *wp = hc->wp;
-    if (hc->conn) {
-        struct lb_conn *c = hc->conn;
-        hc->conn = NULL;
-        hc->ws_closing = true;
-        lb_conn_gone(c, "socket closed");
-    }
-    if (hc->sess) eio_socket_gone(hc, "socket closed");
-    if (hc->kind == HK_LEXBUS) wp->n_lexbus--;
-    *hc->pprev = hc->next;
-    if (hc->next) hc->next->pprev = hc->pprev;
-    wp->n_conns--;
-    event_del(&hc->rev);
-    event_del(&hc->wev);
-    event_del(&hc->tmo);
-    if (hc->ssl) {
-        tls_end(hc);
-        tls_free(hc);
-    }
-    evbuffer_free(hc->in);
-    evbuffer_free(hc->out);
-    stream_marks_free(&hc->marks);
-    http_req_free(hc->req);
-    if (hc->wr.ready) ws_reader_free(&hc->wr);
-    evutil_closesocket(hc->fd);
-    free(hc->ids);
-    free(hc);
-}
-
-static void tmo_cb(evutil_socket_t fd, short what, void *arg);
-static void respond_text(struct hc *hc, int status, const char *extra, const char *text);
-
-/* Everything queued is out: half-close, and read (and drop) what the
- * peer still sends until it closes too or the linger ends.  Closing with
- * unread input makes the kernel answer with a reset, which can destroy
- * what was just sent (the close frame after a ping flood, a 413) before
- * the peer reads it. */
-static void hc_linger(struct hc *hc)
-{
-    if (hc->dead || hc->peer_gone || hc->handshaking) { hc_free(hc); return; }
-    if (hc->ssl) tls_end(hc);
-    hc->peer_gone = true;   /* nothing more goes out, close_notify included */
-    if (shutdown(hc->fd, SHUT_WR) != 0) { hc_free(hc); return; }
-    hc->lingering = true;
-    evbuffer_drain(hc->in, evbuffer_get_length(hc->in));
-    wsp_arm(&hc->tmo, hc->wp->draining ? LINGER_DRAINING_MS : LINGER_MS);
-    hc_update_events(hc);
-}
-
-/* Lingering: drop what arrives; the peer's EOF (or an error) ends it. */
-static void linger_read(struct hc *hc)
-{
-    char buf[16384];
-    for (;;) {
-        ssize_t r = recv(hc->fd, buf, sizeof buf, 0);
-        if (r > 0) continue;
-        if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
-        hc_free(hc);
-        return;
-    }
-}
-
-void hc_close(struct hc *hc, bool flush)
-{
-    if (hc->dead) return;
-    if (hc->st == HC_CLOSING && flush) return;
-    hc->st = HC_CLOSING;
-    hc_update_events(hc);
-    evtimer_del(&hc->tmo);
-    if (!flush || write_some(hc) != 0) {
-        hc_free(hc);
-        return;
-    }
-    if (evbuffer_get_length(hc->out) == 0) {
-        hc_linger(hc);
-        return;
-    }
-    /* Keep the socket until what is queued (a close frame, an error
-     * response) is written, or FLUSH_TIMEOUT_S passes. */
-    struct timeval tv = { FLUSH_TIMEOUT_S, 0 };
-    evtimer_add(&hc->tmo, &tv);
-}
-
-/* The peer went away (EOF or an I/O error). */
-static void hc_gone(struct hc *hc, const char *why)
-{
-    if (hc->dead) return;
-    hc->peer_gone = true;
-    if (hc->conn) {
-        struct lb_conn *c = hc->conn;
-        hc->conn = NULL;
-        hc->ws_closing = true;   /* op_close: nothing left to do */
-        lb_conn_gone(c, why);
-    }
-    if (hc->sess) eio_socket_gone(hc, why);
-    hc_free(hc);
-}
-
-/* ---- HTTP responses ------------------------------------------------ */
-
-static void restart_header_timer(struct hc *hc) { wsp_arm(&hc->tmo, hc->wp->c.header_timeout_ms); }
-
-void hc_respond(struct hc *hc, int status, const char *ctype, const char *extra, const char *body, size_t len)
-{
-    if (hc->dead || hc->st == HC_CLOSING) return;
-    bool keep = hc->keep_alive;
-    bool head_only = hc->req && hc->req->p.method == HTTP_HEAD;
-    if (status >= 400) hc->wp->n.http_errors++;
-    evbuffer_add_printf(hc->out, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
-    if (ctype) evbuffer_add_printf(hc->out, "Content-Type: %s\r\n", ctype);
-    evbuffer_add_printf(hc->out, "Content-Length: %zu\r\nCache-Control: no-store\r\n"
-                        "X-Content-Type-Options: nosniff\r\nConnection: %s\r\n%s\r\n",
-                        len, keep ? "keep-alive" : "close", extra ? extra : "");
-    if (len && !head_only) evbuffer_add(hc->out, body, len);
-    if (hc->st == HC_HELD) {
-        hc->st = HC_HTTP;
-        hc->sess = NULL;
-        hc->pause &= ~P_HELD;
-    }
-    if (!keep) { hc_close(hc, true); return; }
-    http_req_reset(hc->req);
-    restart_header_timer(hc);
-    hc_set_pause(hc, 0, false);
-    hc_write_out(hc);
-    /* A pipelined request may already be waiting. */
-    if (!hc->dead && evbuffer_get_length(hc->in)) event_active(&hc->rev, EV_READ, 0);
-}
-
-void hc_respond_eio_error(struct hc *hc, int status, int code, const char *message)
-{
-    char body[256];
-    int n = snprintf(body, sizeof body, "{\"code\":%d,\"message\":\"%s\"}", code, message);
-    char cors[512];
-    wsp_cors_headers(hc->req, cors, sizeof cors);
-    hc_respond(hc, status, "application/json", cors, body, (size_t)n);
-}
-
-static void respond_text(struct hc *hc, int status, const char *extra, const char *text)
-{
-    char body[512];
-    int n = snprintf(body, sizeof body, "%s\n", text);
-    hc_respond(hc, status, "text/plain; charset=utf-8", extra, body, (size_t)n);
-}
-
-/* ---- origins ------------------------------------------------------- */
-
-/* Same origin: the Origin's host[:port] is the Host header. */
-static bool same_origin(const char *origin, size_t on, const struct http_req *r)
-{
-    size_t hn;
-    const char *host = http_req_header(r, "host", &hn);
-    const char *p = memchr(origin, ':', on);
-    if (!host || !p || (size_t)(origin + on - p) < 3 || p[1] != '/' || p[2] != '/') return false;
-    p += 3;
-    size_t rest = (size_t)(origin + on - p);
-    return rest == hn && strncasecmp(p, host, hn) == 0;
-}
-
-bool wsp_origin_ok(struct wsp *wp, const struct http_req *r)
-{
-    size_t on;
-    const char *origin = http_req_header(r, "origin", &on);
-    if (!origin) return true;               /* not a browser: nothing to protect */
-    if (http_req_header_count(r, "origin") > 1) return false;
-    if (wp->c.origins_any) return true;
-    if (wp->c.same_origin && same_origin(origin, on, r)) return true;
-    for (size_t i = 0; i < wp->c.n_origins; i++)
-        if (strlen(wp->c.origins[i]) == on && strncasecmp(wp->c.origins[i], origin, on) == 0) return true;
-    return false;
-}
-
-void wsp_cors_headers(const struct http_req *r, char *out, size_t len)
-{
-    size_t on;
-    const char *origin = r ? http_req_header(r, "origin", &on) : NULL;
-    out[0] = 0;
-    /* Only origins wsp_origin_ok let through reach a response with CORS;
-     * the value is echoed as sent (it is one header line: no CR/LF). */
-    if (origin && on < 256 && !memchr(origin, '\r', on) && !memchr(origin, '\n', on))
-        snprintf(out, len, "Access-Control-Allow-Origin: %.*s\r\nAccess-Control-Allow-Credentials: true\r\n"
-                 "Vary: Origin\r\n", (int)on, origin);
-}
-
-/* ---- WebSocket upgrade --------------------------------------------- */
-
-int hc_ws_check(struct hc *hc, int *status, const char **why, const char **extra)
-{
-    struct http_req *r = hc->req;
-    size_t kn, vn;
-    const char *key = http_req_header(r, "sec-websocket-key", &kn);
-    const char *ver = http_req_header(r, "sec-websocket-version", &vn);
-    char accept[29];
-    *extra = NULL;
-    *status = 400;
-    if (r->p.method != HTTP_GET) { *why = "a WebSocket upgrade must be a GET"; return -1; }
-    if (!r->upgrade || !http_req_header_has_token(r, "upgrade", "websocket")) {
-        *status = 426;
-        *extra = "Upgrade: websocket\r\n";
-        *why = "this path speaks WebSocket: send Upgrade: websocket and Connection: Upgrade";
-        return -1;
-    }
-    if (r->p.http_minor < 1) { *why = "a WebSocket upgrade needs HTTP/1.1"; return -1; }
-    if (!http_req_header(r, "host", NULL)) { *why = "missing Host header"; return -1; }
-    if (!ver || vn != 2 || memcmp(ver, "13", 2) != 0 || http_req_header_count(r, "sec-websocket-version") != 1) {
-        *status = 426;
-        *extra = "Sec-WebSocket-Version: 13\r\n";
-        *why = "unsupported Sec-WebSocket-Version (13 is spoken)";
-        return -1;
-    }
-    if (!key || http_req_header_count(r, "sec-websocket-key") != 1 || ws_accept_key(key, kn, accept) != 0) {
-        *why = "bad Sec-WebSocket-Key (the base64 of 16 bytes)";
-        return -1;
-    }
-    if (!wsp_origin_ok(hc->wp, r)) { *status = 403; *why = "Origin not allowed (allowed_origins)"; return -1; }
+    struct { const char *name, *help; const uint64_t *v; bool gauge; } c[] = {
+        { "accepted", "TCP connections accepted by the websocket listener", &wp->n.accepted, false },
+        { "over_limit", "Sockets or Engine.IO sessions refused: max_connections", &wp->n.over_limit, false },
+        { "over_handshaking", "TLS sockets refused: max_handshaking or max_handshaking_per_address",
+          &wp->n.over_handshaking, false },
+        { "tls_handshakes", "TLS handshakes completed", &wp->n.tls_handshakes, false },
+        { "tls_refused", "TLS handshakes refused or not done within header_timeout", &wp->n.tls_refused, false },
+        { "http_requests", "HTTP requests served", &wp->n.http_requests, false },
+        { "http_errors", "HTTP requests answered with a 4xx or 5xx status", &wp->n.http_errors, false },
+        { "header_timeouts", "Request heads not complete within header_timeout", &wp->n.header_timeouts, false },
+        { "websockets", "WebSocket connections to the lexbus path", &wp->n.ws_lexbus, false },
+        { "websocket_errors", "WebSockets closed for a protocol violation", &wp->n.ws_errors, false },
+        { "ping_floods", "WebSockets closed for flooding pings", &wp->n.ping_floods, false },
+        { "eio_sessions", "Engine.IO sessions opened", &wp->n.eio_sessions, false },
+        { "eio_polling", "Engine.IO sessions opened by long-polling", &wp->n.eio_polling, false },
+        { "eio_upgrades", "Engine.IO sessions upgraded from polling to WebSocket", &wp->n.eio_upgrades, false },
+        { "eio_timeouts", "Engine.IO sessions ended by ping or connect timeouts", &wp->n.eio_timeouts, false },
+        { "sio_joins", "Socket.IO namespaces joined", &wp->n.sio_joins, false },
+        { "sio_refused", "Socket.IO namespace joins refused (CONNECT_ERROR)", &wp->n.sio_refused, false },
+        { "sio_bad_packets", "Sessions closed for a packet that breaks the grammar", &wp->n.sio_bad_packets, false },
+        { "binary_refused", "Binary packets and messages refused", &wp->n.binary_refused, false },
+        { "reloads", "Reloads applied", &wp->n.reloads, false },
+        { "sockets", "Sockets held by the websocket listener", &wp->n_conns, true },
+        { "handshaking", "TLS handshakes in progress", &wp->n_handshaking, true },
+        { "lexbus_connections", "WebSocket connections on the lexbus path", &wp->n_lexbus, true },
+        { "sessions", "Engine.IO sessions open", &wp->n_sessions, true },
+        { "namespaces", "Socket.IO namespaces joined (each a bus connection)", &wp->n_namespaces, true },
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++)
+        if (lb_counter_register(wp->ctx, c[i].name, c[i].help, c[i].v, c[i].gauge) < 0) return -1;
     return 0;
 }
 
-int hc_ws_accept(struct hc *hc, const char *subprotocol)
+/* What counters cannot say: the listener's addresses and certificate. */
+static json_t *stats_fn(void *ud)
 {
-    size_t kn;
-    const char *key = http_req_header(hc->req, "sec-websocket-key", &kn);
-    char accept[29];
-    if (ws_accept_key(key, kn, accept) != 0) return -1;   /* checked by hc_ws_check */
-    evbuffer_add_printf(hc->out, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        "Sec-WebSocket-Accept: %s\r\n%s%s%s\r\n", accept,
-                        subprotocol ? "Sec-WebSocket-Protocol: " : "", subprotocol ? subprotocol : "",
-                        subprotocol ? "\r\n" : "");
-    http_req_free(hc->req);
-    hc->req = NULL;
-    hc->st = HC_WS;
-    hc->pause &= ~P_HELD;
-    hc->marks.added = evbuffer_get_length(hc->out);   /* the 101 is not a frame: never dropped */
-    evtimer_del(&hc->tmo);
-    hc_update_events(hc);
-    hc_write_out(hc);
-    return 0;
-}
-
-/* Every frame to a WebSocket goes through here, so that discard knows
- * where whole frames end (plugins/common/stream.h's marks; the 101
- * response before the first frame is counted in at the upgrade). */
-static int hc_frame(struct hc *hc, enum ws_op op, const struct iovec *iov, int iovcnt)
-{
-    size_t before = evbuffer_get_length(hc->out);
-    stream_frame_starts(&hc->marks, before);
-    if (ws_frame_write(hc->out, op, iov, iovcnt) != 0) return -1;
-    hc->marks.added += evbuffer_get_length(hc->out) - before;
-    return 0;
-}
-
-static void hc_close_frame(struct hc *hc, unsigned code, const char *why)
-{
-    uint8_t b[125];
-    struct iovec iov = { b, ws_close_payload(b, code, why) };
-    hc_frame(hc, WS_OP_CLOSE, &iov, 1);
-}
-
-int hc_ws_text(struct hc *hc, const char *p, size_t n)
-{
-    if (hc->dead || hc->ws_closing) return -1;
-    struct iovec iov = { (void *)p, n };
-    return hc_frame(hc, WS_OP_TEXT, &iov, 1);
-}
-
-/* Queues our close frame, takes the connection off the bus, flushes. */
-static void ws_end(struct hc *hc, unsigned code, const char *why)
-{
-    if (hc->dead || hc->ws_closing || hc->st != HC_WS) return;
-    hc->ws_closing = true;
-    hc_close_frame(hc, code, why);
-    lb_log(hc->wp->ctx, LB_LOG_DEBUG, "%s: WebSocket closed with %u: %s", hc->addr, code, why);
-    if (hc->conn) {
-        struct lb_conn *c = hc->conn;
-        hc->conn = NULL;
-        lb_conn_gone(c, why);   /* op_close sees ws_closing: ours to close */
+    struct wsp *wp = ud;
+    json_t *listen = json_array();
+    for (size_t i = 0; i < wp->n_listeners; i++) json_array_append_new(listen, json_string(wp->listen[i]));
+    json_t *o = json_pack("{s:o, s:b}", "listen", listen, "tls", wp->c.tls);
+    if (wp->ssl) {
+        json_object_set_new(o, "certSubject", json_string(wp->cert_subject));
+        json_object_set_new(o, "certNotAfter", json_string(wp->cert_not_after));
+        json_object_set_new(o, "clientCertificates", json_string(wp->c.keys.require_cert ? "required"
+                                                                  : wp->c.keys.ca ? "optional" : "no"));
     }
-    if (hc->sess) eio_socket_gone(hc, why);
-    hc_close(hc, true);
+    return o;
 }
 
-void hc_ws_fail(struct hc *hc, unsigned code, const char *why)
-{
-    if (hc->dead || hc->ws_closing || hc->st != HC_WS) return;
-    if (code != 1000 && code != 1001) {
-        hc->wp->n.ws_errors++;
-        wsp_log_refusal(hc->wp, "%s: WebSocket closed with %u: %s", hc->addr, code, why);
-    }
-    ws_end(hc, code, why);
-}
-
-/* ---- /lexbus: one text message = one lexbus message ---------------- */
-
-static void arm_ws_ping(struct hc *hc) { wsp_arm(&hc->tmo, wsp_ping_period(hc->wp)); }
-
-static int lx_send(void *tdata, const struct iovec *iov, int iovcnt)
-{
-    struct hc *hc = tdata;
-    if (hc->dead || hc->ws_closing) return -1;
-    return hc_frame(hc, WS_OP_TEXT, iov, iovcnt);
-}
-
-static size_t lx_pending(void *tdata)
-{
-    struct hc *hc = tdata;
-    return evbuffer_get_length(hc->out);
-}
-
-static void lx_set_read(void *tdata, bool enabled)
-{
-    hc_set_pause(tdata, P_HOST, !enabled);
-}
-
-static void lx_close(void *tdata, bool flush)
-{
-    struct hc *hc = tdata;
-    hc->conn = NULL;
-    if (hc->ws_closing) return;   /* we are ending it ourselves */
-    hc->ws_closing = true;
-    /* The host closes with a flush at shutdown (draining) or right after
-     * an ERROR that says why (eviction, a revoked token, ...). */
-    if (flush && lb_bus_draining(hc->wp->ctx)) hc_close_frame(hc, 1001, "lexbusd is going away");
-    else if (flush) hc_close_frame(hc, 1008, "closed by the bus (see its ERROR)");
-    hc_close(hc, flush);
-}
-
-static int lx_flush(void *tdata)
-{
-    struct hc *hc = tdata;
-    if (hc->dead) return -1;
-    return write_some(hc);
-}
-
-/* A slow consumer's SLOW_CONSUMER goes out next: drop the whole frames
- * queued after what is being written. */
-static void lx_discard(void *tdata)
-{
-    struct hc *hc = tdata;
-    stream_discard(&hc->marks, hc->out);
-}
-
-static const struct lb_conn_ops lexbus_ops = {
-    .size = sizeof lexbus_ops, .send = lx_send, .pending = lx_pending, .set_read = lx_set_read,
-    .close = lx_close, .flush = lx_flush, .discard = lx_discard,
-};
-
-/* Client pings are answered at once, up to max_ping_rate a second: a
- * client that floods pings (and maybe never reads the pongs) is closed. */
-static int ws_ping(struct hc *hc, const uint8_t *p, size_t n)
-{
-    uint64_t now = lb_now_ms();
-    if (now - hc->ping_window_ms >= 1000) { hc->ping_window_ms = now; hc->pings = 0; }
-    if (++hc->pings > hc->wp->c.max_pings_per_s) {
-        hc->wp->n.ping_floods++;
-        hc_ws_fail(hc, 1008, "ping flood (more than max_ping_rate pings a second)");
-        return -1;
-    }
-    struct iovec iov = { (void *)p, n };
-    hc_frame(hc, WS_OP_PONG, &iov, 1);
-    hc_write_out(hc);
-    return hc->dead ? -1 : 0;
-}
-
-static int ws_close_received(struct hc *hc, const uint8_t *p, size_t n, unsigned code)
-{
-    (void)p; (void)n;
-    /* Echo the status (RFC 6455 5.5.1), then close. */
-    char why[64];
-    snprintf(why, sizeof why, "client closed (%u)", code);
-    ws_end(hc, code == 1005 ? 1000 : code, why);
-    return -1;
-}
-
-static int lexbus_message(struct hc *hc, enum ws_op op, const uint8_t *p, size_t n)
-{
-    switch (op) {
-    case WS_OP_TEXT:
-        if (lb_conn_input(hc->conn, (const char *)p, n) < 0) return -1;
-        return hc->pause || hc->dead ? 1 : 0;
-    case WS_OP_BINARY:
-        hc_ws_fail(hc, 1003, "binary messages are not lexbus JSON: send text");
-        return -1;
-    case WS_OP_PONG:
-        if (!hc->ping_out) return 0;
-        hc->ping_out = false;
-        /* The pong answers our ping: the connection is alive. */
-        return lb_conn_input(hc->conn, HEARTBEAT_FRAME, sizeof HEARTBEAT_FRAME - 1) < 0 ? -1 : 0;
-    default:
-        return 0;
-    }
-}
-
-static int ws_msg_cb(void *ud, enum ws_op op, const uint8_t *p, size_t n, unsigned code)
-{
-    struct hc *hc = ud;
-    if (hc->dead || hc->ws_closing) return -1;
-    if (op == WS_OP_PING) return ws_ping(hc, p, n);
-    if (op == WS_OP_CLOSE) return ws_close_received(hc, p, n, code);
-    if (hc->kind == HK_LEXBUS) return lexbus_message(hc, op, p, n);
-    return eio_ws_message(hc, op, p, n);
-}
-
-/* Feeds buffered input to the frame reader until it is used up, the
- * connection pauses, or it ends.  Frames are read where they lie; only a
- * frame split across the buffer's chunks is pulled up (copied) whole. */
-static void ws_input(struct hc *hc)
-{
-    for (;;) {
-        if (hc->dead || hc->st != HC_WS || hc->ws_closing || hc->pause) return;
-        size_t total = evbuffer_get_length(hc->in);
-        if (!total) return;
-        size_t n = evbuffer_get_contiguous_space(hc->in);
-        uint8_t *p = evbuffer_pullup(hc->in, (ssize_t)n);
-        unsigned code = 1002;
-        const char *why = "protocol error";
-        long used = ws_read(&hc->wr, p, n, ws_msg_cb, hc, &code, &why);
-        if (used == -1) return;
-        if (used == -2) { hc_ws_fail(hc, code, why); return; }
-        if (used) evbuffer_drain(hc->in, (size_t)used);
-        if ((size_t)used == n || !hc->wr.need) continue;   /* next chunk, or the callback stopped */
-        size_t left = total - (size_t)used, contig = n - (size_t)used;
-        if (left <= contig) return;                         /* wait for the rest of the frame */
-        evbuffer_pullup(hc->in, (ssize_t)(hc->wr.need < left ? hc->wr.need : left));
-    }
-}
-
-static void lexbus_upgrade(struct hc *hc, struct http_req *r)
-{
-    struct wsp *wp = hc->wp;
-    int status;
-    const char *why, *extra;
-    hc->keep_alive = false;
-    if (hc_ws_check(hc, &status, &why, &extra)) {
-        wsp_log_refusal(wp, "%s: WebSocket upgrade refused (%d): %s", hc->addr, status, why);
-        respond_text(hc, status, extra, why);
-        return;
-    }
-    if (ws_reader_init(&hc->wr, wsp_max_message(wp)) != 0) { respond_text(hc, 503, NULL, "out of memory"); return; }
-    struct lb_peer peer;
-    wsp_peer(hc, &peer, "websocket");
-    hc->kind = HK_LEXBUS;
-    wp->n_lexbus++;
-    hc->conn = lb_conn_new(wp->ctx, &lexbus_ops, hc, &peer);
-    if (!hc->conn) {
-        respond_text(hc, 503, NULL, "the bus refused the connection (max_connections, draining, or a policy)");
-        return;
-    }
-    /* Text messages are JSON: a first byte that looks like a MessagePack
-     * map (a UTF-8 lead byte 0xde or 0xdf can) must not switch the
-     * connection to binary answers in text frames. */
-    lb_conn_set_encoding(hc->conn, LB_ENCODING_JSON);
-    wp->n.ws_lexbus++;
-    const char *sub = http_req_header_has_token(r, "sec-websocket-protocol", "lexbus") ? "lexbus" : NULL;
-    hc_ws_accept(hc, sub);
-    arm_ws_ping(hc);
-}
-
-/* ---- HTTP requests ------------------------------------------------- */
+/* ---- which part serves a path --------------------------------------- */
 
 static bool is_sio_path(const struct wsp *wp, const char *path, size_t n)
 {
@@ -680,21 +135,18 @@ static bool is_sio_path(const struct wsp *wp, const char *path, size_t n)
     return (n == k || (n == k + 1 && path[k] == '/')) && memcmp(path, wp->c.sio_path, k) == 0;
 }
 
-static void dispatch(struct hc *hc)
+/* A complete request (sock.c hands it over as wp->route). */
+static void route(struct hc *hc, struct http_req *r)
 {
     struct wsp *wp = hc->wp;
-    struct http_req *r = hc->req;
-    wp->n.http_requests++;
-    evtimer_del(&hc->tmo);
-    hc->keep_alive = r->keep_alive && !r->upgrade && !wp->draining;
     const char *path = r->path;
     if (wp->c.socketio && is_sio_path(wp, path, r->path_len)) { eio_http(hc, r); return; }
     if (wp->c.lexbus && !strcmp(path, wp->c.path)) { lexbus_upgrade(hc, r); return; }
     bool known = (wp->c.health && !strcmp(path, "/health")) || (wp->c.stats && !strcmp(path, "/api/ipc/stats")) ||
                  (wp->c.metrics && !strcmp(path, "/metrics")) || (wp->c.demo && !strcmp(path, "/"));
-    if (!known) { respond_text(hc, 404, NULL, "not found"); return; }
+    if (!known) { hc_respond_text(hc, 404, NULL, "not found"); return; }
     if (r->p.method != HTTP_GET && r->p.method != HTTP_HEAD) {
-        respond_text(hc, 405, "Allow: GET, HEAD\r\n", "only GET and HEAD are served here");
+        hc_respond_text(hc, 405, "Allow: GET, HEAD\r\n", "only GET and HEAD are served here");
         return;
     }
     if (!strcmp(path, "/health")) api_health(hc, r);
@@ -703,220 +155,162 @@ static void dispatch(struct hc *hc)
     else api_demo(hc, r);
 }
 
-static void http_input(struct hc *hc)
-{
-    while (!hc->dead && hc->st == HC_HTTP && evbuffer_get_length(hc->in)) {
-        if (!hc->req && !(hc->req = http_req_new(hc->wp->c.max_head, hc->wp->c.max_payload))) {
-            hc_close(hc, false);
-            return;
-        }
-        size_t n = evbuffer_get_contiguous_space(hc->in);
-        const char *p = (const char *)evbuffer_pullup(hc->in, (ssize_t)n);
-        size_t used = http_req_feed(hc->req, p, n);
-        evbuffer_drain(hc->in, used);
-        if (hc->req->state == HTTP_FAILED) {
-            wsp_log_refusal(hc->wp, "%s: bad HTTP request (%d): %s", hc->addr, hc->req->status, hc->req->why);
-            hc->keep_alive = false;
-            respond_text(hc, hc->req->status, NULL, hc->req->why);
-            return;
-        }
-        if (hc->req->state == HTTP_COMPLETE) dispatch(hc);
-        else if (used == 0) return;   /* cannot happen: a partial request takes what it is given */
-    }
-}
+/* ---- the plugin's life ---------------------------------------------- */
 
-static void process_input(struct hc *hc)
+static void on_drain(void *ud)
 {
-    if (hc->st == HC_HTTP) http_input(hc);
-    if (!hc->dead && hc->st == HC_WS) ws_input(hc);
-    /* HC_HELD: bytes wait until the held request is answered; bounded. */
-    if (!hc->dead && hc->st == HC_HELD && evbuffer_get_length(hc->in) > hc->wp->c.max_head + hc->wp->c.max_payload) {
-        hc->keep_alive = false;
-        hc_close(hc, false);
-    }
-}
-
-/* TLS: the handshake goes on; once done the socket speaks HTTP. */
-static void handshake_step(struct hc *hc)
-{
-    int r = tls_handshake(hc);
-    if (r < 0) { hc_free(hc); return; }
-    hc_update_events(hc);
-    update_wev(hc);
-    /* Request bytes may have come with the end of the handshake. */
-    if (r > 0) event_active(&hc->rev, EV_READ, 0);
-}
-
-static void read_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd; (void)what;
-    struct hc *hc = arg;
-    if (hc->dead) return;
-    if (hc->lingering) { linger_read(hc); return; }
-    if (hc->handshaking) { handshake_step(hc); return; }
-    if (hc->write_wants_read) {
-        /* A TLS write was waiting for the peer's bytes. */
-        hc->write_wants_read = false;
-        if (write_some(hc) != 0) { hc_gone(hc, "write failed"); return; }
-    }
-    hc->busy++;
-    ssize_t r = wants_read(hc) ? read_some(hc) : -2;
-    if (r == 0 || r == -1) {
-        hc->busy--;
-        if (hc->st == HC_HTTP && !hc->conn && !hc->sess && evbuffer_get_length(hc->out)) {
-            hc->peer_gone = r != 0;
-            hc_close(hc, true);   /* a response to a half-closed client still goes out */
-            return;
-        }
-        hc_gone(hc, r == 0 ? "peer closed the connection" : hc->ssl ? "TLS error" : strerror(errno));
-        return;
-    }
-    process_input(hc);
-    if (--hc->busy == 0 && hc->dead) hc_free_now(hc);
-}
-
-static void write_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd; (void)what;
-    struct hc *hc = arg;
-    if (hc->dead) return;
-    if (hc->handshaking) { handshake_step(hc); return; }
-    if (hc->read_wants_write) {
-        /* A TLS read was waiting for room to write. */
-        hc->read_wants_write = false;
-        event_active(&hc->rev, EV_READ, 0);
-    }
-    if (write_some(hc) != 0) { hc_gone(hc, hc->ssl ? "TLS error" : strerror(errno)); return; }
-    if (evbuffer_get_length(hc->out) > 0) return;
-    if (hc->st == HC_CLOSING) { hc_linger(hc); return; }
-    if (hc->conn) lb_conn_writable(hc->conn);
-    else if (hc->sess) eio_flush(hc->sess);
-}
-
-static void tmo_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd; (void)what;
-    struct hc *hc = arg;
-    if (hc->dead) return;
-    switch (hc->st) {
-    case HC_CLOSING:
-        hc_free(hc);   /* the flush took too long, or the linger is over */
-        break;
-    case HC_HTTP:
-        if (hc->handshaking) {
-            hc->wp->n.tls_refused++;
-            wsp_log_refusal(hc->wp, "%s: TLS handshake not done within header_timeout (%llu ms)", hc->addr,
-                            (unsigned long long)hc->wp->c.header_timeout_ms);
-            hc_free(hc);
-        } else if (hc->req && hc->req->head_seen && !hc->wp->draining) {
-            hc->wp->n.header_timeouts++;
-            wsp_log_refusal(hc->wp, "%s: request head not complete within header_timeout (%llu ms)", hc->addr,
-                            (unsigned long long)hc->wp->c.header_timeout_ms);
-            hc->keep_alive = false;
-            respond_text(hc, 408, NULL, "request head not complete within header_timeout");
-        } else {
-            hc_close(hc, false);   /* idle keep-alive socket, or the drain's grace is over */
-        }
-        break;
-    case HC_WS:
-        if (hc->kind == HK_LEXBUS && !hc->ws_closing) {
-            hc_frame(hc, WS_OP_PING, NULL, 0);
-            hc->ping_out = true;
-            hc_write_out(hc);
-            if (!hc->dead) arm_ws_ping(hc);
-        }
-        break;
-    case HC_HELD:
-        break;
-    }
-}
-
-/* max_connections, then for TLS max_handshaking and
- * max_handshaking_per_address (an IPv4 address or an IPv6 /64): a socket
- * beyond any is closed before any TLS, so that stalled handshakes cannot
- * take every descriptor and one host cannot take every handshake slot. */
-static bool over_limit(struct wsp *wp, const char *addr, const unsigned char key[NET_ADDR_KEY])
-{
-    const struct wsp_conf *c = &wp->c;
-    const char *which;
-    long long max;
-    uint64_t *count;
-    if (c->max_connections && wp->n_conns >= (uint64_t)c->max_connections) {
-        which = "max_connections", max = c->max_connections, count = &wp->n.over_limit;
-    } else if (wp->ssl && c->max_handshaking && wp->n_handshaking >= (uint64_t)c->max_handshaking) {
-        which = "max_handshaking", max = c->max_handshaking, count = &wp->n.over_handshaking;
-    } else if (wp->ssl && c->max_per_addr && net_addr_count(&wp->handshaking_by_addr, key) >= c->max_per_addr) {
-        which = "max_handshaking_per_address", max = c->max_per_addr, count = &wp->n.over_handshaking;
-    } else {
-        return false;
-    }
-    (*count)++;
-    wsp_log_refusal(wp, "refused %s: %s (%lld) reached", addr, which, max);
-    return true;
-}
-
-void wsp_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
-{
-    (void)l; (void)salen;
-    struct wsp *wp = arg;
-    char addr[64];
-    unsigned char key[NET_ADDR_KEY];
-    net_format_addr(sa, addr, sizeof addr);
-    net_addr_key(sa, key);
-    if (over_limit(wp, addr, key)) { evutil_closesocket(fd); return; }
-    struct hc *hc = calloc(1, sizeof *hc);
-    if (!hc || !(hc->in = evbuffer_new()) || !(hc->out = evbuffer_new())) {
-        lb_log(wp->ctx, LB_LOG_ERROR, "out of memory accepting %s", addr);
-        if (hc && hc->in) evbuffer_free(hc->in);
-        free(hc);
-        evutil_closesocket(fd);
-        return;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    hc->wp = wp;
-    hc->fd = fd;
-    snprintf(hc->addr, sizeof hc->addr, "%s", addr);
-    struct event_base *base = lb_event_base(wp->ctx);
-    event_assign(&hc->rev, base, fd, EV_READ | EV_PERSIST, read_cb, hc);
-    event_assign(&hc->wev, base, fd, EV_WRITE | EV_PERSIST, write_cb, hc);
-    evtimer_assign(&hc->tmo, base, tmo_cb, hc);
-    hc->next = wp->conns;
-    if (wp->conns) wp->conns->pprev = &hc->next;
-    wp->conns = hc;
-    hc->pprev = &wp->conns;
-    wp->n_conns++;
-    wp->n.accepted++;
-    hc->st = HC_HTTP;
-    /* TLS: the handshake counts against header_timeout, like the head. */
-    restart_header_timer(hc);
-    if (wp->ssl && (!(hc->ac = net_addr_acquire(&wp->handshaking_by_addr, key)) || tls_begin(hc, wp->ssl) != 0)) {
-        lb_log(wp->ctx, LB_LOG_ERROR, "cannot set up TLS for %s", addr);
-        hc_free_now(hc);
-        return;
-    }
-    hc_update_events(hc);
-}
-
-/* SIGTERM, once every lb_conn is closed: what is left ends now.  A
- * request that is being read still gets its answer (with Connection:
- * close: /health says 503), within a short grace. */
-void wsp_drain(struct wsp *wp)
-{
-    wp->draining = true;
+    struct wsp *wp = ud;
+    wp->draining = true;   /* no new session; what closes from now on lingers briefly */
     eio_close_all(wp, "lexbusd is going away");
-    for (struct hc *hc = wp->conns, *next; hc; hc = next) {
-        next = hc->next;
-        if (hc->dead || hc->st != HC_HTTP || hc->conn || hc->sess) continue;
-        bool busy = !hc->handshaking && ((hc->req && hc->req->head_seen) || evbuffer_get_length(hc->in));
-        if (!busy) { hc_close(hc, true); continue; }
-        hc->keep_alive = false;
-        wsp_arm(&hc->tmo, DRAIN_GRACE_MS);
-    }
+    wsp_drain(wp);         /* after the sessions: the polls they answered leave idle sockets */
+    throttle_flush(&wp->refusals);   /* its timer would hold the exit up */
+    event_del(&wp->refusals.tick);
 }
 
-/* Unload: every socket, whatever state it is in. */
-void wsp_free_sockets(struct wsp *wp)
+static struct wsp *wsp_new(struct lb_plugin_ctx *ctx, struct wsp_conf *c, SSL_CTX *ssl)
 {
-    while (wp->conns) hc_free_now(wp->conns);
+    struct wsp *wp = wsp_alloc(sizeof *wp);
+    wp->ctx = ctx;
+    wp->c = *c;
+    wp->ssl = ssl;
+    wp->authenticator = c->tls && c->keys.require_cert;
+    net_addr_table_init(&wp->handshaking_by_addr);
+    throttle_init(&wp->refusals, ctx, "refused");
+    slots_init(&wp->sessions);
+    wp->scratch = lb_jw_new();
+    wp->reqbuf = lb_jw_new();
+    wp->catbuf = lb_jw_new();
+    wp->errbuf = lb_jw_new();
+    wp->msg = lb_msg_new();
+    wp->route = route;
+    wp->sio = &bridge_eio_ops;
+    if (ssl) tls_note_server_cert(ctx, ssl, wp->cert_subject, sizeof wp->cert_subject, wp->cert_not_after,
+                                  sizeof wp->cert_not_after);
+    return wp;
 }
+
+static int ws_load(struct lb_plugin_ctx *ctx)
+{
+    struct wsp_conf c;
+    const char *const *listen;
+    size_t n = lb_conf_list(ctx, "listen", &listen);
+    if (wsp_conf_read(ctx, &c, NULL) < 0 || wsp_listen_check(ctx, listen, n) < 0) { wsp_conf_free(&c); return -1; }
+    SSL_CTX *ssl = NULL;
+    if (c.tls && !(ssl = tls_server_ctx(ctx, &c.keys, SESSION_ID_CTX))) { wsp_conf_free(&c); return -1; }
+    bool authenticates = c.tls && c.keys.require_cert;
+    if (lb_check_only(ctx)) {
+        if (authenticates) lb_declare_authenticator(ctx);   /* -t checks production mode too */
+        SSL_CTX_free(ssl);
+        wsp_conf_free(&c);
+        return 0;
+    }
+    struct wsp *wp = wsp_new(ctx, &c, ssl);
+    lb_plugin_set_data(ctx, wp);
+    if (open_listeners(wp, listen, n) < 0 || register_counters(wp) < 0) return -1;   /* the host calls unload */
+    /* Mutual TLS binds each connection to its certificate's names. */
+    if (authenticates) lb_declare_authenticator(ctx);
+    lb_stats_register(ctx, stats_fn, wp);
+    lb_drain_register(ctx, on_drain, wp);
+    return 0;
+}
+
+static void drop_staged(struct wsp *wp)
+{
+    if (wp->staged) { wsp_conf_free(wp->staged); free(wp->staged); }
+    SSL_CTX_free(wp->staged_ssl);
+    wp->staged = NULL;
+    wp->staged_ssl = NULL;
+}
+
+static void ws_unload(struct lb_plugin_ctx *ctx)
+{
+    struct wsp *wp = lb_plugin_data(ctx);
+    if (!wp) return;
+    throttle_flush(&wp->refusals);   /* the count of a last flood is not lost */
+    event_del(&wp->refusals.tick);
+    for (size_t i = 0; i < wp->n_listeners; i++) {
+        lb_listener_remove(ctx, wp->listeners[i]);
+        evconnlistener_free(wp->listeners[i]);
+        free(wp->listen[i]);
+    }
+    eio_close_all(wp, "lexbusd is stopping");
+    wsp_free_sockets(wp);
+    drop_staged(wp);
+    wsp_conf_free(&wp->c);
+    SSL_CTX_free(wp->ssl);
+    slots_free(&wp->sessions);
+    net_addr_table_free(&wp->handshaking_by_addr);
+    lb_jw_free(wp->scratch);
+    lb_jw_free(wp->reqbuf);
+    lb_jw_free(wp->catbuf);
+    lb_jw_free(wp->errbuf);
+    lb_msg_free(wp->msg);
+    free(wp);
+    lb_plugin_set_data(ctx, NULL);
+}
+
+/* Step 1: read and check everything, build the TLS context; apply nothing. */
+static int ws_reload(struct lb_plugin_ctx *ctx)
+{
+    struct wsp *wp = lb_plugin_data(ctx);
+    struct wsp_conf *c = wsp_alloc(sizeof *c);
+    const char *const *listen;
+    size_t n = lb_conf_list(ctx, "listen", &listen);
+    if (wsp_conf_read(ctx, c, wp && wp->c.tls ? &wp->authenticator : NULL) < 0 || wsp_listen_check(ctx, listen, n) < 0)
+        goto fail;
+    if (!wp) { wsp_conf_free(c); free(c); return 0; }
+    if (c->tls != wp->c.tls) {
+        lb_plugin_fail(ctx, "cert and key were %s: switching TLS %s needs a restart (the listeners keep speaking %s)",
+                       c->tls ? "added" : "removed", c->tls ? "on" : "off", wp->c.tls ? "TLS" : "plain HTTP");
+        goto fail;
+    }
+    SSL_CTX *ssl = NULL;
+    if (c->tls && !(ssl = tls_server_ctx(ctx, &c->keys, SESSION_ID_CTX))) goto fail;   /* the old one keeps serving */
+    bool same = n == wp->n_listeners;
+    for (size_t i = 0; same && i < n; i++) same = !strcmp(listen[i], wp->listen[i]);
+    if (!same) lb_log(ctx, LB_LOG_WARN, "listen changed: takes effect on restart (still serving the old addresses)");
+    drop_staged(wp);
+    wp->staged = c;
+    wp->staged_ssl = ssl;
+    return 0;
+fail:
+    wsp_conf_free(c);
+    free(c);
+    return -1;
+}
+
+/* Step 2: swap the staged settings in, or drop them.  Open sockets keep
+ * their TLS session (each SSL holds a reference to its context). */
+static void ws_reload_done(struct lb_plugin_ctx *ctx, bool commit)
+{
+    struct wsp *wp = lb_plugin_data(ctx);
+    if (!wp || !wp->staged) return;
+    if (!commit) { drop_staged(wp); return; }
+    wsp_conf_free(&wp->c);
+    wp->c = *wp->staged;
+    free(wp->staged);
+    wp->staged = NULL;
+    if (wp->staged_ssl) {
+        SSL_CTX_free(wp->ssl);
+        wp->ssl = wp->staged_ssl;
+        wp->staged_ssl = NULL;
+        tls_note_server_cert(ctx, wp->ssl, wp->cert_subject, sizeof wp->cert_subject, wp->cert_not_after,
+                             sizeof wp->cert_not_after);
+        lb_log(ctx, LB_LOG_INFO, "certificates reloaded (%s, valid until %s); open connections keep theirs",
+               wp->c.keys.cert, wp->cert_not_after);
+    }
+    wp->n.reloads++;
+    lb_log(ctx, LB_LOG_INFO, "settings reloaded; established connections keep theirs where they were agreed");
+}
+
+__attribute__((visibility("default")))
+const struct lb_plugin lexbus_plugin = {
+    .abi = LB_PLUGIN_ABI,
+    .size = sizeof(struct lb_plugin),
+    .name = "websocket",
+    .version = PACKAGE_VERSION,
+    .load = ws_load,
+    .unload = ws_unload,
+    .reload = ws_reload,
+    .reload_done = ws_reload_done,
+};

@@ -1,13 +1,29 @@
 /*
- * The websocket plugin's internals, shared by its source files:
- *   websocket.c  plugin descriptor, [plugin websocket] keys, listeners,
- *                sockets (struct hc), HTTP dispatch, /lexbus (RFC 6455)
- *   session.c    Engine.IO v4 sessions over WebSocket and long-polling
+ * The websocket plugin's state, shared by its parts (struct wsp, one
+ * socket's struct hc), and the helpers of wsp.c.
+ *
+ * The parts are layers: each file calls only the files below it.
+ *
+ *   websocket.c  the plugin: descriptor, load, the two-step reload, the
+ *                drain, listeners, counters and stats; routes each HTTP
+ *                request to the part that serves its path
+ *   httpapi.c    /health, /api/ipc/stats, /metrics, the demo page
+ *   lexbus.c     /lexbus (RFC 6455): one text message = one lexbus message
  *   bridge.c     Socket.IO namespaces as lexbus connections (the Exprsn
  *                Bridge vocabulary: ipc:emit, ipc:call, ...)
- *   httpapi.c    /health, /api/ipc/stats, /metrics, the demo page
+ *   session.c    Engine.IO v4 sessions over WebSocket and long-polling
+ *   wsconf.c     [plugin websocket] keys, read the same at load and reload
+ *   sock.c       sockets (struct hc): reading, writing, HTTP responses,
+ *                origins, the WebSocket a request may become, closing
  *   tls.c        TLS on the listener's sockets (OpenSSL on the socket itself)
- *   slots.c      handle-addressed tables (session ids, request and ack ids)
+ *   wsp.c        allocation, random ids, throttled refusals, timers
+ *   http.c, wsframe.c, eio.c, slots.c, prom.c: grammars and tables, no state
+ *
+ * Nothing calls upwards.  A socket tells the part that took it over (the
+ * /lexbus transport or an Engine.IO session) what happens to it through
+ * hc->ops (sock.h); a complete request goes to wp->route; a session tells
+ * the Socket.IO layer through wp->sio (session.h).  websocket.c sets
+ * wp->route and wp->sio, the parts set hc->ops.
  *
  * Everything runs on the loop thread.  Lifetimes: a struct hc (one socket)
  * is freed by hc_free, deferred while it is `busy` (inside its own read
@@ -40,7 +56,9 @@
 #define WSP_SID_RANDOM 15
 
 struct hc;
+struct hc_ops;                   /* sock.h */
 struct eio;
+struct eio_ops;                  /* session.h */
 struct sns;
 
 struct name_map { char *from, *to; };
@@ -102,35 +120,48 @@ struct wsp {
     struct lb_msg *msg;              /* frames from the bus, parsed */
     struct wsp_counters n;
     struct throttle refusals;        /* refused requests and sockets: log lines a second */
+    /* A complete HTTP request, for the part that serves its path. */
+    void (*route)(struct hc *hc, struct http_req *r);
+    const struct eio_ops *sio;       /* what sessions carry: Socket.IO (bridge.c) */
 };
 
 /* JSON pieces through the host's writer (lb_jw). */
 #define JW_LIT(w, s) lb_jw_raw((w), (s), sizeof(s) - 1)
 #define JW_CSTR(w, s) lb_jw_str((w), (s), strlen(s))
 
+/* A frame that tells the bus a connection is alive (pongs count). */
+#define HEARTBEAT_FRAME "{\"type\":\"HEARTBEAT\"}"
+
+/* ---- wsp.c ------------------------------------------------------------ */
+
 /* Allocation failure ends lexbusd, as it does in the core: a plugin half
  * way through building a session has no better way out. */
 void *wsp_alloc(size_t n);               /* zeroed */
 void *wsp_realloc(void *p, size_t n);
 char *wsp_strndup(const char *s, size_t n);
-
-/* ---- settings (wsconf.c) -------------------------------------------- */
-
+/* A copy of n names in one allocation (free() it), or NULL when n is 0. */
+const char **wsp_names_dup(const char *const *names, size_t n);
+/* n random [A-Za-z0-9_-] characters and a NUL. */
+void wsp_random_chars(char *out, size_t n);
+/* Refusals a client can provoke at will: logged, at most so many a
+ * second (the stats count them all). */
+void wsp_log_refusal(struct wsp *wp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* What the bus is told about a peer (lb_conn_new): its address, the
+ * client certificate's subject ("" for none) and the names it binds;
+ * every string borrowed. */
+void wsp_peer(struct lb_peer *peer, const char *transport, const char *address, const char *cert_subject,
+              const char *const *ids, size_t n_ids);
+/* Arms a one-shot timer. */
+void wsp_arm(struct event *ev, uint64_t ms);
+/* The interval of server pings: ping_interval, or [bus] heartbeat when
+ * that is shorter (pongs count as the connection's heartbeats). */
+uint64_t wsp_ping_period(const struct wsp *wp);
 /* The largest /lexbus message: max_message, at most [bus] max_frame. */
 uint64_t wsp_max_message(const struct wsp *wp);
 
-/* ---- sockets (websocket.c) ---------------------------------------- */
-
-struct evconnlistener;
-struct sockaddr;
-void wsp_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg);
-/* SIGTERM: idle sockets and sessions end now (lb_drain_register). */
-void wsp_drain(struct wsp *wp);
-/* Unload: frees every socket. */
-void wsp_free_sockets(struct wsp *wp);
+/* ---- one socket ------------------------------------------------------- */
 
 enum hc_state { HC_HTTP, HC_HELD, HC_WS, HC_CLOSING };
-enum hc_kind { HK_NONE, HK_LEXBUS, HK_EIO };
 
 #define P_HOST 1u       /* back-pressure from the bus */
 #define P_HELD 2u       /* an HTTP request is held (long-poll) */
@@ -141,12 +172,12 @@ struct hc {
     struct event rev, wev, tmo;
     struct evbuffer *in, *out;
     enum hc_state st;
-    enum hc_kind kind;
+    const struct hc_ops *ops;        /* the part that took the socket over, or NULL */
     struct http_req *req;
     struct ws_reader wr;             /* HC_WS */
     struct stream_marks marks;       /* HC_WS: frame boundaries in `out`, for discard */
-    struct lb_conn *conn;            /* HK_LEXBUS */
-    struct eio *sess;                /* HK_EIO, or the session of a held request */
+    struct lb_conn *conn;            /* /lexbus: its connection on the bus (lexbus.c) */
+    struct eio *sess;                /* an Engine.IO session's socket, or a request it holds */
     SSL *ssl;                        /* TLS listeners (tls.c) */
     struct net_addr_count *ac;       /* while the TLS handshake runs: its address's count */
     bool handshaking;                /* TLS handshake not done yet */
@@ -169,118 +200,4 @@ struct hc {
     struct hc *next, **pprev;
 };
 
-void hc_write_out(struct hc *hc);
-void hc_close(struct hc *hc, bool flush);
-void hc_set_pause(struct hc *hc, unsigned flag, bool on);
-/* An HTTP response; the socket stays for the next request when keep_alive. */
-void hc_respond(struct hc *hc, int status, const char *ctype, const char *extra,
-                const char *body, size_t len);
-/* A JSON error body {"code":N,"message":...} (Engine.IO's form). */
-void hc_respond_eio_error(struct hc *hc, int status, int code, const char *message);
-/* Checks the upgrade headers and answers 101: returns 0, or -1 after
- * answering the refusal.  `lb_conn` creation happens before the call. */
-int hc_ws_accept(struct hc *hc, const char *subprotocol);
-/* Validates a WebSocket upgrade request without answering (0, or -1 with
- * the status and reason to answer). */
-int hc_ws_check(struct hc *hc, int *status, const char **why, const char **extra);
-/* Ends a WebSocket with a close frame: flushes, then closes the socket. */
-void hc_ws_fail(struct hc *hc, unsigned code, const char *why);
-/* Sends one text frame (Engine.IO packet) now. */
-int hc_ws_text(struct hc *hc, const char *p, size_t n);
-bool wsp_origin_ok(struct wsp *wp, const struct http_req *r);
-/* CORS headers for an allowed Origin (empty when there is none). */
-void wsp_cors_headers(const struct http_req *r, char *out, size_t len);
-/* What the bus is told about the socket's peer (address, client
- * certificate); borrowed from hc. */
-void wsp_peer(const struct hc *hc, struct lb_peer *peer, const char *transport);
-void wsp_log_refusal(struct wsp *wp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* n random [A-Za-z0-9_-] characters and a NUL. */
-void wsp_random_chars(char *out, size_t n);
-/* The interval of server pings: ping_interval, or [bus] heartbeat when
- * that is shorter (pongs count as the connection's heartbeats). */
-uint64_t wsp_ping_period(const struct wsp *wp);
-/* Arms a one-shot timer. */
-void wsp_arm(struct event *ev, uint64_t ms);
-
-/* ---- TLS on sockets (tls.c) ----------------------------------------- */
-
-/* Starts the server handshake on an accepted socket: 0, or -1. */
-int tls_begin(struct hc *hc, SSL_CTX *ctx);
-/* Drives the handshake: 1 done, 0 waiting (events armed), -1 failed
- * (logged; the caller frees hc). */
-int tls_handshake(struct hc *hc);
-/* Reads into hc->in: bytes read, 0 at EOF, -1 error, -2 nothing ready. */
-ssize_t tls_read(struct hc *hc, size_t max);
-/* Writes from hc->out: 0 (what could not be written stays queued;
- * hc->wev or hc->rev is needed), -1 error. */
-int tls_write(struct hc *hc);
-/* A close_notify when everything queued went out (never waits). */
-void tls_end(struct hc *hc);
-void tls_free(struct hc *hc);
-/* A copy of n names in one allocation (free() it), or NULL when n is 0. */
-const char **wsp_names_dup(const char *const *names, size_t n);
-
-/* ---- Engine.IO sessions (session.c) -------------------------------- */
-
-/* The Socket.IO path: an Engine.IO handshake, poll, post or upgrade. */
-void eio_http(struct hc *hc, struct http_req *r);
-/* A WebSocket message on a socket that carries (or probes) a session. */
-int eio_ws_message(struct hc *hc, enum ws_op op, const uint8_t *p, size_t n);
-/* The socket of a session went away (EOF, error, closed). */
-void eio_socket_gone(struct hc *hc, const char *why);
-/* Resumes a session paused by back-pressure (a held POST, the WebSocket). */
-void eio_pause(struct eio *s, bool on);
-/* Queues one Engine.IO text packet (type digit included). */
-int eio_send(struct eio *s, const char *p, size_t n);
-size_t eio_pending(const struct eio *s);
-int eio_flush(struct eio *s);
-/* Ends the session: every namespace leaves the bus. */
-void eio_close(struct eio *s, const char *why);
-void eio_close_all(struct wsp *wp, const char *why);
-/* From a host callback (op_close, op_send): the host may be walking its
- * connections, so the close waits for the session's `later` event. */
-void eio_close_from_host(struct eio *s, unsigned code, const char *why);
-/* Runs the session's deferred work (flush, held POST, bridge_later) soon. */
-void eio_later(struct eio *s);
-/* A refused binary packet: drop its attachments as they come. */
-void eio_skip_binary(struct eio *s, unsigned n);
-const char *eio_sid(const struct eio *s);
-const char *eio_addr(const struct eio *s);
-/* The peer as the session's first socket showed it (address, client
- * certificate), for its namespaces' lb_conn_new. */
-void eio_peer(const struct eio *s, struct lb_peer *peer);
-struct lb_plugin_ctx *eio_ctx(const struct eio *s);
-struct wsp *eio_wsp(const struct eio *s);
-/* Namespaces of the session, for the bridge. */
-struct sns *eio_find_ns(struct eio *s, const char *nsp, size_t n);
-int eio_add_ns(struct eio *s, struct sns *ns);
-void eio_remove_ns(struct eio *s, struct sns *ns);
-size_t eio_ns_count(const struct eio *s);
-/* Every namespace of every session (for the endpoints' figures). */
-void eio_each_ns(struct wsp *wp, void (*fn)(void *ud, struct sns *ns), void *ud);
-struct sns *eio_ns_at(const struct eio *s, size_t i);
-
-/* ---- Socket.IO namespaces as lexbus connections (bridge.c) --------- */
-
-struct sio_packet;
-/* A Socket.IO packet of the session (after Engine.IO's '4').  Returns 0,
- * or -1 when the session must close (*why says why). */
-int sio_packet_in(struct eio *s, const char *p, size_t n, const char **why);
-/* An Engine.IO pong: a sign of life for every namespace's connection. */
-void sns_heartbeat(struct sns *ns);
-/* The session ends: the namespace leaves the bus (no packet is sent). */
-void sns_detach(struct sns *ns, const char *why);
-/* Deferred work of the session's namespaces (refusals, calls refused for
- * max_pending): run from the session's `later` event. */
-void bridge_later(struct eio *s);
-const char *sns_name(const struct sns *ns, size_t *n);
-/* The namespace's lb_conn (NULL while it is being torn down). */
-struct lb_conn *sns_conn(const struct sns *ns);
-
-/* ---- HTTP endpoints (httpapi.c) ------------------------------------ */
-
-void api_health(struct hc *hc, struct http_req *r);
-void api_stats(struct hc *hc, struct http_req *r);
-void api_metrics(struct hc *hc, struct http_req *r);
-void api_demo(struct hc *hc, struct http_req *r);
 #endif

@@ -2,7 +2,9 @@
 # Fuzzing proper: tests/fuzz/run.sh (libFuzzer).
 check_PROGRAMS += fuzz/replay_envelope fuzz/replay_conf fuzz/replay_wire fuzz/replay_jwtpart fuzz/replay_msgpack fuzz/replay_redis
 TESTS += fuzz/replay_envelope fuzz/replay_conf fuzz/replay_wire fuzz/replay_jwtpart fuzz/replay_msgpack fuzz/replay_redis
-fuzz_replay_envelope_SOURCES = fuzz/replay.c fuzz/fuzz_envelope.c ../core/envelope.c
+fuzz_replay_envelope_SOURCES = fuzz/replay.c fuzz/fuzz_envelope.c ../core/envelope.c ../core/msg.c ../core/jsonw.c \
+	../core/util.c ../core/names.c
+fuzz_replay_envelope_LDADD = $(LIBEVENT_LIBS)
 fuzz_replay_envelope_CPPFLAGS = $(AM_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/envelope"'
 fuzz_replay_conf_SOURCES = fuzz/replay.c fuzz/fuzz_conf.c ../core/conf.c ../core/util.c ../core/names.c
 fuzz_replay_conf_CPPFLAGS = $(AM_CPPFLAGS) -DCORPUS_DIR='"$(abs_srcdir)/fuzz/corpus/conf"'

@@ -12,7 +12,8 @@ out="$(mktemp -d /tmp/lexbus-fuzz.XXXXXX)"
 echo '#define _GNU_SOURCE 1' > "$out/config.h"
 flags=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
        -I"$out" -I"$top/include" -I"$top/core")
-clang "${flags[@]}" -o "$out/fuzz_envelope" "$here/fuzz_envelope.c" "$top/core/envelope.c"
+clang "${flags[@]}" -o "$out/fuzz_envelope" "$here/fuzz_envelope.c" "$top/core/envelope.c" "$top/core/msg.c" \
+  "$top/core/jsonw.c" "$top/core/util.c" "$top/core/names.c" -levent
 clang "${flags[@]}" -o "$out/fuzz_conf" "$here/fuzz_conf.c" "$top/core/conf.c" "$top/core/util.c" "$top/core/names.c" -levent
 clang "${flags[@]}" -I"$top/client" -o "$out/fuzz_wire" "$here/fuzz_wire.c" "$top/client/wire.c" "$top/core/envelope.c" "$top/core/names.c" -ljansson
 clang "${flags[@]}" -o "$out/fuzz_jwtpart" "$here/fuzz_jwtpart.c" -ljansson -lcrypto

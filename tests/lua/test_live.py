@@ -45,6 +45,20 @@ return {
   { name = "echo-loop", event = "loop:*", fn = function(m) bus.emit("loop:again", m.payload) end },
   { name = "spin", event = "spin:*", fn = function(m) while true do end end },
   { name = "bomb", call = "calc.bomb", fn = function(m) local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 1000) .. i end end },
+  { name = "reorder", event = "reorder:x", fn = function(m)
+      local p = m.payload
+      p.b = nil; p.zz = 1; p.aa = 2; p[string.rep("x", 45)] = true
+      -- The long name removed, collected (the garbage below makes the
+      -- collector run) and set again: in the table a new string object,
+      -- which Lua does not intern, under the name the order remembers.
+      p[string.rep("k", 50)] = nil
+      for i = 1, 20000 do local _ = { i } end
+      p[string.rep("k", 50)] = "changed"
+      return m
+    end },
+  -- A lone surrogate is a Lua string and encodes as "\ud800", which no frame may carry.
+  { name = "surrogate", event = "bad:*", fn = function(m) return { payload = { s = "\u{D800}" } } end },
+  { name = "surrogate-call", call = "calc.bad", fn = function(m) return { params = { "\u{D800}" } } end },
 }
 """
 
@@ -92,7 +106,7 @@ def calls_rewritten_refused_and_transformed():
 @test
 def events_transformed_fanned_out_and_rerouted():
     with lua_bus({"routes.lua": ROUTES}) as bus:
-        sub = bus.client("reader", subscribe=["post:*", "order:>"])
+        sub = bus.client("reader", subscribe=["post:*", "order:>", "reorder:*"])
         audit = bus.client("audit-service")
         modern = bus.client("new-service")
         w = bus.client("writer")
@@ -110,6 +124,13 @@ def events_transformed_fanned_out_and_rerouted():
         ev = modern.recv_type("EVENT")
         check_eq((ev["event"], ev["payload"]), ("modern:ping", 1), "target and event rewritten")
         sub.expect_nothing(0.2)
+        # An edited object keeps its members' order; members the rule added
+        # follow, sorted (a long name, which Lua does not intern, included).
+        k, x = "k" * 50, "x" * 45
+        w.send(b'{"type":"EMIT","event":"reorder:x","payload":{"c":1,"b":2,"%s":0,"a":3}}' % k.encode())
+        sub.recv_type("EVENT")
+        want = b'"payload":{"c":1,"%s":"changed","a":3,"aa":2,"%s":true,"zz":1}' % (k.encode(), x.encode())
+        check(want in sub.last_body, "order kept, additions sorted: %r" % sub.last_body)
         # Fan-out alone changes nothing in the frame: it goes out as written.
         w.send(b'{"type":"EMIT","event":"order:x","payload":{"b":1.50,"a":[ ]}}')
         for r in (sub, audit):
@@ -154,6 +175,25 @@ def runaway_rules_on_live_traffic_end_that_message_only():
         calc.expect_nothing(0.2)
         w.send({"type": "EMIT", "event": "post:edited", "payload": {"id": 2}})
         check_eq(sub.recv_type("EVENT")["payload"], {"id": 2, "tagged": True}, "the next messages are served, rules and all")
+
+
+@test
+def a_change_the_bus_refuses_is_a_script_error_and_nothing_goes_out():
+    with lua_bus({"routes.lua": ROUTES}) as bus:
+        sub = bus.client("reader", subscribe=["bad:*", "post:*"])
+        calc = bus.client("calc", methods=["add", "bad"])
+        w = bus.client("writer")
+        w.send({"type": "EMIT", "event": "bad:x", "id": "b1", "payload": {"ok": 1}})
+        e = w.recv_type("ERROR")
+        check_eq((e["id"], e["error"]["code"]), ("b1", "SCRIPT_ERROR"), "an EMIT whose rule wrote a value the bus refuses")
+        check("rule 'surrogate'" in e["error"]["message"] and "refused its change" in e["error"]["message"],
+              "naming the rule: %r" % e["error"])
+        r = w.call("calc", "bad", {"a": 1})
+        check_eq((r["status"], r["error"]["code"]), ("error", "SCRIPT_ERROR"), "a CALL's: the caller's RESPONSE")
+        sub.expect_nothing(0.2)
+        calc.expect_nothing(0.2)
+        w.send({"type": "EMIT", "event": "post:edited", "payload": {"id": 3}})
+        check_eq(sub.recv_type("EVENT")["payload"], {"id": 3, "tagged": True}, "and the next message is served")
 
 
 @test

@@ -14,6 +14,7 @@
 #include "tap.h"
 #include "fakebus.h"
 #include "conn.h"
+#include "envelope.h"
 #include "plugin_host.h"
 #include "state.h"
 #include "stats.h"
@@ -398,6 +399,10 @@ struct seen {
     struct lb_conn *link;        /* what the route hook hands out for "remote" */
     bool eperm_ok;               /* what lb_msg_set refused in the rewrite hook */
     bool response_to_refused;    /* `to` of a RESPONSE is the bus's */
+    bool depth_ok;               /* lb_msg_set counts nesting from the frame's object */
+    bool rw_ok;                  /* the changes of method "rw" were all taken */
+    char call_attrs[300];        /* "call.to call.method" as the last response hook read them */
+    bool attr_override_ok;       /* a plugin's own call.to comes first */
     char refused_by[64], audit_code[64];
 };
 static struct seen g_seen;
@@ -429,6 +434,31 @@ static bool owned_members_refused(struct lb_msg *m)
     return ok;
 }
 
+/* A value nested `levels` deep is a member of a frame one level deeper:
+ * the scanner allows 64 levels in all, so 63 is the most a member may
+ * have.  (It used to be refused only after the frame was written, which
+ * cost a second scan of every changed frame.) */
+static bool depth_counted_from_the_frame(struct lb_msg *m)
+{
+    char v[2 * ENV_MAX_DEPTH];
+    memset(v, '[', ENV_MAX_DEPTH);
+    memset(v + ENV_MAX_DEPTH, ']', ENV_MAX_DEPTH);
+    errno = 0;
+    bool refused = lb_msg_set(m, "params", v, sizeof v) == -1 && errno == EINVAL;
+    bool taken = lb_msg_set(m, "params", v + 1, sizeof v - 2) == 0;
+    return refused && taken;
+}
+
+/* Changes of every kind in one frame: a known member replaced (with white
+ * space around its value), one added, an unknown one added and one
+ * removed, a known one removed. */
+static bool many_changes(struct lb_msg *m)
+{
+    return lb_msg_set(m, "params", " {\"k\" : [1, \"\\u00e9\"]}\n", 22) == 0 && lb_msg_set(m, "extra", "[1]", 3) == 0 &&
+           lb_msg_set(m, "gone", NULL, 0) == 0 && lb_msg_set(m, "metadata", NULL, 0) == 0 &&
+           lb_msg_set(m, "method", "\"rw2\"", 5) == 0;
+}
+
 static enum lb_verdict_kind h_rewrite(void *ud, struct lb_conn *c, struct lb_msg *m, struct lb_err *err)
 {
     (void)ud; (void)c; (void)err;
@@ -441,6 +471,8 @@ static enum lb_verdict_kind h_rewrite(void *ud, struct lb_conn *c, struct lb_msg
     }
     if (is(lb_msg_field(m, "to"), "alias")) lb_msg_set(m, "to", "\"svc-a\"", 7);
     if (t == LB_MSG_CALL && is(lb_msg_field(m, "method"), "owned")) g_seen.eperm_ok = owned_members_refused(m);
+    if (t == LB_MSG_CALL && is(lb_msg_field(m, "method"), "deep")) g_seen.depth_ok = depth_counted_from_the_frame(m);
+    if (t == LB_MSG_CALL && is(lb_msg_field(m, "method"), "rw")) g_seen.rw_ok = many_changes(m);
     if (t == LB_MSG_EMIT && is(lb_msg_field(m, "event"), "copy")) lb_msg_add_recipient(m, "svc-a");
     return LB_PASS;
 }
@@ -450,6 +482,14 @@ static enum lb_verdict_kind h_response(void *ud, struct lb_conn *callee, struct 
 {
     (void)ud; (void)callee; (void)to;
     struct lb_str data = lb_msg_raw(m, "data");
+    const char *to_attr = lb_msg_attr_get(m, "call.to"), *method_attr = lb_msg_attr_get(m, "call.method");
+    snprintf(g_seen.call_attrs, sizeof g_seen.call_attrs, "%s %s", to_attr ? to_attr : "(none)",
+             method_attr ? method_attr : "(none)");
+    if (is(data, "\"attrs\"")) {
+        g_seen.attr_override_ok = lb_msg_attr_set(m, "call.to", "other") == 0 &&
+                                  !strcmp(lb_msg_attr_get(m, "call.to"), "other") &&
+                                  !strcmp(lb_msg_attr_get(m, "call.method"), "m") && !lb_msg_attr_get(m, "call.x");
+    }
     if (is(data, "\"secret\"")) return lb_refuse(err, LB_E_FORBIDDEN, "no secrets");
     if (is(data, "\"rewrite\"")) {
         lb_msg_set(m, "data", "\"rewritten\"", 11);
@@ -492,6 +532,15 @@ static json_t *answer(struct fake *callee, const char *data)
     return call;
 }
 
+/* A hook that tries to register another set: the host is walking them. */
+static int g_register_inside = 0;
+static void h_inspect_registers(void *ud, struct lb_conn *c, struct lb_msg *m)
+{
+    (void)c; (void)m;
+    struct lb_hooks h = { .size = sizeof h, .audit = h_audit };
+    if (!g_register_inside) g_register_inside = lb_hooks_register(ud, &h, NULL);
+}
+
 static void test_hooks(void)
 {
     struct lb_plugin_ctx ctx = { .index = 0, .name = "hooktest" };
@@ -500,7 +549,11 @@ static void test_hooks(void)
     int id = lb_hooks_register(&ctx, &h, NULL);
     struct lb_hooks too_big = { .size = sizeof h + 8 };
     CHECK(id > 0 && lb_hooks_register(&ctx, &too_big, NULL) == -1, "lb_hooks_register: an id; a struct larger than the host's is refused");
+    struct lb_hooks inner = { .size = sizeof inner, .inspect = h_inspect_registers };
+    int inner_id = lb_hooks_register(&ctx, &inner, &ctx);
     struct fake *a = registered("svc-a", NULL), *c = registered("c", NULL), *blocked = registered("blocked", NULL);
+    CHECK(inner_id > 0 && g_register_inside == -1, "lb_hooks_register from inside a hook is refused (-1)");
+    lb_hooks_unregister(&ctx, inner_id);
     struct fake *s = registered("sub", NULL);
 
     fake_input(c, "{\"type\":\"CALL\",\"id\":\"h1\",\"to\":\"svc-a\",\"method\":\"limited\"}");
@@ -527,6 +580,24 @@ static void test_hooks(void)
     answer(a, "null");
     fake_skip(c);
     CHECK(g_seen.eperm_ok, "from, id, token, auth and type are the bus's (EPERM); bad JSON is EINVAL; recipients are for EMITs");
+    fake_input(c, "{\"type\":\"CALL\",\"id\":\"h4d\",\"to\":\"svc-a\",\"method\":\"deep\"}");
+    call = answer(a, "null");
+    json_t *deep = json_object_get(call, "params");
+    int levels = 0;
+    while (json_is_array(deep)) { levels++; deep = json_array_size(deep) ? json_array_get(deep, 0) : NULL; }
+    CHECK(g_seen.depth_ok && levels == ENV_MAX_DEPTH - 1 && !a->bad_frame,
+          "lb_msg_set: a value nested 64 deep is EINVAL (the frame would nest 65), 63 deep reaches the callee");
+    fake_skip(c);
+    fake_input(c, "{\"type\":\"CALL\", \"gone\" : 1, \"id\":\"h4r\",\"to\":\"svc-a\",\"method\":\"rw\",\"params\":{\"old\":1},"
+                  "\"metadata\":{},\"x\":\"kept\"}");
+    call = answer(a, "null");
+    json_t *params = json_object_get(call, "params");
+    CHECK(g_seen.rw_ok && !a->bad_frame && !strcmp(jstr(call, "method"), "rw2") && json_object_size(params) == 1 &&
+          json_array_size(json_object_get(params, "k")) == 2 && !strcmp(jstr(call, "x"), "kept") &&
+          json_array_size(json_object_get(call, "extra")) == 1 && !json_object_get(call, "gone") &&
+          !json_object_get(call, "metadata") && !strcmp(jstr(call, "id"), "h4r"),
+          "changes of known and unknown members, added and removed, reach the callee in one well-formed frame");
+    fake_skip(c);
 
     fake_input(s, "{\"type\":\"SUBSCRIBE\",\"events\":[\"copy\",\"news\"]}");
     fake_input(blocked, "{\"type\":\"SUBSCRIBE\",\"events\":[\"news\"]}");
@@ -544,6 +615,11 @@ static void test_hooks(void)
     fake_input(c, "{\"type\":\"CALL\",\"id\":\"h6\",\"to\":\"svc-a\",\"method\":\"m\"}");
     answer(a, "\"secret\"");
     CHECK(call_error(fake_next(c), "h6", LB_E_FORBIDDEN), "a response hook's refusal: the caller gets its error instead");
+    CHECK(!strcmp(g_seen.call_attrs, "svc-a m"), "a response hook reads the call's service and method as attributes call.to and call.method");
+    fake_input(c, "{\"type\":\"CALL\",\"id\":\"h6a\",\"to\":\"svc-a\",\"method\":\"m\"}");
+    answer(a, "\"attrs\"");
+    fake_skip(c);
+    CHECK(g_seen.attr_override_ok, "...and one a plugin sets itself comes first");
     fake_input(c, "{\"type\":\"CALL\",\"id\":\"h7\",\"to\":\"svc-a\",\"method\":\"m\"}");
     answer(a, "\"rewrite\"");
     r = fake_next(c);

@@ -2,30 +2,43 @@
  * The redis plugin: many lexbusd nodes as one bus through Redis, Exprsn's
  * Redis-native IPC workers on the same channels, raw channel bridging,
  * and the host's key-value state on Redis.  README "Many nodes" is the
- * user's view; wire.h is the format on Redis.
+ * user's view; wire.h is the format on Redis.  This header is the state
+ * every part shares (struct rd) and the helpers of rd.c.
  *
- * Shape (all on the loop thread; nothing here blocks):
- * - rconn.c: two hiredis async connections (commands; subscriptions) on
- *   the bus's libevent base, the session (connect, join, reconnect with
- *   jittered backoff), the queue of replies awaited, bounds on what is
- *   queued for and read from Redis.
- * - cluster.c: this node's record (services, subscribed patterns) and
- *   everyone else's; one link connection per remote node holding its
- *   services (so the core routes, spreads, answers METHOD_NOT_FOUND and
- *   SERVICE_UNAVAILABLE itself), the `main` link that carries everything
- *   that arrives from Redis into the bus and takes broadcasts out.
- * - exprsn.c: IPCWorker interop (ipc:<name> channels, broker tokens,
- *   discovery keys, acks, CRUD and JSONLex requests).
- * - bridge.c: raw channels (IntelliRouter) <-> events.
- * - rstate.c: the state backend (`state = redis`).
+ * The parts are layers: each file calls only the files below it.
  *
- * Ownership: one struct rd per process (the plugin's data); every
- * pointer below is owned by it unless marked borrowed.  Link connections
- * are owned by the host; the plugin forgets each one when it closes it
- * (lb_local_close) or when the host says it closed (on_close).
+ *   redis.c    the plugin: settings, life cycle, counters, stats; hands
+ *              the parts to each other (rc_ops, the route hook)
+ *   cluster.c  this node's record and everyone else's; one link
+ *              connection per remote node holding its services (so the
+ *              core routes, spreads, answers METHOD_NOT_FOUND and
+ *              SERVICE_UNAVAILABLE itself), the `main` link that carries
+ *              into the bus what arrives from Redis and takes broadcasts
+ *              out; it sorts what arrives by channel for the parts below
+ *   exprsn.c   IPCWorker interop (ipc:<name> channels, broker tokens,
+ *              discovery keys, acks, CRUD and JSONLex requests)
+ *   bridge.c   raw channels (IntelliRouter) <-> events
+ *   rstate.c   the state backend (`state = redis`)
+ *   rconn.c    two hiredis async connections (commands; subscriptions)
+ *              on the bus's libevent base, the session (connect, join,
+ *              reconnect with jittered backoff), the ring of replies
+ *              awaited, bounds on what is queued for and read from Redis
+ *   rd.c       sets of strings, counted drops, the table of live nodes
+ *   wire.c     what is read from and written to Redis (pure functions)
+ *
+ * Nothing calls upwards: rconn.c tells the session's events to the
+ * struct rc_ops that redis.c hands it (rconn.h), and each command carries
+ * the function that takes its reply (struct pent), so the connection
+ * knows none of the parts that use it.
+ *
+ * Everything runs on the loop thread; nothing here blocks.  Ownership:
+ * one struct rd per process (the plugin's data); every pointer below is
+ * owned by it unless marked borrowed.  Link connections are owned by the
+ * host; the plugin forgets each one when it closes it (lb_local_close)
+ * or when the host says it closed (on_close).
  */
-#ifndef LB_REDIS_H
-#define LB_REDIS_H
+#ifndef LB_REDIS_RD_H
+#define LB_REDIS_RD_H
 #include <stdbool.h>
 #include <stdint.h>
 #include <event2/event.h>
@@ -36,6 +49,7 @@
 #include "keys.h"
 
 struct rd;
+struct rc_ops;                     /* rconn.h */
 
 /* ---- settings -------------------------------------------------------- */
 
@@ -61,28 +75,20 @@ struct rcfg {
 
 /* ---- replies awaited on the command connection --------------------- */
 
-enum pk {
-    PK_IGNORE,        /* any reply will do */
-    PK_SETUP,         /* AUTH, SELECT: an error ends the session */
-    PK_READY,         /* the PING after set-up: the connection works */
-    PK_LATENCY,       /* the heartbeat's round trip */
-    PK_PUBLISH,       /* a message: counts published */
-    PK_PUBLISH_CALL,  /* a CALL to a node: nobody listening = SERVICE_UNAVAILABLE */
-    PK_PUBLISH_BUNDLE,/* a bundle (p: the CALLs in it, or NULL) */
-    PK_CLAIM,         /* claiming our node name */
-    PK_NODES_SCAN, PK_NODES_GET,
-    PK_STATE_SCAN, PK_STATE_GET,
-    PK_WORKERS_SCAN, PK_WORKERS_GET, PK_WORKER_LOOKUP, PK_REVOKED,
-    PK_INFO,          /* INFO stats after a subscriber disconnect */
-};
+struct pent;
+/* Takes the reply to a command.  r NULL: none will come (the connection
+ * went away), or it belongs to an earlier session: either way the
+ * command's effect is unknown. */
+typedef void rc_reply_fn(struct rd *rd, const struct pent *e, redisReply *r);
 
+/* What to do with a reply, and what that needs; copied into the ring. */
 struct pent {
-    uint8_t kind;                  /* enum pk */
+    rc_reply_fn *done;             /* NULL: any reply will do */
     uint8_t idlen;
-    char id[30];                   /* PK_PUBLISH_CALL: the CALL's wire id */
-    uint32_t gen;                  /* session (or node) generation it belongs to */
+    char id[30];                   /* a CALL's wire id (rc_publish_call) */
+    uint32_t gen;                  /* the session it belongs to */
     uint64_t t_us;                 /* when it was sent (monotonic) */
-    void *p;
+    void *p;                       /* the caller's (freed by done) */
     uint64_t a;
 };
 
@@ -98,6 +104,15 @@ struct rconn {
 
 enum rstate { RS_DOWN, RS_CONNECTING, RS_JOINING, RS_UP, RS_CLASH };
 
+/* CALLs published to one node (its serial), for the answer that says
+ * nobody heard them. */
+struct call_id { uint8_t len; char id[30]; };
+struct call_ids {
+    uint64_t node;
+    size_t n, cap;
+    struct call_id *v;
+};
+
 /* Messages for one channel queued during this loop turn (rc_publish_lb). */
 struct outq {
     char chan[LB_MAX_NAME + 80];
@@ -105,14 +120,7 @@ struct outq {
     struct lb_jw *buf;             /* "<len>\n<message>" each */
     size_t n;
     struct pent first;             /* what to do with the reply when it holds one message */
-    struct bundle_calls *calls;    /* the CALLs in it */
-};
-
-/* The CALLs of a bundle, for the reply to its PUBLISH. */
-struct bundle_calls {
-    uint64_t serial;               /* the node they went to */
-    size_t n, cap;
-    struct { uint8_t len; char id[30]; } *v;
+    struct call_ids *calls;        /* the CALLs in it */
 };
 
 #define OUTQ_MAX 16
@@ -156,7 +164,8 @@ struct rd {
     uint64_t started_ms;
     bool unloading;
 
-    /* session */
+    /* session (rconn.c) */
+    const struct rc_ops *rc_ops;   /* borrowed: redis.c's */
     enum rstate state;
     uint32_t session;              /* bumped at every (re)connect */
     struct rconn pub, sub;
@@ -171,13 +180,12 @@ struct rd {
     size_t q_head, q_n, q_cap;
     char *cmd;                     /* scratch for formatted commands */
     size_t cmd_cap;
-    char chan[LB_MAX_NAME + 80];   /* scratch for other nodes' channel names */
+    struct sset subs, psubs;       /* channels and patterns to hear, on every connection */
     struct outq outq[OUTQ_MAX];
     size_t n_outq;
     size_t outq_bytes;             /* what they hold, counted in rc_queued */
     struct event *flush_ev;        /* writes out, later in this loop turn, what it queued */
     char ch_self[LB_MAX_NAME + 80], ch_b[80], ch_c[80], ch_s[80];   /* ours, broadcast, control, state */
-    uint64_t sub_lost_at_info;     /* client_output_buffer_limit_disconnections before */
 
     /* links */
     struct lb_conn *main;          /* ingress from Redis, broadcasts out */
@@ -196,21 +204,17 @@ struct rd {
     uint64_t last_hb_ms, last_rebuild_ms;
     uint64_t self_heard_ms;        /* our own heartbeat came back from Redis (monotonic) */
     uint64_t read_ms;              /* when the subscriber's current read began (monotonic) */
-    bool rebuild;                  /* local services or patterns changed */
     struct sset local_services;    /* names with an instance here */
     struct sset remote_pats;       /* patterns remote nodes' subscribers hold, with counts */
     struct sset main_subs;         /* what the main link is subscribed to */
-    bool main_catch_all;           /* too many patterns: subscribed to ">" */
     struct lb_patset *remote_set;  /* remote_pats as a trie */
     struct lb_patset *local_set;   /* patterns held here (ipc broadcasts nobody wants are dropped) */
     struct lb_patset *bridge_set;
     struct lb_jw *w, *w2;          /* scratch JSON */
-    char *scan_cursor;             /* node scan in progress */
 
     /* exprsn */
     struct sset workers_known;     /* worker names registered on the workers link */
     struct sset workers_seen;      /* the scan in progress */
-    struct sset ipc_subs;          /* ipc:<name> channels subscribed */
     struct sset neg;               /* names looked up and not found (n: when, ms) */
     struct pending_x *px;          /* worker requests in flight */
     uint64_t x_seq, node_serial;
@@ -232,91 +236,26 @@ struct rd {
         c_workers, c_sub_paused;
 };
 
-/* ---- rconn.c --------------------------------------------------------- */
-void rc_init(struct rd *rd);
-void rc_start(struct rd *rd);
-void rc_stop(struct rd *rd);
-/* The session failed (why is logged): tear down after this callback,
- * reconnect after a backoff. */
-void rc_fail(struct rd *rd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-bool rc_up(const struct rd *rd);
-/* Commands on the command connection; e (may be NULL) says what to do
- * with the reply.  Return 0, or -1 when not connected or past max_queue
- * (counted as dropped). */
-int rc_command(struct rd *rd, const struct pent *e, int argc, const char **argv, const size_t *argvlen);
-int rc_commandf(struct rd *rd, const struct pent *e, const char *fmt, ...);
-int rc_publish(struct rd *rd, const struct pent *e, const char *chan, size_t chlen, const char *head, size_t hl,
-               const char *body, size_t bl);
-/* The same for a message between lexbus nodes (head + body a whole
- * message): everything one loop turn queues for one channel leaves as one
- * PUBLISH (a bundle, wire.h), written before the turn ends. */
-int rc_publish_lb(struct rd *rd, const struct pent *e, const char *chan, size_t chlen, const char *head, size_t hl,
-                  const char *body, size_t bl);
-/* Subscribe (add) or unsubscribe a channel, or a pattern. */
-int rc_subscribe(struct rd *rd, bool pattern, bool add, const char *chan);
-/* Write what is queued now (a revocation must leave before the answer). */
-void rc_flush(struct rd *rd);
-/* The oldest unanswered command is older than command_timeout: fail. */
-void rc_check_timeout(struct rd *rd);
-/* Stops reading the subscriber connection while the bus lags behind. */
-void rc_check_backlog(struct rd *rd);
-size_t rc_queued(const struct rd *rd);
-uint64_t mono_ms(void);
+/* ---- rd.c: what every part uses ------------------------------------- */
 
-/* ---- cluster.c ------------------------------------------------------- */
-int cl_init(struct rd *rd);
-void cl_free(struct rd *rd);
-void cl_connected(struct rd *rd);          /* both connections work: claim and join */
-void cl_disconnected(struct rd *rd);       /* forget every node, close their links */
-void cl_tick(struct rd *rd);
-void cl_leave(struct rd *rd);              /* clean shutdown: say so */
-void cl_on_reply(struct rd *rd, const struct pent *e, redisReply *r);
-void cl_on_message(struct rd *rd, const char *chan, size_t chlen, const char *p, size_t n);
-const char *cl_node_channel(struct rd *rd, const char *node);
-/* The live node (this one included) an Exprsn message for `service` is for:
- * every node that hosts it hears it, one takes it. */
-bool cl_mine(struct rd *rd, const char *service, size_t n, uint64_t h);
-/* (Re)subscribes the subscriber connection to every channel we listen on. */
-void cl_subscribe_all(struct rd *rd);
-/* The main link's subscriptions follow remote nodes' patterns, bridges
- * and workers (none while Redis is away). */
-void cl_main_resubscribe(struct rd *rd);
-size_t cl_remote_services(const struct rd *rd);
-bool cl_hosted_elsewhere(struct rd *rd, const char *service);
-/* The calls of a bundle that will never be sent, answered SERVICE_UNAVAILABLE. */
-void cl_calls_lost(struct rd *rd, const struct bundle_calls *c, const char *why);
-json_t *cl_stats(struct rd *rd);
-
-/* ---- exprsn.c -------------------------------------------------------- */
-int ex_init(struct rd *rd);
-void ex_free(struct rd *rd);
-void ex_joined(struct rd *rd);
-void ex_disconnected(struct rd *rd);
-void ex_tick(struct rd *rd);
-void ex_local_changed(struct rd *rd, const struct sset *added, const struct sset *removed);
-void ex_on_message(struct rd *rd, const char *name, size_t nlen, const char *p, size_t n);
-void ex_on_reply(struct rd *rd, const struct pent *e, redisReply *r);
-void ex_broadcast(struct rd *rd, const struct lb_msg *m);
-bool ex_main_message(struct rd *rd, const struct lb_msg *m);   /* RESPONSE/ACK/ERROR of worker requests */
-struct lb_conn *ex_route(struct rd *rd, const struct lb_msg *m, struct lb_str service);
-
-/* ---- bridge.c -------------------------------------------------------- */
-int br_init(struct rd *rd);
-void br_subscribe(struct rd *rd);
-bool br_matches(struct rd *rd, struct lb_str event);
-void br_publish(struct rd *rd, const struct lb_msg *m);
-void br_on_message(struct rd *rd, const char *chan, size_t chlen, const char *p, size_t n);
-
-/* ---- rstate.c -------------------------------------------------------- */
-int st_init(struct rd *rd);
-void st_free(struct rd *rd);
-void st_joined(struct rd *rd);
-void st_on_message(struct rd *rd, const struct rw_head *h);
-void st_on_reply(struct rd *rd, const struct pent *e, redisReply *r);
-
-/* ---- redis.c: helpers shared by the parts --------------------------- */
 /* Appends a string literal to a JSON writer. */
 #define JW_LIT(w, lit) lb_jw_raw((w), (lit), sizeof(lit) - 1)
+/* ,"methods":[...] unless any (every method): a service as REGISTER
+ * and a node's record write it. */
+void rd_jw_methods(struct lb_jw *w, bool any, const char *const *methods, size_t n);
+/* key (",\"name\":", say), then s in quotes: s is the contents of a JSON
+ * string that needs no escapes, as read from valid JSON. */
+void rd_jw_plain(struct lb_jw *w, const char *key, struct lb_str s);
+/* The frames the parts hand the bus, each type written in one place.
+ * An EMIT: id, event, from and to are the contents of JSON strings that
+ * need no escapes (names, ids); payload and token raw JSON values; an
+ * absent id or token ({NULL,0}) is left out, an absent payload is null. */
+struct rd_emit { struct lb_str id, event, from, to, payload, token; bool ack; };
+void rd_jw_emit(struct lb_jw *w, const struct rd_emit *e);
+/* A REGISTER of `name` for another node or a worker (`node`), up to
+ * ,"metadata":{ : the caller writes the metadata's members and "}}". */
+void rd_jw_register_begin(struct lb_jw *w, const char *name, const char *node, bool any, const char *const *methods,
+                          size_t n);
 /* Throttled warning about something a peer can provoke, counted. */
 void rd_drop(struct rd *rd, uint64_t *counter, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -324,9 +263,25 @@ void rd_drop(struct rd *rd, uint64_t *counter, const char *key, const char *fmt,
 int rd_inject(struct rd *rd, const char *frame, size_t len);
 /* Random hex into out (2*n characters and a NUL). */
 void rd_random_hex(char *out, size_t n);
+/* Milliseconds of the monotonic clock. */
+uint64_t rd_mono_ms(void);
+/* Whether some pattern of the set matches the event. */
+bool rd_matches(struct lb_patset *set, struct lb_str event);
+/* qsort's comparison of two char *. */
+int rd_strcmp_p(const void *a, const void *b);
+
 void sset_free(struct sset *s);
 struct sent *sset_find(const struct sset *s, const char *p, size_t n);
 struct sent *sset_add(struct sset *s, const char *p, size_t n);    /* n counted up */
 bool sset_del(struct sset *s, const char *p, size_t n);            /* removed entirely */
 void sset_clear(struct sset *s);
+
+/* The live nodes (rd->nodes, kept by cluster.c), asked by the parts that
+ * share work with them.  Whether another node announces `service`: */
+bool rd_hosted_elsewhere(const struct rd *rd, const char *service);
+/* Whether this node is the one (among those that host `service`, this
+ * one included; every live node when service is NULL) that takes an
+ * Exprsn message of hash h: every node that hosts it hears it, and
+ * every node computes the same pick. */
+bool rd_mine(const struct rd *rd, const char *service, size_t n, uint64_t h);
 #endif
