@@ -99,7 +99,7 @@ void stream_marks_free(struct stream_marks *sm)
 
 /* ---- a connection's output as one buffer ----------------------------- */
 
-#define OBUF_MIN 1024u       /* a first buffer: a lone reply fits */
+#define OBUF_MIN 256u        /* a first buffer: a lone reply (REGISTER_ACK) fits */
 #define OBUF_HINT_MAX (256u * 1024)   /* what a connection's last burst may ask for next time */
 
 /* Room for n more bytes at the end. */
