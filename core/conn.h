@@ -26,9 +26,10 @@ struct instance {
     const char *name;            /* svc->name */
     size_t name_len;
     struct lb_conn *conn;
-    size_t svc_index;            /* position in svc->inst */
+    uint32_t svc_index;          /* position in svc->inst */
+    uint32_t n_methods;          /* (two halves of 8 bytes: every registered connection has an instance) */
+    /* Each names array is one allocation, strings included (one free). */
     char **methods;              /* sorted; NULL/0 = accepts every method */
-    size_t n_methods;
     char **resources;            /* CRUD resources it serves (REGISTER `resources`) */
     size_t n_resources;
     char *version;
@@ -43,6 +44,7 @@ enum conn_state { CS_NEW, CS_REGISTERED };
 struct lb_conn {
     uint64_t id;
     int refs;                    /* held by paused senders, the dirty list, input */
+    int waiting_on;              /* recipients this connection waits for (back-pressure) */
     bool dead;                   /* closed: no more input or output */
     bool in_input;               /* inside input: defer the transport close */
     bool dirty;                  /* in the dirty list: flush after this iteration */
@@ -52,9 +54,9 @@ struct lb_conn {
     bool timed_out;              /* REGISTER deadline passed */
     uint8_t encoding;            /* enum lb_encoding: AUTO until the first frame (encoding.h) */
     bool encoding_pinned;        /* set by the transport's `encoding` key, not by the first frame */
+    enum conn_state state;       /* here, in what the flags leave of 16 bytes: an idle connection is mostly this struct */
     const char *close_why;       /* a send failed: closed after this iteration */
     const char *close_code;      /* ...with this ERROR first (SLOW_CONSUMER), or NULL */
-    enum conn_state state;
     const struct lb_conn_ops *ops;
     void *tdata;
     struct lb_plugin_ctx *transport;
@@ -75,9 +77,8 @@ struct lb_conn {
 
     /* Back-pressure: connections paused until this one drains. */
     struct lb_conn **waiters;
-    size_t n_waiters, cap_waiters;
+    uint32_t n_waiters, cap_waiters;
     uint64_t blocked_since_ms;   /* first waiter added (monotonic) */
-    int waiting_on;              /* recipients this connection waits for */
 
     size_t queued;               /* output bytes last seen queued (the budget's share) */
     uint64_t deliver_gen;        /* de-duplicates fan-out */

@@ -5,7 +5,7 @@
 
 void ht_init(struct htable *t, size_t initial_pow2)
 {
-    size_t n = 4;   /* small tables stay small (a connection's own subscriptions) */
+    size_t n = 1;   /* small tables stay small (a connection's own subscriptions) */
     while (n < initial_pow2) n <<= 1;
     t->buckets = xcalloc(n, sizeof *t->buckets);
     t->mask = n - 1;

@@ -23,9 +23,8 @@ static void free_service(struct ht_node *n, void *ud)
 {
     (void)ud;
     struct service *s = container_of(n, struct service, node);
-    free(s->inst);
-    free(s->name);
-    free(s);
+    if (s->inst != &s->one) free(s->inst);
+    free(s);   /* the name with it */
 }
 
 void registry_free(void)
@@ -46,15 +45,24 @@ struct instance *registry_add(struct lb_conn *c, const char *name, size_t n)
 {
     struct service *s = registry_find(name, n);
     if (!s) {
-        s = xcalloc(1, sizeof *s);
-        s->name = xstrndup(name, n);
+        /* The name in the same block: one allocation per service. */
+        s = xcalloc(1, sizeof *s + n + 1);
+        s->name = memcpy((char *)(s + 1), name, n);
         s->name_len = n;
         s->registered_ms = now_ms();
+        /* Most services have one instance: it needs no array. */
+        s->inst = &s->one;
+        s->cap = 1;
         ht_insert(&g_services, &s->node, hash_bytes(name, n));
     }
     if (s->n == s->cap) {
-        s->cap = s->cap ? s->cap * 2 : 1;   /* most services have one instance */
-        s->inst = xrealloc(s->inst, s->cap * sizeof *s->inst);
+        s->cap *= 2;
+        if (s->inst == &s->one) {
+            s->inst = xmalloc(s->cap * sizeof *s->inst);
+            s->inst[0] = s->one;
+        } else {
+            s->inst = xrealloc(s->inst, s->cap * sizeof *s->inst);
+        }
     }
     struct instance *i = xcalloc(1, sizeof *i);
     i->svc = s;
@@ -76,12 +84,6 @@ struct instance *registry_add(struct lb_conn *c, const char *name, size_t n)
     return i;
 }
 
-static void free_names(char **v, size_t n)
-{
-    for (size_t k = 0; k < n; k++) free(v[k]);
-    free(v);
-}
-
 void registry_remove(struct instance *i)
 {
     struct service *s = i->svc;
@@ -99,8 +101,8 @@ void registry_remove(struct instance *i)
         ht_remove(&g_services, &s->node);
         free_service(&s->node, NULL);
     }
-    free_names(i->methods, i->n_methods);
-    free_names(i->resources, i->n_resources);
+    free(i->methods);
+    free(i->resources);
     free(i->version);
     free(i->metadata_json);
     free(i->node);

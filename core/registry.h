@@ -7,10 +7,11 @@
 
 struct service {
     struct ht_node node;
-    char *name;
+    char *name;                  /* in the same allocation, after the struct */
     size_t name_len;
-    struct instance **inst;
-    size_t n, cap;
+    struct instance **inst;      /* &one until a second instance comes */
+    struct instance *one;
+    uint32_t n, cap;
     size_t n_fallback;           /* instances on links that prefer local delivery */
     size_t n_remote;             /* instances held by links */
     size_t rr;                   /* round-robin cursor */

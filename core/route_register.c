@@ -26,22 +26,27 @@ static bool identity_allows(const struct lb_conn *c, const char *name, size_t n)
     return false;
 }
 
+/* The n strings of arr as one allocation (the pointers, then the strings
+ * they point at: one free() releases them), so an instance with a method
+ * or two costs one block, not one per name. */
 static char **copy_names(const struct env_val *arr, size_t n, bool sort)
 {
     if (!n) return NULL;
-    char **v = xcalloc(n, sizeof *v);
     const char *cur = NULL;
     struct env_val e;
-    size_t k = 0;
-    while (k < n && env_array_next(arr, &cur, &e)) v[k++] = xstrndup(e.p, e.n);
+    size_t k = 0, bytes = n * sizeof(char *);
+    while (k < n && env_array_next(arr, &cur, &e)) { bytes += e.n + 1; k++; }
+    char **v = xcalloc(1, bytes);
+    char *s = (char *)(v + n);
+    cur = NULL;
+    for (size_t j = 0; j < k && env_array_next(arr, &cur, &e); j++) {
+        memcpy(s, e.p, e.n);
+        s[e.n] = 0;
+        v[j] = s;
+        s += e.n + 1;
+    }
     if (sort) qsort(v, k, sizeof *v, cmp_str);
     return v;
-}
-
-static void free_names(char **v, size_t n)
-{
-    for (size_t k = 0; k < n; k++) free(v[k]);
-    free(v);
 }
 
 /* The members of a REGISTER, checked; counts of the arrays. */
@@ -147,10 +152,10 @@ static bool authenticated(const struct sender *s, struct lb_msg *m)
 static void record(struct instance *i, struct lb_msg *m, const struct reg_fields *rf)
 {
     const struct env_val *f = m->env.f;
-    free_names(i->methods, i->n_methods);
+    free(i->methods);
     i->methods = copy_names(&f[F_METHODS], (size_t)rf->n_methods, true);
     i->n_methods = (size_t)rf->n_methods;
-    free_names(i->resources, i->n_resources);
+    free(i->resources);
     i->resources = copy_names(&f[F_RESOURCES], (size_t)rf->n_resources, false);
     i->n_resources = (size_t)rf->n_resources;
     free(i->version);
@@ -182,7 +187,7 @@ void handle_register(const struct sender *s, struct lb_msg *m)
             c->registered_ms = now_ms();
         }
         log_info("router", "#%llu registered as '%s' (%s, auth %s, %zu methods)", (unsigned long long)c->id,
-                 i->name, c->peer.transport, c->auth, i->n_methods);
+                 i->name, c->peer.transport, c->auth, (size_t)i->n_methods);
     }
     out_register_ack(c, i);
     struct sender as = { c, i->name, i->name_len };

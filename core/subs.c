@@ -57,7 +57,8 @@ static struct sub_entry *holds(struct lb_conn *c, const char *p, size_t n)
 static void subscribe_one(struct lb_conn *c, const char *p, size_t n)
 {
     if (holds(c, p, n)) return;
-    if (!c->subs.buckets) ht_init(&c->subs, 4);
+    /* Most connections hold one pattern or two: it grows as they come. */
+    if (!c->subs.buckets) ht_init(&c->subs, 1);
     struct sub_entry *e = xmalloc(sizeof *e + n + 1);
     e->len = (uint32_t)n;
     memcpy(e->pat, p, n);
