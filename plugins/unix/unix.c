@@ -223,7 +223,17 @@ static void on_readable(struct unix_conn *uc)
     if (uc->in.len && ibuf_route(&uc->in, uc->conn) < 0) return;
     if (!uc->reading) return;   /* paused (again): the socket keeps the rest */
     ssize_t r = ibuf_read(&uc->in, uc->conn, uc_fd(uc));
-    if (r > 0 || r == -2 || r == -3) return;   /* -3: the host closed us */
+    if (r == -2 || r == -3) return;   /* -3: the host closed us */
+    if (r > 0) {
+        /* What the read got back for itself (REGISTER_ACK, ACK, PONG)
+         * goes now, not when the loop turn ends: its buffer is gone before
+         * the next connection's read, so thousands of connections answered
+         * in one turn do not each hold one until then (it stayed in the
+         * RSS), and the peer has it sooner.  Output to others still waits
+         * for the turn's end, batched. */
+        if (obuf_len(&uc->out) && write_out(uc) != 0) lb_conn_gone(uc->conn, strerror(errno));
+        return;
+    }
     lb_conn_gone(uc->conn, r == 0 ? "peer closed the connection" : strerror(errno));
 }
 
