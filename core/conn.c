@@ -496,19 +496,33 @@ void conn_flush_dirty(void)
 
 /* ---- back-pressure ------------------------------------------------- */
 
+/* Made with the first sender paused on a connection, freed when they are
+ * released: a connection nobody waits on holds none. */
+struct waiters {
+    uint64_t since_ms;           /* the first was added (monotonic) */
+    uint32_t n, cap;
+    struct lb_conn *v[];         /* each holds a reference */
+};
+
 void conn_backpressure(struct lb_conn *sender, struct lb_conn *to)
 {
     if (to->dead || sender->dead || !to->ops || !sender->ops) return;
     if (to->queued <= g_bus.set.outbuf_high) return;
-    for (size_t i = 0; i < to->n_waiters; i++)
-        if (to->waiters[i] == sender) return;
-    if (to->n_waiters == to->cap_waiters) {
-        to->cap_waiters = to->cap_waiters ? to->cap_waiters * 2 : 4;
-        to->waiters = xrealloc(to->waiters, to->cap_waiters * sizeof *to->waiters);
+    struct waiters *w = to->waiters;
+    for (uint32_t i = 0; w && i < w->n; i++)
+        if (w->v[i] == sender) return;
+    if (!w) {
+        w = xmalloc(sizeof *w + 4 * sizeof w->v[0]);
+        w->since_ms = mono_us() / 1000;
+        w->n = 0;
+        w->cap = 4;
+    } else if (w->n == w->cap) {
+        w->cap *= 2;
+        w = xrealloc(w, sizeof *w + w->cap * sizeof w->v[0]);
     }
-    to->waiters[to->n_waiters++] = sender;
+    to->waiters = w;
+    w->v[w->n++] = sender;
     conn_ref(sender);
-    if (to->n_waiters == 1) to->blocked_since_ms = mono_us() / 1000;
     if (sender->waiting_on++ == 0) {
         sender->ops->set_read(sender->tdata, false);
         g_stats.sender_pauses++;
@@ -517,15 +531,18 @@ void conn_backpressure(struct lb_conn *sender, struct lb_conn *to)
 
 static void release_waiters(struct lb_conn *c)
 {
-    size_t n = c->n_waiters;
-    c->n_waiters = 0;
-    c->blocked_since_ms = 0;
-    for (size_t i = 0; i < n; i++) {
-        struct lb_conn *s = c->waiters[i];
+    /* Detached first: a sender paused again while resuming goes into a
+     * new set. */
+    struct waiters *w = c->waiters;
+    if (!w) return;
+    c->waiters = NULL;
+    for (uint32_t i = 0; i < w->n; i++) {
+        struct lb_conn *s = w->v[i];
         if (--s->waiting_on == 0 && !s->dead && s->ops)
             s->ops->set_read(s->tdata, true);
         conn_unref(s);
     }
+    free(w);
 }
 
 void lb_conn_writable(struct lb_conn *c)
@@ -533,7 +550,7 @@ void lb_conn_writable(struct lb_conn *c)
     if (c->dead || !c->ops) return;
     account(c);
     if (c->queued > g_bus.set.outbuf_high / 2) return;
-    if (c->n_waiters) release_waiters(c);
+    release_waiters(c);
     if (c->dropping) report_drops(c);
 }
 
@@ -642,7 +659,7 @@ static void register_deadline(struct lb_conn *c)
 static void sweep_one(struct lb_conn *c, uint64_t now)
 {
     if (c->local || c->dead) return;   /* in-process connections have no peer to lose */
-    if (c->n_waiters && now - c->blocked_since_ms > g_bus.set.slow_consumer_timeout_ms) {
+    if (c->waiters && now - c->waiters->since_ms > g_bus.set.slow_consumer_timeout_ms) {
         char what[96];
         snprintf(what, sizeof what, "not reading: senders blocked for more than %llu ms",
                  (unsigned long long)g_bus.set.slow_consumer_timeout_ms);

@@ -21,6 +21,16 @@ struct local;
 
 /* One registered service on a connection (a connection usually holds
  * one; a trusted in-process connection may hold several). */
+/* What few instances have, apart: every registered connection has an
+ * instance, and most send none of these. */
+struct inst_extra {
+    char **resources;            /* CRUD resources it serves (REGISTER `resources`) */
+    size_t n_resources;
+    char *version;
+    char *metadata_json;         /* as sent, for `services` */
+    char *node;                  /* a link's instance: the node it lives on */
+};
+
 struct instance {
     struct service *svc;
     const char *name;            /* svc->name */
@@ -30,11 +40,7 @@ struct instance {
     uint32_t n_methods;          /* (two halves of 8 bytes: every registered connection has an instance) */
     /* Each names array is one allocation, strings included (one free). */
     char **methods;              /* sorted; NULL/0 = accepts every method */
-    char **resources;            /* CRUD resources it serves (REGISTER `resources`) */
-    size_t n_resources;
-    char *version;
-    char *metadata_json;         /* as sent, for `services` */
-    char *node;                  /* a link's instance: the node it lives on */
+    struct inst_extra *x;        /* NULL when it has none of those */
     uint64_t registered_ms;
     struct instance *next;       /* the connection's list */
 };
@@ -75,10 +81,9 @@ struct lb_conn {
     struct list_head calls_out, calls_in;
     struct list_head link_node;  /* the list of all connections */
 
-    /* Back-pressure: connections paused until this one drains. */
-    struct lb_conn **waiters;
-    uint32_t n_waiters, cap_waiters;
-    uint64_t blocked_since_ms;   /* first waiter added (monotonic) */
+    /* Back-pressure: connections paused until this one drains (conn.c);
+     * NULL while none is, as for almost every connection. */
+    struct waiters *waiters;
 
     size_t queued;               /* output bytes last seen queued (the budget's share) */
     uint64_t deliver_gen;        /* de-duplicates fan-out */

@@ -7,14 +7,20 @@ void ht_init(struct htable *t, size_t initial_pow2)
 {
     size_t n = 1;   /* small tables stay small (a connection's own subscriptions) */
     while (n < initial_pow2) n <<= 1;
-    t->buckets = xcalloc(n, sizeof *t->buckets);
-    t->mask = n - 1;
+    t->one = NULL;
+    t->buckets = n == 1 ? &t->one : xcalloc(n, sizeof *t->buckets);
+    t->mask = (uint32_t)(n - 1);
     t->count = 0;
+}
+
+static void free_buckets(struct htable *t)
+{
+    if (t->buckets != &t->one) free(t->buckets);
 }
 
 void ht_free(struct htable *t)
 {
-    free(t->buckets);
+    free_buckets(t);
     t->buckets = NULL;
     t->mask = 0;
     t->count = 0;
@@ -34,9 +40,9 @@ static void ht_grow(struct htable *t)
             e = next;
         }
     }
-    free(t->buckets);
+    free_buckets(t);
     t->buckets = b;
-    t->mask = n - 1;
+    t->mask = (uint32_t)(n - 1);
 }
 
 void ht_insert(struct htable *t, struct ht_node *n, uint64_t hash)

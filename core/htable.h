@@ -10,7 +10,10 @@
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 struct ht_node { struct ht_node *next; uint64_t hash; };
-struct htable { struct ht_node **buckets; size_t mask; size_t count; };
+/* A table of one bucket keeps it in `one` (buckets == &one): a
+ * connection's table of the few patterns it holds costs no allocation.
+ * So a table is not moved (copied) once initialised. */
+struct htable { struct ht_node **buckets; uint32_t mask, count; struct ht_node *one; };
 
 typedef bool (*ht_eq_fn)(const struct ht_node *node, const void *key);
 

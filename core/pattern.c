@@ -5,7 +5,9 @@
 #include "htable.h"
 #include "util.h"
 
-struct subs { void **v; size_t n, cap; };
+/* The subscribers of one pattern: most patterns have one (a service's own
+ * events), kept in `one` (v == &one) until a second comes. */
+struct subs { void **v; uint32_t n, cap; void *one; };
 
 /* What a node has only when patterns go on past it. */
 struct pbranch {
@@ -54,6 +56,7 @@ struct ptrie *ptrie_new(void)
 }
 
 static void node_free(struct pnode *n);
+static void subs_free(struct subs *s) { if (s->v != &s->one) free(s->v); }
 static void kid_free(struct ht_node *h, void *ud) { (void)ud; struct pnode *k = container_of(h, struct pnode, hn); node_free(k); free(k); }
 
 static void branch_free(struct pnode *n)
@@ -62,7 +65,7 @@ static void branch_free(struct pnode *n)
     if (!b) return;
     if (b->kids.buckets) { ht_each(&b->kids, kid_free, NULL); ht_free(&b->kids); }
     if (b->star) { node_free(b->star); free(b->star); }
-    free(b->tail.v);
+    subs_free(&b->tail);
     free(b);
     n->br = NULL;
 }
@@ -70,7 +73,7 @@ static void branch_free(struct pnode *n)
 static void node_free(struct pnode *n)
 {
     branch_free(n);
-    free(n->here.v);
+    subs_free(&n->here);
 }
 
 static struct pbranch *branch(struct pnode *n)
@@ -92,10 +95,17 @@ size_t ptrie_count(const struct ptrie *t) { return t->count; }
 static int subs_add(struct subs *s, void *sub)
 {
     for (size_t i = 0; i < s->n; i++) if (s->v[i] == sub) return 1;
-    if (s->n == s->cap) {
-        /* Most patterns have one subscriber (a service's own events). */
-        s->cap = s->cap ? s->cap * 2 : 1;
-        s->v = xrealloc(s->v, s->cap * sizeof *s->v);
+    if (s->cap == 0) {
+        s->v = &s->one;
+        s->cap = 1;
+    } else if (s->n == s->cap) {
+        s->cap *= 2;
+        if (s->v == &s->one) {
+            s->v = xmalloc(s->cap * sizeof *s->v);
+            s->v[0] = s->one;
+        } else {
+            s->v = xrealloc(s->v, s->cap * sizeof *s->v);
+        }
     }
     s->v[s->n++] = sub;
     return 0;

@@ -84,6 +84,16 @@ struct instance *registry_add(struct lb_conn *c, const char *name, size_t n)
     return i;
 }
 
+void inst_extra_free(struct inst_extra *x)
+{
+    if (!x) return;
+    free(x->resources);
+    free(x->version);
+    free(x->metadata_json);
+    free(x->node);
+    free(x);
+}
+
 void registry_remove(struct instance *i)
 {
     struct service *s = i->svc;
@@ -102,10 +112,7 @@ void registry_remove(struct instance *i)
         free_service(&s->node, NULL);
     }
     free(i->methods);
-    free(i->resources);
-    free(i->version);
-    free(i->metadata_json);
-    free(i->node);
+    inst_extra_free(i->x);
     free(i);
 }
 
@@ -164,8 +171,9 @@ static void owner_cb(struct service *s, void *ud)
     struct owner_ctx *o = ud;
     for (size_t k = 0; k < s->n; k++) {
         const struct instance *i = s->inst[k];
-        for (size_t r = 0; r < i->n_resources; r++) {
-            if (strlen(i->resources[r]) == o->n && memcmp(i->resources[r], o->p, o->n) == 0 &&
+        const struct inst_extra *x = i->x;
+        for (size_t r = 0; x && r < x->n_resources; r++) {
+            if (strlen(x->resources[r]) == o->n && memcmp(x->resources[r], o->p, o->n) == 0 &&
                 (!o->found || i->registered_ms < o->at)) {
                 o->found = s;
                 o->at = i->registered_ms;

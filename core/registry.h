@@ -8,13 +8,14 @@
 struct service {
     struct ht_node node;
     char *name;                  /* in the same allocation, after the struct */
-    size_t name_len;
     struct instance **inst;      /* &one until a second instance comes */
     struct instance *one;
+    /* 32-bit counts: one service per idle registered connection, typically. */
+    uint32_t name_len;
     uint32_t n, cap;
-    size_t n_fallback;           /* instances on links that prefer local delivery */
-    size_t n_remote;             /* instances held by links */
-    size_t rr;                   /* round-robin cursor */
+    uint32_t n_fallback;         /* instances on links that prefer local delivery */
+    uint32_t n_remote;           /* instances held by links */
+    uint32_t rr;                 /* round-robin cursor */
     uint64_t registered_ms;
     uint64_t calls_in, events_in;
 };
@@ -34,6 +35,8 @@ struct instance *registry_add(struct lb_conn *c, const char *name, size_t n);
 /* Removes the instance (deleting the service when it was the last) and
  * frees it. */
 void registry_remove(struct instance *inst);
+/* Frees an instance's extras (NULL is fine). */
+void inst_extra_free(struct inst_extra *x);
 /* Next instance (round-robin) that accepts `method` (NULL: any instance),
  * local ones before fallback ones.  Returns NULL if none; *no_method is
  * set when instances exist but none accepts the method. */

@@ -155,17 +155,23 @@ static void record(struct instance *i, struct lb_msg *m, const struct reg_fields
     free(i->methods);
     i->methods = copy_names(&f[F_METHODS], (size_t)rf->n_methods, true);
     i->n_methods = (size_t)rf->n_methods;
-    free(i->resources);
-    i->resources = copy_names(&f[F_RESOURCES], (size_t)rf->n_resources, false);
-    i->n_resources = (size_t)rf->n_resources;
-    free(i->version);
-    i->version = f[F_VERSION].kind == J_STRING ? xstrndup(f[F_VERSION].p, f[F_VERSION].n) : NULL;
-    free(i->metadata_json);
-    i->metadata_json = f[F_METADATA].kind == J_OBJECT ? xstrndup(f[F_METADATA].p, f[F_METADATA].n) : NULL;
+    struct inst_extra *x = i->x ? i->x : xcalloc(1, sizeof *x);
+    free(x->resources);
+    x->resources = copy_names(&f[F_RESOURCES], (size_t)rf->n_resources, false);
+    x->n_resources = (size_t)rf->n_resources;
+    free(x->version);
+    x->version = f[F_VERSION].kind == J_STRING ? xstrndup(f[F_VERSION].p, f[F_VERSION].n) : NULL;
+    free(x->metadata_json);
+    x->metadata_json = f[F_METADATA].kind == J_OBJECT ? xstrndup(f[F_METADATA].p, f[F_METADATA].n) : NULL;
     if (i->conn->link && f[F_NODE].kind == J_STRING) {
-        free(i->node);
-        i->node = xstrndup(f[F_NODE].p, f[F_NODE].n);
+        free(x->node);
+        x->node = xstrndup(f[F_NODE].p, f[F_NODE].n);
     }
+    if (!x->resources && !x->version && !x->metadata_json && !x->node) {
+        inst_extra_free(x);
+        x = NULL;
+    }
+    i->x = x;
 }
 
 void handle_register(const struct sender *s, struct lb_msg *m)

@@ -29,9 +29,11 @@ static json_t *instance_json(const struct instance *i)
     json_object_set_new(o, "auth", json_string(c->auth));
     json_object_set_new(o, "registered", json_integer((json_int_t)i->registered_ms));
     json_object_set_new(o, "lastSeen", json_integer((json_int_t)c->last_seen_ms));
-    json_object_set_new(o, "node", json_string(i->node ? i->node : g_bus.set.node));
-    if (i->version) json_object_set_new(o, "version", json_string(i->version));
-    json_t *meta = i->metadata_json ? json_loads(i->metadata_json, 0, NULL) : NULL;
+    static const struct inst_extra none;
+    const struct inst_extra *x = i->x ? i->x : &none;
+    json_object_set_new(o, "node", json_string(x->node ? x->node : g_bus.set.node));
+    if (x->version) json_object_set_new(o, "version", json_string(x->version));
+    json_t *meta = x->metadata_json ? json_loads(x->metadata_json, 0, NULL) : NULL;
     if (meta) {
         json_t *pid = json_object_get(meta, "pid"), *host = json_object_get(meta, "hostname");
         if (pid) json_object_set(o, "pid", pid);
@@ -39,9 +41,9 @@ static json_t *instance_json(const struct instance *i)
         json_object_set_new(o, "metadata", meta);
     }
     if (!json_object_get(o, "pid") && c->peer.has_cred) json_object_set_new(o, "pid", json_integer(c->peer.pid));
-    if (i->n_resources) {
+    if (x->n_resources) {
         json_t *r = json_array();
-        for (size_t k = 0; k < i->n_resources; k++) json_array_append_new(r, json_string(i->resources[k]));
+        for (size_t k = 0; k < x->n_resources; k++) json_array_append_new(r, json_string(x->resources[k]));
         json_object_set_new(o, "resources", r);
     }
     if (c->events_dropped) json_object_set_new(o, "eventsDropped", json_integer((json_int_t)c->events_dropped));
