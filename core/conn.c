@@ -78,6 +78,7 @@ static const char *transport_name(const char *t)
     return names[n++] = xstrdup(t);
 }
 
+/* All but the address, which conn_create copies (it stays src's here). */
 static void copy_peer(struct lb_peer *dst, const struct lb_peer *src)
 {
     memset(dst, 0, sizeof *dst);
@@ -87,7 +88,6 @@ static void copy_peer(struct lb_peer *dst, const struct lb_peer *src)
     memcpy(dst, src, n);
     dst->size = sizeof *dst;
     dst->transport = transport_name(src->transport);
-    dst->address = dup_or_null(dst->address);
     dst->tls_subject = dup_or_null(dst->tls_subject);
     if (dst->n_identity_names) {
         char **names = xcalloc(dst->n_identity_names, sizeof *names);
@@ -98,7 +98,6 @@ static void copy_peer(struct lb_peer *dst, const struct lb_peer *src)
 
 static void free_peer(struct lb_peer *p)
 {
-    free((char *)p->address);
     free((char *)p->tls_subject);
     for (size_t i = 0; i < p->n_identity_names; i++) free((char *)p->identity_names[i]);
     free((void *)p->identity_names);
@@ -107,15 +106,21 @@ static void free_peer(struct lb_peer *p)
 struct lb_conn *conn_create(struct lb_plugin_ctx *transport, const struct lb_conn_ops *ops,
                             void *tdata, const struct lb_peer *peer)
 {
-    struct lb_conn *c = xcalloc(1, sizeof *c);
+    /* The address goes in the connection's block: one allocation less per
+     * connection (the address is still the caller's in p). */
+    struct lb_peer p;
+    copy_peer(&p, peer);
+    size_t alen = p.address ? strlen(p.address) + 1 : 0;
+    struct lb_conn *c = xcalloc(1, sizeof *c + alen);
+    c->peer = p;
+    if (alen) c->peer.address = memcpy((char *)(c + 1), p.address, alen);
     c->id = ++g_next_id;
     c->refs = 1;
     c->ops = ops;
     c->tdata = tdata;
     c->transport = transport;
-    copy_peer(&c->peer, peer);
     c->auth = "none";
-    c->connected_ms = c->last_seen_ms = now_ms();
+    c->last_seen_ms = now_ms();
     c->connected_mono_ms = c->last_seen_mono_ms = mono_us() / 1000;
     list_init(&c->calls_out);
     list_init(&c->calls_in);

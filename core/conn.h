@@ -60,19 +60,21 @@ struct lb_conn {
     bool timed_out;              /* REGISTER deadline passed */
     uint8_t encoding;            /* enum lb_encoding: AUTO until the first frame (encoding.h) */
     bool encoding_pinned;        /* set by the transport's `encoding` key, not by the first frame */
-    enum conn_state state;       /* here, in what the flags leave of 16 bytes: an idle connection is mostly this struct */
+    /* Here, in what the flags leave of 16 bytes: an idle connection is
+     * mostly this struct. */
+    uint8_t state;               /* enum conn_state */
+    uint32_t n_inst;
     const char *close_why;       /* a send failed: closed after this iteration */
     const char *close_code;      /* ...with this ERROR first (SLOW_CONSUMER), or NULL */
     const struct lb_conn_ops *ops;
     void *tdata;
     struct lb_plugin_ctx *transport;
-    struct lb_peer peer;         /* strings owned (copied at accept) */
+    struct lb_peer peer;         /* strings owned (copied at accept); address after the struct, in its block */
     struct local *local;         /* in-process connection state, or NULL */
 
-    struct instance *inst;       /* registered services; the first is the primary */
-    size_t n_inst;
+    struct instance *inst;       /* registered services (n_inst); the first is the primary */
     const char *auth;            /* "none", "token", "mtls", "bypass", "plugin", ... */
-    uint64_t connected_ms, registered_ms, last_seen_ms;   /* wall clock, for people */
+    uint64_t last_seen_ms;       /* wall clock, for people (when it registered: its instances') */
     uint64_t connected_mono_ms, last_seen_mono_ms;         /* monotonic, for deadlines */
 
     struct htable subs;          /* struct sub_entry: the patterns it holds */

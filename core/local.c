@@ -137,7 +137,6 @@ struct lb_conn *lb_local_open(struct lb_plugin_ctx *ctx, const struct lb_local_o
          * (naming `from`) without registering a service of its own. */
         c->auth = "plugin";
         c->state = CS_REGISTERED;
-        c->registered_ms = now_ms();
     }
     l->conn = c;
     g_stats.conns_local++;

@@ -188,10 +188,7 @@ void handle_register(const struct sender *s, struct lb_msg *m)
     g_routing_gen++;   /* methods may have changed */
     if (m->env.f[F_SUBSCRIBE].kind == J_ARRAY) subs_add_all(c, &m->env.f[F_SUBSCRIBE]);
     if (fresh) {
-        if (c->state != CS_REGISTERED) {
-            c->state = CS_REGISTERED;
-            c->registered_ms = now_ms();
-        }
+        c->state = CS_REGISTERED;
         log_info("router", "#%llu registered as '%s' (%s, auth %s, %zu methods)", (unsigned long long)c->id,
                  i->name, c->peer.transport, c->auth, (size_t)i->n_methods);
     }
