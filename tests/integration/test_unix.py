@@ -10,6 +10,7 @@ import os
 import random
 import socket
 import stat
+import struct
 import threading
 import time
 
@@ -136,6 +137,32 @@ def a_paused_sender_resumes_with_what_it_had_sent_in_order():
                   "ack": True, "id": "last"})
         check_eq(pub.recv_type("ACK", timeout=10)["delivered"], 1, "the sender is served after its resume")
         check_eq(sink.recv_type("EVENT")["payload"]["seq"], len(pads), "and its next event follows the rest")
+
+
+@test
+def frames_before_a_bad_length_or_a_cut_are_routed_in_the_same_read():
+    # One write: whole frames, then a bad length (the connection closes
+    # while its read is being routed) or the start of a frame and EOF.
+    # Both through the shared read buffer (small frames) and through the
+    # connection's own (a frame larger than one read).
+    with Bus() as bus:
+        sub = bus.client("bad-sub", subscribe=["bad"])
+        for pad in (10, 100000):
+            for tail in (struct.pack(">I", 0), struct.pack(">I", 500) + b'{"type":"EM'):
+                pub = bus.client("bad-pub-%d-%d" % (pad, len(tail)))
+                pub.send_raw(emit_frame("bad", 0, pad) + emit_frame("bad", 1, 3) + tail + emit_frame("bad", 2, 3))
+                if len(tail) == 4:
+                    msgs = pub.expect_closed()
+                    check_eq([m["error"]["code"] for m in msgs if m.get("type") == "ERROR"], ["BAD_FRAME"],
+                             "a zero length after two whole frames: BAD_FRAME, then closed")
+                else:
+                    pub.close()
+                m0, m1 = sub.recv_type("EVENT", timeout=10), sub.recv_type("EVENT", timeout=10)
+                check_eq([m0["payload"]["seq"], m1["payload"]["seq"], len(m0["payload"]["pad"])], [0, 1, pad],
+                         "the frames before it were routed, whole (pad %d)" % pad)
+                if len(tail) == 4:
+                    sub.expect_nothing()   # nothing past the bad length
+        check_eq(sub.call("lexbus", "ping")["status"], "success", "the bus is unharmed")
 
 
 lbtest.main()
