@@ -25,9 +25,9 @@
 struct script_info { char name[64]; bool present; uint64_t loaded_ms; };
 
 struct lgen {
+    struct rules rules;        /* routes.lua (first: the hooks' one look per message) */
     struct lstate s;           /* the Lua state (its address is the allocator's ud: never moved) */
     struct host *h;
-    struct rules rules;        /* routes.lua */
     struct crud_set crud;      /* crud.lua */
     /* jsonlex.lua: named expressions */
     struct named { char *name; struct jl_expr *x; } *named;
