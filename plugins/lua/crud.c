@@ -103,7 +103,13 @@ static bool resource_name_ok(const char *p, size_t n)
     return n > 0 && n <= LB_MAX_NAME - 7 && lb_method_name_valid(p, n);
 }
 
-void crud_build(struct lstate *s, lua_State *L, int t)
+void crud_init(struct crud_set *cs, struct lstate *s)
+{
+    memset(cs, 0, sizeof *cs);
+    cs->s = s;
+}
+
+void crud_build(struct crud_set *cs, lua_State *L, int t)
 {
     lua_pushnil(L);
     while (lua_next(L, t)) {
@@ -121,10 +127,10 @@ void crud_build(struct lstate *s, lua_State *L, int t)
         if (!name || !resource_name_ok(name, n)) luaL_error(L, "crud.lua: resource '%s' is not a valid name", name ? name : "?");
         int v = lua_gettop(L);
         if (!lua_istable(L, v)) luaL_error(L, "crud.lua: resource '%s' must be a table", name);
-        /* In s before it is filled in: a Lua error leaves nothing unfreed. */
-        s->crud = realloc(s->crud, (s->n_crud + 1) * sizeof *s->crud);
-        if (!s->crud) abort();
-        struct crud_res *res = &s->crud[s->n_crud++];
+        /* In cs before it is filled in: a Lua error leaves nothing unfreed. */
+        cs->res = realloc(cs->res, (cs->n + 1) * sizeof *cs->res);
+        if (!cs->res) abort();
+        struct crud_res *res = &cs->res[cs->n++];
         memset(res, 0, sizeof *res);
         res->transform_ref = LUA_NOREF;
         res->name = xdup(name);
@@ -155,10 +161,10 @@ void crud_build(struct lstate *s, lua_State *L, int t)
     lua_pop(L, 1);
 }
 
-void crud_free(struct lstate *s)
+void crud_free(struct crud_set *cs)
 {
-    for (size_t i = 0; i < s->n_crud; i++) {
-        struct crud_res *r = &s->crud[i];
+    for (size_t i = 0; i < cs->n; i++) {
+        struct crud_res *r = &cs->res[i];
         free(r->name);
         free(r->service);
         for (int k = 0; k < OP__COUNT; k++) {
@@ -166,9 +172,9 @@ void crud_free(struct lstate *s)
             free(r->op[k].f);
         }
     }
-    free(s->crud);
-    s->crud = NULL;
-    s->n_crud = 0;
+    free(cs->res);
+    cs->res = NULL;
+    cs->n = 0;
 }
 
 /* ---- mapping -------------------------------------------------------------- */
@@ -184,10 +190,10 @@ static void refuse(struct crud_out *o, const char *code, const char *fmt, ...)
     o->ok = false;
 }
 
-static struct crud_res *find_res(struct lstate *s, struct lb_str r)
+static struct crud_res *find_res(struct crud_set *cs, struct lb_str r)
 {
-    for (size_t i = 0; i < s->n_crud; i++)
-        if (strlen(s->crud[i].name) == r.n && memcmp(s->crud[i].name, r.p, r.n) == 0) return &s->crud[i];
+    for (size_t i = 0; i < cs->n; i++)
+        if (strlen(cs->res[i].name) == r.n && memcmp(cs->res[i].name, r.p, r.n) == 0) return &cs->res[i];
     return NULL;
 }
 
@@ -328,7 +334,7 @@ static int transform_fn(lua_State *L)
     return 0;
 }
 
-void crud_map(struct lstate *s, const struct crud_req *in, struct crud_out *o)
+void crud_map(struct crud_set *cs, const struct crud_req *in, struct crud_out *o)
 {
     struct crud_req q = *in;
     o->ok = true;
@@ -350,7 +356,7 @@ void crud_map(struct lstate *s, const struct crud_req *in, struct crud_out *o)
     }
     if ((op == OP_UPDATE || op == OP_DELETE) && !q.key.p) { refuse(o, LB_E_INVALID_MESSAGE, "%.*s.%s needs a \"key\"", rl, rn, g_ops[op]); return; }
     if (op == OP_READ && q.query.p && q.query.p[0] != '{') { refuse(o, LB_E_INVALID_MESSAGE, "\"query\" must be an object"); return; }
-    struct crud_res *res = find_res(s, q.resource);
+    struct crud_res *res = find_res(cs, q.resource);
     const char *target = NULL;
     size_t tn = 0;
     if (q.to.p) { target = q.to.p; tn = q.to.n; }
@@ -360,7 +366,7 @@ void crud_map(struct lstate *s, const struct crud_req *in, struct crud_out *o)
         refuse(o, LB_E_SERVICE_NOT_FOUND, "no service serves resource '%.*s' (none declared it at REGISTER, crud.lua names none, and the request has no \"to\")", rl, rn);
         return;
     }
-    bool live = !s->dry_run;   /* crud.test is not counted */
+    bool live = !cs->s->dry_run;   /* crud.test is not counted */
     if (res) {
         if (live) res->requests++;
         if (!validate(res, op, &q, o)) { res->refusals += live; return; }
@@ -368,7 +374,7 @@ void crud_map(struct lstate *s, const struct crud_req *in, struct crud_out *o)
             struct tjob j = { .res = res, .q = &q, .o = o };
             enum lbl_fail kind;
             char err[400];
-            int rc = lstate_call(s, transform_fn, &j, &kind, err, sizeof err);
+            int rc = lstate_call(cs->s, transform_fn, &j, &kind, err, sizeof err);
             if (rc) {
                 res->errors += live;
                 refuse(o, LB_E_SCRIPT_ERROR, "crud.lua resource '%s': %.300s", res->name, err);
@@ -392,11 +398,11 @@ void crud_map(struct lstate *s, const struct crud_req *in, struct crud_out *o)
     sbuf_cstr(&o->method);
 }
 
-json_t *crud_json(const struct lstate *s)
+json_t *crud_json(const struct crud_set *cs)
 {
     json_t *a = json_array();
-    for (size_t i = 0; i < s->n_crud; i++) {
-        const struct crud_res *r = &s->crud[i];
+    for (size_t i = 0; i < cs->n; i++) {
+        const struct crud_res *r = &cs->res[i];
         json_t *ops = json_array();
         for (int k = 0; k < OP__COUNT; k++) if (r->op[k].declared) json_array_append_new(ops, json_string(g_ops[k]));
         json_t *o = json_pack("{s:s,s:o,s:b,s:I,s:I,s:I}", "resource", r->name, "validated", ops,

@@ -11,12 +11,16 @@
  * (required fields and their types, per op: of `data`, or of `query` for
  * read), then its transform function, if any (Lua).  No target: the
  * request is refused SERVICE_NOT_FOUND naming the resource.
+ *
+ * Offered to hooks.c (live CRUD requests), host.c (building the table
+ * while crud.lua loads) and lua.c (crud.test, `lexbus rules`); runs in a
+ * struct lstate (lstate.h), the layer below.
  */
 #ifndef LBL_CRUD_H
 #define LBL_CRUD_H
 #include <lua.h>
 #include <lexbus/plugin.h>
-#include "host.h"
+#include "lstate.h"
 
 struct crud_req {
     struct lb_str id, from, op, resource, to;   /* strings (to: {NULL,0} when absent) */
@@ -33,12 +37,26 @@ struct crud_out {
 
 void crud_out_free(struct crud_out *o);
 
-/* Reads crud.lua's table (at stack index t) into s; raises a Lua error
- * naming the resource on a mistake.  Runs at load. */
-void crud_build(struct lstate *s, lua_State *L, int t);
-void crud_free(struct lstate *s);
-/* Maps one request. */
-void crud_map(struct lstate *s, const struct crud_req *q, struct crud_out *o);
+struct crud_res;
+
+/* One generation's resources, as crud.lua declares them.  The generation
+ * holds it (host.h): crud_init, then crud_build while crud.lua loads,
+ * crud_free. */
+struct crud_set {
+    struct lstate *s;          /* the state the transforms live in */
+    struct crud_res *res;
+    size_t n;
+};
+
+/* No resources yet, in state s. */
+void crud_init(struct crud_set *cs, struct lstate *s);
+/* Reads crud.lua's table (at stack index t) into cs; raises a Lua error
+ * naming the resource on a mistake (cs then holds what was read, for
+ * crud_free).  Runs at load, inside an entry into cs->s. */
+void crud_build(struct crud_set *cs, lua_State *L, int t);
+void crud_free(struct crud_set *cs);
+/* Maps one request (a dry run of cs->s counts nothing). */
+void crud_map(struct crud_set *cs, const struct crud_req *q, struct crud_out *o);
 /* The resources crud.lua declares, for `lexbus rules`. */
-json_t *crud_json(const struct lstate *s);
+json_t *crud_json(const struct crud_set *cs);
 #endif

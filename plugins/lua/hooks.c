@@ -24,10 +24,8 @@
 #include <lauxlib.h>
 #include <lexbus/plugin.h>
 #include <lexbus/protocol.h>
-#include "host.h"
-#include "rules.h"
-#include "crud.h"
 #include "hooks.h"
+#include "host.h"
 #include "luajson.h"
 
 static struct rresult g_r;
@@ -94,23 +92,23 @@ static enum lb_verdict_kind verdict(struct lb_msg *m, enum rule_hook hook, struc
 static enum lb_verdict_kind inbound(struct host *h, struct lb_conn *c, struct lb_msg *m, enum rule_hook hook,
                                     struct lb_err *err)
 {
-    struct lstate *s = h->cur;
-    if (!rules_any(s, hook)) return LB_PASS;
+    struct rules *rs = &h->cur->rules;
+    if (!rules_any(rs, hook)) return LB_PASS;
     struct rmsg v;
     v.hook = hook;
     v.name = lb_msg_field(m, hook == RH_EVENT ? "event" : "method");
     v.to = hook == RH_CALL ? lb_msg_field(m, "to") : (struct lb_str){ NULL, 0 };
     v.service = (struct lb_str){ NULL, 0 };
-    if (!rules_maybe(s, &v)) return LB_PASS;   /* the common case: one hash lookup, Lua never sees it */
+    if (!rules_maybe(rs, &v)) return LB_PASS;   /* the common case: one hash lookup, Lua never sees it */
     v.status = v.error = (struct lb_str){ NULL, 0 };
     if (hook == RH_EVENT) v.to = str_or(lb_msg_field(m, "to"), "broadcast");
     v.from = str_or(lb_msg_field(m, "from"), lb_conn_service(c));
-    if (!rules_select(s, &v)) return LB_PASS;
+    if (!rules_select(rs, &v)) return LB_PASS;
     v.id = lb_msg_field(m, "id");
     v.body = lb_msg_raw(m, hook == RH_EVENT ? "payload" : "params");
     v.context = lb_msg_raw(m, "context");
     v.claims = lb_msg_claims(m);
-    rules_run_selected(s, &v, &g_r);
+    rules_run_selected(rs, &v, &g_r);
     return verdict(m, hook, err);
 }
 
@@ -129,10 +127,10 @@ static enum lb_verdict_kind crud_rewrite(struct host *h, struct lb_conn *c, stru
     q.data = lb_msg_raw(m, "data");
     q.query = lb_msg_raw(m, "query");
     if (q.resource.p) q.declared_by = lb_resource_owner(h->ctx, q.resource.p, q.resource.n);
-    h->crud_requests++;
-    crud_map(h->cur, &q, &g_crud);
+    h->n.crud_requests++;
+    crud_map(&h->cur->crud, &q, &g_crud);
     if (!g_crud.ok) {
-        h->crud_refusals++;
+        h->n.crud_refusals++;
         return lb_refuse(err, g_crud.code, "%s", g_crud.message);
     }
     /* The CALL keeps id, from, token and context; the CRUD members move
@@ -144,7 +142,7 @@ static enum lb_verdict_kind crud_rewrite(struct host *h, struct lb_conn *c, stru
     for (size_t i = 0; !rc && i < sizeof gone / sizeof *gone; i++)
         if (lb_msg_raw(m, gone[i]).p) rc = lb_msg_set(m, gone[i], NULL, 0);
     if (rc) {
-        h->crud_refusals++;
+        h->n.crud_refusals++;
         return lb_refuse(err, LB_E_INTERNAL_ERROR, "the bus refused the CALL crud.lua made of this request");
     }
     return LB_PASS;
@@ -166,23 +164,23 @@ static enum lb_verdict_kind on_response(void *ud, struct lb_conn *c, struct lb_c
                                         struct lb_err *err)
 {
     struct host *h = ud;
-    struct lstate *s = h->cur;
-    if (!rules_any(s, RH_RESPONSE)) return LB_PASS;
+    struct rules *rs = &h->cur->rules;
+    if (!rules_any(rs, RH_RESPONSE)) return LB_PASS;
     struct rmsg v;
     memset(&v, 0, sizeof v);
     v.hook = RH_RESPONSE;
     v.service = cstr(lb_msg_attr_get(m, "call.to"));
     v.name = cstr(lb_msg_attr_get(m, "call.method"));
-    if (!rules_maybe(s, &v)) return LB_PASS;
+    if (!rules_maybe(rs, &v)) return LB_PASS;
     v.from = str_or(lb_msg_field(m, "from"), lb_conn_service(c));
-    if (!rules_select(s, &v)) return LB_PASS;
+    if (!rules_select(rs, &v)) return LB_PASS;
     v.id = lb_msg_field(m, "id");
     v.to = str_or(lb_msg_field(m, "to"), lb_conn_service(caller));
     v.status = lb_msg_field(m, "status");
     v.body = lb_msg_raw(m, "data");
     v.error = lb_msg_raw(m, "error");
     v.context = lb_msg_raw(m, "context");
-    rules_run_selected(s, &v, &g_r);
+    rules_run_selected(rs, &v, &g_r);
     return verdict(m, RH_RESPONSE, err);
 }
 
@@ -202,7 +200,7 @@ static void local_message(void *ud, struct lb_conn *conn, const struct lb_msg *m
      * refusing one (another plugin's policy, say). */
     if (lb_msg_type(m) == LB_MSG_ERROR) {
         struct lb_str code = lb_msg_error_code(m), frame = lb_msg_frame(m);
-        h->emit_errors++;
+        h->n.emit_errors++;
         lb_log_throttled(h->ctx, LB_LOG_WARN, "lua-emit", 10, "an event a script emitted was refused: %.*s (%.*s)",
                          (int)code.n, code.p ? code.p : "", (int)(frame.n > 300 ? 300 : frame.n), frame.p);
     }
@@ -228,12 +226,15 @@ static int open_local(struct host *h)
     return 0;
 }
 
+/* The plugin, upvalue 1 of bus.emit and bus.services. */
+static struct host *host_up(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
+
 /* bus.emit(event, payload [, to]): true, or nil and why.  Sent from a
  * later loop turn; at most LBL_MAX_EMITS per entry into Lua. */
 static int b_emit(lua_State *L)
 {
     struct lstate *s = lstate_of(L);
-    struct host *h = s->h;
+    struct host *h = host_up(L);
     size_t n, tn = 0;
     const char *ev = luaL_checklstring(L, 1, &n);
     const char *to = luaL_optlstring(L, 3, NULL, &tn);
@@ -252,12 +253,12 @@ static int b_emit(lua_State *L)
         return 1;
     }
     if (!h->conn || lb_emit(h->conn, NULL, ev, to, h->out.len ? h->out.p : NULL, h->out.len)) {
-        h->emit_errors++;
+        h->n.emit_errors++;
         lua_pushnil(L);
         lua_pushliteral(L, "the bus did not take the event");
         return 2;
     }
-    h->emits++;
+    h->n.emits++;
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -288,7 +289,7 @@ static void collect_svc(void *ud, const struct lb_service_info *si)
 
 static int b_services(lua_State *L)
 {
-    struct host *h = lstate_of(L)->h;
+    struct host *h = host_up(L);
     g_n_svcs = 0;
     lb_services_each(h->ctx, collect_svc, NULL);
     lua_createtable(L, (int)g_n_svcs, 0);
@@ -308,11 +309,13 @@ static int b_services(lua_State *L)
     return 1;
 }
 
-void lua_hooks_bus_api(lua_State *L)
+void lua_hooks_bus_api(lua_State *L, struct host *h)
 {
-    lua_pushcfunction(L, b_emit);
+    lua_pushlightuserdata(L, h);
+    lua_pushcclosure(L, b_emit, 1);
     lua_setfield(L, -2, "emit");
-    lua_pushcfunction(L, b_services);
+    lua_pushlightuserdata(L, h);
+    lua_pushcclosure(L, b_services, 1);
     lua_setfield(L, -2, "services");
 }
 
@@ -335,7 +338,7 @@ int lua_hooks_start(struct host *h)
  * from load() and reload_done(), never from inside a hook. */
 void lua_hooks_sync(struct host *h)
 {
-    bool want = rules_any(h->cur, RH_RESPONSE);
+    bool want = rules_any(&h->cur->rules, RH_RESPONSE);
     if (want && !h->response_hooks) {
         struct lb_hooks hooks = { .size = sizeof hooks, .response = on_response };
         int id = lb_hooks_register(h->ctx, &hooks, h);

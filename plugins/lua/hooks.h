@@ -6,6 +6,10 @@
  *
  * A message no rule selects never enters Lua: the hooks read its name and
  * target, ask rules_select (C), and return.
+ *
+ * Offered to lua.c, which starts and stops the hooks and hands
+ * lua_hooks_bus_api to host.c (struct host's bus_api).  Built on host.h
+ * (the loaded generation), rules.h, crud.h and lstate.h.
  */
 #ifndef LBL_HOOKS_H
 #define LBL_HOOKS_H
@@ -20,6 +24,7 @@ int lua_hooks_start(struct host *h);
 void lua_hooks_sync(struct host *h);
 /* Closes the connection and frees the hooks' buffers (unload()). */
 void lua_hooks_stop(struct host *h);
-/* Adds bus.emit and bus.services to the bus table at the top of the stack. */
-void lua_hooks_bus_api(struct lua_State *L);
+/* Adds bus.emit and bus.services to the bus table at the top of the
+ * stack (struct host's bus_api: h is theirs for the state's life). */
+void lua_hooks_bus_api(struct lua_State *L, struct host *h);
 #endif

@@ -1,6 +1,6 @@
 /*
- * The Lua host: states, the sandbox, script loading and the `bus` API
- * (see host.h; README "Lua scripting" lists what scripts may call).
+ * The Lua host: generations, the sandbox, script loading and the `bus`
+ * API (see host.h; README "Lua scripting" lists what scripts may call).
  *
  * The sandbox: scripts get a fresh environment each (copies of the safe
  * libraries, so one script cannot change `string` for another); no io, os
@@ -16,174 +16,23 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include "host.h"
 #include "luajson.h"
-#include "rules.h"
-#include "crud.h"
-#include "hooks.h"
 
 static char k_env_template, k_loaded;
 
-uint64_t lbl_mono_ns(void)
+/* The generation a state belongs to (every state host.c makes is one's). */
+static struct lgen *lgen_of(lua_State *L)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* ---- error codes ------------------------------------------------------ */
-
-bool lbl_valid_code(const char *c)
-{
-    size_t n = c ? strlen(c) : 0;
-    if (n == 0 || n > 47 || c[0] < 'A' || c[0] > 'Z') return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((c[i] >= 'A' && c[i] <= 'Z') || (c[i] >= '0' && c[i] <= '9') || c[i] == '_')) return false;
-    return true;
-}
-
-/* ---- JSONLex through the host ------------------------------------------------ */
-
-int host_jsonlex_resolved(struct lstate *s, const struct jl_expr *x, jl_resolve_fn fn, void *ud, json_t **out,
-                          char *err, size_t errlen)
-{
-    struct host *h = s->h;
-    struct jl_limits lim = { (uint64_t)s->conf.max_steps, (size_t)s->conf.max_text };
-    uint64_t steps = 0;
-    int rc = jl_eval_resolved(x, fn, ud, &lim, out, &steps, err, errlen);
-    h->jl_steps += steps;
-    h->jl_evals++;
-    if (rc) h->jl_errors++;
-    return rc;
-}
-
-int host_jsonlex_compiled(struct lstate *s, const struct jl_expr *x, json_t *ctx, json_t **out, char *err, size_t errlen)
-{
-    struct host *h = s->h;
-    struct jl_limits lim = { (uint64_t)s->conf.max_steps, (size_t)s->conf.max_text };
-    uint64_t t0 = lbl_mono_ns(), steps = 0;
-    int rc = jl_eval(x, ctx, &lim, out, &steps, err, errlen);
-    h->jl_ns += lbl_mono_ns() - t0;
-    h->jl_timed++;
-    h->jl_steps += steps;
-    h->jl_evals++;
-    if (rc) h->jl_errors++;
-    return rc;
-}
-
-int host_jsonlex(struct lstate *s, json_t *expr, json_t *ctx, json_t **out, char *err, size_t errlen)
-{
-    const struct jl_expr *x = jl_cache_get(s->cache, expr, err, errlen);
-    if (!x) { s->h->jl_errors++; return -1; }
-    return host_jsonlex_compiled(s, x, ctx, out, err, errlen);
-}
-
-/* ---- allocator and budget -------------------------------------------------- */
-
-struct lstate *lstate_of(lua_State *L)
-{
-    void *ud;
-    lua_getallocf(L, &ud);
-    return ud;
-}
-
-/* The state's memory cap: an allocation beyond it fails, which Lua turns
- * into a memory error (after one emergency collection). */
-static void *cap_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    struct lstate *s = ud;
-    size_t old = ptr ? osize : 0;
-    if (nsize == 0) {
-        free(ptr);
-        s->mem -= old;
-        return NULL;
-    }
-    if (nsize > old && s->mem + (nsize - old) > s->cap) return NULL;
-    void *p = realloc(ptr, nsize);
-    if (!p) return NULL;
-    s->mem = s->mem - old + nsize;
-    if (s->mem > s->peak) s->peak = s->mem;
-    return p;
-}
-
-static void budget_hook(lua_State *L, lua_Debug *ar)
-{
-    struct lstate *s = lstate_of(L);
-    s->budget -= LBL_HOOK_EVERY;
-    if (s->budget >= 0) return;
-    if (!s->over_budget) {
-        s->over_budget = true;
-        lua_getinfo(L, "Sl", ar);
-        if (ar->currentline > 0)
-            snprintf(s->budget_msg, sizeof s->budget_msg, "%s:%d: instruction budget exceeded (%lld)", ar->short_src,
-                     ar->currentline, s->conf.max_instructions);
-        else
-            snprintf(s->budget_msg, sizeof s->budget_msg, "instruction budget exceeded (%lld)", s->conf.max_instructions);
-    }
-    lua_pushstring(L, s->budget_msg);
-    lua_error(L);
-}
-
-void *lstate_ud(lua_State *L) { return lstate_of(L)->call_ud; }
-
-/* Everything unreachable back, including the stack a deep recursion grew
- * (the generational collector's full cycle keeps it; the incremental one
- * shrinks it). */
-static void full_gc(lua_State *L)
-{
-    lua_gc(L, LUA_GCINC, 0, 0, 0);
-    lua_gc(L, LUA_GCCOLLECT, 0);
-    lua_gc(L, LUA_GCCOLLECT, 0);
-    lua_gc(L, LUA_GCGEN, 0, 0);
-}
-
-int lstate_call(struct lstate *s, int (*fn)(lua_State *L), void *ud, enum lbl_fail *kind, char *err, size_t errlen)
-{
-    lua_State *L = s->L;
-    int top = lua_gettop(L);
-    *kind = LBL_OK;
-    if (!lua_checkstack(L, 4)) { *kind = LBL_MEMORY; snprintf(err, errlen, "Lua stack exhausted"); return -1; }
-    void *outer = s->call_ud;
-    s->call_ud = ud;
-    s->budget = s->loading ? s->conf.max_instructions * 10 : s->conf.max_instructions;
-    s->over_budget = false;
-    s->emits = 0;
-    s->h->lua_entries++;
-    lua_pushcfunction(L, fn);
-    int st = lua_pcall(L, 0, 0, 0);
-    int rc = 0;
-    if (st != LUA_OK) {
-        rc = -1;
-        if (s->over_budget) {
-            *kind = LBL_BUDGET;
-            snprintf(err, errlen, "%s", s->budget_msg);
-            s->h->lua_budget_stops++;
-        } else if (st == LUA_ERRMEM) {
-            *kind = LBL_MEMORY;
-            snprintf(err, errlen, "memory cap of %zu bytes reached", s->cap);
-            s->h->lua_memory_stops++;
-        } else {
-            *kind = LBL_SCRIPT;
-            const char *m = lua_tostring(L, -1);
-            if (m) snprintf(err, errlen, "%s", m);
-            else snprintf(err, errlen, "(error object is a %s value)", luaL_typename(L, -1));
-            s->h->lua_errors++;
-        }
-    }
-    lua_settop(L, top);
-    s->call_ud = outer;
-    s->over_budget = false;
-    /* What a stopped entry left behind is garbage now: give it back. */
-    if (*kind == LBL_MEMORY || *kind == LBL_BUDGET) full_gc(L);
-    return rc;
+    return (struct lgen *)(void *)((char *)lstate_of(L) - offsetof(struct lgen, s));
 }
 
 /* ---- the sandbox's replacements -------------------------------------------- */
@@ -268,7 +117,7 @@ static bool log_allowed(struct lstate *s)
     uint64_t sec = lb_now_ms() / 1000;
     if (sec != s->log_sec) {
         if (s->log_dropped)
-            lb_log(s->h->ctx, LB_LOG_WARN, "scripts logged %llu more lines in the last second (dropped; at most %d a second)",
+            lb_log(s->ctx, LB_LOG_WARN, "scripts logged %llu more lines in the last second (dropped; at most %d a second)",
                    (unsigned long long)s->log_dropped, LOG_PER_SEC);
         s->log_sec = sec;
         s->log_count = 0;
@@ -290,7 +139,7 @@ static int sb_print(lua_State *L)
         luaL_addvalue(&b);
     }
     luaL_pushresult(&b);
-    if (log_allowed(s)) lb_log(s->h->ctx, LB_LOG_INFO, "%s: %s", lua_tostring(L, lua_upvalueindex(1)), lua_tostring(L, -1));
+    if (log_allowed(s)) lb_log(s->ctx, LB_LOG_INFO, "%s: %s", lua_tostring(L, lua_upvalueindex(1)), lua_tostring(L, -1));
     return 0;
 }
 
@@ -377,8 +226,6 @@ static int sb_require(lua_State *L)
 
 /* ---- the bus API ----------------------------------------------------------- */
 
-static struct host *host_of(lua_State *L) { return lstate_of(L)->h; }
-
 static int b_log(lua_State *L)
 {
     int first = 1;
@@ -395,7 +242,7 @@ static int b_log(lua_State *L)
     size_t n;
     const char *msg = luaL_tolstring(L, first, &n);
     if (log_allowed(lstate_of(L)))
-        lb_log(host_of(L)->ctx, lvl, "%s: %.*s", lua_tostring(L, lua_upvalueindex(1)), (int)(n > 2000 ? 2000 : n), msg);
+        lb_log(lstate_of(L)->ctx, lvl, "%s: %.*s", lua_tostring(L, lua_upvalueindex(1)), (int)(n > 2000 ? 2000 : n), msg);
     return 0;
 }
 
@@ -430,12 +277,12 @@ static int b_isobject(lua_State *L) { lua_pushboolean(L, lj_is_object(L, 1)); re
 
 static int b_json_encode(lua_State *L)
 {
-    struct host *h = host_of(L);
+    struct sbuf *out = lstate_of(L)->out;
     char err[300];
     luaL_checkany(L, 1);
-    h->out.len = 0;
-    if (lj_encode(L, 1, &h->out, LBL_MAX_DEPTH, "value", err, sizeof err)) return luaL_error(L, "bus.json.encode: %s", err);
-    lua_pushlstring(L, h->out.p, h->out.len);
+    out->len = 0;
+    if (lj_encode(L, 1, out, LBL_MAX_DEPTH, "value", err, sizeof err)) return luaL_error(L, "bus.json.encode: %s", err);
+    lua_pushlstring(L, out->p, out->len);
     return 1;
 }
 
@@ -500,8 +347,8 @@ static int b_jsonlex(lua_State *L)
     json_t *ctx = arg_json(L, 2, "context");
     json_t **res = hold_json(L);
     int rc;
-    if (cx) rc = host_jsonlex_compiled(h, *cx, ctx, res, err, sizeof err);
-    else rc = host_jsonlex(h, arg_json(L, 1, "expr"), ctx, res, err, sizeof err);
+    if (cx) rc = lstate_jsonlex_compiled(h, *cx, ctx, res, err, sizeof err);
+    else rc = lstate_jsonlex(h, arg_json(L, 1, "expr"), ctx, res, err, sizeof err);
     if (rc) return luaL_error(L, "bus.jsonlex: %s", err);
     lj_push_json(L, *res);
     return 1;
@@ -558,7 +405,7 @@ static int b_store_get(lua_State *L)
     char key[300], err[200];
     store_key(L, key, sizeof key);
     size_t len;
-    const char *v = lb_state_get(host_of(L)->ctx, key, &len);
+    const char *v = lb_state_get(lstate_of(L)->ctx, key, &len);
     if (!v) { lua_pushnil(L); return 1; }
     if (lj_decode(L, v, len, LBL_MAX_DEPTH, err, sizeof err)) lua_pushnil(L);
     return 1;
@@ -566,16 +413,16 @@ static int b_store_get(lua_State *L)
 
 static int b_store_set(lua_State *L)
 {
-    struct host *h = host_of(L);
+    struct lstate *s = lstate_of(L);
     char key[300], err[300];
     store_key(L, key, sizeof key);
     luaL_checkany(L, 2);
     lua_Integer ttl = luaL_optinteger(L, 3, 0);
     if (ttl < 0) return luaL_error(L, "bus.store.set: ttl is milliseconds, >= 0");
-    h->out.len = 0;
-    if (lj_encode(L, 2, &h->out, LBL_MAX_DEPTH, "value", err, sizeof err)) return luaL_error(L, "bus.store.set: %s", err);
-    if (h->out.len > STORE_MAX_VALUE) return luaL_error(L, "bus.store.set: value larger than %d bytes", STORE_MAX_VALUE);
-    if (lb_state_set(h->ctx, key, h->out.p, h->out.len, (uint64_t)ttl) != 0) {
+    s->out->len = 0;
+    if (lj_encode(L, 2, s->out, LBL_MAX_DEPTH, "value", err, sizeof err)) return luaL_error(L, "bus.store.set: %s", err);
+    if (s->out->len > STORE_MAX_VALUE) return luaL_error(L, "bus.store.set: value larger than %d bytes", STORE_MAX_VALUE);
+    if (lb_state_set(s->ctx, key, s->out->p, s->out->len, (uint64_t)ttl) != 0) {
         lua_pushnil(L);
         lua_pushstring(L, errno == ENOSPC ? "the state is full" : strerror(errno));
         return 2;
@@ -588,7 +435,7 @@ static int b_store_delete(lua_State *L)
 {
     char key[300];
     store_key(L, key, sizeof key);
-    lua_pushboolean(L, lb_state_del(host_of(L)->ctx, key) == 0);
+    lua_pushboolean(L, lb_state_del(lstate_of(L)->ctx, key) == 0);
     return 1;
 }
 
@@ -693,7 +540,8 @@ static void push_bus(lua_State *L, const char *script)
     set_named_fn(L, script, "set", b_store_set);
     set_named_fn(L, script, "delete", b_store_delete);
     lua_setfield(L, -2, "store");
-    lua_hooks_bus_api(L);
+    struct host *h = lgen_of(L)->h;
+    if (h->bus_api) h->bus_api(L, h);
 }
 
 /* Pushes a fresh environment for `script`. */
@@ -726,24 +574,24 @@ static void new_env(lua_State *L, const char *script)
 
 static const char *const g_scripts[] = { "jsonlex.lua", "routes.lua", "crud.lua" };
 
-static int named_add(struct lstate *s, lua_State *L, const char *name, char *err, size_t errlen)
+static int named_add(struct lgen *g, lua_State *L, const char *name, char *err, size_t errlen)
 {
     char why[300];
     json_t *v = lj_to_json(L, -1, JL_MAX_DEPTH, name, why, sizeof why);
     if (!v) { snprintf(err, errlen, "jsonlex.lua: expression '%s': %s", name, why); return -1; }
-    struct jl_expr *x = jl_compile(v, s->conf.extensions, why, sizeof why);
+    struct jl_expr *x = jl_compile(v, g->s.conf.extensions, why, sizeof why);
     json_decref(v);
     if (!x) { snprintf(err, errlen, "jsonlex.lua: expression '%s': %s", name, why); return -1; }
-    s->named = realloc(s->named, (s->n_named + 1) * sizeof *s->named);
-    if (!s->named) abort();
-    s->named[s->n_named].name = strdup(name);
-    s->named[s->n_named].x = x;
-    s->n_named++;
+    g->named = realloc(g->named, (g->n_named + 1) * sizeof *g->named);
+    if (!g->named) abort();
+    g->named[g->n_named].name = strdup(name);
+    g->named[g->n_named].x = x;
+    g->n_named++;
     return 0;
 }
 
 /* jsonlex.lua returns { expressions = { name = expr, ... } }. */
-static void take_jsonlex(lua_State *L, struct lstate *s, int t)
+static void take_jsonlex(lua_State *L, struct lgen *g, int t)
 {
     char err[400];
     lua_getfield(L, t, "expressions");
@@ -753,27 +601,27 @@ static void take_jsonlex(lua_State *L, struct lstate *s, int t)
     lua_pushnil(L);
     while (lua_next(L, e)) {
         if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "jsonlex.lua: expression names must be strings");
-        if (named_add(s, L, lua_tostring(L, -2), err, sizeof err)) luaL_error(L, "%s", err);
+        if (named_add(g, L, lua_tostring(L, -2), err, sizeof err)) luaL_error(L, "%s", err);
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
 }
 
-struct load_job { struct lstate *s; int which; };
+struct load_job { struct lgen *g; int which; };
 
 static int load_script_fn(lua_State *L)
 {
     struct load_job *j = lstate_ud(L);
-    struct lstate *s = j->s;
+    struct lgen *g = j->g;
     const char *file = g_scripts[j->which];
-    load_chunk(L, s, file);
+    load_chunk(L, &g->s, file);
     lua_call(L, 0, 1);
     int t = lua_gettop(L);
     if (lua_isnil(L, t)) return 0;
     if (!lua_istable(L, t)) return luaL_error(L, "%s must return a table (it returned a %s)", file, luaL_typename(L, t));
-    if (j->which == 0) take_jsonlex(L, s, t);
-    else if (j->which == 1) rules_build(s, L, t);
-    else crud_build(s, L, t);
+    if (j->which == 0) take_jsonlex(L, g, t);
+    else if (j->which == 1) rules_build(&g->rules, L, t);
+    else crud_build(&g->crud, L, t);
     return 0;
 }
 
@@ -784,29 +632,20 @@ static int setup_fn(lua_State *L)
     return 0;
 }
 
-struct lstate *lstate_load(struct host *h, const struct lbl_conf *conf, char *err, size_t errlen)
+struct lgen *lgen_load(struct host *h, const struct lbl_conf *conf, char *err, size_t errlen)
 {
     struct stat st;
     if (stat(conf->dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         snprintf(err, errlen, "scripts folder %s: %s", conf->dir, errno ? strerror(errno) : "not a directory");
         return NULL;
     }
-    struct lstate *s = calloc(1, sizeof *s);
-    if (!s) abort();
-    s->h = h;
-    s->conf = *conf;
-    s->conf.dir = strdup(conf->dir);
-    s->cap = conf->max_memory;
-    s->cache = jl_cache_new((size_t)conf->cache_entries, conf->extensions);
-    s->view_mt = LUA_NOREF;
-    s->L = lua_newstate(cap_alloc, s);
-    if (!s->L) { free(s); snprintf(err, errlen, "cannot create a Lua state (memory cap too small?)"); return NULL; }
-    lua_State *L = s->L;
-    lua_sethook(L, budget_hook, LUA_MASKCOUNT, LBL_HOOK_EVERY);
-    /* Rules make many short-lived tables per message: the generational
-     * collector frees them young, at a fraction of the incremental one's
-     * cost. */
-    lua_gc(L, LUA_GCGEN, 0, 0);
+    struct lgen *g = calloc(1, sizeof *g);
+    if (!g) abort();
+    g->h = h;
+    struct lstate *s = &g->s;
+    if (lstate_init(s, conf, h->ctx, &h->n, &h->out, err, errlen)) { free(g); return NULL; }
+    rules_init(&g->rules, s);
+    crud_init(&g->crud, s);
     s->loading = true;
     enum lbl_fail kind;
     /* Library set-up can fail only for memory: protected as well. */
@@ -814,29 +653,27 @@ struct lstate *lstate_load(struct host *h, const struct lbl_conf *conf, char *er
     for (int i = 0; rc == 0 && i < 3; i++) {
         char path[4200];
         snprintf(path, sizeof path, "%s/%s", conf->dir, g_scripts[i]);
-        snprintf(s->scripts[i].name, sizeof s->scripts[i].name, "%s", g_scripts[i]);
+        snprintf(g->scripts[i].name, sizeof g->scripts[i].name, "%s", g_scripts[i]);
         if (access(path, F_OK) != 0) continue;   /* absent: nothing to load */
-        struct load_job j = { s, i };
+        struct load_job j = { g, i };
         rc = lstate_call(s, load_script_fn, &j, &kind, err, errlen);
-        s->scripts[i].present = true;
-        s->scripts[i].loaded_ms = lb_now_ms();
+        g->scripts[i].present = true;
+        g->scripts[i].loaded_ms = lb_now_ms();
     }
     s->loading = false;
-    if (rc) { lstate_free(s); return NULL; }
-    s->loaded_ms = lb_now_ms();
-    full_gc(L);
-    return s;
+    if (rc) { lgen_free(g); return NULL; }
+    g->loaded_ms = lb_now_ms();
+    lstate_gc(s);
+    return g;
 }
 
-void lstate_free(struct lstate *s)
+void lgen_free(struct lgen *g)
 {
-    if (!s) return;
-    if (s->L) lua_close(s->L);
-    rules_free(s);
-    crud_free(s);
-    for (size_t i = 0; i < s->n_named; i++) { free(s->named[i].name); jl_free(s->named[i].x); }
-    free(s->named);
-    jl_cache_free(s->cache);
-    free(s->conf.dir);
-    free(s);
+    if (!g) return;
+    lstate_close(&g->s);
+    rules_free(&g->rules);
+    crud_free(&g->crud);
+    for (size_t i = 0; i < g->n_named; i++) { free(g->named[i].name); jl_free(g->named[i].x); }
+    free(g->named);
+    free(g);
 }

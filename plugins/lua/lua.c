@@ -80,21 +80,21 @@ static int read_conf(struct lb_plugin_ctx *ctx, struct lbl_conf *c)
     return 0;
 }
 
-static void log_loaded(struct host *h, const struct lstate *s, const char *what)
+static void log_loaded(struct host *h, const struct lgen *g, const char *what)
 {
     char names[200] = "";
     size_t o = 0;
     for (int i = 0; i < 3; i++)
-        if (s->scripts[i].present) o += (size_t)snprintf(names + o, sizeof names - o, "%s%s", o ? ", " : "", s->scripts[i].name);
+        if (g->scripts[i].present) o += (size_t)snprintf(names + o, sizeof names - o, "%s%s", o ? ", " : "", g->scripts[i].name);
     lb_log(h->ctx, LB_LOG_INFO, "%s %s from %s: %zu rules, %zu named expressions, %zu KiB of Lua memory", what,
-           o ? names : "no scripts", s->conf.dir, s->n_rules, s->n_named, s->mem / 1024);
+           o ? names : "no scripts", g->s.conf.dir, g->rules.n_rules, g->n_named, g->s.mem / 1024);
 }
 
 /* ---- system methods --------------------------------------------------- */
 
-static const struct jl_expr *named_expr(const struct lstate *s, const char *name)
+static const struct jl_expr *named_expr(const struct lgen *g, const char *name)
 {
-    for (size_t i = 0; i < s->n_named; i++) if (!strcmp(s->named[i].name, name)) return s->named[i].x;
+    for (size_t i = 0; i < g->n_named; i++) if (!strcmp(g->named[i].name, name)) return g->named[i].x;
     return NULL;
 }
 
@@ -105,7 +105,7 @@ static const struct jl_expr *named_expr(const struct lstate *s, const char *name
 static int m_jsonlex(void *ud, struct lb_conn *caller, struct lb_str text, struct lb_jw *result, struct lb_err *err)
 {
     struct host *h = ud;
-    struct lstate *s = h->cur;
+    struct lgen *g = h->cur;
     char why[400];
     (void)caller;
     json_t *params = lj_parse(text.p, text.n, JL_MAX_DEPTH, why, sizeof why);
@@ -119,10 +119,10 @@ static int m_jsonlex(void *ud, struct lb_conn *caller, struct lb_str text, struc
     if (!json_is_object(params) || (!expr && !json_is_string(name))) {
         lb_refuse(err, LB_E_INVALID_MESSAGE,
                   "params: {\"expr\": EXPRESSION, \"context\": {...}} or {\"name\": NAME, \"context\": {...}}");
-    } else if (!expr && !named_expr(s, json_string_value(name))) {
+    } else if (!expr && !named_expr(g, json_string_value(name))) {
         lb_refuse(err, LB_E_INVALID_MESSAGE, "no expression named '%s' in jsonlex.lua", json_string_value(name));
-    } else if ((expr ? host_jsonlex(s, expr, ctx, &out, why, sizeof why)
-                     : host_jsonlex_compiled(s, named_expr(s, json_string_value(name)), ctx, &out, why, sizeof why))) {
+    } else if ((expr ? lstate_jsonlex(&g->s, expr, ctx, &out, why, sizeof why)
+                     : lstate_jsonlex_compiled(&g->s, named_expr(g, json_string_value(name)), ctx, &out, why, sizeof why))) {
         lb_refuse(err, LB_E_SCRIPT_ERROR, "jsonlex: %s", why);
     } else {
         h->out.len = 0;
@@ -135,7 +135,7 @@ static int m_jsonlex(void *ud, struct lb_conn *caller, struct lb_str text, struc
     return rc;
 }
 
-static json_t *scripts_json(const struct lstate *s)
+static json_t *scripts_json(const struct lgen *s)
 {
     json_t *a = json_array();
     for (int i = 0; i < 3; i++) {
@@ -148,7 +148,7 @@ static json_t *scripts_json(const struct lstate *s)
 
 static json_t *reload_json(const struct host *h)
 {
-    json_t *o = json_pack("{s:I,s:I}", "reloads", (json_int_t)h->reloads, "failures", (json_int_t)h->reload_failures);
+    json_t *o = json_pack("{s:I,s:I}", "reloads", (json_int_t)h->n.reloads, "failures", (json_int_t)h->n.reload_failures);
     if (h->last_reload_ms) json_object_set_new(o, "lastAt", json_integer((json_int_t)h->last_reload_ms));
     if (h->last_reload_error[0]) json_object_set_new(o, "lastError", json_string(h->last_reload_error));
     return o;
@@ -158,11 +158,11 @@ static json_t *reload_json(const struct host *h)
 static int m_rules(void *ud, struct lb_conn *caller, json_t *params, json_t **result, struct lb_err *err)
 {
     struct host *h = ud;
-    struct lstate *s = h->cur;
+    struct lgen *g = h->cur;
     json_t *named = json_array();
-    for (size_t i = 0; i < s->n_named; i++) json_array_append_new(named, json_string(s->named[i].name));
-    *result = json_pack("{s:s,s:I,s:o,s:o,s:o,s:o,s:o}", "dir", s->conf.dir, "loadedAt", (json_int_t)s->loaded_ms,
-                        "scripts", scripts_json(s), "rules", rules_json(s), "resources", crud_json(s),
+    for (size_t i = 0; i < g->n_named; i++) json_array_append_new(named, json_string(g->named[i].name));
+    *result = json_pack("{s:s,s:I,s:o,s:o,s:o,s:o,s:o}", "dir", g->s.conf.dir, "loadedAt", (json_int_t)g->loaded_ms,
+                        "scripts", scripts_json(g), "rules", rules_json(&g->rules), "resources", crud_json(&g->crud),
                         "expressions", named, "reload", reload_json(h));
     return 0;
 }
@@ -199,7 +199,8 @@ static void put_text(json_t *o, const char *k, const char *p, size_t n)
 static int m_rules_test(void *ud, struct lb_conn *caller, json_t *params, json_t **result, struct lb_err *err)
 {
     struct host *h = ud;
-    struct lstate *s = h->cur;
+    struct lgen *g = h->cur;
+    struct lstate *s = &g->s;
     const char *type = json_string_value(json_object_get(params, "type"));
     struct rmsg m;
     memset(&m, 0, sizeof m);
@@ -234,7 +235,7 @@ static int m_rules_test(void *ud, struct lb_conn *caller, json_t *params, json_t
     rresult_init(&r);
     s->dry_run = true;
     s->dry_emits = 0;
-    rules_run(s, &m, &r);
+    rules_run(&g->rules, &m, &r);
     s->dry_run = false;
     static const char *const kinds[] = { "pass", "changed", "refused", "error" };
     json_t *o = json_pack("{s:s}", "result", kinds[r.kind]);
@@ -287,9 +288,9 @@ static int m_crud_test(void *ud, struct lb_conn *caller, json_t *params, json_t 
     q.query = member_text(params, "query", &bufs[2]);
     struct crud_out o;
     memset(&o, 0, sizeof o);
-    h->cur->dry_run = true;
-    crud_map(h->cur, &q, &o);
-    h->cur->dry_run = false;
+    h->cur->s.dry_run = true;
+    crud_map(&h->cur->crud, &q, &o);
+    h->cur->s.dry_run = false;
     json_t *r;
     if (o.ok) {
         r = json_pack("{s:s,s:s%,s:s%}", "result", "call", "to", o.to.p, o.to.len, "method", o.method.p, o.method.len);
@@ -309,21 +310,23 @@ static int m_crud_test(void *ud, struct lb_conn *caller, json_t *params, json_t 
 static json_t *stats(void *ud)
 {
     struct host *h = ud;
-    const struct lstate *s = h->cur;
+    struct lgen *g = h->cur;
+    const struct lstate *s = &g->s;
+    const struct lbl_counters *n = &h->n;
     struct jl_cache_stats cs;
     jl_cache_stats(s->cache, &cs);
-    json_t *jl = json_pack("{s:I,s:I,s:I,s:f,s:{s:I,s:I,s:I,s:I,s:I}}", "evals", (json_int_t)h->jl_evals,
-                           "errors", (json_int_t)h->jl_errors, "steps", (json_int_t)h->jl_steps,
-                           "avgUs", h->jl_timed ? (double)h->jl_ns / 1000.0 / (double)h->jl_timed : 0.0, "cache",
+    json_t *jl = json_pack("{s:I,s:I,s:I,s:f,s:{s:I,s:I,s:I,s:I,s:I}}", "evals", (json_int_t)n->jl_evals,
+                           "errors", (json_int_t)n->jl_errors, "steps", (json_int_t)n->jl_steps,
+                           "avgUs", n->jl_timed ? (double)n->jl_ns / 1000.0 / (double)n->jl_timed : 0.0, "cache",
                            "entries", (json_int_t)cs.entries, "max", (json_int_t)cs.max_entries,
                            "hits", (json_int_t)cs.hits, "misses", (json_int_t)cs.misses,
                            "evictions", (json_int_t)cs.evictions);
-    json_t *lua = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "entries", (json_int_t)h->lua_entries,
-                            "errors", (json_int_t)h->lua_errors, "budgetStops", (json_int_t)h->lua_budget_stops,
-                            "memoryStops", (json_int_t)h->lua_memory_stops, "memory", (json_int_t)s->mem,
+    json_t *lua = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "entries", (json_int_t)n->lua_entries,
+                            "errors", (json_int_t)n->lua_errors, "budgetStops", (json_int_t)n->lua_budget_stops,
+                            "memoryStops", (json_int_t)n->lua_memory_stops, "memory", (json_int_t)s->mem,
                             "memoryPeak", (json_int_t)s->peak, "memoryCap", (json_int_t)s->cap);
-    return json_pack("{s:o,s:o,s:o,s:o,s:o}", "jsonlex", jl, "lua", lua, "rules", rules_json(s), "resources", crud_json(s),
-                     "reload", reload_json(h));
+    return json_pack("{s:o,s:o,s:o,s:o,s:o}", "jsonlex", jl, "lua", lua, "rules", rules_json(&g->rules),
+                     "resources", crud_json(&g->crud), "reload", reload_json(h));
 }
 
 /* Counters for `lexbus stats` and /metrics (lexbus_plugin_lua_NAME): they
@@ -331,7 +334,7 @@ static json_t *stats(void *ud)
 static void register_counters(struct host *h)
 {
     static const struct { const char *name, *help; size_t off; } c[] = {
-#define C(n, f, help) { n, help, offsetof(struct host, f) }
+#define C(name, f, help) { name, help, offsetof(struct host, n.f) }
         C("rule_matches", rule_matches, "times a routes.lua rule ran on a message"),
         C("rule_changes", rule_changes, "messages a rule changed"),
         C("rule_refusals", rule_refusals, "messages a rule refused"),
@@ -366,8 +369,9 @@ static int plugin_load(struct lb_plugin_ctx *ctx)
     lb_plugin_set_data(ctx, h);
     if (read_conf(ctx, &h->conf)) return -1;
     h->service = h->conf.service;
+    h->bus_api = lua_hooks_bus_api;
     char err[600];
-    h->cur = lstate_load(h, &h->conf, err, sizeof err);
+    h->cur = lgen_load(h, &h->conf, err, sizeof err);
     if (!h->cur) { lb_plugin_fail(ctx, "%s", err); return -1; }
     if (lb_check_only(ctx)) return 0;   /* lexbusd -t: the scripts load; open nothing */
     log_loaded(h, h->cur, "loaded");
@@ -391,23 +395,23 @@ static int plugin_reload(struct lb_plugin_ctx *ctx)
 {
     struct host *h = lb_plugin_data(ctx);
     struct lbl_conf nc;
-    h->reloads++;
+    h->n.reloads++;
     h->last_reload_ms = lb_now_ms();
-    if (read_conf(ctx, &nc)) { conf_free(&nc); h->reload_failures++; return -1; }
+    if (read_conf(ctx, &nc)) { conf_free(&nc); h->n.reload_failures++; return -1; }
     if (strcmp(nc.service, h->service))
         lb_log(ctx, LB_LOG_WARN, "service = %s needs a restart (the connection stays '%s')", nc.service, h->service);
     char err[600];
-    struct lstate *s = lstate_load(h, &nc, err, sizeof err);
-    if (!s) {
-        h->reload_failures++;
+    struct lgen *g = lgen_load(h, &nc, err, sizeof err);
+    if (!g) {
+        h->n.reload_failures++;
         snprintf(h->last_reload_error, sizeof h->last_reload_error, "%.500s", err);
         lb_plugin_fail(ctx, "%s (the previous scripts keep serving)", err);
         conf_free(&nc);
         return -1;
     }
-    lstate_free(h->staged);
+    lgen_free(h->staged);
     conf_free(&h->staged_conf);
-    h->staged = s;
+    h->staged = g;
     h->staged_conf = nc;
     return 0;
 }
@@ -421,13 +425,13 @@ static void plugin_reload_done(struct lb_plugin_ctx *ctx, bool commit)
     struct host *h = lb_plugin_data(ctx);
     if (!h->staged) return;
     if (!commit) {
-        lstate_free(h->staged);
+        lgen_free(h->staged);
         conf_free(&h->staged_conf);
         h->staged = NULL;
         return;
     }
     h->last_reload_error[0] = 0;
-    lstate_free(h->cur);
+    lgen_free(h->cur);
     h->cur = h->staged;
     h->staged = NULL;
     conf_free(&h->conf);
@@ -442,8 +446,8 @@ static void plugin_unload(struct lb_plugin_ctx *ctx)
     struct host *h = lb_plugin_data(ctx);
     if (!h) return;
     lua_hooks_stop(h);
-    lstate_free(h->cur);
-    lstate_free(h->staged);
+    lgen_free(h->cur);
+    lgen_free(h->staged);
     h->cur = h->staged = NULL;
     conf_free(&h->conf);
     conf_free(&h->staged_conf);

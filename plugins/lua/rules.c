@@ -130,7 +130,7 @@ static bool from_ok(const struct rule *r, struct lb_str from)
 }
 
 /* Call and response selectors (event rules are matched by the patset). */
-static bool rule_matches(const struct rule *r, const struct rmsg *m)
+static bool rule_selects(const struct rule *r, const struct rmsg *m)
 {
     if (!from_ok(r, m->from)) return false;
     if (r->hook == RH_EVENT) return true;
@@ -161,9 +161,9 @@ static struct lb_str index_key(const struct rmsg *m)
 
 /* ---- building ------------------------------------------------------------- */
 
-static struct rindex **index_of(struct lstate *s, enum rule_hook h)
+static struct rindex **index_of(struct rules *rs, enum rule_hook h)
 {
-    return h == RH_EVENT ? &s->ix_event : h == RH_CALL ? &s->ix_call : &s->ix_response;
+    return h == RH_EVENT ? &rs->ix_event : h == RH_CALL ? &rs->ix_call : &rs->ix_response;
 }
 
 static void index_free(struct rindex *ix)
@@ -201,21 +201,21 @@ static void push_idx(uint32_t **v, size_t *n, uint32_t x)
  * patset (the router's own trie) and, as a prefilter that lets most
  * messages go after one hash lookup, by their first segment; calls and
  * responses by service. */
-static void index_build(struct lstate *s)
+static void index_build(struct rules *rs)
 {
-    s->events = lb_patset_new();
-    for (size_t i = 0; i < s->n_rules; i++) {
-        const struct rule *r = &s->rules[i];
+    rs->events = lb_patset_new();
+    for (size_t i = 0; i < rs->n_rules; i++) {
+        const struct rule *r = &rs->rules[i];
         if (r->hook != RH_EVENT) continue;
-        lb_patset_add(s->events, r->pattern, strlen(r->pattern), (void *)(uintptr_t)(i + 1));
-        s->n_event_rules++;
+        lb_patset_add(rs->events, r->pattern, strlen(r->pattern), (void *)(uintptr_t)(i + 1));
+        rs->n_event_rules++;
     }
-    s->sel = xcalloc0(s->n_rules, sizeof *s->sel);
+    rs->sel = xcalloc0(rs->n_rules, sizeof *rs->sel);
     for (int h = 0; h < RH__COUNT; h++) {
         struct rindex *ix = xcalloc0(1, sizeof *ix);
         size_t lit = 0;
-        for (size_t i = 0; i < s->n_rules; i++) {
-            const struct rule *r = &s->rules[i];
+        for (size_t i = 0; i < rs->n_rules; i++) {
+            const struct rule *r = &rs->rules[i];
             size_t kn;
             if ((int)r->hook != h) continue;
             if (rule_key(r, &kn)) lit++;
@@ -226,8 +226,8 @@ static void index_build(struct lstate *s)
             while (ix->nb < lit * 2) ix->nb *= 2;
             ix->b = xcalloc0(ix->nb, sizeof *ix->b);
         }
-        for (size_t i = 0; i < s->n_rules; i++) {
-            const struct rule *r = &s->rules[i];
+        for (size_t i = 0; i < rs->n_rules; i++) {
+            const struct rule *r = &rs->rules[i];
             size_t kn;
             const char *k;
             if ((int)r->hook != h || !(k = rule_key(r, &kn))) continue;
@@ -253,7 +253,7 @@ static void index_build(struct lstate *s)
             b->rules = m;
             b->n = o;
         }
-        *index_of(s, (enum rule_hook)h) = ix;
+        *index_of(rs, (enum rule_hook)h) = ix;
     }
 }
 
@@ -274,21 +274,21 @@ static void rule_free(struct rule *r)
     free(r->refuse_msg);
 }
 
-void rules_free(struct lstate *s)
+void rules_free(struct rules *rs)
 {
-    for (size_t i = 0; i < s->n_rules; i++) rule_free(&s->rules[i]);
-    free(s->rules);
-    s->rules = NULL;
-    s->n_rules = 0;
-    lb_patset_free(s->events);
-    s->events = NULL;
-    s->n_event_rules = 0;
-    free(s->sel);
-    s->sel = NULL;
-    index_free(s->ix_event);
-    index_free(s->ix_call);
-    index_free(s->ix_response);
-    s->ix_event = s->ix_call = s->ix_response = NULL;
+    for (size_t i = 0; i < rs->n_rules; i++) rule_free(&rs->rules[i]);
+    free(rs->rules);
+    rs->rules = NULL;
+    rs->n_rules = 0;
+    lb_patset_free(rs->events);
+    rs->events = NULL;
+    rs->n_event_rules = 0;
+    free(rs->sel);
+    rs->sel = NULL;
+    index_free(rs->ix_event);
+    index_free(rs->ix_call);
+    index_free(rs->ix_response);
+    rs->ix_event = rs->ix_call = rs->ix_response = NULL;
 }
 
 #define RULE_ERR(L, r, fmt, ...) luaL_error(L, "routes.lua: rule '%s': " fmt, (r)->name, __VA_ARGS__)
@@ -426,16 +426,22 @@ static void check_fields(lua_State *L, struct rule *r, int t)
     }
 }
 
-void rules_build(struct lstate *s, lua_State *L, int t)
+void rules_init(struct rules *rs, struct lstate *s)
+{
+    memset(rs, 0, sizeof *rs);
+    rs->s = s;
+}
+
+void rules_build(struct rules *rs, lua_State *L, int t)
 {
     lua_Integer n = (lua_Integer)lua_rawlen(L, t);
     if (n > 10000) luaL_error(L, "routes.lua: more than 10000 rules");
     for (lua_Integer i = 1; i <= n; i++) {
-        /* The rule is in s->rules before it is filled in, so a Lua error
-         * half-way leaves nothing lstate_free would not free. */
-        s->rules = realloc(s->rules, (s->n_rules + 1) * sizeof *s->rules);
-        if (!s->rules) abort();
-        struct rule *r = &s->rules[s->n_rules++];
+        /* The rule is in rs->rules before it is filled in, so a Lua error
+         * half-way leaves nothing rules_free would not free. */
+        rs->rules = realloc(rs->rules, (rs->n_rules + 1) * sizeof *rs->rules);
+        if (!rs->rules) abort();
+        struct rule *r = &rs->rules[rs->n_rules++];
         memset(r, 0, sizeof *r);
         r->fn_ref = LUA_NOREF;
         char defname[32];
@@ -452,7 +458,7 @@ void rules_build(struct lstate *s, lua_State *L, int t)
         lua_getfield(L, rt, "last");
         r->last = lua_toboolean(L, -1);
         lua_pop(L, 1);
-        read_actions(s, L, r, rt);
+        read_actions(rs->s, L, r, rt);
         if (r->refuse_code && !lbl_valid_code(r->refuse_code)) RULE_ERR(L, r, "refuse code '%s' must be like FORBIDDEN", r->refuse_code);
         lua_pop(L, 1);
     }
@@ -464,13 +470,13 @@ void rules_build(struct lstate *s, lua_State *L, int t)
             luaL_error(L, "routes.lua must return a list of rules { {...}, {...} } (found key '%s')",
                        lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
     }
-    index_build(s);
+    index_build(rs);
 }
 
-bool rules_any(const struct lstate *s, enum rule_hook k)
+bool rules_any(const struct rules *rs, enum rule_hook k)
 {
-    if (k == RH_EVENT) return s->n_event_rules > 0;
-    const struct rindex *ix = k == RH_CALL ? s->ix_call : s->ix_response;
+    if (k == RH_EVENT) return rs->n_event_rules > 0;
+    const struct rindex *ix = k == RH_CALL ? rs->ix_call : rs->ix_response;
     return ix && (ix->nb || ix->n_wild);
 }
 
@@ -882,7 +888,7 @@ static int run_fixed(struct run *run)
         struct resolve rs;
         rs.m = m;
         rs.n = 0;
-        int rc = host_jsonlex_resolved(run->s, rule->transform, view_resolve, &rs, &out, err, sizeof err);
+        int rc = lstate_jsonlex_resolved(run->s, rule->transform, view_resolve, &rs, &out, err, sizeof err);
         if (rc) { snprintf(run->err, sizeof run->err, "transform: %s", err); return -1; }
         struct sbuf *next = &r->body[r->body_cur ^ 1];
         next->len = 0;
@@ -907,11 +913,11 @@ static void log_error_throttled(struct lstate *s, struct rule *rule, const char 
     uint64_t sec = lb_now_ms() / 1000;
     if (sec == rule->log_sec) { rule->log_suppressed++; return; }
     if (rule->log_suppressed)
-        lb_log(s->h->ctx, LB_LOG_WARN, "rule '%s': %llu more errors in the last second", rule->name,
+        lb_log(s->ctx, LB_LOG_WARN, "rule '%s': %llu more errors in the last second", rule->name,
                (unsigned long long)rule->log_suppressed);
     rule->log_sec = sec;
     rule->log_suppressed = 0;
-    lb_log(s->h->ctx, LB_LOG_WARN, "%s", msg);
+    lb_log(s->ctx, LB_LOG_WARN, "%s", msg);
 }
 
 static void run_one(struct lstate *s, struct rule *rule, struct rmsg *view, struct rresult *r)
@@ -938,66 +944,67 @@ static void run_one(struct lstate *s, struct rule *rule, struct rmsg *view, stru
         snprintf(r->message, sizeof r->message, "rule '%.100s': %.380s", rule->name, run.err);
         if (live) {
             rule->errors++;
-            s->h->rule_errors++;
+            s->n->rule_errors++;
             log_error_throttled(s, rule, r->message);
         }
     } else if (r->kind == RR_REFUSE && live) {
         rule->refusals++;
-        s->h->rule_refusals++;
+        s->n->rule_refusals++;
     }
 }
 
 static void collect_event(void *ud, void *arg)
 {
-    struct lstate *s = arg;
-    if (s->n_sel < s->n_rules) s->sel[s->n_sel++] = (uint32_t)((uintptr_t)ud - 1);
+    struct rules *rs = arg;
+    if (rs->n_sel < rs->n_rules) rs->sel[rs->n_sel++] = (uint32_t)((uintptr_t)ud - 1);
 }
 
-bool rules_maybe(const struct lstate *s, const struct rmsg *m)
+bool rules_maybe(const struct rules *rs, const struct rmsg *m)
 {
-    const struct rindex *ix = m->hook == RH_EVENT ? s->ix_event : m->hook == RH_CALL ? s->ix_call : s->ix_response;
+    const struct rindex *ix = m->hook == RH_EVENT ? rs->ix_event : m->hook == RH_CALL ? rs->ix_call : rs->ix_response;
     if (!ix || !m->name.p) return false;
     if (ix->n_wild) return true;
     struct lb_str key = index_key(m);
     return key.p && bucket_find(ix, key.p, key.n) != NULL;
 }
 
-size_t rules_select(struct lstate *s, const struct rmsg *m)
+size_t rules_select(struct rules *rs, const struct rmsg *m)
 {
-    s->n_sel = 0;
+    rs->n_sel = 0;
     if (m->hook == RH_EVENT) {
-        lb_patset_match(s->events, m->name.p, m->name.n, collect_event, s);
+        lb_patset_match(rs->events, m->name.p, m->name.n, collect_event, rs);
         /* File order (the trie reports matches in its own), then `from`. */
-        for (size_t i = 1; i < s->n_sel; i++)
-            for (size_t j = i; j > 0 && s->sel[j - 1] > s->sel[j]; j--) {
-                uint32_t t = s->sel[j];
-                s->sel[j] = s->sel[j - 1];
-                s->sel[j - 1] = t;
+        for (size_t i = 1; i < rs->n_sel; i++)
+            for (size_t j = i; j > 0 && rs->sel[j - 1] > rs->sel[j]; j--) {
+                uint32_t t = rs->sel[j];
+                rs->sel[j] = rs->sel[j - 1];
+                rs->sel[j - 1] = t;
             }
         size_t k = 0;
-        for (size_t i = 0; i < s->n_sel; i++)
-            if (from_ok(&s->rules[s->sel[i]], m->from)) s->sel[k++] = s->sel[i];
-        return s->n_sel = k;
+        for (size_t i = 0; i < rs->n_sel; i++)
+            if (from_ok(&rs->rules[rs->sel[i]], m->from)) rs->sel[k++] = rs->sel[i];
+        return rs->n_sel = k;
     }
-    const struct rindex *ix = m->hook == RH_CALL ? s->ix_call : s->ix_response;
+    const struct rindex *ix = m->hook == RH_CALL ? rs->ix_call : rs->ix_response;
     if (!ix || (!ix->nb && !ix->n_wild)) return 0;
     struct lb_str key = index_key(m);
     const struct bucket *b = key.p ? bucket_find(ix, key.p, key.n) : NULL;
     const uint32_t *cand = b ? b->rules : ix->wild;
     size_t n = b ? b->n : ix->n_wild;
     for (size_t i = 0; i < n; i++)
-        if (rule_matches(&s->rules[cand[i]], m)) s->sel[s->n_sel++] = cand[i];
-    return s->n_sel;
+        if (rule_selects(&rs->rules[cand[i]], m)) rs->sel[rs->n_sel++] = cand[i];
+    return rs->n_sel;
 }
 
-void rules_run_selected(struct lstate *s, const struct rmsg *m, struct rresult *r)
+void rules_run_selected(struct rules *rs, const struct rmsg *m, struct rresult *r)
 {
+    struct lstate *s = rs->s;
     rresult_reset(r);
     struct rmsg view = *m;
     bool live = !s->dry_run;
-    for (size_t i = 0; i < s->n_sel; i++) {
-        struct rule *rule = &s->rules[s->sel[i]];
-        if (live) { rule->matches++; s->h->rule_matches++; }
+    for (size_t i = 0; i < rs->n_sel; i++) {
+        struct rule *rule = &rs->rules[rs->sel[i]];
+        if (live) { rule->matches++; s->n->rule_matches++; }
         if (r->n_matched < RR_MAX_MATCHED) r->matched[r->n_matched++] = rule->name;
         size_t also_before = r->n_also;
         struct lb_str to0 = view.to, name0 = view.name, body0 = view.body;
@@ -1005,26 +1012,26 @@ void rules_run_selected(struct lstate *s, const struct rmsg *m, struct rresult *
         if (r->kind == RR_REFUSE || r->kind == RR_ERROR) return;
         if (live && (view.to.p != to0.p || view.name.p != name0.p || view.body.p != body0.p || r->n_also != also_before)) {
             rule->changes++;
-            s->h->rule_changes++;
+            s->n->rule_changes++;
         }
         if (rule->last) break;
     }
     if (r->set_to || r->set_name || r->set_body || r->set_error || r->n_also) r->kind = RR_CHANGED;
 }
 
-void rules_run(struct lstate *s, const struct rmsg *m, struct rresult *r)
+void rules_run(struct rules *rs, const struct rmsg *m, struct rresult *r)
 {
-    s->n_sel = 0;
-    if (rules_maybe(s, m)) rules_select(s, m);
-    rules_run_selected(s, m, r);
+    rs->n_sel = 0;
+    if (rules_maybe(rs, m)) rules_select(rs, m);
+    rules_run_selected(rs, m, r);
 }
 
-json_t *rules_json(const struct lstate *s)
+json_t *rules_json(const struct rules *rs)
 {
     static const char *const hooks[] = { "event", "call", "response" };
     json_t *a = json_array();
-    for (size_t i = 0; i < s->n_rules; i++) {
-        const struct rule *r = &s->rules[i];
+    for (size_t i = 0; i < rs->n_rules; i++) {
+        const struct rule *r = &rs->rules[i];
         json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:f}", "name", r->name, "hook", hooks[r->hook],
                               "pattern", r->pattern ? r->pattern : "", "lua", r->fn_ref != LUA_NOREF,
                               "matches", (json_int_t)r->matches, "changes", (json_int_t)r->changes,
