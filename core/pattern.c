@@ -56,7 +56,7 @@ struct ptrie *ptrie_new(void)
 }
 
 static void node_free(struct pnode *n);
-static void subs_free(struct subs *s) { if (s->v != &s->one) free(s->v); }
+static void sublist_free(struct subs *s) { if (s->v != &s->one) free(s->v); }
 static void kid_free(struct ht_node *h, void *ud) { (void)ud; struct pnode *k = container_of(h, struct pnode, hn); node_free(k); free(k); }
 
 static void branch_free(struct pnode *n)
@@ -65,7 +65,7 @@ static void branch_free(struct pnode *n)
     if (!b) return;
     if (b->kids.buckets) { ht_each(&b->kids, kid_free, NULL); ht_free(&b->kids); }
     if (b->star) { node_free(b->star); free(b->star); }
-    subs_free(&b->tail);
+    sublist_free(&b->tail);
     free(b);
     n->br = NULL;
 }
@@ -73,7 +73,7 @@ static void branch_free(struct pnode *n)
 static void node_free(struct pnode *n)
 {
     branch_free(n);
-    subs_free(&n->here);
+    sublist_free(&n->here);
 }
 
 static struct pbranch *branch(struct pnode *n)
