@@ -76,6 +76,12 @@ def cpu_ns(pid):
 ID = re.compile(rb'"id":"([^"]*)"')
 
 
+# Sent by every client before each measurement: a run of many rounds lasts
+# longer than the bus's eviction of a silent connection (3 heartbeat
+# intervals).  Without an id the bus answers nothing, so no count changes.
+HEARTBEAT = frame({"type": "HEARTBEAT"})
+
+
 class Calls:
     """A caller and a service answering every CALL, batch by batch."""
 
@@ -117,6 +123,7 @@ class Calls:
         pid = self.bus.proc.pid
         for c in (self.svc, self.caller):
             c.sock.settimeout(30)
+            c.sock.sendall(HEARTBEAT)
         self._round()
         n = 0
         c0 = cpu_ns(pid)
@@ -170,6 +177,8 @@ class Stream:
         pid = self.bus.proc.pid
         self.pub.sock.settimeout(30)
         self.sub.sock.settimeout(30)
+        for c in (self.pub, self.sub):
+            c.sock.sendall(HEARTBEAT)
         # Warm up (allocations, caches), then measure.
         self.pub.sock.sendall(batch)
         self._take(BATCH)
@@ -282,6 +291,11 @@ def main():
         st = c.call("lexbus", "rules")["data"]["rules"]
         out["rule_avg_us_in_daemon"] = {r["name"]: round(r["avgUs"], 3) for r in st if r["matches"]}
         print(json.dumps(out, indent=1))
+    except Exception:
+        # Say what the daemons said: a bench that fails must show why.
+        for bus in (plain, empty, rules):
+            sys.stderr.write("--- %s, end of its log:\n%s\n" % (bus.dir, bus.logtext()[-3000:]))
+        raise
     finally:
         for bus in (plain, empty, rules):
             bus.__exit__(None, None, None)
