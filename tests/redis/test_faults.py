@@ -235,10 +235,16 @@ def output_buffer_limit_disconnect_is_recovered():
             wait_service(n1, "far")
             r.cli("CONFIG", "SET", "client-output-buffer-limit", "pubsub 128kb 64kb 1")
             before = rstats(n1)["reconnects"]
-            # A burst on the broadcast channel no subscriber can take at once.
+            # A burst on the broadcast channel while n1 reads nothing (stopped):
+            # Redis must pass the limit on n1's subscriber connection however
+            # fast n1 would otherwise have read (it did not always, loaded).
             body = "x" * 65536
             cmds = "".join("*3\r\n$7\r\nPUBLISH\r\n$8\r\nlexbus:b\r\n$%d\r\n%s\r\n" % (len(body), body) for _ in range(300))
-            subprocess.run(["redis-cli", "-s", r.sock, "--pipe"], input=cmds.encode(), capture_output=True, timeout=30)
+            n1.send_signal(signal.SIGSTOP)
+            try:
+                subprocess.run(["redis-cli", "-s", r.sock, "--pipe"], input=cmds.encode(), capture_output=True, timeout=30)
+            finally:
+                n1.send_signal(signal.SIGCONT)
             wait_for(lambda: "pub/sub output buffer limit" in n1.logtext(), 5, what="n1 to see Redis drop it")
             wait_for(lambda: rstats(n1)["reconnects"] > before and rstats(n1)["state"] == "up", 8,
                      what="n1 to reconnect")
