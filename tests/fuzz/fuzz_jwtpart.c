@@ -9,6 +9,8 @@
 #include <string.h>
 #include "jwtpart.h"
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *tok = malloc(size + 1);
