@@ -256,8 +256,8 @@ static inline int begin_value(struct mp_dec *d, const char *kind, bool container
         }
         return V_VALUE;
     }
-    if (d->depth == 1 && d->ix.e) d->ix.field = -1;   /* replaced below, or decoding stops */
     if (!kind) return V_KEY;
+    d->ix.field = -1;   /* a key replaced by "" (or decoding stops) */
     no_json(d, "msgpack: a map key is %s; JSON object keys are strings", kind);
     if (container) return stop(d, MP_NO_JSON);
     l->key = false;
@@ -269,7 +269,7 @@ static inline int begin_value(struct mp_dec *d, const char *kind, bool container
 static void idx_member(struct mp_dec *d)
 {
     struct mp_idx *x = &d->ix;
-    if (x->field < 0 || x->dup) return;
+    if (x->dup) return;
     struct env_val *f = &x->e->f[x->field];
     if (f->kind != J_NONE) { x->dup = true; return; }
     size_t n = (size_t)(d->c.o - d->c.w->buf) - x->vstart;
@@ -285,7 +285,7 @@ static inline int end_value(struct mp_dec *d)
 {
     while (d->depth) {
         struct mp_level *l = &d->st[d->depth - 1];
-        if (d->depth == 1 && d->ix.e && l->map) idx_member(d);
+        if (d->depth == 1 && d->ix.field >= 0 && l->map) idx_member(d);   /* field: only when indexing */
         l->key = l->map;
         if (--l->left) return 0;
         if (put1(d, l->map ? '}' : ']')) return -1;
@@ -344,7 +344,8 @@ static inline size_t plain_run(const unsigned char *p, size_t n, const unsigned 
 }
 
 /* A str as a JSON string: escaped, and checked to be UTF-8.  The room for
- * n + 2 bytes is made once; only escapes (up to 6 bytes for 1) need more. */
+ * n + 2 bytes is made once; only escapes (up to 6 bytes for 1) need more.
+ * Returns 1 when escapes were written, 0 when none were, -1 on failure. */
 static inline int put_string(struct mp_dec *d, const char *s, size_t n)
 {
     if (n == 0) return put(d, "\"\"", 2);   /* s may be NULL then (msgpack-c) */
@@ -352,6 +353,7 @@ static inline int put_string(struct mp_dec *d, const char *s, size_t n)
     size_t start = (size_t)(d->c.o - d->c.w->buf);
     *d->c.o++ = '"';
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    int escaped = 0;
     while (p < end) {
         /* Invariant: the room holds what is left of the input, plus 1. */
         size_t k = plain_run(p, (size_t)(end - p), d->in_end);
@@ -372,6 +374,7 @@ static inline int put_string(struct mp_dec *d, const char *s, size_t n)
             continue;
         }
         if ((size_t)(d->c.oend - d->c.o) < (size_t)(end - p) + 6 && grow(d, (size_t)(end - p) + 6)) return -1;
+        escaped = 1;
         static const char hex[] = "0123456789abcdef";
         unsigned char c = *p++;
         char *o = d->c.o;
@@ -383,7 +386,7 @@ static inline int put_string(struct mp_dec *d, const char *s, size_t n)
         else { memcpy(o + 1, "u00", 3); o[4] = hex[c >> 4]; o[5] = hex[c & 15]; d->c.o += 6; }
     }
     *d->c.o++ = '"';
-    return 0;
+    return escaped;
 }
 
 /* The callbacks msgpack-c's unpacker template calls, in document order:
@@ -448,12 +451,10 @@ static inline int lbmp_cb_map_item(struct mp_dec **u, lbmp_obj *c, lbmp_obj k, l
     return 0;
 }
 
-/* A str of the root map, key or value, written at `at` when indexing:
- * noted.  Escapes only ever lengthen a str (and UTF-8 is copied as it
- * is): none were written when the JSON is the str and its quotes. */
-static int root_str(struct mp_dec *d, int r, size_t at, const char *p, unsigned n)
+/* A str of the root map, key or value, just written (esc: with escapes)
+ * when indexing: noted. */
+static int root_str(struct mp_dec *d, int r, bool esc, const char *p, unsigned n)
 {
-    bool esc = (size_t)(d->c.o - d->c.w->buf) - at != (size_t)n + 2;
     if (r == V_KEY) {
         d->ix.field = esc ? -1 : env_field_of(p, n);
         d->ix.escaped_name |= esc;
@@ -471,10 +472,9 @@ static inline int lbmp_cb_str(struct mp_dec **u, const char *b, const char *p, u
     struct mp_dec *d = *u;
     int r = begin_value(d, NULL, false, J_STRING);
     if (r < 0) return -1;
-    bool root = d->depth == 1 && d->ix.e;
-    size_t at = root ? (size_t)(d->c.o - d->c.w->buf) : 0;
-    if (put_string(d, p, n)) return -1;
-    if (root) return root_str(d, r, at, p, n);
+    int esc = put_string(d, p, n);
+    if (esc < 0) return -1;
+    if (d->depth == 1 && d->ix.e) return root_str(d, r, esc, p, n);
     if (r == V_KEY) {
         d->st[d->depth - 1].key = false;
         return put1(d, ':');
