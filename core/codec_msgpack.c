@@ -163,6 +163,21 @@ struct mp_level {
     bool first;
 };
 
+/* The envelope of the JSON being written, built as envelope_parse would
+ * build it from that text (mp_to_json_indexed): the members of a root
+ * map are noted as they are written, their values' places as offsets
+ * into the output (it may move), pointers once it is done. */
+struct mp_idx {
+    struct envelope *e;         /* NULL: no index wanted */
+    uint32_t off[F__COUNT];     /* of each known member's value text, from the frame's start */
+    size_t vstart;              /* of the root member being written */
+    int field;                  /* its field, or -1 */
+    uint8_t vkind, vesc;        /* its value's kind; a str value needed escapes */
+    bool root_map;
+    bool escaped_name;          /* some root member name needed escapes */
+    bool dup;                   /* a known member came twice: nothing more is noted */
+};
+
 struct mp_dec {
     struct cursor c;
     const unsigned char *in_end;
@@ -174,6 +189,7 @@ struct mp_dec {
     char *err;
     size_t errlen;
     struct mp_level st[ENV_MAX_DEPTH];
+    struct mp_idx ix;
 };
 
 static int stop(struct mp_dec *d, enum mp_status st)
@@ -225,19 +241,43 @@ enum { V_VALUE, V_KEY, V_KEY_REPLACED };
 /* Before each value: the separator its container needs, and the rule that
  * map keys are strings.  `kind` names a non-string value (NULL for str);
  * a key of another scalar kind is replaced by "" so decoding can go on. */
-static inline int begin_value(struct mp_dec *d, const char *kind, bool container)
+static inline int begin_value(struct mp_dec *d, const char *kind, bool container, uint8_t jkind)
 {
     if (d->depth == 0) return V_VALUE;
     struct mp_level *l = &d->st[d->depth - 1];
     bool key = l->map && l->key;
     if (!l->first && (key || !l->map) && put1(d, ',')) return -1;
     l->first = false;
-    if (!key) return V_VALUE;
+    if (!key) {
+        if (d->depth == 1 && d->ix.e && l->map) {
+            d->ix.vstart = (size_t)(d->c.o - d->c.w->buf);
+            d->ix.vkind = jkind;
+            d->ix.vesc = 0;
+        }
+        return V_VALUE;
+    }
     if (!kind) return V_KEY;
+    d->ix.field = -1;   /* a key replaced by "" (or decoding stops) */
     no_json(d, "msgpack: a map key is %s; JSON object keys are strings", kind);
     if (container) return stop(d, MP_NO_JSON);
     l->key = false;
     return put(d, "\"\":", 3) ? -1 : V_KEY_REPLACED;
+}
+
+/* A root member's value ends at the output's end: noted, as
+ * envelope_parse notes it (the first of two known members stops it). */
+static void idx_member(struct mp_dec *d)
+{
+    struct mp_idx *x = &d->ix;
+    if (x->dup) return;
+    struct env_val *f = &x->e->f[x->field];
+    if (f->kind != J_NONE) { x->dup = true; return; }
+    size_t n = (size_t)(d->c.o - d->c.w->buf) - x->vstart;
+    f->kind = x->vkind;
+    f->escaped = x->vesc;
+    f->n = (uint32_t)(x->vkind == J_STRING ? n - 2 : n);
+    x->off[x->field] = (uint32_t)(x->vstart - d->c.base);
+    x->e->present |= 1u << x->field;
 }
 
 /* After a value: count it, and close every container it completes. */
@@ -245,6 +285,7 @@ static inline int end_value(struct mp_dec *d)
 {
     while (d->depth) {
         struct mp_level *l = &d->st[d->depth - 1];
+        if (d->depth == 1 && d->ix.field >= 0 && l->map) idx_member(d);   /* field: only when indexing */
         l->key = l->map;
         if (--l->left) return 0;
         if (put1(d, l->map ? '}' : ']')) return -1;
@@ -253,9 +294,9 @@ static inline int end_value(struct mp_dec *d)
     return 0;
 }
 
-static inline int scalar(struct mp_dec *d, const char *kind, const char *text, size_t n)
+static inline int scalar(struct mp_dec *d, const char *kind, uint8_t jkind, const char *text, size_t n)
 {
-    int r = begin_value(d, kind, false);
+    int r = begin_value(d, kind, false, jkind);
     if (r < 0) return -1;
     if (r == V_KEY_REPLACED) return 0;
     return put(d, text, n) ? -1 : end_value(d);
@@ -267,17 +308,17 @@ static int integer(struct mp_dec *d, bool neg, uint64_t mag)
     size_t n = 0;
     if (neg) buf[n++] = '-';
     n += format_u64(mag, buf + n);
-    return scalar(d, "an integer", buf, n);
+    return scalar(d, "an integer", J_NUMBER, buf, n);
 }
 
 static int number(struct mp_dec *d, double v)
 {
     if (isnan(v) || isinf(v)) {
         no_json(d, "msgpack: %s has no JSON equivalent", isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
-        return scalar(d, "a float", "null", 4);
+        return scalar(d, "a float", J_NULL, "null", 4);
     }
     char buf[40];
-    return scalar(d, "a float", buf, format_double(v, buf, sizeof buf));
+    return scalar(d, "a float", J_NUMBER, buf, format_double(v, buf, sizeof buf));
 }
 
 /* Bytes of p[0..n) a JSON string can carry as they are (printable ASCII
@@ -303,7 +344,8 @@ static inline size_t plain_run(const unsigned char *p, size_t n, const unsigned 
 }
 
 /* A str as a JSON string: escaped, and checked to be UTF-8.  The room for
- * n + 2 bytes is made once; only escapes (up to 6 bytes for 1) need more. */
+ * n + 2 bytes is made once; only escapes (up to 6 bytes for 1) need more.
+ * Returns 1 when escapes were written, 0 when none were, -1 on failure. */
 static inline int put_string(struct mp_dec *d, const char *s, size_t n)
 {
     if (n == 0) return put(d, "\"\"", 2);   /* s may be NULL then (msgpack-c) */
@@ -311,6 +353,7 @@ static inline int put_string(struct mp_dec *d, const char *s, size_t n)
     size_t start = (size_t)(d->c.o - d->c.w->buf);
     *d->c.o++ = '"';
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    int escaped = 0;
     while (p < end) {
         /* Invariant: the room holds what is left of the input, plus 1. */
         size_t k = plain_run(p, (size_t)(end - p), d->in_end);
@@ -331,6 +374,7 @@ static inline int put_string(struct mp_dec *d, const char *s, size_t n)
             continue;
         }
         if ((size_t)(d->c.oend - d->c.o) < (size_t)(end - p) + 6 && grow(d, (size_t)(end - p) + 6)) return -1;
+        escaped = 1;
         static const char hex[] = "0123456789abcdef";
         unsigned char c = *p++;
         char *o = d->c.o;
@@ -342,7 +386,7 @@ static inline int put_string(struct mp_dec *d, const char *s, size_t n)
         else { memcpy(o + 1, "u00", 3); o[4] = hex[c >> 4]; o[5] = hex[c & 15]; d->c.o += 6; }
     }
     *d->c.o++ = '"';
-    return 0;
+    return escaped;
 }
 
 /* The callbacks msgpack-c's unpacker template calls, in document order:
@@ -370,17 +414,18 @@ static inline int lbmp_cb_int32(struct mp_dec **u, int32_t v, lbmp_obj *o) { *o 
 static inline int lbmp_cb_int64(struct mp_dec **u, int64_t v, lbmp_obj *o) { *o = 0; return lbmp_signed(*u, v); }
 static inline int lbmp_cb_float(struct mp_dec **u, float v, lbmp_obj *o) { *o = 0; return number(*u, v); }
 static inline int lbmp_cb_double(struct mp_dec **u, double v, lbmp_obj *o) { *o = 0; return number(*u, v); }
-static inline int lbmp_cb_nil(struct mp_dec **u, lbmp_obj *o) { *o = 0; return scalar(*u, "nil", "null", 4); }
-static inline int lbmp_cb_true(struct mp_dec **u, lbmp_obj *o) { *o = 0; return scalar(*u, "a boolean", "true", 4); }
-static inline int lbmp_cb_false(struct mp_dec **u, lbmp_obj *o) { *o = 0; return scalar(*u, "a boolean", "false", 5); }
+static inline int lbmp_cb_nil(struct mp_dec **u, lbmp_obj *o) { *o = 0; return scalar(*u, "nil", J_NULL, "null", 4); }
+static inline int lbmp_cb_true(struct mp_dec **u, lbmp_obj *o) { *o = 0; return scalar(*u, "a boolean", J_TRUE, "true", 4); }
+static inline int lbmp_cb_false(struct mp_dec **u, lbmp_obj *o) { *o = 0; return scalar(*u, "a boolean", J_FALSE, "false", 5); }
 
 static inline int container(struct mp_dec *d, unsigned n, bool map)
 {
-    if (begin_value(d, map ? "a map" : "an array", true) < 0) return -1;
+    if (begin_value(d, map ? "a map" : "an array", true, map ? J_OBJECT : J_ARRAY) < 0) return -1;
     if (d->depth == ENV_MAX_DEPTH) {
         say(d->err, d->errlen, "msgpack: nesting deeper than %d levels", ENV_MAX_DEPTH);
         return stop(d, MP_MALFORMED);
     }
+    if (d->depth == 0) d->ix.root_map = map;
     /* Every element takes at least one byte: a count the input cannot hold
      * is a lie, refused now rather than at the end of the input. */
     d->claimed += map ? 2ull * n : n;
@@ -406,13 +451,30 @@ static inline int lbmp_cb_map_item(struct mp_dec **u, lbmp_obj *c, lbmp_obj k, l
     return 0;
 }
 
+/* A str of the root map, key or value, just written (esc: with escapes)
+ * when indexing: noted. */
+static int root_str(struct mp_dec *d, int r, bool esc, const char *p, unsigned n)
+{
+    if (r == V_KEY) {
+        d->ix.field = esc ? -1 : env_field_of(p, n);
+        d->ix.escaped_name |= esc;
+        d->st[0].key = false;
+        return put1(d, ':');
+    }
+    d->ix.vesc = esc;
+    return end_value(d);
+}
+
 static inline int lbmp_cb_str(struct mp_dec **u, const char *b, const char *p, unsigned n, lbmp_obj *o)
 {
     (void)b;
     *o = 0;
     struct mp_dec *d = *u;
-    int r = begin_value(d, NULL, false);
-    if (r < 0 || put_string(d, p, n)) return -1;
+    int r = begin_value(d, NULL, false, J_STRING);
+    if (r < 0) return -1;
+    int esc = put_string(d, p, n);
+    if (esc < 0) return -1;
+    if (d->depth == 1 && d->ix.e) return root_str(d, r, esc, p, n);
     if (r == V_KEY) {
         d->st[d->depth - 1].key = false;
         return put1(d, ':');
@@ -425,7 +487,7 @@ static inline int lbmp_cb_bin(struct mp_dec **u, const char *b, const char *p, u
     (void)b; (void)p;
     *o = 0;
     no_json(*u, "msgpack: bin (%u bytes) has no JSON equivalent (send bytes as a base64 str)", n);
-    return scalar(*u, "bin", "null", 4);
+    return scalar(*u, "bin", J_NULL, "null", 4);
 }
 
 /* `n` counts the type byte too.  It is 0 only when an ext32 claimed
@@ -444,15 +506,40 @@ static inline int lbmp_cb_ext(struct mp_dec **u, const char *b, const char *p, u
         no_json(d, "msgpack: a timestamp (ext type -1) has no JSON equivalent (send epoch milliseconds or an ISO 8601 str)");
     else
         no_json(d, "msgpack: ext type %d (%u bytes) has no JSON equivalent", (int8_t)p[0], n - 1);
-    return scalar(d, "ext", "null", 4);
+    return scalar(d, "ext", J_NULL, "null", 4);
 }
 
 #include <msgpack/unpack_template.h>
 
-enum mp_status mp_to_json(const char *in, size_t len, struct jw *out, size_t limit,
-                          char *err, size_t errlen)
+/* The index's last step: pointers into the output, and envelope_parse's
+ * verdict on it. */
+static enum env_status idx_finish(struct mp_idx *x, const struct jw *out, size_t base, const char **why)
+{
+    struct envelope *e = x->e;
+    e->frame = out->buf + base;
+    e->len = out->len - base;
+    if (!x->root_map) return env_not_object(why);
+    for (uint32_t b = e->present; b; b &= b - 1) {
+        int f = __builtin_ctz(b);
+        e->f[f].p = e->frame + x->off[f] + (e->f[f].kind == J_STRING ? 1 : 0);
+    }
+    return x->dup ? env_duplicate(e, why) : env_complete(e, x->escaped_name, why);
+}
+
+static enum mp_status decode(const char *in, size_t len, struct jw *out, size_t limit,
+                             char *err, size_t errlen, struct envelope *e,
+                             enum env_status *est, const char **ewhy)
 {
     struct mp_dec d;
+    d.ix.e = e;
+    d.ix.field = -1;
+    d.ix.vkind = d.ix.vesc = 0;
+    d.ix.root_map = d.ix.escaped_name = d.ix.dup = false;
+    if (e) {
+        memset(e->f, 0, sizeof e->f);
+        e->present = 0;
+        e->type = LB_MSG_UNKNOWN;
+    }
     cur_init(&d.c, out, limit);
     d.len = len;
     d.in_end = (const unsigned char *)in + len;
@@ -486,7 +573,21 @@ enum mp_status mp_to_json(const char *in, size_t len, struct jw *out, size_t lim
         say(err, errlen, "msgpack: %zu bytes after the end of the message", len - off);
         return MP_MALFORMED;
     }
+    if (e && d.status == MP_OK) *est = idx_finish(&d.ix, out, d.c.base, ewhy);
     return d.status;
+}
+
+enum mp_status mp_to_json(const char *in, size_t len, struct jw *out, size_t limit,
+                          char *err, size_t errlen)
+{
+    return decode(in, len, out, limit, err, errlen, NULL, NULL, NULL);
+}
+
+enum mp_status mp_to_json_indexed(const char *in, size_t len, struct jw *out, size_t limit,
+                                  char *err, size_t errlen, struct envelope *e,
+                                  enum env_status *est, const char **ewhy)
+{
+    return decode(in, len, out, limit, err, errlen, e, est, ewhy);
 }
 
 /* ---- JSON -> MessagePack -------------------------------------------- */

@@ -31,6 +31,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include "jsonw.h"
+#include "envelope.h"
 
 enum mp_status {
     MP_OK = 0,
@@ -47,6 +48,17 @@ enum mp_status {
  * `limit` bytes of it.  On failure out keeps what was written so far. */
 enum mp_status mp_to_json(const char *in, size_t len, struct jw *out, size_t limit,
                           char *err, size_t errlen);
+
+/* The same, and the envelope of the JSON written, built while writing it:
+ * on MP_OK, *e, *est and *ewhy are exactly what
+ * envelope_parse(e, JSON written, &ewhy) would give (members, kinds,
+ * escapes, the first of two known members, the missing or unknown type,
+ * escaped member names, a root that is not a map), without scanning it
+ * again.  Otherwise *e is not to be used.  e->frame points into
+ * out->buf: valid until out is next written. */
+enum mp_status mp_to_json_indexed(const char *in, size_t len, struct jw *out, size_t limit,
+                                  char *err, size_t errlen, struct envelope *e,
+                                  enum env_status *est, const char **ewhy);
 
 /* One JSON value (in, len) -> MessagePack appended to out, at most `limit`
  * bytes (MessagePack is at most 2.25x the JSON text plus 5 bytes).

@@ -72,8 +72,10 @@ static enum enc_verdict msgpack_input(const char *frame, size_t len, struct enc_
 {
     char why[256];
     g_in.len = 0;
-    enum mp_status st = mp_to_json(frame, len, &g_in, g_bus.set.max_frame, why, sizeof why);
+    enum mp_status st = mp_to_json_indexed(frame, len, &g_in, g_bus.set.max_frame, why, sizeof why,
+                                           in->env, &in->env_status, &in->env_err);
     if (st != MP_OK) return refuse_msgpack(in, &g_in, st, why);
+    in->indexed = true;
     g_routing = (struct routing){ g_in.buf, g_in.len, frame, len };
     in->json = g_in.buf;
     in->len = g_in.len;
@@ -90,6 +92,7 @@ enum enc_verdict encoding_input_slow(struct lb_conn *c, const char *frame, size_
     in->call = false;
     in->json = frame;
     in->len = len;
+    in->indexed = false;
     if (c->encoding == LB_ENCODING_AUTO) {
         /* Neither: routed as JSON, the default, to be refused there; nothing fixed. */
         if (!mp && !json) return ENC_ROUTE;

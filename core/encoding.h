@@ -20,6 +20,14 @@
 struct enc_in {
     const char *json;            /* ENC_ROUTE: the JSON to route (the frame itself, or its conversion) */
     size_t len;
+    /* Set by the caller: where a conversion puts the JSON's envelope.
+     * ENC_ROUTE with `indexed`: *env, env_status and env_err are what
+     * envelope_parse would give on (json, len), built while converting
+     * (mp_to_json_indexed); without: the router scans the JSON itself. */
+    struct envelope *env;
+    bool indexed;
+    enum env_status env_status;
+    const char *env_err;
     const char *code;            /* ENC_REFUSE: the error code and why */
     char why[256];
     bool call;                   /* ENC_REFUSE: a CALL whose id could be read (answer with a RESPONSE) */
@@ -36,6 +44,7 @@ static inline enum enc_verdict encoding_input(struct lb_conn *c, const char *fra
     if (c->encoding == LB_ENCODING_JSON && !mp_is_map_byte((unsigned char)frame[0])) {
         in->json = frame;
         in->len = len;
+        in->indexed = false;
         return ENC_ROUTE;
     }
     return encoding_input_slow(c, frame, len, in);

@@ -40,6 +40,7 @@ static int known_field(const char *k, size_t n);
 /* Plugins look members up by name (lb_msg_field, lb_msg_raw, lb_msg_set)
  * on every message their hooks see: the same switch as the scanner's. */
 int env_field_by_name(const char *name) { return known_field(name, strlen(name)); }
+int env_field_of(const char *name, size_t n) { return known_field(name, n); }
 
 /* ---- scanner ------------------------------------------------------- */
 
@@ -259,6 +260,37 @@ enum lb_msg_type env_type_of(const struct env_val *v)
     return LB_MSG_UNKNOWN;
 }
 
+static inline __attribute__((always_inline)) enum env_status duplicate(struct envelope *e, const char **err)
+{
+    /* A second `from` or `to` could make the bus and the recipient
+     * disagree about who sent what: refuse. */
+    *err = "a member is given twice";
+    e->type = e->f[F_TYPE].kind ? env_type_of(&e->f[F_TYPE]) : LB_MSG_UNKNOWN;
+    return ENV_DUPLICATE;
+}
+
+static inline __attribute__((always_inline)) enum env_status complete(struct envelope *e, bool escaped_name, const char **err)
+{
+    if (e->f[F_TYPE].kind == J_NONE) { *err = "missing \"type\""; return ENV_BAD_TYPE; }
+    e->type = env_type_of(&e->f[F_TYPE]);
+    if (e->type == LB_MSG_UNKNOWN) { *err = "unknown or non-string \"type\""; return ENV_BAD_TYPE; }
+    if (escaped_name) {
+        *err = "a top-level member name is written with escapes (not accepted: it could hide a member the bus checks)";
+        return ENV_ESCAPED_NAME;
+    }
+    return ENV_OK;
+}
+
+static inline __attribute__((always_inline)) enum env_status not_object(const char **err)
+{
+    *err = "message is not a JSON object";
+    return ENV_NOT_OBJECT;
+}
+
+enum env_status env_duplicate(struct envelope *e, const char **err) { return duplicate(e, err); }
+enum env_status env_complete(struct envelope *e, bool escaped_name, const char **err) { return complete(e, escaped_name, err); }
+enum env_status env_not_object(const char **err) { return not_object(err); }
+
 enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, const char **err)
 {
     memset(e->f, 0, sizeof e->f);
@@ -271,7 +303,7 @@ enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, 
     if (s.p >= s.end || *s.p != '{') {
         /* Still validate, so "not JSON" and "not an object" differ. */
         struct scan t = s;
-        if (scan_value(&t, 0, NULL) == 0) { skip_ws(&t); if (t.p == t.end) { *err = "message is not a JSON object"; return ENV_NOT_OBJECT; } }
+        if (scan_value(&t, 0, NULL) == 0) { skip_ws(&t); if (t.p == t.end) return not_object(err); }
         *err = t.err ? t.err : "not JSON";
         return ENV_BAD_JSON;
     }
@@ -295,13 +327,7 @@ enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, 
             struct env_val v;
             if (scan_value(&s, 1, &v)) { *err = s.err; return ENV_BAD_JSON; }
             if (fid >= 0) {
-                if (e->f[fid].kind != J_NONE) {
-                    /* A second `from` or `to` could make the bus and the
-                     * recipient disagree about who sent what: refuse. */
-                    *err = "a member is given twice";
-                    e->type = e->f[F_TYPE].kind ? env_type_of(&e->f[F_TYPE]) : LB_MSG_UNKNOWN;
-                    return ENV_DUPLICATE;
-                }
+                if (e->f[fid].kind != J_NONE) return duplicate(e, err);
                 e->f[fid] = v;
                 e->present |= 1u << fid;
             }
@@ -315,15 +341,10 @@ enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, 
     }
     skip_ws(&s);
     if (s.p != s.end) { *err = "trailing data after the JSON object"; return ENV_BAD_JSON; }
-    if (e->f[F_TYPE].kind == J_NONE) { *err = "missing \"type\""; return ENV_BAD_TYPE; }
-    e->type = env_type_of(&e->f[F_TYPE]);
-    if (e->type == LB_MSG_UNKNOWN) { *err = "unknown or non-string \"type\""; return ENV_BAD_TYPE; }
-    if (escaped_name) {
-        *err = "a top-level member name is written with escapes (not accepted: it could hide a member the bus checks)";
-        return ENV_ESCAPED_NAME;
-    }
-    return ENV_OK;
+    return complete(e, escaped_name, err);
 }
+
+
 
 int env_validate_value(const char *buf, size_t len, const char **err)
 {

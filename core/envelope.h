@@ -10,6 +10,7 @@
  */
 #ifndef LB_ENVELOPE_H
 #define LB_ENVELOPE_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <lexbus/plugin.h>
@@ -63,6 +64,16 @@ enum env_status { ENV_OK = 0, ENV_BAD_JSON, ENV_NOT_OBJECT, ENV_DUPLICATE, ENV_E
  * can still be echoed in the error). */
 enum env_status envelope_parse(struct envelope *e, const char *buf, size_t len, const char **err);
 
+/* For writers that index the frame they write as envelope_parse would
+ * (mp_to_json): its verdicts, with its messages, on e's members so far.
+ * env_duplicate: a known member met a second time (e->type from the
+ * `type` seen before it, if any).  env_complete: the whole object was
+ * read (sets e->type; `escaped_name`: some member name had escapes).
+ * env_not_object: valid JSON, but not an object. */
+enum env_status env_duplicate(struct envelope *e, const char **err);
+enum env_status env_complete(struct envelope *e, bool escaped_name, const char **err);
+enum env_status env_not_object(const char **err);
+
 /* Validates one complete JSON value (any kind; white space around it is
  * allowed) with the same rules.  Returns 0, or -1 with *err set. */
 int env_validate_value(const char *buf, size_t len, const char **err);
@@ -102,6 +113,7 @@ int env_array_next(const struct env_val *arr, const char **cursor, struct env_va
 
 /* Field name <-> enum (for lb_msg_field). */
 int env_field_by_name(const char *name);
+int env_field_of(const char *name, size_t n);   /* the same, for n bytes (no NUL) */
 const char *env_field_name(enum env_field f);
 
 /* Numbers: parses an integer-valued J_NUMBER (fractions truncated).

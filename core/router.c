@@ -64,10 +64,14 @@ static bool identify(struct sender *s, struct lb_conn *c, const struct lb_msg *m
 
 /* ---- parsing ------------------------------------------------------- */
 
-static bool parse(struct lb_conn *c, struct lb_msg *m, const char *frame, size_t len)
+/* A frame converted from MessagePack comes with its envelope, built as
+ * the scanner would build it (encoding.h): not scanned a second time. */
+static bool parse(struct lb_conn *c, struct lb_msg *m, const struct enc_in *in)
 {
     const char *err = NULL;
-    enum env_status st = envelope_parse(&m->env, frame, len, &err);
+    enum env_status st;
+    if (in->indexed) { st = in->env_status; err = in->env_err; }
+    else st = envelope_parse(&m->env, in->json, in->len, &err);
     g_stats.msgs_in[m->env.type]++;
     if (st == ENV_OK) return true;
     struct sender s = { c, conn_name(c), c->inst ? c->inst->name_len : 0 };
@@ -183,36 +187,39 @@ static void refuse_encoded(struct lb_conn *c, const struct enc_in *in)
     else conn_send_error(c, in->id_len ? in->id : NULL, in->id_len, in->code, -1, in->why);
 }
 
-static void route(struct lb_conn *c, const char *frame, size_t len);
+static void route(struct lb_conn *c, struct lb_msg *m, const struct enc_in *in);
 
 void router_input(struct lb_conn *c, const char *frame, size_t len)
 {
+    struct lb_msg m;
     struct enc_in in;
+    in.env = &m.env;
     if (encoding_input(c, frame, len, &in) == ENC_REFUSE) {
         refuse_encoded(c, &in);
         return;
     }
-    route(c, in.json, in.len);
+    route(c, &m, &in);
     if (in.json != frame) encoding_routed();
 }
 
-static void route(struct lb_conn *c, const char *frame, size_t len)
+/* m->env: filled by encoding_input when in->indexed. */
+static void route(struct lb_conn *c, struct lb_msg *m, const struct enc_in *in)
 {
-    struct lb_msg m, rewritten;
-    msg_init(&m, &g_scratch);
+    struct lb_msg rewritten;
+    msg_init(m, &g_scratch);
     jw_reset(&g_scratch);
-    if (!parse(c, &m, frame, len)) return;
+    if (!parse(c, m, in)) return;
     struct sender s;
-    if (!admissible(&s, c, &m)) return;
-    if (g_hooks_n.inspect) hooks_inspect(c, &m);
+    if (!admissible(&s, c, m)) return;
+    if (g_hooks_n.inspect) hooks_inspect(c, m);
     struct hook_refusal r;
-    if (g_hooks_n.message && c->state == CS_REGISTERED && hooks_message(c, &m, &r) == LB_DENY) {
-        refuse_hook(&s, &m, &r);
+    if (g_hooks_n.message && c->state == CS_REGISTERED && hooks_message(c, m, &r) == LB_DENY) {
+        refuse_hook(&s, m, &r);
         return;
     }
-    struct lb_msg *route = &m;
-    if (g_hooks_n.rewrite && c->state == CS_REGISTERED && rewritable_type(m.env.type)) {
-        route = rewrite(&s, &m, &rewritten);
+    struct lb_msg *route = m;
+    if (g_hooks_n.rewrite && c->state == CS_REGISTERED && rewritable_type(m->env.type)) {
+        route = rewrite(&s, m, &rewritten);
         if (!route) return;
     }
     dispatch(&s, route);

@@ -7,6 +7,11 @@
  * it refuses must come with a message, and must not have written past its
  * limit.
  *
+ * The envelope mp_to_json_indexed builds while decoding must be exactly
+ * what envelope_parse gives on the JSON written (status, message, type,
+ * every field's place, length, kind and escapes), with the output and the
+ * verdict of mp_to_json, also when appended after other bytes.
+ *
  * The input is also taken as JSON: whatever the scanner accepts must
  * encode (the encoder is total on valid JSON), and what it encodes to
  * must decode to JSON that is stable under a second round. */
@@ -44,6 +49,38 @@ static void json_round(const struct jw *json, const struct jw *want)
     free(back.buf);
 }
 
+static void same_env(const struct envelope *a, const struct envelope *b)
+{
+    check(a->frame == b->frame && a->len == b->len && a->type == b->type && a->present == b->present);
+    for (int f = 0; f < F__COUNT; f++) {
+        const struct env_val *x = &a->f[f], *y = &b->f[f];
+        check(x->kind == y->kind);
+        if (x->kind != J_NONE) check(x->p == y->p && x->n == y->n && x->escaped == y->escaped);
+    }
+}
+
+/* The index built while decoding, against the scanner on its output. */
+static void indexed(const char *in, size_t size, enum mp_status want, const struct jw *json, const char *want_err)
+{
+    /* Appended after other bytes: offsets count from the frame's start. */
+    struct jw out = { malloc(3), 3, 3 };
+    check(out.buf != NULL);
+    memcpy(out.buf, "[1]", 3);
+    char err[256];
+    struct envelope idx, scan;
+    enum env_status ist = ENV_BAD_JSON;
+    const char *iwhy = NULL, *swhy = NULL;
+    enum mp_status st = mp_to_json_indexed(in, size, &out, LIMIT, err, sizeof err, &idx, &ist, &iwhy);
+    check(st == want && strcmp(err, want_err) == 0);
+    if (st == MP_OK) {
+        check(out.len == json->len + 3 && memcmp(out.buf + 3, json->buf, json->len) == 0);
+        enum env_status sst = envelope_parse(&scan, out.buf + 3, out.len - 3, &swhy);
+        check(ist == sst && (sst == ENV_OK || strcmp(iwhy, swhy) == 0));
+        same_env(&idx, &scan);
+    }
+    free(out.buf);
+}
+
 static void as_msgpack(const char *in, size_t size)
 {
     struct jw json = { 0 };
@@ -51,6 +88,7 @@ static void as_msgpack(const char *in, size_t size)
     const char *why;
     enum mp_status st = mp_to_json(in, size, &json, LIMIT, err, sizeof err);
     check(json.len <= LIMIT);
+    indexed(in, size, st, &json, err);
     if (st != MP_OK) {
         check(err[0] != 0);
     } else {

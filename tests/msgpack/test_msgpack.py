@@ -322,6 +322,11 @@ def malformed_msgpack_is_refused_and_the_stream_goes_on():
             ("nesting past the limit", b"\x82\xa4type\xa4EMIT\xa1p" + deep(64), "nesting deeper than 64"),
             ("not a map", b"\x92\x01\x02", "a message is a map"),
             ("duplicate member", b"\x83\xa4type\xa4EMIT\xa5event\xa1a\xa5event\xa1b", "given twice"),
+            # What the envelope built while decoding must refuse as the JSON scanner would:
+            ("escaped member name", b"\x83\xa4type\xa4EMIT\xa5event\xa1a\xa5fr\"om\xa1x", "written with escapes"),
+            ("missing type", b"\x82\xa5event\xa1a\xa7payload\x01", "missing \"type\""),
+            ("unknown type", b"\x82\xa4type\xa4EMIX\xa5event\xa1a", "unknown or non-string"),
+            ("non-string type", b"\x82\xa4type\x01\xa5event\xa1a", "unknown or non-string"),
         ]
         for what, body, phrase in cases:
             c.send_raw(lbtest.frame(body))

@@ -1,5 +1,6 @@
 /* The MessagePack codec: every kind both ways, the refusals and their
- * messages, lying lengths, nesting, the output limit. */
+ * messages, lying lengths, nesting, the output limit; the envelope built
+ * while decoding, against envelope_parse on the JSON written. */
 #include "config.h"
 #include <math.h>
 #include <stdint.h>
@@ -14,9 +15,17 @@ static struct jw out;
 static char err[256];
 
 /* MessagePack given as hex ("81 a1 61 01") -> JSON text in `out`. */
+static char bin[1 << 16];
+static size_t unhex(const char *hex);
 static enum mp_status to_json_hex(const char *hex, size_t limit)
 {
-    static char bin[1 << 16];
+    size_t n = unhex(hex);
+    out.len = 0;
+    return mp_to_json(bin, n, &out, limit, err, sizeof err);
+}
+
+static size_t unhex(const char *hex)
+{
     size_t n = 0;
     for (const char *p = hex; *p;) {
         if (*p == ' ') { p++; continue; }
@@ -25,8 +34,33 @@ static enum mp_status to_json_hex(const char *hex, size_t limit)
         bin[n++] = (char)v;
         p += 2;
     }
-    out.len = 0;
-    return mp_to_json(bin, n, &out, limit, err, sizeof err);
+    return n;
+}
+
+/* MessagePack (hex) decoded with its index, appended after a prefix; the
+ * index must be envelope_parse's on the JSON written, field by field.
+ * Returns the status both give, or -1 (decoding failed, or they differ). */
+static struct envelope idx;
+static int indexed_hex(const char *hex)
+{
+    size_t n = unhex(hex);
+    if (out.cap < 2 && !(out.buf = realloc(out.buf, out.cap = 64))) return -1;
+    memcpy(out.buf, "xx", 2);
+    out.len = 2;
+    enum env_status ist;
+    const char *iwhy = NULL, *swhy = NULL;
+    if (mp_to_json_indexed(bin, n, &out, SIZE_MAX, err, sizeof err, &idx, &ist, &iwhy) != MP_OK) return -1;
+    struct envelope scan;
+    enum env_status sst = envelope_parse(&scan, out.buf + 2, out.len - 2, &swhy);
+    int same = ist == sst && (sst == ENV_OK || strcmp(iwhy, swhy) == 0) && idx.frame == scan.frame &&
+               idx.len == scan.len && idx.type == scan.type && idx.present == scan.present;
+    for (int f = 0; f < F__COUNT; f++) {
+        const struct env_val *a = &idx.f[f], *b = &scan.f[f];
+        same &= a->kind == b->kind && (a->kind == J_NONE || (a->p == b->p && a->n == b->n && a->escaped == b->escaped));
+    }
+    if (!same) printf("#   %.*s: index %d (%s), scanner %d (%s)\n", (int)out.len - 2, out.buf + 2, ist,
+                      iwhy ? iwhy : "-", sst, swhy ? swhy : "-");
+    return same ? (int)sst : -1;
 }
 
 static int json_is(const char *want)
@@ -175,6 +209,44 @@ int main(void)
     CHECK(mp_from_json("{\"a\":1,}", 8, &out, SIZE_MAX, err, sizeof err) == MP_MALFORMED && out.len == 0,
           "invalid JSON refused, output restored");
     CHECK(mp_from_json("[\"abcdef\"]", 10, &out, 4, err, sizeof err) == MP_TOO_LARGE, "encoder output limit");
+
+    /* The envelope built while decoding. */
+    CHECK(indexed_hex("83 a4 74797065 a4 454d4954 a5 6576656e74 a3 612e62 a7 7061796c6f6164 82 a1 78 92 01 cb 4004000000000000 a1 79 c0")
+          == ENV_OK && idx.type == LB_MSG_EMIT && idx.present == (1u << F_TYPE | 1u << F_EVENT | 1u << F_PAYLOAD) &&
+          idx.f[F_PAYLOAD].kind == J_OBJECT && idx.f[F_PAYLOAD].n == 22 && memcmp(idx.f[F_PAYLOAD].p, "{\"x\":[1,2.5],\"y\":null}", 22) == 0 &&
+          env_str_eq(&idx.f[F_EVENT], "a.b", 3), "index of an EMIT: kinds, places, lengths");
+    CHECK(indexed_hex("85 a4 74797065 a4 43414c4c a2 6964 01 a2 746f c3 a6 706172616d73 c0 a7 636f6e74657874 90") == ENV_OK &&
+          idx.f[F_ID].kind == J_NUMBER && idx.f[F_TO].kind == J_TRUE && idx.f[F_PARAMS].kind == J_NULL &&
+          idx.f[F_CONTEXT].kind == J_ARRAY && idx.f[F_CONTEXT].n == 2, "index: number, true, null, array");
+    CHECK(indexed_hex("83 a4 74797065 a4 454d4954 a5 6576656e74 a3 61225c a7 7061796c6f6164 a2 0a61") == ENV_OK &&
+          idx.f[F_EVENT].escaped && idx.f[F_EVENT].n == 5 && idx.f[F_PAYLOAD].escaped && idx.f[F_PAYLOAD].n == 3,
+          "index: escaped strings keep their escaped text and say so");
+    CHECK(indexed_hex("83 a4 74797065 a4 43414c4c a2 6964 a1 31 a2 6964 a1 32") == ENV_DUPLICATE &&
+          idx.type == LB_MSG_CALL && env_str_eq(&idx.f[F_ID], "1", 1), "index: a known member twice, the first kept");
+    CHECK(indexed_hex("83 a2 6964 a1 31 a2 6964 a1 32 a4 74797065 a4 454d4954") == ENV_DUPLICATE &&
+          idx.type == LB_MSG_UNKNOWN && !(idx.present & 1u << F_TYPE), "index: nothing noted past the duplicate");
+    CHECK(indexed_hex("83 a4 74797065 a4 454d4954 a1 61 01 a1 61 02") == ENV_OK, "index: an unknown member twice is no duplicate");
+    CHECK(indexed_hex("82 a5 6672226f6d 01 a4 74797065 a4 454d4954") == ENV_ESCAPED_NAME, "index: escaped member name");
+    CHECK(indexed_hex("82 a5 74797065 5c a4 454d4954 a4 74797065 a4 454d4954") == ENV_ESCAPED_NAME &&
+          idx.type == LB_MSG_EMIT, "index: an escaped \"type\\\" is another member");
+    CHECK(indexed_hex("82 a1 61 a4 74797065 a5 6576656e74 01") == ENV_BAD_TYPE, "index: missing type");
+    CHECK(indexed_hex("81 a4 74797065 a3 464f4f") == ENV_BAD_TYPE, "index: unknown type");
+    CHECK(indexed_hex("81 a4 74797065 01") == ENV_BAD_TYPE, "index: non-string type");
+    CHECK(indexed_hex("80") == ENV_BAD_TYPE, "index: empty map");
+    CHECK(indexed_hex("92 01 02") == ENV_NOT_OBJECT && indexed_hex("a1 61") == ENV_NOT_OBJECT, "index: not a map");
+    CHECK(indexed_hex("82 a4 74797065 a4 454d4954 a7 7061796c6f6164 91 91 91 91 91 91 91 91 81 a1 61 80") == ENV_OK &&
+          idx.f[F_PAYLOAD].kind == J_ARRAY, "index: nested values");
+    {
+        /* A root map16 of 20 members, a long str value: offsets past a growth of the output. */
+        char hex[8192] = "de 0014 a4 74797065 a4 454d4954 a7 7061796c6f6164 da 0190";
+        for (int i = 0; i < 400; i++) strcat(hex, " 78");
+        for (int i = 0; i < 18; i++) { char m[32]; snprintf(m, sizeof m, " a2 6b%02x %02x", 0x30 + i, i); strcat(hex, m); }
+        CHECK(indexed_hex(hex) == ENV_OK && idx.f[F_PAYLOAD].n == 400, "index: map16, long str");
+    }
+    out.len = 0;
+    CHECK(mp_to_json_indexed("\x81\xa1\x61\xc4\x01\x00", 6, &out, SIZE_MAX, err, sizeof err, &idx,
+                             &(enum env_status){ ENV_OK }, &(const char *){ NULL }) == MP_NO_JSON,
+          "index: the decoder's own refusals unchanged");
     free(out.buf);
     return tap_done();
 }
