@@ -5,7 +5,8 @@
 #
 #   tests/bench/mprun.sh [--quick] [--out FILE.json]
 #
-# LEXBUSD and MPBENCH may point at prebuilt binaries.
+# LEXBUSD and MPBENCH may point at prebuilt binaries (a lexbusd copied out of
+# its build tree needs LEXBUS_PLUGIN_DIR to find its plugins).
 set -euo pipefail
 top="$(cd "$(dirname "$0")/../.." && pwd)"
 n_stream=1000000 n_rtt=30000 out="$top/mpbench-results.json"
